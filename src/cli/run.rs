@@ -1,0 +1,261 @@
+//! `ors run FILE`: one session driven by JSON lines on stdin, reporting a
+//! JSON line per processed external event on stdout.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+
+use crate::interpreter::{Event, Host, Session, SessionOptions, StepOutcome};
+use crate::model::Document;
+
+/// Options of `ors run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Stop with exit code 124 after this long.
+    pub timeout: Option<Duration>,
+    /// Microsteps one macrostep may take (0: unlimited).
+    pub max_microsteps: u64,
+}
+
+/// Exit code when `--timeout` stops the run.
+pub const EXIT_TIMEOUT: i32 = 124;
+
+/// The host of a CLI session: logs to stderr, wall-clock time.
+pub struct CliHost;
+
+impl Host for CliHost {
+    fn now_ms(&mut self) -> u64 {
+        now_ms()
+    }
+    fn log(&mut self, _session_id: &str, label: Option<&str>, message: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = match label {
+            Some(l) if !l.is_empty() => writeln!(err, "{l}: {message}"),
+            _ => writeln!(err, "{message}"),
+        };
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Builds the JSON line reported after a step.
+pub fn step_line(session: &Session, cause: &str, event: Option<&Event>) -> Value {
+    let doc = session.document();
+    let mut line = json!({
+        "cause": cause,
+        "event": event.map(|e| e.name.to_string()),
+    });
+    match session.final_info() {
+        Some(info) if !session.is_running() => {
+            let names = |atomic: bool| -> Vec<String> {
+                info.configuration
+                    .iter()
+                    .map(|s| doc.state(s))
+                    .filter(|s| !atomic || s.is_atomic())
+                    .map(|s| s.name.to_string())
+                    .collect()
+            };
+            line["configuration"] = json!(names(false));
+            line["atomic"] = json!(names(true));
+            line["done"] = json!(true);
+            line["final"] = json!(doc.state(info.state).name.to_string());
+        }
+        _ if !session.is_running() => {
+            line["configuration"] = json!(Vec::<String>::new());
+            line["atomic"] = json!(Vec::<String>::new());
+            line["done"] = json!(true);
+            line["final"] = Value::Null;
+        }
+        _ => {
+            line["configuration"] = json!(session.configuration_names());
+            line["atomic"] = json!(session.atomic_names());
+        }
+    }
+    line
+}
+
+/// Parses one input line `{"name": ..., "data": ...}` into an external event.
+pub fn parse_input_event(line: &str) -> Result<Event, String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| "missing \"name\" (a non-empty string)".to_string())?;
+    Ok(Event::external(name, v.get("data").cloned()))
+}
+
+/// Runs a loaded document until it halts, input ends with nothing left to
+/// wake it, or the timeout passes. Returns the process exit code.
+pub fn run_document(doc: Arc<Document>, options: &RunOptions) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ors: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(run_async(doc, options))
+}
+
+async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
+    let deadline = options.timeout.map(|t| Instant::now() + t);
+    let session_options = SessionOptions {
+        max_microsteps: options.max_microsteps,
+        ..SessionOptions::default()
+    };
+    let mut session = Session::new(doc, session_options);
+    let mut host = CliHost;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut emit = |line: Value, out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>| {
+        let _ = serde_json::to_writer(&mut *out, &line);
+        let _ = out.write_all(b"\n");
+    };
+
+    let (tx, mut rx) = mpsc::channel::<String>(1024);
+    tokio::spawn(async move {
+        let stdin = tokio::io::stdin();
+        let mut lines = tokio::io::BufReader::new(stdin).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut input_open = true;
+
+    let outcome = session.start(&mut host);
+    emit(step_line(&session, "start", None), &mut out);
+    if outcome == StepOutcome::Halted {
+        let _ = out.flush();
+        return 0;
+    }
+    loop {
+        // Events the session queued for itself come first (FIFO).
+        while session.has_external() {
+            if let Some((ev, _)) = session.process_next_external(&mut host) {
+                emit(step_line(&session, "delayed", Some(&ev)), &mut out);
+            }
+            if !session.is_running() {
+                let _ = out.flush();
+                return 0;
+            }
+        }
+        if !session.is_running() {
+            let _ = out.flush();
+            return 0;
+        }
+        // Take input that is already waiting without blocking.
+        if input_open {
+            match rx.try_recv() {
+                Ok(line) => {
+                    handle_input(&mut session, &mut host, &line, &mut out, &mut emit);
+                    if !session.is_running() {
+                        let _ = out.flush();
+                        return 0;
+                    }
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => input_open = false,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+        }
+        let due = session.next_timer_due();
+        if due.is_some_and(|d| d <= now_ms()) {
+            session.fire_due_timers(now_ms(), &mut host);
+            continue;
+        }
+        if !input_open && due.is_none() {
+            let _ = out.flush();
+            return 0;
+        }
+        // Caught up: flush before blocking.
+        let _ = out.flush();
+        let timer = async {
+            match due {
+                Some(d) => tokio::time::sleep(Duration::from_millis(d.saturating_sub(now_ms()))).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let stop = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            line = rx.recv(), if input_open => match line {
+                Some(line) => {
+                    handle_input(&mut session, &mut host, &line, &mut out, &mut emit);
+                    if !session.is_running() {
+                        let _ = out.flush();
+                        return 0;
+                    }
+                }
+                None => input_open = false,
+            },
+            _ = timer => {
+                session.fire_due_timers(now_ms(), &mut host);
+            }
+            _ = stop => {
+                let _ = out.flush();
+                eprintln!("ors: timed out");
+                return super::run::EXIT_TIMEOUT;
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = out.flush();
+            eprintln!("ors: timed out");
+            return EXIT_TIMEOUT;
+        }
+    }
+}
+
+fn handle_input<W: Write>(
+    session: &mut Session,
+    host: &mut CliHost,
+    line: &str,
+    out: &mut W,
+    emit: &mut dyn FnMut(Value, &mut W),
+) {
+    if line.trim().is_empty() {
+        return;
+    }
+    match parse_input_event(line) {
+        Ok(ev) => {
+            session.enqueue_external(ev);
+            if let Some((ev, _)) = session.process_next_external(host) {
+                emit(step_line(session, "input", Some(&ev)), out);
+            }
+        }
+        Err(e) => eprintln!("ors: ignoring input line: {e}"),
+    }
+}
+
+/// Loads a document for the CLI, printing diagnostics and warnings.
+pub fn load_for_cli(path: &Path) -> Option<Arc<Document>> {
+    match crate::parser::load_file(path, &crate::parser::LoadOptions::default()) {
+        Ok(doc) => {
+            for w in &doc.warnings {
+                eprintln!("{w}");
+            }
+            Some(Arc::new(doc))
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}

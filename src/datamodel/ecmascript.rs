@@ -1,0 +1,601 @@
+//! The ECMAScript data model on boa. Every expression and script of the
+//! document is compiled at most once per session context and the compiled
+//! `Script` is reused; runtime limits turn runaway scripts into errors.
+//!
+//! Data variables live as properties of the global object (one global
+//! scope, as the Recommendation requires); system variables are read-only
+//! properties, so assigning to them fails.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use boa_engine::object::builtins::{JsArray, JsDate};
+use boa_engine::property::{PropertyDescriptor, PropertyKey};
+use boa_engine::{
+    Context, JsError, JsObject, JsResult, JsString, JsValue, NativeFunction, Script, Source,
+    js_string,
+};
+use serde_json::{Map, Value};
+
+use super::{DataModel, DataModelError, DmResult, InitialValue, ScriptLimits, SystemVariables};
+use crate::interpreter::Event;
+use crate::model::{Document, ExprId, ExprKind, StateId, StateSet};
+
+/// Host data reachable from the native `In()` function.
+struct ActiveStates {
+    doc: Arc<Document>,
+    active: RefCell<StateSet>,
+}
+
+/// An ECMAScript data model bound to one boa `Context` (not `Send`: a
+/// session keeps it on one thread for life).
+pub struct EcmaScriptDataModel {
+    doc: Arc<Document>,
+    ctx: Context,
+    compiled: Vec<Option<Script>>,
+    setters: Vec<Option<JsObject>>,
+    foreach_stack: Vec<Vec<JsValue>>,
+    baseline_globals: HashSet<String>,
+    stringify: Option<JsObject>,
+}
+
+fn js_err(e: JsError, ctx: &mut Context) -> DataModelError {
+    let msg = match e.try_native(ctx) {
+        Ok(native) => native.to_string(),
+        Err(_) => e.to_string(),
+    };
+    DataModelError::new(msg)
+}
+
+fn in_predicate(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let name = match args.first() {
+        Some(v) => v.to_string(ctx)?.to_std_string_escaped(),
+        None => return Ok(JsValue::from(false)),
+    };
+    let Some(states) = ctx.get_data::<ActiveStates>() else {
+        return Ok(JsValue::from(false));
+    };
+    let active = states
+        .doc
+        .state_by_name(&name)
+        .is_some_and(|s| states.active.borrow().contains(s));
+    Ok(JsValue::from(active))
+}
+
+const RESERVED: &[&str] = &[
+    "break", "case", "catch", "class", "const", "continue", "debugger", "default", "delete", "do",
+    "else", "enum", "export", "extends", "false", "finally", "for", "function", "if", "import",
+    "in", "instanceof", "new", "null", "return", "super", "switch", "this", "throw", "true",
+    "try", "typeof", "var", "void", "while", "with", "yield", "let", "static", "implements",
+    "interface", "package", "private", "protected", "public", "await",
+];
+
+/// Whether `name` can be used as an ECMAScript variable name.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    (first.is_alphabetic() || first == '_' || first == '$')
+        && chars.all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        && !RESERVED.contains(&name)
+}
+
+impl EcmaScriptDataModel {
+    /// A fresh context for `doc` with the given limits.
+    pub fn new(doc: Arc<Document>, limits: &ScriptLimits) -> Self {
+        let mut ctx = Context::default();
+        ctx.runtime_limits_mut()
+            .set_loop_iteration_limit(limits.loop_iterations);
+        ctx.runtime_limits_mut().set_recursion_limit(limits.recursion);
+        ctx.runtime_limits_mut().set_stack_size_limit(limits.stack_size);
+        ctx.insert_data(ActiveStates {
+            doc: doc.clone(),
+            active: RefCell::new(StateSet::with_capacity(doc.states.len())),
+        });
+        ctx.register_global_callable(js_string!("In"), 1, NativeFunction::from_fn_ptr(in_predicate))
+            .expect("In is not yet defined");
+        let n = doc.exprs.len();
+        let mut dm = EcmaScriptDataModel {
+            doc,
+            ctx,
+            compiled: (0..n).map(|_| None).collect(),
+            setters: (0..n).map(|_| None).collect(),
+            foreach_stack: Vec::new(),
+            baseline_globals: HashSet::new(),
+            stringify: None,
+        };
+        let _ = dm.define_readonly("_event", JsValue::undefined());
+        dm.baseline_globals = dm.global_names();
+        dm
+    }
+
+    fn global_names(&mut self) -> HashSet<String> {
+        let global = self.ctx.global_object();
+        global
+            .own_property_keys(&mut self.ctx)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|k| match k {
+                PropertyKey::String(s) => Some(s.to_std_string_escaped()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn define_readonly(&mut self, name: &str, value: JsValue) -> DmResult<()> {
+        let global = self.ctx.global_object();
+        global
+            .define_property_or_throw(
+                JsString::from(name),
+                PropertyDescriptor::builder()
+                    .value(value)
+                    .writable(false)
+                    .enumerable(true)
+                    .configurable(true),
+                &mut self.ctx,
+            )
+            .map(|_| ())
+            .map_err(|e| js_err(e, &mut self.ctx))
+    }
+
+    /// Compiles (once) and returns the script for an expression.
+    fn script(&mut self, id: ExprId) -> DmResult<Script> {
+        if let Some(s) = &self.compiled[id.index()] {
+            return Ok(s.clone());
+        }
+        let expr = self.doc.expr(id);
+        // Expressions are wrapped in parentheses (on their own lines, so a
+        // trailing `//` comment cannot swallow the closing one) so that an
+        // object literal is not read as a block. Compiled once, not per use.
+        let source = match expr.kind {
+            ExprKind::Script => expr.source.to_string(),
+            ExprKind::Value | ExprKind::Location => {
+                // A trailing `;` is common in hand-written attributes.
+                let body = expr.source.trim().trim_end_matches(';');
+                format!("(\n{body}\n)")
+            }
+        };
+        let script = Script::parse(Source::from_bytes(source.as_bytes()), None, &mut self.ctx)
+            .map_err(|e| js_err(e, &mut self.ctx))?;
+        self.compiled[id.index()] = Some(script.clone());
+        Ok(script)
+    }
+
+    fn eval(&mut self, id: ExprId) -> DmResult<JsValue> {
+        let script = self.script(id)?;
+        script
+            .evaluate(&mut self.ctx)
+            .map_err(|e| js_err(e, &mut self.ctx))
+    }
+
+    /// Compiles (once) a strict-mode setter `function (v) { (LOCATION) = v }`
+    /// so that assigning to an undeclared name or a read-only system
+    /// variable throws instead of silently creating or ignoring.
+    fn setter(&mut self, location: ExprId) -> DmResult<JsObject> {
+        if let Some(f) = &self.setters[location.index()] {
+            return Ok(f.clone());
+        }
+        let loc = &self.doc.expr(location).source;
+        if loc.trim().is_empty() {
+            return Err(DataModelError::new("empty location"));
+        }
+        let source = format!("(function (__ors_value) {{ 'use strict';\n({loc}\n) = __ors_value; }})");
+        let f = self
+            .ctx
+            .eval(Source::from_bytes(source.as_bytes()))
+            .map_err(|e| js_err(e, &mut self.ctx))?;
+        let f = f
+            .as_object()
+            .filter(|o| o.is_callable())
+            .ok_or_else(|| DataModelError::new(format!("'{loc}' is not a valid location")))?;
+        self.setters[location.index()] = Some(f.clone());
+        Ok(f)
+    }
+
+    fn set_location(&mut self, location: ExprId, value: JsValue) -> DmResult<()> {
+        let f = self.setter(location)?;
+        f.call(&JsValue::undefined(), &[value], &mut self.ctx)
+            .map(|_| ())
+            .map_err(|e| js_err(e, &mut self.ctx))
+    }
+
+    fn initial_to_js(&mut self, value: &InitialValue) -> DmResult<JsValue> {
+        match value {
+            InitialValue::Undefined => Ok(JsValue::undefined()),
+            InitialValue::Expr(e) => self.eval(*e),
+            InitialValue::Json(v) => {
+                JsValue::from_json(v, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))
+            }
+            InitialValue::Text(s) | InitialValue::Xml(s) => Ok(JsValue::from(JsString::from(s.as_str()))),
+        }
+    }
+
+    fn json_to_js(&mut self, v: &Option<Value>) -> JsValue {
+        match v {
+            None => JsValue::undefined(),
+            Some(v) => JsValue::from_json(v, &mut self.ctx).unwrap_or_default(),
+        }
+    }
+
+    /// Converts a value to data with `JSON.stringify` semantics (`toJSON`,
+    /// functions and undefined members dropped).
+    fn to_data(&mut self, value: &JsValue) -> DmResult<Option<Value>> {
+        match value.variant() {
+            boa_engine::JsVariant::Undefined => return Ok(None),
+            boa_engine::JsVariant::Null => return Ok(Some(Value::Null)),
+            boa_engine::JsVariant::Boolean(b) => return Ok(Some(Value::Bool(b))),
+            boa_engine::JsVariant::Integer32(i) => return Ok(Some(Value::from(i))),
+            boa_engine::JsVariant::String(s) => {
+                return Ok(Some(Value::String(s.to_std_string_escaped())));
+            }
+            _ => {}
+        }
+        if value.as_object().is_some_and(|o| o.is_callable()) {
+            return Ok(None);
+        }
+        let stringify = match &self.stringify {
+            Some(f) => f.clone(),
+            None => {
+                let json = self
+                    .ctx
+                    .global_object()
+                    .get(js_string!("JSON"), &mut self.ctx)
+                    .map_err(|e| js_err(e, &mut self.ctx))?;
+                let f = json
+                    .as_object()
+                    .and_then(|o| o.get(js_string!("stringify"), &mut self.ctx).ok())
+                    .and_then(|f| f.as_object())
+                    .ok_or_else(|| DataModelError::new("JSON.stringify is missing"))?;
+                self.stringify = Some(f.clone());
+                f
+            }
+        };
+        let text = stringify
+            .call(&JsValue::undefined(), std::slice::from_ref(value), &mut self.ctx)
+            .map_err(|e| js_err(e, &mut self.ctx))?;
+        if text.is_undefined() {
+            return Ok(None);
+        }
+        let text = text
+            .to_string(&mut self.ctx)
+            .map_err(|e| js_err(e, &mut self.ctx))?
+            .to_std_string_escaped();
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| DataModelError::new(format!("value cannot be converted to data: {e}")))
+    }
+
+    /// Encodes a value for a snapshot: JSON where it fits, tagged objects for
+    /// `undefined`, non-finite numbers and dates; functions are dropped.
+    fn encode(&mut self, value: &JsValue, seen: &mut Vec<JsObject>) -> DmResult<Option<Value>> {
+        use boa_engine::JsVariant as V;
+        Ok(Some(match value.variant() {
+            V::Undefined => tag("$undefined", Value::Bool(true)),
+            V::Null => Value::Null,
+            V::Boolean(b) => Value::Bool(b),
+            V::Integer32(i) => Value::from(i),
+            V::Float64(f) if f.is_finite() => Value::from(f),
+            V::Float64(f) => tag("$number", Value::String(f.to_string())),
+            V::String(s) => Value::String(s.to_std_string_escaped()),
+            V::BigInt(b) => tag("$bigint", Value::String(b.to_string())),
+            V::Symbol(_) => return Ok(None),
+            V::Object(obj) => {
+                if obj.is_callable() {
+                    return Ok(None);
+                }
+                if seen.iter().any(|o| JsObject::equals(o, &obj)) {
+                    return Err(DataModelError::new(
+                        "cyclic object values cannot be captured in a snapshot",
+                    ));
+                }
+                if let Ok(date) = JsDate::from_object(obj.clone()) {
+                    let t = date.get_time(&mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+                    return Ok(Some(tag("$date", Value::from(t.as_number().unwrap_or(f64::NAN)))));
+                }
+                seen.push(obj.clone());
+                let result = if obj.is_array() {
+                    let arr = JsArray::from_object(obj.clone()).map_err(|e| js_err(e, &mut self.ctx))?;
+                    let len = arr.length(&mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+                    let mut out = Vec::with_capacity(len as usize);
+                    for i in 0..len {
+                        let v = arr.get(i, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+                        out.push(self.encode(&v, seen)?.unwrap_or(Value::Null));
+                    }
+                    Value::Array(out)
+                } else {
+                    let keys = obj
+                        .own_property_keys(&mut self.ctx)
+                        .map_err(|e| js_err(e, &mut self.ctx))?;
+                    let mut map = Map::new();
+                    for key in keys {
+                        let name = match &key {
+                            PropertyKey::String(s) => s.to_std_string_escaped(),
+                            PropertyKey::Index(i) => i.get().to_string(),
+                            PropertyKey::Symbol(_) => continue,
+                        };
+                        let enumerable = obj
+                            .borrow()
+                            .properties()
+                            .get(&key)
+                            .and_then(|d| d.enumerable())
+                            .unwrap_or(true);
+                        if !enumerable {
+                            continue;
+                        }
+                        let v = obj.get(key, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+                        if let Some(v) = self.encode(&v, seen)? {
+                            map.insert(escape_key(name), v);
+                        }
+                    }
+                    Value::Object(map)
+                };
+                seen.pop();
+                result
+            }
+        }))
+    }
+
+    fn decode(&mut self, value: &Value) -> DmResult<JsValue> {
+        match value {
+            Value::Object(map) if map.len() == 1 => {
+                let (k, v) = map.iter().next().expect("one entry");
+                match (k.as_str(), v) {
+                    ("$undefined", _) => return Ok(JsValue::undefined()),
+                    ("$number", Value::String(s)) => {
+                        let f = match s.as_str() {
+                            "inf" => f64::INFINITY,
+                            "-inf" => f64::NEG_INFINITY,
+                            _ => f64::NAN,
+                        };
+                        return Ok(JsValue::from(f));
+                    }
+                    ("$date", t) => {
+                        let t = t.as_f64().unwrap_or(f64::NAN);
+                        let date_ctor = self
+                            .ctx
+                            .global_object()
+                            .get(js_string!("Date"), &mut self.ctx)
+                            .map_err(|e| js_err(e, &mut self.ctx))?;
+                        let ctor = date_ctor
+                            .as_object()
+                            .ok_or_else(|| DataModelError::new("Date is missing"))?;
+                        return ctor
+                            .construct(&[JsValue::from(t)], None, &mut self.ctx)
+                            .map(JsValue::from)
+                            .map_err(|e| js_err(e, &mut self.ctx));
+                    }
+                    _ => {}
+                }
+                self.decode_object(map)
+            }
+            Value::Object(map) => self.decode_object(map),
+            Value::Array(items) => {
+                let mut values = Vec::with_capacity(items.len());
+                for v in items {
+                    values.push(self.decode(v)?);
+                }
+                Ok(JsArray::from_iter(values, &mut self.ctx).into())
+            }
+            other => JsValue::from_json(other, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx)),
+        }
+    }
+
+    fn decode_object(&mut self, map: &Map<String, Value>) -> DmResult<JsValue> {
+        let obj = JsObject::with_object_proto(self.ctx.intrinsics());
+        for (k, v) in map {
+            let v = self.decode(v)?;
+            obj.create_data_property_or_throw(JsString::from(unescape_key(k)), v, &mut self.ctx)
+                .map_err(|e| js_err(e, &mut self.ctx))?;
+        }
+        Ok(obj.into())
+    }
+}
+
+fn tag(name: &str, v: Value) -> Value {
+    let mut m = Map::new();
+    m.insert(name.to_string(), v);
+    Value::Object(m)
+}
+
+/// Keys starting with `$` are escaped with a second `$` so they are never
+/// mistaken for tags.
+fn escape_key(k: String) -> String {
+    if k.starts_with('$') { format!("${k}") } else { k }
+}
+
+fn unescape_key(k: &str) -> &str {
+    if k.starts_with("$$") { &k[1..] } else { k }
+}
+
+impl DataModel for EcmaScriptDataModel {
+    fn set_system_variables(&mut self, vars: &SystemVariables) -> DmResult<()> {
+        self.define_readonly("_sessionid", JsValue::from(JsString::from(&*vars.session_id)))?;
+        let name = match &vars.name {
+            Some(n) => JsValue::from(JsString::from(n.as_str())),
+            None => JsValue::undefined(),
+        };
+        self.define_readonly("_name", name)?;
+        let io = JsValue::from_json(&vars.ioprocessors, &mut self.ctx)
+            .map_err(|e| js_err(e, &mut self.ctx))?;
+        self.define_readonly("_ioprocessors", io)?;
+        self.baseline_globals = self.global_names();
+        Ok(())
+    }
+
+    fn declare(&mut self, name: &str, value: &InitialValue) -> DmResult<()> {
+        let v = match self.initial_to_js(value) {
+            Ok(v) => v,
+            Err(e) => {
+                // The variable still exists (undefined) when its value fails.
+                let global = self.ctx.global_object();
+                let _ = global.set(JsString::from(name), JsValue::undefined(), false, &mut self.ctx);
+                return Err(e);
+            }
+        };
+        let global = self.ctx.global_object();
+        global
+            .set(JsString::from(name), v, true, &mut self.ctx)
+            .map(|_| ())
+            .map_err(|e| js_err(e, &mut self.ctx))
+    }
+
+    fn eval_cond(&mut self, expr: ExprId) -> DmResult<bool> {
+        Ok(self.eval(expr)?.to_boolean())
+    }
+
+    fn eval_value(&mut self, expr: ExprId) -> DmResult<Option<Value>> {
+        let v = self.eval(expr)?;
+        self.to_data(&v)
+    }
+
+    fn eval_string(&mut self, expr: ExprId) -> DmResult<String> {
+        let v = self.eval(expr)?;
+        if v.is_object() && !v.as_object().is_some_and(|o| o.is_callable()) {
+            if let Ok(Some(data)) = self.to_data(&v) {
+                return Ok(data.to_string());
+            }
+        }
+        v.to_string(&mut self.ctx)
+            .map(|s| s.to_std_string_escaped())
+            .map_err(|e| js_err(e, &mut self.ctx))
+    }
+
+    fn assign_expr(&mut self, location: ExprId, expr: ExprId) -> DmResult<()> {
+        let v = self.eval(expr)?;
+        self.set_location(location, v)
+    }
+
+    fn assign_value(&mut self, location: ExprId, value: &InitialValue) -> DmResult<()> {
+        let v = self.initial_to_js(value)?;
+        self.set_location(location, v)
+    }
+
+    fn run_script(&mut self, script: ExprId) -> DmResult<()> {
+        self.eval(script).map(|_| ())
+    }
+
+    fn foreach_begin(&mut self, array: ExprId, item: &str, index: Option<&str>) -> DmResult<usize> {
+        let v = self.eval(array)?;
+        let obj = v
+            .as_object()
+            .filter(|o| o.is_array())
+            .ok_or_else(|| DataModelError::new("foreach 'array' is not an Array"))?;
+        if !is_identifier(item) {
+            return Err(DataModelError::new(format!("foreach item '{item}' is not a legal variable name")));
+        }
+        if let Some(i) = index
+            && !is_identifier(i)
+        {
+            return Err(DataModelError::new(format!("foreach index '{i}' is not a legal variable name")));
+        }
+        let arr = JsArray::from_object(obj).map_err(|e| js_err(e, &mut self.ctx))?;
+        let len = arr.length(&mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+        let mut copy = Vec::with_capacity(len as usize);
+        for i in 0..len {
+            copy.push(arr.get(i, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?);
+        }
+        self.foreach_stack.push(copy);
+        Ok(len as usize)
+    }
+
+    fn foreach_step(&mut self, item: &str, index: Option<&str>, i: usize) -> DmResult<()> {
+        let value = self
+            .foreach_stack
+            .last()
+            .and_then(|c| c.get(i))
+            .cloned()
+            .unwrap_or_default();
+        let global = self.ctx.global_object();
+        global
+            .set(JsString::from(item), value, true, &mut self.ctx)
+            .map_err(|e| js_err(e, &mut self.ctx))?;
+        if let Some(index) = index {
+            global
+                .set(JsString::from(index), JsValue::from(i as u32), true, &mut self.ctx)
+                .map_err(|e| js_err(e, &mut self.ctx))?;
+        }
+        Ok(())
+    }
+
+    fn foreach_end(&mut self) {
+        self.foreach_stack.pop();
+    }
+
+    fn set_event(&mut self, event: &Event) -> DmResult<()> {
+        let obj = JsObject::with_object_proto(self.ctx.intrinsics());
+        let str_or_undef = |s: &Option<Arc<str>>| match s {
+            Some(s) => JsValue::from(JsString::from(&**s)),
+            None => JsValue::undefined(),
+        };
+        let data = self.json_to_js(&event.data);
+        let fields: [(&str, JsValue); 7] = [
+            ("name", JsValue::from(JsString::from(&*event.name))),
+            ("type", JsValue::from(JsString::from(event.kind.as_str()))),
+            ("sendid", str_or_undef(&event.sendid)),
+            ("origin", str_or_undef(&event.origin)),
+            ("origintype", str_or_undef(&event.origintype)),
+            ("invokeid", str_or_undef(&event.invokeid)),
+            ("data", data),
+        ];
+        for (k, v) in fields {
+            obj.create_data_property_or_throw(JsString::from(k), v, &mut self.ctx)
+                .map_err(|e| js_err(e, &mut self.ctx))?;
+        }
+        self.define_readonly("_event", obj.into())
+    }
+
+    fn state_entered(&mut self, state: StateId) {
+        if let Some(s) = self.ctx.get_data::<ActiveStates>() {
+            s.active.borrow_mut().insert(state);
+        }
+    }
+
+    fn state_exited(&mut self, state: StateId) {
+        if let Some(s) = self.ctx.get_data::<ActiveStates>() {
+            s.active.borrow_mut().remove(state);
+        }
+    }
+
+    fn snapshot(&mut self) -> DmResult<Value> {
+        let mut names: Vec<String> = self
+            .global_names()
+            .into_iter()
+            .filter(|n| !self.baseline_globals.contains(n))
+            .collect();
+        names.sort();
+        let global = self.ctx.global_object();
+        let mut map = Map::new();
+        for name in names {
+            let v = global
+                .get(JsString::from(name.as_str()), &mut self.ctx)
+                .map_err(|e| js_err(e, &mut self.ctx))?;
+            match self.encode(&v, &mut Vec::new())? {
+                Some(enc) => {
+                    map.insert(escape_key(name), enc);
+                }
+                None => {
+                    if !v.as_object().is_some_and(|o| o.is_callable()) {
+                        tracing::warn!(variable = %name, "value cannot be captured in a snapshot; dropped");
+                    }
+                }
+            }
+        }
+        Ok(Value::Object(map))
+    }
+
+    fn restore(&mut self, snapshot: &Value) -> DmResult<()> {
+        let Value::Object(map) = snapshot else {
+            return Err(DataModelError::new("data model snapshot must be an object"));
+        };
+        let global = self.ctx.global_object();
+        for (k, v) in map {
+            let v = self.decode(v)?;
+            global
+                .set(JsString::from(unescape_key(k)), v, true, &mut self.ctx)
+                .map_err(|e| js_err(e, &mut self.ctx))?;
+        }
+        Ok(())
+    }
+}

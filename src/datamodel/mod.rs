@@ -1,0 +1,150 @@
+//! The data model interface the interpreter drives, and its two
+//! implementations: [`ecmascript`] (boa) and [`null`].
+//!
+//! Values cross the boundary as JSON (`serde_json::Value`), with `None`
+//! standing for ECMAScript `undefined`; values that stay inside the data
+//! model (an `<assign>` from an expression, `foreach` items) never leave it.
+
+pub mod ecmascript;
+pub mod null;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::interpreter::Event;
+use crate::model::{Document, ExprId, StateId};
+
+/// An error from evaluating or assigning; the interpreter turns it into
+/// `error.execution`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct DataModelError {
+    /// What went wrong, e.g. `ReferenceError: x is not defined`.
+    pub message: String,
+}
+
+impl DataModelError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        DataModelError {
+            message: message.into(),
+        }
+    }
+}
+
+/// Result type of data model operations.
+pub type DmResult<T> = Result<T, DataModelError>;
+
+/// The initial value given to a `<data>` element (or any declaration).
+#[derive(Debug, Clone)]
+pub enum InitialValue {
+    /// No value: `undefined`.
+    Undefined,
+    /// Evaluate this expression.
+    Expr(ExprId),
+    /// A JSON value (parsed inline content or `src`).
+    Json(Value),
+    /// A string (inline text that is not JSON).
+    Text(String),
+    /// XML content (kept as its source text).
+    Xml(String),
+}
+
+/// Values of the system variables that do not change during a session.
+#[derive(Debug, Clone)]
+pub struct SystemVariables {
+    /// `_sessionid`.
+    pub session_id: Arc<str>,
+    /// `_name`.
+    pub name: Option<String>,
+    /// `_ioprocessors` as JSON (`{"scxml": {"location": ...}, ...}`).
+    pub ioprocessors: Value,
+}
+
+/// What the interpreter needs from a data model.
+pub trait DataModel {
+    /// Sets `_sessionid`, `_name` and `_ioprocessors` (read-only).
+    fn set_system_variables(&mut self, vars: &SystemVariables) -> DmResult<()>;
+    /// Declares a variable and gives it its initial value.
+    fn declare(&mut self, name: &str, value: &InitialValue) -> DmResult<()>;
+    /// Evaluates a condition to a boolean.
+    fn eval_cond(&mut self, expr: ExprId) -> DmResult<bool>;
+    /// Evaluates an expression to data (`None` for undefined).
+    fn eval_value(&mut self, expr: ExprId) -> DmResult<Option<Value>>;
+    /// Evaluates an expression and converts the result to a string.
+    fn eval_string(&mut self, expr: ExprId) -> DmResult<String>;
+    /// Evaluates a location and returns its current value as data.
+    fn eval_location(&mut self, location: ExprId) -> DmResult<Option<Value>> {
+        self.eval_value(location)
+    }
+    /// `<assign location expr>`: evaluates and stores without leaving the model.
+    fn assign_expr(&mut self, location: ExprId, expr: ExprId) -> DmResult<()>;
+    /// Stores a data value at a location.
+    fn assign_value(&mut self, location: ExprId, value: &InitialValue) -> DmResult<()>;
+    /// Runs a `<script>` body.
+    fn run_script(&mut self, script: ExprId) -> DmResult<()>;
+    /// Starts a `<foreach>`: evaluates the array, keeps a shallow copy and
+    /// returns its length.
+    fn foreach_begin(&mut self, array: ExprId, item: &str, index: Option<&str>) -> DmResult<usize>;
+    /// Sets the item (and index) variables to iteration `i`.
+    fn foreach_step(&mut self, item: &str, index: Option<&str>, i: usize) -> DmResult<()>;
+    /// Drops the copy made by the matching `foreach_begin`.
+    fn foreach_end(&mut self);
+    /// Sets `_event` for the event about to be processed.
+    fn set_event(&mut self, event: &Event) -> DmResult<()>;
+    /// Tells the model a state joined the configuration (for `In()`).
+    fn state_entered(&mut self, state: StateId);
+    /// Tells the model a state left the configuration (for `In()`).
+    fn state_exited(&mut self, state: StateId);
+    /// Captures the variables as JSON (tagged where JSON cannot hold them).
+    fn snapshot(&mut self) -> DmResult<Value>;
+    /// Overwrites the variables from a snapshot.
+    fn restore(&mut self, snapshot: &Value) -> DmResult<()>;
+}
+
+/// Builds the data model a document asked for.
+pub fn create(doc: &Arc<Document>, limits: &ScriptLimits) -> Box<dyn DataModel> {
+    match doc.datamodel {
+        crate::model::DataModelKind::Ecmascript => {
+            Box::new(ecmascript::EcmaScriptDataModel::new(doc.clone(), limits))
+        }
+        crate::model::DataModelKind::Null => Box::new(null::NullDataModel::new(doc.clone())),
+    }
+}
+
+/// Limits that stop a runaway script (it then fails with `error.execution`).
+#[derive(Debug, Clone)]
+pub struct ScriptLimits {
+    /// Iterations one loop may run.
+    pub loop_iterations: u64,
+    /// Nested calls.
+    pub recursion: usize,
+    /// VM stack size (values).
+    pub stack_size: usize,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        ScriptLimits {
+            loop_iterations: 10_000_000,
+            recursion: 400,
+            stack_size: 1024 * 1024,
+        }
+    }
+}
+
+/// Collapses runs of whitespace to one space and trims the ends (how the
+/// Recommendation treats non-JSON text content).
+pub fn normalize_space(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Interprets inline or fetched text content: JSON when it parses, otherwise
+/// whitespace-normalised text.
+pub fn text_value(text: &str) -> InitialValue {
+    match serde_json::from_str::<Value>(text.trim()) {
+        Ok(v) => InitialValue::Json(v),
+        Err(_) => InitialValue::Text(normalize_space(text)),
+    }
+}

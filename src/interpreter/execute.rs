@@ -1,0 +1,365 @@
+//! Executable content: one `match` over [`Action`], plus `<data>`
+//! initialisation, `<donedata>` evaluation, and `<send>` through the SCXML
+//! Event I/O Processor.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{
+    ActionScope, DelayedSend, Event, EventKind, Host, Outbound, SCXML_PROCESSOR, Session,
+    parse_delay,
+};
+use crate::datamodel::{DataModelError, InitialValue, text_value};
+use crate::model::{
+    Action, AssignValue, Content, DataSource, Document, ExprId, Param, SendAction, StateId,
+    ValueSource,
+};
+
+/// An error inside a block: the rest of the block is skipped.
+struct BlockError;
+
+impl Session {
+    /// Queues a platform error event (`error.execution`, `error.communication`).
+    pub(super) fn raise_error(&mut self, name: &str, message: &str, sendid: Option<Arc<str>>) {
+        tracing::debug!(session = %self.id, error = name, message);
+        let mut ev = Event::new(name, EventKind::Platform);
+        ev.sendid = sendid;
+        ev.data = Some(serde_json::json!({ "message": message }));
+        self.internal_queue.push_back(ev);
+    }
+
+    /// Runs a block of executable content; an error raises
+    /// `error.execution` and stops the block.
+    pub(super) fn execute_block(&mut self, doc: &Document, block: &[Action], host: &mut dyn Host) {
+        let _ = self.run_actions(doc, block, host);
+    }
+
+    fn run_actions(
+        &mut self,
+        doc: &Document,
+        block: &[Action],
+        host: &mut dyn Host,
+    ) -> Result<(), BlockError> {
+        for action in block {
+            self.run_action(doc, action, host)?;
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, e: DataModelError) -> BlockError {
+        self.raise_error("error.execution", &e.message, None);
+        BlockError
+    }
+
+    fn value_string(&mut self, v: &ValueSource) -> Result<String, BlockError> {
+        match v {
+            ValueSource::Literal(s) => Ok(s.to_string()),
+            ValueSource::Expr(e) => self.datamodel.eval_string(*e).map_err(|e| self.fail(e)),
+        }
+    }
+
+    fn run_action(&mut self, doc: &Document, action: &Action, host: &mut dyn Host) -> Result<(), BlockError> {
+        match action {
+            Action::Raise { event } => {
+                self.internal_queue
+                    .push_back(Event::new(event.clone(), EventKind::Internal));
+            }
+            Action::Log { label, expr } => {
+                let message = match expr {
+                    Some(e) => self.datamodel.eval_string(*e).map_err(|e| self.fail(e))?,
+                    None => String::new(),
+                };
+                host.log(&self.id, label.as_deref(), &message);
+            }
+            Action::Assign { location, value } => {
+                let r = match value {
+                    AssignValue::Expr(e) => self.datamodel.assign_expr(*location, *e),
+                    AssignValue::Inline(c) => {
+                        let v = if c.is_xml {
+                            InitialValue::Xml(c.text.to_string())
+                        } else {
+                            text_value(&c.text)
+                        };
+                        self.datamodel.assign_value(*location, &v)
+                    }
+                    AssignValue::None => self.datamodel.assign_value(*location, &InitialValue::Undefined),
+                };
+                r.map_err(|e| self.fail(e))?;
+            }
+            Action::Script(s) => self.datamodel.run_script(*s).map_err(|e| self.fail(e))?,
+            Action::If { branches } => {
+                for branch in branches {
+                    let take = match branch.cond {
+                        None => true,
+                        Some(c) => self.datamodel.eval_cond(c).map_err(|e| self.fail(e))?,
+                    };
+                    if take {
+                        return self.run_actions(doc, &branch.body, host);
+                    }
+                }
+            }
+            Action::Foreach(f) => {
+                let len = self
+                    .datamodel
+                    .foreach_begin(f.array, &f.item, f.index.as_deref())
+                    .map_err(|e| self.fail(e))?;
+                let mut result = Ok(());
+                for i in 0..len {
+                    if let Err(e) = self.datamodel.foreach_step(&f.item, f.index.as_deref(), i) {
+                        result = Err(self.fail(e));
+                        break;
+                    }
+                    if let Err(e) = self.run_actions(doc, &f.body, host) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                self.datamodel.foreach_end();
+                result?;
+            }
+            Action::Cancel { sendid } => {
+                let id = self.value_string(sendid)?;
+                self.delayed.retain(|d| *d.sendid != *id);
+            }
+            Action::Send(send) => self.send(send, host)?,
+            Action::Custom(custom) => {
+                let handler = self
+                    .options
+                    .custom_actions
+                    .get(&custom.namespace, &custom.name)
+                    .cloned();
+                let Some(handler) = handler else {
+                    return Err(self.fail(DataModelError::new(format!(
+                        "no handler for custom action <{}> in namespace '{}'",
+                        custom.name, custom.namespace
+                    ))));
+                };
+                let mut raised = Vec::new();
+                let id = self.id.clone();
+                let result = {
+                    let mut scope = ActionScope {
+                        datamodel: self.datamodel.as_mut(),
+                        raised: &mut raised,
+                        host,
+                        session_id: &id,
+                    };
+                    handler.execute(custom, &mut scope)
+                };
+                self.internal_queue.extend(raised);
+                result.map_err(|m| self.fail(DataModelError::new(m)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates `<param>`s and a namelist into an object.
+    fn evaluate_params(
+        &mut self,
+        namelist: &[(Arc<str>, ExprId)],
+        params: &[Param],
+    ) -> Result<Option<Value>, DataModelError> {
+        if namelist.is_empty() && params.is_empty() {
+            return Ok(None);
+        }
+        let mut map = Map::new();
+        for (name, expr) in namelist {
+            let v = self.datamodel.eval_location(*expr)?;
+            map.insert(name.to_string(), v.unwrap_or(Value::Null));
+        }
+        for p in params {
+            let v = match p.expr {
+                Some(e) => self.datamodel.eval_value(e)?,
+                None => None,
+            };
+            map.insert(p.name.to_string(), v.unwrap_or(Value::Null));
+        }
+        Ok(Some(Value::Object(map)))
+    }
+
+    fn evaluate_content(&mut self, content: &Content) -> Result<Option<Value>, DataModelError> {
+        match content {
+            Content::Expr(e) => self.datamodel.eval_value(*e),
+            Content::Inline(c) if c.is_xml => Ok(Some(Value::String(c.text.to_string()))),
+            Content::Inline(c) => Ok(match text_value(&c.text) {
+                InitialValue::Json(v) => Some(v),
+                InitialValue::Text(t) if t.is_empty() => None,
+                InitialValue::Text(t) => Some(Value::String(t)),
+                _ => None,
+            }),
+        }
+    }
+
+    /// Evaluates a final state's `<donedata>`; errors raise `error.execution`.
+    pub(super) fn evaluate_donedata(&mut self, doc: &Document, s: StateId) -> Option<Value> {
+        let dd = doc.state(s).donedata.as_ref()?;
+        let result = match &dd.content {
+            Some(c) => self.evaluate_content(c),
+            None => self.evaluate_params(&[], &dd.params),
+        };
+        match result {
+            Ok(v) => v,
+            Err(e) => {
+                self.raise_error("error.execution", &e.message, None);
+                None
+            }
+        }
+    }
+
+    /// Declares the `<data>` of one state and gives it its initial values.
+    pub(super) fn initialize_data(&mut self, doc: &Document, s: StateId) {
+        self.initialized.insert(s);
+        for decl in &doc.state(s).data {
+            let value = match &decl.source {
+                DataSource::None => InitialValue::Undefined,
+                DataSource::Expr(e) => InitialValue::Expr(*e),
+                DataSource::Inline(c) if c.is_xml => InitialValue::Xml(c.text.to_string()),
+                DataSource::Inline(c) => text_value(&c.text),
+                DataSource::Src { loaded: Ok(text), .. } => text_value(text),
+                DataSource::Src { loaded: Err(why), .. } => {
+                    let _ = self.datamodel.declare(&decl.id, &InitialValue::Undefined);
+                    let why = why.to_string();
+                    self.raise_error("error.execution", &why, None);
+                    continue;
+                }
+            };
+            if let Err(e) = self.datamodel.declare(&decl.id, &value) {
+                let msg = format!("<data id=\"{}\">: {}", decl.id, e.message);
+                self.raise_error("error.execution", &msg, None);
+            }
+        }
+    }
+
+    fn new_sendid(&mut self) -> Arc<str> {
+        self.next_send += 1;
+        format!("{}.send{}", self.id, self.next_send).into()
+    }
+
+    /// `<send>`: evaluates its attributes and children, then delivers now or
+    /// after the delay.
+    fn send(&mut self, send: &SendAction, host: &mut dyn Host) -> Result<(), BlockError> {
+        let name = match &send.event {
+            Some(v) => Some(self.value_string(v)?),
+            None => None,
+        };
+        let target = match &send.target {
+            Some(v) => Some(self.value_string(v)?),
+            None => None,
+        };
+        let type_ = match &send.type_ {
+            Some(v) => Some(self.value_string(v)?),
+            None => None,
+        };
+        let sendid: Arc<str> = match &send.id {
+            Some(id) => id.clone(),
+            None => self.new_sendid(),
+        };
+        if let Some(loc) = send.idlocation {
+            let v = InitialValue::Json(Value::String(sendid.to_string()));
+            self.datamodel.assign_value(loc, &v).map_err(|e| self.fail(e))?;
+        }
+        let delay_ms = match &send.delay {
+            Some(v) => {
+                let text = self.value_string(v)?;
+                match parse_delay(&text) {
+                    Some(ms) => ms,
+                    None => {
+                        return Err(self.fail(DataModelError::new(format!(
+                            "'{text}' is not a valid delay"
+                        ))));
+                    }
+                }
+            }
+            None => 0,
+        };
+        let data = match &send.content {
+            Some(c) => self.evaluate_content(c),
+            None => self.evaluate_params(&send.namelist, &send.params),
+        }
+        .map_err(|e| self.fail(e))?;
+
+        let is_scxml_type = match type_.as_deref() {
+            None => true,
+            Some(t) => is_scxml_type(t),
+        };
+        if !is_scxml_type && !type_.as_deref().is_some_and(|t| host.supports_type(t)) {
+            let t = type_.unwrap_or_default();
+            self.raise_error("error.execution", &format!("unsupported send type '{t}'"), Some(sendid));
+            return Err(BlockError);
+        }
+        let explicit_id = send.id.is_some() || send.idlocation.is_some();
+        let mut event = Event::new(name.unwrap_or_default(), EventKind::External);
+        event.data = data;
+        if explicit_id {
+            event.sendid = Some(sendid.clone());
+        }
+        event.origin = Some(format!("#_scxml_{}", self.id).into());
+        event.origintype = Some(SCXML_PROCESSOR.into());
+
+        let self_target = format!("#_scxml_{}", self.id);
+        let outbound = match target.as_deref() {
+            None if is_scxml_type => None,
+            Some(t) if is_scxml_type && t == self_target => None,
+            Some("#_internal") if is_scxml_type => {
+                event.kind = EventKind::Internal;
+                self.internal_queue.push_back(event);
+                return Ok(());
+            }
+            Some(t) if is_scxml_type && !t.starts_with("#_") && !t.contains(':') => {
+                self.raise_error(
+                    "error.execution",
+                    &format!("'{t}' is not a valid target for the SCXML I/O processor"),
+                    Some(sendid),
+                );
+                return Err(BlockError);
+            }
+            other => Some(Outbound {
+                target: other.unwrap_or_default().to_string(),
+                type_: type_.unwrap_or_else(|| SCXML_PROCESSOR.to_string()),
+                event: event.clone(),
+            }),
+        };
+        if delay_ms > 0 {
+            let seq = self.next_send;
+            self.next_send += 1;
+            let due_ms = host.now_ms() + delay_ms;
+            self.delayed.push(DelayedSend {
+                sendid,
+                due_ms,
+                seq,
+                outbound,
+                event,
+            });
+        } else {
+            self.deliver_with_id(outbound, event, sendid, host);
+        }
+        Ok(())
+    }
+
+    /// Delivers a send (now due) to its destination; a failed dispatch
+    /// raises `error.communication` carrying the send id.
+    pub(super) fn deliver_with_id(
+        &mut self,
+        outbound: Option<Outbound>,
+        event: Event,
+        sendid: Arc<str>,
+        host: &mut dyn Host,
+    ) {
+        match outbound {
+            None => self.external_queue.push_back(event),
+            Some(o) => {
+                if let Err(e) = host.dispatch(&self.id, o) {
+                    self.raise_error("error.communication", &e.0, Some(sendid));
+                }
+            }
+        }
+    }
+}
+
+/// Whether a `type` names the SCXML Event I/O Processor.
+pub fn is_scxml_type(t: &str) -> bool {
+    matches!(
+        t,
+        SCXML_PROCESSOR | "scxml" | "http://www.w3.org/TR/scxml/" | "http://www.w3.org/TR/scxml"
+    )
+}

@@ -1,0 +1,413 @@
+//! The SCXML interpreter: Appendix D of the Recommendation over a shared
+//! [`Document`] and a running [`Session`] (configuration, queues, history,
+//! delayed sends, data model).
+//!
+//! The core does no I/O and starts no threads. A host (the CLI, the server,
+//! tests) calls [`Session::start`], feeds external events with
+//! [`Session::enqueue_external`] / [`Session::process_next_external`], fires
+//! timers with [`Session::fire_due_timers`], and receives logs and sends to
+//! other targets through the [`Host`] trait.
+
+mod algorithm;
+mod event;
+mod execute;
+mod snapshot;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+
+pub use event::{Event, EventKind, parse_delay};
+pub use snapshot::{DelayedSnapshot, SessionSnapshot, SnapshotError};
+
+use crate::datamodel::{self, DataModel, ScriptLimits, SystemVariables};
+use crate::model::{CustomAction, Document, StateId, StateSet};
+use crate::parser::CustomActionClaims;
+
+/// The SCXML Event I/O Processor's type URI.
+pub const SCXML_PROCESSOR: &str = "http://www.w3.org/TR/scxml/#SCXMLEventProcessor";
+
+/// An event bound for a target this session does not own (another session,
+/// the parent, an invoked child, an external I/O processor).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Outbound {
+    /// Target URI as evaluated (`#_scxml_<id>`, `#_parent`, ...).
+    pub target: String,
+    /// I/O processor type URI.
+    pub type_: String,
+    /// The event to deliver.
+    pub event: Event,
+}
+
+/// Why the host could not deliver an [`Outbound`] event; becomes
+/// `error.communication`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct DispatchError(pub String);
+
+/// What the interpreter needs from whoever runs it.
+pub trait Host {
+    /// Wall-clock time in milliseconds since the Unix epoch.
+    fn now_ms(&mut self) -> u64;
+    /// Receives `<log>` output.
+    fn log(&mut self, session_id: &str, label: Option<&str>, message: &str);
+    /// Delivers an event to a target outside this session.
+    fn dispatch(&mut self, session_id: &str, outbound: Outbound) -> Result<(), DispatchError> {
+        let _ = session_id;
+        Err(DispatchError(format!("no route to target '{}'", outbound.target)))
+    }
+    /// Whether the host has an I/O processor of this type besides SCXML's.
+    fn supports_type(&self, type_uri: &str) -> bool {
+        let _ = type_uri;
+        false
+    }
+}
+
+/// What a custom action handler may do while it runs.
+pub struct ActionScope<'a> {
+    /// The session's data model.
+    pub datamodel: &'a mut dyn DataModel,
+    /// Events the action raises onto the internal queue.
+    pub raised: &'a mut Vec<Event>,
+    /// The host.
+    pub host: &'a mut dyn Host,
+    /// The session id.
+    pub session_id: &'a str,
+}
+
+/// Runs one kind of foreign-namespace element.
+pub trait CustomActionHandler: Send + Sync {
+    /// Executes the action; an error becomes `error.execution`.
+    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String>;
+}
+
+/// Handlers for custom actions, keyed by namespace and element name.
+#[derive(Default, Clone)]
+pub struct CustomActions {
+    handlers: HashMap<(String, String), Arc<dyn CustomActionHandler>>,
+}
+
+impl CustomActions {
+    /// Registers a handler for `<name>` in `namespace`.
+    pub fn register(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        handler: Arc<dyn CustomActionHandler>,
+    ) {
+        self.handlers
+            .insert((namespace.to_string(), name.to_string()), handler);
+    }
+
+    /// The handler for an element, if any.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<dyn CustomActionHandler>> {
+        self.handlers.get(&(namespace.to_string(), name.to_string()))
+    }
+}
+
+impl CustomActionClaims for CustomActions {
+    fn claims(&self, namespace: &str, name: &str) -> bool {
+        self.get(namespace, name).is_some()
+    }
+}
+
+/// Settings for a session.
+#[derive(Clone, Default)]
+pub struct SessionOptions {
+    /// Session id; generated when `None`.
+    pub session_id: Option<String>,
+    /// Script runtime limits.
+    pub limits: ScriptLimits,
+    /// Custom action handlers.
+    pub custom_actions: Arc<CustomActions>,
+    /// Extra `_ioprocessors` entries (type name → location).
+    pub ioprocessors: BTreeMap<String, String>,
+    /// Most microsteps one macrostep may take before the session is
+    /// stopped as runaway (an eventless loop); 0 means no limit.
+    pub max_microsteps: u64,
+}
+
+/// A `<send>` waiting for its delay.
+#[derive(Clone, Debug)]
+pub(crate) struct DelayedSend {
+    pub sendid: Arc<str>,
+    pub due_ms: u64,
+    pub seq: u64,
+    /// `None` delivers to this session's external queue.
+    pub outbound: Option<Outbound>,
+    pub event: Event,
+}
+
+/// How a call that advanced the session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Waiting for external events.
+    Idle,
+    /// The session reached a top-level final state (or was stopped) and halted.
+    Halted,
+}
+
+/// What the session looked like when it entered its top-level final state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinalInfo {
+    /// The top-level `<final>` entered.
+    pub state: StateId,
+    /// The configuration at that moment.
+    pub configuration: StateSet,
+}
+
+static SESSION_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+fn generate_session_id() -> String {
+    let n = SESSION_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("{:012x}-{:04x}-{n:x}", nanos & 0xffff_ffff_ffff, std::process::id() & 0xffff)
+}
+
+/// One running instance of a document.
+pub struct Session {
+    doc: Arc<Document>,
+    id: Arc<str>,
+    options: SessionOptions,
+    configuration: StateSet,
+    states_to_invoke: StateSet,
+    history_values: BTreeMap<StateId, Vec<StateId>>,
+    initialized: StateSet,
+    internal_queue: VecDeque<Event>,
+    external_queue: VecDeque<Event>,
+    delayed: Vec<DelayedSend>,
+    datamodel: Box<dyn DataModel>,
+    running: bool,
+    started: bool,
+    next_send: u64,
+    final_info: Option<FinalInfo>,
+    done_data: Option<Value>,
+}
+
+impl Session {
+    /// A session of `doc` that has not started yet.
+    pub fn new(doc: Arc<Document>, options: SessionOptions) -> Session {
+        let id: Arc<str> = options
+            .session_id
+            .clone()
+            .unwrap_or_else(generate_session_id)
+            .into();
+        let datamodel = datamodel::create(&doc, &options.limits);
+        let n = doc.states.len();
+        Session {
+            doc,
+            id,
+            options,
+            configuration: StateSet::with_capacity(n),
+            states_to_invoke: StateSet::with_capacity(n),
+            history_values: BTreeMap::new(),
+            initialized: StateSet::with_capacity(n),
+            internal_queue: VecDeque::new(),
+            external_queue: VecDeque::new(),
+            delayed: Vec::new(),
+            datamodel,
+            running: false,
+            started: false,
+            next_send: 0,
+            final_info: None,
+            done_data: None,
+        }
+    }
+
+    /// The session id (`_sessionid`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The document this session runs.
+    pub fn document(&self) -> &Arc<Document> {
+        &self.doc
+    }
+
+    /// Whether the session has started and not halted.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// The active states, in document order.
+    pub fn configuration(&self) -> &StateSet {
+        &self.configuration
+    }
+
+    /// Names of the active states in document order.
+    pub fn configuration_names(&self) -> Vec<String> {
+        names(&self.doc, &self.configuration, false)
+    }
+
+    /// Names of the active atomic states in document order.
+    pub fn atomic_names(&self) -> Vec<String> {
+        names(&self.doc, &self.configuration, true)
+    }
+
+    /// Set when the session entered a top-level final state.
+    pub fn final_info(&self) -> Option<&FinalInfo> {
+        self.final_info.as_ref()
+    }
+
+    /// The `<donedata>` of the top-level final state, once halted.
+    pub fn done_data(&self) -> Option<&Value> {
+        self.done_data.as_ref()
+    }
+
+    /// Direct access to the data model (for hosts and tests).
+    pub fn datamodel_mut(&mut self) -> &mut dyn DataModel {
+        self.datamodel.as_mut()
+    }
+
+    /// Queues an event on the external queue.
+    pub fn enqueue_external(&mut self, event: Event) {
+        self.external_queue.push_back(event);
+    }
+
+    /// Whether an external event is waiting.
+    pub fn has_external(&self) -> bool {
+        !self.external_queue.is_empty()
+    }
+
+    /// The earliest due time of a pending delayed send.
+    pub fn next_timer_due(&self) -> Option<u64> {
+        self.delayed.iter().map(|d| d.due_ms).min()
+    }
+
+    /// Number of pending delayed sends.
+    pub fn pending_timers(&self) -> usize {
+        self.delayed.len()
+    }
+
+    fn system_variables(&self) -> SystemVariables {
+        let mut io = serde_json::Map::new();
+        let location = format!("#_scxml_{}", self.id);
+        let scxml = serde_json::json!({ "location": location });
+        io.insert(SCXML_PROCESSOR.to_string(), scxml.clone());
+        io.insert("scxml".to_string(), scxml);
+        for (k, v) in &self.options.ioprocessors {
+            io.insert(k.clone(), serde_json::json!({ "location": v }));
+        }
+        SystemVariables {
+            session_id: self.id.clone(),
+            name: self.doc.name.clone(),
+            ioprocessors: Value::Object(io),
+        }
+    }
+
+    /// Appendix D `interpret`: initialises the data model, runs global
+    /// scripts, enters the initial configuration and completes the first
+    /// macrostep.
+    pub fn start(&mut self, host: &mut dyn Host) -> StepOutcome {
+        if self.started {
+            return self.outcome();
+        }
+        self.started = true;
+        self.running = true;
+        let doc = self.doc.clone();
+        let vars = self.system_variables();
+        if let Err(e) = self.datamodel.set_system_variables(&vars) {
+            self.raise_error("error.execution", &e.message, None);
+        }
+        match doc.binding {
+            crate::model::Binding::Early => {
+                for s in &doc.states {
+                    self.initialize_data(&doc, s.id);
+                }
+            }
+            crate::model::Binding::Late => {
+                // Late binding creates every variable now and assigns the
+                // value when its state is first entered.
+                for s in &doc.states {
+                    for decl in &s.data {
+                        let _ = self
+                            .datamodel
+                            .declare(&decl.id, &datamodel::InitialValue::Undefined);
+                    }
+                }
+                self.initialize_data(&doc, Document::ROOT)
+            }
+        }
+        for &script in &doc.scripts {
+            if let Err(e) = self.datamodel.run_script(script) {
+                self.raise_error("error.execution", &e.message, None);
+            }
+        }
+        let initial = doc.state(Document::ROOT).initial.expect("root has an initial transition");
+        self.enter_states(&doc, &[initial], host);
+        self.run_macrostep(&doc, host);
+        self.outcome()
+    }
+
+    /// Takes the next external event and runs the macrostep it causes.
+    /// Returns the event processed, or `None` when the queue was empty.
+    pub fn process_next_external(&mut self, host: &mut dyn Host) -> Option<(Event, StepOutcome)> {
+        if !self.running {
+            return None;
+        }
+        let event = self.external_queue.pop_front()?;
+        let doc = self.doc.clone();
+        if let Err(e) = self.datamodel.set_event(&event) {
+            self.raise_error("error.execution", &e.message, None);
+        }
+        let enabled = self.select_transitions(&doc, Some(&event));
+        if !enabled.is_empty() {
+            self.microstep(&doc, &enabled, host);
+        }
+        self.run_macrostep(&doc, host);
+        Some((event, self.outcome()))
+    }
+
+    /// Moves every delayed send due at `now_ms` to its destination, in due
+    /// order (send order for equal times). Returns how many fired.
+    pub fn fire_due_timers(&mut self, now_ms: u64, host: &mut dyn Host) -> usize {
+        if self.delayed.is_empty() {
+            return 0;
+        }
+        let mut due: Vec<DelayedSend> = Vec::new();
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].due_ms <= now_ms {
+                due.push(self.delayed.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        due.sort_by_key(|d| (d.due_ms, d.seq));
+        let n = due.len();
+        for d in due {
+            self.deliver_with_id(d.outbound, d.event, d.sendid, host);
+        }
+        n
+    }
+
+    /// Stops a running session as if cancelled: exits every state.
+    pub fn cancel(&mut self, host: &mut dyn Host) {
+        if self.running {
+            self.running = false;
+            let doc = self.doc.clone();
+            self.exit_interpreter(&doc, host);
+        }
+    }
+
+    fn outcome(&self) -> StepOutcome {
+        if self.running {
+            StepOutcome::Idle
+        } else {
+            StepOutcome::Halted
+        }
+    }
+}
+
+fn names(doc: &Document, set: &StateSet, atomic_only: bool) -> Vec<String> {
+    set.iter()
+        .map(|s| doc.state(s))
+        .filter(|s| !atomic_only || s.is_atomic())
+        .map(|s| s.name.to_string())
+        .collect()
+}

@@ -1,0 +1,178 @@
+//! A running session captured as plain, serializable data, and the restore
+//! that continues exactly where it stopped. State references are by state
+//! name so a snapshot stays readable and checkable against the document.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{DelayedSend, Event, FinalInfo, Outbound, Session, SessionOptions};
+use crate::model::{Document, StateId, StateSet};
+
+/// A delayed send in a snapshot; `due_ms` is wall-clock epoch milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DelayedSnapshot {
+    /// The send id (for `<cancel>`).
+    pub sendid: String,
+    /// When it falls due (ms since the Unix epoch).
+    pub due_ms: u64,
+    /// Order among sends due at the same time.
+    pub seq: u64,
+    /// Destination outside this session, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<Outbound>,
+    /// The event to deliver.
+    pub event: Event,
+}
+
+/// Everything needed to continue a session elsewhere or later.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    /// The session id.
+    pub session_id: String,
+    /// The document's `name`, as a check on restore.
+    #[serde(default)]
+    pub document_name: Option<String>,
+    /// Whether the session was still running.
+    pub running: bool,
+    /// Active states, in document order.
+    pub configuration: Vec<String>,
+    /// Recorded history: history state → states it remembers.
+    pub history: BTreeMap<String, Vec<String>>,
+    /// States whose `<data>` has been initialised (late binding).
+    pub initialized: Vec<String>,
+    /// States entered in the last macrostep whose invokes have not started.
+    pub states_to_invoke: Vec<String>,
+    /// Internal queue (empty between macrosteps, kept for completeness).
+    pub internal_queue: Vec<Event>,
+    /// External queue.
+    pub external_queue: Vec<Event>,
+    /// Pending delayed sends.
+    pub delayed: Vec<DelayedSnapshot>,
+    /// Counter for generated send ids.
+    pub next_send: u64,
+    /// The data model's variables.
+    pub datamodel: Value,
+}
+
+/// Why a snapshot could not be taken or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A state named in the snapshot is not in the document.
+    #[error("state '{0}' in the snapshot is not in the document")]
+    UnknownState(String),
+    /// The data model refused.
+    #[error("data model: {0}")]
+    DataModel(String),
+}
+
+impl Session {
+    /// Captures the session between macrosteps.
+    pub fn snapshot(&mut self) -> Result<SessionSnapshot, SnapshotError> {
+        let doc = self.doc.clone();
+        let name = |s: StateId| doc.state(s).name.to_string();
+        let set = |set: &StateSet| set.iter().map(name).collect::<Vec<_>>();
+        let datamodel = self
+            .datamodel
+            .snapshot()
+            .map_err(|e| SnapshotError::DataModel(e.message))?;
+        Ok(SessionSnapshot {
+            session_id: self.id.to_string(),
+            document_name: doc.name.clone(),
+            running: self.running,
+            configuration: set(&self.configuration),
+            history: self
+                .history_values
+                .iter()
+                .map(|(h, v)| (name(*h), v.iter().map(|&s| name(s)).collect()))
+                .collect(),
+            initialized: set(&self.initialized),
+            states_to_invoke: set(&self.states_to_invoke),
+            internal_queue: self.internal_queue.iter().cloned().collect(),
+            external_queue: self.external_queue.iter().cloned().collect(),
+            delayed: self
+                .delayed
+                .iter()
+                .map(|d| DelayedSnapshot {
+                    sendid: d.sendid.to_string(),
+                    due_ms: d.due_ms,
+                    seq: d.seq,
+                    outbound: d.outbound.clone(),
+                    event: d.event.clone(),
+                })
+                .collect(),
+            next_send: self.next_send,
+            datamodel,
+        })
+    }
+
+    /// Rebuilds a session from a snapshot: a fresh data model gets the system
+    /// variables, the document's top-level scripts run again (to define its
+    /// functions), then the saved variables overwrite what they set.
+    pub fn restore(
+        doc: Arc<Document>,
+        snapshot: &SessionSnapshot,
+        mut options: SessionOptions,
+    ) -> Result<Session, SnapshotError> {
+        options.session_id = Some(snapshot.session_id.clone());
+        let mut session = Session::new(doc.clone(), options);
+        let lookup = |n: &str| {
+            doc.state_by_name(n)
+                .ok_or_else(|| SnapshotError::UnknownState(n.to_string()))
+        };
+        let to_set = |names: &[String]| -> Result<StateSet, SnapshotError> {
+            let mut set = StateSet::with_capacity(doc.states.len());
+            for n in names {
+                set.insert(lookup(n)?);
+            }
+            Ok(set)
+        };
+        let vars = session.system_variables();
+        session
+            .datamodel
+            .set_system_variables(&vars)
+            .map_err(|e| SnapshotError::DataModel(e.message))?;
+        for &script in &doc.scripts {
+            if let Err(e) = session.datamodel.run_script(script) {
+                tracing::warn!(error = %e, "top-level script failed while restoring");
+            }
+        }
+        session
+            .datamodel
+            .restore(&snapshot.datamodel)
+            .map_err(|e| SnapshotError::DataModel(e.message))?;
+        session.configuration = to_set(&snapshot.configuration)?;
+        for s in session.configuration.clone().iter() {
+            session.datamodel.state_entered(s);
+        }
+        for (h, values) in &snapshot.history {
+            let h = lookup(h)?;
+            let values = values.iter().map(|v| lookup(v)).collect::<Result<Vec<_>, _>>()?;
+            session.history_values.insert(h, values);
+        }
+        session.initialized = to_set(&snapshot.initialized)?;
+        session.states_to_invoke = to_set(&snapshot.states_to_invoke)?;
+        session.internal_queue = snapshot.internal_queue.iter().cloned().collect();
+        session.external_queue = snapshot.external_queue.iter().cloned().collect();
+        session.delayed = snapshot
+            .delayed
+            .iter()
+            .map(|d| DelayedSend {
+                sendid: d.sendid.as_str().into(),
+                due_ms: d.due_ms,
+                seq: d.seq,
+                outbound: d.outbound.clone(),
+                event: d.event.clone(),
+            })
+            .collect();
+        session.next_send = snapshot.next_send;
+        session.running = snapshot.running;
+        session.started = true;
+        if !snapshot.running {
+            session.final_info = None::<FinalInfo>;
+        }
+        Ok(session)
+    }
+}

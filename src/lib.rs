@@ -1,0 +1,18 @@
+//! `ors`: an orchestration server built on a W3C SCXML 1.0 interpreter with
+//! an ECMAScript data model.
+//!
+//! The engine is split into [`parser`] (text → [`model::Document`]),
+//! [`interpreter`] (Appendix D over a [`interpreter::Session`]) and
+//! [`datamodel`] (ECMAScript on boa, and null). [`cli`] holds the command
+//! line hosts (`ors run`, `ors validate`, `ors conformance`).
+
+pub mod cli;
+pub mod datamodel;
+pub mod interpreter;
+pub mod loader;
+pub mod model;
+pub mod parser;
+
+pub use interpreter::{Event, EventKind, Host, Session, SessionOptions, SessionSnapshot};
+pub use model::Document;
+pub use parser::{LoadError, LoadOptions, load_file, parse_document};

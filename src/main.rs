@@ -1,0 +1,98 @@
+//! The `ors` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use ors::cli;
+
+#[derive(Parser)]
+#[command(name = "ors", version, about = "Orchestration server: W3C SCXML with ECMAScript")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one session; external events are JSON lines on stdin.
+    Run {
+        /// The SCXML document.
+        file: PathBuf,
+        /// Stop after this many seconds (exit code 124).
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Most microsteps one macrostep may take before the session is stopped.
+        #[arg(long, default_value_t = 1_000_000)]
+        max_microsteps: u64,
+    },
+    /// Check documents and print diagnostics (exit 1 on any error).
+    Validate {
+        /// Documents to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run a W3C SCXML IRP suite laid out with a manifest.tsv.
+    Conformance {
+        /// The suite directory.
+        dir: PathBuf,
+        /// Only tests whose id contains one of these (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        filter: Vec<String>,
+        /// Tests run at once (default: number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Per-test timeout in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        /// Write a JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Exit non-zero when fewer than N tests pass: CATEGORY=N, or
+        /// CATEGORY-without-NEED+NEED=N to count only tests needing none of those.
+        #[arg(long = "min-pass", value_parser = parse_floor)]
+        min_pass: Vec<(String, usize)>,
+    },
+}
+
+fn parse_floor(s: &str) -> Result<(String, usize), String> {
+    let (cat, n) = s.split_once('=').ok_or("expected CATEGORY=N")?;
+    let n = n.parse().map_err(|_| format!("'{n}' is not a number"))?;
+    Ok((cat.to_string(), n))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("ORS_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run { file, timeout, max_microsteps } => match cli::run::load_for_cli(&file) {
+            Some(doc) => {
+                let options = cli::run::RunOptions {
+                    timeout: timeout.map(Duration::from_secs_f64),
+                    max_microsteps,
+                };
+                cli::run::run_document(doc, &options)
+            }
+            None => 2,
+        },
+        Command::Validate { files } => cli::validate(&files),
+        Command::Conformance { dir, filter, jobs, timeout, json, min_pass } => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ors"));
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+            cli::conformance::run(&cli::conformance::ConformanceOptions {
+                dir,
+                filter,
+                jobs,
+                timeout: Duration::from_secs_f64(timeout),
+                json,
+                min_pass,
+                exe,
+            })
+        }
+    };
+    std::process::exit(code);
+}

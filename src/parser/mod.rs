@@ -1,0 +1,969 @@
+//! Turns SCXML text into a validated [`Document`]: XML reading
+//! ([`xml`]), building the state/transition arena, and the static checks of
+//! the Recommendation (ids, targets, `initial`, history), each failure
+//! reported with `file:line:column` and a one-line reason.
+
+pub mod xml;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::loader;
+use crate::model::*;
+use xml::{Element, Node};
+
+/// The SCXML namespace URI.
+pub const SCXML_NS: &str = "http://www.w3.org/2005/07/scxml";
+
+/// One problem found while loading a document.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}:{pos}: {message}")]
+pub struct Diagnostic {
+    /// The file (or `<input>`).
+    pub file: String,
+    /// Where in it.
+    pub pos: Position,
+    /// A one-line reason.
+    pub message: String,
+}
+
+/// Why a document was rejected: one or more diagnostics.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct LoadError(pub Vec<Diagnostic>);
+
+/// Tells the loader which foreign-namespace elements have handlers.
+pub trait CustomActionClaims {
+    /// Whether a handler exists for the element `name` in `namespace`.
+    fn claims(&self, namespace: &str, name: &str) -> bool;
+}
+
+/// A claims table that claims nothing.
+pub struct NoCustomActions;
+
+impl CustomActionClaims for NoCustomActions {
+    fn claims(&self, _: &str, _: &str) -> bool {
+        false
+    }
+}
+
+/// Options for loading a document.
+pub struct LoadOptions<'a> {
+    /// Which custom actions have handlers (others produce warnings).
+    pub custom_actions: &'a dyn CustomActionClaims,
+}
+
+impl Default for LoadOptions<'_> {
+    fn default() -> Self {
+        LoadOptions {
+            custom_actions: &NoCustomActions,
+        }
+    }
+}
+
+/// Reads and loads a document from a file.
+pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Document, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        LoadError(vec![Diagnostic {
+            file: path.display().to_string(),
+            pos: Position { line: 1, column: 1 },
+            message: format!("cannot read file: {e}"),
+        }])
+    })?;
+    parse_document(&text, Some(path), options)
+}
+
+/// Loads a document from text; `path` names it in diagnostics and anchors
+/// relative `src` URIs.
+pub fn parse_document(
+    text: &str,
+    path: Option<&Path>,
+    options: &LoadOptions,
+) -> Result<Document, LoadError> {
+    let file = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<input>".into());
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let root = xml::parse_tree(text).map_err(|e| {
+        LoadError(vec![Diagnostic {
+            file: file.clone(),
+            pos: e.pos,
+            message: e.message,
+        }])
+    })?;
+    let builder = Builder {
+        file,
+        text,
+        base_dir: path.and_then(|p| p.parent().map(Path::to_path_buf)),
+        source_path: path.map(Path::to_path_buf),
+        options,
+        states: Vec::new(),
+        transitions: Vec::new(),
+        pending_targets: Vec::new(),
+        exprs: Vec::new(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        ids: HashMap::new(),
+    };
+    builder.build(&root)
+}
+
+fn is_scxml(el: &Element) -> bool {
+    match el.ns.as_deref() {
+        None => true,
+        Some(ns) => ns == SCXML_NS,
+    }
+}
+
+struct PendingTargets {
+    transition: TransitionId,
+    names: Vec<String>,
+    pos: Position,
+}
+
+struct Builder<'a> {
+    file: String,
+    text: &'a str,
+    base_dir: Option<PathBuf>,
+    source_path: Option<PathBuf>,
+    options: &'a LoadOptions<'a>,
+    states: Vec<State>,
+    transitions: Vec<Transition>,
+    pending_targets: Vec<PendingTargets>,
+    exprs: Vec<Expr>,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<String>,
+    ids: HashMap<String, Position>,
+}
+
+/// What an `initial` on a state was given as, resolved after all states exist.
+enum InitialSpec {
+    None,
+    Attr(Vec<String>, Position),
+    Element(TransitionId),
+}
+
+impl<'a> Builder<'a> {
+    fn error(&mut self, pos: Position, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            file: self.file.clone(),
+            pos,
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, pos: Position, message: impl Into<String>) {
+        let m = format!("{}:{}: warning: {}", self.file, pos, message.into());
+        self.warnings.push(m);
+    }
+
+    fn expr(&mut self, source: &str, kind: ExprKind, pos: Position) -> ExprId {
+        let id = ExprId(self.exprs.len() as u32);
+        self.exprs.push(Expr {
+            source: source.into(),
+            kind,
+            position: pos,
+        });
+        id
+    }
+
+    fn build(mut self, root: &Element) -> Result<Document, LoadError> {
+        if root.name != "scxml" || !is_scxml(root) {
+            self.error(root.pos, format!("root element must be <scxml>, found <{}>", root.name));
+            return Err(LoadError(self.errors));
+        }
+        let datamodel = match root.attr("datamodel") {
+            None | Some("ecmascript") => DataModelKind::Ecmascript,
+            Some("null") => DataModelKind::Null,
+            Some(other) => {
+                self.error(root.pos, format!("unsupported datamodel '{other}' (ecmascript and null are supported)"));
+                DataModelKind::Ecmascript
+            }
+        };
+        let binding = match root.attr("binding") {
+            None | Some("early") => Binding::Early,
+            Some("late") => Binding::Late,
+            Some(other) => {
+                self.error(root.pos, format!("binding must be 'early' or 'late', not '{other}'"));
+                Binding::Early
+            }
+        };
+        let name = root.attr("name").map(str::to_string);
+
+        // The root occupies id 0.
+        self.push_state(StateKind::Root, None, Arc::from("__scxml"), root.pos);
+        let mut scripts = Vec::new();
+        let mut initial_children = Vec::new();
+        for child in root.elements() {
+            if !is_scxml(child) {
+                continue;
+            }
+            match child.name.as_str() {
+                "state" | "parallel" | "final" => {
+                    let id = self.build_state(child, Document::ROOT);
+                    initial_children.push(id);
+                }
+                "datamodel" => self.build_datamodel(child, Document::ROOT),
+                "script" => {
+                    if let Some(e) = self.build_script(child) {
+                        scripts.push(e);
+                    }
+                }
+                other => self.error(child.pos, format!("<{other}> is not allowed in <scxml>")),
+            }
+        }
+        if initial_children.is_empty() {
+            self.error(root.pos, "<scxml> must contain at least one <state>, <parallel> or <final>");
+            return Err(LoadError(self.errors));
+        }
+        self.states[0].last_descendant = StateId(self.states.len() as u32 - 1);
+        let spec = match root.attr("initial") {
+            Some(v) => InitialSpec::Attr(split_ids(v), root.pos),
+            None => InitialSpec::None,
+        };
+        self.finish_initial(Document::ROOT, spec, root.pos);
+        self.states[0].kind = StateKind::Root;
+        self.resolve_targets();
+        self.validate();
+        if !self.errors.is_empty() {
+            return Err(LoadError(self.errors));
+        }
+        Ok(Document::assemble(
+            name,
+            self.source_path,
+            datamodel,
+            binding,
+            self.states,
+            self.transitions,
+            self.exprs,
+            scripts,
+            self.warnings,
+        ))
+    }
+
+    fn push_state(
+        &mut self,
+        kind: StateKind,
+        parent: Option<StateId>,
+        name: Arc<str>,
+        pos: Position,
+    ) -> StateId {
+        let id = StateId(self.states.len() as u32);
+        let ancestors = match parent {
+            Some(p) => {
+                let mut a = vec![p];
+                a.extend_from_slice(&self.states[p.index()].ancestors);
+                a
+            }
+            None => Vec::new(),
+        };
+        self.states.push(State {
+            id,
+            name,
+            kind,
+            parent,
+            children: Vec::new(),
+            history: Vec::new(),
+            ancestors,
+            last_descendant: id,
+            initial: None,
+            transitions: Vec::new(),
+            onentry: Vec::new(),
+            onexit: Vec::new(),
+            data: Vec::new(),
+            invokes: Vec::new(),
+            donedata: None,
+            position: pos,
+        });
+        id
+    }
+
+    fn state_name(&mut self, el: &Element) -> Arc<str> {
+        match el.attr("id") {
+            Some(id) => {
+                if id.is_empty() || id.chars().any(char::is_whitespace) {
+                    self.error(el.pos, format!("state id '{id}' is not a valid XML id"));
+                }
+                if let Some(prev) = self.ids.get(id) {
+                    let prev = *prev;
+                    self.error(el.pos, format!("duplicate state id '{id}' (first defined at {prev})"));
+                } else {
+                    self.ids.insert(id.to_string(), el.pos);
+                }
+                Arc::from(id)
+            }
+            None => {
+                let mut n = self.states.len();
+                loop {
+                    let candidate = format!("__state{n}");
+                    if !self.ids.contains_key(&candidate) {
+                        return Arc::from(candidate.as_str());
+                    }
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    fn build_state(&mut self, el: &Element, parent: StateId) -> StateId {
+        let name = self.state_name(el);
+        let has_child_states = el.elements().any(|c| {
+            is_scxml(c) && matches!(c.name.as_str(), "state" | "parallel" | "final")
+        });
+        let kind = match el.name.as_str() {
+            "parallel" => StateKind::Parallel,
+            "final" => StateKind::Final,
+            "history" => StateKind::History {
+                deep: el.attr("type") == Some("deep"),
+            },
+            _ if has_child_states => StateKind::Compound,
+            _ => StateKind::Atomic,
+        };
+        let id = self.push_state(kind, Some(parent), name, el.pos);
+        if kind == (StateKind::History { deep: false }) || kind == (StateKind::History { deep: true }) {
+            if let Some(t) = el.attr("type")
+                && t != "deep"
+                && t != "shallow"
+            {
+                self.error(el.pos, format!("history type must be 'shallow' or 'deep', not '{t}'"));
+            }
+            self.states[parent.index()].history.push(id);
+            let transitions: Vec<&Element> = el
+                .elements()
+                .filter(|c| is_scxml(c) && c.name == "transition")
+                .collect();
+            if transitions.len() != 1 {
+                self.error(el.pos, "<history> must contain exactly one <transition>");
+            }
+            if let Some(t) = transitions.first() {
+                if t.attr("event").is_some() || t.attr("cond").is_some() {
+                    self.error(t.pos, "a history transition must not have 'event' or 'cond'");
+                }
+                let tid = self.build_transition(t, id);
+                self.states[id.index()].initial = Some(tid);
+            }
+            self.states[id.index()].last_descendant = StateId(self.states.len() as u32 - 1);
+            return id;
+        }
+        self.states[parent.index()].children.push(id);
+
+        let mut initial = InitialSpec::None;
+        if let Some(v) = el.attr("initial") {
+            if kind != StateKind::Compound {
+                self.error(el.pos, format!("'initial' is only allowed on a <state> with child states (on <{}>)", el.name));
+            }
+            initial = InitialSpec::Attr(split_ids(v), el.pos);
+        }
+        let allowed: &[&str] = match kind {
+            StateKind::Final => &["onentry", "onexit", "donedata"],
+            StateKind::Parallel => &[
+                "onentry", "onexit", "transition", "state", "parallel", "history", "datamodel",
+                "invoke",
+            ],
+            _ => &[
+                "onentry", "onexit", "transition", "initial", "state", "parallel", "final",
+                "history", "datamodel", "invoke",
+            ],
+        };
+        for child in el.elements() {
+            if !is_scxml(child) {
+                continue;
+            }
+            let cname = child.name.as_str();
+            if !allowed.contains(&cname) {
+                self.error(child.pos, format!("<{cname}> is not allowed in <{}>", el.name));
+                continue;
+            }
+            match cname {
+                "onentry" => {
+                    let b = self.build_block(child);
+                    self.states[id.index()].onentry.push(b);
+                }
+                "onexit" => {
+                    let b = self.build_block(child);
+                    self.states[id.index()].onexit.push(b);
+                }
+                "transition" => {
+                    let t = self.build_transition(child, id);
+                    self.states[id.index()].transitions.push(t);
+                }
+                "initial" => {
+                    if matches!(initial, InitialSpec::Attr(..)) {
+                        self.error(child.pos, "a state must not have both an 'initial' attribute and an <initial> element");
+                    }
+                    if kind != StateKind::Compound {
+                        self.error(child.pos, "<initial> is only allowed in a <state> with child states");
+                    }
+                    let ts: Vec<&Element> = child
+                        .elements()
+                        .filter(|c| is_scxml(c) && c.name == "transition")
+                        .collect();
+                    if ts.len() != 1 {
+                        self.error(child.pos, "<initial> must contain exactly one <transition>");
+                    }
+                    if let Some(t) = ts.first() {
+                        if t.attr("event").is_some() || t.attr("cond").is_some() {
+                            self.error(t.pos, "the <initial> transition must not have 'event' or 'cond'");
+                        }
+                        if t.attr("target").is_none() {
+                            self.error(t.pos, "the <initial> transition must have a 'target'");
+                        }
+                        let tid = self.build_transition(t, id);
+                        initial = InitialSpec::Element(tid);
+                    }
+                }
+                "state" | "parallel" | "final" | "history" => {
+                    self.build_state(child, id);
+                }
+                "datamodel" => self.build_datamodel(child, id),
+                "invoke" => {
+                    let inv = self.build_invoke(child);
+                    self.states[id.index()].invokes.push(inv);
+                }
+                "donedata" => {
+                    let dd = self.build_donedata(child);
+                    self.states[id.index()].donedata = Some(dd);
+                }
+                _ => unreachable!("filtered by the allowed list"),
+            }
+        }
+        self.states[id.index()].last_descendant = StateId(self.states.len() as u32 - 1);
+        if kind == StateKind::Compound {
+            self.finish_initial(id, initial, el.pos);
+        }
+        id
+    }
+
+    /// Gives a compound state (or the root) its initial transition: from the
+    /// attribute, the `<initial>` element, or the first child in document order.
+    fn finish_initial(&mut self, state: StateId, spec: InitialSpec, pos: Position) {
+        let tid = match spec {
+            InitialSpec::Element(t) => t,
+            InitialSpec::Attr(names, pos) => {
+                let tid = self.new_transition(state, pos);
+                self.pending_targets.push(PendingTargets {
+                    transition: tid,
+                    names,
+                    pos,
+                });
+                tid
+            }
+            InitialSpec::None => {
+                let first = self.states[state.index()].children[0];
+                let tid = self.new_transition(state, pos);
+                self.transitions[tid.index()].targets.push(first);
+                tid
+            }
+        };
+        self.states[state.index()].initial = Some(tid);
+    }
+
+    fn new_transition(&mut self, source: StateId, pos: Position) -> TransitionId {
+        let id = TransitionId(self.transitions.len() as u32);
+        self.transitions.push(Transition {
+            id,
+            source,
+            events: Vec::new(),
+            cond: None,
+            targets: Vec::new(),
+            internal: false,
+            content: Vec::new(),
+            static_domain: None,
+            targets_history: false,
+            position: pos,
+        });
+        id
+    }
+
+    fn build_transition(&mut self, el: &Element, source: StateId) -> TransitionId {
+        let id = self.new_transition(source, el.pos);
+        let events = el
+            .attr("event")
+            .map(|e| e.split_whitespace().map(EventDescriptor::parse).collect())
+            .unwrap_or_default();
+        if el.attr("event").is_some_and(|e| e.trim().is_empty()) {
+            self.error(el.pos, "'event' must not be empty");
+        }
+        let cond = el.attr("cond").map(|c| self.expr(c, ExprKind::Value, el.pos));
+        let internal = match el.attr("type") {
+            None | Some("external") => false,
+            Some("internal") => true,
+            Some(other) => {
+                self.error(el.pos, format!("transition type must be 'internal' or 'external', not '{other}'"));
+                false
+            }
+        };
+        if let Some(targets) = el.attr("target") {
+            let names = split_ids(targets);
+            if names.is_empty() {
+                self.error(el.pos, "'target' must name at least one state");
+            }
+            self.pending_targets.push(PendingTargets {
+                transition: id,
+                names,
+                pos: el.pos,
+            });
+        }
+        let content = self.build_block(el);
+        let t = &mut self.transitions[id.index()];
+        t.events = events;
+        t.cond = cond;
+        t.internal = internal;
+        t.content = content;
+        id
+    }
+
+    fn resolve_targets(&mut self) {
+        let by_name: HashMap<Arc<str>, StateId> =
+            self.states.iter().map(|s| (s.name.clone(), s.id)).collect();
+        let pending = std::mem::take(&mut self.pending_targets);
+        for p in pending {
+            let mut targets = Vec::new();
+            for n in &p.names {
+                match by_name.get(n.as_str()) {
+                    Some(&s) if s != Document::ROOT => targets.push(s),
+                    _ => self.error(p.pos, format!("unknown target state '{n}'")),
+                }
+            }
+            self.transitions[p.transition.index()].targets = targets;
+        }
+    }
+
+    /// The Recommendation's static rules on initial and history transitions.
+    fn validate(&mut self) {
+        let mut problems = Vec::new();
+        for s in &self.states {
+            let Some(tid) = s.initial else { continue };
+            let t = &self.transitions[tid.index()];
+            match s.kind {
+                StateKind::History { deep } => {
+                    let parent = s.parent.expect("history has a parent");
+                    for &target in &t.targets {
+                        let tgt = &self.states[target.index()];
+                        let ok = if deep {
+                            tgt.id > parent && tgt.id <= self.states[parent.index()].last_descendant && tgt.id != s.id
+                        } else {
+                            tgt.parent == Some(parent) && !tgt.is_history()
+                        };
+                        if !ok {
+                            problems.push((t.position, format!(
+                                "history '{}' default transition target '{}' must be a {} of '{}'",
+                                s.name, tgt.name, if deep { "descendant" } else { "child" },
+                                self.states[parent.index()].name
+                            )));
+                        }
+                    }
+                    if t.targets.is_empty() {
+                        problems.push((t.position, format!("history '{}' transition must have a target", s.name)));
+                    }
+                }
+                _ => {
+                    for &target in &t.targets {
+                        let tgt = &self.states[target.index()];
+                        if !(tgt.id > s.id && tgt.id <= s.last_descendant) {
+                            problems.push((t.position, format!(
+                                "initial target '{}' is not a descendant of '{}'",
+                                tgt.name, s.name
+                            )));
+                        }
+                    }
+                    if !targets_are_consistent(&self.states, &t.targets) {
+                        problems.push((t.position, format!(
+                            "initial targets of '{}' do not form a legal configuration",
+                            s.name
+                        )));
+                    }
+                }
+            }
+        }
+        for (pos, msg) in problems {
+            self.error(pos, msg);
+        }
+    }
+
+    fn build_datamodel(&mut self, el: &Element, state: StateId) {
+        for d in el.elements() {
+            if !is_scxml(d) {
+                continue;
+            }
+            if d.name != "data" {
+                self.error(d.pos, format!("<{}> is not allowed in <datamodel>", d.name));
+                continue;
+            }
+            let Some(id) = d.attr("id") else {
+                self.error(d.pos, "<data> requires an 'id'");
+                continue;
+            };
+            let inline = inline_content(self.text, d);
+            let count = d.attr("src").is_some() as u8
+                + d.attr("expr").is_some() as u8
+                + inline.is_some() as u8;
+            if count > 1 {
+                self.error(d.pos, "<data> may have only one of 'src', 'expr' or inline content");
+            }
+            let source = if let Some(src) = d.attr("src") {
+                let loaded = loader::load_text(src, self.base_dir.as_deref())
+                    .map(|t| Arc::from(t.as_str()))
+                    .map_err(|e| Arc::from(e.as_str()));
+                DataSource::Src {
+                    uri: src.into(),
+                    loaded,
+                }
+            } else if let Some(expr) = d.attr("expr") {
+                DataSource::Expr(self.expr(expr, ExprKind::Value, d.pos))
+            } else if let Some(inline) = inline {
+                DataSource::Inline(inline)
+            } else {
+                DataSource::None
+            };
+            self.states[state.index()].data.push(DataDecl {
+                id: id.into(),
+                source,
+                position: d.pos,
+            });
+        }
+    }
+
+    fn build_script(&mut self, el: &Element) -> Option<ExprId> {
+        if let Some(src) = el.attr("src") {
+            if !el.text().trim().is_empty() {
+                self.error(el.pos, "<script> must not have both 'src' and content");
+            }
+            match loader::load_text(src, self.base_dir.as_deref()) {
+                Ok(text) => Some(self.expr(&text, ExprKind::Script, el.pos)),
+                Err(e) => {
+                    self.error(el.pos, format!("<script src>: {e}"));
+                    None
+                }
+            }
+        } else {
+            let body = el.text();
+            Some(self.expr(&body, ExprKind::Script, el.pos))
+        }
+    }
+
+    fn build_block(&mut self, parent: &Element) -> Block {
+        let mut block = Vec::new();
+        for el in parent.elements() {
+            if let Some(a) = self.build_action(el) {
+                block.push(a);
+            }
+        }
+        block
+    }
+
+    fn value_source(&mut self, el: &Element, literal: &str, expr: &str) -> Option<ValueSource> {
+        match (el.attr(literal), el.attr(expr)) {
+            (Some(_), Some(_)) => {
+                self.error(el.pos, format!("<{}> must not have both '{literal}' and '{expr}'", el.name));
+                None
+            }
+            (Some(v), None) => Some(ValueSource::Literal(v.into())),
+            (None, Some(e)) => Some(ValueSource::Expr(self.expr(e, ExprKind::Value, el.pos))),
+            (None, None) => None,
+        }
+    }
+
+    fn build_action(&mut self, el: &Element) -> Option<Action> {
+        if !is_scxml(el) {
+            let ns = el.ns.clone().unwrap_or_default();
+            if !self.options.custom_actions.claims(&ns, &el.name) {
+                self.warn(
+                    el.pos,
+                    format!("no handler for custom action <{}> in namespace '{ns}'; it raises error.execution when run", el.name),
+                );
+            }
+            return Some(Action::Custom(Box::new(CustomAction {
+                namespace: ns.into(),
+                name: el.name.as_str().into(),
+                attributes: el
+                    .attrs
+                    .iter()
+                    .map(|a| (Arc::from(a.name.as_str()), Arc::from(a.value.as_str())))
+                    .collect(),
+                xml: self.text[el.outer.0..el.outer.1].into(),
+                position: el.pos,
+            })));
+        }
+        let pos = el.pos;
+        match el.name.as_str() {
+            "raise" => match el.attr("event") {
+                Some(e) if !e.trim().is_empty() => Some(Action::Raise { event: e.into() }),
+                _ => {
+                    self.error(pos, "<raise> requires an 'event'");
+                    None
+                }
+            },
+            "log" => Some(Action::Log {
+                label: el.attr("label").map(Arc::from),
+                expr: el.attr("expr").map(|e| self.expr(e, ExprKind::Value, pos)),
+            }),
+            "script" => self.build_script(el).map(Action::Script),
+            "assign" => {
+                let Some(loc) = el.attr("location") else {
+                    self.error(pos, "<assign> requires a 'location'");
+                    return None;
+                };
+                let location = self.expr(loc, ExprKind::Location, pos);
+                let inline = inline_content(self.text, el);
+                let value = match (el.attr("expr"), inline) {
+                    (Some(_), Some(_)) => {
+                        self.error(pos, "<assign> must not have both 'expr' and content");
+                        return None;
+                    }
+                    (Some(e), None) => AssignValue::Expr(self.expr(e, ExprKind::Value, pos)),
+                    (None, Some(c)) => AssignValue::Inline(c),
+                    (None, None) => AssignValue::None,
+                };
+                Some(Action::Assign { location, value })
+            }
+            "cancel" => match self.value_source(el, "sendid", "sendidexpr") {
+                Some(sendid) => Some(Action::Cancel { sendid }),
+                None => {
+                    self.error(pos, "<cancel> requires 'sendid' or 'sendidexpr'");
+                    None
+                }
+            },
+            "if" => {
+                let mut branches = vec![IfBranch {
+                    cond: Some(self.expr(el.attr("cond").unwrap_or_else(|| {
+                        "false"
+                    }), ExprKind::Value, pos)),
+                    body: Vec::new(),
+                }];
+                if el.attr("cond").is_none() {
+                    self.error(pos, "<if> requires a 'cond'");
+                }
+                let mut seen_else = false;
+                for child in el.elements() {
+                    if is_scxml(child) && child.name == "elseif" {
+                        if seen_else {
+                            self.error(child.pos, "<elseif> after <else>");
+                        }
+                        let c = child.attr("cond").unwrap_or("false");
+                        let cond = self.expr(c, ExprKind::Value, child.pos);
+                        branches.push(IfBranch { cond: Some(cond), body: Vec::new() });
+                    } else if is_scxml(child) && child.name == "else" {
+                        if seen_else {
+                            self.error(child.pos, "more than one <else>");
+                        }
+                        seen_else = true;
+                        branches.push(IfBranch { cond: None, body: Vec::new() });
+                    } else if let Some(a) = self.build_action(child) {
+                        branches.last_mut().expect("at least the if branch").body.push(a);
+                    }
+                }
+                Some(Action::If { branches })
+            }
+            "foreach" => {
+                let (Some(array), Some(item)) = (el.attr("array"), el.attr("item")) else {
+                    self.error(pos, "<foreach> requires 'array' and 'item'");
+                    return None;
+                };
+                let array = self.expr(array, ExprKind::Value, pos);
+                let body = self.build_block(el);
+                Some(Action::Foreach(Box::new(Foreach {
+                    array,
+                    item: item.into(),
+                    index: el.attr("index").map(Arc::from),
+                    body,
+                    position: pos,
+                })))
+            }
+            "send" => self.build_send(el).map(|s| Action::Send(Box::new(s))),
+            other => {
+                self.error(pos, format!("<{other}> is not executable content"));
+                None
+            }
+        }
+    }
+
+    fn namelist(&mut self, el: &Element) -> Vec<(Arc<str>, ExprId)> {
+        el.attr("namelist")
+            .map(|n| {
+                n.split_whitespace()
+                    .map(|name| (Arc::from(name), self.expr(name, ExprKind::Location, el.pos)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn params(&mut self, el: &Element) -> Vec<Param> {
+        let mut params = Vec::new();
+        for p in el.elements().filter(|c| is_scxml(c) && c.name == "param") {
+            let Some(name) = p.attr("name") else {
+                self.error(p.pos, "<param> requires a 'name'");
+                continue;
+            };
+            let expr = match (p.attr("expr"), p.attr("location")) {
+                (Some(_), Some(_)) => {
+                    self.error(p.pos, "<param> must not have both 'expr' and 'location'");
+                    None
+                }
+                (Some(e), None) => Some(self.expr(e, ExprKind::Value, p.pos)),
+                (None, Some(l)) => Some(self.expr(l, ExprKind::Location, p.pos)),
+                (None, None) => None,
+            };
+            params.push(Param { name: name.into(), expr });
+        }
+        params
+    }
+
+    fn content(&mut self, el: &Element) -> Option<Content> {
+        let mut contents = el.elements().filter(|c| is_scxml(c) && c.name == "content");
+        let c = contents.next()?;
+        if contents.next().is_some() {
+            self.error(c.pos, format!("<{}> may contain only one <content>", el.name));
+        }
+        let inline = inline_content(self.text, c);
+        match (c.attr("expr"), inline) {
+            (Some(_), Some(_)) => {
+                self.error(c.pos, "<content> must not have both 'expr' and children");
+                None
+            }
+            (Some(e), None) => Some(Content::Expr(self.expr(e, ExprKind::Value, c.pos))),
+            (None, Some(i)) => Some(Content::Inline(i)),
+            (None, None) => Some(Content::Inline(InlineContent {
+                text: "".into(),
+                is_xml: false,
+            })),
+        }
+    }
+
+    fn build_send(&mut self, el: &Element) -> Option<SendAction> {
+        let pos = el.pos;
+        let event = self.value_source(el, "event", "eventexpr");
+        let target = self.value_source(el, "target", "targetexpr");
+        let type_ = self.value_source(el, "type", "typeexpr");
+        let delay = self.value_source(el, "delay", "delayexpr");
+        if el.attr("id").is_some() && el.attr("idlocation").is_some() {
+            self.error(pos, "<send> must not have both 'id' and 'idlocation'");
+        }
+        let idlocation = el.attr("idlocation").map(|l| self.expr(l, ExprKind::Location, pos));
+        let namelist = self.namelist(el);
+        let params = self.params(el);
+        let content = self.content(el);
+        if content.is_some() && (!namelist.is_empty() || !params.is_empty()) {
+            self.error(pos, "<send> with <content> must not have 'namelist' or <param>");
+        }
+        if let Some(ValueSource::Literal(d)) = &delay
+            && crate::interpreter::parse_delay(d).is_none()
+        {
+            self.error(pos, format!("'{d}' is not a valid delay (CSS2 time, e.g. 1s or 500ms)"));
+        }
+        if let (Some(ValueSource::Literal(t)), Some(_)) = (&target, &delay)
+            && &**t == "#_internal"
+        {
+            self.error(pos, "<send> to '#_internal' must not have a delay");
+        }
+        Some(SendAction {
+            event,
+            target,
+            type_,
+            id: el.attr("id").map(Arc::from),
+            idlocation,
+            delay,
+            namelist,
+            params,
+            content,
+            position: pos,
+        })
+    }
+
+    fn build_donedata(&mut self, el: &Element) -> DoneData {
+        let content = self.content(el);
+        let params = self.params(el);
+        if content.is_some() && !params.is_empty() {
+            self.error(el.pos, "<donedata> must not have both <content> and <param>");
+        }
+        DoneData { content, params }
+    }
+
+    fn build_invoke(&mut self, el: &Element) -> Invoke {
+        let pos = el.pos;
+        let type_ = self.value_source(el, "type", "typeexpr");
+        let src = self.value_source(el, "src", "srcexpr");
+        if el.attr("id").is_some() && el.attr("idlocation").is_some() {
+            self.error(pos, "<invoke> must not have both 'id' and 'idlocation'");
+        }
+        let idlocation = el.attr("idlocation").map(|l| self.expr(l, ExprKind::Location, pos));
+        let namelist = self.namelist(el);
+        let params = self.params(el);
+        let content = self.content(el);
+        if src.is_some() && content.is_some() {
+            self.error(pos, "<invoke> must not have both 'src' and <content>");
+        }
+        let finalize = el
+            .elements()
+            .find(|c| is_scxml(c) && c.name == "finalize")
+            .map(|f| self.build_block(f))
+            .unwrap_or_default();
+        Invoke {
+            type_,
+            src,
+            id: el.attr("id").map(Arc::from),
+            idlocation,
+            autoforward: el.attr("autoforward") == Some("true"),
+            namelist,
+            params,
+            content,
+            finalize,
+            position: pos,
+        }
+    }
+}
+
+/// Checks that a set of targets could be active together: no two of them
+/// are different children of one compound ancestor path.
+fn targets_are_consistent(states: &[State], targets: &[StateId]) -> bool {
+    for (i, &a) in targets.iter().enumerate() {
+        for &b in &targets[i + 1..] {
+            if a == b {
+                return false;
+            }
+            let sa = &states[a.index()];
+            let sb = &states[b.index()];
+            if sa.is_descendant_of(sb) || sb.is_descendant_of(sa) {
+                return false;
+            }
+            // Their nearest common ancestor must be a parallel state.
+            let common = sa
+                .ancestors
+                .iter()
+                .find(|&&anc| sb.is_descendant_of(&states[anc.index()]))
+                .copied();
+            match common {
+                Some(c) if states[c.index()].kind == StateKind::Parallel => {}
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
+fn split_ids(v: &str) -> Vec<String> {
+    v.split_whitespace().map(str::to_string).collect()
+}
+
+/// The inline content of an element: its raw inner XML when it has element
+/// children, otherwise its text; `None` when it is empty or blank.
+fn inline_content(text: &str, el: &Element) -> Option<InlineContent> {
+    let is_xml = el.children.iter().any(|n| matches!(n, Node::Element(_)));
+    if is_xml {
+        let raw = &text[el.inner.0..el.inner.1];
+        return Some(InlineContent {
+            text: raw.trim().into(),
+            is_xml: true,
+        });
+    }
+    let t = el.text();
+    if t.trim().is_empty() {
+        None
+    } else {
+        Some(InlineContent {
+            text: t.into(),
+            is_xml: false,
+        })
+    }
+}

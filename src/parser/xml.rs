@@ -1,0 +1,318 @@
+//! Reads XML text into a small element tree with source positions, resolving
+//! namespaces, entity and character references and CDATA. The SCXML builder
+//! works on this tree; `<content>` keeps the raw XML of its children.
+
+use quick_xml::NsReader;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+
+use crate::model::Position;
+
+/// An XML element with its resolved namespace and source position.
+#[derive(Debug, Clone)]
+pub struct Element {
+    /// Namespace URI (`None` when unqualified and no default namespace).
+    pub ns: Option<String>,
+    /// Local name.
+    pub name: String,
+    /// Attributes in document order.
+    pub attrs: Vec<Attr>,
+    /// Child nodes.
+    pub children: Vec<Node>,
+    /// Position of the `<`.
+    pub pos: Position,
+    /// Byte range of the whole element in the source.
+    pub outer: (usize, usize),
+    /// Byte range between the start and end tags (empty for `<a/>`).
+    pub inner: (usize, usize),
+}
+
+/// An attribute with its resolved namespace.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    /// Namespace URI for prefixed attributes.
+    pub ns: Option<String>,
+    /// Local name.
+    pub name: String,
+    /// Normalised, unescaped value.
+    pub value: String,
+}
+
+/// A child node.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// An element.
+    Element(Element),
+    /// Character data (text, references and CDATA merged).
+    Text(String),
+}
+
+impl Element {
+    /// The value of an unqualified attribute.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.ns.is_none() && a.name == name)
+            .map(|a| a.value.as_str())
+    }
+
+    /// Child elements.
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// All character data directly inside this element, concatenated.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for n in &self.children {
+            if let Node::Text(t) = n {
+                out.push_str(t);
+            }
+        }
+        out
+    }
+
+    /// Whether the element has element children.
+    pub fn has_element_children(&self) -> bool {
+        self.elements().next().is_some()
+    }
+}
+
+/// A well-formedness error with its position.
+#[derive(Debug, Clone)]
+pub struct XmlError {
+    /// Where it was found.
+    pub pos: Position,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Maps byte offsets to line and column.
+pub struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    /// Indexes the line starts of `text`.
+    pub fn new(text: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    /// The 1-based line and column of a byte offset.
+    pub fn position(&self, text: &str, offset: usize) -> Position {
+        let offset = offset.min(text.len());
+        let line = self.starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.starts[line];
+        let column = text
+            .get(start..offset)
+            .map(|s| s.chars().count())
+            .unwrap_or(offset - start);
+        Position {
+            line: line as u32 + 1,
+            column: column as u32 + 1,
+        }
+    }
+}
+
+fn predefined_entity(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "lt" => "<",
+        "gt" => ">",
+        "amp" => "&",
+        "quot" => "\"",
+        "apos" => "'",
+        _ => return None,
+    })
+}
+
+/// Parses a whole document into its root element. `text` must already have
+/// had any byte-order mark removed.
+pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
+    let lines = LineIndex::new(text);
+    let mut reader = NsReader::from_str(text);
+    reader.config_mut().check_end_names = true;
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    let err = |offset: usize, message: String| XmlError {
+        pos: lines.position(text, offset),
+        message,
+    };
+    loop {
+        let before = reader.buffer_position() as usize;
+        let (ns, event) = match reader.read_resolved_event() {
+            Ok((ns, ev)) => (resolved(ns), ev),
+            Err(e) => {
+                let at = reader.error_position() as usize;
+                return Err(err(at, format!("malformed XML: {e}")));
+            }
+        };
+        let after = reader.buffer_position() as usize;
+        let tag_start = text[before..after]
+            .find('<')
+            .map(|i| before + i)
+            .unwrap_or(before);
+        match event {
+            Event::Start(ref start) | Event::Empty(ref start) => {
+                let is_empty = matches!(event, Event::Empty(_));
+                let name = start.local_name().as_ref().to_string();
+                let ns = match ns {
+                    Ok(ns) => ns,
+                    Err(prefix) => {
+                        return Err(err(
+                            tag_start,
+                            format!("unknown namespace prefix '{prefix}' on <{name}>"),
+                        ));
+                    }
+                };
+                let mut attrs = Vec::new();
+                for attr in start.attributes() {
+                    let attr = attr.map_err(|e| err(tag_start, format!("bad attribute: {e}")))?;
+                    let key = attr.key;
+                    if key.as_namespace_binding().is_some() {
+                        continue;
+                    }
+                    let (ans, local) = reader.resolver().resolve_attribute(key);
+                    let ans = match resolved(ans) {
+                        Ok(a) => a,
+                        Err(prefix) => {
+                            return Err(err(
+                                tag_start,
+                                format!("unknown namespace prefix '{prefix}' on an attribute"),
+                            ));
+                        }
+                    };
+                    let value = attr
+                        .normalized_value_with(quick_xml::XmlVersion::Implicit1_0, 1, |e| {
+                            predefined_entity(e)
+                        })
+                        .map_err(|e| err(tag_start, format!("bad attribute value: {e}")))?;
+                    attrs.push(Attr {
+                        ns: ans,
+                        name: local.as_ref().to_string(),
+                        value: value.into_owned(),
+                    });
+                }
+                let element = Element {
+                    ns,
+                    name,
+                    attrs,
+                    children: Vec::new(),
+                    pos: lines.position(text, tag_start),
+                    outer: (tag_start, after),
+                    inner: (after, after),
+                };
+                if is_empty {
+                    attach(&mut stack, &mut root, element, tag_start, &err)?;
+                } else {
+                    stack.push(element);
+                }
+            }
+            Event::End(_) => {
+                let mut element = stack
+                    .pop()
+                    .ok_or_else(|| err(tag_start, "unexpected end tag".into()))?;
+                element.inner.1 = tag_start;
+                element.outer.1 = after;
+                attach(&mut stack, &mut root, element, tag_start, &err)?;
+            }
+            Event::Text(t) => push_text(&mut stack, &t.xml10_content()),
+            Event::CData(c) => {
+                let raw = c.into_inner();
+                push_text(&mut stack, &raw);
+            }
+            Event::GeneralRef(r) => {
+                let resolved = if r.is_char_ref() {
+                    match r.resolve_char_ref() {
+                        Ok(Some(c)) => c.to_string(),
+                        _ => {
+                            return Err(err(tag_start, format!("bad character reference &{};", &*r)));
+                        }
+                    }
+                } else if let Some(s) = predefined_entity(&r) {
+                    s.to_string()
+                } else {
+                    return Err(err(tag_start, format!("unknown entity &{};", &*r)));
+                };
+                push_text(&mut stack, &resolved);
+            }
+            Event::Eof => break,
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(XmlError {
+            pos: open.pos,
+            message: format!("<{}> is never closed", open.name),
+        });
+    }
+    root.ok_or_else(|| XmlError {
+        pos: Position { line: 1, column: 1 },
+        message: "no root element".into(),
+    })
+}
+
+fn resolved(ns: ResolveResult<'_>) -> Result<Option<String>, String> {
+    match ns {
+        ResolveResult::Bound(ns) => Ok(Some(ns.as_ref().to_string())),
+        ResolveResult::Unbound => Ok(None),
+        ResolveResult::Unknown(prefix) => Err(prefix),
+    }
+}
+
+fn push_text(stack: &mut [Element], text: &str) {
+    if let Some(top) = stack.last_mut() {
+        if let Some(Node::Text(t)) = top.children.last_mut() {
+            t.push_str(text);
+        } else {
+            top.children.push(Node::Text(text.to_string()));
+        }
+    }
+}
+
+fn attach(
+    stack: &mut [Element],
+    root: &mut Option<Element>,
+    element: Element,
+    at: usize,
+    err: &dyn Fn(usize, String) -> XmlError,
+) -> Result<(), XmlError> {
+    match stack.last_mut() {
+        Some(parent) => {
+            parent.children.push(Node::Element(element));
+            Ok(())
+        }
+        None if root.is_none() => {
+            *root = Some(element);
+            Ok(())
+        }
+        None => Err(err(at, "more than one root element".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_prefixes_refs_and_cdata() {
+        let doc = "<ns0:scxml xmlns:ns0='urn:x'>\n  <ns0:a v='1&lt;2'>x&amp;y<![CDATA[<z>]]>&#65;</ns0:a></ns0:scxml>";
+        let root = parse_tree(doc).unwrap();
+        assert_eq!(root.ns.as_deref(), Some("urn:x"));
+        let a = root.elements().next().unwrap();
+        assert_eq!(a.name, "a");
+        assert_eq!(a.attr("v"), Some("1<2"));
+        assert_eq!(a.text(), "x&y<z>A");
+        assert_eq!(a.pos, Position { line: 2, column: 3 });
+    }
+
+    #[test]
+    fn reports_position_of_mismatched_end() {
+        let e = parse_tree("<a>\n<b></c></a>").unwrap_err();
+        assert_eq!(e.pos.line, 2);
+    }
+}
