@@ -26,5 +26,6 @@ pub fn resolve_path(uri: &str, base_dir: Option<&Path>) -> Option<PathBuf> {
 pub fn load_text(uri: &str, base_dir: Option<&Path>) -> Result<String, String> {
     let path = resolve_path(uri, base_dir)
         .ok_or_else(|| format!("cannot fetch '{uri}': unsupported URI scheme"))?;
-    std::fs::read_to_string(&path).map_err(|e| format!("cannot fetch '{uri}' ({}): {e}", path.display()))
+    std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot fetch '{uri}' ({}): {e}", path.display()))
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use ors::cli;
 
 #[derive(Parser)]
-#[command(name = "ors", version, about = "Orchestration server: W3C SCXML with ECMAScript")]
+#[command(
+    name = "ors",
+    version,
+    about = "Orchestration server: W3C SCXML with ECMAScript"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,7 +73,11 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { file, timeout, max_microsteps } => match cli::run::load_for_cli(&file) {
+        Command::Run {
+            file,
+            timeout,
+            max_microsteps,
+        } => match cli::run::load_for_cli(&file) {
             Some(doc) => {
                 let options = cli::run::RunOptions {
                     timeout: timeout.map(Duration::from_secs_f64),
@@ -80,9 +88,20 @@ fn main() {
             None => 2,
         },
         Command::Validate { files } => cli::validate(&files),
-        Command::Conformance { dir, filter, jobs, timeout, json, min_pass } => {
+        Command::Conformance {
+            dir,
+            filter,
+            jobs,
+            timeout,
+            json,
+            min_pass,
+        } => {
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ors"));
-            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+            let jobs = jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
             cli::conformance::run(&cli::conformance::ConformanceOptions {
                 dir,
                 filter,

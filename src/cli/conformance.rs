@@ -69,8 +69,13 @@ pub fn read_manifest(dir: &Path) -> Result<Vec<TestCase>, String> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(t), Some(f), Some(c), Some(n)) = (col("test"), col("file"), col("category"), col("needs")) else {
-        return Err(format!("{}: header must have test, file, category, needs", path.display()));
+    let (Some(t), Some(f), Some(c), Some(n)) =
+        (col("test"), col("file"), col("category"), col("needs"))
+    else {
+        return Err(format!(
+            "{}: header must have test, file, category, needs",
+            path.display()
+        ));
     };
     let mut cases = Vec::new();
     for line in lines.filter(|l| !l.trim().is_empty()) {
@@ -145,16 +150,25 @@ fn run_one(case: &TestCase, opts: &ConformanceOptions) -> TestResult {
     let err = err_reader.join().unwrap_or_default();
     let last_err = err.lines().last().unwrap_or_default().to_string();
     let Some(status) = status else {
-        return result("timeout", format!("no verdict within {} s", timeout.as_secs()));
+        return result(
+            "timeout",
+            format!("no verdict within {} s", timeout.as_secs()),
+        );
     };
-    let last: Option<Value> = out.lines().last().and_then(|l| serde_json::from_str(l).ok());
+    let last: Option<Value> = out
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok());
     match last {
         Some(v) if v["done"] == json!(true) => match v["final"].as_str() {
             Some("pass") => result("pass", String::new()),
             Some(other) => result("fail", format!("halted in '{other}'")),
             None => result("fail", "halted without a final state".into()),
         },
-        Some(v) => result("fail", format!("did not halt; last configuration {}", v["configuration"])),
+        Some(v) => result(
+            "fail",
+            format!("did not halt; last configuration {}", v["configuration"]),
+        ),
         None => result(
             "error",
             format!("exit {}: {}", status.code().unwrap_or(-1), last_err),
@@ -196,7 +210,9 @@ pub fn run(opts: &ConformanceOptions) -> i32 {
     };
     let cases: Vec<TestCase> = cases
         .into_iter()
-        .filter(|c| opts.filter.is_empty() || opts.filter.iter().any(|f| c.test.contains(f.as_str())))
+        .filter(|c| {
+            opts.filter.is_empty() || opts.filter.iter().any(|f| c.test.contains(f.as_str()))
+        })
         .collect();
     let started = Instant::now();
     let next = AtomicUsize::new(0);
@@ -211,8 +227,15 @@ pub fn run(opts: &ConformanceOptions) -> i32 {
                     let r = run_one(case, opts);
                     {
                         let _g = print_lock.lock().unwrap_or_else(|e| e.into_inner());
-                        let detail = if r.detail.is_empty() { String::new() } else { format!("  {}", r.detail) };
-                        println!("{:<8} {:<9} {:<10} {:>6}ms  [{}]{}", r.outcome, r.test, r.category, r.ms, r.needs, detail);
+                        let detail = if r.detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  {}", r.detail)
+                        };
+                        println!(
+                            "{:<8} {:<9} {:<10} {:>6}ms  [{}]{}",
+                            r.outcome, r.test, r.category, r.ms, r.needs, detail
+                        );
                     }
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 }
@@ -230,22 +253,38 @@ pub fn run(opts: &ConformanceOptions) -> i32 {
     let mut by_category: BTreeMap<String, Tally> = BTreeMap::new();
     let mut by_needs: BTreeMap<String, Tally> = BTreeMap::new();
     for r in &results {
-        by_category.entry(r.category.clone()).or_default().add(r.outcome);
+        by_category
+            .entry(r.category.clone())
+            .or_default()
+            .add(r.outcome);
         for need in r.needs.split(',') {
-            by_needs.entry(need.trim().to_string()).or_default().add(r.outcome);
+            by_needs
+                .entry(need.trim().to_string())
+                .or_default()
+                .add(r.outcome);
         }
     }
     let table = |title: &str, rows: &BTreeMap<String, Tally>| {
         println!();
-        println!("{title:<22} {:>6} {:>6} {:>6} {:>8} {:>6} {:>6}", "total", "pass", "fail", "timeout", "error", "skip");
+        println!(
+            "{title:<22} {:>6} {:>6} {:>6} {:>8} {:>6} {:>6}",
+            "total", "pass", "fail", "timeout", "error", "skip"
+        );
         for (k, t) in rows {
-            println!("{k:<22} {:>6} {:>6} {:>6} {:>8} {:>6} {:>6}", t.total, t.pass, t.fail, t.timeout, t.error, t.skip);
+            println!(
+                "{k:<22} {:>6} {:>6} {:>6} {:>8} {:>6} {:>6}",
+                t.total, t.pass, t.fail, t.timeout, t.error, t.skip
+            );
         }
     };
     table("by category", &by_category);
     table("by needs", &by_needs);
     println!();
-    println!("conformance run took {:.1} s with {} jobs", elapsed.as_secs_f64(), opts.jobs);
+    println!(
+        "conformance run took {:.1} s with {} jobs",
+        elapsed.as_secs_f64(),
+        opts.jobs
+    );
 
     if let Some(path) = &opts.json {
         let report = json!({
@@ -256,7 +295,10 @@ pub fn run(opts: &ConformanceOptions) -> i32 {
                 "seconds": elapsed.as_secs_f64(),
             }
         });
-        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&report).unwrap_or_default()) {
+        if let Err(e) = std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        ) {
             eprintln!("ors conformance: cannot write {}: {e}", path.display());
         }
     }

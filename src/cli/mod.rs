@@ -14,7 +14,12 @@ pub fn validate(files: &[PathBuf]) -> i32 {
                 for w in &doc.warnings {
                     eprintln!("{w}");
                 }
-                println!("{}: ok ({} states, {} transitions)", f.display(), doc.states.len() - 1, doc.transitions.len());
+                println!(
+                    "{}: ok ({} states, {} transitions)",
+                    f.display(),
+                    doc.states.len() - 1,
+                    doc.transitions.len()
+                );
             }
             Err(e) => {
                 failed = true;

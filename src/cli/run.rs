@@ -99,7 +99,10 @@ pub fn parse_input_event(line: &str) -> Result<Event, String> {
 /// Runs a loaded document until it halts, input ends with nothing left to
 /// wake it, or the timeout passes. Returns the process exit code.
 pub fn run_document(doc: Arc<Document>, options: &RunOptions) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ors: cannot start the runtime: {e}");
@@ -185,7 +188,9 @@ async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
         let _ = out.flush();
         let timer = async {
             match due {
-                Some(d) => tokio::time::sleep(Duration::from_millis(d.saturating_sub(now_ms()))).await,
+                Some(d) => {
+                    tokio::time::sleep(Duration::from_millis(d.saturating_sub(now_ms()))).await
+                }
                 None => std::future::pending::<()>().await,
             }
         };

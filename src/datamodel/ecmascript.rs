@@ -64,11 +64,52 @@ fn in_predicate(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResul
 }
 
 const RESERVED: &[&str] = &[
-    "break", "case", "catch", "class", "const", "continue", "debugger", "default", "delete", "do",
-    "else", "enum", "export", "extends", "false", "finally", "for", "function", "if", "import",
-    "in", "instanceof", "new", "null", "return", "super", "switch", "this", "throw", "true",
-    "try", "typeof", "var", "void", "while", "with", "yield", "let", "static", "implements",
-    "interface", "package", "private", "protected", "public", "await",
+    "break",
+    "case",
+    "catch",
+    "class",
+    "const",
+    "continue",
+    "debugger",
+    "default",
+    "delete",
+    "do",
+    "else",
+    "enum",
+    "export",
+    "extends",
+    "false",
+    "finally",
+    "for",
+    "function",
+    "if",
+    "import",
+    "in",
+    "instanceof",
+    "new",
+    "null",
+    "return",
+    "super",
+    "switch",
+    "this",
+    "throw",
+    "true",
+    "try",
+    "typeof",
+    "var",
+    "void",
+    "while",
+    "with",
+    "yield",
+    "let",
+    "static",
+    "implements",
+    "interface",
+    "package",
+    "private",
+    "protected",
+    "public",
+    "await",
 ];
 
 /// Whether `name` can be used as an ECMAScript variable name.
@@ -88,14 +129,20 @@ impl EcmaScriptDataModel {
         let mut ctx = Context::default();
         ctx.runtime_limits_mut()
             .set_loop_iteration_limit(limits.loop_iterations);
-        ctx.runtime_limits_mut().set_recursion_limit(limits.recursion);
-        ctx.runtime_limits_mut().set_stack_size_limit(limits.stack_size);
+        ctx.runtime_limits_mut()
+            .set_recursion_limit(limits.recursion);
+        ctx.runtime_limits_mut()
+            .set_stack_size_limit(limits.stack_size);
         ctx.insert_data(ActiveStates {
             doc: doc.clone(),
             active: RefCell::new(StateSet::with_capacity(doc.states.len())),
         });
-        ctx.register_global_callable(js_string!("In"), 1, NativeFunction::from_fn_ptr(in_predicate))
-            .expect("In is not yet defined");
+        ctx.register_global_callable(
+            js_string!("In"),
+            1,
+            NativeFunction::from_fn_ptr(in_predicate),
+        )
+        .expect("In is not yet defined");
         let n = doc.exprs.len();
         let mut dm = EcmaScriptDataModel {
             doc,
@@ -181,7 +228,8 @@ impl EcmaScriptDataModel {
         if loc.trim().is_empty() {
             return Err(DataModelError::new("empty location"));
         }
-        let source = format!("(function (__ors_value) {{ 'use strict';\n({loc}\n) = __ors_value; }})");
+        let source =
+            format!("(function (__ors_value) {{ 'use strict';\n({loc}\n) = __ors_value; }})");
         let f = self
             .ctx
             .eval(Source::from_bytes(source.as_bytes()))
@@ -208,7 +256,9 @@ impl EcmaScriptDataModel {
             InitialValue::Json(v) => {
                 JsValue::from_json(v, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))
             }
-            InitialValue::Text(s) | InitialValue::Xml(s) => Ok(JsValue::from(JsString::from(s.as_str()))),
+            InitialValue::Text(s) | InitialValue::Xml(s) => {
+                Ok(JsValue::from(JsString::from(s.as_str())))
+            }
         }
     }
 
@@ -221,7 +271,7 @@ impl EcmaScriptDataModel {
 
     /// Converts a value to data with `JSON.stringify` semantics (`toJSON`,
     /// functions and undefined members dropped).
-    fn to_data(&mut self, value: &JsValue) -> DmResult<Option<Value>> {
+    fn export_value(&mut self, value: &JsValue) -> DmResult<Option<Value>> {
         match value.variant() {
             boa_engine::JsVariant::Undefined => return Ok(None),
             boa_engine::JsVariant::Null => return Ok(Some(Value::Null)),
@@ -253,7 +303,11 @@ impl EcmaScriptDataModel {
             }
         };
         let text = stringify
-            .call(&JsValue::undefined(), std::slice::from_ref(value), &mut self.ctx)
+            .call(
+                &JsValue::undefined(),
+                std::slice::from_ref(value),
+                &mut self.ctx,
+            )
             .map_err(|e| js_err(e, &mut self.ctx))?;
         if text.is_undefined() {
             return Ok(None);
@@ -291,16 +345,26 @@ impl EcmaScriptDataModel {
                     ));
                 }
                 if let Ok(date) = JsDate::from_object(obj.clone()) {
-                    let t = date.get_time(&mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
-                    return Ok(Some(tag("$date", Value::from(t.as_number().unwrap_or(f64::NAN)))));
+                    let t = date
+                        .get_time(&mut self.ctx)
+                        .map_err(|e| js_err(e, &mut self.ctx))?;
+                    return Ok(Some(tag(
+                        "$date",
+                        Value::from(t.as_number().unwrap_or(f64::NAN)),
+                    )));
                 }
                 seen.push(obj.clone());
                 let result = if obj.is_array() {
-                    let arr = JsArray::from_object(obj.clone()).map_err(|e| js_err(e, &mut self.ctx))?;
-                    let len = arr.length(&mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+                    let arr =
+                        JsArray::from_object(obj.clone()).map_err(|e| js_err(e, &mut self.ctx))?;
+                    let len = arr
+                        .length(&mut self.ctx)
+                        .map_err(|e| js_err(e, &mut self.ctx))?;
                     let mut out = Vec::with_capacity(len as usize);
                     for i in 0..len {
-                        let v = arr.get(i, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+                        let v = arr
+                            .get(i, &mut self.ctx)
+                            .map_err(|e| js_err(e, &mut self.ctx))?;
                         out.push(self.encode(&v, seen)?.unwrap_or(Value::Null));
                     }
                     Value::Array(out)
@@ -324,7 +388,9 @@ impl EcmaScriptDataModel {
                         if !enumerable {
                             continue;
                         }
-                        let v = obj.get(key, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+                        let v = obj
+                            .get(key, &mut self.ctx)
+                            .map_err(|e| js_err(e, &mut self.ctx))?;
                         if let Some(v) = self.encode(&v, seen)? {
                             map.insert(escape_key(name), v);
                         }
@@ -402,7 +468,11 @@ fn tag(name: &str, v: Value) -> Value {
 /// Keys starting with `$` are escaped with a second `$` so they are never
 /// mistaken for tags.
 fn escape_key(k: String) -> String {
-    if k.starts_with('$') { format!("${k}") } else { k }
+    if k.starts_with('$') {
+        format!("${k}")
+    } else {
+        k
+    }
 }
 
 fn unescape_key(k: &str) -> &str {
@@ -411,7 +481,10 @@ fn unescape_key(k: &str) -> &str {
 
 impl DataModel for EcmaScriptDataModel {
     fn set_system_variables(&mut self, vars: &SystemVariables) -> DmResult<()> {
-        self.define_readonly("_sessionid", JsValue::from(JsString::from(&*vars.session_id)))?;
+        self.define_readonly(
+            "_sessionid",
+            JsValue::from(JsString::from(&*vars.session_id)),
+        )?;
         let name = match &vars.name {
             Some(n) => JsValue::from(JsString::from(n.as_str())),
             None => JsValue::undefined(),
@@ -430,7 +503,12 @@ impl DataModel for EcmaScriptDataModel {
             Err(e) => {
                 // The variable still exists (undefined) when its value fails.
                 let global = self.ctx.global_object();
-                let _ = global.set(JsString::from(name), JsValue::undefined(), false, &mut self.ctx);
+                let _ = global.set(
+                    JsString::from(name),
+                    JsValue::undefined(),
+                    false,
+                    &mut self.ctx,
+                );
                 return Err(e);
             }
         };
@@ -447,15 +525,16 @@ impl DataModel for EcmaScriptDataModel {
 
     fn eval_value(&mut self, expr: ExprId) -> DmResult<Option<Value>> {
         let v = self.eval(expr)?;
-        self.to_data(&v)
+        self.export_value(&v)
     }
 
     fn eval_string(&mut self, expr: ExprId) -> DmResult<String> {
         let v = self.eval(expr)?;
-        if v.is_object() && !v.as_object().is_some_and(|o| o.is_callable()) {
-            if let Ok(Some(data)) = self.to_data(&v) {
-                return Ok(data.to_string());
-            }
+        if v.is_object()
+            && !v.as_object().is_some_and(|o| o.is_callable())
+            && let Ok(Some(data)) = self.export_value(&v)
+        {
+            return Ok(data.to_string());
         }
         v.to_string(&mut self.ctx)
             .map(|s| s.to_std_string_escaped())
@@ -483,18 +562,27 @@ impl DataModel for EcmaScriptDataModel {
             .filter(|o| o.is_array())
             .ok_or_else(|| DataModelError::new("foreach 'array' is not an Array"))?;
         if !is_identifier(item) {
-            return Err(DataModelError::new(format!("foreach item '{item}' is not a legal variable name")));
+            return Err(DataModelError::new(format!(
+                "foreach item '{item}' is not a legal variable name"
+            )));
         }
         if let Some(i) = index
             && !is_identifier(i)
         {
-            return Err(DataModelError::new(format!("foreach index '{i}' is not a legal variable name")));
+            return Err(DataModelError::new(format!(
+                "foreach index '{i}' is not a legal variable name"
+            )));
         }
         let arr = JsArray::from_object(obj).map_err(|e| js_err(e, &mut self.ctx))?;
-        let len = arr.length(&mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+        let len = arr
+            .length(&mut self.ctx)
+            .map_err(|e| js_err(e, &mut self.ctx))?;
         let mut copy = Vec::with_capacity(len as usize);
         for i in 0..len {
-            copy.push(arr.get(i, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?);
+            copy.push(
+                arr.get(i, &mut self.ctx)
+                    .map_err(|e| js_err(e, &mut self.ctx))?,
+            );
         }
         self.foreach_stack.push(copy);
         Ok(len as usize)
@@ -513,7 +601,12 @@ impl DataModel for EcmaScriptDataModel {
             .map_err(|e| js_err(e, &mut self.ctx))?;
         if let Some(index) = index {
             global
-                .set(JsString::from(index), JsValue::from(i as u32), true, &mut self.ctx)
+                .set(
+                    JsString::from(index),
+                    JsValue::from(i as u32),
+                    true,
+                    &mut self.ctx,
+                )
                 .map_err(|e| js_err(e, &mut self.ctx))?;
         }
         Ok(())

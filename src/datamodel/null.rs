@@ -22,7 +22,9 @@ impl NullDataModel {
     }
 
     fn unsupported<T>(&self, what: &str) -> DmResult<T> {
-        Err(DataModelError::new(format!("the null data model does not support {what}")))
+        Err(DataModelError::new(format!(
+            "the null data model does not support {what}"
+        )))
     }
 }
 

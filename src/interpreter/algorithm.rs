@@ -137,7 +137,12 @@ impl Session {
     }
 
     /// `microstep`: exit, run transition content, enter.
-    pub(super) fn microstep(&mut self, doc: &Document, enabled: &[TransitionId], host: &mut dyn Host) {
+    pub(super) fn microstep(
+        &mut self,
+        doc: &Document,
+        enabled: &[TransitionId],
+        host: &mut dyn Host,
+    ) {
         self.exit_states(doc, enabled, host);
         for &tid in enabled {
             self.execute_block(doc, &doc.transition(tid).content, host);
@@ -184,7 +189,11 @@ impl Session {
     }
 
     /// `computeExitSet`: active descendants of each transition's domain.
-    pub(super) fn compute_exit_set(&self, doc: &Document, transitions: &[TransitionId]) -> StateSet {
+    pub(super) fn compute_exit_set(
+        &self,
+        doc: &Document,
+        transitions: &[TransitionId],
+    ) -> StateSet {
         let mut exit = StateSet::with_capacity(doc.states.len());
         for &tid in transitions {
             if let Some(domain) = self.transition_domain(doc, tid) {
@@ -238,7 +247,12 @@ impl Session {
     }
 
     /// `enterStates`.
-    pub(super) fn enter_states(&mut self, doc: &Document, enabled: &[TransitionId], host: &mut dyn Host) {
+    pub(super) fn enter_states(
+        &mut self,
+        doc: &Document,
+        enabled: &[TransitionId],
+        host: &mut dyn Host,
+    ) {
         let n = doc.states.len();
         let mut entry = EntrySet {
             states_to_enter: StateSet::with_capacity(n),
@@ -308,13 +322,21 @@ impl Session {
                 .children
                 .iter()
                 .any(|&c| doc.state(c).kind == StateKind::Final && self.configuration.contains(c)),
-            StateKind::Parallel => state.children.iter().all(|&c| self.is_in_final_state(doc, c)),
+            StateKind::Parallel => state
+                .children
+                .iter()
+                .all(|&c| self.is_in_final_state(doc, c)),
             _ => false,
         }
     }
 
     /// `computeEntrySet`.
-    fn compute_entry_set(&self, doc: &Document, transitions: &[TransitionId], entry: &mut EntrySet) {
+    fn compute_entry_set(
+        &self,
+        doc: &Document,
+        transitions: &[TransitionId],
+        entry: &mut EntrySet,
+    ) {
         for &tid in transitions {
             let t = doc.transition(tid);
             for &s in &t.targets {
@@ -361,7 +383,9 @@ impl Session {
         entry.states_to_enter.insert(s);
         if state.is_compound() {
             entry.states_for_default_entry.insert(s);
-            let init = state.initial.expect("compound state has an initial transition");
+            let init = state
+                .initial
+                .expect("compound state has an initial transition");
             for &t in &doc.transition(init).targets {
                 self.add_descendant_states_to_enter(doc, t, entry);
             }

@@ -59,7 +59,12 @@ impl Session {
         }
     }
 
-    fn run_action(&mut self, doc: &Document, action: &Action, host: &mut dyn Host) -> Result<(), BlockError> {
+    fn run_action(
+        &mut self,
+        doc: &Document,
+        action: &Action,
+        host: &mut dyn Host,
+    ) -> Result<(), BlockError> {
         match action {
             Action::Raise { event } => {
                 self.internal_queue
@@ -83,7 +88,9 @@ impl Session {
                         };
                         self.datamodel.assign_value(*location, &v)
                     }
-                    AssignValue::None => self.datamodel.assign_value(*location, &InitialValue::Undefined),
+                    AssignValue::None => self
+                        .datamodel
+                        .assign_value(*location, &InitialValue::Undefined),
                 };
                 r.map_err(|e| self.fail(e))?;
             }
@@ -215,8 +222,12 @@ impl Session {
                 DataSource::Expr(e) => InitialValue::Expr(*e),
                 DataSource::Inline(c) if c.is_xml => InitialValue::Xml(c.text.to_string()),
                 DataSource::Inline(c) => text_value(&c.text),
-                DataSource::Src { loaded: Ok(text), .. } => text_value(text),
-                DataSource::Src { loaded: Err(why), .. } => {
+                DataSource::Src {
+                    loaded: Ok(text), ..
+                } => text_value(text),
+                DataSource::Src {
+                    loaded: Err(why), ..
+                } => {
                     let _ = self.datamodel.declare(&decl.id, &InitialValue::Undefined);
                     let why = why.to_string();
                     self.raise_error("error.execution", &why, None);
@@ -256,7 +267,9 @@ impl Session {
         };
         if let Some(loc) = send.idlocation {
             let v = InitialValue::Json(Value::String(sendid.to_string()));
-            self.datamodel.assign_value(loc, &v).map_err(|e| self.fail(e))?;
+            self.datamodel
+                .assign_value(loc, &v)
+                .map_err(|e| self.fail(e))?;
         }
         let delay_ms = match &send.delay {
             Some(v) => {
@@ -284,7 +297,11 @@ impl Session {
         };
         if !is_scxml_type && !type_.as_deref().is_some_and(|t| host.supports_type(t)) {
             let t = type_.unwrap_or_default();
-            self.raise_error("error.execution", &format!("unsupported send type '{t}'"), Some(sendid));
+            self.raise_error(
+                "error.execution",
+                &format!("unsupported send type '{t}'"),
+                Some(sendid),
+            );
             return Err(BlockError);
         }
         let explicit_id = send.id.is_some() || send.idlocation.is_some();

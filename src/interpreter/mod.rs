@@ -56,7 +56,10 @@ pub trait Host {
     /// Delivers an event to a target outside this session.
     fn dispatch(&mut self, session_id: &str, outbound: Outbound) -> Result<(), DispatchError> {
         let _ = session_id;
-        Err(DispatchError(format!("no route to target '{}'", outbound.target)))
+        Err(DispatchError(format!(
+            "no route to target '{}'",
+            outbound.target
+        )))
     }
     /// Whether the host has an I/O processor of this type besides SCXML's.
     fn supports_type(&self, type_uri: &str) -> bool {
@@ -91,19 +94,15 @@ pub struct CustomActions {
 
 impl CustomActions {
     /// Registers a handler for `<name>` in `namespace`.
-    pub fn register(
-        &mut self,
-        namespace: &str,
-        name: &str,
-        handler: Arc<dyn CustomActionHandler>,
-    ) {
+    pub fn register(&mut self, namespace: &str, name: &str, handler: Arc<dyn CustomActionHandler>) {
         self.handlers
             .insert((namespace.to_string(), name.to_string()), handler);
     }
 
     /// The handler for an element, if any.
     pub fn get(&self, namespace: &str, name: &str) -> Option<&Arc<dyn CustomActionHandler>> {
-        self.handlers.get(&(namespace.to_string(), name.to_string()))
+        self.handlers
+            .get(&(namespace.to_string(), name.to_string()))
     }
 }
 
@@ -166,7 +165,11 @@ fn generate_session_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    format!("{:012x}-{:04x}-{n:x}", nanos & 0xffff_ffff_ffff, std::process::id() & 0xffff)
+    format!(
+        "{:012x}-{:04x}-{n:x}",
+        nanos & 0xffff_ffff_ffff,
+        std::process::id() & 0xffff
+    )
 }
 
 /// One running instance of a document.
@@ -338,7 +341,10 @@ impl Session {
                 self.raise_error("error.execution", &e.message, None);
             }
         }
-        let initial = doc.state(Document::ROOT).initial.expect("root has an initial transition");
+        let initial = doc
+            .state(Document::ROOT)
+            .initial
+            .expect("root has an initial transition");
         self.enter_states(&doc, &[initial], host);
         self.run_macrostep(&doc, host);
         self.outcome()

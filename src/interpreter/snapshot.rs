@@ -149,7 +149,10 @@ impl Session {
         }
         for (h, values) in &snapshot.history {
             let h = lookup(h)?;
-            let values = values.iter().map(|v| lookup(v)).collect::<Result<Vec<_>, _>>()?;
+            let values = values
+                .iter()
+                .map(|v| lookup(v))
+                .collect::<Result<Vec<_>, _>>()?;
             session.history_values.insert(h, values);
         }
         session.initialized = to_set(&snapshot.initialized)?;

@@ -96,9 +96,10 @@ impl StateSet {
 
     /// States in ascending document order (entry order).
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = StateId> + '_ {
-        self.words.iter().enumerate().flat_map(|(wi, &word)| {
-            BitIter(word).map(move |b| StateId((wi * 64 + b) as u32))
-        })
+        self.words
+            .iter()
+            .enumerate()
+            .flat_map(|(wi, &word)| BitIter(word).map(move |b| StateId((wi * 64 + b) as u32)))
     }
 
     /// States in descending document order (exit order).

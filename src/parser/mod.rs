@@ -170,14 +170,20 @@ impl<'a> Builder<'a> {
 
     fn build(mut self, root: &Element) -> Result<Document, LoadError> {
         if root.name != "scxml" || !is_scxml(root) {
-            self.error(root.pos, format!("root element must be <scxml>, found <{}>", root.name));
+            self.error(
+                root.pos,
+                format!("root element must be <scxml>, found <{}>", root.name),
+            );
             return Err(LoadError(self.errors));
         }
         let datamodel = match root.attr("datamodel") {
             None | Some("ecmascript") => DataModelKind::Ecmascript,
             Some("null") => DataModelKind::Null,
             Some(other) => {
-                self.error(root.pos, format!("unsupported datamodel '{other}' (ecmascript and null are supported)"));
+                self.error(
+                    root.pos,
+                    format!("unsupported datamodel '{other}' (ecmascript and null are supported)"),
+                );
                 DataModelKind::Ecmascript
             }
         };
@@ -185,7 +191,10 @@ impl<'a> Builder<'a> {
             None | Some("early") => Binding::Early,
             Some("late") => Binding::Late,
             Some(other) => {
-                self.error(root.pos, format!("binding must be 'early' or 'late', not '{other}'"));
+                self.error(
+                    root.pos,
+                    format!("binding must be 'early' or 'late', not '{other}'"),
+                );
                 Binding::Early
             }
         };
@@ -214,7 +223,10 @@ impl<'a> Builder<'a> {
             }
         }
         if initial_children.is_empty() {
-            self.error(root.pos, "<scxml> must contain at least one <state>, <parallel> or <final>");
+            self.error(
+                root.pos,
+                "<scxml> must contain at least one <state>, <parallel> or <final>",
+            );
             return Err(LoadError(self.errors));
         }
         self.states[0].last_descendant = StateId(self.states.len() as u32 - 1);
@@ -287,7 +299,10 @@ impl<'a> Builder<'a> {
                 }
                 if let Some(prev) = self.ids.get(id) {
                     let prev = *prev;
-                    self.error(el.pos, format!("duplicate state id '{id}' (first defined at {prev})"));
+                    self.error(
+                        el.pos,
+                        format!("duplicate state id '{id}' (first defined at {prev})"),
+                    );
                 } else {
                     self.ids.insert(id.to_string(), el.pos);
                 }
@@ -308,9 +323,9 @@ impl<'a> Builder<'a> {
 
     fn build_state(&mut self, el: &Element, parent: StateId) -> StateId {
         let name = self.state_name(el);
-        let has_child_states = el.elements().any(|c| {
-            is_scxml(c) && matches!(c.name.as_str(), "state" | "parallel" | "final")
-        });
+        let has_child_states = el
+            .elements()
+            .any(|c| is_scxml(c) && matches!(c.name.as_str(), "state" | "parallel" | "final"));
         let kind = match el.name.as_str() {
             "parallel" => StateKind::Parallel,
             "final" => StateKind::Final,
@@ -321,12 +336,17 @@ impl<'a> Builder<'a> {
             _ => StateKind::Atomic,
         };
         let id = self.push_state(kind, Some(parent), name, el.pos);
-        if kind == (StateKind::History { deep: false }) || kind == (StateKind::History { deep: true }) {
+        if kind == (StateKind::History { deep: false })
+            || kind == (StateKind::History { deep: true })
+        {
             if let Some(t) = el.attr("type")
                 && t != "deep"
                 && t != "shallow"
             {
-                self.error(el.pos, format!("history type must be 'shallow' or 'deep', not '{t}'"));
+                self.error(
+                    el.pos,
+                    format!("history type must be 'shallow' or 'deep', not '{t}'"),
+                );
             }
             self.states[parent.index()].history.push(id);
             let transitions: Vec<&Element> = el
@@ -338,7 +358,10 @@ impl<'a> Builder<'a> {
             }
             if let Some(t) = transitions.first() {
                 if t.attr("event").is_some() || t.attr("cond").is_some() {
-                    self.error(t.pos, "a history transition must not have 'event' or 'cond'");
+                    self.error(
+                        t.pos,
+                        "a history transition must not have 'event' or 'cond'",
+                    );
                 }
                 let tid = self.build_transition(t, id);
                 self.states[id.index()].initial = Some(tid);
@@ -351,19 +374,39 @@ impl<'a> Builder<'a> {
         let mut initial = InitialSpec::None;
         if let Some(v) = el.attr("initial") {
             if kind != StateKind::Compound {
-                self.error(el.pos, format!("'initial' is only allowed on a <state> with child states (on <{}>)", el.name));
+                self.error(
+                    el.pos,
+                    format!(
+                        "'initial' is only allowed on a <state> with child states (on <{}>)",
+                        el.name
+                    ),
+                );
             }
             initial = InitialSpec::Attr(split_ids(v), el.pos);
         }
         let allowed: &[&str] = match kind {
             StateKind::Final => &["onentry", "onexit", "donedata"],
             StateKind::Parallel => &[
-                "onentry", "onexit", "transition", "state", "parallel", "history", "datamodel",
+                "onentry",
+                "onexit",
+                "transition",
+                "state",
+                "parallel",
+                "history",
+                "datamodel",
                 "invoke",
             ],
             _ => &[
-                "onentry", "onexit", "transition", "initial", "state", "parallel", "final",
-                "history", "datamodel", "invoke",
+                "onentry",
+                "onexit",
+                "transition",
+                "initial",
+                "state",
+                "parallel",
+                "final",
+                "history",
+                "datamodel",
+                "invoke",
             ],
         };
         for child in el.elements() {
@@ -372,7 +415,10 @@ impl<'a> Builder<'a> {
             }
             let cname = child.name.as_str();
             if !allowed.contains(&cname) {
-                self.error(child.pos, format!("<{cname}> is not allowed in <{}>", el.name));
+                self.error(
+                    child.pos,
+                    format!("<{cname}> is not allowed in <{}>", el.name),
+                );
                 continue;
             }
             match cname {
@@ -393,7 +439,10 @@ impl<'a> Builder<'a> {
                         self.error(child.pos, "a state must not have both an 'initial' attribute and an <initial> element");
                     }
                     if kind != StateKind::Compound {
-                        self.error(child.pos, "<initial> is only allowed in a <state> with child states");
+                        self.error(
+                            child.pos,
+                            "<initial> is only allowed in a <state> with child states",
+                        );
                     }
                     let ts: Vec<&Element> = child
                         .elements()
@@ -404,7 +453,10 @@ impl<'a> Builder<'a> {
                     }
                     if let Some(t) = ts.first() {
                         if t.attr("event").is_some() || t.attr("cond").is_some() {
-                            self.error(t.pos, "the <initial> transition must not have 'event' or 'cond'");
+                            self.error(
+                                t.pos,
+                                "the <initial> transition must not have 'event' or 'cond'",
+                            );
                         }
                         if t.attr("target").is_none() {
                             self.error(t.pos, "the <initial> transition must have a 'target'");
@@ -485,12 +537,17 @@ impl<'a> Builder<'a> {
         if el.attr("event").is_some_and(|e| e.trim().is_empty()) {
             self.error(el.pos, "'event' must not be empty");
         }
-        let cond = el.attr("cond").map(|c| self.expr(c, ExprKind::Value, el.pos));
+        let cond = el
+            .attr("cond")
+            .map(|c| self.expr(c, ExprKind::Value, el.pos));
         let internal = match el.attr("type") {
             None | Some("external") => false,
             Some("internal") => true,
             Some(other) => {
-                self.error(el.pos, format!("transition type must be 'internal' or 'external', not '{other}'"));
+                self.error(
+                    el.pos,
+                    format!("transition type must be 'internal' or 'external', not '{other}'"),
+                );
                 false
             }
         };
@@ -542,7 +599,9 @@ impl<'a> Builder<'a> {
                     for &target in &t.targets {
                         let tgt = &self.states[target.index()];
                         let ok = if deep {
-                            tgt.id > parent && tgt.id <= self.states[parent.index()].last_descendant && tgt.id != s.id
+                            tgt.id > parent
+                                && tgt.id <= self.states[parent.index()].last_descendant
+                                && tgt.id != s.id
                         } else {
                             tgt.parent == Some(parent) && !tgt.is_history()
                         };
@@ -555,24 +614,33 @@ impl<'a> Builder<'a> {
                         }
                     }
                     if t.targets.is_empty() {
-                        problems.push((t.position, format!("history '{}' transition must have a target", s.name)));
+                        problems.push((
+                            t.position,
+                            format!("history '{}' transition must have a target", s.name),
+                        ));
                     }
                 }
                 _ => {
                     for &target in &t.targets {
                         let tgt = &self.states[target.index()];
                         if !(tgt.id > s.id && tgt.id <= s.last_descendant) {
-                            problems.push((t.position, format!(
-                                "initial target '{}' is not a descendant of '{}'",
-                                tgt.name, s.name
-                            )));
+                            problems.push((
+                                t.position,
+                                format!(
+                                    "initial target '{}' is not a descendant of '{}'",
+                                    tgt.name, s.name
+                                ),
+                            ));
                         }
                     }
                     if !targets_are_consistent(&self.states, &t.targets) {
-                        problems.push((t.position, format!(
-                            "initial targets of '{}' do not form a legal configuration",
-                            s.name
-                        )));
+                        problems.push((
+                            t.position,
+                            format!(
+                                "initial targets of '{}' do not form a legal configuration",
+                                s.name
+                            ),
+                        ));
                     }
                 }
             }
@@ -600,7 +668,10 @@ impl<'a> Builder<'a> {
                 + d.attr("expr").is_some() as u8
                 + inline.is_some() as u8;
             if count > 1 {
-                self.error(d.pos, "<data> may have only one of 'src', 'expr' or inline content");
+                self.error(
+                    d.pos,
+                    "<data> may have only one of 'src', 'expr' or inline content",
+                );
             }
             let source = if let Some(src) = d.attr("src") {
                 let loaded = loader::load_text(src, self.base_dir.as_deref())
@@ -656,7 +727,10 @@ impl<'a> Builder<'a> {
     fn value_source(&mut self, el: &Element, literal: &str, expr: &str) -> Option<ValueSource> {
         match (el.attr(literal), el.attr(expr)) {
             (Some(_), Some(_)) => {
-                self.error(el.pos, format!("<{}> must not have both '{literal}' and '{expr}'", el.name));
+                self.error(
+                    el.pos,
+                    format!("<{}> must not have both '{literal}' and '{expr}'", el.name),
+                );
                 None
             }
             (Some(v), None) => Some(ValueSource::Literal(v.into())),
@@ -727,9 +801,7 @@ impl<'a> Builder<'a> {
             },
             "if" => {
                 let mut branches = vec![IfBranch {
-                    cond: Some(self.expr(el.attr("cond").unwrap_or_else(|| {
-                        "false"
-                    }), ExprKind::Value, pos)),
+                    cond: Some(self.expr(el.attr("cond").unwrap_or("false"), ExprKind::Value, pos)),
                     body: Vec::new(),
                 }];
                 if el.attr("cond").is_none() {
@@ -743,15 +815,25 @@ impl<'a> Builder<'a> {
                         }
                         let c = child.attr("cond").unwrap_or("false");
                         let cond = self.expr(c, ExprKind::Value, child.pos);
-                        branches.push(IfBranch { cond: Some(cond), body: Vec::new() });
+                        branches.push(IfBranch {
+                            cond: Some(cond),
+                            body: Vec::new(),
+                        });
                     } else if is_scxml(child) && child.name == "else" {
                         if seen_else {
                             self.error(child.pos, "more than one <else>");
                         }
                         seen_else = true;
-                        branches.push(IfBranch { cond: None, body: Vec::new() });
+                        branches.push(IfBranch {
+                            cond: None,
+                            body: Vec::new(),
+                        });
                     } else if let Some(a) = self.build_action(child) {
-                        branches.last_mut().expect("at least the if branch").body.push(a);
+                        branches
+                            .last_mut()
+                            .expect("at least the if branch")
+                            .body
+                            .push(a);
                     }
                 }
                 Some(Action::If { branches })
@@ -805,7 +887,10 @@ impl<'a> Builder<'a> {
                 (None, Some(l)) => Some(self.expr(l, ExprKind::Location, p.pos)),
                 (None, None) => None,
             };
-            params.push(Param { name: name.into(), expr });
+            params.push(Param {
+                name: name.into(),
+                expr,
+            });
         }
         params
     }
@@ -814,7 +899,10 @@ impl<'a> Builder<'a> {
         let mut contents = el.elements().filter(|c| is_scxml(c) && c.name == "content");
         let c = contents.next()?;
         if contents.next().is_some() {
-            self.error(c.pos, format!("<{}> may contain only one <content>", el.name));
+            self.error(
+                c.pos,
+                format!("<{}> may contain only one <content>", el.name),
+            );
         }
         let inline = inline_content(self.text, c);
         match (c.attr("expr"), inline) {
@@ -840,17 +928,25 @@ impl<'a> Builder<'a> {
         if el.attr("id").is_some() && el.attr("idlocation").is_some() {
             self.error(pos, "<send> must not have both 'id' and 'idlocation'");
         }
-        let idlocation = el.attr("idlocation").map(|l| self.expr(l, ExprKind::Location, pos));
+        let idlocation = el
+            .attr("idlocation")
+            .map(|l| self.expr(l, ExprKind::Location, pos));
         let namelist = self.namelist(el);
         let params = self.params(el);
         let content = self.content(el);
         if content.is_some() && (!namelist.is_empty() || !params.is_empty()) {
-            self.error(pos, "<send> with <content> must not have 'namelist' or <param>");
+            self.error(
+                pos,
+                "<send> with <content> must not have 'namelist' or <param>",
+            );
         }
         if let Some(ValueSource::Literal(d)) = &delay
             && crate::interpreter::parse_delay(d).is_none()
         {
-            self.error(pos, format!("'{d}' is not a valid delay (CSS2 time, e.g. 1s or 500ms)"));
+            self.error(
+                pos,
+                format!("'{d}' is not a valid delay (CSS2 time, e.g. 1s or 500ms)"),
+            );
         }
         if let (Some(ValueSource::Literal(t)), Some(_)) = (&target, &delay)
             && &**t == "#_internal"
@@ -875,7 +971,10 @@ impl<'a> Builder<'a> {
         let content = self.content(el);
         let params = self.params(el);
         if content.is_some() && !params.is_empty() {
-            self.error(el.pos, "<donedata> must not have both <content> and <param>");
+            self.error(
+                el.pos,
+                "<donedata> must not have both <content> and <param>",
+            );
         }
         DoneData { content, params }
     }
@@ -887,7 +986,9 @@ impl<'a> Builder<'a> {
         if el.attr("id").is_some() && el.attr("idlocation").is_some() {
             self.error(pos, "<invoke> must not have both 'id' and 'idlocation'");
         }
-        let idlocation = el.attr("idlocation").map(|l| self.expr(l, ExprKind::Location, pos));
+        let idlocation = el
+            .attr("idlocation")
+            .map(|l| self.expr(l, ExprKind::Location, pos));
         let namelist = self.namelist(el);
         let params = self.params(el);
         let content = self.content(el);

@@ -230,7 +230,10 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                     match r.resolve_char_ref() {
                         Ok(Some(c)) => c.to_string(),
                         _ => {
-                            return Err(err(tag_start, format!("bad character reference &{};", &*r)));
+                            return Err(err(
+                                tag_start,
+                                format!("bad character reference &{};", &*r),
+                            ));
                         }
                     }
                 } else if let Some(s) = predefined_entity(&r) {
