@@ -207,7 +207,7 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                     inner: (after, after),
                 };
                 if is_empty {
-                    attach(&mut stack, &mut root, element, tag_start, &err)?;
+                    attach(&mut stack, &mut root, element, &err)?;
                 } else {
                     stack.push(element);
                 }
@@ -218,7 +218,7 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                     .ok_or_else(|| err(tag_start, "unexpected end tag".into()))?;
                 element.inner.1 = tag_start;
                 element.outer.1 = after;
-                attach(&mut stack, &mut root, element, tag_start, &err)?;
+                attach(&mut stack, &mut root, element, &err)?;
             }
             Event::Text(t) => push_text(&mut stack, &t.xml10_content()),
             Event::CData(c) => {
@@ -281,9 +281,9 @@ fn attach(
     stack: &mut [Element],
     root: &mut Option<Element>,
     element: Element,
-    at: usize,
     err: &dyn Fn(usize, String) -> XmlError,
 ) -> Result<(), XmlError> {
+    let at = element.outer.0;
     match stack.last_mut() {
         Some(parent) => {
             parent.children.push(Node::Element(element));
