@@ -24,16 +24,29 @@ fn expectation(path: &Path) -> (u32, u32, String) {
         .trim()
         .strip_prefix("<!-- expect ")
         .and_then(|s| s.strip_suffix(" -->"))
-        .unwrap_or_else(|| panic!("{}: first line must be <!-- expect L:C text -->", path.display()));
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: first line must be <!-- expect L:C text -->",
+                path.display()
+            )
+        });
     let (pos, message) = spec.split_once(' ').expect("position then message");
     let (line, col) = pos.split_once(':').expect("LINE:COL");
-    (line.parse().expect("line"), col.parse().expect("col"), message.to_string())
+    (
+        line.parse().expect("line"),
+        col.parse().expect("col"),
+        message.to_string(),
+    )
 }
 
 #[test]
 fn every_broken_document_is_rejected_at_the_right_place() {
     let files = fixtures();
-    assert!(files.len() >= 20, "expected the full fixture set, found {}", files.len());
+    assert!(
+        files.len() >= 20,
+        "expected the full fixture set, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for f in &files {
         let (line, col, fragment) = expectation(f);
@@ -51,7 +64,10 @@ fn every_broken_document_is_rejected_at_the_right_place() {
                     ));
                 }
                 let file = f.display().to_string();
-                assert!(rendered.starts_with(&file), "diagnostic names the file: {rendered}");
+                assert!(
+                    rendered.starts_with(&file),
+                    "diagnostic names the file: {rendered}"
+                );
             }
         }
     }

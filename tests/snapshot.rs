@@ -19,7 +19,8 @@ impl Host for FakeHost {
         self.now
     }
     fn log(&mut self, _session: &str, label: Option<&str>, message: &str) {
-        self.logs.push(format!("{}: {message}", label.unwrap_or("")));
+        self.logs
+            .push(format!("{}: {message}", label.unwrap_or("")));
     }
 }
 
@@ -60,13 +61,20 @@ fn apply(session: &mut Session, host: &mut FakeHost, step: &Step, trace: &mut Ve
         }
     }
     while let Some((ev, _)) = session.process_next_external(host) {
-        trace.push(format!("{} -> {:?}", ev.name, session.configuration_names()));
+        trace.push(format!(
+            "{} -> {:?}",
+            ev.name,
+            session.configuration_names()
+        ));
     }
 }
 
 fn run(snapshot_every_step: bool) -> (Vec<String>, Vec<String>, Option<serde_json::Value>) {
     let doc = load();
-    let mut host = FakeHost { now: 1_000_000, logs: Vec::new() };
+    let mut host = FakeHost {
+        now: 1_000_000,
+        logs: Vec::new(),
+    };
     let options = SessionOptions {
         session_id: Some("fixed-session".into()),
         ..SessionOptions::default()
@@ -84,7 +92,10 @@ fn run(snapshot_every_step: bool) -> (Vec<String>, Vec<String>, Option<serde_jso
         }
         apply(&mut session, &mut host, &step, &mut trace);
     }
-    assert!(!session.is_running(), "the script ends the session: {trace:?}");
+    assert!(
+        !session.is_running(),
+        "the script ends the session: {trace:?}"
+    );
     (trace, host.logs, session.done_data().cloned())
 }
 
@@ -127,7 +138,10 @@ fn uninterrupted_run_follows_history_timers_and_data() {
 #[test]
 fn snapshot_keeps_pending_delayed_sends_with_due_times() {
     let doc = load();
-    let mut host = FakeHost { now: 5_000, logs: Vec::new() };
+    let mut host = FakeHost {
+        now: 5_000,
+        logs: Vec::new(),
+    };
     let mut session = Session::new(doc.clone(), SessionOptions::default());
     session.start(&mut host);
     for name in ["next", "next"] {
@@ -136,13 +150,23 @@ fn snapshot_keeps_pending_delayed_sends_with_due_times() {
     }
     let snap = session.snapshot().expect("snapshot");
     assert_eq!(snap.configuration, vec!["main", "work", "phase", "b", "b2"]);
-    assert_eq!(snap.delayed.len(), 1, "the cancelled send is gone: {:?}", snap.delayed);
+    assert_eq!(
+        snap.delayed.len(),
+        1,
+        "the cancelled send is gone: {:?}",
+        snap.delayed
+    );
     assert_eq!(snap.delayed[0].sendid, "tick");
     assert_eq!(snap.delayed[0].due_ms, 5_200);
     let mut restored = Session::restore(doc, &snap, SessionOptions::default()).expect("restores");
     assert_eq!(restored.fire_due_timers(5_199, &mut host), 0);
     assert_eq!(restored.fire_due_timers(5_200, &mut host), 1);
-    let (ev, _) = restored.process_next_external(&mut host).expect("tick queued");
+    let (ev, _) = restored
+        .process_next_external(&mut host)
+        .expect("tick queued");
     assert_eq!(&*ev.name, "tick");
-    assert_eq!(restored.configuration_names(), vec!["main", "work", "phase", "a"]);
+    assert_eq!(
+        restored.configuration_names(),
+        vec!["main", "work", "phase", "a"]
+    );
 }

@@ -71,7 +71,10 @@ fn check_trace(trace: &Path) -> Result<(), String> {
     }
     for (i, exp) in expected.iter().enumerate() {
         let Some(act) = actual.get(i) else {
-            return Err(format!("missing output line {}: expected {exp}\nstdout:\n{stdout}", i + 1));
+            return Err(format!(
+                "missing output line {}: expected {exp}\nstdout:\n{stdout}",
+                i + 1
+            ));
         };
         let Value::Object(fields) = exp else {
             return Err("expected lines must be objects".into());
@@ -81,7 +84,9 @@ fn check_trace(trace: &Path) -> Result<(), String> {
                 return Err(format!(
                     "output line {}: '{k}' is {}, expected {v}\nfull line: {act}\nstderr:\n{stderr}",
                     i + 1,
-                    act.get(k).map(|x| x.to_string()).unwrap_or("missing".into())
+                    act.get(k)
+                        .map(|x| x.to_string())
+                        .unwrap_or("missing".into())
                 ));
             }
         }
@@ -103,9 +108,12 @@ fn every_trace_fixture_matches() {
     let failures: Vec<String> = files
         .iter()
         .filter_map(|f| {
-            check_trace(f)
-                .err()
-                .map(|e| format!("{}: {e}", f.file_name().unwrap_or_default().to_string_lossy()))
+            check_trace(f).err().map(|e| {
+                format!(
+                    "{}: {e}",
+                    f.file_name().unwrap_or_default().to_string_lossy()
+                )
+            })
         })
         .collect();
     assert!(

@@ -109,7 +109,11 @@ pub fn run_document(doc: Arc<Document>, options: &RunOptions) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(run_async(doc, options))
+    let code = runtime.block_on(run_async(doc, options));
+    // The stdin reader may be blocked in a read that never returns; do not
+    // wait for it.
+    runtime.shutdown_background();
+    code
 }
 
 async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {

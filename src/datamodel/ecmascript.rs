@@ -45,7 +45,9 @@ fn js_err(e: JsError, ctx: &mut Context) -> DataModelError {
         Ok(native) => native.to_string(),
         Err(_) => e.to_string(),
     };
-    DataModelError::new(msg)
+    // Keep the first line: boa appends a JavaScript backtrace.
+    let first = msg.lines().next().unwrap_or_default().trim_end();
+    DataModelError::new(first)
 }
 
 fn in_predicate(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {

@@ -127,7 +127,7 @@ pub struct ScriptLimits {
 impl Default for ScriptLimits {
     fn default() -> Self {
         ScriptLimits {
-            loop_iterations: 10_000_000,
+            loop_iterations: 1_000_000,
             recursion: 400,
             stack_size: 1024 * 1024,
         }

@@ -1,0 +1,219 @@
+//! The `ors run` / `ors validate` command-line contracts, driven as a real
+//! process the way other tools drive it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn ors() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ors"))
+}
+
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ors-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write temp chart");
+    path
+}
+
+#[test]
+fn a_driver_can_send_one_event_and_wait_for_its_line() {
+    let mut child = ors()
+        .arg("run")
+        .arg(fixture("hello.scxml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = || -> Value {
+        let line = lines.next().expect("a line").expect("readable");
+        serde_json::from_str(&line).expect("JSON line")
+    };
+    let start = next();
+    assert_eq!(start["cause"], "start");
+    assert_eq!(start["event"], Value::Null);
+    assert_eq!(start["configuration"], json!(["idle"]));
+
+    writeln!(stdin, r#"{{"name":"tick"}}"#).expect("write");
+    stdin.flush().expect("flush");
+    let l = next();
+    assert_eq!(
+        (l["cause"].clone(), l["event"].clone()),
+        (json!("input"), json!("tick"))
+    );
+    assert_eq!(l["atomic"], json!(["counting"]));
+
+    writeln!(stdin, r#"{{"name":"stop"}}"#).expect("write");
+    stdin.flush().expect("flush");
+    let l = next();
+    assert_eq!(l["done"], true);
+    assert_eq!(l["final"], "done");
+    assert_eq!(l["configuration"], json!(["done"]));
+    let status = child.wait().expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn invalid_input_lines_are_reported_and_skipped() {
+    let out = ors()
+        .arg("run")
+        .arg(fixture("hello.scxml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"not json\n{\"data\":1}\n{\"name\":\"tick\",\"data\":{\"n\":1}}\n")?;
+            c.wait_with_output()
+        })
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "start + the one valid event: {stdout}");
+    assert_eq!(lines[1]["event"], "tick");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not JSON"), "{stderr}");
+    assert!(stderr.contains("missing \"name\""), "{stderr}");
+    assert!(stderr.contains("ticks: 1"), "log goes to stderr: {stderr}");
+}
+
+#[test]
+fn timeout_exits_124() {
+    let chart = write_temp(
+        "wait.scxml",
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0"><state id="wait"/></scxml>"#,
+    );
+    let mut child = ors()
+        .args(["run", "--timeout", "0.3"])
+        .arg(&chart)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Keep stdin open so only the timeout can end the run.
+    let _stdin = child.stdin.take();
+    let status = child.wait().expect("exits");
+    assert_eq!(status.code(), Some(124));
+}
+
+#[test]
+fn at_end_of_input_pending_delayed_sends_still_fire() {
+    let chart = write_temp(
+        "delayed.scxml",
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">
+  <state id="a">
+    <onentry><send event="later" delay="50ms"/></onentry>
+    <transition event="later" target="b"/>
+  </state>
+  <state id="b"/>
+</scxml>"#,
+    );
+    let out = ors()
+        .arg("run")
+        .arg(&chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[1]["cause"], "delayed");
+    assert_eq!(lines[1]["event"], "later");
+    assert_eq!(lines[1]["configuration"], json!(["b"]));
+    assert!(
+        lines[1].get("done").is_none(),
+        "b is not final: nothing can wake it, so ors exits"
+    );
+}
+
+#[test]
+fn many_events_stream_through() {
+    let n = 20_000;
+    let mut input = String::new();
+    for _ in 0..n {
+        input.push_str("{\"name\":\"tick\"}\n");
+    }
+    let mut child = ors()
+        .arg("run")
+        .arg(fixture("hello.scxml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("runs");
+    writer.join().expect("writer").expect("written");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), n + 1);
+    let last: Value = serde_json::from_str(stdout.lines().last().expect("last")).expect("JSON");
+    assert_eq!(last["configuration"], json!(["counting"]));
+}
+
+#[test]
+fn a_document_that_fails_to_load_exits_2_with_its_position() {
+    let chart = write_temp(
+        "broken.scxml",
+        "<scxml xmlns=\"http://www.w3.org/2005/07/scxml\" version=\"1.0\">\n  <state id=\"a\">\n    <transition target=\"missing\"/>\n  </state>\n</scxml>",
+    );
+    let out = ors()
+        .arg("run")
+        .arg(&chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken.scxml:3:5: unknown target state 'missing'"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn validate_exit_codes() {
+    let ok = ors()
+        .arg("validate")
+        .arg(fixture("hello.scxml"))
+        .output()
+        .expect("runs");
+    assert_eq!(ok.status.code(), Some(0));
+    let bad = ors()
+        .arg("validate")
+        .arg(fixture("hello.scxml"))
+        .arg(fixture("invalid/duplicate_id.scxml"))
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        stdout.contains("duplicate_id.scxml:4:3: duplicate state id 'a'"),
+        "{stdout}"
+    );
+}
