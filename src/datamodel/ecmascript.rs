@@ -7,7 +7,7 @@
 //! properties, so assigning to them fails.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use boa_engine::object::builtins::{JsArray, JsDate};
@@ -38,6 +38,9 @@ pub struct EcmaScriptDataModel {
     foreach_stack: Vec<Vec<JsValue>>,
     baseline_globals: HashSet<String>,
     stringify: Option<JsObject>,
+    compilations: u64,
+    text_scripts: HashMap<String, Script>,
+    text_setters: HashMap<String, JsObject>,
 }
 
 fn js_err(e: JsError, ctx: &mut Context) -> DataModelError {
@@ -154,10 +157,19 @@ impl EcmaScriptDataModel {
             foreach_stack: Vec::new(),
             baseline_globals: HashSet::new(),
             stringify: None,
+            compilations: 0,
+            text_scripts: HashMap::new(),
+            text_setters: HashMap::new(),
         };
         let _ = dm.define_readonly("_event", JsValue::undefined());
         dm.baseline_globals = dm.global_names();
         dm
+    }
+
+    /// How many expressions, scripts and location setters this context has
+    /// compiled so far (each at most once).
+    pub fn compilations(&self) -> u64 {
+        self.compilations
     }
 
     fn global_names(&mut self) -> HashSet<String> {
@@ -206,6 +218,7 @@ impl EcmaScriptDataModel {
                 format!("(\n{body}\n)")
             }
         };
+        self.compilations += 1;
         let script = Script::parse(Source::from_bytes(source.as_bytes()), None, &mut self.ctx)
             .map_err(|e| js_err(e, &mut self.ctx))?;
         self.compiled[id.index()] = Some(script.clone());
@@ -226,22 +239,26 @@ impl EcmaScriptDataModel {
         if let Some(f) = &self.setters[location.index()] {
             return Ok(f.clone());
         }
-        let loc = &self.doc.expr(location).source;
+        let loc = self.doc.expr(location).source.clone();
+        let f = self.compile_setter(&loc)?;
+        self.setters[location.index()] = Some(f.clone());
+        Ok(f)
+    }
+
+    fn compile_setter(&mut self, loc: &str) -> DmResult<JsObject> {
         if loc.trim().is_empty() {
             return Err(DataModelError::new("empty location"));
         }
         let source =
             format!("(function (__ors_value) {{ 'use strict';\n({loc}\n) = __ors_value; }})");
+        self.compilations += 1;
         let f = self
             .ctx
             .eval(Source::from_bytes(source.as_bytes()))
             .map_err(|e| js_err(e, &mut self.ctx))?;
-        let f = f
-            .as_object()
+        f.as_object()
             .filter(|o| o.is_callable())
-            .ok_or_else(|| DataModelError::new(format!("'{loc}' is not a valid location")))?;
-        self.setters[location.index()] = Some(f.clone());
-        Ok(f)
+            .ok_or_else(|| DataModelError::new(format!("'{loc}' is not a valid location")))
     }
 
     fn set_location(&mut self, location: ExprId, value: JsValue) -> DmResult<()> {
@@ -557,6 +574,40 @@ impl DataModel for EcmaScriptDataModel {
         self.eval(script).map(|_| ())
     }
 
+    fn eval_text(&mut self, source: &str) -> DmResult<Option<Value>> {
+        let script = match self.text_scripts.get(source) {
+            Some(s) => s.clone(),
+            None => {
+                self.compilations += 1;
+                let body = source.trim().trim_end_matches(';');
+                let wrapped = format!("(\n{body}\n)");
+                let s = Script::parse(Source::from_bytes(wrapped.as_bytes()), None, &mut self.ctx)
+                    .map_err(|e| js_err(e, &mut self.ctx))?;
+                self.text_scripts.insert(source.to_string(), s.clone());
+                s
+            }
+        };
+        let v = script
+            .evaluate(&mut self.ctx)
+            .map_err(|e| js_err(e, &mut self.ctx))?;
+        self.export_value(&v)
+    }
+
+    fn assign_text(&mut self, location: &str, value: &InitialValue) -> DmResult<()> {
+        let f = match self.text_setters.get(location) {
+            Some(f) => f.clone(),
+            None => {
+                let f = self.compile_setter(location)?;
+                self.text_setters.insert(location.to_string(), f.clone());
+                f
+            }
+        };
+        let v = self.initial_to_js(value)?;
+        f.call(&JsValue::undefined(), &[v], &mut self.ctx)
+            .map(|_| ())
+            .map_err(|e| js_err(e, &mut self.ctx))
+    }
+
     fn foreach_begin(&mut self, array: ExprId, item: &str, index: Option<&str>) -> DmResult<usize> {
         let v = self.eval(array)?;
         let obj = v
@@ -692,5 +743,70 @@ impl DataModel for EcmaScriptDataModel {
                 .map_err(|e| js_err(e, &mut self.ctx))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::{LoadOptions, parse_document};
+
+    fn model(doc: &str) -> (Arc<Document>, EcmaScriptDataModel) {
+        let doc = Arc::new(parse_document(doc, None, &LoadOptions::default()).expect("loads"));
+        let dm = EcmaScriptDataModel::new(doc.clone(), &ScriptLimits::default());
+        (doc, dm)
+    }
+
+    const CHART: &str = r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0">
+      <datamodel><data id="n" expr="0"/></datamodel>
+      <state id="s"><transition event="t" cond="n &gt;= 0 &amp;&amp; In('s')">
+        <assign location="n" expr="n + 1"/></transition></state></scxml>"#;
+
+    #[test]
+    fn each_expression_compiles_once_per_context() {
+        let (doc, mut dm) = model(CHART);
+        dm.declare("n", &InitialValue::Json(serde_json::json!(0)))
+            .unwrap();
+        dm.state_entered(doc.state_by_name("s").unwrap());
+        let t = doc.transition(doc.state(doc.state_by_name("s").unwrap()).transitions[0]);
+        let cond = t.cond.unwrap();
+        let crate::model::Action::Assign {
+            location,
+            value: crate::model::AssignValue::Expr(expr),
+        } = &t.content[0]
+        else {
+            panic!("assign expected");
+        };
+        for _ in 0..500 {
+            assert!(dm.eval_cond(cond).unwrap());
+            dm.assign_expr(*location, *expr).unwrap();
+        }
+        // cond, expr and the location setter: three compilations for 1000 evaluations.
+        assert_eq!(dm.compilations(), 3);
+        let v = dm.eval(*expr).unwrap();
+        assert_eq!(dm.export_value(&v).unwrap(), Some(serde_json::json!(501)));
+    }
+
+    #[test]
+    fn in_follows_entered_and_exited_states() {
+        let (doc, mut dm) = model(CHART);
+        let s = doc.state_by_name("s").unwrap();
+        let t = doc.transition(doc.state(s).transitions[0]);
+        dm.declare("n", &InitialValue::Json(serde_json::json!(0)))
+            .unwrap();
+        assert!(!dm.eval_cond(t.cond.unwrap()).unwrap());
+        dm.state_entered(s);
+        assert!(dm.eval_cond(t.cond.unwrap()).unwrap());
+        dm.state_exited(s);
+        assert!(!dm.eval_cond(t.cond.unwrap()).unwrap());
+    }
+
+    #[test]
+    fn identifiers_exclude_reserved_words() {
+        assert!(is_identifier("item"));
+        assert!(is_identifier("$x_1"));
+        assert!(!is_identifier("continue"));
+        assert!(!is_identifier("'a'"));
+        assert!(!is_identifier("1a"));
     }
 }

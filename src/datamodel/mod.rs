@@ -82,6 +82,11 @@ pub trait DataModel {
     fn assign_expr(&mut self, location: ExprId, expr: ExprId) -> DmResult<()>;
     /// Stores a data value at a location.
     fn assign_value(&mut self, location: ExprId, value: &InitialValue) -> DmResult<()>;
+    /// Evaluates expression text that is not part of the document's
+    /// expression table (custom action attributes); compiled once per text.
+    fn eval_text(&mut self, source: &str) -> DmResult<Option<Value>>;
+    /// Stores a data value at a location given as text (custom actions).
+    fn assign_text(&mut self, location: &str, value: &InitialValue) -> DmResult<()>;
     /// Runs a `<script>` body.
     fn run_script(&mut self, script: ExprId) -> DmResult<()>;
     /// Starts a `<foreach>`: evaluates the array, keeps a shallow copy and

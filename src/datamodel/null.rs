@@ -69,6 +69,12 @@ impl DataModel for NullDataModel {
     fn assign_value(&mut self, _location: ExprId, _value: &InitialValue) -> DmResult<()> {
         self.unsupported("locations")
     }
+    fn eval_text(&mut self, _source: &str) -> DmResult<Option<Value>> {
+        self.unsupported("value expressions")
+    }
+    fn assign_text(&mut self, _location: &str, _value: &InitialValue) -> DmResult<()> {
+        self.unsupported("locations")
+    }
     fn run_script(&mut self, _script: ExprId) -> DmResult<()> {
         self.unsupported("<script>")
     }
