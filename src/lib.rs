@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod datamodel;
+pub mod host;
 pub mod interpreter;
 pub mod loader;
 pub mod model;

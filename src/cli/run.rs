@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::interpreter::{Event, Host, Session, SessionOptions, StepOutcome};
+use crate::host::{LocalHost, LogSink};
+use crate::interpreter::{Event, Host, Session, SessionOptions};
 use crate::model::Document;
 
 /// Options of `ors run`.
@@ -122,14 +123,11 @@ async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
         max_microsteps: options.max_microsteps,
         ..SessionOptions::default()
     };
-    let mut session = Session::new(doc, session_options);
-    let mut host = CliHost;
+    let log: LogSink = Box::new(|_session, label, message| CliHost.log("", label, message));
+    let mut host = LocalHost::new(session_options.clone(), log);
+    let root = host.add(Session::new(doc, session_options));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut emit = |line: Value, out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>| {
-        let _ = serde_json::to_writer(&mut *out, &line);
-        let _ = out.write_all(b"\n");
-    };
 
     let (tx, mut rx) = mpsc::channel::<String>(1024);
     tokio::spawn(async move {
@@ -143,24 +141,14 @@ async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
     });
     let mut input_open = true;
 
-    let outcome = session.start(&mut host);
-    emit(step_line(&session, "start", None), &mut out);
-    if outcome == StepOutcome::Halted {
-        let _ = out.flush();
-        return 0;
+    host.start(&root);
+    if let Some(session) = host.session(&root) {
+        write_line(&mut out, &step_line(session, "start", None));
     }
     loop {
-        // Events the session queued for itself come first (FIFO).
-        while session.has_external() {
-            if let Some((ev, _)) = session.process_next_external(&mut host) {
-                emit(step_line(&session, "delayed", Some(&ev)), &mut out);
-            }
-            if !session.is_running() {
-                let _ = out.flush();
-                return 0;
-            }
-        }
-        if !session.is_running() {
+        run_root(&mut host, &root, &mut out);
+        let running = host.session(&root).is_some_and(Session::is_running);
+        if !running {
             let _ = out.flush();
             return 0;
         }
@@ -168,23 +156,19 @@ async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
         if input_open {
             match rx.try_recv() {
                 Ok(line) => {
-                    handle_input(&mut session, &mut host, &line, &mut out, &mut emit);
-                    if !session.is_running() {
-                        let _ = out.flush();
-                        return 0;
-                    }
+                    deliver_input(&mut host, &root, &line);
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => input_open = false,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
         }
-        let due = session.next_timer_due();
+        let due = host.next_timer_due();
         if due.is_some_and(|d| d <= now_ms()) {
-            session.fire_due_timers(now_ms(), &mut host);
+            host.fire_due_timers(now_ms());
             continue;
         }
-        if !input_open && due.is_none() {
+        if !input_open && !host.has_pending_work(&root) {
             let _ = out.flush();
             return 0;
         }
@@ -206,22 +190,16 @@ async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
         };
         tokio::select! {
             line = rx.recv(), if input_open => match line {
-                Some(line) => {
-                    handle_input(&mut session, &mut host, &line, &mut out, &mut emit);
-                    if !session.is_running() {
-                        let _ = out.flush();
-                        return 0;
-                    }
-                }
+                Some(line) => deliver_input(&mut host, &root, &line),
                 None => input_open = false,
             },
             _ = timer => {
-                session.fire_due_timers(now_ms(), &mut host);
+                host.fire_due_timers(now_ms());
             }
             _ = stop => {
                 let _ = out.flush();
                 eprintln!("ors: timed out");
-                return super::run::EXIT_TIMEOUT;
+                return EXIT_TIMEOUT;
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -232,22 +210,34 @@ async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
     }
 }
 
-fn handle_input<W: Write>(
-    session: &mut Session,
-    host: &mut CliHost,
-    line: &str,
-    out: &mut W,
-    emit: &mut dyn FnMut(Value, &mut W),
-) {
+fn write_line<W: Write>(out: &mut W, line: &Value) {
+    let _ = serde_json::to_writer(&mut *out, line);
+    let _ = out.write_all(b"\n");
+}
+
+/// Serves all queues; reports every event the top-level session processed.
+/// Only stdin events have neither an origin nor an invoke id, which is how
+/// an `input` line is told from a `delayed` one.
+fn run_root<W: Write>(host: &mut LocalHost, root: &str, out: &mut W) {
+    host.run_until_idle(&mut |id, session, event| {
+        if id == root {
+            let cause = if event.origin.is_none() && event.invokeid.is_none() {
+                "input"
+            } else {
+                "delayed"
+            };
+            write_line(out, &step_line(session, cause, Some(event)));
+        }
+    });
+}
+
+fn deliver_input(host: &mut LocalHost, root: &str, line: &str) {
     if line.trim().is_empty() {
         return;
     }
     match parse_input_event(line) {
         Ok(ev) => {
-            session.enqueue_external(ev);
-            if let Some((ev, _)) = session.process_next_external(host) {
-                emit(step_line(session, "input", Some(&ev)), out);
-            }
+            host.deliver(root, ev);
         }
         Err(e) => eprintln!("ors: ignoring input line: {e}"),
     }

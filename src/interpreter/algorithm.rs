@@ -18,6 +18,24 @@ impl Session {
     /// The inner loop of `mainEventLoop`: eventless transitions, then
     /// internal events, until the macrostep is complete (or the session halts).
     pub(super) fn run_macrostep(&mut self, doc: &Document, host: &mut dyn Host) {
+        loop {
+            self.run_to_completion(doc, host);
+            if !self.running || self.states_to_invoke.is_empty() {
+                break;
+            }
+            self.start_invokes(doc, host);
+            // Starting invokes may have raised errors; they start a new round.
+            if self.internal_queue.is_empty() {
+                break;
+            }
+        }
+        if !self.running {
+            self.exit_interpreter(doc, host);
+        }
+    }
+
+    /// Eventless transitions and internal events until none is left.
+    fn run_to_completion(&mut self, doc: &Document, host: &mut dyn Host) {
         let mut microsteps: u64 = 0;
         while self.running {
             let mut enabled = self.select_transitions(doc, None);
@@ -45,9 +63,6 @@ impl Session {
                     self.running = false;
                 }
             }
-        }
-        if !self.running {
-            self.exit_interpreter(doc, host);
         }
     }
 
@@ -241,6 +256,7 @@ impl Session {
             for block in &state.onexit {
                 self.execute_block(doc, block, host);
             }
+            self.cancel_invokes_of(s, host);
             self.configuration.remove(s);
             self.datamodel.state_exited(s);
         }
@@ -432,6 +448,7 @@ impl Session {
             for block in &doc.state(s).onexit {
                 self.execute_block(doc, block, host);
             }
+            self.cancel_invokes_of(s, host);
             self.configuration.remove(s);
             self.datamodel.state_exited(s);
         }

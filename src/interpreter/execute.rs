@@ -161,7 +161,7 @@ impl Session {
     }
 
     /// Evaluates `<param>`s and a namelist into an object.
-    fn evaluate_params(
+    pub(super) fn evaluate_params(
         &mut self,
         namelist: &[(Arc<str>, ExprId)],
         params: &[Param],
@@ -217,6 +217,13 @@ impl Session {
     pub(super) fn initialize_data(&mut self, doc: &Document, s: StateId) {
         self.initialized.insert(s);
         for decl in &doc.state(s).data {
+            if let Some(v) = self.options.initial_data.get(&*decl.id) {
+                let v = InitialValue::Json(v.clone());
+                if let Err(e) = self.datamodel.declare(&decl.id, &v) {
+                    self.raise_error("error.execution", &e.message, None);
+                }
+                continue;
+            }
             let value = match &decl.source {
                 DataSource::None => InitialValue::Undefined,
                 DataSource::Expr(e) => InitialValue::Expr(*e),
@@ -293,7 +300,7 @@ impl Session {
 
         let is_scxml_type = match type_.as_deref() {
             None => true,
-            Some(t) => is_scxml_type(t),
+            Some(t) => is_scxml_type_uri(t),
         };
         if !is_scxml_type && !type_.as_deref().is_some_and(|t| host.supports_type(t)) {
             let t = type_.unwrap_or_default();
@@ -374,7 +381,7 @@ impl Session {
 }
 
 /// Whether a `type` names the SCXML Event I/O Processor.
-pub fn is_scxml_type(t: &str) -> bool {
+pub fn is_scxml_type_uri(t: &str) -> bool {
     matches!(
         t,
         SCXML_PROCESSOR | "scxml" | "http://www.w3.org/TR/scxml/" | "http://www.w3.org/TR/scxml"

@@ -11,6 +11,7 @@
 mod algorithm;
 mod event;
 mod execute;
+mod invoke;
 mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -20,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::Value;
 
 pub use event::{Event, EventKind, parse_delay};
+pub use execute::is_scxml_type_uri;
+pub use invoke::{ActiveInvoke, InvokeRequest, InvokeSource, is_scxml_invoke_type};
 pub use snapshot::{DelayedSnapshot, SessionSnapshot, SnapshotError};
 
 use crate::datamodel::{self, DataModel, ScriptLimits, SystemVariables};
@@ -60,6 +63,15 @@ pub trait Host {
             "no route to target '{}'",
             outbound.target
         )))
+    }
+    /// Creates and (soon after) starts an invoked child session.
+    fn invoke(&mut self, parent_id: &str, request: InvokeRequest) -> Result<(), DispatchError> {
+        let _ = (parent_id, request);
+        Err(DispatchError("this host does not run <invoke>".into()))
+    }
+    /// Cancels an invoked child: it is stopped and its later events dropped.
+    fn cancel_invoke(&mut self, parent_id: &str, invokeid: &str) {
+        let _ = (parent_id, invokeid);
     }
     /// Whether the host has an I/O processor of this type besides SCXML's.
     fn supports_type(&self, type_uri: &str) -> bool {
@@ -126,6 +138,9 @@ pub struct SessionOptions {
     /// Most microsteps one macrostep may take before the session is
     /// stopped as runaway (an eventless loop); 0 means no limit.
     pub max_microsteps: u64,
+    /// Values that override (or add to) the document's `<data>` at
+    /// initialisation: invoke parameters, session start parameters.
+    pub initial_data: serde_json::Map<String, Value>,
 }
 
 /// A `<send>` waiting for its delay.
@@ -190,6 +205,7 @@ pub struct Session {
     next_send: u64,
     final_info: Option<FinalInfo>,
     done_data: Option<Value>,
+    invokes: BTreeMap<Arc<str>, ActiveInvoke>,
 }
 
 impl Session {
@@ -219,6 +235,7 @@ impl Session {
             next_send: 0,
             final_info: None,
             done_data: None,
+            invokes: BTreeMap::new(),
         }
     }
 
@@ -336,6 +353,26 @@ impl Session {
                 self.initialize_data(&doc, Document::ROOT)
             }
         }
+        // Start parameters that no <data> declares still become variables.
+        let extra: Vec<(String, Value)> = self
+            .options
+            .initial_data
+            .iter()
+            .filter(|(k, _)| {
+                !doc.states
+                    .iter()
+                    .any(|s| s.data.iter().any(|d| &*d.id == k.as_str()))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in extra {
+            if let Err(e) = self
+                .datamodel
+                .declare(&k, &datamodel::InitialValue::Json(v))
+            {
+                self.raise_error("error.execution", &e.message, None);
+            }
+        }
         for &script in &doc.scripts {
             if let Err(e) = self.datamodel.run_script(script) {
                 self.raise_error("error.execution", &e.message, None);
@@ -356,11 +393,17 @@ impl Session {
         if !self.running {
             return None;
         }
-        let event = self.external_queue.pop_front()?;
+        let event = loop {
+            let event = self.external_queue.pop_front()?;
+            if !self.is_from_cancelled_invoke(&event) {
+                break event;
+            }
+        };
         let doc = self.doc.clone();
         if let Err(e) = self.datamodel.set_event(&event) {
             self.raise_error("error.execution", &e.message, None);
         }
+        self.finalize_and_autoforward(&doc, &event, host);
         let enabled = self.select_transitions(&doc, Some(&event));
         if !enabled.is_empty() {
             self.microstep(&doc, &enabled, host);
@@ -390,6 +433,11 @@ impl Session {
             self.deliver_with_id(d.outbound, d.event, d.sendid, host);
         }
         n
+    }
+
+    /// The invocations this session has running, by invoke id.
+    pub fn active_invokes(&self) -> &BTreeMap<Arc<str>, ActiveInvoke> {
+        &self.invokes
     }
 
     /// Stops a running session as if cancelled: exits every state.

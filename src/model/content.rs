@@ -206,6 +206,9 @@ pub struct Invoke {
     pub content: Option<Content>,
     /// `<finalize>` body.
     pub finalize: Block,
+    /// An inline `<content><scxml>...</scxml></content>` child, built at
+    /// load time (or why it could not be).
+    pub inline_document: Option<Result<Arc<super::Document>, Arc<str>>>,
     /// Where the element starts.
     pub position: Position,
 }

@@ -979,6 +979,24 @@ impl<'a> Builder<'a> {
         DoneData { content, params }
     }
 
+    fn build_nested(&self, root: &Element) -> Result<Document, LoadError> {
+        let nested = Builder {
+            file: self.file.clone(),
+            text: self.text,
+            base_dir: self.base_dir.clone(),
+            source_path: self.source_path.clone(),
+            options: self.options,
+            states: Vec::new(),
+            transitions: Vec::new(),
+            pending_targets: Vec::new(),
+            exprs: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            ids: HashMap::new(),
+        };
+        nested.build(root)
+    }
+
     fn build_invoke(&mut self, el: &Element) -> Invoke {
         let pos = el.pos;
         let type_ = self.value_source(el, "type", "typeexpr");
@@ -1000,7 +1018,19 @@ impl<'a> Builder<'a> {
             .find(|c| is_scxml(c) && c.name == "finalize")
             .map(|f| self.build_block(f))
             .unwrap_or_default();
+        // An inline child <scxml> is built once here, with the namespaces it
+        // inherits, and shared by every invocation.
+        let inline_document = el
+            .elements()
+            .find(|c| is_scxml(c) && c.name == "content")
+            .and_then(|c| c.elements().find(|e| is_scxml(e) && e.name == "scxml"))
+            .map(|child| {
+                self.build_nested(child)
+                    .map(Arc::new)
+                    .map_err(|e| Arc::from(e.to_string().as_str()))
+            });
         Invoke {
+            inline_document,
             type_,
             src,
             id: el.attr("id").map(Arc::from),
