@@ -39,7 +39,6 @@ pub struct LocalHost {
     options: SessionOptions,
     log: LogSink,
     clock: Box<dyn FnMut() -> u64>,
-    halted: Vec<Arc<str>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -62,7 +61,6 @@ impl LocalHost {
             options,
             log,
             clock: Box::new(wall_clock_ms),
-            halted: Vec::new(),
         }
     }
 
@@ -190,7 +188,6 @@ impl LocalHost {
                     if let Some(session) = self.session(&id) {
                         observe(&id, session, &event);
                     }
-                    self.reap();
                 }
                 self.flush();
             }
@@ -198,7 +195,6 @@ impl LocalHost {
                 break;
             }
         }
-        self.reap();
     }
 
     /// The earliest pending timer of any session.
@@ -247,30 +243,24 @@ impl LocalHost {
                 || self.slots.len() > 1)
     }
 
+    /// A session halted: an invoked child is removed at once and its parent
+    /// is sent `done.invoke.<id>`, after everything the child sent before.
     fn on_halt(&mut self, id: &str) {
-        self.halted.push(id.into());
-    }
-
-    /// Removes halted children, telling their parents `done.invoke.<id>`.
-    fn reap(&mut self) {
-        let halted = std::mem::take(&mut self.halted);
-        for id in halted {
-            let Some(slot) = self.slots.get(&*id) else {
-                continue;
-            };
-            let Some((parent, invokeid)) = slot.parent.clone() else {
-                continue; // top-level sessions stay for their host to read
-            };
-            let done_data = slot.session.as_ref().and_then(|s| s.done_data().cloned());
-            self.remove_tree(&id);
-            if let Some(p) = self.slots.get_mut(&parent) {
-                p.children.remove(&invokeid);
-            }
-            let mut ev = Event::new(format!("done.invoke.{invokeid}"), EventKind::External);
-            ev.invokeid = Some(invokeid);
-            ev.data = done_data;
-            self.outbox.push_back((parent, ev));
+        let Some(slot) = self.slots.get(id) else {
+            return;
+        };
+        let Some((parent, invokeid)) = slot.parent.clone() else {
+            return; // top-level sessions stay for their host to read
+        };
+        let done_data = slot.session.as_ref().and_then(|s| s.done_data().cloned());
+        self.remove_tree(id);
+        if let Some(p) = self.slots.get_mut(&parent) {
+            p.children.remove(&invokeid);
         }
+        let mut ev = Event::new(format!("done.invoke.{invokeid}"), EventKind::External);
+        ev.invokeid = Some(invokeid);
+        ev.data = done_data;
+        self.outbox.push_back((parent, ev));
     }
 
     /// Removes a session and every descendant it invoked.
@@ -381,7 +371,10 @@ impl Host for LocalHost {
         // sends meanwhile is dropped by the parent, which no longer knows it.
         let started = self.slots.get(&child).is_some_and(|s| s.started);
         if started {
+            let queued = self.outbox.len();
             self.with_session(&child, |s, host| s.cancel(host));
+            // Nothing a cancelled child sends from now on is delivered.
+            self.outbox.truncate(queued);
         }
         self.to_start.retain(|c| *c != child);
         self.remove_tree(&child);

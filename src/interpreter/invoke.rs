@@ -204,12 +204,4 @@ impl Session {
             let _ = host.dispatch(&self.id, outbound);
         }
     }
-
-    /// Whether an event comes from an invocation this session cancelled.
-    pub(super) fn is_from_cancelled_invoke(&self, event: &Event) -> bool {
-        event
-            .invokeid
-            .as_ref()
-            .is_some_and(|id| !self.invokes.contains_key(id))
-    }
 }

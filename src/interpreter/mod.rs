@@ -138,9 +138,12 @@ pub struct SessionOptions {
     /// Most microsteps one macrostep may take before the session is
     /// stopped as runaway (an eventless loop); 0 means no limit.
     pub max_microsteps: u64,
-    /// Values that override (or add to) the document's `<data>` at
-    /// initialisation: invoke parameters, session start parameters.
+    /// Values that override the document's `<data>` of the same id at
+    /// initialisation (invoke parameters, session start parameters).
     pub initial_data: serde_json::Map<String, Value>,
+    /// Whether `initial_data` entries that no `<data>` declares become
+    /// variables too (ORS start parameters do; invoke parameters do not).
+    pub declare_undeclared_data: bool,
 }
 
 /// A `<send>` waiting for its delay.
@@ -358,6 +361,7 @@ impl Session {
             .options
             .initial_data
             .iter()
+            .filter(|_| self.options.declare_undeclared_data)
             .filter(|(k, _)| {
                 !doc.states
                     .iter()
@@ -393,12 +397,7 @@ impl Session {
         if !self.running {
             return None;
         }
-        let event = loop {
-            let event = self.external_queue.pop_front()?;
-            if !self.is_from_cancelled_invoke(&event) {
-                break event;
-            }
-        };
+        let event = self.external_queue.pop_front()?;
         let doc = self.doc.clone();
         if let Err(e) = self.datamodel.set_event(&event) {
             self.raise_error("error.execution", &e.message, None);
