@@ -39,6 +39,7 @@ pub struct LocalHost {
     options: SessionOptions,
     log: LogSink,
     clock: Box<dyn FnMut() -> u64>,
+    basichttp: Option<crate::io::basichttp::Client>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -61,7 +62,13 @@ impl LocalHost {
             options,
             log,
             clock: Box::new(wall_clock_ms),
+            basichttp: None,
         }
+    }
+
+    /// Lets sessions `<send>` with the Basic HTTP Event I/O Processor.
+    pub fn set_basichttp(&mut self, client: crate::io::basichttp::Client) {
+        self.basichttp = Some(client);
     }
 
     /// Replaces the clock (tests use a manual one).
@@ -303,7 +310,19 @@ impl Host for LocalHost {
         (self.log)(session_id, label, message);
     }
 
+    fn supports_type(&self, type_uri: &str) -> bool {
+        self.basichttp.is_some() && crate::io::basichttp::is_basichttp_type(type_uri)
+    }
+
     fn dispatch(&mut self, session_id: &str, outbound: Outbound) -> Result<(), DispatchError> {
+        if crate::io::basichttp::is_basichttp_type(&outbound.type_) {
+            return match &self.basichttp {
+                Some(client) => client.send(session_id, outbound).map_err(DispatchError),
+                None => Err(DispatchError(
+                    "the Basic HTTP processor is not enabled".into(),
+                )),
+            };
+        }
         if !is_scxml_type_uri(&outbound.type_) {
             return Err(DispatchError(format!(
                 "no I/O processor of type '{}'",

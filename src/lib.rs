@@ -10,6 +10,7 @@ pub mod cli;
 pub mod datamodel;
 pub mod host;
 pub mod interpreter;
+pub mod io;
 pub mod loader;
 pub mod model;
 pub mod parser;

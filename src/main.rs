@@ -30,6 +30,12 @@ enum Command {
         /// Most microsteps one macrostep may take before the session is stopped.
         #[arg(long, default_value_t = 1_000_000)]
         max_microsteps: u64,
+        /// Address of the Basic HTTP Event I/O Processor's listener.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        basichttp_listen: std::net::SocketAddr,
+        /// Do not start the Basic HTTP listener.
+        #[arg(long)]
+        no_basichttp: bool,
     },
     /// Check documents and print diagnostics (exit 1 on any error).
     Validate {
@@ -77,11 +83,14 @@ fn main() {
             file,
             timeout,
             max_microsteps,
+            basichttp_listen,
+            no_basichttp,
         } => match cli::run::load_for_cli(&file) {
             Some(doc) => {
                 let options = cli::run::RunOptions {
                     timeout: timeout.map(Duration::from_secs_f64),
                     max_microsteps,
+                    basichttp: (!no_basichttp).then_some(basichttp_listen),
                 };
                 cli::run::run_document(doc, &options)
             }

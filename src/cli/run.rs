@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::host::{LocalHost, LogSink};
 use crate::interpreter::{Event, Host, Session, SessionOptions};
+use crate::io::basichttp;
 use crate::model::Document;
 
 /// Options of `ors run`.
@@ -21,6 +22,8 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Microsteps one macrostep may take (0: unlimited).
     pub max_microsteps: u64,
+    /// Where the Basic HTTP listener binds (`None`: no listener).
+    pub basichttp: Option<std::net::SocketAddr>,
 }
 
 /// Exit code when `--timeout` stops the run.
@@ -119,12 +122,36 @@ pub fn run_document(doc: Arc<Document>, options: &RunOptions) -> i32 {
 
 async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
     let deadline = options.timeout.map(|t| Instant::now() + t);
-    let session_options = SessionOptions {
+    let mut session_options = SessionOptions {
         max_microsteps: options.max_microsteps,
         ..SessionOptions::default()
     };
+    let (failure_tx, mut failures) = mpsc::channel(256);
+    let (http_client, mut incoming) = match options.basichttp {
+        Some(addr) => match basichttp::listen(addr).await {
+            Ok((listener, rx)) => {
+                for key in ["basichttp", basichttp::BASICHTTP_TYPE] {
+                    session_options
+                        .ioprocessors
+                        .insert(key.to_string(), listener.base_url.clone());
+                }
+                (
+                    Some(basichttp::Client::new(Some(listener.base_url), failure_tx)),
+                    Some(rx),
+                )
+            }
+            Err(e) => {
+                eprintln!("ors: cannot bind the Basic HTTP listener on {addr}: {e}");
+                return 1;
+            }
+        },
+        None => (None, None),
+    };
     let log: LogSink = Box::new(|_session, label, message| CliHost.log("", label, message));
     let mut host = LocalHost::new(session_options.clone(), log);
+    if let Some(client) = http_client {
+        host.set_basichttp(client);
+    }
     let root = host.add(Session::new(doc, session_options));
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -196,6 +223,13 @@ async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
             _ = timer => {
                 host.fire_due_timers(now_ms());
             }
+            Some(inc) = recv_incoming(&mut incoming) => {
+                let delivered = host.deliver(&inc.session, inc.event);
+                let _ = inc.reply.send(delivered);
+            }
+            Some((session, event)) = failures.recv() => {
+                host.deliver(&session, event);
+            }
             _ = stop => {
                 let _ = out.flush();
                 eprintln!("ors: timed out");
@@ -207,6 +241,15 @@ async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
             eprintln!("ors: timed out");
             return EXIT_TIMEOUT;
         }
+    }
+}
+
+async fn recv_incoming(
+    rx: &mut Option<mpsc::Receiver<basichttp::Incoming>>,
+) -> Option<basichttp::Incoming> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -676,7 +676,8 @@ impl DataModel for EcmaScriptDataModel {
             None => JsValue::undefined(),
         };
         let data = self.json_to_js(&event.data);
-        let fields: [(&str, JsValue); 7] = [
+        let raw = str_or_undef(&event.raw);
+        let fields: [(&str, JsValue); 8] = [
             ("name", JsValue::from(JsString::from(&*event.name))),
             ("type", JsValue::from(JsString::from(event.kind.as_str()))),
             ("sendid", str_or_undef(&event.sendid)),
@@ -684,6 +685,7 @@ impl DataModel for EcmaScriptDataModel {
             ("origintype", str_or_undef(&event.origintype)),
             ("invokeid", str_or_undef(&event.invokeid)),
             ("data", data),
+            ("raw", raw),
         ];
         for (k, v) in fields {
             obj.create_data_property_or_throw(JsString::from(k), v, &mut self.ctx)

@@ -51,6 +51,9 @@ pub struct Event {
     /// The payload; `None` is ECMAScript `undefined`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// The message as the I/O processor received it (`_event.raw`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<Arc<str>>,
 }
 
 impl Event {
@@ -64,6 +67,7 @@ impl Event {
             origintype: None,
             invokeid: None,
             data: None,
+            raw: None,
         }
     }
 

@@ -133,7 +133,8 @@ pub struct SessionOptions {
     pub limits: ScriptLimits,
     /// Custom action handlers.
     pub custom_actions: Arc<CustomActions>,
-    /// Extra `_ioprocessors` entries (type name → location).
+    /// Extra `_ioprocessors` entries: type name → location prefix (the
+    /// session id is appended to make the session's location).
     pub ioprocessors: BTreeMap<String, String>,
     /// Most microsteps one macrostep may take before the session is
     /// stopped as runaway (an eventless loop); 0 means no limit.
@@ -307,14 +308,23 @@ impl Session {
         self.delayed.len()
     }
 
+    /// This session's location for an I/O processor type, if configured.
+    pub fn own_location(&self, type_name: &str) -> Option<String> {
+        self.options
+            .ioprocessors
+            .get(type_name)
+            .map(|prefix| format!("{prefix}{}", self.id))
+    }
+
     fn system_variables(&self) -> SystemVariables {
         let mut io = serde_json::Map::new();
         let location = format!("#_scxml_{}", self.id);
         let scxml = serde_json::json!({ "location": location });
         io.insert(SCXML_PROCESSOR.to_string(), scxml.clone());
         io.insert("scxml".to_string(), scxml);
-        for (k, v) in &self.options.ioprocessors {
-            io.insert(k.clone(), serde_json::json!({ "location": v }));
+        for (k, prefix) in &self.options.ioprocessors {
+            let location = format!("{prefix}{}", self.id);
+            io.insert(k.clone(), serde_json::json!({ "location": location }));
         }
         SystemVariables {
             session_id: self.id.clone(),
