@@ -41,6 +41,25 @@ pub struct EcmaScriptDataModel {
     compilations: u64,
     text_scripts: HashMap<String, Script>,
     text_setters: HashMap<String, JsObject>,
+    dom_builder: Option<JsObject>,
+}
+
+/// The DOM implementation exposed for XML values.
+const DOM_PRELUDE: &str = include_str!("js/dom.js");
+
+/// Converts a parsed XML node to the plain tree the DOM prelude builds from.
+fn xml_tree(node: &crate::parser::xml::Node) -> Value {
+    use crate::parser::xml::Node;
+    match node {
+        Node::Text(t) => serde_json::json!({ "t": "x", "v": t }),
+        Node::Element(e) => serde_json::json!({
+            "t": "e",
+            "n": e.name,
+            "ns": e.ns,
+            "a": e.attrs.iter().map(|a| vec![a.name.clone(), a.value.clone()]).collect::<Vec<_>>(),
+            "c": e.children.iter().map(xml_tree).collect::<Vec<_>>(),
+        }),
+    }
 }
 
 fn js_err(e: JsError, ctx: &mut Context) -> DataModelError {
@@ -160,6 +179,7 @@ impl EcmaScriptDataModel {
             compilations: 0,
             text_scripts: HashMap::new(),
             text_setters: HashMap::new(),
+            dom_builder: None,
         };
         let _ = dm.define_readonly("_event", JsValue::undefined());
         dm.baseline_globals = dm.global_names();
@@ -275,17 +295,78 @@ impl EcmaScriptDataModel {
             InitialValue::Json(v) => {
                 JsValue::from_json(v, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))
             }
-            InitialValue::Text(s) | InitialValue::Xml(s) => {
-                Ok(JsValue::from(JsString::from(s.as_str())))
-            }
+            InitialValue::Text(s) => Ok(JsValue::from(JsString::from(s.as_str()))),
+            InitialValue::Xml(s) => self.xml_to_js(s),
         }
     }
 
     fn json_to_js(&mut self, v: &Option<Value>) -> JsValue {
         match v {
             None => JsValue::undefined(),
-            Some(v) => JsValue::from_json(v, &mut self.ctx).unwrap_or_default(),
+            Some(v) => self.data_to_js(v).unwrap_or_default(),
         }
+    }
+
+    /// JSON to a value, turning `{"$xml": text}` anywhere into a DOM.
+    fn data_to_js(&mut self, v: &Value) -> DmResult<JsValue> {
+        if !contains_xml_tag(v) {
+            return JsValue::from_json(v, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx));
+        }
+        match v {
+            Value::Object(m) if m.len() == 1 && m.get("$xml").is_some_and(Value::is_string) => {
+                self.xml_to_js(m["$xml"].as_str().unwrap_or_default())
+            }
+            Value::Object(m) => {
+                let obj = JsObject::with_object_proto(self.ctx.intrinsics());
+                for (k, item) in m {
+                    let item = self.data_to_js(item)?;
+                    obj.create_data_property_or_throw(
+                        JsString::from(k.as_str()),
+                        item,
+                        &mut self.ctx,
+                    )
+                    .map_err(|e| js_err(e, &mut self.ctx))?;
+                }
+                Ok(obj.into())
+            }
+            Value::Array(items) => {
+                let mut values = Vec::with_capacity(items.len());
+                for item in items {
+                    values.push(self.data_to_js(item)?);
+                }
+                Ok(JsArray::from_iter(values, &mut self.ctx).into())
+            }
+            other => JsValue::from_json(other, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx)),
+        }
+    }
+
+    /// Parses XML text into a DOM `Document` (a string when it is not XML).
+    fn xml_to_js(&mut self, text: &str) -> DmResult<JsValue> {
+        let wrapped = format!("<ors-fragment>{text}</ors-fragment>");
+        let tree = match crate::parser::xml::parse_tree(&wrapped) {
+            Ok(root) => Value::Array(root.children.iter().map(xml_tree).collect()),
+            Err(_) => return Ok(JsValue::from(JsString::from(text))),
+        };
+        let builder = match &self.dom_builder {
+            Some(b) => b.clone(),
+            None => {
+                self.compilations += 1;
+                let f = self
+                    .ctx
+                    .eval(Source::from_bytes(DOM_PRELUDE.as_bytes()))
+                    .map_err(|e| js_err(e, &mut self.ctx))?;
+                let f = f
+                    .as_object()
+                    .filter(|o| o.is_callable())
+                    .ok_or_else(|| DataModelError::new("DOM prelude did not yield a function"))?;
+                self.dom_builder = Some(f.clone());
+                f
+            }
+        };
+        let arg = JsValue::from_json(&tree, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
+        builder
+            .call(&JsValue::undefined(), &[arg], &mut self.ctx)
+            .map_err(|e| js_err(e, &mut self.ctx))
     }
 
     /// Converts a value to data with `JSON.stringify` semantics (`toJSON`,
@@ -363,6 +444,24 @@ impl EcmaScriptDataModel {
                         "cyclic object values cannot be captured in a snapshot",
                     ));
                 }
+                if obj
+                    .has_property(js_string!("__orsDom"), &mut self.ctx)
+                    .unwrap_or(false)
+                {
+                    let to_xml = obj
+                        .get(js_string!("toXML"), &mut self.ctx)
+                        .map_err(|e| js_err(e, &mut self.ctx))?;
+                    if let Some(f) = to_xml.as_object().filter(|f| f.is_callable()) {
+                        let xml = f
+                            .call(&value.clone(), &[], &mut self.ctx)
+                            .and_then(|v| v.to_string(&mut self.ctx))
+                            .map_err(|e| js_err(e, &mut self.ctx))?;
+                        return Ok(Some(tag(
+                            "$xml",
+                            Value::String(xml.to_std_string_escaped()),
+                        )));
+                    }
+                }
                 if let Ok(date) = JsDate::from_object(obj.clone()) {
                     let t = date
                         .get_time(&mut self.ctx)
@@ -436,6 +535,7 @@ impl EcmaScriptDataModel {
                         };
                         return Ok(JsValue::from(f));
                     }
+                    ("$xml", Value::String(xml)) => return self.xml_to_js(xml),
                     ("$date", t) => {
                         let t = t.as_f64().unwrap_or(f64::NAN);
                         let date_ctor = self
@@ -475,6 +575,15 @@ impl EcmaScriptDataModel {
                 .map_err(|e| js_err(e, &mut self.ctx))?;
         }
         Ok(obj.into())
+    }
+}
+
+/// Whether `{"$xml": ...}` occurs anywhere in a value.
+fn contains_xml_tag(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key("$xml") || m.values().any(contains_xml_tag),
+        Value::Array(a) => a.iter().any(contains_xml_tag),
+        _ => false,
     }
 }
 

@@ -145,9 +145,12 @@ pub fn normalize_space(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Interprets inline or fetched text content: JSON when it parses, otherwise
-/// whitespace-normalised text.
+/// Interprets inline or fetched text content: XML when it starts with `<`,
+/// JSON when it parses, otherwise whitespace-normalised text.
 pub fn text_value(text: &str) -> InitialValue {
+    if text.trim_start().starts_with('<') {
+        return InitialValue::Xml(text.trim().to_string());
+    }
     match serde_json::from_str::<Value>(text.trim()) {
         Ok(v) => InitialValue::Json(v),
         Err(_) => InitialValue::Text(normalize_space(text)),

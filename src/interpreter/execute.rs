@@ -187,9 +187,11 @@ impl Session {
     fn evaluate_content(&mut self, content: &Content) -> Result<Option<Value>, DataModelError> {
         match content {
             Content::Expr(e) => self.datamodel.eval_value(*e),
-            Content::Inline(c) if c.is_xml => Ok(Some(Value::String(c.text.to_string()))),
+            // XML travels tagged so the receiving data model makes a DOM of it.
+            Content::Inline(c) if c.is_xml => Ok(Some(serde_json::json!({ "$xml": &*c.text }))),
             Content::Inline(c) => Ok(match text_value(&c.text) {
                 InitialValue::Json(v) => Some(v),
+                InitialValue::Xml(x) => Some(serde_json::json!({ "$xml": x })),
                 InitialValue::Text(t) if t.is_empty() => None,
                 InitialValue::Text(t) => Some(Value::String(t)),
                 _ => None,

@@ -125,7 +125,15 @@ impl Session {
             }
         } else if let Some(content) = &inv.content {
             let text = match content {
-                Content::Expr(e) => self.datamodel.eval_string(*e)?,
+                // An XML value (a DOM) arrives tagged; take its text.
+                Content::Expr(e) => match self.datamodel.eval_value(*e)? {
+                    Some(Value::String(s)) => s,
+                    Some(Value::Object(m)) if m.get("$xml").is_some_and(Value::is_string) => {
+                        m["$xml"].as_str().unwrap_or_default().to_string()
+                    }
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                },
                 Content::Inline(c) => c.text.to_string(),
             };
             InvokeSource::Text(text)
