@@ -1,6 +1,7 @@
 //! Command-line hosts: `ors run`, `ors validate`, `ors conformance`.
 
 pub mod conformance;
+pub mod manual;
 pub mod run;
 
 use std::path::PathBuf;

@@ -121,6 +121,19 @@ pub fn run_document(doc: Arc<Document>, options: &RunOptions) -> i32 {
 }
 
 async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
+    let mut listener = None;
+    let code = serve_session(doc, options, &mut listener).await;
+    if let Some(l) = listener {
+        l.close().await;
+    }
+    code
+}
+
+async fn serve_session(
+    doc: Arc<Document>,
+    options: &RunOptions,
+    listener_slot: &mut Option<basichttp::Listener>,
+) -> i32 {
     let deadline = options.timeout.map(|t| Instant::now() + t);
     let mut session_options = SessionOptions {
         max_microsteps: options.max_microsteps,
@@ -135,10 +148,9 @@ async fn run_async(doc: Arc<Document>, options: &RunOptions) -> i32 {
                         .ioprocessors
                         .insert(key.to_string(), listener.base_url.clone());
                 }
-                (
-                    Some(basichttp::Client::new(Some(listener.base_url), failure_tx)),
-                    Some(rx),
-                )
+                let client = basichttp::Client::new(Some(listener.base_url.clone()), failure_tx);
+                *listener_slot = Some(listener);
+                (Some(client), Some(rx))
             }
             Err(e) => {
                 eprintln!("ors: cannot bind the Basic HTTP listener on {addr}: {e}");

@@ -235,6 +235,12 @@ impl EcmaScriptDataModel {
             ExprKind::Value | ExprKind::Location => {
                 // A trailing `;` is common in hand-written attributes.
                 let body = expr.source.trim().trim_end_matches(';');
+                // An empty expression evaluates to undefined, as `eval("")` does.
+                let body = if body.trim().is_empty() {
+                    "undefined"
+                } else {
+                    body
+                };
                 format!("(\n{body}\n)")
             }
         };

@@ -166,22 +166,33 @@ impl Session {
         namelist: &[(Arc<str>, ExprId)],
         params: &[Param],
     ) -> Result<Option<Value>, DataModelError> {
+        let pairs = self.evaluate_param_pairs(namelist, params)?;
+        Ok(pairs.map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>())))
+    }
+
+    /// The name/value pairs of a namelist and `<param>`s in order, duplicates
+    /// kept (`None` when there are none).
+    fn evaluate_param_pairs(
+        &mut self,
+        namelist: &[(Arc<str>, ExprId)],
+        params: &[Param],
+    ) -> Result<Option<Vec<(String, Value)>>, DataModelError> {
         if namelist.is_empty() && params.is_empty() {
             return Ok(None);
         }
-        let mut map = Map::new();
+        let mut pairs = Vec::with_capacity(namelist.len() + params.len());
         for (name, expr) in namelist {
             let v = self.datamodel.eval_location(*expr)?;
-            map.insert(name.to_string(), v.unwrap_or(Value::Null));
+            pairs.push((name.to_string(), v.unwrap_or(Value::Null)));
         }
         for p in params {
             let v = match p.expr {
                 Some(e) => self.datamodel.eval_value(e)?,
                 None => None,
             };
-            map.insert(p.name.to_string(), v.unwrap_or(Value::Null));
+            pairs.push((p.name.to_string(), v.unwrap_or(Value::Null)));
         }
-        Ok(Some(Value::Object(map)))
+        Ok(Some(pairs))
     }
 
     fn evaluate_content(&mut self, content: &Content) -> Result<Option<Value>, DataModelError> {
@@ -294,9 +305,29 @@ impl Session {
             }
             None => 0,
         };
+        // `raw` is the event as the SCXML processor's message: the name and
+        // every parameter form-encoded, duplicates included.
+        let mut raw = None;
         let data = match &send.content {
             Some(c) => self.evaluate_content(c),
-            None => self.evaluate_params(&send.namelist, &send.params),
+            None => self
+                .evaluate_param_pairs(&send.namelist, &send.params)
+                .map(|pairs| {
+                    pairs.map(|pairs| {
+                        let mut form = form_urlencoded::Serializer::new(String::new());
+                        if let Some(n) = name.as_deref().filter(|n| !n.is_empty()) {
+                            form.append_pair("_scxmleventname", n);
+                        }
+                        for (k, v) in &pairs {
+                            match v {
+                                Value::String(s) => form.append_pair(k, s),
+                                other => form.append_pair(k, &other.to_string()),
+                            };
+                        }
+                        raw = Some(Arc::<str>::from(form.finish()));
+                        Value::Object(pairs.into_iter().collect())
+                    })
+                }),
         }
         .map_err(|e| self.fail(e))?;
 
@@ -316,6 +347,7 @@ impl Session {
         let explicit_id = send.id.is_some() || send.idlocation.is_some();
         let mut event = Event::new(name.unwrap_or_default(), EventKind::External);
         event.data = data;
+        event.raw = raw;
         if explicit_id {
             event.sendid = Some(sendid.clone());
         }

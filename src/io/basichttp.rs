@@ -44,9 +44,21 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// Location prefix: a session's location is this plus its id.
     pub base_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Listener {
+    /// Stops accepting and waits (up to a second) for answers in flight.
+    pub async fn close(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+        }
+    }
+
     /// The location of one session (`_ioprocessors['basichttp'].location`).
     pub fn location(&self, session_id: &str) -> String {
         format!("{}{session_id}", self.base_url)
@@ -62,14 +74,24 @@ pub async fn listen(addr: SocketAddr) -> std::io::Result<(Listener, mpsc::Receiv
     let app = Router::new()
         .route("/basichttp/{session}", any(receive))
         .with_state(tx);
-    tokio::spawn(async move {
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(socket, service).await {
+        let server = axum::serve(socket, service).with_graceful_shutdown(async {
+            let _ = stop.await;
+        });
+        if let Err(e) = server.await {
             tracing::error!(error = %e, "basic HTTP listener stopped");
         }
     });
     let base_url = format!("http://{addr}/basichttp/");
-    Ok((Listener { addr, base_url }, rx))
+    let listener = Listener {
+        addr,
+        base_url,
+        shutdown: Some(shutdown),
+        task: Some(task),
+    };
+    Ok((listener, rx))
 }
 
 async fn receive(
