@@ -1,0 +1,69 @@
+//! The single-threaded session host: children live exactly as long as their
+//! invocation, cancellation removes a whole subtree, and sends to unknown
+//! sessions fail at once.
+
+use std::sync::Arc;
+
+use ors::host::LocalHost;
+use ors::interpreter::{Event, Session, SessionOptions};
+use ors::{LoadOptions, parse_document};
+
+const CHART: &str = r##"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="busy">
+  <state id="busy">
+    <invoke id="child">
+      <content>
+        <scxml version="1.0" initial="c">
+          <state id="c">
+            <invoke id="grandchild">
+              <content><scxml version="1.0"><state id="g"/></scxml></content>
+            </invoke>
+          </state>
+        </scxml>
+      </content>
+    </invoke>
+    <transition event="leave" target="idle"/>
+    <transition event="lost" target="lost"/>
+  </state>
+  <state id="idle">
+    <onentry><send target="#_scxml_nobody" event="hello"/></onentry>
+    <transition event="error.communication" target="reported"/>
+  </state>
+  <state id="reported"/>
+  <state id="lost"/>
+</scxml>"##;
+
+fn host_with_top() -> (LocalHost, Arc<str>) {
+    let doc = Arc::new(parse_document(CHART, None, &LoadOptions::default()).expect("loads"));
+    let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _| {}));
+    let top = host.add(Session::new(doc, SessionOptions::default()));
+    host.start(&top);
+    host.run_until_idle(&mut |_, _, _| {});
+    (host, top)
+}
+
+#[test]
+fn invoked_children_and_grandchildren_run_as_sessions() {
+    let (host, top) = host_with_top();
+    assert_eq!(host.len(), 3, "top, child and grandchild");
+    let session = host.session(&top).expect("top");
+    assert_eq!(session.active_invokes().len(), 1);
+}
+
+#[test]
+fn leaving_the_invoking_state_removes_the_whole_subtree() {
+    let (mut host, top) = host_with_top();
+    host.deliver(&top, Event::external("leave", None));
+    let mut seen = Vec::new();
+    host.run_until_idle(&mut |id, s, e| {
+        if id == &*top {
+            seen.push((e.name.to_string(), s.configuration_names()));
+        }
+    });
+    assert_eq!(host.len(), 1, "child and grandchild are gone");
+    assert_eq!(
+        seen,
+        vec![("leave".to_string(), vec!["reported".to_string()])],
+        "the send to an unknown session raised error.communication in the same macrostep"
+    );
+    assert!(host.session(&top).expect("top").active_invokes().is_empty());
+}
