@@ -287,14 +287,23 @@ impl LocalHost {
                 .map(Arc::new)
                 .map_err(|e| e.to_string()),
             InvokeSource::Uri { uri, base_dir } => {
-                let path = crate::loader::resolve_path(uri, base_dir.as_deref())
-                    .ok_or_else(|| format!("cannot fetch '{uri}': unsupported URI scheme"))?;
-                if let Some(d) = self.documents.get(&path) {
+                let key = match crate::loader::resolve_path(uri, base_dir.as_deref()) {
+                    Some(path) => path,
+                    None if crate::loader::is_http(uri) => PathBuf::from(uri),
+                    None => return Err(format!("cannot fetch '{uri}': unsupported URI scheme")),
+                };
+                if let Some(d) = self.documents.get(&key) {
                     return Ok(d.clone());
                 }
-                let doc =
-                    Arc::new(load_file(&path, &LoadOptions::default()).map_err(|e| e.to_string())?);
-                self.documents.insert(path, doc.clone());
+                let doc = if crate::loader::is_http(uri) {
+                    let text = crate::loader::load_text(uri, None)?;
+                    parse_document(&text, None, &LoadOptions::default())
+                } else {
+                    load_file(&key, &LoadOptions::default())
+                }
+                .map_err(|e| e.to_string())?;
+                let doc = Arc::new(doc);
+                self.documents.insert(key, doc.clone());
                 Ok(doc)
             }
         }

@@ -281,10 +281,7 @@ pub struct Client {
 impl Client {
     /// A client; `listener_base` fills the origin header of what it sends.
     pub fn new(listener_base: Option<String>, failures: mpsc::Sender<(String, Event)>) -> Client {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        let http = crate::loader::http_client(std::time::Duration::from_secs(30));
         Client {
             http,
             listener_base: listener_base.map(Arc::from),
