@@ -53,6 +53,9 @@ pub struct SessionSnapshot {
     pub delayed: Vec<DelayedSnapshot>,
     /// Counter for generated send ids.
     pub next_send: u64,
+    /// Invocations running: invoke id → invoking state and `<invoke>` index.
+    #[serde(default)]
+    pub invokes: BTreeMap<String, (String, usize)>,
     /// The data model's variables.
     pub datamodel: Value,
 }
@@ -104,6 +107,11 @@ impl Session {
                 })
                 .collect(),
             next_send: self.next_send,
+            invokes: self
+                .invokes
+                .iter()
+                .map(|(id, a)| (id.to_string(), (name(a.state), a.index)))
+                .collect(),
             datamodel,
         })
     }
@@ -171,6 +179,16 @@ impl Session {
             })
             .collect();
         session.next_send = snapshot.next_send;
+        for (id, (state, index)) in &snapshot.invokes {
+            let state = lookup(state)?;
+            session.invokes.insert(
+                id.as_str().into(),
+                super::ActiveInvoke {
+                    state,
+                    index: *index,
+                },
+            );
+        }
         session.running = snapshot.running;
         session.started = true;
         if !snapshot.running {
