@@ -6,6 +6,7 @@
 //! [`datamodel`] (ECMAScript on boa, and null). [`cli`] holds the command
 //! line hosts (`ors run`, `ors validate`, `ors conformance`).
 
+pub mod bench;
 pub mod cli;
 pub mod datamodel;
 pub mod host;

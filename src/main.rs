@@ -43,6 +43,28 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the benchmark workloads in-process and print JSON lines.
+    Bench {
+        /// Workloads (comma-separated): ping-pong, ping-pong-data, deep-wide, load-1000, start-sessions.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "ping-pong,ping-pong-data,deep-wide,load-1000,start-sessions"
+        )]
+        workloads: Vec<String>,
+        /// Directory of the workload documents.
+        #[arg(long, default_value = "benches/workloads")]
+        dir: PathBuf,
+        /// External events per round.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Rounds per workload.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Sessions per round for start-sessions (documents for load-1000: a tenth).
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+    },
     /// Run a W3C SCXML IRP suite laid out with a manifest.tsv.
     Conformance {
         /// The suite directory.
@@ -97,6 +119,32 @@ fn main() {
             None => 2,
         },
         Command::Validate { files } => cli::validate(&files),
+        Command::Bench {
+            workloads,
+            dir,
+            events,
+            rounds,
+            sessions,
+        } => {
+            let mut code = 0;
+            for w in &workloads {
+                // load-1000 parses far fewer documents than sessions started.
+                let n = if w == "load-1000" {
+                    (sessions / 10).max(1)
+                } else {
+                    sessions
+                };
+                let opts = ors::bench::BenchOptions {
+                    workloads: vec![w.clone()],
+                    dir: dir.clone(),
+                    events,
+                    rounds,
+                    sessions: n,
+                };
+                code |= ors::bench::run(&opts);
+            }
+            code
+        }
         Command::Conformance {
             dir,
             filter,

@@ -22,6 +22,16 @@ use super::{DataModel, DataModelError, DmResult, InitialValue, ScriptLimits, Sys
 use crate::interpreter::Event;
 use crate::model::{Document, ExprId, ExprKind, StateId, StateSet};
 
+/// The event being processed; `_event` is an accessor that builds its
+/// object only when a script reads it (most transitions never do).
+struct CurrentEvent {
+    event: RefCell<Option<Event>>,
+    object: RefCell<Option<JsValue>>,
+}
+
+/// The DOM builder function, compiled on first use of XML.
+struct DomBuilder(RefCell<Option<JsObject>>);
+
 /// Host data reachable from the native `In()` function.
 struct ActiveStates {
     doc: Arc<Document>,
@@ -41,7 +51,6 @@ pub struct EcmaScriptDataModel {
     compilations: u64,
     text_scripts: HashMap<String, Script>,
     text_setters: HashMap<String, JsObject>,
-    dom_builder: Option<JsObject>,
 }
 
 /// The DOM implementation exposed for XML values.
@@ -85,6 +94,107 @@ fn in_predicate(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResul
         .state_by_name(&name)
         .is_some_and(|s| states.active.borrow().contains(s));
     Ok(JsValue::from(active))
+}
+
+fn event_getter(_this: &JsValue, _args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let Some(current) = ctx.get_data::<CurrentEvent>() else {
+        return Ok(JsValue::undefined());
+    };
+    if let Some(v) = current.object.borrow().as_ref() {
+        return Ok(v.clone());
+    }
+    let Some(event) = current.event.borrow().clone() else {
+        return Ok(JsValue::undefined());
+    };
+    let obj = build_event_object(&event, ctx)?;
+    if let Some(current) = ctx.get_data::<CurrentEvent>() {
+        *current.object.borrow_mut() = Some(obj.clone());
+    }
+    Ok(obj)
+}
+
+fn build_event_object(event: &Event, ctx: &mut Context) -> JsResult<JsValue> {
+    let obj = JsObject::with_object_proto(ctx.intrinsics());
+    let str_or_undef = |s: &Option<Arc<str>>| match s {
+        Some(s) => JsValue::from(JsString::from(&**s)),
+        None => JsValue::undefined(),
+    };
+    let data = match &event.data {
+        None => JsValue::undefined(),
+        Some(v) => data_to_js(v, ctx)?,
+    };
+    let fields: [(&str, JsValue); 8] = [
+        ("name", JsValue::from(JsString::from(&*event.name))),
+        ("type", JsValue::from(JsString::from(event.kind.as_str()))),
+        ("sendid", str_or_undef(&event.sendid)),
+        ("origin", str_or_undef(&event.origin)),
+        ("origintype", str_or_undef(&event.origintype)),
+        ("invokeid", str_or_undef(&event.invokeid)),
+        ("data", data),
+        ("raw", str_or_undef(&event.raw)),
+    ];
+    for (k, v) in fields {
+        obj.create_data_property_or_throw(JsString::from(k), v, ctx)?;
+    }
+    Ok(obj.into())
+}
+
+/// JSON to a value, turning `{"$xml": text}` anywhere into a DOM.
+fn data_to_js(v: &Value, ctx: &mut Context) -> JsResult<JsValue> {
+    if !contains_xml_tag(v) {
+        return JsValue::from_json(v, ctx);
+    }
+    match v {
+        Value::Object(m) if m.len() == 1 && m.get("$xml").is_some_and(Value::is_string) => {
+            xml_to_js(m["$xml"].as_str().unwrap_or_default(), ctx)
+        }
+        Value::Object(m) => {
+            let obj = JsObject::with_object_proto(ctx.intrinsics());
+            for (k, item) in m {
+                let item = data_to_js(item, ctx)?;
+                obj.create_data_property_or_throw(JsString::from(k.as_str()), item, ctx)?;
+            }
+            Ok(obj.into())
+        }
+        Value::Array(items) => {
+            let mut values = Vec::with_capacity(items.len());
+            for item in items {
+                values.push(data_to_js(item, ctx)?);
+            }
+            Ok(JsArray::from_iter(values, ctx).into())
+        }
+        other => JsValue::from_json(other, ctx),
+    }
+}
+
+/// Parses XML text into a DOM `Document` (a string when it is not XML).
+fn xml_to_js(text: &str, ctx: &mut Context) -> JsResult<JsValue> {
+    let wrapped = format!("<ors-fragment>{text}</ors-fragment>");
+    let tree = match crate::parser::xml::parse_tree(&wrapped) {
+        Ok(root) => Value::Array(root.children.iter().map(xml_tree).collect()),
+        Err(_) => return Ok(JsValue::from(JsString::from(text))),
+    };
+    let cached = ctx
+        .get_data::<DomBuilder>()
+        .and_then(|b| b.0.borrow().clone());
+    let builder = match cached {
+        Some(b) => b,
+        None => {
+            let f = ctx.eval(Source::from_bytes(DOM_PRELUDE.as_bytes()))?;
+            let f = f.as_object().filter(|o| o.is_callable()).ok_or_else(|| {
+                JsError::from_native(
+                    boa_engine::JsNativeError::typ()
+                        .with_message("DOM prelude did not yield a function"),
+                )
+            })?;
+            if let Some(b) = ctx.get_data::<DomBuilder>() {
+                *b.0.borrow_mut() = Some(f.clone());
+            }
+            f
+        }
+    };
+    let arg = JsValue::from_json(&tree, ctx)?;
+    builder.call(&JsValue::undefined(), &[arg], ctx)
 }
 
 const RESERVED: &[&str] = &[
@@ -161,12 +271,34 @@ impl EcmaScriptDataModel {
             doc: doc.clone(),
             active: RefCell::new(StateSet::with_capacity(doc.states.len())),
         });
+        ctx.insert_data(CurrentEvent {
+            event: RefCell::new(None),
+            object: RefCell::new(None),
+        });
+        ctx.insert_data(DomBuilder(RefCell::new(None)));
         ctx.register_global_callable(
             js_string!("In"),
             1,
             NativeFunction::from_fn_ptr(in_predicate),
         )
         .expect("In is not yet defined");
+        // `_event` is a getter without a setter, so it is read-only.
+        let getter = boa_engine::object::FunctionObjectBuilder::new(
+            ctx.realm(),
+            NativeFunction::from_fn_ptr(event_getter),
+        )
+        .name(js_string!("_event"))
+        .build();
+        ctx.global_object()
+            .define_property_or_throw(
+                js_string!("_event"),
+                PropertyDescriptor::builder()
+                    .get(getter)
+                    .enumerable(true)
+                    .configurable(false),
+                &mut ctx,
+            )
+            .expect("_event is not yet defined");
         let n = doc.exprs.len();
         let mut dm = EcmaScriptDataModel {
             doc,
@@ -179,9 +311,7 @@ impl EcmaScriptDataModel {
             compilations: 0,
             text_scripts: HashMap::new(),
             text_setters: HashMap::new(),
-            dom_builder: None,
         };
-        let _ = dm.define_readonly("_event", JsValue::undefined());
         dm.baseline_globals = dm.global_names();
         dm
     }
@@ -302,77 +432,10 @@ impl EcmaScriptDataModel {
                 JsValue::from_json(v, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))
             }
             InitialValue::Text(s) => Ok(JsValue::from(JsString::from(s.as_str()))),
-            InitialValue::Xml(s) => self.xml_to_js(s),
-        }
-    }
-
-    fn json_to_js(&mut self, v: &Option<Value>) -> JsValue {
-        match v {
-            None => JsValue::undefined(),
-            Some(v) => self.data_to_js(v).unwrap_or_default(),
-        }
-    }
-
-    /// JSON to a value, turning `{"$xml": text}` anywhere into a DOM.
-    fn data_to_js(&mut self, v: &Value) -> DmResult<JsValue> {
-        if !contains_xml_tag(v) {
-            return JsValue::from_json(v, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx));
-        }
-        match v {
-            Value::Object(m) if m.len() == 1 && m.get("$xml").is_some_and(Value::is_string) => {
-                self.xml_to_js(m["$xml"].as_str().unwrap_or_default())
+            InitialValue::Xml(s) => {
+                xml_to_js(s, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))
             }
-            Value::Object(m) => {
-                let obj = JsObject::with_object_proto(self.ctx.intrinsics());
-                for (k, item) in m {
-                    let item = self.data_to_js(item)?;
-                    obj.create_data_property_or_throw(
-                        JsString::from(k.as_str()),
-                        item,
-                        &mut self.ctx,
-                    )
-                    .map_err(|e| js_err(e, &mut self.ctx))?;
-                }
-                Ok(obj.into())
-            }
-            Value::Array(items) => {
-                let mut values = Vec::with_capacity(items.len());
-                for item in items {
-                    values.push(self.data_to_js(item)?);
-                }
-                Ok(JsArray::from_iter(values, &mut self.ctx).into())
-            }
-            other => JsValue::from_json(other, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx)),
         }
-    }
-
-    /// Parses XML text into a DOM `Document` (a string when it is not XML).
-    fn xml_to_js(&mut self, text: &str) -> DmResult<JsValue> {
-        let wrapped = format!("<ors-fragment>{text}</ors-fragment>");
-        let tree = match crate::parser::xml::parse_tree(&wrapped) {
-            Ok(root) => Value::Array(root.children.iter().map(xml_tree).collect()),
-            Err(_) => return Ok(JsValue::from(JsString::from(text))),
-        };
-        let builder = match &self.dom_builder {
-            Some(b) => b.clone(),
-            None => {
-                self.compilations += 1;
-                let f = self
-                    .ctx
-                    .eval(Source::from_bytes(DOM_PRELUDE.as_bytes()))
-                    .map_err(|e| js_err(e, &mut self.ctx))?;
-                let f = f
-                    .as_object()
-                    .filter(|o| o.is_callable())
-                    .ok_or_else(|| DataModelError::new("DOM prelude did not yield a function"))?;
-                self.dom_builder = Some(f.clone());
-                f
-            }
-        };
-        let arg = JsValue::from_json(&tree, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx))?;
-        builder
-            .call(&JsValue::undefined(), &[arg], &mut self.ctx)
-            .map_err(|e| js_err(e, &mut self.ctx))
     }
 
     /// Converts a value to data with `JSON.stringify` semantics (`toJSON`,
@@ -541,7 +604,9 @@ impl EcmaScriptDataModel {
                         };
                         return Ok(JsValue::from(f));
                     }
-                    ("$xml", Value::String(xml)) => return self.xml_to_js(xml),
+                    ("$xml", Value::String(xml)) => {
+                        return xml_to_js(xml, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx));
+                    }
                     ("$date", t) => {
                         let t = t.as_f64().unwrap_or(f64::NAN);
                         let date_ctor = self
@@ -785,28 +850,11 @@ impl DataModel for EcmaScriptDataModel {
     }
 
     fn set_event(&mut self, event: &Event) -> DmResult<()> {
-        let obj = JsObject::with_object_proto(self.ctx.intrinsics());
-        let str_or_undef = |s: &Option<Arc<str>>| match s {
-            Some(s) => JsValue::from(JsString::from(&**s)),
-            None => JsValue::undefined(),
-        };
-        let data = self.json_to_js(&event.data);
-        let raw = str_or_undef(&event.raw);
-        let fields: [(&str, JsValue); 8] = [
-            ("name", JsValue::from(JsString::from(&*event.name))),
-            ("type", JsValue::from(JsString::from(event.kind.as_str()))),
-            ("sendid", str_or_undef(&event.sendid)),
-            ("origin", str_or_undef(&event.origin)),
-            ("origintype", str_or_undef(&event.origintype)),
-            ("invokeid", str_or_undef(&event.invokeid)),
-            ("data", data),
-            ("raw", raw),
-        ];
-        for (k, v) in fields {
-            obj.create_data_property_or_throw(JsString::from(k), v, &mut self.ctx)
-                .map_err(|e| js_err(e, &mut self.ctx))?;
+        if let Some(current) = self.ctx.get_data::<CurrentEvent>() {
+            *current.event.borrow_mut() = Some(event.clone());
+            *current.object.borrow_mut() = None;
         }
-        self.define_readonly("_event", obj.into())
+        Ok(())
     }
 
     fn state_entered(&mut self, state: StateId) {
