@@ -140,7 +140,11 @@ pub fn run_workload(name: &str, opts: &BenchOptions) -> Result<Value, String> {
                 rounds.push(rate);
                 last = session.configuration_names();
             }
-            let expected = if opts.events % 2 == 0 { "a" } else { "b" };
+            let expected = if opts.events.is_multiple_of(2) {
+                "a"
+            } else {
+                "b"
+            };
             if last != [expected] {
                 return Err(format!(
                     "ping-pong ended in {last:?}, expected [{expected}]"
