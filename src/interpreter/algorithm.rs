@@ -23,6 +23,10 @@ impl Session {
             if !self.running || self.states_to_invoke.is_empty() {
                 break;
             }
+            if !doc.has_invokes {
+                self.states_to_invoke.clear();
+                break;
+            }
             self.start_invokes(doc, host);
             // Starting invokes may have raised errors; they start a new round.
             if self.internal_queue.is_empty() {
@@ -40,6 +44,7 @@ impl Session {
         while self.running {
             let mut enabled = self.select_transitions(doc, None);
             if enabled.is_empty() {
+                self.scratch_enabled = enabled;
                 match self.internal_queue.pop_front() {
                     None => break,
                     Some(event) => {
@@ -52,6 +57,8 @@ impl Session {
             }
             if !enabled.is_empty() {
                 self.microstep(doc, &enabled, host);
+                enabled.clear();
+                self.scratch_enabled = enabled;
                 microsteps += 1;
                 let limit = self.options.max_microsteps;
                 if limit > 0 && microsteps >= limit {
@@ -72,26 +79,33 @@ impl Session {
         doc: &Document,
         event: Option<&Event>,
     ) -> Vec<TransitionId> {
-        let mut enabled: Vec<TransitionId> = Vec::new();
-        let config = self.configuration.clone();
-        for atomic in config.iter() {
-            let state = doc.state(atomic);
-            if !state.is_atomic() {
-                continue;
-            }
-            let chain = std::iter::once(atomic).chain(state.ancestors.iter().copied());
-            'chain: for s in chain {
-                for &tid in &doc.state(s).transitions {
-                    let t = doc.transition(tid);
-                    let event_ok = match event {
-                        None => t.events.is_empty(),
-                        Some(ev) => t.events.iter().any(|d| d.matches(&ev.name)),
-                    };
-                    if event_ok && self.condition_match(t.cond) {
-                        if !enabled.contains(&tid) {
-                            enabled.push(tid);
+        let mut enabled = std::mem::take(&mut self.scratch_enabled);
+        enabled.clear();
+        // Walk the configuration word by word (copies, so that conditions
+        // may borrow `self`); ids ascend, which is document order.
+        for wi in 0..self.configuration.word_count() {
+            let mut word = self.configuration.word(wi);
+            while word != 0 {
+                let atomic = StateId((wi * 64) as u32 + word.trailing_zeros());
+                word &= word - 1;
+                let state = doc.state(atomic);
+                if !state.is_atomic() {
+                    continue;
+                }
+                let chain = std::iter::once(atomic).chain(state.ancestors.iter().copied());
+                'chain: for s in chain {
+                    for &tid in &doc.state(s).transitions {
+                        let t = doc.transition(tid);
+                        let event_ok = match event {
+                            None => t.events.is_empty(),
+                            Some(ev) => t.events.iter().any(|d| d.matches(&ev.name)),
+                        };
+                        if event_ok && self.condition_match(t.cond) {
+                            if !enabled.contains(&tid) {
+                                enabled.push(tid);
+                            }
+                            break 'chain;
                         }
-                        break 'chain;
                     }
                 }
             }
@@ -210,6 +224,18 @@ impl Session {
         transitions: &[TransitionId],
     ) -> StateSet {
         let mut exit = StateSet::with_capacity(doc.states.len());
+        self.compute_exit_set_into(doc, transitions, &mut exit);
+        exit
+    }
+
+    /// `computeExitSet` into a set the caller reuses.
+    fn compute_exit_set_into(
+        &self,
+        doc: &Document,
+        transitions: &[TransitionId],
+        exit: &mut StateSet,
+    ) {
+        exit.clear();
         for &tid in transitions {
             if let Some(domain) = self.transition_domain(doc, tid) {
                 let last = doc.state(domain).last_descendant;
@@ -220,14 +246,15 @@ impl Session {
                 }
             }
         }
-        exit
     }
 
     /// `exitStates`: records history from the pre-exit configuration, then
     /// runs `<onexit>` in exit order and removes the states.
     fn exit_states(&mut self, doc: &Document, enabled: &[TransitionId], host: &mut dyn Host) {
-        let to_exit = self.compute_exit_set(doc, enabled);
+        let mut to_exit = std::mem::take(&mut self.scratch_exit);
+        self.compute_exit_set_into(doc, enabled, &mut to_exit);
         if to_exit.is_empty() {
+            self.scratch_exit = to_exit;
             return;
         }
         for s in to_exit.iter() {
@@ -260,6 +287,7 @@ impl Session {
             self.configuration.remove(s);
             self.datamodel.state_exited(s);
         }
+        self.scratch_exit = to_exit;
     }
 
     /// `enterStates`.
@@ -269,12 +297,10 @@ impl Session {
         enabled: &[TransitionId],
         host: &mut dyn Host,
     ) {
-        let n = doc.states.len();
-        let mut entry = EntrySet {
-            states_to_enter: StateSet::with_capacity(n),
-            states_for_default_entry: StateSet::with_capacity(n),
-            default_history_content: HashMap::new(),
-        };
+        let mut entry = std::mem::take(&mut self.scratch_entry);
+        entry.states_to_enter.clear();
+        entry.states_for_default_entry.clear();
+        entry.default_history_content.clear();
         self.compute_entry_set(doc, enabled, &mut entry);
         for s in entry.states_to_enter.iter() {
             let state = doc.state(s);
@@ -328,6 +354,7 @@ impl Session {
                 }
             }
         }
+        self.scratch_entry = entry;
     }
 
     /// `isInFinalState`.
@@ -364,10 +391,16 @@ impl Session {
             } else {
                 self.transition_domain(doc, tid).unwrap_or(Document::ROOT)
             };
-            let mut targets = Vec::new();
-            self.effective_target_states(doc, tid, &mut targets);
-            for s in targets {
-                self.add_ancestor_states_to_enter(doc, s, ancestor, entry);
+            if t.targets_history {
+                let mut targets = Vec::new();
+                self.effective_target_states(doc, tid, &mut targets);
+                for s in targets {
+                    self.add_ancestor_states_to_enter(doc, s, ancestor, entry);
+                }
+            } else {
+                for &s in &t.targets {
+                    self.add_ancestor_states_to_enter(doc, s, ancestor, entry);
+                }
             }
         }
     }
@@ -458,8 +491,9 @@ impl Session {
     }
 }
 
-/// The working sets of `enterStates`.
-struct EntrySet {
+/// The working sets of `enterStates` (kept by the session and reused).
+#[derive(Default)]
+pub(super) struct EntrySet {
     states_to_enter: StateSet,
     states_for_default_entry: StateSet,
     /// Parent state → the history transition whose content runs on entry.

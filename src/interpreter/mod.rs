@@ -210,6 +210,9 @@ pub struct Session {
     final_info: Option<FinalInfo>,
     done_data: Option<Value>,
     invokes: BTreeMap<Arc<str>, ActiveInvoke>,
+    scratch_enabled: Vec<crate::model::TransitionId>,
+    scratch_exit: StateSet,
+    scratch_entry: algorithm::EntrySet,
 }
 
 impl Session {
@@ -240,6 +243,9 @@ impl Session {
             final_info: None,
             done_data: None,
             invokes: BTreeMap::new(),
+            scratch_enabled: Vec::new(),
+            scratch_exit: StateSet::with_capacity(n),
+            scratch_entry: algorithm::EntrySet::default(),
         }
     }
 
@@ -413,10 +419,12 @@ impl Session {
             self.raise_error("error.execution", &e.message, None);
         }
         self.finalize_and_autoforward(&doc, &event, host);
-        let enabled = self.select_transitions(&doc, Some(&event));
+        let mut enabled = self.select_transitions(&doc, Some(&event));
         if !enabled.is_empty() {
             self.microstep(&doc, &enabled, host);
         }
+        enabled.clear();
+        self.scratch_enabled = enabled;
         self.run_macrostep(&doc, host);
         Some((event, self.outcome()))
     }

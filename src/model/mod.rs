@@ -278,6 +278,8 @@ pub struct Document {
     pub scripts: Vec<ExprId>,
     /// Non-fatal findings from loading (e.g. unclaimed custom actions).
     pub warnings: Vec<String>,
+    /// Whether any state has an `<invoke>`.
+    pub has_invokes: bool,
     by_name: HashMap<Arc<str>, StateId>,
 }
 
@@ -299,6 +301,7 @@ impl Document {
         warnings: Vec<String>,
     ) -> Document {
         let by_name = states.iter().map(|s| (s.name.clone(), s.id)).collect();
+        let has_invokes = states.iter().any(|s| !s.invokes.is_empty());
         let mut doc = Document {
             name,
             source_path,
@@ -309,6 +312,7 @@ impl Document {
             exprs,
             scripts,
             warnings,
+            has_invokes,
             by_name,
         };
         for t in transitions.iter_mut() {

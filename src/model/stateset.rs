@@ -61,6 +61,18 @@ impl StateSet {
         self.words.get(w).is_some_and(|word| word & (1 << b) != 0)
     }
 
+    /// Number of 64-bit words backing the set.
+    #[inline]
+    pub fn word_count(&self) -> usize {
+        self.words.len()
+    }
+
+    /// The `i`-th word (states `64*i .. 64*i+63`).
+    #[inline]
+    pub fn word(&self, i: usize) -> u64 {
+        self.words.get(i).copied().unwrap_or(0)
+    }
+
     /// Removes every state.
     pub fn clear(&mut self) {
         self.words.iter_mut().for_each(|w| *w = 0);
