@@ -61,9 +61,12 @@ enum Command {
         /// Rounds per workload.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
-        /// Sessions per round for start-sessions (documents for load-1000: a tenth).
+        /// Sessions started per round (start-sessions).
         #[arg(long, default_value_t = 10_000)]
         sessions: usize,
+        /// Documents loaded per round (load-1000).
+        #[arg(long, default_value_t = 200)]
+        loads: usize,
     },
     /// Run a W3C SCXML IRP suite laid out with a manifest.tsv.
     Conformance {
@@ -125,26 +128,15 @@ fn main() {
             events,
             rounds,
             sessions,
-        } => {
-            let mut code = 0;
-            for w in &workloads {
-                // load-1000 parses far fewer documents than sessions started.
-                let n = if w == "load-1000" {
-                    (sessions / 10).max(1)
-                } else {
-                    sessions
-                };
-                let opts = ors::bench::BenchOptions {
-                    workloads: vec![w.clone()],
-                    dir: dir.clone(),
-                    events,
-                    rounds,
-                    sessions: n,
-                };
-                code |= ors::bench::run(&opts);
-            }
-            code
-        }
+            loads,
+        } => ors::bench::run(&ors::bench::BenchOptions {
+            workloads,
+            dir,
+            events,
+            rounds,
+            sessions,
+            loads,
+        }),
         Command::Conformance {
             dir,
             filter,
