@@ -349,21 +349,7 @@ impl<'a> Builder<'a> {
                 );
             }
             self.states[parent.index()].history.push(id);
-            let transitions: Vec<&Element> = el
-                .elements()
-                .filter(|c| is_scxml(c) && c.name == "transition")
-                .collect();
-            if transitions.len() != 1 {
-                self.error(el.pos, "<history> must contain exactly one <transition>");
-            }
-            if let Some(t) = transitions.first() {
-                if t.attr("event").is_some() || t.attr("cond").is_some() {
-                    self.error(
-                        t.pos,
-                        "a history transition must not have 'event' or 'cond'",
-                    );
-                }
-                let tid = self.build_transition(t, id);
+            if let Some(tid) = self.default_transition(el, "<history>", id) {
                 self.states[id.index()].initial = Some(tid);
             }
             self.states[id.index()].last_descendant = StateId(self.states.len() as u32 - 1);
@@ -444,24 +430,7 @@ impl<'a> Builder<'a> {
                             "<initial> is only allowed in a <state> with child states",
                         );
                     }
-                    let ts: Vec<&Element> = child
-                        .elements()
-                        .filter(|c| is_scxml(c) && c.name == "transition")
-                        .collect();
-                    if ts.len() != 1 {
-                        self.error(child.pos, "<initial> must contain exactly one <transition>");
-                    }
-                    if let Some(t) = ts.first() {
-                        if t.attr("event").is_some() || t.attr("cond").is_some() {
-                            self.error(
-                                t.pos,
-                                "the <initial> transition must not have 'event' or 'cond'",
-                            );
-                        }
-                        if t.attr("target").is_none() {
-                            self.error(t.pos, "the <initial> transition must have a 'target'");
-                        }
-                        let tid = self.build_transition(t, id);
+                    if let Some(tid) = self.default_transition(child, "<initial>", id) {
                         initial = InitialSpec::Element(tid);
                     }
                 }
@@ -612,12 +581,6 @@ impl<'a> Builder<'a> {
                                 self.states[parent.index()].name
                             )));
                         }
-                    }
-                    if t.targets.is_empty() {
-                        problems.push((
-                            t.position,
-                            format!("history '{}' transition must have a target", s.name),
-                        ));
                     }
                 }
                 _ => {
@@ -977,6 +940,37 @@ impl<'a> Builder<'a> {
             );
         }
         DoneData { content, params }
+    }
+
+    /// The one `<transition>` of an `<initial>` or `<history>`: it must be
+    /// there exactly once, have a target, and carry no `event` or `cond`.
+    fn default_transition(
+        &mut self,
+        el: &Element,
+        what: &str,
+        source: StateId,
+    ) -> Option<TransitionId> {
+        let transitions: Vec<&Element> = el
+            .elements()
+            .filter(|c| is_scxml(c) && c.name == "transition")
+            .collect();
+        if transitions.len() != 1 {
+            self.error(
+                el.pos,
+                format!("{what} must contain exactly one <transition>"),
+            );
+        }
+        let t = transitions.first()?;
+        if t.attr("event").is_some() || t.attr("cond").is_some() {
+            self.error(
+                t.pos,
+                format!("the {what} transition must not have 'event' or 'cond'"),
+            );
+        }
+        if t.attr("target").is_none() {
+            self.error(t.pos, format!("the {what} transition must have a 'target'"));
+        }
+        Some(self.build_transition(t, source))
     }
 
     fn build_nested(&self, root: &Element) -> Result<Document, LoadError> {
