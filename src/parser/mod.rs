@@ -92,20 +92,13 @@ pub fn parse_document(
             message: e.message,
         }])
     })?;
-    let builder = Builder {
+    let builder = Builder::new(
         file,
         text,
-        base_dir: path.and_then(|p| p.parent().map(Path::to_path_buf)),
-        source_path: path.map(Path::to_path_buf),
+        path.and_then(|p| p.parent().map(Path::to_path_buf)),
+        path.map(Path::to_path_buf),
         options,
-        states: Vec::new(),
-        transitions: Vec::new(),
-        pending_targets: Vec::new(),
-        exprs: Vec::new(),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        ids: HashMap::new(),
-    };
+    );
     builder.build(&root)
 }
 
@@ -145,6 +138,29 @@ enum InitialSpec {
 }
 
 impl<'a> Builder<'a> {
+    fn new(
+        file: String,
+        text: &'a str,
+        base_dir: Option<PathBuf>,
+        source_path: Option<PathBuf>,
+        options: &'a LoadOptions<'a>,
+    ) -> Builder<'a> {
+        Builder {
+            file,
+            text,
+            base_dir,
+            source_path,
+            options,
+            states: Vec::new(),
+            transitions: Vec::new(),
+            pending_targets: Vec::new(),
+            exprs: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+
     fn error(&mut self, pos: Position, message: impl Into<String>) {
         self.errors.push(Diagnostic {
             file: self.file.clone(),
@@ -974,20 +990,13 @@ impl<'a> Builder<'a> {
     }
 
     fn build_nested(&self, root: &Element) -> Result<Document, LoadError> {
-        let nested = Builder {
-            file: self.file.clone(),
-            text: self.text,
-            base_dir: self.base_dir.clone(),
-            source_path: self.source_path.clone(),
-            options: self.options,
-            states: Vec::new(),
-            transitions: Vec::new(),
-            pending_targets: Vec::new(),
-            exprs: Vec::new(),
-            errors: Vec::new(),
-            warnings: Vec::new(),
-            ids: HashMap::new(),
-        };
+        let nested = Builder::new(
+            self.file.clone(),
+            self.text,
+            self.base_dir.clone(),
+            self.source_path.clone(),
+            self.options,
+        );
         nested.build(root)
     }
 
