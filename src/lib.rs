@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! `ors`: an orchestration server built on a W3C SCXML 1.0 interpreter with
 //! an ECMAScript data model.
 //!
