@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::host::{LocalHost, LogSink};
-use crate::interpreter::{Event, Host, Session, SessionOptions};
+use crate::host::{LocalHost, LogSink, wall_clock_ms};
+use crate::interpreter::{Event, Session, SessionOptions};
 use crate::io::basichttp;
 use crate::model::Document;
 
@@ -29,28 +29,13 @@ pub struct RunOptions {
 /// Exit code when `--timeout` stops the run.
 pub const EXIT_TIMEOUT: i32 = 124;
 
-/// The host of a CLI session: logs to stderr, wall-clock time.
-pub struct CliHost;
-
-impl Host for CliHost {
-    fn now_ms(&mut self) -> u64 {
-        now_ms()
-    }
-    fn log(&mut self, _session_id: &str, label: Option<&str>, message: &str) {
-        let mut err = std::io::stderr().lock();
-        let _ = match label {
-            Some(l) if !l.is_empty() => writeln!(err, "{l}: {message}"),
-            _ => writeln!(err, "{message}"),
-        };
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Writes a `<log>` line to stderr as `label: message`.
+pub fn log_to_stderr(label: Option<&str>, message: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = match label {
+        Some(l) if !l.is_empty() => writeln!(err, "{l}: {message}"),
+        _ => writeln!(err, "{message}"),
+    };
 }
 
 /// Builds the JSON line reported after a step.
@@ -159,7 +144,7 @@ async fn serve_session(
         },
         None => (None, None),
     };
-    let log: LogSink = Box::new(|_session, label, message| CliHost.log("", label, message));
+    let log: LogSink = Box::new(|_session, label, message| log_to_stderr(label, message));
     let mut host = LocalHost::new(session_options.clone(), log);
     if let Some(client) = http_client {
         host.set_basichttp(client);
@@ -203,8 +188,8 @@ async fn serve_session(
             }
         }
         let due = host.next_timer_due();
-        if due.is_some_and(|d| d <= now_ms()) {
-            host.fire_due_timers(now_ms());
+        if due.is_some_and(|d| d <= wall_clock_ms()) {
+            host.fire_due_timers(wall_clock_ms());
             continue;
         }
         if !input_open && !host.has_pending_work(&root) {
@@ -216,7 +201,8 @@ async fn serve_session(
         let timer = async {
             match due {
                 Some(d) => {
-                    tokio::time::sleep(Duration::from_millis(d.saturating_sub(now_ms()))).await
+                    tokio::time::sleep(Duration::from_millis(d.saturating_sub(wall_clock_ms())))
+                        .await
                 }
                 None => std::future::pending::<()>().await,
             }
@@ -233,7 +219,7 @@ async fn serve_session(
                 None => input_open = false,
             },
             _ = timer => {
-                host.fire_due_timers(now_ms());
+                host.fire_due_timers(wall_clock_ms());
             }
             Some(inc) = recv_incoming(&mut incoming) => {
                 let delivered = host.deliver(&inc.session, inc.event);
