@@ -40,6 +40,7 @@ pub struct LocalHost {
     log: LogSink,
     clock: Box<dyn FnMut() -> u64>,
     basichttp: Option<crate::io::basichttp::Client>,
+    trace: Option<LogSink>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -63,12 +64,19 @@ impl LocalHost {
             log,
             clock: Box::new(wall_clock_ms),
             basichttp: None,
+            trace: None,
         }
     }
 
     /// Lets sessions `<send>` with the Basic HTTP Event I/O Processor.
     pub fn set_basichttp(&mut self, client: crate::io::basichttp::Client) {
         self.basichttp = Some(client);
+    }
+
+    /// Reports every state entry and exit and every transition taken to
+    /// `sink` (session id, `None`, one line such as `enter s1`).
+    pub fn set_trace(&mut self, sink: LogSink) {
+        self.trace = Some(sink);
     }
 
     /// Replaces the clock (tests use a manual one).
@@ -317,6 +325,41 @@ impl Host for LocalHost {
 
     fn log(&mut self, session_id: &str, label: Option<&str>, message: &str) {
         (self.log)(session_id, label, message);
+    }
+
+    fn on_enter(&mut self, session_id: &str, doc: &Document, state: crate::model::StateId) {
+        if let Some(trace) = &mut self.trace {
+            trace(
+                session_id,
+                None,
+                &format!("enter {}", doc.state(state).name),
+            );
+        }
+    }
+
+    fn on_exit(&mut self, session_id: &str, doc: &Document, state: crate::model::StateId) {
+        if let Some(trace) = &mut self.trace {
+            trace(session_id, None, &format!("exit {}", doc.state(state).name));
+        }
+    }
+
+    fn on_transition(
+        &mut self,
+        session_id: &str,
+        doc: &Document,
+        transition: crate::model::TransitionId,
+    ) {
+        if let Some(trace) = &mut self.trace {
+            let t = doc.transition(transition);
+            let targets: Vec<&str> = t.targets.iter().map(|&s| &*doc.state(s).name).collect();
+            let line = format!(
+                "transition {} -> [{}] at {}",
+                doc.state(t.source).name,
+                targets.join(" "),
+                t.position
+            );
+            trace(session_id, None, &line);
+        }
     }
 
     fn supports_type(&self, type_uri: &str) -> bool {

@@ -36,6 +36,9 @@ enum Command {
         /// Do not start the Basic HTTP listener.
         #[arg(long)]
         no_basichttp: bool,
+        /// Print every state entry/exit and transition taken to stderr.
+        #[arg(long)]
+        trace: bool,
     },
     /// Check documents and print diagnostics (exit 1 on any error).
     Validate {
@@ -110,12 +113,14 @@ fn main() {
             max_microsteps,
             basichttp_listen,
             no_basichttp,
+            trace,
         } => match cli::run::load_for_cli(&file) {
             Some(doc) => {
                 let options = cli::run::RunOptions {
                     timeout: timeout.map(Duration::from_secs_f64),
                     max_microsteps,
                     basichttp: (!no_basichttp).then_some(basichttp_listen),
+                    trace,
                 };
                 cli::run::run_document(doc, &options)
             }

@@ -217,3 +217,37 @@ fn validate_exit_codes() {
         "{stdout}"
     );
 }
+
+#[test]
+fn trace_reports_exits_transitions_and_entries_in_order() {
+    let out = ors()
+        .args(["run", "--trace", "--no-basichttp"])
+        .arg(fixture("hello.scxml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"{\"name\":\"tick\"}\n")?;
+            c.wait_with_output()
+        })
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let steps: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            "enter idle",
+            "exit idle",
+            "transition idle -> [counting] at 8:5",
+            "enter counting"
+        ],
+        "{stderr}"
+    );
+}

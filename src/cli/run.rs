@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub max_microsteps: u64,
     /// Where the Basic HTTP listener binds (`None`: no listener).
     pub basichttp: Option<std::net::SocketAddr>,
+    /// Print every state entry/exit and transition to stderr.
+    pub trace: bool,
 }
 
 /// Exit code when `--timeout` stops the run.
@@ -148,6 +150,11 @@ async fn serve_session(
     let mut host = LocalHost::new(session_options.clone(), log);
     if let Some(client) = http_client {
         host.set_basichttp(client);
+    }
+    if options.trace {
+        host.set_trace(Box::new(|session, _, line| {
+            eprintln!("[trace {session}] {line}");
+        }));
     }
     let root = host.add(Session::new(doc, session_options));
     let stdout = std::io::stdout();

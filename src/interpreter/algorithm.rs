@@ -174,6 +174,7 @@ impl Session {
     ) {
         self.exit_states(doc, enabled, host);
         for &tid in enabled {
+            host.on_transition(&self.id, doc, tid);
             self.execute_block(doc, &doc.transition(tid).content, host);
         }
         self.enter_states(doc, enabled, host);
@@ -286,6 +287,7 @@ impl Session {
             self.cancel_invokes_of(s, host);
             self.configuration.remove(s);
             self.datamodel.state_exited(s);
+            host.on_exit(&self.id, doc, s);
         }
         self.scratch_exit = to_exit;
     }
@@ -306,6 +308,7 @@ impl Session {
             let state = doc.state(s);
             self.configuration.insert(s);
             self.datamodel.state_entered(s);
+            host.on_enter(&self.id, doc, s);
             self.states_to_invoke.insert(s);
             if doc.binding == crate::model::Binding::Late && !self.initialized.contains(s) {
                 self.initialize_data(doc, s);

@@ -78,6 +78,23 @@ pub trait Host {
         let _ = type_uri;
         false
     }
+    /// Observer hook: a state was entered (after it joined the configuration).
+    fn on_enter(&mut self, session_id: &str, doc: &Document, state: StateId) {
+        let _ = (session_id, doc, state);
+    }
+    /// Observer hook: a state was exited (after its onexit handlers ran).
+    fn on_exit(&mut self, session_id: &str, doc: &Document, state: StateId) {
+        let _ = (session_id, doc, state);
+    }
+    /// Observer hook: a transition's content is about to run.
+    fn on_transition(
+        &mut self,
+        session_id: &str,
+        doc: &Document,
+        transition: crate::model::TransitionId,
+    ) {
+        let _ = (session_id, doc, transition);
+    }
 }
 
 /// What a custom action handler may do while it runs.
