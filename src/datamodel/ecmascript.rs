@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use boa_engine::object::builtins::{JsArray, JsDate};
@@ -35,7 +36,8 @@ struct DomBuilder(RefCell<Option<JsObject>>);
 /// Host data reachable from the native `In()` function.
 struct ActiveStates {
     doc: Arc<Document>,
-    active: RefCell<StateSet>,
+    /// The active set of the session whose variables are installed.
+    active: RefCell<Rc<RefCell<StateSet>>>,
 }
 
 /// An ECMAScript data model bound to one boa `Context` (not `Send`: a
@@ -51,6 +53,8 @@ pub struct EcmaScriptDataModel {
     compilations: u64,
     text_scripts: HashMap<String, Script>,
     text_setters: HashMap<String, JsObject>,
+    /// The session whose variables are installed (when the context is shared).
+    pub(super) owner: Option<std::rc::Weak<RefCell<super::shared::SessionScope>>>,
 }
 
 /// The DOM implementation exposed for XML values.
@@ -92,7 +96,7 @@ fn in_predicate(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResul
     let active = states
         .doc
         .state_by_name(&name)
-        .is_some_and(|s| states.active.borrow().contains(s));
+        .is_some_and(|s| states.active.borrow().borrow().contains(s));
     Ok(JsValue::from(active))
 }
 
@@ -269,7 +273,9 @@ impl EcmaScriptDataModel {
             .set_stack_size_limit(limits.stack_size);
         ctx.insert_data(ActiveStates {
             doc: doc.clone(),
-            active: RefCell::new(StateSet::with_capacity(doc.states.len())),
+            active: RefCell::new(Rc::new(RefCell::new(StateSet::with_capacity(
+                doc.states.len(),
+            )))),
         });
         ctx.insert_data(CurrentEvent {
             event: RefCell::new(None),
@@ -311,6 +317,7 @@ impl EcmaScriptDataModel {
             compilations: 0,
             text_scripts: HashMap::new(),
             text_setters: HashMap::new(),
+            owner: None,
         };
         dm.baseline_globals = dm.global_names();
         dm
@@ -320,6 +327,56 @@ impl EcmaScriptDataModel {
     /// compiled so far (each at most once).
     pub fn compilations(&self) -> u64 {
         self.compilations
+    }
+
+    /// Removes the variables the current session created (everything on
+    /// the global object beyond the built-ins and system variables) and
+    /// returns them with their values. Non-deletable ones (`var` in a
+    /// script) are left as `undefined`.
+    pub(super) fn take_globals(&mut self) -> Vec<(String, JsValue)> {
+        let global = self.ctx.global_object();
+        let mut names: Vec<String> = self
+            .global_names()
+            .into_iter()
+            .filter(|n| !self.baseline_globals.contains(n))
+            .collect();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let key = JsString::from(name.as_str());
+            let value = global.get(key.clone(), &mut self.ctx).unwrap_or_default();
+            let deleted = global
+                .delete_property_or_throw(key.clone(), &mut self.ctx)
+                .unwrap_or(false);
+            if !deleted {
+                let _ = global.set(key, JsValue::undefined(), false, &mut self.ctx);
+            }
+            out.push((name, value));
+        }
+        out
+    }
+
+    /// Installs a session's variables as globals.
+    pub(super) fn put_globals(&mut self, vars: Vec<(String, JsValue)>) {
+        let global = self.ctx.global_object();
+        for (name, value) in vars {
+            let _ = global.set(JsString::from(name.as_str()), value, false, &mut self.ctx);
+        }
+    }
+
+    /// Makes `In()` read this active-state set (a session's own).
+    pub(super) fn set_active(&mut self, set: Rc<RefCell<StateSet>>) {
+        if let Some(s) = self.ctx.get_data::<ActiveStates>() {
+            *s.active.borrow_mut() = set;
+        }
+    }
+
+    /// Exchanges the current event `_event` reads with `event`.
+    pub(super) fn swap_event(&mut self, event: &mut Option<Event>) {
+        if let Some(current) = self.ctx.get_data::<CurrentEvent>() {
+            std::mem::swap(&mut *current.event.borrow_mut(), event);
+            *current.object.borrow_mut() = None;
+        }
     }
 
     fn global_names(&mut self) -> HashSet<String> {
@@ -709,7 +766,9 @@ impl DataModel for EcmaScriptDataModel {
         let io = JsValue::from_json(&vars.ioprocessors, &mut self.ctx)
             .map_err(|e| js_err(e, &mut self.ctx))?;
         self.define_readonly("_ioprocessors", io)?;
-        self.baseline_globals = self.global_names();
+        for name in ["_sessionid", "_name", "_ioprocessors"] {
+            self.baseline_globals.insert(name.to_string());
+        }
         Ok(())
     }
 
@@ -876,13 +935,13 @@ impl DataModel for EcmaScriptDataModel {
 
     fn state_entered(&mut self, state: StateId) {
         if let Some(s) = self.ctx.get_data::<ActiveStates>() {
-            s.active.borrow_mut().insert(state);
+            s.active.borrow().borrow_mut().insert(state);
         }
     }
 
     fn state_exited(&mut self, state: StateId) {
         if let Some(s) = self.ctx.get_data::<ActiveStates>() {
-            s.active.borrow_mut().remove(state);
+            s.active.borrow().borrow_mut().remove(state);
         }
     }
 

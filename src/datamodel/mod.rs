@@ -7,6 +7,7 @@
 
 pub mod ecmascript;
 pub mod null;
+pub mod shared;
 
 use std::sync::Arc;
 
@@ -112,7 +113,7 @@ pub trait DataModel {
 pub fn create(doc: &Arc<Document>, limits: &ScriptLimits) -> Box<dyn DataModel> {
     match doc.datamodel {
         crate::model::DataModelKind::Ecmascript => {
-            Box::new(ecmascript::EcmaScriptDataModel::new(doc.clone(), limits))
+            Box::new(shared::SharedEcmaScript::new(doc.clone(), limits))
         }
         crate::model::DataModelKind::Null => Box::new(null::NullDataModel::new(doc.clone())),
     }

@@ -1,0 +1,191 @@
+//! ECMAScript contexts shared by the sessions of one document on one
+//! thread. Creating a boa context costs about half a millisecond and a few
+//! hundred KiB (all the built-in objects of a realm); a session instead
+//! keeps only its own variables, and they are swapped into the shared
+//! context's global object when it runs. The swap is free while the same
+//! session keeps running, and compiled expressions are shared too.
+//!
+//! Sessions of one document on one thread share the built-in objects: a
+//! script that changes `Array.prototype` changes it for its siblings.
+//! Documents whose scripts declare `let`, `const` or `class` at any level
+//! get a context of their own, since global lexical declarations cannot be
+//! repeated in one realm.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use boa_engine::JsValue;
+use serde_json::Value;
+
+use super::ecmascript::EcmaScriptDataModel;
+use super::{DataModel, DmResult, InitialValue, ScriptLimits, SystemVariables};
+use crate::interpreter::Event;
+use crate::model::{Document, ExprId, ExprKind, StateId, StateSet};
+
+/// What a session owns while its variables are not installed.
+#[derive(Default)]
+pub struct SessionScope {
+    vars: Vec<(String, JsValue)>,
+    system: Option<SystemVariables>,
+    event: Option<Event>,
+}
+
+thread_local! {
+    static ENGINES: RefCell<HashMap<usize, Weak<RefCell<EcmaScriptDataModel>>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Whether a document's scripts can run in a shared context.
+pub fn shareable(doc: &Document) -> bool {
+    doc.exprs
+        .iter()
+        .filter(|e| e.kind == ExprKind::Script)
+        .all(|e| {
+            !e.source
+                .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+                .any(|w| matches!(w, "let" | "const" | "class"))
+        })
+}
+
+/// A session's ECMAScript data model over a (possibly shared) context.
+pub struct SharedEcmaScript {
+    engine: Rc<RefCell<EcmaScriptDataModel>>,
+    scope: Rc<RefCell<SessionScope>>,
+    /// The session's configuration as `In()` sees it; kept here so that
+    /// entering and exiting states never has to install the session.
+    active: Rc<RefCell<StateSet>>,
+}
+
+impl SharedEcmaScript {
+    /// The data model for a new session of `doc`: the thread's shared
+    /// context for that document when it can be shared, else a new one.
+    pub fn new(doc: Arc<Document>, limits: &ScriptLimits) -> SharedEcmaScript {
+        let engine = if shareable(&doc) {
+            let key = Arc::as_ptr(&doc) as usize;
+            ENGINES.with(|engines| {
+                let mut engines = engines.borrow_mut();
+                engines.retain(|_, w| w.strong_count() > 0);
+                match engines.get(&key).and_then(Weak::upgrade) {
+                    Some(e) => e,
+                    None => {
+                        let e =
+                            Rc::new(RefCell::new(EcmaScriptDataModel::new(doc.clone(), limits)));
+                        engines.insert(key, Rc::downgrade(&e));
+                        e
+                    }
+                }
+            })
+        } else {
+            Rc::new(RefCell::new(EcmaScriptDataModel::new(doc.clone(), limits)))
+        };
+        SharedEcmaScript {
+            engine,
+            scope: Rc::new(RefCell::new(SessionScope::default())),
+            active: Rc::new(RefCell::new(StateSet::with_capacity(doc.states.len()))),
+        }
+    }
+
+    /// Borrows the context with this session's variables installed.
+    fn installed(&self) -> std::cell::RefMut<'_, EcmaScriptDataModel> {
+        let mut engine = self.engine.borrow_mut();
+        let mine = Rc::downgrade(&self.scope);
+        if engine.owner.as_ref().is_some_and(|o| o.ptr_eq(&mine)) {
+            return engine;
+        }
+        // Save the previous owner's variables (or drop a finished one's).
+        let previous = engine.owner.take().and_then(|w| w.upgrade());
+        let vars = engine.take_globals();
+        match previous {
+            Some(prev) => {
+                let mut prev = prev.borrow_mut();
+                prev.vars = vars;
+                engine.swap_event(&mut prev.event);
+            }
+            None => engine.swap_event(&mut None),
+        }
+        let mut me = self.scope.borrow_mut();
+        if let Some(system) = &me.system {
+            let _ = engine.set_system_variables(system);
+        }
+        let vars = std::mem::take(&mut me.vars);
+        engine.put_globals(vars);
+        engine.set_active(self.active.clone());
+        engine.swap_event(&mut me.event);
+        engine.owner = Some(mine);
+        engine
+    }
+
+    /// Whether this session's context is shared with other sessions.
+    pub fn is_shared(&self) -> bool {
+        Rc::strong_count(&self.engine) > 1 || Rc::weak_count(&self.engine) > 0
+    }
+
+    /// Compilations done by the underlying context.
+    pub fn compilations(&self) -> u64 {
+        self.engine.borrow().compilations()
+    }
+}
+
+impl DataModel for SharedEcmaScript {
+    fn set_system_variables(&mut self, vars: &SystemVariables) -> DmResult<()> {
+        self.scope.borrow_mut().system = Some(vars.clone());
+        let mut engine = self.installed();
+        engine.set_system_variables(vars)
+    }
+    fn declare(&mut self, name: &str, value: &InitialValue) -> DmResult<()> {
+        self.installed().declare(name, value)
+    }
+    fn eval_cond(&mut self, expr: ExprId) -> DmResult<bool> {
+        self.installed().eval_cond(expr)
+    }
+    fn eval_value(&mut self, expr: ExprId) -> DmResult<Option<Value>> {
+        self.installed().eval_value(expr)
+    }
+    fn eval_string(&mut self, expr: ExprId) -> DmResult<String> {
+        self.installed().eval_string(expr)
+    }
+    fn eval_location(&mut self, location: ExprId) -> DmResult<Option<Value>> {
+        self.installed().eval_location(location)
+    }
+    fn assign_expr(&mut self, location: ExprId, expr: ExprId) -> DmResult<()> {
+        self.installed().assign_expr(location, expr)
+    }
+    fn assign_value(&mut self, location: ExprId, value: &InitialValue) -> DmResult<()> {
+        self.installed().assign_value(location, value)
+    }
+    fn eval_text(&mut self, source: &str) -> DmResult<Option<Value>> {
+        self.installed().eval_text(source)
+    }
+    fn assign_text(&mut self, location: &str, value: &InitialValue) -> DmResult<()> {
+        self.installed().assign_text(location, value)
+    }
+    fn run_script(&mut self, script: ExprId) -> DmResult<()> {
+        self.installed().run_script(script)
+    }
+    fn foreach_begin(&mut self, array: ExprId, item: &str, index: Option<&str>) -> DmResult<usize> {
+        self.installed().foreach_begin(array, item, index)
+    }
+    fn foreach_step(&mut self, item: &str, index: Option<&str>, i: usize) -> DmResult<()> {
+        self.installed().foreach_step(item, index, i)
+    }
+    fn foreach_end(&mut self) {
+        self.installed().foreach_end()
+    }
+    fn set_event(&mut self, event: &Event) -> DmResult<()> {
+        self.installed().set_event(event)
+    }
+    fn state_entered(&mut self, state: StateId) {
+        self.active.borrow_mut().insert(state);
+    }
+    fn state_exited(&mut self, state: StateId) {
+        self.active.borrow_mut().remove(state);
+    }
+    fn snapshot(&mut self) -> DmResult<Value> {
+        self.installed().snapshot()
+    }
+    fn restore(&mut self, snapshot: &Value) -> DmResult<()> {
+        self.installed().restore(snapshot)
+    }
+}

@@ -1,0 +1,150 @@
+//! Sessions of one document on one thread share an ECMAScript context and
+//! swap their own variables in and out. Interleaved sessions must still be
+//! fully isolated: variables, script-created globals, `In()`, `_event`,
+//! `_sessionid`, snapshots.
+
+use std::sync::Arc;
+
+use ors::interpreter::{Event, Host, Session, SessionOptions};
+use ors::{Document, LoadOptions, parse_document};
+use serde_json::json;
+
+struct NullHost;
+
+impl Host for NullHost {
+    fn now_ms(&mut self) -> u64 {
+        0
+    }
+    fn log(&mut self, _: &str, _: Option<&str>, _: &str) {}
+}
+
+const CHART: &str = r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="counting">
+  <datamodel>
+    <data id="n" expr="0"/>
+    <data id="owner" expr="_sessionid"/>
+    <data id="seen" expr="[]"/>
+  </datamodel>
+  <script>var created = 'by script'; function bump(by) { n = n + by; return n; }</script>
+  <state id="counting">
+    <transition event="add" cond="In('counting') &amp;&amp; owner === _sessionid">
+      <script>bump(_event.data.by); seen.push(_event.data.by); extra = (typeof extra === 'undefined') ? 1 : extra + 1;</script>
+    </transition>
+    <transition event="stop" cond="In('counting')" target="stopped"/>
+  </state>
+  <state id="stopped">
+    <transition event="add" target="wrong"/>
+  </state>
+  <state id="wrong"/>
+</scxml>"#;
+
+fn doc() -> Arc<Document> {
+    Arc::new(parse_document(CHART, None, &LoadOptions::default()).expect("loads"))
+}
+
+fn send(s: &mut Session, name: &str, data: serde_json::Value) {
+    s.enqueue_external(Event::external(name, Some(data)));
+    s.process_next_external(&mut NullHost).expect("processed");
+}
+
+fn value(s: &mut Session, expr: &str) -> serde_json::Value {
+    s.datamodel_mut()
+        .eval_text(expr)
+        .expect("evaluates")
+        .unwrap_or(json!("undefined"))
+}
+
+#[test]
+fn interleaved_sessions_of_one_document_stay_isolated() {
+    let doc = doc();
+    let mut sessions: Vec<Session> = (0..3)
+        .map(|i| {
+            let mut s = Session::new(
+                doc.clone(),
+                SessionOptions {
+                    session_id: Some(format!("s{i}")),
+                    ..SessionOptions::default()
+                },
+            );
+            s.start(&mut NullHost);
+            s
+        })
+        .collect();
+    for round in 1..=4 {
+        for (i, s) in sessions.iter_mut().enumerate() {
+            send(s, "add", json!({ "by": (i + 1) * 10 + round }));
+        }
+    }
+    // Session 1 stops; the others keep counting.
+    send(&mut sessions[1], "stop", json!({}));
+    send(&mut sessions[0], "add", json!({ "by": 100 }));
+    for (i, s) in sessions.iter_mut().enumerate() {
+        let by = (i as i64 + 1) * 10;
+        let mut expected_n = (1..=4).map(|r| by + r).sum::<i64>();
+        if i == 0 {
+            expected_n += 100;
+        }
+        assert_eq!(value(s, "n"), json!(expected_n), "n of session {i}");
+        assert_eq!(value(s, "owner"), json!(format!("s{i}")));
+        assert_eq!(value(s, "_sessionid"), json!(format!("s{i}")));
+        assert_eq!(value(s, "created"), json!("by script"));
+        assert_eq!(value(s, "extra"), json!(if i == 0 { 5 } else { 4 }));
+        assert_eq!(value(s, "seen.length"), json!(if i == 0 { 5 } else { 4 }));
+        assert_eq!(value(s, "In('stopped')"), json!(i == 1));
+    }
+    assert_eq!(sessions[1].configuration_names(), vec!["stopped"]);
+    assert_eq!(sessions[0].configuration_names(), vec!["counting"]);
+}
+
+#[test]
+fn snapshots_of_interleaved_sessions_hold_their_own_values() {
+    let doc = doc();
+    let mut a = Session::new(doc.clone(), SessionOptions::default());
+    let mut b = Session::new(doc.clone(), SessionOptions::default());
+    a.start(&mut NullHost);
+    b.start(&mut NullHost);
+    send(&mut a, "add", json!({ "by": 1 }));
+    send(&mut b, "add", json!({ "by": 2 }));
+    let snap_a = a.snapshot().expect("snapshot a");
+    let snap_b = b.snapshot().expect("snapshot b");
+    assert_eq!(snap_a.datamodel["n"], json!(1));
+    assert_eq!(snap_b.datamodel["n"], json!(2));
+    assert_eq!(snap_a.datamodel["seen"], json!([1]));
+    assert_eq!(snap_b.datamodel["seen"], json!([2]));
+}
+
+#[test]
+fn a_finished_sessions_variables_do_not_reach_the_next_one() {
+    let doc = doc();
+    {
+        let mut old = Session::new(doc.clone(), SessionOptions::default());
+        old.start(&mut NullHost);
+        send(&mut old, "add", json!({ "by": 7 }));
+        assert_eq!(value(&mut old, "extra"), json!(1));
+    }
+    let mut fresh = Session::new(doc.clone(), SessionOptions::default());
+    fresh.start(&mut NullHost);
+    assert_eq!(value(&mut fresh, "n"), json!(0));
+    assert_eq!(value(&mut fresh, "typeof extra"), json!("undefined"));
+    assert_eq!(value(&mut fresh, "seen.length"), json!(0));
+}
+
+#[test]
+fn documents_with_lexical_declarations_get_their_own_context() {
+    let text = r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="s">
+      <script>let counter = 0; const step = 2;</script>
+      <state id="s"><transition event="go" cond="step === 2" target="ok"/></state>
+      <state id="ok"/></scxml>"#;
+    let doc = Arc::new(parse_document(text, None, &LoadOptions::default()).expect("loads"));
+    let mut a = Session::new(doc.clone(), SessionOptions::default());
+    let mut b = Session::new(doc.clone(), SessionOptions::default());
+    a.start(&mut NullHost);
+    b.start(&mut NullHost);
+    for s in [&mut a, &mut b] {
+        send(s, "go", json!({}));
+        assert_eq!(
+            s.configuration_names(),
+            vec!["ok"],
+            "a second `let` in one realm would fail"
+        );
+    }
+}
