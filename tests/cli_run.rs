@@ -17,6 +17,22 @@ fn ors() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ors"))
 }
 
+/// Runs `ors` with these arguments, writing `input` to its stdin.
+fn run_with_input(args: &[&str], chart: &Path, input: &[u8]) -> std::process::Output {
+    ors()
+        .args(args)
+        .arg(chart)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(input)?;
+            c.wait_with_output()
+        })
+        .expect("runs")
+}
+
 fn write_temp(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ors-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -67,21 +83,11 @@ fn a_driver_can_send_one_event_and_wait_for_its_line() {
 
 #[test]
 fn invalid_input_lines_are_reported_and_skipped() {
-    let out = ors()
-        .arg("run")
-        .arg(fixture("hello.scxml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"not json\n{\"data\":1}\n{\"name\":\"tick\",\"data\":{\"n\":1}}\n")?;
-            c.wait_with_output()
-        })
-        .expect("runs");
+    let out = run_with_input(
+        &["run"],
+        &fixture("hello.scxml"),
+        b"not json\n{\"data\":1}\n{\"name\":\"tick\",\"data\":{\"n\":1}}\n",
+    );
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<Value> = stdout
@@ -220,21 +226,11 @@ fn validate_exit_codes() {
 
 #[test]
 fn trace_reports_exits_transitions_and_entries_in_order() {
-    let out = ors()
-        .args(["run", "--trace", "--no-basichttp"])
-        .arg(fixture("hello.scxml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"{\"name\":\"tick\"}\n")?;
-            c.wait_with_output()
-        })
-        .expect("runs");
+    let out = run_with_input(
+        &["run", "--trace", "--no-basichttp"],
+        &fixture("hello.scxml"),
+        b"{\"name\":\"tick\"}\n",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let steps: Vec<&str> = stderr
         .lines()

@@ -335,12 +335,7 @@ impl EcmaScriptDataModel {
     /// script) are left as `undefined`.
     pub(super) fn take_globals(&mut self) -> Vec<(String, JsValue)> {
         let global = self.ctx.global_object();
-        let mut names: Vec<String> = self
-            .global_names()
-            .into_iter()
-            .filter(|n| !self.baseline_globals.contains(n))
-            .collect();
-        names.sort();
+        let names = self.user_global_names();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             let key = JsString::from(name.as_str());
@@ -377,6 +372,18 @@ impl EcmaScriptDataModel {
             std::mem::swap(&mut *current.event.borrow_mut(), event);
             *current.object.borrow_mut() = None;
         }
+    }
+
+    /// Globals the session's document created (not built-ins or system
+    /// variables), sorted.
+    fn user_global_names(&mut self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .global_names()
+            .into_iter()
+            .filter(|n| !self.baseline_globals.contains(n))
+            .collect();
+        names.sort();
+        names
     }
 
     fn global_names(&mut self) -> HashSet<String> {
@@ -946,12 +953,7 @@ impl DataModel for EcmaScriptDataModel {
     }
 
     fn snapshot(&mut self) -> DmResult<Value> {
-        let mut names: Vec<String> = self
-            .global_names()
-            .into_iter()
-            .filter(|n| !self.baseline_globals.contains(n))
-            .collect();
-        names.sort();
+        let names = self.user_global_names();
         let global = self.ctx.global_object();
         let mut map = Map::new();
         for name in names {
