@@ -4,8 +4,9 @@
 //! for one top-level session and its children; a server worker thread runs
 //! one per worker.
 
-use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::interpreter::{
@@ -13,12 +14,21 @@ use crate::interpreter::{
     SessionOptions, StepOutcome, is_scxml_type_uri,
 };
 use crate::model::Document;
-use crate::parser::{LoadOptions, load_file, parse_document};
+use crate::parser::{LoadOptions, load_file, parse_document, parse_document_from};
 
 /// Receives `<log>` output: session id, label, message.
 pub type LogSink = Box<dyn FnMut(&str, Option<&str>, &str)>;
 
+/// Loads an invoked child's document from its resolved URI (a server uses
+/// its document cache and allow-list).
+pub type DocumentLoader = Box<dyn FnMut(&str) -> Result<Arc<Document>, String>>;
+
+/// Delivers an event to a session id this host does not hold (one on
+/// another worker thread); the error becomes `error.communication`.
+pub type RemoteRouter = Box<dyn FnMut(&str, Event) -> Result<(), String>>;
+
 struct Slot {
+    id: Arc<str>,
     /// `None` while the session is running (taken out of the table).
     session: Option<Session>,
     /// Parent session id and the invoke id it knows this child by.
@@ -26,21 +36,32 @@ struct Slot {
     /// Invoke id → child session id.
     children: HashMap<Arc<str>, Arc<str>>,
     started: bool,
+    /// Whether the id sits in the ready queue.
+    ready: bool,
+    /// The due time last pushed onto the timer heap for this session.
+    timer: Option<u64>,
 }
 
 /// Runs sessions on the current thread; see the module docs.
 pub struct LocalHost {
     slots: HashMap<Arc<str>, Slot>,
-    /// Session ids in creation order (the order queues are served in).
-    order: Vec<Arc<str>>,
+    /// Sessions with queued external events, served round-robin.
+    ready: VecDeque<Arc<str>>,
+    /// Pending timers by due time (lazy: entries are checked when popped).
+    timers: BinaryHeap<Reverse<(u64, Arc<str>)>>,
     outbox: VecDeque<(Arc<str>, Event)>,
     to_start: Vec<Arc<str>>,
-    documents: HashMap<PathBuf, Arc<Document>>,
+    documents: HashMap<String, Arc<Document>>,
     options: SessionOptions,
     log: LogSink,
     clock: Box<dyn FnMut() -> u64>,
     basichttp: Option<crate::io::basichttp::Client>,
     trace: Option<LogSink>,
+    document_loader: Option<DocumentLoader>,
+    remote: Option<RemoteRouter>,
+    id_generator: Option<Box<dyn FnMut() -> String>>,
+    services: Option<Box<dyn Any>>,
+    halted: Vec<Arc<str>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -56,7 +77,8 @@ impl LocalHost {
     pub fn new(options: SessionOptions, log: LogSink) -> LocalHost {
         LocalHost {
             slots: HashMap::new(),
-            order: Vec::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
             outbox: VecDeque::new(),
             to_start: Vec::new(),
             documents: HashMap::new(),
@@ -65,7 +87,62 @@ impl LocalHost {
             clock: Box::new(wall_clock_ms),
             basichttp: None,
             trace: None,
+            document_loader: None,
+            remote: None,
+            id_generator: None,
+            services: None,
+            halted: Vec::new(),
         }
+    }
+
+    /// Loads invoked children's documents with `loader` instead of the
+    /// built-in file/HTTP loader.
+    pub fn set_document_loader(&mut self, loader: DocumentLoader) {
+        self.document_loader = Some(loader);
+    }
+
+    /// Routes `#_scxml_<id>` sends for sessions this host does not hold.
+    pub fn set_remote_router(&mut self, router: RemoteRouter) {
+        self.remote = Some(router);
+    }
+
+    /// Generates the ids of invoked children (a server encodes its worker).
+    pub fn set_id_generator(&mut self, generator: Box<dyn FnMut() -> String>) {
+        self.id_generator = Some(generator);
+    }
+
+    /// Installs the object custom actions reach through [`Host::services`].
+    pub fn set_services(&mut self, services: Box<dyn Any>) {
+        self.services = Some(services);
+    }
+
+    /// The object installed with [`LocalHost::set_services`].
+    pub fn services_mut(&mut self) -> Option<&mut (dyn Any + 'static)> {
+        self.services.as_deref_mut()
+    }
+
+    /// Top-level sessions that halted since the last call.
+    pub fn take_halted(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.halted)
+    }
+
+    /// Removes a session (and the children it invoked) from the table.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let present = self.slots.contains_key(id);
+        self.remove_tree(id);
+        present
+    }
+
+    /// Stops a running top-level session as if cancelled: it exits its
+    /// states (running onexit handlers) and its children are cancelled.
+    pub fn terminate(&mut self, id: &str) -> bool {
+        let running = self.session(id).is_some_and(Session::is_running);
+        if running {
+            self.with_session(id, |s, host| s.cancel(host));
+            self.flush();
+            self.halted.push(id.into());
+        }
+        running
     }
 
     /// Lets sessions `<send>` with the Basic HTTP Event I/O Processor.
@@ -96,13 +173,15 @@ impl LocalHost {
         self.slots.insert(
             id.clone(),
             Slot {
+                id: id.clone(),
                 session: Some(session),
                 parent,
                 children: HashMap::new(),
                 started: false,
+                ready: false,
+                timer: None,
             },
         );
-        self.order.push(id.clone());
         id
     }
 
@@ -128,8 +207,18 @@ impl LocalHost {
     ) -> Option<R> {
         let mut session = self.slots.get_mut(id)?.session.take()?;
         let r = f(&mut session, self);
+        let due = session.next_timer_due();
+        let queued = session.is_running() && session.has_external();
         if let Some(slot) = self.slots.get_mut(id) {
             slot.session = Some(session);
+            if queued && !slot.ready {
+                slot.ready = true;
+                self.ready.push_back(slot.id.clone());
+            }
+            if due.is_some() && due != slot.timer {
+                self.timers.push(Reverse((due.unwrap_or(0), slot.id.clone())));
+            }
+            slot.timer = due;
         }
         Some(r)
     }
@@ -148,9 +237,17 @@ impl LocalHost {
 
     /// Queues an external event for a session.
     pub fn deliver(&mut self, id: &str, event: Event) -> bool {
-        match self.slots.get_mut(id).and_then(|s| s.session.as_mut()) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return false;
+        };
+        let key = &slot.id;
+        match slot.session.as_mut() {
             Some(session) if session.is_running() => {
                 session.enqueue_external(event);
+                if !slot.ready {
+                    slot.ready = true;
+                    self.ready.push_back(key.clone());
+                }
                 true
             }
             _ => false,
@@ -183,57 +280,60 @@ impl LocalHost {
     }
 
     /// Serves every session's external queue until all are empty, calling
-    /// `observe` after each event a session processed.
+    /// `observe` after each event a session processed. Sessions with queued
+    /// events take turns, one event each.
     pub fn run_until_idle(&mut self, observe: &mut dyn FnMut(&str, &Session, &Event)) {
         loop {
             self.flush();
-            let mut progressed = false;
-            let ids = self.order.clone();
-            for id in ids {
-                let has = self
-                    .slots
-                    .get(&id)
-                    .and_then(|s| s.session.as_ref())
-                    .is_some_and(|s| s.is_running() && s.has_external());
-                if !has {
-                    continue;
-                }
-                if let Some((event, _)) = self.step(&id) {
-                    progressed = true;
-                    if let Some(session) = self.session(&id) {
-                        observe(&id, session, &event);
-                    }
-                }
-                self.flush();
-            }
-            if !progressed {
+            let Some(id) = self.ready.pop_front() else {
                 break;
+            };
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.ready = false;
+            }
+            if let Some((event, _)) = self.step(&id) {
+                if let Some(session) = self.session(&id) {
+                    observe(&id, session, &event);
+                }
+            }
+            if let Some(slot) = self.slots.get_mut(&id)
+                && !slot.ready
+                && slot
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.is_running() && s.has_external())
+            {
+                slot.ready = true;
+                self.ready.push_back(id);
             }
         }
     }
 
     /// The earliest pending timer of any session.
-    pub fn next_timer_due(&self) -> Option<u64> {
-        self.slots
-            .values()
-            .filter_map(|s| s.session.as_ref())
-            .filter_map(|s| s.next_timer_due())
-            .min()
+    pub fn next_timer_due(&mut self) -> Option<u64> {
+        while let Some(Reverse((due, id))) = self.timers.peek() {
+            let current = self.slots.get(id).and_then(|s| s.timer);
+            if current == Some(*due) {
+                return Some(*due);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     /// Fires every timer due at `now` (by due time, across sessions).
     pub fn fire_due_timers(&mut self, now: u64) -> usize {
-        let mut due: Vec<(u64, Arc<str>)> = self
-            .slots
-            .iter()
-            .filter_map(|(id, s)| {
-                let d = s.session.as_ref()?.next_timer_due()?;
-                (d <= now).then(|| (d, id.clone()))
-            })
-            .collect();
-        due.sort();
         let mut n = 0;
-        for (_, id) in due {
+        while let Some(due) = self.next_timer_due() {
+            if due > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.timers.pop() else {
+                break;
+            };
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.timer = None;
+            }
             n += self
                 .with_session(&id, |s, host| s.fire_due_timers(now, host))
                 .unwrap_or(0);
@@ -244,17 +344,13 @@ impl LocalHost {
 
     /// Whether any session could still do something (running with a timer,
     /// a queued event, or a child that is running).
-    pub fn has_pending_work(&self, root: &str) -> bool {
+    pub fn has_pending_work(&mut self, root: &str) -> bool {
         self.slots
             .get(root)
             .and_then(|s| s.session.as_ref())
             .is_some_and(|s| s.is_running())
             && (self.next_timer_due().is_some()
-                || self
-                    .slots
-                    .values()
-                    .filter_map(|s| s.session.as_ref())
-                    .any(|s| s.is_running() && s.has_external())
+                || !self.ready.is_empty()
                 || self.slots.len() > 1)
     }
 
@@ -265,7 +361,9 @@ impl LocalHost {
             return;
         };
         let Some((parent, invokeid)) = slot.parent.clone() else {
-            return; // top-level sessions stay for their host to read
+            // Top-level sessions stay for their host to read.
+            self.halted.push(id.into());
+            return;
         };
         let done_data = slot.session.as_ref().and_then(|s| s.done_data().cloned());
         self.remove_tree(id);
@@ -285,7 +383,6 @@ impl LocalHost {
                 self.remove_tree(child);
             }
         }
-        self.order.retain(|o| &**o != id);
     }
 
     fn load_child(&mut self, source: &InvokeSource) -> Result<Arc<Document>, String> {
@@ -294,24 +391,28 @@ impl LocalHost {
             InvokeSource::Text(text) => parse_document(text, None, &LoadOptions::default())
                 .map(Arc::new)
                 .map_err(|e| e.to_string()),
-            InvokeSource::Uri { uri, base_dir } => {
-                let key = match crate::loader::resolve_path(uri, base_dir.as_deref()) {
-                    Some(path) => path,
-                    None if crate::loader::is_http(uri) => PathBuf::from(uri),
-                    None => return Err(format!("cannot fetch '{uri}': unsupported URI scheme")),
-                };
-                if let Some(d) = self.documents.get(&key) {
+            InvokeSource::Uri { uri, base } => {
+                let resolved = crate::loader::resolve(uri, base.as_deref());
+                if let Some(loader) = &mut self.document_loader {
+                    return loader(&resolved);
+                }
+                if let Some(d) = self.documents.get(&resolved) {
                     return Ok(d.clone());
                 }
-                let doc = if crate::loader::is_http(uri) {
-                    let text = crate::loader::load_text(uri, None)?;
-                    parse_document(&text, None, &LoadOptions::default())
+                let doc = if crate::loader::is_http(&resolved) {
+                    let text = crate::loader::load_text(&resolved, None)?;
+                    parse_document_from(&text, &resolved, &LoadOptions::default())
                 } else {
-                    load_file(&key, &LoadOptions::default())
+                    match crate::loader::file_path(&resolved) {
+                        Some(path) => load_file(&path, &LoadOptions::default()),
+                        None => {
+                            return Err(format!("cannot fetch '{uri}': unsupported URI scheme"));
+                        }
+                    }
                 }
                 .map_err(|e| e.to_string())?;
                 let doc = Arc::new(doc);
-                self.documents.insert(key, doc.clone());
+                self.documents.insert(resolved, doc.clone());
                 Ok(doc)
             }
         }
@@ -362,6 +463,10 @@ impl Host for LocalHost {
         }
     }
 
+    fn services(&mut self) -> Option<&mut dyn Any> {
+        self.services.as_deref_mut()
+    }
+
     fn supports_type(&self, type_uri: &str) -> bool {
         self.basichttp.is_some() && crate::io::basichttp::is_basichttp_type(type_uri)
     }
@@ -395,7 +500,12 @@ impl Host for LocalHost {
         } else if let Some(id) = target.strip_prefix("#_scxml_") {
             match self.slots.get_key_value(id) {
                 Some((k, _)) => k.clone(),
-                None => return Err(DispatchError(format!("no session '{id}'"))),
+                None => {
+                    return match &mut self.remote {
+                        Some(route) => route(id, event).map_err(DispatchError),
+                        None => Err(DispatchError(format!("no session '{id}'"))),
+                    };
+                }
             }
         } else if let Some(invokeid) = target.strip_prefix("#_") {
             match self
@@ -416,7 +526,7 @@ impl Host for LocalHost {
     fn invoke(&mut self, parent_id: &str, request: InvokeRequest) -> Result<(), DispatchError> {
         let doc = self.load_child(&request.source).map_err(DispatchError)?;
         let options = SessionOptions {
-            session_id: None,
+            session_id: self.id_generator.as_mut().map(|g| g()),
             initial_data: request.data,
             ..self.options.clone()
         };

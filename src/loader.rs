@@ -9,23 +9,58 @@ use std::time::Duration;
 /// How long an HTTP fetch may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Resolves `uri` against `base_dir` to a filesystem path, when it names one.
-pub fn resolve_path(uri: &str, base_dir: Option<&Path>) -> Option<PathBuf> {
-    let rest = if let Some(r) = uri.strip_prefix("file://") {
-        r
-    } else if let Some(r) = uri.strip_prefix("file:") {
-        r
-    } else if is_http(uri) || uri.contains("://") {
-        return None;
-    } else {
-        uri
+/// Resolves `uri` against `base`, the location (path or URL) of the
+/// document that refers to it. Absolute URIs and paths come back as they are.
+pub fn resolve(uri: &str, base: Option<&str>) -> String {
+    let uri = uri.trim();
+    // `file:name` is a relative path in a URI's clothing.
+    let uri = match uri.strip_prefix("file:") {
+        Some(rest) if !rest.starts_with('/') => rest,
+        _ => uri,
     };
-    let path = PathBuf::from(rest);
-    if path.is_absolute() {
-        Some(path)
-    } else {
-        Some(base_dir.map(|b| b.join(&path)).unwrap_or(path))
+    if has_scheme(uri) || Path::new(uri).is_absolute() {
+        return uri.to_string();
     }
+    let Some(base) = base else {
+        return uri.to_string();
+    };
+    if is_http(base) {
+        return reqwest::Url::parse(base)
+            .and_then(|b| b.join(uri))
+            .map(|u| u.to_string())
+            .unwrap_or_else(|_| uri.to_string());
+    }
+    let base_path = base
+        .strip_prefix("file://")
+        .or_else(|| base.strip_prefix("file:"))
+        .unwrap_or(base);
+    match Path::new(base_path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(uri).display().to_string(),
+        _ => uri.to_string(),
+    }
+}
+
+/// Whether `uri` starts with a scheme such as `http:` or `file:` (a
+/// one-letter "scheme" is a Windows drive, not a scheme).
+pub fn has_scheme(uri: &str) -> bool {
+    match uri.find(':') {
+        Some(i) if i > 1 => uri[..i]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')),
+        _ => false,
+    }
+}
+
+/// The filesystem path a `file:` URI or plain path names; `None` for other
+/// schemes.
+pub fn file_path(uri: &str) -> Option<PathBuf> {
+    if let Some(rest) = uri.strip_prefix("file://") {
+        return Some(PathBuf::from(rest));
+    }
+    if let Some(rest) = uri.strip_prefix("file:") {
+        return Some(PathBuf::from(rest));
+    }
+    (!has_scheme(uri)).then(|| PathBuf::from(uri))
 }
 
 /// Whether the URI is fetched over HTTP.
@@ -45,12 +80,14 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Reads the text a `src` attribute names; the error says why it could not.
-pub fn load_text(uri: &str, base_dir: Option<&Path>) -> Result<String, String> {
-    if is_http(uri) {
-        return fetch_http(uri);
+/// Reads the text a `src` attribute names, relative to `base` (the
+/// referring document's location); the error says why it could not.
+pub fn load_text(uri: &str, base: Option<&str>) -> Result<String, String> {
+    let resolved = resolve(uri, base);
+    if is_http(&resolved) {
+        return fetch_http(&resolved);
     }
-    let path = resolve_path(uri, base_dir)
+    let path = file_path(&resolved)
         .ok_or_else(|| format!("cannot fetch '{uri}': unsupported URI scheme"))?;
     std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot fetch '{uri}' ({}): {e}", path.display()))

@@ -2,7 +2,6 @@
 //! when their state is exited, `<finalize>` and autoforwarding. The host
 //! creates and runs the child sessions.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -17,12 +16,12 @@ use crate::model::{Content, Document, Invoke, StateId, ValueSource};
 pub enum InvokeSource {
     /// An inline `<content><scxml>`, already built.
     Document(Arc<Document>),
-    /// A `src`/`srcexpr` URI, relative to the parent document's directory.
+    /// A `src`/`srcexpr` URI, relative to the parent document's location.
     Uri {
         /// The URI as evaluated.
         uri: String,
-        /// The parent document's directory.
-        base_dir: Option<PathBuf>,
+        /// Where the parent document came from (a path or URL).
+        base: Option<String>,
     },
     /// SCXML text from `<content expr>`.
     Text(String),
@@ -118,10 +117,7 @@ impl Session {
         } else if let Some(src) = &inv.src {
             InvokeSource::Uri {
                 uri: self.eval_source(src)?,
-                base_dir: doc
-                    .source_path
-                    .as_ref()
-                    .and_then(|p| p.parent().map(|d| d.to_path_buf())),
+                base: doc.location.clone(),
             }
         } else if let Some(content) = &inv.content {
             let text = match content {

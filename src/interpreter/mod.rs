@@ -73,6 +73,11 @@ pub trait Host {
     fn cancel_invoke(&mut self, parent_id: &str, invokeid: &str) {
         let _ = (parent_id, invokeid);
     }
+    /// Host-specific services a custom action can downcast to (a server
+    /// worker's job queue, for instance); `None` where there are none.
+    fn services(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
     /// Whether the host has an I/O processor of this type besides SCXML's.
     fn supports_type(&self, type_uri: &str) -> bool {
         let _ = type_uri;

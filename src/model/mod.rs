@@ -8,7 +8,6 @@ mod content;
 mod stateset;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -262,8 +261,9 @@ pub struct Expr {
 pub struct Document {
     /// The `name` attribute of `<scxml>`.
     pub name: Option<String>,
-    /// Where the document was read from (for diagnostics and relative `src`).
-    pub source_path: Option<PathBuf>,
+    /// Where the document was read from, a path or a URL (for diagnostics
+    /// and for resolving relative `src`).
+    pub location: Option<String>,
     /// The data model kind.
     pub datamodel: DataModelKind,
     /// Early or late data binding.
@@ -291,7 +291,7 @@ impl Document {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn assemble(
         name: Option<String>,
-        source_path: Option<PathBuf>,
+        location: Option<String>,
         datamodel: DataModelKind,
         binding: Binding,
         states: Vec<State>,
@@ -304,7 +304,7 @@ impl Document {
         let has_invokes = states.iter().any(|s| !s.invokes.is_empty());
         let mut doc = Document {
             name,
-            source_path,
+            location,
             datamodel,
             binding,
             states,

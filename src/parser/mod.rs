@@ -6,7 +6,7 @@
 pub mod xml;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::loader;
@@ -85,6 +85,27 @@ pub fn parse_document(
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "<input>".into());
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let location = path.map(|p| p.display().to_string());
+    parse_tree_at(text, file, location, options)
+}
+
+/// Loads a document fetched from `location` (a URL or path), which names it
+/// in diagnostics and anchors relative `src` URIs.
+pub fn parse_document_from(
+    text: &str,
+    location: &str,
+    options: &LoadOptions,
+) -> Result<Document, LoadError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    parse_tree_at(text, location.to_string(), Some(location.to_string()), options)
+}
+
+fn parse_tree_at(
+    text: &str,
+    file: String,
+    location: Option<String>,
+    options: &LoadOptions,
+) -> Result<Document, LoadError> {
     let root = xml::parse_tree(text).map_err(|e| {
         LoadError(vec![Diagnostic {
             file: file.clone(),
@@ -92,14 +113,7 @@ pub fn parse_document(
             message: e.message,
         }])
     })?;
-    let builder = Builder::new(
-        file,
-        text,
-        path.and_then(|p| p.parent().map(Path::to_path_buf)),
-        path.map(Path::to_path_buf),
-        options,
-    );
-    builder.build(&root)
+    Builder::new(file, text, location, options).build(&root)
 }
 
 fn is_scxml(el: &Element) -> bool {
@@ -118,8 +132,9 @@ struct PendingTargets {
 struct Builder<'a> {
     file: String,
     text: &'a str,
-    base_dir: Option<PathBuf>,
-    source_path: Option<PathBuf>,
+    /// Where the document came from (a path or URL); relative `src` URIs
+    /// resolve against it.
+    location: Option<String>,
     options: &'a LoadOptions<'a>,
     states: Vec<State>,
     transitions: Vec<Transition>,
@@ -141,15 +156,13 @@ impl<'a> Builder<'a> {
     fn new(
         file: String,
         text: &'a str,
-        base_dir: Option<PathBuf>,
-        source_path: Option<PathBuf>,
+        location: Option<String>,
         options: &'a LoadOptions<'a>,
     ) -> Builder<'a> {
         Builder {
             file,
             text,
-            base_dir,
-            source_path,
+            location,
             options,
             states: Vec::new(),
             transitions: Vec::new(),
@@ -259,7 +272,7 @@ impl<'a> Builder<'a> {
         }
         Ok(Document::assemble(
             name,
-            self.source_path,
+            self.location,
             datamodel,
             binding,
             self.states,
@@ -653,7 +666,7 @@ impl<'a> Builder<'a> {
                 );
             }
             let source = if let Some(src) = d.attr("src") {
-                let loaded = loader::load_text(src, self.base_dir.as_deref())
+                let loaded = loader::load_text(src, self.location.as_deref())
                     .map(|t| Arc::from(t.as_str()))
                     .map_err(|e| Arc::from(e.as_str()));
                 DataSource::Src {
@@ -680,7 +693,7 @@ impl<'a> Builder<'a> {
             if !el.text().trim().is_empty() {
                 self.error(el.pos, "<script> must not have both 'src' and content");
             }
-            match loader::load_text(src, self.base_dir.as_deref()) {
+            match loader::load_text(src, self.location.as_deref()) {
                 Ok(text) => Some(self.expr(&text, ExprKind::Script, el.pos)),
                 Err(e) => {
                     self.error(el.pos, format!("<script src>: {e}"));
@@ -993,8 +1006,7 @@ impl<'a> Builder<'a> {
         let nested = Builder::new(
             self.file.clone(),
             self.text,
-            self.base_dir.clone(),
-            self.source_path.clone(),
+            self.location.clone(),
             self.options,
         );
         nested.build(root)
