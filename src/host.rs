@@ -190,6 +190,11 @@ impl LocalHost {
         self.slots.get(id).and_then(|s| s.session.as_ref())
     }
 
+    /// The session with this id, for changes (reading its data model).
+    pub fn session_mut(&mut self, id: &str) -> Option<&mut Session> {
+        self.slots.get_mut(id).and_then(|s| s.session.as_mut())
+    }
+
     /// Number of sessions (including halted top-level ones still kept).
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -216,7 +221,8 @@ impl LocalHost {
                 self.ready.push_back(slot.id.clone());
             }
             if due.is_some() && due != slot.timer {
-                self.timers.push(Reverse((due.unwrap_or(0), slot.id.clone())));
+                self.timers
+                    .push(Reverse((due.unwrap_or(0), slot.id.clone())));
             }
             slot.timer = due;
         }
@@ -291,10 +297,10 @@ impl LocalHost {
             if let Some(slot) = self.slots.get_mut(&id) {
                 slot.ready = false;
             }
-            if let Some((event, _)) = self.step(&id) {
-                if let Some(session) = self.session(&id) {
-                    observe(&id, session, &event);
-                }
+            if let Some((event, _)) = self.step(&id)
+                && let Some(session) = self.session(&id)
+            {
+                observe(&id, session, &event);
             }
             if let Some(slot) = self.slots.get_mut(&id)
                 && !slot.ready
@@ -349,9 +355,7 @@ impl LocalHost {
             .get(root)
             .and_then(|s| s.session.as_ref())
             .is_some_and(|s| s.is_running())
-            && (self.next_timer_due().is_some()
-                || !self.ready.is_empty()
-                || self.slots.len() > 1)
+            && (self.next_timer_due().is_some() || !self.ready.is_empty() || self.slots.len() > 1)
     }
 
     /// A session halted: an invoked child is removed at once and its parent

@@ -5,7 +5,8 @@
 //! The engine is split into [`parser`] (text → [`model::Document`]),
 //! [`interpreter`] (Appendix D over a [`interpreter::Session`]) and
 //! [`datamodel`] (ECMAScript on boa, and null). [`cli`] holds the command
-//! line hosts (`ors run`, `ors validate`, `ors conformance`).
+//! line hosts (`ors run`, `ors validate`, `ors conformance`); [`server`] is
+//! `ors serve`, with the ORS modules in [`modules`].
 
 pub mod bench;
 pub mod cli;
@@ -15,7 +16,9 @@ pub mod interpreter;
 pub mod io;
 pub mod loader;
 pub mod model;
+pub mod modules;
 pub mod parser;
+pub mod server;
 
 pub use interpreter::{Event, EventKind, Host, Session, SessionOptions, SessionSnapshot};
 pub use model::Document;

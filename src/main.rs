@@ -40,6 +40,21 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Run the orchestration server (ORS REST API) until SIGTERM or Ctrl-C.
+    Serve {
+        /// TOML configuration (see ors.example.toml); embedded defaults without it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Log line format.
+        #[arg(long, value_enum)]
+        log_format: Option<ors::server::config::LogFormat>,
+        /// Session worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Check documents and print diagnostics (exit 1 on any error).
     Validate {
         /// Documents to check.
@@ -101,12 +116,25 @@ fn parse_floor(s: &str) -> Result<(String, usize), String> {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("ORS_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("ORS_LOG"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let code = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            log_format,
+            workers,
+        } => cli::serve::serve(cli::serve::ServeOptions {
+            config,
+            listen,
+            log_format,
+            workers,
+        }),
         Command::Run {
             file,
             timeout,

@@ -3,6 +3,7 @@
 pub mod conformance;
 pub mod manual;
 pub mod run;
+pub mod serve;
 
 use std::path::PathBuf;
 

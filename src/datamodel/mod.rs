@@ -157,3 +157,47 @@ pub fn text_value(text: &str) -> InitialValue {
         Err(_) => InitialValue::Text(normalize_space(text)),
     }
 }
+
+/// Turns a data model snapshot into plain JSON for people to read: tagged
+/// values (`{"$undefined": true}`, `{"$number": "NaN"}`, `{"$date": ...}`,
+/// `{"$xml": ...}`) become `null`, strings and dates, and escaped `$$` keys
+/// lose their escape.
+pub fn plain_json(value: &Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(plain_json).collect()),
+        Value::Object(map) => {
+            if map.len() == 1 {
+                let (k, v) = map.iter().next().expect("one entry");
+                match k.as_str() {
+                    "$undefined" => return Value::Null,
+                    "$number" | "$bigint" | "$xml" => return v.clone(),
+                    "$date" => {
+                        return match v {
+                            Value::Number(_) | Value::String(_) => v.clone(),
+                            other => plain_json(other),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let key = if k.starts_with("$$") {
+                            &k[1..]
+                        } else {
+                            k.as_str()
+                        };
+                        (key.to_string(), plain_json(v))
+                    })
+                    .collect(),
+            )
+        }
+        Value::Number(n) => match n.as_f64() {
+            // ECMAScript numbers are doubles; whole ones read better as integers.
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => value.clone(),
+        },
+        other => other.clone(),
+    }
+}

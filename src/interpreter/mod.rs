@@ -167,6 +167,10 @@ pub struct SessionOptions {
     /// Whether `initial_data` entries that no `<data>` declares become
     /// variables too (ORS start parameters do; invoke parameters do not).
     pub declare_undeclared_data: bool,
+    /// Script run in the session's data model before its `<data>` is
+    /// initialised (a server defines `_genesys` with it); compiled once per
+    /// context, run once per session.
+    pub prelude: Option<Arc<str>>,
 }
 
 /// A `<send>` waiting for its delay.
@@ -373,6 +377,11 @@ impl Session {
         let doc = self.doc.clone();
         let vars = self.system_variables();
         if let Err(e) = self.datamodel.set_system_variables(&vars) {
+            self.raise_error("error.execution", &e.message, None);
+        }
+        if let Some(prelude) = self.options.prelude.clone()
+            && let Err(e) = self.datamodel.eval_text(&prelude)
+        {
             self.raise_error("error.execution", &e.message, None);
         }
         match doc.binding {

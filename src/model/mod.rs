@@ -280,6 +280,12 @@ pub struct Document {
     pub warnings: Vec<String>,
     /// Whether any state has an `<invoke>`.
     pub has_invokes: bool,
+    /// Genesys `<scxml _persist>`: whether a server keeps this document's
+    /// sessions in its store (default true).
+    pub persist: bool,
+    /// Genesys `<scxml _type>` (routingstrategy, interactionprocess, ...),
+    /// kept for reporting.
+    pub application_type: Option<String>,
     by_name: HashMap<Arc<str>, StateId>,
 }
 
@@ -313,6 +319,8 @@ impl Document {
             scripts,
             warnings,
             has_invokes,
+            persist: true,
+            application_type: None,
             by_name,
         };
         for t in transitions.iter_mut() {

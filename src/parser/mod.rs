@@ -48,17 +48,35 @@ impl CustomActionClaims for NoCustomActions {
     }
 }
 
+/// Decides whether a document may read a URI (`<data src>`, `<script src>`);
+/// the error says why not.
+pub type UriFilter<'a> = &'a (dyn Fn(&str) -> Result<(), String> + Sync);
+
 /// Options for loading a document.
 pub struct LoadOptions<'a> {
     /// Which custom actions have handlers (others produce warnings).
     pub custom_actions: &'a dyn CustomActionClaims,
+    /// When set, every URI the document fetches at load time is checked
+    /// (after resolving it against the document's location).
+    pub uri_filter: Option<UriFilter<'a>>,
 }
 
 impl Default for LoadOptions<'_> {
     fn default() -> Self {
         LoadOptions {
             custom_actions: &NoCustomActions,
+            uri_filter: None,
         }
+    }
+}
+
+impl LoadOptions<'_> {
+    /// Reads `src` relative to `location`, after the URI filter allows it.
+    fn load_text(&self, src: &str, location: Option<&str>) -> Result<String, String> {
+        if let Some(filter) = self.uri_filter {
+            filter(&loader::resolve(src, location))?;
+        }
+        loader::load_text(src, location)
     }
 }
 
@@ -97,7 +115,12 @@ pub fn parse_document_from(
     options: &LoadOptions,
 ) -> Result<Document, LoadError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    parse_tree_at(text, location.to_string(), Some(location.to_string()), options)
+    parse_tree_at(
+        text,
+        location.to_string(),
+        Some(location.to_string()),
+        options,
+    )
 }
 
 fn parse_tree_at(
@@ -228,6 +251,19 @@ impl<'a> Builder<'a> {
             }
         };
         let name = root.attr("name").map(str::to_string);
+        let persist = match root.attr("_persist").map(str::trim) {
+            None => true,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(other) => {
+                self.error(
+                    root.pos,
+                    format!("_persist must be 'true' or 'false', not '{other}'"),
+                );
+                true
+            }
+        };
+        let application_type = root.attr("_type").map(str::to_string);
 
         // The root occupies id 0.
         self.push_state(StateKind::Root, None, Arc::from("__scxml"), root.pos);
@@ -270,7 +306,7 @@ impl<'a> Builder<'a> {
         if !self.errors.is_empty() {
             return Err(LoadError(self.errors));
         }
-        Ok(Document::assemble(
+        let mut doc = Document::assemble(
             name,
             self.location,
             datamodel,
@@ -280,7 +316,10 @@ impl<'a> Builder<'a> {
             self.exprs,
             scripts,
             self.warnings,
-        ))
+        );
+        doc.persist = persist;
+        doc.application_type = application_type;
+        Ok(doc)
     }
 
     fn push_state(
@@ -666,7 +705,9 @@ impl<'a> Builder<'a> {
                 );
             }
             let source = if let Some(src) = d.attr("src") {
-                let loaded = loader::load_text(src, self.location.as_deref())
+                let loaded = self
+                    .options
+                    .load_text(src, self.location.as_deref())
                     .map(|t| Arc::from(t.as_str()))
                     .map_err(|e| Arc::from(e.as_str()));
                 DataSource::Src {
@@ -693,7 +734,7 @@ impl<'a> Builder<'a> {
             if !el.text().trim().is_empty() {
                 self.error(el.pos, "<script> must not have both 'src' and content");
             }
-            match loader::load_text(src, self.location.as_deref()) {
+            match self.options.load_text(src, self.location.as_deref()) {
                 Ok(text) => Some(self.expr(&text, ExprKind::Script, el.pos)),
                 Err(e) => {
                     self.error(el.pos, format!("<script src>: {e}"));

@@ -244,7 +244,16 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                 push_text(&mut stack, &resolved);
             }
             Event::Eof => break,
-            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+            // Entity declarations can expand without bound or read local
+            // files; SCXML needs none, so a DTD is refused outright.
+            Event::DocType(_) => {
+                return Err(err(
+                    tag_start,
+                    "DTDs (<!DOCTYPE ...>) are not accepted: entity declarations are not allowed"
+                        .to_string(),
+                ));
+            }
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
         }
     }
     if let Some(open) = stack.last() {

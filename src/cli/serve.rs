@@ -1,0 +1,86 @@
+//! `ors serve`: reads the configuration, sets up logging, binds the
+//! listener and runs the server until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::server::config::{Config, LogFormat};
+
+/// Command-line settings that override the configuration file.
+pub struct ServeOptions {
+    /// The TOML configuration file.
+    pub config: Option<PathBuf>,
+    /// Overrides `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Overrides `log.format`.
+    pub log_format: Option<LogFormat>,
+    /// Overrides `workers`.
+    pub workers: Option<usize>,
+}
+
+/// Runs the server; returns the process exit code.
+pub fn serve(options: ServeOptions) -> i32 {
+    let mut config = match &options.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ors serve: {e}");
+                return 2;
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(listen) = options.listen {
+        config.listen = listen;
+    }
+    if let Some(format) = options.log_format {
+        config.log.format = format;
+    }
+    if let Some(workers) = options.workers {
+        config.workers = workers;
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("ors serve: {e}");
+        return 2;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ors-http")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ors serve: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ors serve: cannot listen on {}: {e}", config.listen);
+                return 1;
+            }
+        };
+        match crate::server::run(listener, config, crate::server::shutdown_signal()).await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                1
+            }
+        }
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ORS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

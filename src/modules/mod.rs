@@ -1,0 +1,237 @@
+//! ORS functional modules as custom actions: each action is one file under
+//! its module's folder, and [`register_all`] is the one table that lists
+//! them. Actions run inside a macrostep; anything slow (HTTP, starting
+//! other sessions) is queued as a job on the session's worker and reports
+//! back with `<module>.<action>.done` or `error.<module>.<action>` events
+//! carrying the `requestid`.
+//!
+//! Namespaces are accepted as the vendor documents print them
+//! (`www.genesyslab.com/modules/session`) and as Composer writes them
+//! (`http://www.genesyslab.com/modules/session`).
+
+pub mod session;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::datamodel::InitialValue;
+use crate::interpreter::{ActionScope, CustomActionHandler, CustomActions, Event, EventKind};
+use crate::model::CustomAction;
+use crate::server::ServerContext;
+use crate::server::worker::{Job, WorkerServices};
+
+/// The namespace of an ORS module, without a scheme.
+pub fn module_namespace(module: &str) -> String {
+    format!("www.genesyslab.com/modules/{module}")
+}
+
+/// Registers a handler under both spellings of a module's namespace.
+pub fn register(
+    actions: &mut CustomActions,
+    module: &str,
+    name: &str,
+    handler: Arc<dyn CustomActionHandler>,
+) {
+    let ns = module_namespace(module);
+    actions.register(&ns, name, handler.clone());
+    actions.register(&format!("http://{ns}"), name, handler);
+}
+
+/// Every module action `ors serve` provides.
+pub fn register_all(actions: &mut CustomActions) {
+    register(actions, "session", "fetch", Arc::new(session::fetch::Fetch));
+    register(actions, "session", "start", Arc::new(session::start::Start));
+    register(
+        actions,
+        "session",
+        "terminate",
+        Arc::new(session::terminate::Terminate),
+    );
+    register(
+        actions,
+        "session",
+        "response",
+        Arc::new(session::response::Response),
+    );
+}
+
+/// The server worker's services, or an error saying the action needs the server.
+pub fn services<'a>(
+    scope: &'a mut ActionScope<'_>,
+    action: &CustomAction,
+) -> Result<&'a mut WorkerServices, String> {
+    scope
+        .host
+        .services()
+        .and_then(|s| s.downcast_mut::<WorkerServices>())
+        .ok_or_else(|| format!("<{}> needs `ors serve`", action.name))
+}
+
+/// An attribute's raw text.
+pub fn attr<'a>(action: &'a CustomAction, name: &str) -> Option<&'a str> {
+    action
+        .attributes
+        .iter()
+        .find(|(k, _)| &**k == name)
+        .map(|(_, v)| &**v)
+}
+
+/// Evaluates an attribute as an ECMAScript expression.
+pub fn eval_attr(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    name: &str,
+) -> Result<Option<Value>, String> {
+    match attr(action, name) {
+        None => Ok(None),
+        Some(src) => scope
+            .datamodel
+            .eval_text(src)
+            .map_err(|e| format!("{name}=\"{src}\": {}", e.message)),
+    }
+}
+
+/// An attribute that is usually a bare word (`get`, `json`): taken
+/// literally when it is one of `words`, evaluated otherwise.
+pub fn word_attr(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    name: &str,
+    words: &[&str],
+) -> Result<Option<String>, String> {
+    match attr(action, name) {
+        None => Ok(None),
+        Some(raw) if words.iter().any(|w| w.eq_ignore_ascii_case(raw.trim())) => {
+            Ok(Some(raw.trim().to_ascii_lowercase()))
+        }
+        Some(_) => Ok(eval_attr(scope, action, name)?.map(|v| value_text(&v).to_ascii_lowercase())),
+    }
+}
+
+/// A value as text (strings without quotes).
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The `<param name expr|location>` children, evaluated.
+pub fn eval_params(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for child in child_elements(&action.xml) {
+        if child.name != "param" {
+            continue;
+        }
+        let Some(name) = child.attr("name") else {
+            return Err("<param> needs a 'name'".into());
+        };
+        let source = child.attr("expr").or_else(|| child.attr("location"));
+        let value = match source {
+            Some(src) => scope
+                .datamodel
+                .eval_text(src)
+                .map_err(|e| format!("<param name=\"{name}\">: {}", e.message))?
+                .unwrap_or(Value::Null),
+            None => Value::Null,
+        };
+        out.insert(name.to_string(), value);
+    }
+    Ok(out)
+}
+
+/// A direct child element of a custom action, by local name.
+pub struct ChildElement {
+    /// Local name.
+    pub name: String,
+    /// Attributes by local name.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl ChildElement {
+    /// An attribute's value.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The direct children of the element serialized in `xml`.
+pub fn child_elements(xml: &str) -> Vec<ChildElement> {
+    use quick_xml::events::Event as X;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut depth = 0usize;
+    let mut out = Vec::new();
+    let take = |e: &quick_xml::events::BytesStart<'_>| ChildElement {
+        name: e.local_name().as_ref().to_string(),
+        attributes: e
+            .attributes()
+            .flatten()
+            .map(|a| {
+                let raw = a.value.to_string();
+                let value = quick_xml::escape::unescape(&raw)
+                    .map(|v| v.into_owned())
+                    .unwrap_or(raw);
+                (a.key.local_name().as_ref().to_string(), value)
+            })
+            .collect(),
+    };
+    loop {
+        match reader.read_event() {
+            Ok(X::Start(e)) => {
+                if depth == 1 {
+                    out.push(take(&e));
+                }
+                depth += 1;
+            }
+            Ok(X::Empty(e)) => {
+                if depth == 1 {
+                    out.push(take(&e));
+                }
+            }
+            Ok(X::End(_)) => depth = depth.saturating_sub(1),
+            Ok(X::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    out
+}
+
+/// Makes a request id and stores it at the `requestid` location, if given.
+pub fn assign_request_id(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    ctx: &ServerContext,
+) -> Result<String, String> {
+    let id = ctx.new_request_id();
+    if let Some(location) = attr(action, "requestid") {
+        scope
+            .datamodel
+            .assign_text(location, &InitialValue::Json(Value::String(id.clone())))
+            .map_err(|e| format!("requestid=\"{location}\": {}", e.message))?;
+    }
+    Ok(id)
+}
+
+/// An external event with this name and data.
+pub fn result_event(name: &str, data: Map<String, Value>) -> Event {
+    let mut event = Event::new(name.to_string(), EventKind::External);
+    event.data = Some(Value::Object(data));
+    event
+}
+
+/// Queues a job on the session's worker.
+pub fn spawn_job(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    job: Job,
+) -> Result<(), String> {
+    services(scope, action)?.jobs.push(job);
+    Ok(())
+}

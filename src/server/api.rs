@@ -1,0 +1,353 @@
+//! The HTTP API, all routes in [`router`]: the ORS REST interface
+//! (`/scxml/session/...`), the session list, `/health`, `/metrics` and
+//! `/ors/help`. Bodies may be form-encoded, multipart or JSON; replies are
+//! JSON, errors included (see [`ApiError`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::ServerContext;
+use super::error::ApiError;
+use super::params::{Params, read_params, take_string};
+use super::worker::{Command, SessionView};
+use crate::interpreter::{Event, EventKind};
+
+type Ctx = State<Arc<ServerContext>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// Every route of the server.
+pub fn router(ctx: Arc<ServerContext>) -> Router {
+    Router::new()
+        .route("/scxml/session/start", post(start_session))
+        .route("/scxml/session/{id}/event/{name}", any(send_event))
+        .route("/scxml/session/{id}/request/{name}", any(send_request))
+        .route("/scxml/session/{id}/query", any(query_session))
+        .route("/scxml/session/{id}/terminate", any(terminate_session))
+        .route("/scxml/sessions", get(list_sessions))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/ors/help", get(help))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(ctx.clone(), guard))
+        .with_state(ctx)
+}
+
+/// Checks the bearer token, counts responses, and turns axum's own plain
+/// rejections (405) into JSON errors.
+async fn guard(State(ctx): Ctx, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    if let Some(token) = &ctx.config.security.bearer_token
+        && path != "/health"
+    {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if given != Some(token.as_str()) {
+            let e = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <token>' header is required",
+            );
+            ctx.metrics.count_response(e.status.as_u16());
+            return e.into_response();
+        }
+    }
+    let response = next.run(request).await;
+    let status = response.status();
+    ctx.metrics.count_response(status.as_u16());
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        return ApiError::new(
+            status,
+            "method_not_allowed",
+            format!("this method is not allowed on {path}"),
+        )
+        .into_response();
+    }
+    response
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+}
+
+async fn params_of(ctx: &ServerContext, request: Request) -> Result<(Method, Params), ApiError> {
+    let (parts, body) = request.into_parts();
+    let params = read_params(
+        parts.uri.query(),
+        &parts.headers,
+        body,
+        ctx.config.limits.max_body_bytes,
+    )
+    .await?;
+    Ok((parts.method, params))
+}
+
+fn json_ok(value: impl serde::Serialize) -> Response {
+    axum::Json(value).into_response()
+}
+
+/// `POST /scxml/session/start`: `src` (mandatory), `idealtime` (ms since
+/// the epoch, optional); every other parameter becomes session data.
+async fn start_session(State(ctx): Ctx, request: Request) -> ApiResult {
+    let (_, mut params) = params_of(&ctx, request).await?;
+    let src = take_string(&mut params, "src")?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_parameter",
+            "'src' is mandatory: the document's URL, path or script:<name>",
+        )
+    })?;
+    let idealtime = match take_string(&mut params, "idealtime")? {
+        None => None,
+        Some(t) => Some(t.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad_parameter(format!(
+                "'idealtime' must be milliseconds since the Unix epoch, not '{t}'"
+            ))
+        })?),
+    };
+    let view = ctx.start_session(&src, params, idealtime).await?;
+    Ok(json_ok(view))
+}
+
+fn check_event_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 256
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_parameter(format!(
+            "'{name}' is not a valid event name (letters, digits, '.', '_', '-', ':')"
+        )))
+    }
+}
+
+fn external_event(name: &str, params: Params) -> Event {
+    let mut event = Event::new(name.to_string(), EventKind::External);
+    event.data = Some(Value::Object(params));
+    event
+}
+
+async fn deliver(ctx: &ServerContext, id: &str, event: Event) -> Result<SessionView, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    ctx.pool.send(
+        id,
+        Command::Event {
+            id: id.to_string(),
+            event,
+            reply: Some(tx),
+        },
+    )?;
+    rx.await
+        .unwrap_or_else(|_| Err(ApiError::internal("the worker dropped an event")))
+}
+
+/// `/scxml/session/{id}/event/{name}`: query and body parameters become
+/// `_event.data`; answered once the event was processed.
+async fn send_event(
+    State(ctx): Ctx,
+    Path((id, name)): Path<(String, String)>,
+    request: Request,
+) -> ApiResult {
+    check_event_name(&name)?;
+    let (_, params) = params_of(&ctx, request).await?;
+    let view = deliver(&ctx, &id, external_event(&name, params)).await?;
+    Ok(json_ok(json!({
+        "sessionid": view.sessionid,
+        "event": name,
+        "status": view.status,
+        "configuration": view.configuration,
+    })))
+}
+
+/// `/scxml/session/{id}/request/{name}`: like an event, with a `requestid`
+/// in `_event.data`; the reply is what the document's `<session:response>`
+/// gives, or 504 when it does not answer in time.
+async fn send_request(
+    State(ctx): Ctx,
+    Path((id, name)): Path<(String, String)>,
+    request: Request,
+) -> ApiResult {
+    check_event_name(&name)?;
+    let (_, mut params) = params_of(&ctx, request).await?;
+    let requestid = ctx.new_request_id();
+    params.insert("requestid".into(), Value::String(requestid.clone()));
+    let mut answer = ctx.responses.register(&requestid);
+    let view = match deliver(&ctx, &id, external_event(&name, params)).await {
+        Ok(v) => v,
+        Err(e) => {
+            ctx.responses.cancel(&requestid);
+            return Err(e);
+        }
+    };
+    if view.status != "running"
+        && let Err(oneshot::error::TryRecvError::Empty) = answer.try_recv()
+    {
+        ctx.responses.cancel(&requestid);
+        return Err(ApiError::session_ended(&id));
+    }
+    let timeout = Duration::from_millis(ctx.config.limits.request_timeout_ms);
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(body)) => {
+            let status = StatusCode::from_u16(body.status).unwrap_or(StatusCode::OK);
+            Ok((status, axum::Json(body.body)).into_response())
+        }
+        Ok(Err(_)) | Err(_) => {
+            ctx.responses.cancel(&requestid);
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "session '{id}' did not answer request '{name}' within {} ms",
+                    timeout.as_millis()
+                ),
+            ))
+        }
+    }
+}
+
+/// `GET /scxml/session/{id}/query`: status, active states and variables.
+async fn query_session(State(ctx): Ctx, Path(id): Path<String>) -> ApiResult {
+    let (tx, rx) = oneshot::channel();
+    ctx.pool.send(
+        &id,
+        Command::Query {
+            id: id.clone(),
+            reply: tx,
+        },
+    )?;
+    let view = rx
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("the worker dropped a query")))?;
+    Ok(json_ok(view))
+}
+
+/// `POST /scxml/session/{id}/terminate`: stops the session (its states are
+/// exited, running their onexit handlers).
+async fn terminate_session(State(ctx): Ctx, Path(id): Path<String>) -> ApiResult {
+    let (tx, rx) = oneshot::channel();
+    ctx.pool.send(
+        &id,
+        Command::Terminate {
+            id: id.clone(),
+            reply: Some(tx),
+        },
+    )?;
+    let view = rx
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("the worker dropped a terminate")))?;
+    Ok(json_ok(view))
+}
+
+/// `GET /scxml/sessions?offset=&limit=&status=`: sessions by start time.
+async fn list_sessions(State(ctx): Ctx, request: Request) -> ApiResult {
+    let (_, mut params) = params_of(&ctx, request).await?;
+    let number = |v: Option<String>, name: &str, default: usize| -> Result<usize, ApiError> {
+        match v {
+            None => Ok(default),
+            Some(s) => s.trim().parse().map_err(|_| {
+                ApiError::bad_parameter(format!("'{name}' must be a whole number, not '{s}'"))
+            }),
+        }
+    };
+    let offset = number(take_string(&mut params, "offset")?, "offset", 0)?;
+    let limit = number(take_string(&mut params, "limit")?, "limit", 100)?;
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_parameter(
+            "'limit' must be between 1 and 1000",
+        ));
+    }
+    let status = take_string(&mut params, "status")?;
+    if let Some(s) = &status
+        && !matches!(
+            s.as_str(),
+            "running" | "completed" | "terminated" | "failed"
+        )
+    {
+        return Err(ApiError::bad_parameter(format!(
+            "'status' must be running, completed, terminated or failed, not '{s}'"
+        )));
+    }
+    let mut receivers = Vec::new();
+    let senders = ctx.pool.broadcast(|| {
+        let (tx, rx) = oneshot::channel();
+        receivers.push(rx);
+        Command::List { reply: tx }
+    });
+    let _ = senders;
+    let mut all: Vec<SessionView> = Vec::new();
+    for rx in receivers {
+        if let Ok(list) = rx.await {
+            all.extend(list);
+        }
+    }
+    if let Some(s) = &status {
+        all.retain(|v| v.status == s);
+    }
+    all.sort_by(|a, b| (a.started_at, &a.sessionid).cmp(&(b.started_at, &b.sessionid)));
+    let total = all.len();
+    let page: Vec<SessionView> = all.into_iter().skip(offset).take(limit).collect();
+    Ok(json_ok(json!({
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "sessions": page,
+    })))
+}
+
+async fn health(State(ctx): Ctx) -> Response {
+    let running = ctx
+        .metrics
+        .sessions_running
+        .load(std::sync::atomic::Ordering::Relaxed);
+    json_ok(json!({
+        "status": "ok",
+        "workers": ctx.pool.len(),
+        "sessions_running": running,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn metrics(State(ctx): Ctx) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        ctx.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn help(headers: HeaderMap) -> Response {
+    let _ = headers;
+    json_ok(json!({
+        "endpoints": [
+            {"method": "POST", "path": "/scxml/session/start", "params": "src (mandatory), idealtime, any other → session data"},
+            {"method": "POST", "path": "/scxml/session/{id}/event/{name}", "params": "any → _event.data"},
+            {"method": "POST", "path": "/scxml/session/{id}/request/{name}", "params": "any → _event.data, plus requestid; answered by <session:response>"},
+            {"method": "GET", "path": "/scxml/session/{id}/query"},
+            {"method": "POST", "path": "/scxml/session/{id}/terminate"},
+            {"method": "GET", "path": "/scxml/sessions", "params": "offset, limit (≤ 1000), status"},
+            {"method": "GET", "path": "/health"},
+            {"method": "GET", "path": "/metrics"},
+        ]
+    }))
+}

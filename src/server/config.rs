@@ -1,0 +1,265 @@
+//! `ors serve` settings: a TOML file (see `ors.example.toml`) over embedded
+//! defaults, so that the server starts with no file at all.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything `ors serve` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Worker threads running sessions; 0 means one per core.
+    pub workers: usize,
+    /// The server's name (`_genesys.session.server.name`).
+    pub server_name: String,
+    /// Resource limits.
+    pub limits: Limits,
+    /// How documents are fetched and cached.
+    pub documents: DocumentSettings,
+    /// Who may call the API and what may be fetched.
+    pub security: Security,
+    /// Log output.
+    pub log: LogSettings,
+    /// Script objects (`script:<name>`), by name.
+    pub scripts: BTreeMap<String, ScriptObject>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 0,
+            server_name: "ors".into(),
+            limits: Limits::default(),
+            documents: DocumentSettings::default(),
+            security: Security::default(),
+            log: LogSettings::default(),
+            scripts: BTreeMap::new(),
+        }
+    }
+}
+
+/// Bounds on what one request or session may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most sessions alive at once (503 beyond).
+    pub max_sessions: usize,
+    /// How long `/request/{name}` waits for the document's response, in ms.
+    pub request_timeout_ms: u64,
+    /// How long a halted session stays queryable, in seconds.
+    pub halted_retention_secs: u64,
+    /// Most microsteps in one macrostep before a session is stopped.
+    pub max_microsteps: u64,
+    /// Most iterations of one script loop.
+    pub script_loop_iterations: u64,
+    /// Deepest script recursion.
+    pub script_recursion: usize,
+    /// Longest a `session:fetch` may take when it names no timeout, in ms.
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            max_sessions: 200_000,
+            request_timeout_ms: 10_000,
+            halted_retention_secs: 300,
+            max_microsteps: 100_000,
+            script_loop_iterations: 1_000_000,
+            script_recursion: 400,
+            fetch_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Document fetching and caching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DocumentSettings {
+    /// How long a fetched document is used before it is revalidated, in
+    /// seconds, when its response carries no `Cache-Control: max-age`.
+    pub max_age_secs: u64,
+    /// Upper bound on any `max-age` a server sends, in seconds.
+    pub max_age_cap_secs: u64,
+    /// How long fetching a document may take, in ms.
+    pub fetch_timeout_ms: u64,
+}
+
+impl Default for DocumentSettings {
+    fn default() -> Self {
+        DocumentSettings {
+            max_age_secs: 60,
+            max_age_cap_secs: 3600,
+            fetch_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Access control and the allow-list for URLs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Security {
+    /// When set, every API call but `/health` needs `Authorization: Bearer <token>`.
+    pub bearer_token: Option<String>,
+    /// Whether `listen` may be an address other than loopback.
+    pub allow_non_loopback: bool,
+    /// URL schemes documents and fetches may use (`file`, `http`, `https`).
+    pub allowed_schemes: Vec<String>,
+    /// Hosts `http(s)` URLs may name; `*` allows any, `*.example.com` a domain.
+    pub allowed_hosts: Vec<String>,
+    /// Directories `file:` documents must lie in (relative ones are taken
+    /// from the directory `ors serve` starts in).
+    pub allowed_dirs: Vec<PathBuf>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            bearer_token: None,
+            allow_non_loopback: false,
+            allowed_schemes: vec!["file".into(), "http".into(), "https".into()],
+            allowed_hosts: vec!["*".into()],
+            allowed_dirs: vec![PathBuf::from(".")],
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `ors=debug`.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A script object, like an Enhanced Routing Script's `Application` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScriptObject {
+    /// The document URL.
+    pub url: String,
+    /// Tried when `url` cannot be fetched or compiled.
+    #[serde(alias = "alternate-url")]
+    pub alternate_url: Option<String>,
+    /// The `ApplicationParms` section: values given to every session as data
+    /// (start parameters override them).
+    #[serde(alias = "ApplicationParms")]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong and where.
+        message: String,
+    },
+    /// The settings contradict each other or are unsafe.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses TOML text (`name` labels errors).
+    pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks settings that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.listen.ip().is_loopback() && !self.security.allow_non_loopback {
+            return Err(ConfigError::Invalid(format!(
+                "listen address {} is not loopback; set security.allow_non_loopback = true \
+                 (and a bearer_token) to expose the API",
+                self.listen
+            )));
+        }
+        for (name, script) in &self.scripts {
+            if script.url.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "scripts.{name}: 'url' is empty"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of worker threads to start.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }
+    }
+
+    /// The script object called `name`, matched case-insensitively. The
+    /// second value is the configured spelling when it differs only in case.
+    pub fn script(&self, name: &str) -> Option<(&ScriptObject, Option<&str>)> {
+        if let Some(s) = self.scripts.get(name) {
+            return Some((s, None));
+        }
+        self.scripts
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(k, s)| (s, Some(k.as_str())))
+    }
+}

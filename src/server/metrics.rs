@@ -1,0 +1,170 @@
+//! Counters and histograms the server exports at `/metrics` in the
+//! Prometheus text format. Plain atomics: workers and handlers update them
+//! without locks.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds of the macrostep latency buckets, in microseconds.
+const LATENCY_BUCKETS_US: [u64; 12] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000,
+];
+
+/// The server's metrics; see the module docs.
+#[derive(Default)]
+pub struct Metrics {
+    /// Sessions started.
+    pub sessions_started: AtomicU64,
+    /// Sessions running now.
+    pub sessions_running: AtomicU64,
+    /// Sessions that reached a final state.
+    pub sessions_completed: AtomicU64,
+    /// Sessions stopped by `terminate`.
+    pub sessions_terminated: AtomicU64,
+    /// Sessions stopped because a script failed the worker.
+    pub sessions_failed: AtomicU64,
+    /// Halted sessions kept for queries.
+    pub sessions_retained: AtomicU64,
+    /// External events processed.
+    pub events_processed: AtomicU64,
+    /// Document requests answered from the cache without a fetch.
+    pub document_cache_hits: AtomicU64,
+    /// Documents fetched (cache miss or changed on revalidation).
+    pub document_cache_misses: AtomicU64,
+    /// Revalidations that found the document unchanged.
+    pub document_cache_revalidated: AtomicU64,
+    /// `session:fetch` requests made.
+    pub fetches: AtomicU64,
+    /// HTTP requests answered, by class.
+    pub http_requests: [AtomicU64; 5],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        add(counter, 1);
+    }
+
+    /// Subtracts one from a gauge (never below zero).
+    pub fn dec(counter: &AtomicU64) {
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// Records one macrostep's duration.
+    pub fn observe_macrostep(&self, micros: u64) {
+        for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+            if micros <= *bound {
+                add(&self.latency_buckets[i], 1);
+                break;
+            }
+        }
+        add(&self.latency_count, 1);
+        add(&self.latency_sum_us, micros);
+    }
+
+    /// Counts an answered HTTP request by its status class.
+    pub fn count_response(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        add(&self.http_requests[class], 1);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(2048);
+        let _ = writeln!(out, "# HELP ors_sessions Sessions by state.");
+        let _ = writeln!(out, "# TYPE ors_sessions gauge");
+        let _ = writeln!(
+            out,
+            "ors_sessions{{state=\"running\"}} {}",
+            get(&self.sessions_running)
+        );
+        let _ = writeln!(
+            out,
+            "ors_sessions{{state=\"halted\"}} {}",
+            get(&self.sessions_retained)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ors_sessions_total Sessions by how they ended (started counts all)."
+        );
+        let _ = writeln!(out, "# TYPE ors_sessions_total counter");
+        for (label, c) in [
+            ("started", &self.sessions_started),
+            ("completed", &self.sessions_completed),
+            ("terminated", &self.sessions_terminated),
+            ("failed", &self.sessions_failed),
+        ] {
+            let _ = writeln!(out, "ors_sessions_total{{outcome=\"{label}\"}} {}", get(c));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ors_events_processed_total External events processed."
+        );
+        let _ = writeln!(out, "# TYPE ors_events_processed_total counter");
+        let _ = writeln!(
+            out,
+            "ors_events_processed_total {}",
+            get(&self.events_processed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ors_macrostep_seconds Time to process one external event."
+        );
+        let _ = writeln!(out, "# TYPE ors_macrostep_seconds histogram");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+            cumulative += get(&self.latency_buckets[i]);
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "ors_macrostep_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = get(&self.latency_count);
+        let _ = writeln!(out, "ors_macrostep_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let sum = get(&self.latency_sum_us) as f64 / 1e6;
+        let _ = writeln!(out, "ors_macrostep_seconds_sum {sum}");
+        let _ = writeln!(out, "ors_macrostep_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP ors_document_cache_total Document lookups by result."
+        );
+        let _ = writeln!(out, "# TYPE ors_document_cache_total counter");
+        for (label, c) in [
+            ("hit", &self.document_cache_hits),
+            ("miss", &self.document_cache_misses),
+            ("revalidated", &self.document_cache_revalidated),
+        ] {
+            let _ = writeln!(
+                out,
+                "ors_document_cache_total{{result=\"{label}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(out, "# HELP ors_fetches_total session:fetch requests made.");
+        let _ = writeln!(out, "# TYPE ors_fetches_total counter");
+        let _ = writeln!(out, "ors_fetches_total {}", get(&self.fetches));
+        let _ = writeln!(
+            out,
+            "# HELP ors_http_responses_total HTTP responses by status class."
+        );
+        let _ = writeln!(out, "# TYPE ors_http_responses_total counter");
+        for (i, c) in self.http_requests.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ors_http_responses_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                get(c)
+            );
+        }
+        out
+    }
+}

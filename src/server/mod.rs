@@ -1,0 +1,280 @@
+//! `ors serve`: the orchestration server. It owns the worker pool that
+//! hosts sessions ([`worker`]), the ORS REST API ([`api`]), where
+//! documents come from ([`documents`]), settings ([`config`]) and
+//! operations ([`metrics`], logging, shutdown).
+//!
+//! [`run`] serves on a listener until a shutdown future completes; tests
+//! bind port 0 and call the same function. [`api::router`] builds the
+//! routes separately from serving.
+
+pub mod api;
+pub mod config;
+pub mod documents;
+pub mod error;
+pub mod metrics;
+pub mod params;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+pub use config::Config;
+use documents::Documents;
+use error::ApiError;
+use metrics::Metrics;
+use worker::{Command, Pool, SessionView};
+
+use crate::interpreter::CustomActions;
+
+/// An answer to a `/request/{name}` call, produced by `<session:response>`.
+#[derive(Debug, Clone)]
+pub struct ResponseBody {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+}
+
+/// Requests waiting for a session's `<session:response>`, by request id.
+#[derive(Default)]
+pub struct PendingResponses {
+    waiting: Mutex<HashMap<String, oneshot::Sender<ResponseBody>>>,
+}
+
+impl PendingResponses {
+    /// Registers a request; the receiver gets the answer.
+    pub fn register(&self, requestid: &str) -> oneshot::Receiver<ResponseBody> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(requestid.to_string(), tx);
+        }
+        rx
+    }
+
+    /// Hands an answer to the waiting request; false when none waits.
+    pub fn complete(&self, requestid: &str, status: u16, body: Value) -> bool {
+        let sender = self
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(requestid));
+        match sender {
+            Some(tx) => tx.send(ResponseBody { status, body }).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Forgets a request that gave up waiting.
+    pub fn cancel(&self, requestid: &str) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(requestid);
+        }
+    }
+}
+
+/// State shared by the HTTP handlers, the workers and module jobs.
+pub struct ServerContext {
+    /// Settings.
+    pub config: Arc<Config>,
+    /// The session workers.
+    pub pool: Pool,
+    /// Document cache and allow-list.
+    pub documents: Documents,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// `/request` calls waiting for an answer.
+    pub responses: PendingResponses,
+    /// The module actions sessions can use.
+    pub custom_actions: Arc<CustomActions>,
+    /// The script that defines `_genesys` in each session.
+    pub prelude: Arc<str>,
+    request_counter: AtomicU64,
+}
+
+thread_local! {
+    static HTTP_CLIENT: std::cell::OnceCell<reqwest::Client> = const { std::cell::OnceCell::new() };
+}
+
+impl ServerContext {
+    /// A fresh request id (for module actions and `/request` calls).
+    pub fn new_request_id(&self) -> String {
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", &self.pool.new_session_id()[..12])
+    }
+
+    /// An HTTP client for the current thread (each worker runtime keeps
+    /// its own connections).
+    pub fn http_client(&self) -> reqwest::Client {
+        HTTP_CLIENT.with(|c| {
+            c.get_or_init(|| {
+                crate::loader::http_client(std::time::Duration::from_millis(
+                    self.config.limits.fetch_timeout_ms,
+                ))
+            })
+            .clone()
+        })
+    }
+
+    /// Resolves `src` and starts a session of it with `params` as data.
+    pub async fn start_session(
+        &self,
+        src: &str,
+        params: Map<String, Value>,
+        idealtime: Option<u64>,
+    ) -> Result<SessionView, ApiError> {
+        let id = self.pool.new_session_id();
+        self.start_session_with_id(id, src, params, idealtime).await
+    }
+
+    /// Like [`ServerContext::start_session`] with an id made beforehand.
+    pub async fn start_session_with_id(
+        &self,
+        id: String,
+        src: &str,
+        params: Map<String, Value>,
+        idealtime: Option<u64>,
+    ) -> Result<SessionView, ApiError> {
+        let running = self.metrics.sessions_running.load(Ordering::Relaxed);
+        if running as usize >= self.config.limits.max_sessions {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_sessions",
+                format!(
+                    "{running} sessions are running, the configured maximum (limits.max_sessions)"
+                ),
+            ));
+        }
+        let resolved = self.documents.resolve(src).await?;
+        // Script object parameters first; start parameters override them.
+        let mut data = resolved.params;
+        data.extend(params);
+        let mut session_data = data.clone();
+        if !session_data.contains_key("_data") {
+            session_data.insert("_data".into(), Value::Object(data));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pool.send(
+            &id,
+            Command::Start {
+                id: id.clone(),
+                doc: resolved.doc,
+                data: session_data,
+                src: resolved.url,
+                idealtime,
+                reply: Some(tx),
+            },
+        )?;
+        rx.await
+            .unwrap_or_else(|_| Err(ApiError::internal("the worker dropped a start request")))
+    }
+}
+
+/// A server that is running; [`RunningServer::shutdown`] stops it.
+pub struct RunningServer {
+    /// The address the API listens on.
+    pub addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes open requests, stops the workers.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Builds the shared state and starts the workers.
+pub fn build(config: Config) -> (Arc<ServerContext>, Vec<std::thread::JoinHandle<()>>) {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+    let mut actions = CustomActions::default();
+    crate::modules::register_all(&mut actions);
+    let custom_actions = Arc::new(actions);
+    let (pool, receivers) = Pool::new(config.worker_count());
+    let ctx = Arc::new(ServerContext {
+        documents: Documents::new(config.clone(), custom_actions.clone(), metrics.clone()),
+        prelude: crate::modules::session::prelude(&config.server_name).into(),
+        config,
+        pool,
+        metrics,
+        responses: PendingResponses::default(),
+        custom_actions,
+        request_counter: AtomicU64::new(1),
+    });
+    let workers = worker::spawn_workers(ctx.clone(), receivers);
+    (ctx, workers)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops the
+/// workers (two phases: no new requests, then workers finish their batch).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (ctx, workers) = build(config);
+    let app = api::router(ctx.clone());
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, workers = ctx.pool.len(), "ors serve listening");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    tracing::info!("HTTP stopped; stopping workers");
+    ctx.pool.broadcast(|| Command::Stop);
+    let joined = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    });
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), joined).await;
+    served
+}
+
+/// Starts a server on `listener` in the current runtime (for tests and
+/// embedding).
+pub fn spawn(listener: tokio::net::TcpListener, config: Config) -> std::io::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(run(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer {
+        addr,
+        stop: Some(stop),
+        done,
+    })
+}
+
+/// Resolves when the process gets SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

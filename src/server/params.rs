@@ -1,0 +1,118 @@
+//! Request parameters from the query string and the body, whatever the
+//! body's type: `application/x-www-form-urlencoded`, `multipart/form-data`
+//! or `application/json` (an object). Every body is read under the
+//! configured size limit first, so an oversized one is a JSON 413.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+
+/// Parameters in the order they arrived: query first, then body (a body
+/// value replaces a query value of the same name).
+pub type Params = Map<String, Value>;
+
+/// Reads the query string and body of a request into [`Params`].
+pub async fn read_params(
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Params, ApiError> {
+    let mut params = Params::new();
+    if let Some(q) = query {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            params.insert(k.into_owned(), Value::String(v.into_owned()));
+        }
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body exceeds {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_parameter(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Ok(params);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-www-form-urlencoded")
+        .to_ascii_lowercase();
+    let mime = content_type.split(';').next().unwrap_or_default().trim();
+    match mime {
+        "application/json" | "text/json" => {
+            let value: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::bad_parameter(format!("the JSON body is malformed: {e}")))?;
+            match value {
+                Value::Object(map) => params.extend(map),
+                _ => return Err(ApiError::bad_parameter("the JSON body must be an object")),
+            }
+        }
+        "multipart/form-data" => {
+            let boundary = multer::parse_boundary(&content_type).map_err(|e| {
+                ApiError::bad_parameter(format!("multipart body without a boundary: {e}"))
+            })?;
+            let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+            let mut multipart = multer::Multipart::new(stream, boundary);
+            loop {
+                let field = multipart.next_field().await.map_err(|e| {
+                    ApiError::bad_parameter(format!("the multipart body is malformed: {e}"))
+                })?;
+                let Some(field) = field else { break };
+                let Some(name) = field.name().map(str::to_string) else {
+                    continue;
+                };
+                let text = field.text().await.map_err(|e| {
+                    ApiError::bad_parameter(format!("multipart field '{name}': {e}"))
+                })?;
+                params.insert(name, Value::String(text));
+            }
+        }
+        "application/x-www-form-urlencoded" | "text/plain" | "" => {
+            for (k, v) in form_urlencoded::parse(&bytes) {
+                params.insert(k.into_owned(), Value::String(v.into_owned()));
+            }
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("content type '{other}' is not accepted (use form, multipart or JSON)"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// Takes a parameter out as a string (JSON numbers and booleans are
+/// written out; other values are refused).
+pub fn take_string(params: &mut Params, name: &str) -> Result<Option<String>, ApiError> {
+    match params.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err(ApiError::bad_parameter(format!(
+            "'{name}' must be a string"
+        ))),
+    }
+}
+
+/// Whether reading a body failed because it was over the size limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut current: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = current {
+        if err.to_string().contains("length limit") {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}

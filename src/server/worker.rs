@@ -1,0 +1,670 @@
+//! The session host of `ors serve`: a fixed pool of worker threads, each a
+//! single-threaded tokio runtime with a [`LocalHost`] holding the sessions
+//! pinned to it for life (boa contexts are not `Send`). Everything that
+//! crosses threads is a [`Command`] of plain owned data.
+//!
+//! A session id names its worker: 24 random hex digits, then two digits
+//! for the worker. Invoked children live on their parent's worker; a
+//! `<send>` to `#_scxml_<id>` on another worker goes through that worker's
+//! channel. A worker drains its channel in batches, runs every session
+//! that has events until all are idle, then answers the requests of the
+//! batch, so acknowledgements come after the event was processed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ServerContext;
+use super::error::ApiError;
+use super::metrics::Metrics;
+use crate::host::{LocalHost, wall_clock_ms};
+use crate::interpreter::{Event, Session, SessionOptions};
+use crate::model::Document;
+
+/// A reply channel for one API call.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// Work a custom action hands to its worker: a future spawned on the
+/// worker's local task set after the current macrostep.
+pub type Job = Pin<Box<dyn Future<Output = ()>>>;
+
+/// What custom actions reach through `Host::services` on a server worker.
+pub struct WorkerServices {
+    /// The server's shared state.
+    pub ctx: Arc<ServerContext>,
+    /// Jobs queued by actions during the current batch.
+    pub jobs: Vec<Job>,
+}
+
+/// A request to a worker.
+pub enum Command {
+    /// Create and start a session.
+    Start {
+        /// The new session's id (it names this worker).
+        id: String,
+        /// The document to run.
+        doc: Arc<Document>,
+        /// Values for the data model (script parameters, start parameters).
+        data: Map<String, Value>,
+        /// Where the document came from, for queries.
+        src: String,
+        /// The `idealtime` start parameter, if given.
+        idealtime: Option<u64>,
+        /// Answered with the session's view after its first macrostep.
+        reply: Option<Reply<SessionView>>,
+    },
+    /// Queue an external event.
+    Event {
+        /// Target session.
+        id: String,
+        /// The event.
+        event: Event,
+        /// Answered after the event was processed.
+        reply: Option<Reply<SessionView>>,
+    },
+    /// Describe a session, with its data model.
+    Query {
+        /// The session.
+        id: String,
+        /// The answer.
+        reply: Reply<SessionView>,
+    },
+    /// Stop a session.
+    Terminate {
+        /// The session.
+        id: String,
+        /// Answered once it stopped.
+        reply: Option<Reply<SessionView>>,
+    },
+    /// List the top-level sessions of this worker.
+    List {
+        /// The answer.
+        reply: oneshot::Sender<Vec<SessionView>>,
+    },
+    /// Finish the current batch and stop the worker.
+    Stop,
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    /// The session id.
+    pub sessionid: String,
+    /// `running`, `completed`, `terminated` or `failed`.
+    pub status: &'static str,
+    /// The URL or path of the document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// The document's `name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Start time, ms since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    /// When the session ended, ms since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+    /// The `idealtime` start parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idealtime: Option<u64>,
+    /// External events processed.
+    pub events: u64,
+    /// Active states in document order.
+    pub configuration: Vec<String>,
+    /// The data model's variables (queries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// Delayed sends waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_timers: Option<usize>,
+    /// Invoked children by invoke id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invokes: Option<Vec<String>>,
+}
+
+/// Handles to the workers; cheap to share.
+pub struct Pool {
+    senders: Vec<mpsc::UnboundedSender<Command>>,
+    next: AtomicUsize,
+    ids: Arc<IdSource>,
+}
+
+/// Makes unguessable session ids.
+pub struct IdSource {
+    counter: AtomicU64,
+    keys: std::collections::hash_map::RandomState,
+}
+
+impl IdSource {
+    fn new() -> IdSource {
+        IdSource {
+            counter: AtomicU64::new(1),
+            keys: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn random(&self, salt: u64) -> u64 {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut h = self.keys.build_hasher();
+        h.write_u64(n);
+        h.write_u64(salt);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.finish()
+    }
+
+    /// A new id for a session on `worker`.
+    pub fn make(&self, worker: usize) -> String {
+        let a = self.random(1);
+        let b = self.random(2) & 0xffff_ffff;
+        format!("{a:016X}{b:08X}{:02X}", worker & 0xff)
+    }
+}
+
+/// The worker a session id names, if it is well formed.
+pub fn worker_of(id: &str, workers: usize) -> Option<usize> {
+    if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let w = usize::from_str_radix(&id[24..], 16).ok()?;
+    (w < workers).then_some(w)
+}
+
+impl Pool {
+    /// Channels for `workers` workers; the receivers go to [`spawn_workers`].
+    pub fn new(workers: usize) -> (Pool, Vec<mpsc::UnboundedReceiver<Command>>) {
+        let (senders, receivers) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
+        (
+            Pool {
+                senders,
+                next: AtomicUsize::new(0),
+                ids: Arc::new(IdSource::new()),
+            },
+            receivers,
+        )
+    }
+
+    /// Number of workers.
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Whether the pool has no workers.
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
+    }
+
+    /// An id for a new session, on the next worker in turn.
+    pub fn new_session_id(&self) -> String {
+        let w = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len().max(1);
+        self.ids.make(w)
+    }
+
+    /// Sends a command to the worker that owns `id`.
+    pub fn send(&self, id: &str, command: Command) -> Result<(), ApiError> {
+        let w = worker_of(id, self.senders.len()).ok_or_else(|| ApiError::session_not_found(id))?;
+        self.senders[w]
+            .send(command)
+            .map_err(|_| ApiError::unavailable("the session's worker has stopped"))
+    }
+
+    /// Sends a command to every worker (for listing).
+    pub fn broadcast(&self, mut make: impl FnMut() -> Command) -> usize {
+        self.senders
+            .iter()
+            .filter(|s| s.send(make()).is_ok())
+            .count()
+    }
+
+    /// Queues an event for a session without waiting (jobs, routing).
+    pub fn post_event(&self, id: &str, event: Event) -> Result<(), ApiError> {
+        self.send(
+            id,
+            Command::Event {
+                id: id.to_string(),
+                event,
+                reply: None,
+            },
+        )
+    }
+}
+
+/// Starts one thread per receiver; they stop when every sender is gone.
+pub fn spawn_workers(
+    ctx: Arc<ServerContext>,
+    receivers: Vec<mpsc::UnboundedReceiver<Command>>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    receivers
+        .into_iter()
+        .enumerate()
+        .map(|(index, rx)| {
+            let ctx = ctx.clone();
+            std::thread::Builder::new()
+                .name(format!("ors-worker-{index}"))
+                .spawn(move || run_worker(index, ctx, rx))
+                .expect("spawning a worker thread")
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Running,
+    Completed,
+    Terminated,
+    Failed,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Terminated => "terminated",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// What the worker knows about a top-level session beyond the engine.
+struct Meta {
+    src: String,
+    started_at: u64,
+    idealtime: Option<u64>,
+    status: Status,
+    ended: Option<(Instant, u64)>,
+    events: u64,
+}
+
+struct Worker {
+    index: usize,
+    ctx: Arc<ServerContext>,
+    host: LocalHost,
+    meta: HashMap<Arc<str>, Meta>,
+    options: SessionOptions,
+    acks: Vec<(String, Reply<SessionView>)>,
+    last_sweep: Instant,
+}
+
+fn run_worker(index: usize, ctx: Arc<ServerContext>, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let mut worker = Worker::new(index, ctx);
+        loop {
+            let command = match worker.host.next_timer_due() {
+                Some(due) => {
+                    let wait = due.saturating_sub(wall_clock_ms());
+                    tokio::select! {
+                        c = rx.recv() => match c { Some(c) => Some(c), None => break },
+                        _ = tokio::time::sleep(Duration::from_millis(wait)) => None,
+                    }
+                }
+                None => match rx.recv().await {
+                    Some(c) => Some(c),
+                    None => break,
+                },
+            };
+            let mut stop = false;
+            if let Some(c) = command {
+                stop |= matches!(c, Command::Stop);
+                worker.guarded(|w| w.handle(c));
+                // Take what else is queued, so one settle serves a batch.
+                for _ in 0..512 {
+                    match rx.try_recv() {
+                        Ok(c) => {
+                            stop |= matches!(c, Command::Stop);
+                            worker.guarded(|w| w.handle(c));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            worker.guarded(Worker::settle);
+            if stop {
+                break;
+            }
+            // Let spawned jobs (fetches, starts) make progress.
+            tokio::task::yield_now().await;
+        }
+        tracing::debug!(worker = index, "worker stopped");
+    });
+}
+
+impl Worker {
+    fn new(index: usize, ctx: Arc<ServerContext>) -> Worker {
+        let log: crate::host::LogSink = Box::new(|session, label, message| match label {
+            Some(label) => tracing::info!(session, label, "{message}"),
+            None => tracing::info!(session, "{message}"),
+        });
+        let config = &ctx.config;
+        let options = SessionOptions {
+            session_id: None,
+            limits: crate::datamodel::ScriptLimits {
+                loop_iterations: config.limits.script_loop_iterations,
+                recursion: config.limits.script_recursion,
+                ..Default::default()
+            },
+            custom_actions: ctx.custom_actions.clone(),
+            ioprocessors: Default::default(),
+            max_microsteps: config.limits.max_microsteps,
+            initial_data: Map::new(),
+            declare_undeclared_data: true,
+            prelude: Some(ctx.prelude.clone()),
+        };
+        let mut host = LocalHost::new(options.clone(), log);
+        let ids = ctx.pool.ids.clone();
+        host.set_id_generator(Box::new(move || ids.make(index)));
+        let route_ctx = ctx.clone();
+        host.set_remote_router(Box::new(move |id, event| {
+            route_ctx.pool.post_event(id, event).map_err(|e| e.message)
+        }));
+        let load_ctx = ctx.clone();
+        host.set_document_loader(Box::new(move |url| load_ctx.documents.load_blocking(url)));
+        host.set_services(Box::new(WorkerServices {
+            ctx: ctx.clone(),
+            jobs: Vec::new(),
+        }));
+        Worker {
+            index,
+            ctx,
+            host,
+            meta: HashMap::new(),
+            options,
+            acks: Vec::new(),
+            last_sweep: Instant::now(),
+        }
+    }
+
+    /// Runs `f`; a panic (a bug, never bad input) is logged and the worker
+    /// goes on with its other sessions.
+    fn guarded(&mut self, f: impl FnOnce(&mut Worker)) {
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            tracing::error!(worker = self.index, panic = %what, "a session failed inside the engine");
+            Metrics::inc(&self.ctx.metrics.sessions_failed);
+            // Sessions that lost their state are marked failed.
+            let lost: Vec<Arc<str>> = self
+                .meta
+                .iter()
+                .filter(|(id, m)| m.status == Status::Running && self.host.session(id).is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in lost {
+                self.mark_ended(&id, Status::Failed);
+            }
+            self.acks.clear();
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Start {
+                id,
+                doc,
+                data,
+                src,
+                idealtime,
+                reply,
+            } => {
+                let options = SessionOptions {
+                    session_id: Some(id.clone()),
+                    initial_data: data,
+                    ..self.options.clone()
+                };
+                let session = Session::new(doc, options);
+                let key = self.host.add(session);
+                self.meta.insert(
+                    key.clone(),
+                    Meta {
+                        src,
+                        started_at: wall_clock_ms(),
+                        idealtime,
+                        status: Status::Running,
+                        ended: None,
+                        events: 0,
+                    },
+                );
+                Metrics::inc(&self.ctx.metrics.sessions_started);
+                Metrics::inc(&self.ctx.metrics.sessions_running);
+                tracing::info!(session = %key, "session started");
+                self.host.start(&key);
+                if let Some(reply) = reply {
+                    self.acks.push((id, reply));
+                }
+            }
+            Command::Event { id, event, reply } => {
+                let accepted = self.host.deliver(&id, event);
+                match reply {
+                    Some(reply) if !accepted => {
+                        let _ = reply.send(Err(self.missing(&id)));
+                    }
+                    Some(reply) => self.acks.push((id, reply)),
+                    None => {
+                        if !accepted {
+                            tracing::debug!(session = %id, "event for a session that is gone dropped");
+                        }
+                    }
+                }
+            }
+            Command::Query { id, reply } => {
+                let _ = reply.send(self.view(&id, true));
+            }
+            Command::Terminate { id, reply } => {
+                let known = self.host.session(&id).is_some();
+                let result = if self.host.terminate(&id) {
+                    if let Some(key) = self.meta.get_key_value(id.as_str()).map(|(k, _)| k.clone())
+                    {
+                        self.mark_ended(&key, Status::Terminated);
+                    }
+                    tracing::info!(session = %id, "session terminated");
+                    self.view(&id, false)
+                } else if known {
+                    Err(ApiError::session_ended(&id))
+                } else {
+                    Err(ApiError::session_not_found(&id))
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::List { reply } => {
+                let ids: Vec<Arc<str>> = self.meta.keys().cloned().collect();
+                let mut list: Vec<SessionView> = ids
+                    .iter()
+                    .filter_map(|id| self.view(id, false).ok())
+                    .collect();
+                list.sort_by(|a, b| {
+                    (a.started_at, &a.sessionid).cmp(&(b.started_at, &b.sessionid))
+                });
+                let _ = reply.send(list);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn missing(&self, id: &str) -> ApiError {
+        match self.host.session(id) {
+            Some(_) => ApiError::session_ended(id),
+            None => ApiError::session_not_found(id),
+        }
+    }
+
+    /// Runs every session with work until idle, fires due timers, then
+    /// answers the batch's requests and spawns the jobs actions queued.
+    fn settle(&mut self) {
+        self.host.fire_due_timers(wall_clock_ms());
+        let metrics = self.ctx.metrics.clone();
+        let meta = &mut self.meta;
+        let mut last = Instant::now();
+        self.host.run_until_idle(&mut |id, _session, _event| {
+            let now = Instant::now();
+            metrics.observe_macrostep(now.duration_since(last).as_micros() as u64);
+            last = now;
+            Metrics::inc(&metrics.events_processed);
+            if let Some(m) = meta.get_mut(id) {
+                m.events += 1;
+            }
+        });
+        for id in self.host.take_halted() {
+            if self
+                .meta
+                .get(&id)
+                .is_some_and(|m| m.status == Status::Running)
+            {
+                tracing::info!(session = %id, "session completed");
+                self.mark_ended(&id, Status::Completed);
+            }
+        }
+        for (id, reply) in std::mem::take(&mut self.acks) {
+            let _ = reply.send(self.view(&id, false));
+        }
+        let jobs = self
+            .host
+            .services_mut()
+            .and_then(|s| s.downcast_mut::<WorkerServices>())
+            .map(|s| std::mem::take(&mut s.jobs))
+            .unwrap_or_default();
+        for job in jobs {
+            tokio::task::spawn_local(job);
+        }
+        if self.last_sweep.elapsed() > Duration::from_secs(1) {
+            self.sweep();
+        }
+    }
+
+    fn mark_ended(&mut self, id: &Arc<str>, status: Status) {
+        if let Some(m) = self.meta.get_mut(id)
+            && m.status == Status::Running
+        {
+            m.status = status;
+            m.ended = Some((Instant::now(), wall_clock_ms()));
+            let metrics = &self.ctx.metrics;
+            Metrics::dec(&metrics.sessions_running);
+            Metrics::inc(&metrics.sessions_retained);
+            match status {
+                Status::Completed => Metrics::inc(&metrics.sessions_completed),
+                Status::Terminated => Metrics::inc(&metrics.sessions_terminated),
+                Status::Failed | Status::Running => {}
+            }
+        }
+    }
+
+    /// Forgets halted sessions kept longer than the retention time.
+    fn sweep(&mut self) {
+        self.last_sweep = Instant::now();
+        let keep = Duration::from_secs(self.ctx.config.limits.halted_retention_secs);
+        let expired: Vec<Arc<str>> = self
+            .meta
+            .iter()
+            .filter(|(_, m)| m.ended.is_some_and(|(at, _)| at.elapsed() >= keep))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.meta.remove(&id);
+            self.host.remove(&id);
+            Metrics::dec(&self.ctx.metrics.sessions_retained);
+        }
+    }
+
+    fn view(&mut self, id: &str, with_data: bool) -> Result<SessionView, ApiError> {
+        let meta = self.meta.get(id);
+        let Some(session) = self.host.session(id) else {
+            return match meta {
+                Some(m) if m.status == Status::Failed => Ok(SessionView {
+                    sessionid: id.to_string(),
+                    status: Status::Failed.label(),
+                    src: Some(m.src.clone()),
+                    name: None,
+                    started_at: Some(m.started_at),
+                    ended_at: m.ended.map(|(_, t)| t),
+                    idealtime: m.idealtime,
+                    events: m.events,
+                    configuration: Vec::new(),
+                    data: None,
+                    pending_timers: None,
+                    invokes: None,
+                }),
+                _ => Err(ApiError::session_not_found(id)),
+            };
+        };
+        let status = match meta {
+            Some(m) => m.status,
+            None if session.is_running() => Status::Running,
+            None => Status::Completed,
+        };
+        let mut view = SessionView {
+            sessionid: id.to_string(),
+            status: status.label(),
+            src: meta.map(|m| m.src.clone()),
+            name: session.document().name.clone(),
+            started_at: meta.map(|m| m.started_at),
+            ended_at: meta.and_then(|m| m.ended.map(|(_, t)| t)),
+            idealtime: meta.and_then(|m| m.idealtime),
+            events: meta.map(|m| m.events).unwrap_or(0),
+            configuration: session.configuration_names(),
+            data: None,
+            pending_timers: None,
+            invokes: None,
+        };
+        if with_data {
+            view.pending_timers = Some(session.pending_timers());
+            view.invokes = Some(
+                session
+                    .active_invokes()
+                    .keys()
+                    .map(|k| k.to_string())
+                    .collect(),
+            );
+            view.data = Some(self.data_of(id));
+        }
+        Ok(view)
+    }
+
+    /// The session's variables as plain JSON (system variables and the
+    /// `_genesys` object left out).
+    fn data_of(&mut self, id: &str) -> Value {
+        let Some(session) = self.host.session_mut(id) else {
+            return Value::Null;
+        };
+        match session.datamodel_mut().snapshot() {
+            Ok(Value::Object(vars)) => Value::Object(
+                vars.into_iter()
+                    .filter(|(k, _)| k != "_genesys")
+                    .map(|(k, v)| (k, crate::datamodel::plain_json(&v)))
+                    .collect(),
+            ),
+            Ok(other) => crate::datamodel::plain_json(&other),
+            Err(e) => {
+                tracing::warn!(session = id, error = %e, "cannot read the data model");
+                Value::Null
+            }
+        }
+    }
+}
