@@ -392,7 +392,8 @@ impl Documents {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let max_age = self.max_age(header("cache-control").as_deref());
+        let cache_control = header("cache-control");
+        let max_age = self.max_age(cache_control.as_deref());
         let etag = header("etag");
         let last_modified = header("last-modified");
         if status == reqwest::StatusCode::NOT_MODIFIED
@@ -400,6 +401,11 @@ impl Documents {
         {
             Metrics::inc(&self.metrics.document_cache_revalidated);
             let doc = entry.doc.clone();
+            // A 304 without Cache-Control keeps the freshness stored before.
+            let max_age = match (&cache_control, &entry.validator) {
+                (None, Validator::Http { max_age, .. }) => *max_age,
+                _ => max_age,
+            };
             self.store(
                 url,
                 Entry {

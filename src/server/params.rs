@@ -43,10 +43,14 @@ pub async fn read_params(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/x-www-form-urlencoded")
+        .unwrap_or("application/x-www-form-urlencoded");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
         .to_ascii_lowercase();
-    let mime = content_type.split(';').next().unwrap_or_default().trim();
-    match mime {
+    match mime.as_str() {
         "application/json" | "text/json" => {
             let value: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::bad_parameter(format!("the JSON body is malformed: {e}")))?;
@@ -56,7 +60,7 @@ pub async fn read_params(
             }
         }
         "multipart/form-data" => {
-            let boundary = multer::parse_boundary(&content_type).map_err(|e| {
+            let boundary = multer::parse_boundary(content_type).map_err(|e| {
                 ApiError::bad_parameter(format!("multipart body without a boundary: {e}"))
             })?;
             let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes) });

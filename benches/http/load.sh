@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# HTTP load benchmark for `ors serve`, driven by wrk over loopback.
+#
+#   benches/http/load.sh            DURATION=10s per phase, CONNS=64
+#   benches/http/load.sh --smoke    DURATION=2s, CONNS=8 (for CI)
+#
+# Environment: DURATION (wrk -d, default 10s), CONNS (wrk -c, default 64),
+# THREADS (wrk -t, default 2), PORT (first port tried, default 18181),
+# SESSIONS (sessions the events phase spreads over, default 64),
+# CARGO_TARGET_DIR (default target).
+#
+# Phases: "starts" (POST /scxml/session/start) and "events" (POST
+# /scxml/session/<id>/event/ping round-robin over SESSIONS sessions). Each
+# prints one JSON line; the script exits non-zero when any reply was not
+# 2xx, wrk saw socket errors, or the sessions' counters do not add up.
+set -euo pipefail
+
+smoke=0
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) smoke=1 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "load.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+DURATION="${DURATION:-10s}"
+CONNS="${CONNS:-64}"
+if [ "$smoke" = 1 ]; then
+  DURATION=2s
+  CONNS=8
+fi
+THREADS="${THREADS:-2}"
+PORT="${PORT:-18181}"
+SESSIONS="${SESSIONS:-64}"
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+# --- build --------------------------------------------------------------
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$root/$target" ;; esac
+cargo build --release --quiet
+ors="$target/release/ors"
+[ -x "$ors" ] || { echo "load.sh: no binary at $ors" >&2; exit 1; }
+
+# --- wrk ------------------------------------------------------------------
+if ! command -v wrk >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+fi
+command -v curl >/dev/null 2>&1 || { echo "load.sh: curl is required" >&2; exit 1; }
+
+# --- server ---------------------------------------------------------------
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+tries=0
+while port_busy "$PORT"; do
+  tries=$((tries + 1))
+  [ "$tries" -lt 50 ] || { echo "load.sh: no free port near $PORT" >&2; exit 1; }
+  PORT=$((PORT + 1))
+done
+base="http://127.0.0.1:$PORT"
+
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$ors" serve --listen "127.0.0.1:$PORT" >"$work/server.log" 2>&1 &
+server_pid=$!
+
+for _ in $(seq 1 100); do
+  if curl -fsS "$base/health" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "load.sh: the server exited early:" >&2
+    cat "$work/server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+curl -fsS "$base/health" >/dev/null || { echo "load.sh: /health never answered" >&2; exit 1; }
+echo "ors serve on $base (pid $server_pid); DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS" >&2
+
+# Runs one wrk phase; prints its JSON line, fails on non-2xx or socket errors.
+run_phase() {
+  local phase="$1" script="$2"; shift 2
+  local out="$work/$phase.out"
+  wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --latency -s "$script" "$base" "$@" >"$out" 2>&1 || {
+    cat "$out" >&2; echo "load.sh: wrk failed in phase $phase" >&2; return 1; }
+  sed -n '1,/^{"phase"/{/^{"phase"/!p}' "$out" >&2
+  local line
+  line="$(grep '^{"phase"' "$out" | tail -n 1)"
+  [ -n "$line" ] || { cat "$out" >&2; echo "load.sh: no summary from phase $phase" >&2; return 1; }
+  grep -v '^{"phase"' "$out" | grep -i 'non-2xx reply' >&2 || true
+  echo "$line"
+  local non2xx errors
+  non2xx="$(sed -n 's/.*"non2xx":\([0-9]*\).*/\1/p' <<<"$line")"
+  errors="$(sed -n 's/.*"errors":\([0-9]*\).*/\1/p' <<<"$line")"
+  if [ "${non2xx:-1}" != 0 ] || [ "${errors:-1}" != 0 ]; then
+    echo "load.sh: phase $phase saw $non2xx non-2xx replies and $errors socket errors" >&2
+    return 1
+  fi
+}
+
+# --- phase a: starts --------------------------------------------------------
+run_phase starts "$here/start.lua"
+
+# --- phase b: events --------------------------------------------------------
+ids="$work/ids.txt"
+: >"$ids"
+for _ in $(seq 1 "$SESSIONS"); do
+  reply="$(curl -fsS -X POST -H 'Content-Type: application/x-www-form-urlencoded' \
+    --data 'src=benches/http/tiny.scxml' "$base/scxml/session/start")"
+  id="$(sed -n 's/.*"sessionid":"\([^"]*\)".*/\1/p' <<<"$reply")"
+  [ -n "$id" ] || { echo "load.sh: no sessionid in: $reply" >&2; exit 1; }
+  echo "$id" >>"$ids"
+done
+events_line="$(run_phase events "$here/events.lua" -- "$ids")"
+echo "$events_line"
+
+# Every 2xx 'ping' reply means the event was processed, so the sessions'
+# counters must add up to at least the requests wrk completed (at most
+# CONNS more: replies still in flight when wrk stopped).
+completed="$(sed -n 's/.*"requests":\([0-9]*\).*/\1/p' <<<"$events_line")"
+total=0
+while read -r id; do
+  q="$(curl -fsS "$base/scxml/session/$id/query")"
+  c="$(sed -n 's/.*"count":\([0-9]*\).*/\1/p' <<<"$q")"
+  [ -n "$c" ] || { echo "load.sh: no count for session $id: $q" >&2; exit 1; }
+  total=$((total + c))
+done <"$ids"
+echo "sum of 'count' over $SESSIONS sessions: $total (wrk completed $completed)" >&2
+if [ "$total" -lt "$completed" ] || [ "$total" -gt $((completed + CONNS)) ]; then
+  echo "load.sh: the counters do not match the completed requests" >&2
+  exit 1
+fi
+
+# --- server side ---------------------------------------------------------------
+curl -fsS "$base/metrics" | grep '^ors_events_processed_total' || {
+  echo "load.sh: /metrics has no ors_events_processed_total" >&2; exit 1; }
+if grep -qiE '\b(ERROR|panicked)\b' "$work/server.log"; then
+  echo "load.sh: the server logged errors:" >&2
+  grep -iE '\b(ERROR|panicked)\b' "$work/server.log" | head -n 20 >&2
+  exit 1
+fi

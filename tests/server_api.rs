@@ -1,0 +1,783 @@
+//! `ors serve` driven over real HTTP: each test starts the server on an
+//! ephemeral loopback port (the same `run` the binary calls) and talks to
+//! it with an HTTP client. Documents come from `fixtures/server/`, from a
+//! small document server the test runs, and from script objects.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use ors::server::config::{Config, ScriptObject};
+use ors::server::{RunningServer, spawn};
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/server")
+}
+
+fn fixture(name: &str) -> String {
+    fixtures().join(name).display().to_string()
+}
+
+fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ors-server-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn base_config() -> Config {
+    let mut config = Config::default();
+    config.workers = 2;
+    config.security.allowed_dirs = vec![fixtures(), std::env::temp_dir()];
+    config
+}
+
+struct Api {
+    server: Option<RunningServer>,
+    base: String,
+    client: reqwest::Client,
+    token: Option<String>,
+}
+
+struct Reply {
+    status: u16,
+    body: Value,
+}
+
+impl Api {
+    async fn start(config: Config) -> Api {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let token = config.security.bearer_token.clone();
+        let server = spawn(listener, config).expect("server starts");
+        Api {
+            base: format!("http://{}", server.addr),
+            server: Some(server),
+            client: ors::loader::http_client(Duration::from_secs(30)),
+            token,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("reply is not JSON (status {status}): {text}"));
+        Reply { status, body }
+    }
+
+    async fn form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body),
+        )
+        .await
+    }
+
+    async fn json(&self, path: &str, body: &Value) -> Reply {
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn start_session(&self, pairs: &[(&str, &str)]) -> String {
+        let r = self.form("/scxml/session/start", pairs).await;
+        assert_eq!(r.status, 200, "start failed: {}", r.body);
+        r.body["sessionid"].as_str().expect("sessionid").to_string()
+    }
+
+    async fn query(&self, id: &str) -> Value {
+        let r = self.get(&format!("/scxml/session/{id}/query")).await;
+        assert_eq!(r.status, 200, "query failed: {}", r.body);
+        r.body
+    }
+
+    /// Polls a session until `check` holds (asynchronous module results).
+    async fn wait_for(&self, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let q = self.query(id).await;
+            if check(&q) {
+                return q;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "session {id} never reached the expected state: {}",
+            self.query(id).await
+        );
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+fn assert_error(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status, status, "unexpected status; body {}", r.body);
+    assert_eq!(
+        r.body["error"], code,
+        "unexpected error code; body {}",
+        r.body
+    );
+    assert!(
+        r.body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without a message: {}",
+        r.body
+    );
+}
+
+/// A document server for the tests: serves `docs` with an ETag and
+/// `Cache-Control: max-age=0`, answers conditional requests with 304, and
+/// counts what it served.
+#[derive(Default)]
+struct DocServer {
+    docs: Mutex<HashMap<String, String>>,
+    full: AtomicUsize,
+    not_modified: AtomicUsize,
+}
+
+fn etag_of(text: &str) -> String {
+    format!(
+        "\"{:x}-{}\"",
+        text.len(),
+        text.bytes().map(u64::from).sum::<u64>()
+    )
+}
+
+async fn serve_doc(
+    State(state): State<Arc<DocServer>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    let Some(text) = state.docs.lock().unwrap().get(&name).cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let etag = etag_of(&text);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        state.not_modified.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    state.full.fetch_add(1, Ordering::SeqCst);
+    (
+        [
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "max-age=0".to_string()),
+            (header::CONTENT_TYPE, "application/xml".to_string()),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+async fn serve_data(Query(q): Query<HashMap<String, String>>) -> axum::response::Response {
+    axum::Json(json!({ "answer": 42, "q": q.get("q").cloned().unwrap_or_default() }))
+        .into_response()
+}
+
+async fn start_doc_server(state: Arc<DocServer>) -> String {
+    let app = axum::Router::new()
+        .route("/docs/{name}", axum::routing::get(serve_doc))
+        .route("/data.json", axum::routing::get(serve_data))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+fn doc_with_state(state: &str) -> String {
+    format!(
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="{state}">
+             <state id="{state}"/>
+           </scxml>"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_started_from_a_file_takes_events_requests_and_queries() {
+    let api = Api::start(base_config()).await;
+    let src = fixture("counter.scxml");
+    let id = api
+        .start_session(&[("src", &src), ("label", "hello"), ("extra", "x")])
+        .await;
+
+    // Form body, query string, JSON body and multipart body all become _event.data.
+    let r = api
+        .form(&format!("/scxml/session/{id}/event/add"), &[("n", "2")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "running");
+    assert_eq!(r.body["configuration"], json!(["counting"]));
+    let r = api
+        .form(&format!("/scxml/session/{id}/event/add?n=3"), &[])
+        .await;
+    assert_eq!(r.status, 200);
+    let r = api
+        .json(&format!("/scxml/session/{id}/event/add"), &json!({"n": 4}))
+        .await;
+    assert_eq!(r.status, 200);
+    let boundary = "XyZ0123";
+    let multipart = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n5\r\n--{boundary}--\r\n"
+    );
+    let r = api
+        .send(
+            api.client
+                .post(format!("{}/scxml/session/{id}/event/add", api.base))
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(multipart),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The document answers a request with <session:response>.
+    let r = api
+        .get(&format!("/scxml/session/{id}/request/check-total"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({"total": 14, "label": "hello"}));
+
+    // Query: status, configuration, variables as JSON; start parameters
+    // override <data> and undeclared ones become variables too.
+    let q = api.query(&id).await;
+    assert_eq!(q["status"], "running");
+    assert_eq!(q["configuration"], json!(["counting"]));
+    assert_eq!(q["data"]["total"], 14);
+    assert_eq!(q["data"]["label"], "hello");
+    assert_eq!(q["data"]["extra"], "x");
+    assert_eq!(q["data"]["_data"], json!({"label": "hello", "extra": "x"}));
+    assert_eq!(q["events"], 5);
+
+    // Terminate, then events are refused and the query shows the end.
+    let r = api
+        .form(&format!("/scxml/session/{id}/terminate"), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["status"], "terminated");
+    let r = api
+        .form(&format!("/scxml/session/{id}/event/add"), &[("n", "1")])
+        .await;
+    assert_error(&r, 409, "session_ended");
+    let r = api
+        .form(&format!("/scxml/session/{id}/terminate"), &[])
+        .await;
+    assert_error(&r, 409, "session_ended");
+    let q = api.query(&id).await;
+    assert_eq!(q["status"], "terminated");
+    assert!(q["ended_at"].as_u64().is_some());
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_reaches_its_final_state_is_completed() {
+    let api = Api::start(base_config()).await;
+    let id = api
+        .start_session(&[
+            ("src", &fixture("counter.scxml")),
+            ("idealtime", "1700000000000"),
+        ])
+        .await;
+    let r = api
+        .form(&format!("/scxml/session/{id}/event/stop"), &[])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["status"], "completed");
+    let q = api.query(&id).await;
+    assert_eq!(q["status"], "completed");
+    assert_eq!(q["idealtime"], 1700000000000u64);
+    let r = api
+        .get(&format!("/scxml/session/{id}/request/check-total"))
+        .await;
+    assert_error(&r, 409, "session_ended");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_by_http_url_are_cached_revalidated_and_changes_reach_new_sessions_only() {
+    let docs = Arc::new(DocServer::default());
+    docs.docs
+        .lock()
+        .unwrap()
+        .insert("flow.scxml".into(), doc_with_state("version_one"));
+    docs.docs.lock().unwrap().insert(
+        "parent.scxml".into(),
+        std::fs::read_to_string(fixtures().join("parent.scxml")).unwrap(),
+    );
+    docs.docs.lock().unwrap().insert(
+        "child.scxml".into(),
+        std::fs::read_to_string(fixtures().join("child.scxml")).unwrap(),
+    );
+    let origin = start_doc_server(docs.clone()).await;
+    let api = Api::start(base_config()).await;
+    let url = format!("{origin}/docs/flow.scxml");
+
+    let first = api.start_session(&[("src", &url)]).await;
+    assert_eq!(docs.full.load(Ordering::SeqCst), 1);
+    let second = api.start_session(&[("src", &url)]).await;
+    // max-age=0: revalidated with If-None-Match, answered 304, not refetched.
+    assert_eq!(docs.full.load(Ordering::SeqCst), 1);
+    assert_eq!(docs.not_modified.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        api.query(&second).await["configuration"],
+        json!(["version_one"])
+    );
+
+    docs.docs
+        .lock()
+        .unwrap()
+        .insert("flow.scxml".into(), doc_with_state("version_two"));
+    let third = api.start_session(&[("src", &url)]).await;
+    assert_eq!(docs.full.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        api.query(&third).await["configuration"],
+        json!(["version_two"])
+    );
+    assert_eq!(
+        api.query(&first).await["configuration"],
+        json!(["version_one"])
+    );
+
+    // A relative invoke src resolves against the parent's URL.
+    let parent = api
+        .start_session(&[("src", &format!("{origin}/docs/parent.scxml"))])
+        .await;
+    let q = api
+        .wait_for(&parent, |q| q["configuration"] == json!(["child_done"]))
+        .await;
+    assert_eq!(q["status"], "running");
+
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ors_document_cache_total{result=\"revalidated\"} 1"),
+        "{metrics}"
+    );
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_objects_fall_back_to_their_alternate_url_and_pass_their_parameters() {
+    let docs = Arc::new(DocServer::default());
+    let origin = start_doc_server(docs.clone()).await;
+    let mut config = base_config();
+    let mut params = serde_json::Map::new();
+    params.insert("label".into(), json!("from the script object"));
+    params.insert("app_find_agent_timeout".into(), json!("60"));
+    config.scripts.insert(
+        "CounterApp".into(),
+        ScriptObject {
+            url: format!("{origin}/docs/missing.scxml"),
+            alternate_url: Some(fixture("counter.scxml")),
+            params,
+        },
+    );
+    let api = Api::start(config).await;
+
+    // The name matches ignoring case, the first URL 404s, the alternate loads.
+    let id = api.start_session(&[("src", "script:counterapp")]).await;
+    let q = api.query(&id).await;
+    assert_eq!(q["src"], fixture("counter.scxml"));
+    assert_eq!(q["data"]["label"], "from the script object");
+    assert_eq!(q["data"]["app_find_agent_timeout"], "60");
+
+    // Start parameters override script parameters.
+    let id = api
+        .start_session(&[("src", "script:CounterApp"), ("label", "override")])
+        .await;
+    assert_eq!(api.query(&id).await["data"]["label"], "override");
+
+    // A second URL after a space is the fallback for a plain src.
+    let src = format!("{origin}/docs/missing.scxml {}", fixture("counter.scxml"));
+    let id = api.start_session(&[("src", &src)]).await;
+    assert_eq!(api.query(&id).await["configuration"], json!(["counting"]));
+
+    // When both fail, the reply names both reasons.
+    let src = format!("{origin}/docs/missing.scxml {}", fixture("broken.scxml"));
+    let r = api.form("/scxml/session/start", &[("src", &src)]).await;
+    assert_error(&r, 404, "document_not_found");
+    let message = r.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("HTTP 404") && message.contains("fallback"),
+        "{message}"
+    );
+    assert!(message.contains("broken.scxml:4:"), "{message}");
+
+    let r = api
+        .form("/scxml/session/start", &[("src", "script:nothing")])
+        .await;
+    assert_error(&r, 404, "script_not_found");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_a_json_body_with_a_stable_code() {
+    let mut config = base_config();
+    config.limits.max_body_bytes = 2048;
+    config.limits.request_timeout_ms = 300;
+    let api = Api::start(config).await;
+    let id = api
+        .start_session(&[("src", &fixture("counter.scxml"))])
+        .await;
+    let unknown = "00000000000000000000000000";
+
+    for path in [
+        format!("/scxml/session/{unknown}/event/add"),
+        format!("/scxml/session/{unknown}/terminate"),
+        format!("/scxml/session/{unknown}/request/check-total"),
+        "/scxml/session/not-an-id/event/add".to_string(),
+    ] {
+        assert_error(&api.form(&path, &[]).await, 404, "session_not_found");
+    }
+    assert_error(
+        &api.get(&format!("/scxml/session/{unknown}/query")).await,
+        404,
+        "session_not_found",
+    );
+    assert_error(&api.get("/no/such/route").await, 404, "not_found");
+    assert_error(
+        &api.get("/scxml/session/start").await,
+        405,
+        "method_not_allowed",
+    );
+
+    // Bad parameters.
+    assert_error(
+        &api.form("/scxml/session/start", &[]).await,
+        400,
+        "missing_parameter",
+    );
+    assert_error(
+        &api.form(
+            "/scxml/session/start",
+            &[("src", &fixture("counter.scxml")), ("idealtime", "soon")],
+        )
+        .await,
+        400,
+        "bad_parameter",
+    );
+    assert_error(
+        &api.json("/scxml/session/start", &json!(["not", "an", "object"]))
+            .await,
+        400,
+        "bad_parameter",
+    );
+    let r = api
+        .send(
+            api.client
+                .post(format!("{}/scxml/session/start", api.base))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("{\"src\": "),
+        )
+        .await;
+    assert_error(&r, 400, "bad_parameter");
+    let r = api
+        .send(
+            api.client
+                .post(format!("{}/scxml/session/start", api.base))
+                .header(header::CONTENT_TYPE, "application/pdf")
+                .body("%PDF"),
+        )
+        .await;
+    assert_error(&r, 415, "unsupported_media_type");
+    let big = "n=".to_string() + &"9".repeat(4096);
+    let r = api
+        .send(
+            api.client
+                .post(format!("{}/scxml/session/{id}/event/add", api.base))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(big),
+        )
+        .await;
+    assert_error(&r, 413, "body_too_large");
+    assert_error(
+        &api.form(&format!("/scxml/session/{id}/event/bad%20name"), &[])
+            .await,
+        400,
+        "bad_parameter",
+    );
+    assert_error(
+        &api.get("/scxml/sessions?limit=5000").await,
+        400,
+        "bad_parameter",
+    );
+
+    // Documents that cannot be loaded.
+    let r = api
+        .form("/scxml/session/start", &[("src", &fixture("broken.scxml"))])
+        .await;
+    assert_error(&r, 422, "document_invalid");
+    let message = r.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("broken.scxml:4:5") && message.contains("nowhere"),
+        "{message}"
+    );
+    let dir = scratch_dir();
+    let dtd = dir.join("dtd.scxml");
+    std::fs::write(
+        &dtd,
+        "<?xml version=\"1.0\"?>\n<!DOCTYPE scxml [<!ENTITY x \"y\">]>\n<scxml xmlns=\"http://www.w3.org/2005/07/scxml\" version=\"1.0\"><state id=\"a\"/></scxml>",
+    )
+    .unwrap();
+    let r = api
+        .form(
+            "/scxml/session/start",
+            &[("src", &dtd.display().to_string())],
+        )
+        .await;
+    assert_error(&r, 422, "document_invalid");
+    assert!(
+        r.body["message"].as_str().unwrap().contains(":2:1"),
+        "{}",
+        r.body
+    );
+    let r = api
+        .form("/scxml/session/start", &[("src", &fixture("absent.scxml"))])
+        .await;
+    assert_error(&r, 404, "document_not_found");
+    let r = api
+        .form("/scxml/session/start", &[("src", "/etc/hostname")])
+        .await;
+    assert_error(&r, 403, "url_not_allowed");
+    let r = api
+        .form(
+            "/scxml/session/start",
+            &[("src", "ftp://example.com/x.scxml")],
+        )
+        .await;
+    assert_error(&r, 403, "url_not_allowed");
+    let r = api
+        .form(
+            "/scxml/session/start",
+            &[("src", "http://127.0.0.1:9/x.scxml")],
+        )
+        .await;
+    assert_error(&r, 502, "document_unavailable");
+
+    // A request the document never answers times out with 504.
+    let r = api
+        .get(&format!("/scxml/session/{id}/request/ignore-me"))
+        .await;
+    assert_error(&r, 504, "request_timeout");
+
+    // The server is still fine.
+    let r = api
+        .form(&format!("/scxml/session/{id}/event/add"), &[("n", "1")])
+        .await;
+    assert_eq!(r.status, 200);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_guards_everything_but_health() {
+    let mut config = base_config();
+    config.security.bearer_token = Some("s3cret".into());
+    let mut api = Api::start(config).await;
+    api.token = None;
+    assert_error(
+        &api.form(
+            "/scxml/session/start",
+            &[("src", &fixture("counter.scxml"))],
+        )
+        .await,
+        401,
+        "unauthorized",
+    );
+    assert_eq!(api.get("/health").await.status, 200);
+    api.token = Some("wrong".into());
+    assert_error(&api.get("/scxml/sessions").await, 401, "unauthorized");
+    api.token = Some("s3cret".into());
+    api.start_session(&[("src", &fixture("counter.scxml"))])
+        .await;
+    assert_eq!(api.get("/scxml/sessions").await.body["total"], 1);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_module_fetches_starts_and_terminates() {
+    let docs = Arc::new(DocServer::default());
+    let origin = start_doc_server(docs).await;
+    let api = Api::start(base_config()).await;
+    let id = api
+        .start_session(&[
+            ("src", &fixture("fetcher.scxml")),
+            ("url", &format!("{origin}/data.json")),
+            ("child_src", &fixture("counter.scxml")),
+        ])
+        .await;
+    let q = api
+        .wait_for(&id, |q| {
+            q["configuration"] == json!(["done"]) || q["configuration"] == json!(["failed"])
+        })
+        .await;
+    assert_eq!(q["configuration"], json!(["done"]), "{q}");
+    assert_eq!(q["data"]["fetched"], json!({"answer": 42, "q": "abc"}));
+    assert_eq!(q["data"]["own_id_matches"], true);
+    let child = q["data"]["child"].as_str().unwrap().to_string();
+    assert_eq!(q["data"]["started"], child.as_str());
+    let c = api.query(&child).await;
+    assert_eq!(c["status"], "terminated");
+    assert_eq!(c["data"]["label"], "from parent");
+
+    // A fetch outside the allow-list fails with error.session.fetch.
+    let mut config = base_config();
+    config.security.allowed_hosts = vec!["example.com".into()];
+    let strict = Api::start(config).await;
+    let id = strict
+        .start_session(&[
+            ("src", &fixture("fetcher.scxml")),
+            ("url", &format!("{origin}/data.json")),
+        ])
+        .await;
+    let q = strict
+        .wait_for(&id, |q| q["configuration"] == json!(["failed"]))
+        .await;
+    assert_eq!(q["data"]["error"]["error"], "notallowed");
+    strict.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_different_workers_message_each_other_and_timers_fire() {
+    let api = Api::start(base_config()).await;
+    let src = fixture("messenger.scxml");
+    let a = api.start_session(&[("src", &src)]).await;
+    let b = api.start_session(&[("src", &src), ("peer", &a)]).await;
+    // Ids name their worker; consecutive starts go to different workers.
+    assert_ne!(a[24..], b[24..]);
+    for _ in 0..3 {
+        let r = api
+            .form(&format!("/scxml/session/{b}/event/poke"), &[])
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    api.wait_for(&a, |q| q["data"]["hellos"] == 3).await;
+
+    let r = api
+        .form(&format!("/scxml/session/{a}/event/arm"), &[])
+        .await;
+    assert_eq!(r.status, 200);
+    let q = api.query(&a).await;
+    assert!(
+        q["configuration"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("waiting"))
+    );
+    assert_eq!(q["pending_timers"], 1);
+    let q = api
+        .wait_for(&a, |q| {
+            q["configuration"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("ticked"))
+        })
+        .await;
+    assert_eq!(q["pending_timers"], 0);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_script_is_stopped_and_other_sessions_carry_on() {
+    let mut config = base_config();
+    config.limits.script_loop_iterations = 200_000;
+    let api = Api::start(config).await;
+    let stuck = api
+        .start_session(&[("src", &fixture("runaway.scxml"))])
+        .await;
+    let other = api
+        .start_session(&[("src", &fixture("counter.scxml"))])
+        .await;
+    let r = api
+        .form(&format!("/scxml/session/{stuck}/event/spin"), &[])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["configuration"], json!(["stopped"]));
+    let r = api
+        .form(&format!("/scxml/session/{other}/event/add"), &[("n", "1")])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(api.get("/health").await.body["status"], "ok");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_list_pages_and_filters() {
+    let api = Api::start(base_config()).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            api.start_session(&[("src", &fixture("counter.scxml"))])
+                .await,
+        );
+    }
+    api.form(&format!("/scxml/session/{}/event/stop", ids[0]), &[])
+        .await;
+    let page = api.get("/scxml/sessions?offset=1&limit=2").await.body;
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["sessions"].as_array().unwrap().len(), 2);
+    let all = api.get("/scxml/sessions").await.body;
+    let listed: Vec<&str> = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sessionid"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    let running = api.get("/scxml/sessions?status=running").await.body;
+    assert_eq!(running["total"], 4);
+    let done = api.get("/scxml/sessions?status=completed").await.body;
+    assert_eq!(done["sessions"][0]["sessionid"], ids[0].as_str());
+    let health = api.get("/health").await.body;
+    assert_eq!(health["sessions_running"], 4);
+    api.stop().await;
+}
