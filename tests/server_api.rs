@@ -36,8 +36,10 @@ fn scratch_dir() -> PathBuf {
 }
 
 fn base_config() -> Config {
-    let mut config = Config::default();
-    config.workers = 2;
+    let mut config = Config {
+        workers: 2,
+        ..Config::default()
+    };
     config.security.allowed_dirs = vec![fixtures(), std::env::temp_dir()];
     config
 }
