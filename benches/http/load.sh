@@ -102,6 +102,7 @@ run_phase() {
   [ -n "$line" ] || { cat "$out" >&2; echo "load.sh: no summary from phase $phase" >&2; return 1; }
   grep -v '^{"phase"' "$out" | grep -i 'non-2xx reply' >&2 || true
   echo "$line"
+  echo "$line" >"$work/$phase.json"
   local non2xx errors
   non2xx="$(sed -n 's/.*"non2xx":\([0-9]*\).*/\1/p' <<<"$line")"
   errors="$(sed -n 's/.*"errors":\([0-9]*\).*/\1/p' <<<"$line")"
@@ -124,8 +125,8 @@ for _ in $(seq 1 "$SESSIONS"); do
   [ -n "$id" ] || { echo "load.sh: no sessionid in: $reply" >&2; exit 1; }
   echo "$id" >>"$ids"
 done
-events_line="$(run_phase events "$here/events.lua" -- "$ids")"
-echo "$events_line"
+run_phase events "$here/events.lua" -- "$ids"
+events_line="$(cat "$work/events.json")"
 
 # Every 2xx 'ping' reply means the event was processed, so the sessions'
 # counters must add up to at least the requests wrk completed (at most
@@ -147,8 +148,14 @@ fi
 # --- server side ---------------------------------------------------------------
 curl -fsS "$base/metrics" | grep '^ors_events_processed_total' || {
   echo "load.sh: /metrics has no ors_events_processed_total" >&2; exit 1; }
-if grep -qiE '\b(ERROR|panicked)\b' "$work/server.log"; then
+# (Log lines carry ANSI colour codes, so no word boundaries here.)
+warns="$(grep -c 'WARN' "$work/server.log" || true)"
+if [ "$warns" != 0 ]; then
+  echo "server log: $warns warning line(s), first ones:" >&2
+  grep 'WARN' "$work/server.log" | head -n 5 >&2
+fi
+if grep -qE 'ERROR|panicked' "$work/server.log"; then
   echo "load.sh: the server logged errors:" >&2
-  grep -iE '\b(ERROR|panicked)\b' "$work/server.log" | head -n 20 >&2
+  grep -E 'ERROR|panicked' "$work/server.log" | head -n 20 >&2
   exit 1
 fi

@@ -1,0 +1,93 @@
+//! The `ors serve` binary: starts with no configuration, logs JSON lines
+//! that carry the session id, and stops cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn http(addr: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read");
+    reply
+}
+
+#[test]
+fn serve_runs_without_a_config_logs_json_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ors"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--workers",
+            "1",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ors serve starts");
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server logs that it listens");
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        lines.push(value.clone());
+        if value["message"] == "ors serve listening" {
+            break value["addr"].as_str().expect("addr field").to_string();
+        }
+    };
+    let body = "src=fixtures/server/counter.scxml";
+    let reply = http(
+        &addr,
+        &format!(
+            "POST /scxml/session/start HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let json = reply.split("\r\n\r\n").nth(1).expect("body");
+    let start: serde_json::Value = serde_json::from_str(json).expect("JSON reply");
+    let id = start["sessionid"].as_str().expect("session id").to_string();
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().expect("wait") {
+            exited = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exited = exited.expect("ors serve stops within 10 s of SIGTERM");
+    assert!(exited.success(), "exit status {exited:?}");
+    lines.extend(
+        rx.try_iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(&l).expect("JSON log line")),
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "session started" && l["session"] == id.as_str()),
+        "no 'session started' line with the session id: {lines:?}"
+    );
+    assert!(lines.iter().any(|l| l["message"] == "shutdown requested"));
+}

@@ -1,0 +1,50 @@
+//! The `ors serve` configuration: the commented example in the repository
+//! parses, unknown keys and unsafe settings are refused, script objects
+//! match by name ignoring case.
+
+use ors::server::config::{Config, ConfigError};
+
+#[test]
+fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ors.example.toml");
+    let config = Config::load(&path).expect("example loads");
+    let defaults = Config::default();
+    assert_eq!(config.listen, defaults.listen);
+    assert_eq!(config.limits.max_body_bytes, defaults.limits.max_body_bytes);
+    assert_eq!(
+        config.limits.request_timeout_ms,
+        defaults.limits.request_timeout_ms
+    );
+    assert_eq!(
+        config.documents.max_age_secs,
+        defaults.documents.max_age_secs
+    );
+    assert_eq!(
+        config.security.allowed_hosts,
+        defaults.security.allowed_hosts
+    );
+    let (script, spelled) = config.script("counterdemo").expect("script object");
+    assert_eq!(spelled, Some("CounterDemo"));
+    assert_eq!(script.url, "fixtures/server/counter.scxml");
+    assert_eq!(script.params["label"], "from the script object");
+    assert!(config.script("CounterDemo").unwrap().1.is_none());
+}
+
+#[test]
+fn unknown_keys_and_exposed_listeners_are_refused() {
+    let err = Config::parse("listn = \"127.0.0.1:1\"", "t.toml").unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Parse { message, .. } if message.contains("listn")),
+        "{err}"
+    );
+    let err = Config::parse("listen = \"0.0.0.0:8080\"", "t.toml").unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+    let ok = Config::parse(
+        "listen = \"0.0.0.0:8080\"\n[security]\nallow_non_loopback = true\nbearer_token = \"x\"",
+        "t.toml",
+    )
+    .expect("explicitly allowed");
+    assert!(!ok.listen.ip().is_loopback());
+    let err = Config::parse("[scripts.X]\nurl = \"\"", "t.toml").unwrap_err();
+    assert!(err.to_string().contains("scripts.X"), "{err}");
+}
