@@ -534,3 +534,50 @@ impl Documents {
         self.load_file(url, &path).map_err(|f| f.message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(hosts: &[&str], dirs: &[PathBuf]) -> UrlPolicy {
+        UrlPolicy::new(&Security {
+            allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            allowed_dirs: dirs.to_vec(),
+            ..Security::default()
+        })
+    }
+
+    #[test]
+    fn hosts_match_exactly_or_by_domain() {
+        let p = policy(&["docs.example.com", "*.corp.test"], &[]);
+        assert!(p.check("http://docs.example.com/a.scxml").is_ok());
+        assert!(p.check("https://a.b.corp.test/a.scxml").is_ok());
+        assert!(p.check("http://corp.test.evil.org/a.scxml").is_err());
+        assert!(p.check("http://evilcorp.test/a.scxml").is_err());
+        assert!(p.check("gopher://docs.example.com/").is_err());
+    }
+
+    #[test]
+    fn paths_cannot_leave_the_allowed_directories() {
+        let root = std::env::temp_dir().join(format!("ors-policy-{}", std::process::id()));
+        let inside = root.join("docs");
+        std::fs::create_dir_all(&inside).unwrap();
+        let p = policy(&["*"], std::slice::from_ref(&inside));
+        assert!(
+            p.check(&inside.join("a.scxml").display().to_string())
+                .is_ok()
+        );
+        let escape = format!("{}/../secret.scxml", inside.display());
+        assert!(p.check(&escape).is_err(), "{escape}");
+        assert!(p.check(&format!("file:{escape}")).is_err());
+        assert!(p.check("/etc/passwd").is_err());
+        #[cfg(unix)]
+        {
+            let link = inside.join("link");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink("/etc", &link).unwrap();
+            assert!(p.check(&link.join("passwd").display().to_string()).is_err());
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
