@@ -139,16 +139,6 @@ impl ServerContext {
         params: Map<String, Value>,
         idealtime: Option<u64>,
     ) -> Result<SessionView, ApiError> {
-        let running = self.metrics.sessions_running.load(Ordering::Relaxed);
-        if running as usize >= self.config.limits.max_sessions {
-            return Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_sessions",
-                format!(
-                    "{running} sessions are running, the configured maximum (limits.max_sessions)"
-                ),
-            ));
-        }
         let resolved = self.documents.resolve(src).await?;
         // Script object parameters first; start parameters override them.
         let mut data = resolved.params;
@@ -157,8 +147,25 @@ impl ServerContext {
         if !session_data.contains_key("_data") {
             session_data.insert("_data".into(), Value::Object(data));
         }
+        // Reserve a place under the cap before the worker counts the session.
+        let max = self.config.limits.max_sessions as u64;
+        let reserved =
+            self.metrics
+                .sessions_running
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                });
+        if let Err(running) = reserved {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_sessions",
+                format!(
+                    "{running} sessions are running, the configured maximum (limits.max_sessions)"
+                ),
+            ));
+        }
         let (tx, rx) = oneshot::channel();
-        self.pool.send(
+        let sent = self.pool.send(
             &id,
             Command::Start {
                 id: id.clone(),
@@ -168,7 +175,11 @@ impl ServerContext {
                 idealtime,
                 reply: Some(tx),
             },
-        )?;
+        );
+        if let Err(e) = sent {
+            Metrics::dec(&self.metrics.sessions_running);
+            return Err(e);
+        }
         rx.await
             .unwrap_or_else(|_| Err(ApiError::internal("the worker dropped a start request")))
     }

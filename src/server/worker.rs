@@ -451,8 +451,8 @@ impl Worker {
                         events: 0,
                     },
                 );
+                // `sessions_running` was raised when the start was admitted.
                 Metrics::inc(&self.ctx.metrics.sessions_started);
-                Metrics::inc(&self.ctx.metrics.sessions_running);
                 tracing::info!(session = %key, "session started");
                 self.host.start(&key);
                 if let Some(reply) = reply {
