@@ -48,3 +48,19 @@ fn unknown_keys_and_exposed_listeners_are_refused() {
     let err = Config::parse("[scripts.X]\nurl = \"\"", "t.toml").unwrap_err();
     assert!(err.to_string().contains("scripts.X"), "{err}");
 }
+
+#[test]
+fn genesys_document_extensions_are_accepted_and_kept() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/genesys_extensions.scxml");
+    let doc = ors::load_file(&path, &ors::LoadOptions::default()).expect("loads");
+    assert!(!doc.persist, "_persist=\"false\" is kept");
+    assert_eq!(doc.application_type.as_deref(), Some("routingstrategy"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let persisted = text.replace("_persist=\"false\"", "");
+    let doc = ors::parse_document(&persisted, None, &ors::LoadOptions::default()).unwrap();
+    assert!(doc.persist, "documents persist by default");
+    let bad = text.replace("_persist=\"false\"", "_persist=\"sometimes\"");
+    let err = ors::parse_document(&bad, None, &ors::LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("_persist must be"), "{err}");
+}

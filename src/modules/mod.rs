@@ -235,3 +235,25 @@ pub fn spawn_job(
     services(scope, action)?.jobs.push(job);
     Ok(())
 }
+
+/// The document a `src`/`srcexpr` pair names (`srcexpr` evaluated).
+pub fn src_attr(scope: &mut ActionScope<'_>, action: &CustomAction) -> Result<String, String> {
+    match eval_attr(scope, action, "srcexpr")? {
+        Some(v) => Ok(value_text(&v)),
+        None => attr(action, "src")
+            .map(str::to_string)
+            .ok_or_else(|| format!("<{}> needs 'srcexpr' or 'src'", action.name)),
+    }
+}
+
+/// An `error.<module>.<action>` event: `data` plus `error` and `message`.
+pub fn failure_event(
+    name: &str,
+    mut data: Map<String, Value>,
+    code: &str,
+    message: String,
+) -> Event {
+    data.insert("error".into(), Value::String(code.to_string()));
+    data.insert("message".into(), Value::String(message));
+    result_event(name, data)
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -149,17 +149,12 @@ fn external_event(name: &str, params: Params) -> Event {
 }
 
 async fn deliver(ctx: &ServerContext, id: &str, event: Event) -> Result<SessionView, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    ctx.pool.send(
-        id,
-        Command::Event {
-            id: id.to_string(),
-            event,
-            reply: Some(tx),
-        },
-    )?;
-    rx.await
-        .unwrap_or_else(|_| Err(ApiError::internal("the worker dropped an event")))
+    let send = |reply| Command::Event {
+        id: id.to_string(),
+        event,
+        reply: Some(reply),
+    };
+    ask(ctx, id, send).await
 }
 
 /// `/scxml/session/{id}/event/{name}`: query and body parameters become
@@ -226,37 +221,35 @@ async fn send_request(
     }
 }
 
+/// Sends a command that is answered with a session view, and waits.
+async fn ask(
+    ctx: &ServerContext,
+    id: &str,
+    command: impl FnOnce(oneshot::Sender<Result<SessionView, ApiError>>) -> Command,
+) -> Result<SessionView, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    ctx.pool.send(id, command(tx))?;
+    rx.await
+        .unwrap_or_else(|_| Err(ApiError::internal("a worker dropped a request")))
+}
+
 /// `GET /scxml/session/{id}/query`: status, active states and variables.
 async fn query_session(State(ctx): Ctx, Path(id): Path<String>) -> ApiResult {
-    let (tx, rx) = oneshot::channel();
-    ctx.pool.send(
-        &id,
-        Command::Query {
-            id: id.clone(),
-            reply: tx,
-        },
-    )?;
-    let view = rx
-        .await
-        .unwrap_or_else(|_| Err(ApiError::internal("the worker dropped a query")))?;
-    Ok(json_ok(view))
+    let query = |reply| Command::Query {
+        id: id.clone(),
+        reply,
+    };
+    Ok(json_ok(ask(&ctx, &id, query).await?))
 }
 
 /// `POST /scxml/session/{id}/terminate`: stops the session (its states are
 /// exited, running their onexit handlers).
 async fn terminate_session(State(ctx): Ctx, Path(id): Path<String>) -> ApiResult {
-    let (tx, rx) = oneshot::channel();
-    ctx.pool.send(
-        &id,
-        Command::Terminate {
-            id: id.clone(),
-            reply: Some(tx),
-        },
-    )?;
-    let view = rx
-        .await
-        .unwrap_or_else(|_| Err(ApiError::internal("the worker dropped a terminate")))?;
-    Ok(json_ok(view))
+    let terminate = |reply| Command::Terminate {
+        id: id.clone(),
+        reply: Some(reply),
+    };
+    Ok(json_ok(ask(&ctx, &id, terminate).await?))
 }
 
 /// `GET /scxml/sessions?offset=&limit=&status=`: sessions by start time.
@@ -289,12 +282,11 @@ async fn list_sessions(State(ctx): Ctx, request: Request) -> ApiResult {
         )));
     }
     let mut receivers = Vec::new();
-    let senders = ctx.pool.broadcast(|| {
+    ctx.pool.broadcast(|| {
         let (tx, rx) = oneshot::channel();
         receivers.push(rx);
         Command::List { reply: tx }
     });
-    let _ = senders;
     let mut all: Vec<SessionView> = Vec::new();
     for rx in receivers {
         if let Ok(list) = rx.await {
@@ -336,8 +328,7 @@ async fn metrics(State(ctx): Ctx) -> Response {
         .into_response()
 }
 
-async fn help(headers: HeaderMap) -> Response {
-    let _ = headers;
+async fn help() -> Response {
     json_ok(json!({
         "endpoints": [
             {"method": "POST", "path": "/scxml/session/start", "params": "src (mandatory), idealtime, any other → session data"},

@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{
-    assign_request_id, attr, eval_attr, eval_params, result_event, services, spawn_job, value_text,
-    word_attr,
+    assign_request_id, eval_attr, eval_params, failure_event, result_event, services, spawn_job,
+    src_attr, value_text, word_attr,
 };
 use crate::server::metrics::Metrics;
 
@@ -35,12 +35,7 @@ struct Request {
 impl CustomActionHandler for Fetch {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
         let ctx = services(scope, action)?.ctx.clone();
-        let url = match eval_attr(scope, action, "srcexpr")? {
-            Some(v) => value_text(&v),
-            None => attr(action, "src")
-                .map(str::to_string)
-                .ok_or("<session:fetch> needs 'srcexpr' or 'src'")?,
-        };
+        let url = src_attr(scope, action)?;
         let method = word_attr(
             scope,
             action,
@@ -88,23 +83,16 @@ impl CustomActionHandler for Fetch {
             Metrics::inc(&ctx.metrics.fetches);
             let mut data = Map::new();
             data.insert("requestid".into(), Value::String(requestid));
-            let event = match allowed {
-                Err(message) => {
-                    data.insert("error".into(), "notallowed".into());
-                    data.insert("message".into(), Value::String(message));
-                    result_event("error.session.fetch", data)
+            let outcome = match allowed {
+                Err(message) => Err(("notallowed", message)),
+                Ok(()) => perform(&ctx.http_client(), request).await,
+            };
+            let event = match outcome {
+                Ok(result) => {
+                    data.extend(result);
+                    result_event("session.fetch.done", data)
                 }
-                Ok(()) => match perform(&ctx.http_client(), request).await {
-                    Ok(result) => {
-                        data.extend(result);
-                        result_event("session.fetch.done", data)
-                    }
-                    Err((code, message)) => {
-                        data.insert("error".into(), code.into());
-                        data.insert("message".into(), Value::String(message));
-                        result_event("error.session.fetch", data)
-                    }
-                },
+                Err((code, message)) => failure_event("error.session.fetch", data, code, message),
             };
             let _ = ctx.pool.post_event(&session, event);
         };
@@ -125,6 +113,7 @@ async fn perform(
         headers,
         params,
     } = request;
+    // GET-like requests carry the parameters in the query string.
     let mut builder = if method == reqwest::Method::GET
         || method == reqwest::Method::HEAD
         || method == reqwest::Method::DELETE

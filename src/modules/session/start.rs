@@ -11,7 +11,8 @@ use crate::datamodel::InitialValue;
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{
-    assign_request_id, attr, eval_attr, eval_params, result_event, services, spawn_job, value_text,
+    assign_request_id, attr, eval_params, failure_event, result_event, services, spawn_job,
+    src_attr,
 };
 
 /// The `<session:start>` handler.
@@ -20,12 +21,7 @@ pub struct Start;
 impl CustomActionHandler for Start {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
         let ctx = services(scope, action)?.ctx.clone();
-        let src = match eval_attr(scope, action, "srcexpr")? {
-            Some(v) => value_text(&v),
-            None => attr(action, "src")
-                .map(str::to_string)
-                .ok_or("<session:start> needs 'srcexpr' or 'src'")?,
-        };
+        let src = src_attr(scope, action)?;
         let params = eval_params(scope, action)?;
         let requestid = assign_request_id(scope, action, &ctx)?;
         let new_id = ctx.pool.new_session_id();
@@ -44,11 +40,7 @@ impl CustomActionHandler for Start {
                     data.insert("sessionid".into(), Value::String(view.sessionid));
                     result_event("session.start.done", data)
                 }
-                Err(e) => {
-                    data.insert("error".into(), Value::String(e.code.into()));
-                    data.insert("message".into(), Value::String(e.message));
-                    result_event("error.session.start", data)
-                }
+                Err(e) => failure_event("error.session.start", data, e.code, e.message),
             };
             let _ = ctx.pool.post_event(&parent, event);
         };

@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::{assign_request_id, eval_attr, result_event, services, spawn_job, value_text};
+use crate::modules::{
+    assign_request_id, eval_attr, failure_event, result_event, services, spawn_job, value_text,
+};
 use crate::server::worker::Command;
 
 /// The `<session:terminate>` handler.
@@ -48,11 +50,7 @@ impl CustomActionHandler for Terminate {
             data.insert("sessionid".into(), Value::String(target));
             let event = match result {
                 Ok(_) => result_event("session.terminate.done", data),
-                Err(e) => {
-                    data.insert("error".into(), Value::String(e.code.into()));
-                    data.insert("message".into(), Value::String(e.message));
-                    result_event("error.session.terminate", data)
-                }
+                Err(e) => failure_event("error.session.terminate", data, e.code, e.message),
             };
             let _ = ctx.pool.post_event(&own, event);
         };
