@@ -783,3 +783,56 @@ async fn the_session_list_pages_and_filters() {
     assert_eq!(health["sessions_running"], 4);
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_talk_over_the_basic_http_processor() {
+    let api = Api::start(base_config()).await;
+    let src = fixture("basichttp_peer.scxml");
+    let b = api.start_session(&[("src", &src)]).await;
+    let b_location = api.query(&b).await["data"]["my_location"]
+        .as_str()
+        .expect("a Basic HTTP location")
+        .to_string();
+    assert_eq!(b_location, format!("{}/basichttp/{b}", api.base));
+    let a = api
+        .start_session(&[("src", &src), ("peer_location", &b_location)])
+        .await;
+    let a_location = api.query(&a).await["data"]["my_location"].clone();
+    api.form(&format!("/scxml/session/{a}/event/poke"), &[])
+        .await;
+    let q = api.wait_for(&b, |q| q["data"]["hellos"] == 1).await;
+    assert_eq!(q["data"]["last_origin"], a_location);
+
+    // A peer that cannot be reached: error.communication in the sender.
+    let c = api
+        .start_session(&[
+            ("src", &src),
+            ("peer_location", "http://127.0.0.1:9/basichttp/x"),
+        ])
+        .await;
+    api.form(&format!("/scxml/session/{c}/event/poke"), &[])
+        .await;
+    api.wait_for(&c, |q| q["data"]["failures"] == 1).await;
+
+    // An outside client posts an event by name.
+    let r = api
+        .form(&format!("/basichttp/{b}"), &[("_scxmleventname", "hello")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    api.wait_for(&b, |q| q["data"]["hellos"] == 2).await;
+
+    // Targets outside the allow-list are refused: error.communication.
+    let mut config = base_config();
+    config.security.allowed_hosts = vec!["example.com".into()];
+    let strict = Api::start(config).await;
+    let d = strict
+        .start_session(&[("src", &src), ("peer_location", &b_location)])
+        .await;
+    strict
+        .form(&format!("/scxml/session/{d}/event/poke"), &[])
+        .await;
+    strict.wait_for(&d, |q| q["data"]["failures"] == 1).await;
+    assert_eq!(api.query(&b).await["data"]["hellos"], 2);
+    strict.stop().await;
+    api.stop().await;
+}

@@ -276,7 +276,11 @@ pub struct Client {
     http: reqwest::Client,
     listener_base: Option<Arc<str>>,
     failures: mpsc::Sender<(String, Event)>,
+    target_filter: Option<TargetFilter>,
 }
+
+/// Decides whether a Basic HTTP target URL may be posted to.
+pub type TargetFilter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 impl Client {
     /// A client; `listener_base` fills the origin header of what it sends.
@@ -286,7 +290,14 @@ impl Client {
             http,
             listener_base: listener_base.map(Arc::from),
             failures,
+            target_filter: None,
         }
+    }
+
+    /// Refuses targets `filter` rejects (a server's URL allow-list).
+    pub fn with_target_filter(mut self, filter: TargetFilter) -> Client {
+        self.target_filter = Some(filter);
+        self
     }
 
     /// Validates the target and starts the POST in the background.
@@ -296,6 +307,9 @@ impl Client {
             return Err(format!(
                 "basic HTTP target must be an http(s) URL, not '{url}'"
             ));
+        }
+        if let Some(filter) = &self.target_filter {
+            filter(&url)?;
         }
         let event = outbound.event;
         let enc = encode(&event);

@@ -33,6 +33,7 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/scxml/session/{id}/query", any(query_session))
         .route("/scxml/session/{id}/terminate", any(terminate_session))
         .route("/scxml/sessions", get(list_sessions))
+        .route("/basichttp/{id}", any(basichttp_event))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/ors/help", get(help))
@@ -250,6 +251,45 @@ async fn terminate_session(State(ctx): Ctx, Path(id): Path<String>) -> ApiResult
         reply: Some(reply),
     };
     Ok(json_ok(ask(&ctx, &id, terminate).await?))
+}
+
+/// `/basichttp/{id}`: the Basic HTTP Event I/O Processor's receiving end
+/// (`_scxmleventname` names the event, else `HTTP.<METHOD>`).
+async fn basichttp_event(State(ctx): Ctx, Path(id): Path<String>, request: Request) -> ApiResult {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, ctx.config.limits.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the request body exceeds {} bytes",
+                    ctx.config.limits.max_body_bytes
+                ),
+            )
+        })?;
+    let origin = parts
+        .headers
+        .get(crate::io::basichttp::ORIGIN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let event = crate::io::basichttp::event_from_request(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &bytes,
+        &origin,
+    );
+    let name = event.name.to_string();
+    check_event_name(&name)?;
+    let view = deliver(&ctx, &id, event).await?;
+    Ok(json_ok(json!({
+        "sessionid": view.sessionid,
+        "event": name,
+        "status": view.status,
+    })))
 }
 
 /// `GET /scxml/sessions?offset=&limit=&status=`: sessions by start time.

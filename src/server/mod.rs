@@ -93,6 +93,9 @@ pub struct ServerContext {
     pub custom_actions: Arc<CustomActions>,
     /// The script that defines `_genesys` in each session.
     pub prelude: Arc<str>,
+    /// Location prefix of sessions for the Basic HTTP Event I/O Processor
+    /// (`http://<listen address>/basichttp/`).
+    pub basichttp_base: String,
     request_counter: AtomicU64,
 }
 
@@ -205,8 +208,12 @@ impl RunningServer {
     }
 }
 
-/// Builds the shared state and starts the workers.
-pub fn build(config: Config) -> (Arc<ServerContext>, Vec<std::thread::JoinHandle<()>>) {
+/// Builds the shared state and starts the workers; `addr` is where the API
+/// listens (it names sessions' Basic HTTP locations).
+pub fn build(
+    config: Config,
+    addr: std::net::SocketAddr,
+) -> (Arc<ServerContext>, Vec<std::thread::JoinHandle<()>>) {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let mut actions = CustomActions::default();
@@ -216,6 +223,7 @@ pub fn build(config: Config) -> (Arc<ServerContext>, Vec<std::thread::JoinHandle
     let ctx = Arc::new(ServerContext {
         documents: Documents::new(config.clone(), custom_actions.clone(), metrics.clone()),
         prelude: crate::modules::session::prelude(&config.server_name).into(),
+        basichttp_base: format!("http://{addr}/basichttp/"),
         config,
         pool,
         metrics,
@@ -234,9 +242,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (ctx, workers) = build(config);
-    let app = api::router(ctx.clone());
     let addr = listener.local_addr()?;
+    let (ctx, workers) = build(config, addr);
+    let app = api::router(ctx.clone());
     tracing::info!(%addr, workers = ctx.pool.len(), "ors serve listening");
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -368,7 +368,10 @@ impl Worker {
                 ..Default::default()
             },
             custom_actions: ctx.custom_actions.clone(),
-            ioprocessors: Default::default(),
+            ioprocessors: ["basichttp", crate::io::basichttp::BASICHTTP_TYPE]
+                .into_iter()
+                .map(|k| (k.to_string(), ctx.basichttp_base.clone()))
+                .collect(),
             max_microsteps: config.limits.max_microsteps,
             initial_data: Map::new(),
             declare_undeclared_data: true,
@@ -381,6 +384,20 @@ impl Worker {
         host.set_remote_router(Box::new(move |id, event| {
             route_ctx.pool.post_event(id, event).map_err(|e| e.message)
         }));
+        // Basic HTTP sends go out from this worker; a failed POST comes back
+        // as error.communication through the pool like any other event.
+        let (failures, mut failed) = mpsc::channel::<(String, Event)>(256);
+        let policy = ctx.documents.policy().clone();
+        host.set_basichttp(
+            crate::io::basichttp::Client::new(Some(ctx.basichttp_base.clone()), failures)
+                .with_target_filter(Arc::new(move |url| policy.check(url))),
+        );
+        let failure_ctx = ctx.clone();
+        tokio::task::spawn_local(async move {
+            while let Some((session, event)) = failed.recv().await {
+                let _ = failure_ctx.pool.post_event(&session, event);
+            }
+        });
         let load_ctx = ctx.clone();
         host.set_document_loader(Box::new(move |url| load_ctx.documents.load_blocking(url)));
         host.set_services(Box::new(WorkerServices {
