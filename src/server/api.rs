@@ -336,7 +336,7 @@ async fn list_sessions(State(ctx): Ctx, request: Request) -> ApiResult {
     if let Some(s) = &status {
         all.retain(|v| v.status == s);
     }
-    all.sort_by(|a, b| (a.started_at, &a.sessionid).cmp(&(b.started_at, &b.sessionid)));
+    all.sort_by_key(|v| v.start_seq);
     let total = all.len();
     let page: Vec<SessionView> = all.into_iter().skip(offset).take(limit).collect();
     Ok(json_ok(json!({

@@ -118,6 +118,9 @@ pub struct SessionView {
     pub idealtime: Option<u64>,
     /// External events processed.
     pub events: u64,
+    /// Start order across all workers (sorts the session list).
+    #[serde(skip)]
+    pub start_seq: u64,
     /// Active states in document order.
     pub configuration: Vec<String>,
     /// The data model's variables (queries only).
@@ -213,6 +216,11 @@ impl Pool {
         self.ids.make(w)
     }
 
+    /// An unguessable token that is not a session id (request ids).
+    pub fn random_token(&self) -> String {
+        format!("{:016X}", self.ids.random(3))
+    }
+
     /// Sends a command to the worker that owns `id`.
     pub fn send(&self, id: &str, command: Command) -> Result<(), ApiError> {
         let w = worker_of(id, self.senders.len()).ok_or_else(|| ApiError::session_not_found(id))?;
@@ -281,6 +289,7 @@ impl Status {
 
 /// What the worker knows about a top-level session beyond the engine.
 struct Meta {
+    seq: u64,
     src: String,
     started_at: u64,
     idealtime: Option<u64>,
@@ -298,6 +307,10 @@ struct Worker {
     acks: Vec<(String, Reply<SessionView>)>,
     last_sweep: Instant,
 }
+
+/// Counts session starts across workers, so lists keep start order even
+/// within one millisecond.
+static START_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn run_worker(index: usize, ctx: Arc<ServerContext>, mut rx: mpsc::UnboundedReceiver<Command>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -460,6 +473,7 @@ impl Worker {
                 self.meta.insert(
                     key.clone(),
                     Meta {
+                        seq: START_SEQ.fetch_add(1, Ordering::Relaxed),
                         src,
                         started_at: wall_clock_ms(),
                         idealtime,
@@ -517,9 +531,7 @@ impl Worker {
                     .iter()
                     .filter_map(|id| self.view(id, false).ok())
                     .collect();
-                list.sort_by(|a, b| {
-                    (a.started_at, &a.sessionid).cmp(&(b.started_at, &b.sessionid))
-                });
+                list.sort_by_key(|v| v.start_seq);
                 let _ = reply.send(list);
             }
             Command::Stop => {}
@@ -623,6 +635,7 @@ impl Worker {
                     ended_at: m.ended.map(|(_, t)| t),
                     idealtime: m.idealtime,
                     events: m.events,
+                    start_seq: m.seq,
                     configuration: Vec::new(),
                     data: None,
                     pending_timers: None,
@@ -645,6 +658,7 @@ impl Worker {
             ended_at: meta.and_then(|m| m.ended.map(|(_, t)| t)),
             idealtime: meta.and_then(|m| m.idealtime),
             events: meta.map(|m| m.events).unwrap_or(0),
+            start_seq: meta.map(|m| m.seq).unwrap_or(u64::MAX),
             configuration: session.configuration_names(),
             data: None,
             pending_timers: None,
