@@ -6,7 +6,7 @@
 
 use std::any::Any;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::interpreter::{
@@ -62,6 +62,12 @@ pub struct LocalHost {
     id_generator: Option<Box<dyn FnMut() -> String>>,
     services: Option<Box<dyn Any>>,
     halted: Vec<Arc<str>>,
+    /// Sessions that ran since [`LocalHost::take_touched`] (their state may
+    /// have changed).
+    touched: HashSet<Arc<str>>,
+    /// Invoked children that ended or were cancelled since
+    /// [`LocalHost::take_removed`].
+    removed: Vec<Arc<str>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -92,6 +98,8 @@ impl LocalHost {
             id_generator: None,
             services: None,
             halted: Vec::new(),
+            touched: HashSet::new(),
+            removed: Vec::new(),
         }
     }
 
@@ -126,11 +134,73 @@ impl LocalHost {
         std::mem::take(&mut self.halted)
     }
 
-    /// Removes a session (and the children it invoked) from the table.
+    /// Removes a session (and the children it invoked) from the table, as
+    /// a host does to forget or hibernate it; unlike an invoked child that
+    /// ends, this is not reported by [`LocalHost::take_removed`].
     pub fn remove(&mut self, id: &str) -> bool {
         let present = self.slots.contains_key(id);
-        self.remove_tree(id);
+        self.remove_tree(id, false);
+        self.touched.remove(id);
         present
+    }
+
+    /// Sessions that ran (started, took an event, fired a timer, were
+    /// cancelled) since the last call, so a host knows what to persist.
+    pub fn take_touched(&mut self) -> Vec<Arc<str>> {
+        let touched: Vec<Arc<str>> = self.touched.drain().collect();
+        touched
+            .into_iter()
+            .filter(|id| self.slots.contains_key(id))
+            .collect()
+    }
+
+    /// Invoked children that ended or were cancelled since the last call.
+    pub fn take_removed(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.removed)
+    }
+
+    /// The parent session and the invoke id it knows `id` by.
+    pub fn parent_of(&self, id: &str) -> Option<(Arc<str>, Arc<str>)> {
+        self.slots.get(id).and_then(|s| s.parent.clone())
+    }
+
+    /// The top-level session of `id`'s invoke tree.
+    pub fn root_of(&self, id: &str) -> Option<Arc<str>> {
+        let mut slot = self.slots.get(id)?;
+        while let Some((parent, _)) = &slot.parent {
+            slot = self.slots.get(parent)?;
+        }
+        Some(slot.id.clone())
+    }
+
+    /// The ids of `id` and every descendant it invoked, parents first.
+    pub fn tree_of(&self, id: &str) -> Vec<Arc<str>> {
+        let mut out = Vec::new();
+        let mut next = vec![id];
+        while let Some(i) = next.pop() {
+            if let Some(slot) = self.slots.get(i) {
+                out.push(slot.id.clone());
+                next.extend(slot.children.values().map(|c| &**c));
+            }
+        }
+        out
+    }
+
+    /// Adds a session rebuilt from a snapshot (it does not start again);
+    /// a child is linked to its parent, which must already be present.
+    pub fn add_restored(&mut self, session: Session, parent: Option<(Arc<str>, Arc<str>)>) {
+        let id = self.insert(session, parent.clone());
+        if let Some((p, invokeid)) = parent
+            && let Some(slot) = self.slots.get_mut(&p)
+        {
+            slot.children.insert(invokeid, id.clone());
+        }
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.started = true;
+        }
+        // Registers its timers and any queued events.
+        self.with_session(&id, |_, _| ());
+        self.touched.remove(&id);
     }
 
     /// Stops a running top-level session as if cancelled: it exits its
@@ -210,7 +280,11 @@ impl LocalHost {
         id: &str,
         f: impl FnOnce(&mut Session, &mut Self) -> R,
     ) -> Option<R> {
-        let mut session = self.slots.get_mut(id)?.session.take()?;
+        let slot = self.slots.get_mut(id)?;
+        let mut session = slot.session.take()?;
+        if !self.touched.contains(id) {
+            self.touched.insert(slot.id.clone());
+        }
         let r = f(&mut session, self);
         let due = session.next_timer_due();
         let queued = session.is_running() && session.has_external();
@@ -370,7 +444,7 @@ impl LocalHost {
             return;
         };
         let done_data = slot.session.as_ref().and_then(|s| s.done_data().cloned());
-        self.remove_tree(id);
+        self.remove_tree(id, true);
         if let Some(p) = self.slots.get_mut(&parent) {
             p.children.remove(&invokeid);
         }
@@ -380,11 +454,15 @@ impl LocalHost {
         self.outbox.push_back((parent, ev));
     }
 
-    /// Removes a session and every descendant it invoked.
-    fn remove_tree(&mut self, id: &str) {
+    /// Removes a session and every descendant it invoked; `ended` records
+    /// them for [`LocalHost::take_removed`].
+    fn remove_tree(&mut self, id: &str, ended: bool) {
         if let Some(slot) = self.slots.remove(id) {
             for child in slot.children.values() {
-                self.remove_tree(child);
+                self.remove_tree(child, ended);
+            }
+            if ended {
+                self.removed.push(slot.id);
             }
         }
     }
@@ -562,6 +640,6 @@ impl Host for LocalHost {
             self.outbox.truncate(queued);
         }
         self.to_start.retain(|c| *c != child);
-        self.remove_tree(&child);
+        self.remove_tree(&child, true);
     }
 }

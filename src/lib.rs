@@ -19,6 +19,7 @@ pub mod model;
 pub mod modules;
 pub mod parser;
 pub mod server;
+pub mod store;
 
 pub use interpreter::{Event, EventKind, Host, Session, SessionOptions, SessionSnapshot};
 pub use model::Document;

@@ -54,6 +54,14 @@ enum Command {
         /// Session worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Directory for the server's files, the SQLite store among them
+        /// (default ./ors-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Session store: sqlite:PATH, postgres://..., or none (default:
+        /// SQLite under the data directory).
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Check documents and print diagnostics (exit 1 on any error).
     Validate {
@@ -129,11 +137,15 @@ fn main() {
             listen,
             log_format,
             workers,
+            data_dir,
+            store,
         } => cli::serve::serve(cli::serve::ServeOptions {
             config,
             listen,
             log_format,
             workers,
+            data_dir,
+            store,
         }),
         Command::Run {
             file,

@@ -26,7 +26,9 @@ fn serve_runs_without_a_config_logs_json_and_stops_on_sigterm() {
             "json",
             "--workers",
             "1",
+            "--data-dir",
         ])
+        .arg(std::env::temp_dir().join(format!("ors-cli-serve-{}", std::process::id())))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::piped())
         .spawn()

@@ -41,6 +41,8 @@ fn base_config() -> Config {
         ..Config::default()
     };
     config.security.allowed_dirs = vec![fixtures(), std::env::temp_dir()];
+    // Every server persists to its own SQLite file.
+    config.data_dir = scratch_dir();
     config
 }
 

@@ -16,6 +16,10 @@ pub struct ServeOptions {
     pub log_format: Option<LogFormat>,
     /// Overrides `workers`.
     pub workers: Option<usize>,
+    /// Overrides `data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// Overrides `store.url`.
+    pub store: Option<String>,
 }
 
 /// Runs the server; returns the process exit code.
@@ -38,6 +42,12 @@ pub fn serve(options: ServeOptions) -> i32 {
     }
     if let Some(workers) = options.workers {
         config.workers = workers;
+    }
+    if let Some(dir) = options.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = options.store {
+        config.store.url = url;
     }
     if let Err(e) = config.validate() {
         eprintln!("ors serve: {e}");

@@ -981,12 +981,50 @@ impl DataModel for EcmaScriptDataModel {
         let global = self.ctx.global_object();
         for (k, v) in map {
             let v = self.decode(v)?;
+            let key = JsString::from(unescape_key(k));
+            // Functions cannot be saved; the ones the prelude and the
+            // document's scripts put on objects are carried over onto the
+            // restored objects.
+            let current = global
+                .get(key.clone(), &mut self.ctx)
+                .map_err(|e| js_err(e, &mut self.ctx))?;
+            if let (Some(from), Some(into)) = (current.as_object(), v.as_object()) {
+                graft_functions(&from, &into, 0, &mut self.ctx)
+                    .map_err(|e| js_err(e, &mut self.ctx))?;
+            }
             global
-                .set(JsString::from(unescape_key(k)), v, true, &mut self.ctx)
+                .set(key, v, true, &mut self.ctx)
                 .map_err(|e| js_err(e, &mut self.ctx))?;
         }
         Ok(())
     }
+}
+
+/// Copies the functions `from` has and `into` lacks onto `into`, looking
+/// into nested plain objects (a few levels deep).
+fn graft_functions(
+    from: &boa_engine::JsObject,
+    into: &boa_engine::JsObject,
+    depth: usize,
+    ctx: &mut Context,
+) -> JsResult<()> {
+    if depth > 8 || from.is_callable() || into.is_callable() || from == into {
+        return Ok(());
+    }
+    for key in from.own_property_keys(ctx)? {
+        let value = from.get(key.clone(), ctx)?;
+        let Some(obj) = value.as_object() else {
+            continue;
+        };
+        if obj.is_callable() {
+            if !into.has_own_property(key.clone(), ctx)? {
+                into.set(key, value.clone(), false, ctx)?;
+            }
+        } else if let Some(target) = into.get(key, ctx)?.as_object() {
+            graft_functions(&obj, &target, depth + 1, ctx)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -142,6 +142,11 @@ impl Session {
             .datamodel
             .set_system_variables(&vars)
             .map_err(|e| SnapshotError::DataModel(e.message))?;
+        if let Some(prelude) = session.options.prelude.clone()
+            && let Err(e) = session.datamodel.eval_text(&prelude)
+        {
+            tracing::warn!(error = %e, "the prelude failed while restoring");
+        }
         for &script in &doc.scripts {
             if let Err(e) = session.datamodel.run_script(script) {
                 tracing::warn!(error = %e, "top-level script failed while restoring");

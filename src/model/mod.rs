@@ -286,6 +286,10 @@ pub struct Document {
     /// Genesys `<scxml _type>` (routingstrategy, interactionprocess, ...),
     /// kept for reporting.
     pub application_type: Option<String>,
+    /// The text the document was parsed from (top-level documents; inline
+    /// `<invoke>` children have none), so a store can keep the exact
+    /// document a session runs.
+    pub source: Option<Arc<str>>,
     by_name: HashMap<Arc<str>, StateId>,
 }
 
@@ -320,6 +324,7 @@ impl Document {
             warnings,
             has_invokes,
             persist: true,
+            source: None,
             application_type: None,
             by_name,
         };

@@ -136,7 +136,9 @@ fn parse_tree_at(
             message: e.message,
         }])
     })?;
-    Builder::new(file, text, location, options).build(&root)
+    let mut doc = Builder::new(file, text, location, options).build(&root)?;
+    doc.source = Some(text.into());
+    Ok(doc)
 }
 
 fn is_scxml(el: &Element) -> bool {

@@ -27,6 +27,50 @@ pub struct Config {
     pub log: LogSettings,
     /// Script objects (`script:<name>`), by name.
     pub scripts: BTreeMap<String, ScriptObject>,
+    /// Where the server keeps its files (the SQLite store by default).
+    pub data_dir: PathBuf,
+    /// Session persistence and hibernation.
+    pub store: StoreSettings,
+}
+
+/// Session persistence: where, how durable, and when idle sessions sleep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite:PATH`, `postgres://user:password@host/db`, or `none`; empty
+    /// means the SQLite file `ors.db` under `data_dir`.
+    pub url: String,
+    /// SQLite `synchronous=FULL`: commits survive power loss, not only a
+    /// crash of the process, at some cost in throughput.
+    pub full_sync: bool,
+    /// A session idle this long (seconds) leaves memory and lives only in
+    /// the store until an event, timer or query wakes it; 0 never.
+    pub hibernate_after_secs: u64,
+    /// Database connections.
+    pub max_connections: u32,
+    /// How often halted sessions older than `limits.halted_retention_secs`
+    /// are deleted from the store, in seconds.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: String::new(),
+            full_sync: false,
+            hibernate_after_secs: 60,
+            max_connections: 8,
+            purge_interval_secs: 60,
+        }
+    }
+}
+
+impl Config {
+    /// Where sessions are persisted.
+    pub fn store_location(&self) -> Result<crate::store::StoreLocation, ConfigError> {
+        crate::store::StoreLocation::parse(&self.store.url, &self.data_dir, self.store.full_sync)
+            .map_err(|e| ConfigError::Invalid(format!("store.url: {e}")))
+    }
 }
 
 impl Default for Config {
@@ -40,6 +84,8 @@ impl Default for Config {
             security: Security::default(),
             log: LogSettings::default(),
             scripts: BTreeMap::new(),
+            data_dir: PathBuf::from("ors-data"),
+            store: StoreSettings::default(),
         }
     }
 }
@@ -230,6 +276,7 @@ impl Config {
                 self.listen
             )));
         }
+        self.store_location()?;
         for (name, script) in &self.scripts {
             if script.url.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!(

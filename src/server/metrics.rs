@@ -25,6 +25,10 @@ pub struct Metrics {
     pub sessions_failed: AtomicU64,
     /// Halted sessions kept for queries.
     pub sessions_retained: AtomicU64,
+    /// Running sessions asleep in the store.
+    pub sessions_hibernated: AtomicU64,
+    /// Times a session was read back from the store into memory.
+    pub sessions_woken: AtomicU64,
     /// External events processed.
     pub events_processed: AtomicU64,
     /// Document requests answered from the cache without a fetch.
@@ -90,6 +94,21 @@ impl Metrics {
             out,
             "ors_sessions{{state=\"halted\"}} {}",
             get(&self.sessions_retained)
+        );
+        let _ = writeln!(
+            out,
+            "ors_sessions{{state=\"hibernated\"}} {}",
+            get(&self.sessions_hibernated)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ors_sessions_woken_total Sessions read back from the store."
+        );
+        let _ = writeln!(out, "# TYPE ors_sessions_woken_total counter");
+        let _ = writeln!(
+            out,
+            "ors_sessions_woken_total {}",
+            get(&self.sessions_woken)
         );
         let _ = writeln!(
             out,

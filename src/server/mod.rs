@@ -96,6 +96,14 @@ pub struct ServerContext {
     /// Location prefix of sessions for the Basic HTTP Event I/O Processor
     /// (`http://<listen address>/basichttp/`).
     pub basichttp_base: String,
+    /// Where sessions are persisted (`None`: memory only).
+    pub store: Option<Arc<dyn crate::store::Store>>,
+    /// The group committer in front of the store.
+    pub commits: Option<crate::store::CommitHandle>,
+    /// The multi-threaded runtime the server was built in (store I/O).
+    pub runtime: tokio::runtime::Handle,
+    /// Documents read back from the store, by hash.
+    pub stored_documents: Mutex<HashMap<String, Arc<crate::model::Document>>>,
     request_counter: AtomicU64,
 }
 
@@ -208,17 +216,37 @@ impl RunningServer {
     }
 }
 
-/// Builds the shared state and starts the workers; `addr` is where the API
-/// listens (it names sessions' Basic HTTP locations).
-pub fn build(
+/// Builds the shared state, opens the store (running its migrations),
+/// starts the workers and hands them the sessions the store holds as
+/// running; `addr` is where the API listens (it names sessions' Basic HTTP
+/// locations). Call it inside a multi-threaded tokio runtime.
+pub async fn build(
     config: Config,
     addr: std::net::SocketAddr,
-) -> (Arc<ServerContext>, Vec<std::thread::JoinHandle<()>>) {
+) -> std::io::Result<(Arc<ServerContext>, Vec<std::thread::JoinHandle<()>>)> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let mut actions = CustomActions::default();
     crate::modules::register_all(&mut actions);
     let custom_actions = Arc::new(actions);
+    let location = config
+        .store_location()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let store = crate::store::open(&location, config.store.max_connections)
+        .await
+        .map_err(|e| std::io::Error::other(format!("cannot open the session store: {e}")))?;
+    let commits = store.as_ref().map(|store| {
+        let (committer, handle) = crate::store::Committer::new(store.clone());
+        tokio::spawn(committer.run());
+        handle
+    });
+    let recovered = match &store {
+        Some(store) => store
+            .running_roots()
+            .await
+            .map_err(|e| std::io::Error::other(format!("cannot read the session store: {e}")))?,
+        None => Vec::new(),
+    };
     let (pool, receivers) = Pool::new(config.worker_count());
     let ctx = Arc::new(ServerContext {
         documents: Documents::new(config.clone(), custom_actions.clone(), metrics.clone()),
@@ -229,23 +257,59 @@ pub fn build(
         metrics,
         responses: PendingResponses::default(),
         custom_actions,
+        store,
+        commits,
+        stored_documents: Mutex::new(HashMap::new()),
+        runtime: tokio::runtime::Handle::current(),
         request_counter: AtomicU64::new(1),
     });
+    let mut by_worker: Vec<Vec<crate::store::RootSummary>> = vec![Vec::new(); ctx.pool.len()];
+    for root in recovered {
+        match worker::worker_of(&root.id, ctx.pool.len()) {
+            Some(w) => by_worker[w].push(root),
+            None => {
+                tracing::warn!(session = %root.id, "stored session with a malformed id skipped")
+            }
+        }
+    }
+    for (w, roots) in by_worker.into_iter().enumerate() {
+        ctx.pool.send_to_worker(w, Command::Recover { roots });
+    }
+    if let Some(store) = ctx.store.clone() {
+        tokio::spawn(purge_halted(store, ctx.config.clone()));
+    }
     let workers = worker::spawn_workers(ctx.clone(), receivers);
-    (ctx, workers)
+    Ok((ctx, workers))
+}
+
+/// Deletes halted sessions from the store once they are older than the
+/// retention time, every `store.purge_interval_secs`.
+async fn purge_halted(store: Arc<dyn crate::store::Store>, config: Arc<Config>) {
+    let every = std::time::Duration::from_secs(config.store.purge_interval_secs.max(1));
+    let keep_ms = config.limits.halted_retention_secs.saturating_mul(1000) as i64;
+    loop {
+        tokio::time::sleep(every).await;
+        let cut = crate::host::wall_clock_ms() as i64 - keep_ms;
+        match store.purge_halted(cut).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "halted sessions purged from the store"),
+            Err(e) => tracing::warn!(error = %e, "purging halted sessions failed"),
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops the
-/// workers (two phases: no new requests, then workers finish their batch).
+/// workers (two phases: no new requests, then workers finish their batch
+/// and wait for its commit).
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let (ctx, workers) = build(config, addr);
+    let (ctx, workers) = build(config, addr).await?;
     let app = api::router(ctx.clone());
-    tracing::info!(%addr, workers = ctx.pool.len(), "ors serve listening");
+    tracing::info!(%addr, workers = ctx.pool.len(), store = ctx.store.as_ref().map_or("none", |s| s.backend()), "ors serve listening");
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
@@ -256,7 +320,7 @@ pub async fn run(
             let _ = w.join();
         }
     });
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), joined).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), joined).await;
     served
 }
 

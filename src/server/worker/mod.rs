@@ -8,13 +8,19 @@
 //! `<send>` to `#_scxml_<id>` on another worker goes through that worker's
 //! channel. A worker drains its channel in batches, runs every session
 //! that has events until all are idle, then answers the requests of the
-//! batch, so acknowledgements come after the event was processed.
+//! batch, so acknowledgements come after the event was processed and,
+//! with a store, after its new state was committed ([`durable`]).
 
-use std::collections::HashMap;
+mod durable;
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -85,6 +91,11 @@ pub enum Command {
         /// Answered once it stopped.
         reply: Option<Reply<SessionView>>,
     },
+    /// Take over sessions the store holds as running (at server start).
+    Recover {
+        /// The sessions whose ids name this worker.
+        roots: Vec<crate::store::RootSummary>,
+    },
     /// List the top-level sessions of this worker.
     List {
         /// The answer.
@@ -132,6 +143,10 @@ pub struct SessionView {
     /// Invoked children by invoke id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invokes: Option<Vec<String>>,
+    /// Whether the session is asleep in the store (idle; woken by its next
+    /// event, timer or query).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hibernated: bool,
 }
 
 /// Handles to the workers; cheap to share.
@@ -177,13 +192,14 @@ impl IdSource {
     }
 }
 
-/// The worker a session id names, if it is well formed.
+/// The worker a session id names, if it is well formed. Ids made when the
+/// server had more workers (sessions recovered from the store) wrap around.
 pub fn worker_of(id: &str, workers: usize) -> Option<usize> {
-    if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || workers == 0 {
         return None;
     }
     let w = usize::from_str_radix(&id[24..], 16).ok()?;
-    (w < workers).then_some(w)
+    Some(w % workers)
 }
 
 impl Pool {
@@ -227,6 +243,11 @@ impl Pool {
         self.senders[w]
             .send(command)
             .map_err(|_| ApiError::unavailable("the session's worker has stopped"))
+    }
+
+    /// Sends a command to worker `w` (recovery at start).
+    pub fn send_to_worker(&self, w: usize, command: Command) -> bool {
+        self.senders.get(w).is_some_and(|s| s.send(command).is_ok())
     }
 
     /// Sends a command to every worker (for listing).
@@ -296,6 +317,14 @@ struct Meta {
     status: Status,
     ended: Option<(Instant, u64)>,
     events: u64,
+    /// When its tree last ran.
+    last_active: Instant,
+    /// The last write batch that carried its tree.
+    last_batch: u64,
+    /// Whether its document may be persisted (`_persist`, and a store).
+    persist: bool,
+    /// Set while it sleeps in the store.
+    sleeping: Option<durable::Sleeping>,
 }
 
 struct Worker {
@@ -305,7 +334,26 @@ struct Worker {
     meta: HashMap<Arc<str>, Meta>,
     options: SessionOptions,
     acks: Vec<(String, Reply<SessionView>)>,
+    /// Answers computed during the batch, sent once it is durable.
+    ready_replies: Vec<(Reply<SessionView>, Result<SessionView, ApiError>)>,
     last_sweep: Instant,
+    store: Option<Arc<dyn crate::store::Store>>,
+    commits: Option<crate::store::CommitHandle>,
+    /// Write batches submitted, and the highest one committed.
+    batch_no: u64,
+    committed: Rc<Cell<u64>>,
+    in_flight: Rc<Cell<usize>>,
+    /// Roots whose last write failed (written again with the next batch).
+    resync: Rc<RefCell<Vec<Arc<str>>>>,
+    /// Document hashes the store is known to hold.
+    confirmed_documents: Rc<RefCell<HashSet<String>>>,
+    unconfirmed: Vec<String>,
+    document_hashes: HashMap<usize, (Arc<Document>, String)>,
+    /// Timers of sleeping sessions (lazy: checked against `Meta` when due).
+    sleepers: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    /// Commands waiting for a session to be read from the store.
+    waking: HashMap<Arc<str>, Vec<Command>>,
+    wake_tx: mpsc::UnboundedSender<durable::Woken>,
 }
 
 /// Counts session starts across workers, so lists keep start order even
@@ -325,20 +373,24 @@ fn run_worker(index: usize, ctx: Arc<ServerContext>, mut rx: mpsc::UnboundedRece
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let mut worker = Worker::new(index, ctx);
+        let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
+        let mut worker = Worker::new(index, ctx, wake_tx);
         loop {
-            let command = match worker.host.next_timer_due() {
-                Some(due) => {
-                    let wait = due.saturating_sub(wall_clock_ms());
-                    tokio::select! {
-                        c = rx.recv() => match c { Some(c) => Some(c), None => break },
-                        _ = tokio::time::sleep(Duration::from_millis(wait)) => None,
+            let due = match (worker.host.next_timer_due(), worker.next_sleeper_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wait = due.map(|d| Duration::from_millis(d.saturating_sub(wall_clock_ms())));
+            let command = tokio::select! {
+                c = rx.recv() => match c { Some(c) => Some(c), None => break },
+                Some(woken) = wake_rx.recv() => {
+                    worker.guarded(|w| w.finish_wake(woken));
+                    while let Ok(woken) = wake_rx.try_recv() {
+                        worker.guarded(|w| w.finish_wake(woken));
                     }
+                    None
                 }
-                None => match rx.recv().await {
-                    Some(c) => Some(c),
-                    None => break,
-                },
+                _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => None,
             };
             let mut stop = false;
             if let Some(c) = command {
@@ -357,6 +409,7 @@ fn run_worker(index: usize, ctx: Arc<ServerContext>, mut rx: mpsc::UnboundedRece
             }
             worker.guarded(Worker::settle);
             if stop {
+                worker.drain_commits().await;
                 break;
             }
             // Let spawned jobs (fetches, starts) make progress.
@@ -367,7 +420,11 @@ fn run_worker(index: usize, ctx: Arc<ServerContext>, mut rx: mpsc::UnboundedRece
 }
 
 impl Worker {
-    fn new(index: usize, ctx: Arc<ServerContext>) -> Worker {
+    fn new(
+        index: usize,
+        ctx: Arc<ServerContext>,
+        wake_tx: mpsc::UnboundedSender<durable::Woken>,
+    ) -> Worker {
         let log: crate::host::LogSink = Box::new(|session, label, message| match label {
             Some(label) => tracing::info!(session, label, "{message}"),
             None => tracing::info!(session, "{message}"),
@@ -419,12 +476,25 @@ impl Worker {
         }));
         Worker {
             index,
+            store: ctx.store.clone(),
+            commits: ctx.commits.clone(),
             ctx,
             host,
             meta: HashMap::new(),
             options,
             acks: Vec::new(),
+            ready_replies: Vec::new(),
             last_sweep: Instant::now(),
+            batch_no: 0,
+            committed: Rc::new(Cell::new(0)),
+            in_flight: Rc::new(Cell::new(0)),
+            resync: Rc::new(RefCell::new(Vec::new())),
+            confirmed_documents: Rc::new(RefCell::new(HashSet::new())),
+            unconfirmed: Vec::new(),
+            document_hashes: HashMap::new(),
+            sleepers: BinaryHeap::new(),
+            waking: HashMap::new(),
+            wake_tx,
         }
     }
 
@@ -450,10 +520,19 @@ impl Worker {
                 self.mark_ended(&id, Status::Failed);
             }
             self.acks.clear();
+            self.ready_replies.clear();
         }
     }
 
     fn handle(&mut self, command: Command) {
+        if let Some(command) = self.park_for_wake(command) {
+            self.dispatch(command);
+        }
+    }
+
+    /// Carries out a command for a session in memory (or answers that it
+    /// is not there).
+    fn dispatch(&mut self, command: Command) {
         match command {
             Command::Start {
                 id,
@@ -468,6 +547,7 @@ impl Worker {
                     initial_data: data,
                     ..self.options.clone()
                 };
+                let persist = doc.persist && self.store.is_some();
                 let session = Session::new(doc, options);
                 let key = self.host.add(session);
                 self.meta.insert(
@@ -480,6 +560,10 @@ impl Worker {
                         status: Status::Running,
                         ended: None,
                         events: 0,
+                        last_active: Instant::now(),
+                        last_batch: 0,
+                        persist,
+                        sleeping: None,
                     },
                 );
                 // `sessions_running` was raised when the start was admitted.
@@ -522,8 +606,14 @@ impl Worker {
                     Err(ApiError::session_not_found(&id))
                 };
                 if let Some(reply) = reply {
-                    let _ = reply.send(result);
+                    self.ready_replies.push((reply, result));
                 }
+            }
+            Command::Recover { roots } => {
+                if let Some(max) = roots.iter().map(|r| r.seq.max(0) as u64).max() {
+                    START_SEQ.fetch_max(max + 1, Ordering::Relaxed);
+                }
+                self.recover(roots);
             }
             Command::List { reply } => {
                 let ids: Vec<Arc<str>> = self.meta.keys().cloned().collect();
@@ -548,7 +638,9 @@ impl Worker {
     /// Runs every session with work until idle, fires due timers, then
     /// answers the batch's requests and spawns the jobs actions queued.
     fn settle(&mut self) {
-        self.host.fire_due_timers(wall_clock_ms());
+        let now = wall_clock_ms();
+        self.wake_due_sleepers(now);
+        self.host.fire_due_timers(now);
         let metrics = self.ctx.metrics.clone();
         let meta = &mut self.meta;
         let mut last = Instant::now();
@@ -571,9 +663,12 @@ impl Worker {
                 self.mark_ended(&id, Status::Completed);
             }
         }
+        let mut replies = std::mem::take(&mut self.ready_replies);
         for (id, reply) in std::mem::take(&mut self.acks) {
-            let _ = reply.send(self.view(&id, false));
+            let view = self.view(&id, false);
+            replies.push((reply, view));
         }
+        self.persist_and_reply(replies);
         let jobs = self
             .host
             .services_mut()
@@ -605,9 +700,11 @@ impl Worker {
         }
     }
 
-    /// Forgets halted sessions kept longer than the retention time.
+    /// Forgets halted sessions kept longer than the retention time (the
+    /// store keeps them until its own purge) and puts idle ones to sleep.
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
+        self.hibernate_idle();
         let keep = Duration::from_secs(self.ctx.config.limits.halted_retention_secs);
         let expired: Vec<Arc<str>> = self
             .meta
@@ -626,6 +723,26 @@ impl Worker {
         let meta = self.meta.get(id);
         let Some(session) = self.host.session(id) else {
             return match meta {
+                Some(m) if m.sleeping.is_some() => Ok(SessionView {
+                    sessionid: id.to_string(),
+                    status: m.status.label(),
+                    src: Some(m.src.clone()),
+                    name: None,
+                    started_at: Some(m.started_at),
+                    ended_at: None,
+                    idealtime: m.idealtime,
+                    events: m.events,
+                    start_seq: m.seq,
+                    configuration: m
+                        .sleeping
+                        .as_ref()
+                        .map(|s| s.configuration.clone())
+                        .unwrap_or_default(),
+                    data: None,
+                    pending_timers: None,
+                    invokes: None,
+                    hibernated: true,
+                }),
                 Some(m) if m.status == Status::Failed => Ok(SessionView {
                     sessionid: id.to_string(),
                     status: Status::Failed.label(),
@@ -640,6 +757,7 @@ impl Worker {
                     data: None,
                     pending_timers: None,
                     invokes: None,
+                    hibernated: false,
                 }),
                 _ => Err(ApiError::session_not_found(id)),
             };
@@ -663,6 +781,7 @@ impl Worker {
             data: None,
             pending_timers: None,
             invokes: None,
+            hibernated: false,
         };
         if with_data {
             view.pending_timers = Some(session.pending_timers());

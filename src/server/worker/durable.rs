@@ -1,0 +1,709 @@
+//! A worker's durability: after each batch it writes the snapshot of every
+//! session that ran to the store (through the group committer) and only
+//! then answers the batch's requests; it puts idle sessions to sleep
+//! (their ECMAScript state dropped, their next timer kept on a heap) and
+//! wakes them from the store when an event, timer or query arrives;
+//! at start it takes over the running sessions the store holds.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Command, Meta, Reply, SessionView, Status, Worker};
+use crate::host::wall_clock_ms;
+use crate::interpreter::{Session, SessionOptions, SessionSnapshot};
+use crate::model::Document;
+use crate::server::ServerContext;
+use crate::server::error::ApiError;
+use crate::server::metrics::Metrics;
+use crate::store::{DocumentRow, RootSummary, SessionRow, StoreError, WriteBatch};
+
+/// A top-level session asleep in the store.
+pub(super) struct Sleeping {
+    /// When its tree next has a timer due (ms since the epoch).
+    pub wake_at: Option<u64>,
+    /// Its active states when it went to sleep (for lists).
+    pub configuration: Vec<String>,
+}
+
+/// What a wake job found in the store.
+pub(super) enum WakeData {
+    /// No such session.
+    Missing,
+    /// The session has halted; its last row.
+    Halted(Box<SessionRow>),
+    /// The running tree, parents first, with each row's document (`None`
+    /// for a child whose document is inline in its parent).
+    Tree(Vec<(SessionRow, Option<Arc<Document>>)>),
+}
+
+/// A finished wake job, sent back to the worker.
+pub(super) struct Woken {
+    /// The id the job was started for.
+    pub id: Arc<str>,
+    /// What it found.
+    pub result: Result<WakeData, String>,
+}
+
+impl Worker {
+    /// Takes over sessions found running in the store at start: they sleep
+    /// until an event, a query or their next timer wakes them.
+    pub(super) fn recover(&mut self, roots: Vec<RootSummary>) {
+        let n = roots.len();
+        for root in roots {
+            let id: Arc<str> = root.id.as_str().into();
+            let wake_at = root.wake_at.map(|w| w.max(0) as u64);
+            self.meta.insert(
+                id.clone(),
+                Meta {
+                    seq: root.seq.max(0) as u64,
+                    src: root.src,
+                    started_at: root.started_at.max(0) as u64,
+                    idealtime: root.idealtime.map(|t| t.max(0) as u64),
+                    status: Status::Running,
+                    ended: None,
+                    events: root.events.max(0) as u64,
+                    last_active: Instant::now(),
+                    last_batch: 0,
+                    persist: true,
+                    sleeping: Some(Sleeping {
+                        wake_at,
+                        configuration: Vec::new(),
+                    }),
+                },
+            );
+            if let Some(due) = wake_at {
+                self.sleepers.push(Reverse((due, id)));
+            }
+            Metrics::inc(&self.ctx.metrics.sessions_running);
+            Metrics::inc(&self.ctx.metrics.sessions_hibernated);
+        }
+        if n > 0 {
+            tracing::info!(
+                worker = self.index,
+                sessions = n,
+                "sessions recovered from the store"
+            );
+        }
+    }
+
+    /// If `command` is for a session that is asleep or may be in the
+    /// store, parks it until the session is woken and returns `None`.
+    pub(super) fn park_for_wake(&mut self, command: Command) -> Option<Command> {
+        let id = match &command {
+            Command::Event { id, .. }
+            | Command::Query { id, .. }
+            | Command::Terminate { id, .. } => id.as_str(),
+            _ => return Some(command),
+        };
+        if self.host.session(id).is_some() {
+            return Some(command);
+        }
+        let asleep = self.meta.get(id).is_some_and(|m| m.sleeping.is_some());
+        let unknown = !self.meta.contains_key(id) && self.store.is_some();
+        if !(asleep || unknown) {
+            return Some(command);
+        }
+        let key: Arc<str> = id.into();
+        self.begin_wake(key.clone());
+        self.waking.entry(key).or_default().push(command);
+        None
+    }
+
+    /// Starts reading a session's tree from the store (once per id).
+    pub(super) fn begin_wake(&mut self, id: Arc<str>) {
+        if self.waking.contains_key(&id) {
+            return;
+        }
+        self.waking.insert(id.clone(), Vec::new());
+        let (Some(store), ctx, tx) = (self.store.clone(), self.ctx.clone(), self.wake_tx.clone())
+        else {
+            return;
+        };
+        // The store is driven from the server's multi-threaded runtime; the
+        // worker only waits for the answer.
+        let runtime = ctx.runtime.clone();
+        let lookup = id.clone();
+        tokio::task::spawn_local(async move {
+            let result = runtime
+                .spawn(async move { read_tree(&ctx, store.as_ref(), &lookup).await })
+                .await
+                .unwrap_or_else(|e| Err(format!("store read failed: {e}")));
+            let _ = tx.send(Woken { id, result });
+        });
+    }
+
+    /// Restores what a wake job found and runs the commands parked for it.
+    pub(super) fn finish_wake(&mut self, woken: Woken) {
+        let parked = self.waking.remove(&woken.id).unwrap_or_default();
+        match woken.result {
+            Ok(WakeData::Tree(rows)) => {
+                let root: Arc<str> = rows
+                    .first()
+                    .map(|(r, _)| r.root.as_str().into())
+                    .unwrap_or_else(|| woken.id.clone());
+                if let Err(e) = self.restore_tree(&root, rows) {
+                    tracing::error!(session = %root, error = %e, "cannot restore a session from the store");
+                    if self.meta.contains_key(&root) {
+                        self.wake_failed(&root);
+                    }
+                }
+            }
+            Ok(WakeData::Halted(row)) => {
+                for command in parked {
+                    self.answer_from_row(command, &row);
+                }
+                return;
+            }
+            Ok(WakeData::Missing) => {
+                if let Some(m) = self.meta.get_mut(&woken.id)
+                    && m.sleeping.is_some()
+                {
+                    tracing::error!(session = %woken.id, "a sleeping session is missing from the store");
+                    self.wake_failed(&woken.id);
+                }
+            }
+            Err(e) => {
+                tracing::error!(session = %woken.id, error = %e, "cannot read a session from the store");
+                for command in parked {
+                    refuse(
+                        command,
+                        ApiError::unavailable("the session store cannot be read"),
+                    );
+                }
+                // A sleeping session stays asleep; its timer is retried.
+                if let Some(m) = self.meta.get(&woken.id)
+                    && let Some(s) = &m.sleeping
+                {
+                    let due = s
+                        .wake_at
+                        .unwrap_or(wall_clock_ms())
+                        .max(wall_clock_ms() + 1000);
+                    self.sleepers.push(Reverse((due, woken.id.clone())));
+                }
+                return;
+            }
+        }
+        for command in parked {
+            self.dispatch(command);
+        }
+    }
+
+    fn wake_failed(&mut self, id: &Arc<str>) {
+        if let Some(m) = self.meta.get_mut(id) {
+            m.sleeping = None;
+            Metrics::dec(&self.ctx.metrics.sessions_hibernated);
+        }
+        self.mark_ended(id, Status::Failed);
+    }
+
+    /// Rebuilds a tree of sessions (parents first) in the host.
+    fn restore_tree(
+        &mut self,
+        root: &Arc<str>,
+        rows: Vec<(SessionRow, Option<Arc<Document>>)>,
+    ) -> Result<(), String> {
+        if self.host.session(root).is_some() {
+            return Ok(());
+        }
+        let mut restored = Vec::new();
+        for (row, doc) in &rows {
+            let snapshot: SessionSnapshot = serde_json::from_str(&row.snapshot)
+                .map_err(|e| format!("session {}: snapshot: {e}", row.id))?;
+            let parent = match (&row.parent, &row.invokeid) {
+                (Some(p), Some(i)) => {
+                    Some((Arc::<str>::from(p.as_str()), Arc::<str>::from(i.as_str())))
+                }
+                _ => None,
+            };
+            let doc = match doc {
+                Some(d) => d.clone(),
+                None => self.inline_document(parent.as_ref(), &row.id)?,
+            };
+            let options = SessionOptions {
+                session_id: Some(row.id.clone()),
+                ..self.options.clone()
+            };
+            let session = Session::restore(doc, &snapshot, options)
+                .map_err(|e| format!("session {}: {e}", row.id))?;
+            self.host.add_restored(session, parent);
+            restored.push(row.id.clone());
+        }
+        let first = rows.first().map(|(r, _)| r);
+        let meta = self.meta.entry(root.clone()).or_insert_with(|| {
+            // A running session the store has but this worker did not list
+            // (written after the recovery scan, or by another node).
+            Metrics::inc(&self.ctx.metrics.sessions_running);
+            let row = first.cloned().unwrap_or_else(|| empty_row(root));
+            Meta {
+                seq: row.seq.max(0) as u64,
+                src: row.src,
+                started_at: row.started_at.max(0) as u64,
+                idealtime: row.idealtime.map(|t| t.max(0) as u64),
+                status: Status::Running,
+                ended: None,
+                events: row.events.max(0) as u64,
+                last_active: Instant::now(),
+                last_batch: 0,
+                persist: true,
+                sleeping: None,
+            }
+        });
+        if meta.sleeping.take().is_some() {
+            Metrics::dec(&self.ctx.metrics.sessions_hibernated);
+        }
+        meta.last_active = Instant::now();
+        Metrics::inc(&self.ctx.metrics.sessions_woken);
+        tracing::debug!(session = %root, sessions = restored.len(), "session woken from the store");
+        Ok(())
+    }
+
+    /// The document of a child whose `<invoke>` held it inline: found
+    /// through its parent's active invokes.
+    fn inline_document(
+        &self,
+        parent: Option<&(Arc<str>, Arc<str>)>,
+        child: &str,
+    ) -> Result<Arc<Document>, String> {
+        let (parent, invokeid) =
+            parent.ok_or_else(|| format!("session {child} has no document and no parent"))?;
+        let session = self
+            .host
+            .session(parent)
+            .ok_or_else(|| format!("session {child}: parent {parent} not restored"))?;
+        let active = session
+            .active_invokes()
+            .get(invokeid)
+            .ok_or_else(|| format!("session {child}: parent has no invoke '{invokeid}'"))?;
+        let doc = session.document();
+        doc.state(active.state)
+            .invokes
+            .get(active.index)
+            .and_then(|i| i.inline_document.clone())
+            .and_then(Result::ok)
+            .ok_or_else(|| format!("session {child}: the parent's invoke has no inline document"))
+    }
+
+    /// Answers a command for a session that halted and left memory, from
+    /// its last stored row.
+    fn answer_from_row(&mut self, command: Command, row: &SessionRow) {
+        let view = || view_from_row(row);
+        match command {
+            Command::Query { reply, .. } => {
+                let _ = reply.send(Ok(view()));
+            }
+            Command::Event { reply, id, .. } | Command::Terminate { reply, id, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(ApiError::session_ended(&id)));
+                }
+            }
+            other => refuse(other, ApiError::internal("unexpected command")),
+        }
+    }
+
+    /// Puts sessions idle longer than the configured time to sleep.
+    pub(super) fn hibernate_idle(&mut self) {
+        let after = self.ctx.config.store.hibernate_after_secs;
+        if after == 0 || self.store.is_none() {
+            return;
+        }
+        let idle = Duration::from_secs(after);
+        let committed = self.committed.get();
+        let candidates: Vec<Arc<str>> = self
+            .meta
+            .iter()
+            .filter(|(id, m)| {
+                m.status == Status::Running
+                    && m.persist
+                    && m.sleeping.is_none()
+                    && m.last_batch <= committed
+                    && m.last_active.elapsed() >= idle
+                    && !self.waking.contains_key(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for root in candidates {
+            self.hibernate(&root);
+        }
+    }
+
+    /// Drops a tree of sessions from memory; the store has their state.
+    pub(super) fn hibernate(&mut self, root: &Arc<str>) -> bool {
+        let tree = self.host.tree_of(root);
+        let mut wake_at: Option<u64> = None;
+        for id in &tree {
+            let Some(s) = self.host.session(id) else {
+                continue;
+            };
+            if s.has_external() {
+                return false;
+            }
+            if let Some(due) = s.next_timer_due() {
+                wake_at = Some(wake_at.map_or(due, |w: u64| w.min(due)));
+            }
+        }
+        let Some(session) = self.host.session(root) else {
+            return false;
+        };
+        let configuration = session.configuration_names();
+        self.host.remove(root);
+        if let Some(m) = self.meta.get_mut(root) {
+            m.sleeping = Some(Sleeping {
+                wake_at,
+                configuration,
+            });
+        }
+        if let Some(due) = wake_at {
+            self.sleepers.push(Reverse((due, root.clone())));
+        }
+        Metrics::inc(&self.ctx.metrics.sessions_hibernated);
+        true
+    }
+
+    /// The earliest timer of a sleeping session (stale heap entries are
+    /// dropped on the way).
+    pub(super) fn next_sleeper_due(&mut self) -> Option<u64> {
+        while let Some(Reverse((due, id))) = self.sleepers.peek() {
+            let current = self
+                .meta
+                .get(id)
+                .and_then(|m| m.sleeping.as_ref())
+                .and_then(|s| s.wake_at);
+            if current == Some(*due) && !self.waking.contains_key(id) {
+                return Some(*due);
+            }
+            self.sleepers.pop();
+        }
+        None
+    }
+
+    /// Wakes every sleeping session whose timer is due.
+    pub(super) fn wake_due_sleepers(&mut self, now: u64) {
+        while let Some(due) = self.next_sleeper_due() {
+            if due > now {
+                break;
+            }
+            if let Some(Reverse((_, id))) = self.sleepers.pop() {
+                self.begin_wake(id);
+            }
+        }
+    }
+
+    /// Writes what this batch changed and answers `replies` once it is
+    /// durable (at once when nothing needs writing).
+    pub(super) fn persist_and_reply(
+        &mut self,
+        replies: Vec<(Reply<SessionView>, Result<SessionView, ApiError>)>,
+    ) {
+        let touched = self.host.take_touched();
+        let removed = self.host.take_removed();
+        let Some(commits) = self.commits.clone() else {
+            send_all(replies, Ok(()));
+            return;
+        };
+        let batch_no = self.batch_no + 1;
+        let mut batch = WriteBatch::default();
+        let mut roots: Vec<Arc<str>> = std::mem::take(&mut *self.resync.borrow_mut());
+        let mut ids: Vec<Arc<str>> = Vec::with_capacity(touched.len());
+        for root in &roots {
+            ids.extend(self.host.tree_of(root));
+        }
+        ids.extend(touched);
+        let now = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let Some(root) = self.host.root_of(&id) else {
+                continue;
+            };
+            let Some(meta) = self.meta.get_mut(&root) else {
+                continue;
+            };
+            meta.last_active = now;
+            if !meta.persist {
+                continue;
+            }
+            meta.last_batch = batch_no;
+            if let Some(row) = self.session_row(&id, &root, &mut batch.documents) {
+                batch.upserts.push(row);
+                roots.push(root);
+            }
+        }
+        batch.deletes = removed.iter().map(|id| id.to_string()).collect();
+        if batch.is_empty() {
+            send_all(replies, Ok(()));
+            return;
+        }
+        self.batch_no = batch_no;
+        let done = commits.submit(batch);
+        let committed = self.committed.clone();
+        let in_flight = self.in_flight.clone();
+        let resync = self.resync.clone();
+        let confirmed = self.confirmed_documents.clone();
+        let hashes: Vec<String> = self.unconfirmed.drain(..).collect();
+        in_flight.set(in_flight.get() + 1);
+        tokio::task::spawn_local(async move {
+            let result = done
+                .await
+                .unwrap_or_else(|_| Err("the store committer has stopped".into()));
+            match &result {
+                Ok(()) => {
+                    committed.set(committed.get().max(batch_no));
+                    confirmed.borrow_mut().extend(hashes);
+                }
+                Err(_) => resync.borrow_mut().extend(roots),
+            }
+            send_all(replies, result);
+            in_flight.set(in_flight.get() - 1);
+        });
+    }
+
+    /// A session's row, with its document queued if not yet stored.
+    fn session_row(
+        &mut self,
+        id: &Arc<str>,
+        root: &Arc<str>,
+        documents: &mut Vec<DocumentRow>,
+    ) -> Option<SessionRow> {
+        let meta = self.meta.get(root)?;
+        let is_root = id == root;
+        let (src, status, events) = if is_root {
+            (meta.src.clone(), meta.status.label(), meta.events as i64)
+        } else {
+            (String::new(), Status::Running.label(), 0)
+        };
+        let (seq, started_at, ended_at, idealtime) = (
+            meta.seq as i64,
+            meta.started_at as i64,
+            meta.ended.map(|(_, t)| t as i64).filter(|_| is_root),
+            meta.idealtime.map(|t| t as i64),
+        );
+        let parent = self.host.parent_of(id);
+        let session = self.host.session_mut(id)?;
+        let snapshot = match session.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(session = %id, error = %e, "cannot snapshot a session; it is not persisted");
+                return None;
+            }
+        };
+        let snapshot = serde_json::to_string(&snapshot).ok()?;
+        let wake_at = if !session.is_running() {
+            None
+        } else if session.has_external() {
+            Some(wall_clock_ms() as i64)
+        } else {
+            session.next_timer_due().map(|t| t as i64)
+        };
+        let doc = session.document().clone();
+        let src = if is_root {
+            src
+        } else {
+            doc.location.clone().unwrap_or_else(|| "inline".into())
+        };
+        let doc_hash = self.document_hash(&doc, documents);
+        Some(SessionRow {
+            id: id.to_string(),
+            root: root.to_string(),
+            parent: parent.as_ref().map(|(p, _)| p.to_string()),
+            invokeid: parent.as_ref().map(|(_, i)| i.to_string()),
+            src,
+            doc_hash,
+            status: status.to_string(),
+            seq,
+            started_at,
+            ended_at,
+            idealtime,
+            events,
+            wake_at,
+            snapshot,
+        })
+    }
+
+    /// The stored hash of a document with text, queueing its text for the
+    /// store until a commit confirms it.
+    fn document_hash(
+        &mut self,
+        doc: &Arc<Document>,
+        documents: &mut Vec<DocumentRow>,
+    ) -> Option<String> {
+        let text = doc.source.as_ref()?;
+        let key = Arc::as_ptr(doc) as usize;
+        let hash = match self.document_hashes.get(&key) {
+            Some((_, h)) => h.clone(),
+            None => {
+                let h = crate::store::document_hash(text);
+                self.document_hashes.insert(key, (doc.clone(), h.clone()));
+                h
+            }
+        };
+        if !self.confirmed_documents.borrow().contains(&hash)
+            && !documents.iter().any(|d| d.hash == hash)
+        {
+            documents.push(DocumentRow {
+                hash: hash.clone(),
+                location: doc.location.clone(),
+                text: text.to_string(),
+            });
+            self.unconfirmed.push(hash.clone());
+        }
+        Some(hash)
+    }
+
+    /// Waits until every write this worker submitted has been answered.
+    pub(super) async fn drain_commits(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.in_flight.get() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Reads a session's tree (or learns it halted or does not exist).
+async fn read_tree(
+    ctx: &Arc<ServerContext>,
+    store: &dyn crate::store::Store,
+    id: &str,
+) -> Result<WakeData, String> {
+    let row = match store.load_session(id).await {
+        Ok(row) => row,
+        Err(StoreError::NotFound(_)) => return Ok(WakeData::Missing),
+        Err(e) => return Err(e.to_string()),
+    };
+    if row.status != Status::Running.label() {
+        return Ok(WakeData::Halted(Box::new(row)));
+    }
+    let rows = store
+        .load_tree(&row.root)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tree = Vec::with_capacity(rows.len());
+    for row in rows {
+        let doc = match &row.doc_hash {
+            Some(hash) => Some(stored_document(ctx, hash).await?),
+            None => None,
+        };
+        tree.push((row, doc));
+    }
+    Ok(WakeData::Tree(tree))
+}
+
+/// A document stored under `hash`, parsed once per server.
+async fn stored_document(ctx: &Arc<ServerContext>, hash: &str) -> Result<Arc<Document>, String> {
+    if let Some(doc) = ctx
+        .stored_documents
+        .lock()
+        .ok()
+        .and_then(|m| m.get(hash).cloned())
+    {
+        return Ok(doc);
+    }
+    let store = ctx.store.clone().ok_or("no store")?;
+    let row = store.load_document(hash).await.map_err(|e| e.to_string())?;
+    let location = row
+        .location
+        .clone()
+        .unwrap_or_else(|| format!("stored:{hash}"));
+    let policy = ctx.documents.policy();
+    let filter = |u: &str| policy.check(u);
+    let doc = crate::parser::parse_document_from(
+        &row.text,
+        &location,
+        &crate::parser::LoadOptions {
+            custom_actions: &*ctx.custom_actions,
+            uri_filter: Some(&filter),
+        },
+    )
+    .map_err(|e| format!("stored document {hash}: {e}"))?;
+    let doc = Arc::new(doc);
+    if let Ok(mut m) = ctx.stored_documents.lock() {
+        m.insert(hash.to_string(), doc.clone());
+    }
+    Ok(doc)
+}
+
+fn send_all(
+    replies: Vec<(Reply<SessionView>, Result<SessionView, ApiError>)>,
+    stored: Result<(), String>,
+) {
+    for (reply, view) in replies {
+        let answer = match &stored {
+            Ok(()) => view,
+            Err(_) => Err(ApiError::unavailable(
+                "the session's new state could not be stored; it was applied but is not durable",
+            )),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
+fn refuse(command: Command, error: ApiError) {
+    match command {
+        Command::Event { reply: Some(r), .. }
+        | Command::Terminate { reply: Some(r), .. }
+        | Command::Start { reply: Some(r), .. }
+        | Command::Query { reply: r, .. } => {
+            let _ = r.send(Err(error));
+        }
+        _ => {}
+    }
+}
+
+fn empty_row(id: &str) -> SessionRow {
+    SessionRow {
+        id: id.to_string(),
+        root: id.to_string(),
+        parent: None,
+        invokeid: None,
+        src: String::new(),
+        doc_hash: None,
+        status: Status::Running.label().into(),
+        seq: 0,
+        started_at: 0,
+        ended_at: None,
+        idealtime: None,
+        events: 0,
+        wake_at: None,
+        snapshot: String::new(),
+    }
+}
+
+/// A halted session's view from its stored row (configuration and data
+/// from its last snapshot).
+fn view_from_row(row: &SessionRow) -> SessionView {
+    let snapshot: Option<SessionSnapshot> = serde_json::from_str(&row.snapshot).ok();
+    let status = match row.status.as_str() {
+        "completed" => Status::Completed,
+        "terminated" => Status::Terminated,
+        "running" => Status::Running,
+        _ => Status::Failed,
+    };
+    SessionView {
+        sessionid: row.id.clone(),
+        status: status.label(),
+        src: Some(row.src.clone()),
+        name: snapshot.as_ref().and_then(|s| s.document_name.clone()),
+        started_at: Some(row.started_at.max(0) as u64),
+        ended_at: row.ended_at.map(|t| t.max(0) as u64),
+        idealtime: row.idealtime.map(|t| t.max(0) as u64),
+        events: row.events.max(0) as u64,
+        start_seq: row.seq.max(0) as u64,
+        configuration: snapshot
+            .as_ref()
+            .map(|s| s.configuration.clone())
+            .unwrap_or_default(),
+        data: snapshot.map(|s| match crate::datamodel::plain_json(&s.datamodel) {
+            Value::Object(vars) => {
+                Value::Object(vars.into_iter().filter(|(k, _)| k != "_genesys").collect())
+            }
+            other => other,
+        }),
+        pending_timers: None,
+        invokes: None,
+        hibernated: false,
+    }
+}

@@ -1,0 +1,125 @@
+//! Group commit: workers hand their batches to one committer task, which
+//! merges everything waiting into a single transaction and then answers
+//! each sender. Batches are applied in arrival order, so a later snapshot
+//! of a session always wins over an earlier one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{SessionRow, Store, WriteBatch};
+
+/// Where workers send batches; cheap to clone.
+#[derive(Clone)]
+pub struct CommitHandle {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+struct Pending {
+    batch: WriteBatch,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+impl CommitHandle {
+    /// Queues a batch; the receiver answers once it is durable (or why not).
+    pub fn submit(&self, batch: WriteBatch) -> oneshot::Receiver<Result<(), String>> {
+        let (done, rx) = oneshot::channel();
+        if let Err(e) = self.tx.send(Pending { batch, done }) {
+            let _ = e.0.done.send(Err("the store committer has stopped".into()));
+        }
+        rx
+    }
+}
+
+/// The committer task's state.
+pub struct Committer {
+    store: Arc<dyn Store>,
+    rx: mpsc::UnboundedReceiver<Pending>,
+    /// Document hashes known to be stored (their inserts are skipped).
+    stored_documents: HashSet<String>,
+    /// Most session changes merged into one transaction.
+    max_rows: usize,
+}
+
+enum Change {
+    Upsert(Box<SessionRow>),
+    Delete,
+}
+
+impl Committer {
+    /// A committer for `store` and the handle that feeds it; run it with
+    /// [`Committer::run`] on a multi-threaded runtime.
+    pub fn new(store: Arc<dyn Store>) -> (Committer, CommitHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Committer {
+                store,
+                rx,
+                stored_documents: HashSet::new(),
+                max_rows: 20_000,
+            },
+            CommitHandle { tx },
+        )
+    }
+
+    /// Commits until every handle is dropped.
+    pub async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            let mut group = vec![first];
+            let mut rows = group[0].batch.upserts.len() + group[0].batch.deletes.len();
+            while rows < self.max_rows {
+                match self.rx.try_recv() {
+                    Ok(p) => {
+                        rows += p.batch.upserts.len() + p.batch.deletes.len();
+                        group.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (batch, new_documents) = self.merge(&mut group);
+            let result = self.store.write(batch).await.map_err(|e| e.to_string());
+            match &result {
+                Ok(()) => self.stored_documents.extend(new_documents),
+                Err(e) => tracing::error!(error = %e, "store write failed; its events are refused"),
+            }
+            for p in group {
+                let _ = p.done.send(result.clone());
+            }
+        }
+    }
+
+    /// One batch from many: each session's last change, documents once.
+    fn merge(&self, group: &mut [Pending]) -> (WriteBatch, Vec<String>) {
+        let mut changes: IndexMap<String, Change> = IndexMap::new();
+        let mut documents = Vec::new();
+        let mut new_documents = Vec::new();
+        for p in group.iter_mut() {
+            for doc in std::mem::take(&mut p.batch.documents) {
+                if !self.stored_documents.contains(&doc.hash) && !new_documents.contains(&doc.hash)
+                {
+                    new_documents.push(doc.hash.clone());
+                    documents.push(doc);
+                }
+            }
+            for row in std::mem::take(&mut p.batch.upserts) {
+                changes.insert(row.id.clone(), Change::Upsert(Box::new(row)));
+            }
+            for id in std::mem::take(&mut p.batch.deletes) {
+                changes.insert(id, Change::Delete);
+            }
+        }
+        let mut batch = WriteBatch {
+            documents,
+            ..WriteBatch::default()
+        };
+        for (id, change) in changes {
+            match change {
+                Change::Upsert(row) => batch.upserts.push(*row),
+                Change::Delete => batch.deletes.push(id),
+            }
+        }
+        (batch, new_documents)
+    }
+}

@@ -1,0 +1,274 @@
+//! Durable session state: one [`Store`] trait and its SQL implementation
+//! for SQLite (the embedded default, a WAL file under the data directory)
+//! and PostgreSQL, written once over sqlx's `Any` driver where the SQL
+//! agrees (`sqlite.rs` and `postgres.rs` hold what differs). Migrations run
+//! when a store opens. The [`Committer`] groups the writes of all workers
+//! into few transactions, so durability costs little throughput.
+//!
+//! A session row holds the engine's snapshot as JSON plus what the server
+//! shows without waking the session. Documents are stored once, by a hash
+//! of their text, so a recovered session runs the exact document it
+//! started with even if the file or URL has changed since.
+
+mod committer;
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+pub use committer::{CommitHandle, Committer};
+pub use sql::SqlStore;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No row with this key.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The store URL or settings are wrong.
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// The database refused or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value could not be read back.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// One persisted session (top-level or invoked child).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    /// Session id.
+    pub id: String,
+    /// The top-level session of its invoke tree (itself when top-level).
+    pub root: String,
+    /// Parent session id, for invoked children.
+    pub parent: Option<String>,
+    /// The invoke id the parent knows this child by.
+    pub invokeid: Option<String>,
+    /// Where the document came from.
+    pub src: String,
+    /// Hash of the document text in the documents table; `None` for a
+    /// child whose document is inline in its parent's `<invoke>`.
+    pub doc_hash: Option<String>,
+    /// `running`, `completed`, `terminated` or `failed`.
+    pub status: String,
+    /// Start order across the server.
+    pub seq: i64,
+    /// Start time, ms since the Unix epoch.
+    pub started_at: i64,
+    /// End time, ms since the Unix epoch.
+    pub ended_at: Option<i64>,
+    /// The `idealtime` start parameter.
+    pub idealtime: Option<i64>,
+    /// External events processed.
+    pub events: i64,
+    /// When the session next needs to run (its earliest delayed send, or
+    /// the write time when events are queued), ms since the Unix epoch.
+    pub wake_at: Option<i64>,
+    /// The engine's snapshot (`SessionSnapshot`) as JSON.
+    pub snapshot: String,
+}
+
+/// A document's text, stored once per distinct text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentRow {
+    /// [`document_hash`] of the text.
+    pub hash: String,
+    /// Path or URL it was loaded from.
+    pub location: Option<String>,
+    /// The SCXML text.
+    pub text: String,
+}
+
+/// What a top-level running session needs to be listed and woken without
+/// reading its snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RootSummary {
+    /// Session id.
+    pub id: String,
+    /// Where the document came from.
+    pub src: String,
+    /// Start order.
+    pub seq: i64,
+    /// Start time, ms since the Unix epoch.
+    pub started_at: i64,
+    /// The `idealtime` start parameter.
+    pub idealtime: Option<i64>,
+    /// External events processed.
+    pub events: i64,
+    /// Earliest `wake_at` over the session and its children.
+    pub wake_at: Option<i64>,
+}
+
+/// Changes written in one transaction.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    /// Documents to store if not yet present.
+    pub documents: Vec<DocumentRow>,
+    /// Sessions to insert or replace.
+    pub upserts: Vec<SessionRow>,
+    /// Sessions to delete (children that ended, purged sessions).
+    pub deletes: Vec<String>,
+}
+
+impl WriteBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.documents.is_empty() && self.upserts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// Persistence for sessions; see the module docs.
+pub trait Store: Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Applies a batch atomically: documents, then upserts and deletes in
+    /// the order given (a later change to the same session wins).
+    fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// One session's row; `NotFound` when there is none.
+    fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SessionRow, StoreError>>;
+    /// A top-level session and its invoked descendants, parents first.
+    fn load_tree<'a>(&'a self, root: &'a str)
+    -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>>;
+    /// A stored document; `NotFound` when there is none.
+    fn load_document<'a>(&'a self, hash: &'a str)
+    -> BoxFuture<'a, Result<DocumentRow, StoreError>>;
+    /// Every top-level session still running (for recovery).
+    fn running_roots(&self) -> BoxFuture<'_, Result<Vec<RootSummary>, StoreError>>;
+    /// Deletes halted sessions that ended before `ended_before` (ms since
+    /// the epoch) and documents no session uses; returns sessions deleted.
+    fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreLocation {
+    /// No persistence: sessions live in memory only.
+    None,
+    /// A SQLite database file.
+    Sqlite {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// `PRAGMA synchronous=FULL` (survives power loss) instead of
+        /// `NORMAL` (survives a crash of the process).
+        full_sync: bool,
+    },
+    /// A PostgreSQL server.
+    Postgres {
+        /// `postgres://user:password@host:port/database`.
+        url: String,
+    },
+}
+
+impl StoreLocation {
+    /// Reads a store URL (`none`, `sqlite:PATH`, `postgres://...`); an
+    /// empty URL means the SQLite file `ors.db` under `data_dir`.
+    pub fn parse(url: &str, data_dir: &Path, full_sync: bool) -> Result<Self, StoreError> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Ok(StoreLocation::Sqlite {
+                path: data_dir.join("ors.db"),
+                full_sync,
+            });
+        }
+        if url == "none" || url == "memory" {
+            return Ok(StoreLocation::None);
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres {
+                url: url.to_string(),
+            });
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let path = rest.split('?').next().unwrap_or(rest);
+            if path.is_empty() || path == ":memory:" {
+                return Err(StoreError::Config(
+                    "a SQLite store needs a file path (use `none` for no persistence)".into(),
+                ));
+            }
+            return Ok(StoreLocation::Sqlite {
+                path: path.into(),
+                full_sync,
+            });
+        }
+        Err(StoreError::Config(format!(
+            "unsupported store URL '{url}': use sqlite:PATH, postgres://... or none"
+        )))
+    }
+}
+
+/// Opens the store (creating the SQLite directory and running migrations);
+/// `None` when persistence is off.
+pub async fn open(
+    location: &StoreLocation,
+    max_connections: u32,
+) -> Result<Option<Arc<dyn Store>>, StoreError> {
+    let store: Arc<dyn Store> = match location {
+        StoreLocation::None => return Ok(None),
+        StoreLocation::Sqlite { path, full_sync } => {
+            Arc::new(sqlite::open(path, *full_sync, max_connections).await?)
+        }
+        StoreLocation::Postgres { url } => Arc::new(postgres::open(url, max_connections).await?),
+    };
+    Ok(Some(store))
+}
+
+/// A stable 128-bit FNV-1a hash of a document's text, as 32 hex digits.
+pub fn document_hash(text: &str) -> String {
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in text.as_bytes() {
+        h ^= u128::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    format!("{h:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_are_read() {
+        let dir = Path::new("/data");
+        assert_eq!(
+            StoreLocation::parse("", dir, false).unwrap(),
+            StoreLocation::Sqlite {
+                path: "/data/ors.db".into(),
+                full_sync: false
+            }
+        );
+        assert_eq!(
+            StoreLocation::parse("sqlite:///tmp/x.db?mode=rwc", dir, true).unwrap(),
+            StoreLocation::Sqlite {
+                path: "/tmp/x.db".into(),
+                full_sync: true
+            }
+        );
+        assert_eq!(
+            StoreLocation::parse("none", dir, false).unwrap(),
+            StoreLocation::None
+        );
+        assert!(matches!(
+            StoreLocation::parse("postgres://u@localhost/ors", dir, false).unwrap(),
+            StoreLocation::Postgres { .. }
+        ));
+        assert!(StoreLocation::parse("mysql://x", dir, false).is_err());
+        assert!(StoreLocation::parse("sqlite::memory:", dir, false).is_err());
+    }
+
+    #[test]
+    fn document_hashes_differ_by_text() {
+        assert_eq!(document_hash("<scxml/>"), document_hash("<scxml/>"));
+        assert_ne!(document_hash("<scxml/>"), document_hash("<scxml />"));
+        assert_eq!(document_hash("").len(), 32);
+    }
+}

@@ -1,0 +1,332 @@
+//! The [`Store`] over sqlx's `Any` driver: the same SQL for SQLite and
+//! PostgreSQL (`$n` parameters, `ON CONFLICT ... DO UPDATE`, TEXT and
+//! BIGINT columns), so the two backends cannot drift apart.
+
+use futures_util::future::BoxFuture;
+use sqlx::AnyPool;
+use sqlx::any::AnyRow;
+use sqlx::{Row, Transaction};
+
+use super::{DocumentRow, RootSummary, SessionRow, Store, StoreError, WriteBatch};
+
+/// Schema changes in order; each runs once, recorded in `ors_migrations`.
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE ors_documents (
+            hash TEXT PRIMARY KEY,
+            location TEXT,
+            text TEXT NOT NULL,
+            stored_at BIGINT NOT NULL)",
+        "CREATE TABLE ors_sessions (
+            id TEXT PRIMARY KEY,
+            root TEXT NOT NULL,
+            parent TEXT,
+            invokeid TEXT,
+            src TEXT NOT NULL,
+            doc_hash TEXT,
+            status TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            started_at BIGINT NOT NULL,
+            ended_at BIGINT,
+            idealtime BIGINT,
+            events BIGINT NOT NULL,
+            wake_at BIGINT,
+            updated_at BIGINT NOT NULL,
+            snapshot TEXT NOT NULL)",
+        "CREATE INDEX ors_sessions_root ON ors_sessions (root)",
+        "CREATE INDEX ors_sessions_status ON ors_sessions (status, ended_at)",
+    ],
+)];
+
+const SESSION_COLUMNS: &str = "id, root, parent, invokeid, src, doc_hash, status, seq, \
+     started_at, ended_at, idealtime, events, wake_at, updated_at, snapshot";
+const SESSION_PARAMS: usize = 15;
+/// Rows per multi-row statement (15 parameters each stays far below the
+/// parameter limits of both databases).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// A store on a SQLite or PostgreSQL pool.
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: &'static str,
+}
+
+impl SqlStore {
+    /// Wraps a connected pool and brings its schema up to date.
+    pub(super) async fn new(pool: AnyPool, backend: &'static str) -> Result<Self, StoreError> {
+        let store = SqlStore { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS ors_migrations (
+                version BIGINT PRIMARY KEY,
+                applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (version, statements) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM ors_migrations WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            for statement in *statements {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO ors_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(backend = self.backend, version, "store migration applied");
+        }
+        Ok(())
+    }
+
+    async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for doc in &batch.documents {
+            sqlx::query(
+                "INSERT INTO ors_documents (hash, location, text, stored_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(&doc.hash)
+            .bind(&doc.location)
+            .bind(&doc.text)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        upsert_sessions(&mut tx, &batch.upserts).await?;
+        for chunk in batch.deletes.chunks(ROWS_PER_STATEMENT) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "DELETE FROM ors_sessions WHERE id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Inserts or replaces sessions, many rows per statement.
+async fn upsert_sessions(
+    tx: &mut Transaction<'_, sqlx::Any>,
+    rows: &[SessionRow],
+) -> Result<(), StoreError> {
+    let updated = now_ms();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let marks: Vec<String> = (1..=SESSION_PARAMS)
+                    .map(|c| format!("${}", r * SESSION_PARAMS + c))
+                    .collect();
+                format!("({})", marks.join(", "))
+            })
+            .collect();
+        let updates: Vec<String> = SESSION_COLUMNS
+            .split(", ")
+            .skip(1)
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO ors_sessions ({SESSION_COLUMNS}) VALUES {} \
+             ON CONFLICT (id) DO UPDATE SET {}",
+            values.join(", "),
+            updates.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for row in chunk {
+            q = q
+                .bind(&row.id)
+                .bind(&row.root)
+                .bind(&row.parent)
+                .bind(&row.invokeid)
+                .bind(&row.src)
+                .bind(&row.doc_hash)
+                .bind(&row.status)
+                .bind(row.seq)
+                .bind(row.started_at)
+                .bind(row.ended_at)
+                .bind(row.idealtime)
+                .bind(row.events)
+                .bind(row.wake_at)
+                .bind(updated)
+                .bind(&row.snapshot);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+fn session_row(row: &AnyRow) -> Result<SessionRow, StoreError> {
+    Ok(SessionRow {
+        id: row.try_get("id")?,
+        root: row.try_get("root")?,
+        parent: row.try_get("parent")?,
+        invokeid: row.try_get("invokeid")?,
+        src: row.try_get("src")?,
+        doc_hash: row.try_get("doc_hash")?,
+        status: row.try_get("status")?,
+        seq: row.try_get("seq")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        idealtime: row.try_get("idealtime")?,
+        events: row.try_get("events")?,
+        wake_at: row.try_get("wake_at")?,
+        snapshot: row.try_get("snapshot")?,
+    })
+}
+
+/// Puts parents before their children (rows of one tree).
+fn parents_first(rows: Vec<SessionRow>) -> Vec<SessionRow> {
+    let mut placed: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut pending = rows;
+    let mut out = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let before = pending.len();
+        let (ready, rest): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|r| r.parent.as_ref().is_none_or(|p| placed.contains(p)));
+        for r in &ready {
+            placed.insert(r.id.clone());
+        }
+        out.extend(ready);
+        pending = rest;
+        if pending.len() == before {
+            // Orphans (a parent row missing) cannot be placed; they are
+            // left out rather than restored without their parent.
+            for r in &pending {
+                tracing::warn!(session = %r.id, "stored child session without its parent skipped");
+            }
+            break;
+        }
+    }
+    out
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    crate::host::wall_clock_ms() as i64
+}
+
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write_batch(batch))
+    }
+
+    fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SessionRow, StoreError>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {SESSION_COLUMNS} FROM ors_sessions WHERE id = $1");
+            let row = sqlx::query(&sql)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            match row {
+                Some(row) => session_row(&row),
+                None => Err(StoreError::NotFound(id.to_string())),
+            }
+        })
+    }
+
+    fn load_tree<'a>(
+        &'a self,
+        root: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {SESSION_COLUMNS} FROM ors_sessions WHERE root = $1");
+            let rows = sqlx::query(&sql).bind(root).fetch_all(&self.pool).await?;
+            let rows = rows
+                .iter()
+                .map(session_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(parents_first(rows))
+        })
+    }
+
+    fn load_document<'a>(
+        &'a self,
+        hash: &'a str,
+    ) -> BoxFuture<'a, Result<DocumentRow, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT hash, location, text FROM ors_documents WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("document {hash}")))?;
+            Ok(DocumentRow {
+                hash: row.try_get("hash")?,
+                location: row.try_get("location")?,
+                text: row.try_get("text")?,
+            })
+        })
+    }
+
+    fn running_roots(&self) -> BoxFuture<'_, Result<Vec<RootSummary>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT s.id, s.src, s.seq, s.started_at, s.idealtime, s.events, \
+                 (SELECT MIN(c.wake_at) FROM ors_sessions c \
+                  WHERE c.root = s.id AND c.status = 'running') AS tree_wake_at \
+                 FROM ors_sessions s \
+                 WHERE s.parent IS NULL AND s.status = 'running' ORDER BY s.seq",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RootSummary {
+                        id: row.try_get("id")?,
+                        src: row.try_get("src")?,
+                        seq: row.try_get("seq")?,
+                        started_at: row.try_get("started_at")?,
+                        idealtime: row.try_get("idealtime")?,
+                        events: row.try_get("events")?,
+                        wake_at: row.try_get("tree_wake_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let deleted =
+                sqlx::query("DELETE FROM ors_sessions WHERE status <> 'running' AND ended_at < $1")
+                    .bind(ended_before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if deleted > 0 {
+                sqlx::query(
+                    "DELETE FROM ors_documents WHERE NOT EXISTS \
+                     (SELECT 1 FROM ors_sessions s WHERE s.doc_hash = ors_documents.hash)",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(deleted)
+        })
+    }
+}

@@ -1,0 +1,49 @@
+//! The embedded SQLite backend: one database file in WAL mode, so readers
+//! (sessions waking from hibernation) never wait for the group committer.
+
+use std::path::Path;
+
+use sqlx::Executor;
+use sqlx::any::AnyPoolOptions;
+
+use super::{SqlStore, StoreError};
+
+/// Opens (creating if needed) the database file and its directory.
+pub(super) async fn open(
+    path: &Path,
+    full_sync: bool,
+    max_connections: u32,
+) -> Result<SqlStore, StoreError> {
+    sqlx::any::install_default_drivers();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Config(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let Some(file) = path.to_str() else {
+        return Err(StoreError::Config(format!(
+            "the database path {} is not UTF-8",
+            path.display()
+        )));
+    };
+    let url = format!("sqlite://{file}?mode=rwc");
+    let sync = if full_sync { "FULL" } else { "NORMAL" };
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections.max(2))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute(format!("PRAGMA synchronous = {sync}").as_str())
+                    .await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?;
+    tracing::info!(path = %path.display(), synchronous = sync, "SQLite store opened");
+    SqlStore::new(pool, "sqlite").await
+}
