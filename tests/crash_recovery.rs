@@ -1,0 +1,411 @@
+//! Crash recovery of the `ors` binary: 1 000 sessions take events from 64
+//! concurrent clients, the server is killed with SIGKILL mid-load and
+//! started again on the same store. Every event that was acknowledged must
+//! have been applied exactly once, nothing unacknowledged may show up out
+//! of order, delayed sends that fell due while the server was down fire in
+//! order, and an invoked child is back with its parent. Runs on SQLite and
+//! on PostgreSQL (`ORS_TEST_POSTGRES_URL`; required when `CI=true`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const LEDGERS: usize = 1000;
+const CLIENTS: usize = 64;
+const ALARMS: usize = 20;
+const FAMILIES: usize = 10;
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn kill(&mut self) {
+        // std's kill sends SIGKILL on Unix: no shutdown code runs.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Setup {
+    port: u16,
+    data_dir: PathBuf,
+    store: Option<String>,
+}
+
+impl Setup {
+    async fn start(&self, client: &reqwest::Client) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("server.log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ors"));
+        cmd.args(["serve", "--workers", "2", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(url) = &self.store {
+            cmd.arg("--store").arg(url);
+        }
+        let server = Server {
+            child: cmd.spawn().expect("ors serve starts"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = client
+                .get(format!("http://127.0.0.1:{}/health", self.port))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not come up; see {}",
+                self.data_dir.join("server.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+async fn post(client: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> Result<Value, String> {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let response = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+async fn query(client: &reqwest::Client, setup: &Setup, id: &str) -> Value {
+    let url = setup.url(&format!("/scxml/session/{id}/query"));
+    let r = client.get(&url).send().await.expect("query sent");
+    assert!(r.status().is_success(), "query {id}: {}", r.status());
+    serde_json::from_str(&r.text().await.expect("body")).expect("json")
+}
+
+async fn start(
+    client: &reqwest::Client,
+    setup: &Setup,
+    src: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let mut form = vec![("src", src)];
+    form.extend_from_slice(extra);
+    let v = post(client, &setup.url("/scxml/session/start"), &form)
+        .await
+        .expect("session starts");
+    v["sessionid"].as_str().expect("sessionid").to_string()
+}
+
+/// Per ledger session: the highest seq acknowledged and the seq that was
+/// in flight when the server died (it may or may not have been applied).
+#[derive(Default, Clone, Copy)]
+struct Progress {
+    acked: u64,
+    in_flight: Option<u64>,
+}
+
+async fn crash_and_recover(store: Option<String>) {
+    let data_dir = std::env::temp_dir().join(unique("ors-crash"));
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let setup = Setup {
+        port: free_port(),
+        data_dir,
+        store,
+    };
+    let client = ors::loader::http_client(Duration::from_secs(30));
+    let mut server = setup.start(&client).await;
+
+    // 1 000 ledgers, plus children-carrying families.
+    let mut ledgers = Vec::with_capacity(LEDGERS);
+    for _ in 0..LEDGERS {
+        ledgers.push(start(&client, &setup, "fixtures/durable/ledger.scxml", &[]).await);
+    }
+    let mut families = Vec::new();
+    for _ in 0..FAMILIES {
+        let id = start(&client, &setup, "fixtures/durable/family.scxml", &[]).await;
+        for _ in 0..2 {
+            post(
+                &client,
+                &setup.url(&format!("/scxml/session/{id}/event/ask")),
+                &[],
+            )
+            .await
+            .expect("ask acknowledged");
+        }
+        families.push(id);
+    }
+
+    // Load: each client owns every 64th ledger and sends seq 1, 2, 3, ...
+    // to each in turn, one request at a time per session.
+    let ledgers = Arc::new(ledgers);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (ledgers, stop, client) = (ledgers.clone(), stop.clone(), client.clone());
+        let base = setup.url("");
+        tasks.push(tokio::spawn(async move {
+            let mine: Vec<usize> = (c..LEDGERS).step_by(CLIENTS).collect();
+            let mut progress = vec![Progress::default(); mine.len()];
+            'outer: loop {
+                for (k, &i) in mine.iter().enumerate() {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'outer;
+                    }
+                    let seq = progress[k].acked + 1;
+                    progress[k].in_flight = Some(seq);
+                    let url = format!("{base}/scxml/session/{}/event/apply", ledgers[i]);
+                    match post(&client, &url, &[("seq", &seq.to_string())]).await {
+                        Ok(_) => {
+                            progress[k] = Progress {
+                                acked: seq,
+                                in_flight: None,
+                            }
+                        }
+                        Err(_) => break 'outer,
+                    }
+                }
+            }
+            mine.into_iter().zip(progress).collect::<Vec<_>>()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Alarms whose delayed sends fall due while the server is down.
+    let mut alarms = Vec::new();
+    for _ in 0..ALARMS {
+        alarms.push(
+            start(
+                &client,
+                &setup,
+                "fixtures/durable/alarm.scxml",
+                &[("delay", "700")],
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    let killed_at = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let mut progress = vec![Progress::default(); LEDGERS];
+    for t in tasks {
+        for (i, p) in t.await.expect("client task") {
+            progress[i] = p;
+        }
+    }
+    let acked: u64 = progress.iter().map(|p| p.acked).sum();
+    assert!(
+        acked > 1000,
+        "the load acknowledged only {acked} events before the kill"
+    );
+
+    // Down long enough for every alarm to fall due.
+    tokio::time::sleep(Duration::from_millis(1000).saturating_sub(killed_at.elapsed())).await;
+    let _server = setup.start(&client).await;
+
+    let mut applied_total = 0u64;
+    let mut unacked_applied = 0u64;
+    for (i, id) in ledgers.iter().enumerate() {
+        let v = query(&client, &setup, id).await;
+        assert_eq!(v["status"], "running", "ledger {id} after restart: {v}");
+        let applied: Vec<u64> = v["data"]["applied"]
+            .as_array()
+            .unwrap_or_else(|| panic!("ledger {id} has no 'applied': {v}"))
+            .iter()
+            .map(|n| n.as_u64().expect("seq"))
+            .collect();
+        let expected_prefix: Vec<u64> = (1..=applied.len() as u64).collect();
+        assert_eq!(
+            applied, expected_prefix,
+            "ledger {id}: each event once, in order"
+        );
+        let p = progress[i];
+        let n = applied.len() as u64;
+        let ok = n == p.acked || (p.in_flight == Some(p.acked + 1) && n == p.acked + 1);
+        assert!(
+            ok,
+            "ledger {id}: {n} applied but {} acknowledged (in flight {:?})",
+            p.acked, p.in_flight
+        );
+        applied_total += n;
+        unacked_applied += n - p.acked;
+    }
+    eprintln!(
+        "crash test ({}): {acked} events acknowledged before SIGKILL, {applied_total} applied \
+         after restart ({unacked_applied} applied whose reply was lost), 0 lost",
+        if setup.store.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    );
+
+    // Recovered sessions go on taking events.
+    for id in ledgers.iter().take(50) {
+        let before = query(&client, &setup, id).await["data"]["applied"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0) as u64;
+        let url = setup.url(&format!("/scxml/session/{id}/event/apply"));
+        post(&client, &url, &[("seq", &(before + 1).to_string())])
+            .await
+            .expect("event after restart");
+        let after = query(&client, &setup, id).await;
+        assert_eq!(
+            after["data"]["applied"].as_array().map(Vec::len),
+            Some(before as usize + 1)
+        );
+    }
+
+    // Delayed sends that fell due while the server was down fire, in order.
+    for id in &alarms {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = query(&client, &setup, id).await;
+            if v["status"] == "completed" {
+                assert_eq!(
+                    v["data"]["rang"],
+                    serde_json::json!(["first", "second"]),
+                    "alarm {id}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "alarm {id} never rang: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Parents and their invoked children are back, still linked.
+    for id in &families {
+        post(
+            &client,
+            &setup.url(&format!("/scxml/session/{id}/event/ask")),
+            &[],
+        )
+        .await
+        .expect("ask after restart");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = query(&client, &setup, id).await;
+            if v["data"]["answers"].as_array().map(Vec::len) == Some(3) {
+                assert_eq!(
+                    v["data"]["answers"],
+                    serde_json::json!([1, 2, 3]),
+                    "family {id}"
+                );
+                assert_eq!(v["invokes"], serde_json::json!(["kid"]));
+                break;
+            }
+            assert!(Instant::now() < deadline, "family {id} got no answer: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&setup.data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_loses_no_acknowledged_event_across_kill_9() {
+    crash_and_recover(None).await;
+}
+
+/// A fresh database on the server `ORS_TEST_POSTGRES_URL` names, dropped
+/// when the guard goes.
+struct ScratchDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create() -> Option<ScratchDatabase> {
+        use sqlx::Connection;
+        let Ok(admin) = std::env::var("ORS_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run the PostgreSQL crash test: set ORS_TEST_POSTGRES_URL"
+            );
+            eprintln!("ORS_TEST_POSTGRES_URL is not set; the PostgreSQL crash test is skipped");
+            return None;
+        };
+        let name = unique("ors_crash");
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        Some(ScratchDatabase {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        })
+    }
+
+    async fn drop_database(self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_loses_no_acknowledged_event_across_kill_9() {
+    let Some(db) = ScratchDatabase::create().await else {
+        return;
+    };
+    crash_and_recover(Some(db.url.clone())).await;
+    db.drop_database().await;
+}
