@@ -263,6 +263,11 @@ pub async fn build(
         runtime: tokio::runtime::Handle::current(),
         request_counter: AtomicU64::new(1),
     });
+    let n = recovered.len() as u64;
+    ctx.metrics.sessions_running.fetch_add(n, Ordering::Relaxed);
+    ctx.metrics
+        .sessions_hibernated
+        .fetch_add(n, Ordering::Relaxed);
     let mut by_worker: Vec<Vec<crate::store::RootSummary>> = vec![Vec::new(); ctx.pool.len()];
     for root in recovered {
         match worker::worker_of(&root.id, ctx.pool.len()) {

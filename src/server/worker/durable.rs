@@ -77,8 +77,7 @@ impl Worker {
             if let Some(due) = wake_at {
                 self.sleepers.push(Reverse((due, id)));
             }
-            Metrics::inc(&self.ctx.metrics.sessions_running);
-            Metrics::inc(&self.ctx.metrics.sessions_hibernated);
+            // (The server counted them as running and hibernated already.)
         }
         if n > 0 {
             tracing::info!(

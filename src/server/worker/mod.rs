@@ -390,7 +390,9 @@ fn run_worker(index: usize, ctx: Arc<ServerContext>, mut rx: mpsc::UnboundedRece
                     }
                     None
                 }
-                _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => None,
+                // At least once a second, so idle sessions get put to sleep
+                // and halted ones forgotten.
+                _ = tokio::time::sleep(wait.unwrap_or(Duration::MAX).min(Duration::from_secs(1))) => None,
             };
             let mut stop = false;
             if let Some(c) = command {
