@@ -10,6 +10,16 @@ fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
     let config = Config::load(&path).expect("example loads");
     let defaults = Config::default();
     assert_eq!(config.listen, defaults.listen);
+    assert_eq!(config.data_dir, defaults.data_dir);
+    assert_eq!(config.store.url, defaults.store.url);
+    assert_eq!(
+        config.store.hibernate_after_secs,
+        defaults.store.hibernate_after_secs
+    );
+    assert_eq!(
+        config.store.purge_interval_secs,
+        defaults.store.purge_interval_secs
+    );
     assert_eq!(config.limits.max_body_bytes, defaults.limits.max_body_bytes);
     assert_eq!(
         config.limits.request_timeout_ms,
@@ -63,4 +73,15 @@ fn genesys_document_extensions_are_accepted_and_kept() {
     let bad = text.replace("_persist=\"false\"", "_persist=\"sometimes\"");
     let err = ors::parse_document(&bad, None, &ors::LoadOptions::default()).unwrap_err();
     assert!(err.to_string().contains("_persist must be"), "{err}");
+}
+
+#[test]
+fn store_urls_other_than_sqlite_postgres_or_none_are_refused() {
+    let err = Config::parse("[store]\nurl = \"mysql://x/y\"", "t.toml").unwrap_err();
+    assert!(err.to_string().contains("store.url"), "{err}");
+    let ok = Config::parse("[store]\nurl = \"none\"", "t.toml").expect("none is fine");
+    assert_eq!(
+        ok.store_location().unwrap(),
+        ors::store::StoreLocation::None
+    );
 }
