@@ -3,7 +3,6 @@
 //! each sender. Batches are applied in arrival order, so a later snapshot
 //! of a session always wins over an earlier one.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use indexmap::IndexMap;
@@ -37,8 +36,6 @@ impl CommitHandle {
 pub struct Committer {
     store: Arc<dyn Store>,
     rx: mpsc::UnboundedReceiver<Pending>,
-    /// Document hashes known to be stored (their inserts are skipped).
-    stored_documents: HashSet<String>,
     /// Most session changes merged into one transaction.
     max_rows: usize,
 }
@@ -57,7 +54,6 @@ impl Committer {
             Committer {
                 store,
                 rx,
-                stored_documents: HashSet::new(),
                 max_rows: 20_000,
             },
             CommitHandle { tx },
@@ -78,48 +74,43 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            let (batch, new_documents) = self.merge(&mut group);
+            let batch = merge(&mut group);
             let result = self.store.write(batch).await.map_err(|e| e.to_string());
-            match &result {
-                Ok(()) => self.stored_documents.extend(new_documents),
-                Err(e) => tracing::error!(error = %e, "store write failed; its events are refused"),
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "store write failed; its events are refused");
             }
             for p in group {
                 let _ = p.done.send(result.clone());
             }
         }
     }
+}
 
-    /// One batch from many: each session's last change, documents once.
-    fn merge(&self, group: &mut [Pending]) -> (WriteBatch, Vec<String>) {
-        let mut changes: IndexMap<String, Change> = IndexMap::new();
-        let mut documents = Vec::new();
-        let mut new_documents = Vec::new();
-        for p in group.iter_mut() {
-            for doc in std::mem::take(&mut p.batch.documents) {
-                if !self.stored_documents.contains(&doc.hash) && !new_documents.contains(&doc.hash)
-                {
-                    new_documents.push(doc.hash.clone());
-                    documents.push(doc);
-                }
-            }
-            for row in std::mem::take(&mut p.batch.upserts) {
-                changes.insert(row.id.clone(), Change::Upsert(Box::new(row)));
-            }
-            for id in std::mem::take(&mut p.batch.deletes) {
-                changes.insert(id, Change::Delete);
-            }
+/// One batch from many, in arrival order: each session's last change,
+/// each document once.
+fn merge(group: &mut [Pending]) -> WriteBatch {
+    let mut changes: IndexMap<String, Change> = IndexMap::new();
+    let mut documents: IndexMap<String, super::DocumentRow> = IndexMap::new();
+    for p in group.iter_mut() {
+        for doc in std::mem::take(&mut p.batch.documents) {
+            documents.entry(doc.hash.clone()).or_insert(doc);
         }
-        let mut batch = WriteBatch {
-            documents,
-            ..WriteBatch::default()
-        };
-        for (id, change) in changes {
-            match change {
-                Change::Upsert(row) => batch.upserts.push(*row),
-                Change::Delete => batch.deletes.push(id),
-            }
+        for row in std::mem::take(&mut p.batch.upserts) {
+            changes.insert(row.id.clone(), Change::Upsert(Box::new(row)));
         }
-        (batch, new_documents)
+        for id in std::mem::take(&mut p.batch.deletes) {
+            changes.insert(id, Change::Delete);
+        }
     }
+    let mut batch = WriteBatch {
+        documents: documents.into_values().collect(),
+        ..WriteBatch::default()
+    };
+    for (id, change) in changes {
+        match change {
+            Change::Upsert(row) => batch.upserts.push(*row),
+            Change::Delete => batch.deletes.push(id),
+        }
+    }
+    batch
 }

@@ -110,7 +110,8 @@ pub struct RootSummary {
 /// Changes written in one transaction.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
-    /// Documents to store if not yet present.
+    /// Documents the batch's sessions use (written with every batch that
+    /// references them, so a purge never strands a session).
     pub documents: Vec<DocumentRow>,
     /// Sessions to insert or replace.
     pub upserts: Vec<SessionRow>,
@@ -129,8 +130,8 @@ impl WriteBatch {
 pub trait Store: Send + Sync {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
-    /// Applies a batch atomically: documents, then upserts and deletes in
-    /// the order given (a later change to the same session wins).
+    /// Applies a batch atomically: documents (refreshing ones already
+    /// stored), then upserts (the last row of an id wins), then deletes.
     fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>>;
     /// One session's row; `NotFound` when there is none.
     fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SessionRow, StoreError>>;
@@ -143,7 +144,8 @@ pub trait Store: Send + Sync {
     /// Every top-level session still running (for recovery).
     fn running_roots(&self) -> BoxFuture<'_, Result<Vec<RootSummary>, StoreError>>;
     /// Deletes halted sessions that ended before `ended_before` (ms since
-    /// the epoch) and documents no session uses; returns sessions deleted.
+    /// the epoch) and documents no session uses and no write has touched
+    /// since then; returns the number of sessions deleted.
     fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 

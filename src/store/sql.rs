@@ -94,10 +94,14 @@ impl SqlStore {
 
     async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Documents are written with every batch that uses them; touching
+        // `stored_at` keeps a concurrent purge from deleting one that a
+        // session in this batch is about to reference.
         for doc in &batch.documents {
             sqlx::query(
                 "INSERT INTO ors_documents (hash, location, text, stored_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (hash) DO UPDATE SET stored_at = excluded.stored_at",
             )
             .bind(&doc.hash)
             .bind(&doc.location)
@@ -106,7 +110,20 @@ impl SqlStore {
             .execute(&mut *tx)
             .await?;
         }
-        upsert_sessions(&mut tx, &batch.upserts).await?;
+        // One row per id (the last), as PostgreSQL refuses to update a row
+        // twice in one statement.
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, row) in batch.upserts.iter().enumerate() {
+            last.insert(row.id.as_str(), i);
+        }
+        let upserts: Vec<&SessionRow> = batch
+            .upserts
+            .iter()
+            .enumerate()
+            .filter(|(i, row)| last.get(row.id.as_str()) == Some(i))
+            .map(|(_, row)| row)
+            .collect();
+        upsert_sessions(&mut tx, &upserts).await?;
         for chunk in batch.deletes.chunks(ROWS_PER_STATEMENT) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
@@ -127,7 +144,7 @@ impl SqlStore {
 /// Inserts or replaces sessions, many rows per statement.
 async fn upsert_sessions(
     tx: &mut Transaction<'_, sqlx::Any>,
-    rows: &[SessionRow],
+    rows: &[&SessionRow],
 ) -> Result<(), StoreError> {
     let updated = now_ms();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
@@ -253,7 +270,9 @@ impl Store for SqlStore {
         root: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>> {
         Box::pin(async move {
-            let sql = format!("SELECT {SESSION_COLUMNS} FROM ors_sessions WHERE root = $1");
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS} FROM ors_sessions WHERE root = $1 ORDER BY seq, id"
+            );
             let rows = sqlx::query(&sql).bind(root).fetch_all(&self.pool).await?;
             let rows = rows
                 .iter()
@@ -311,20 +330,23 @@ impl Store for SqlStore {
     fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
-            let deleted =
-                sqlx::query("DELETE FROM ors_sessions WHERE status <> 'running' AND ended_at < $1")
-                    .bind(ended_before)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            if deleted > 0 {
-                sqlx::query(
-                    "DELETE FROM ors_documents WHERE NOT EXISTS \
-                     (SELECT 1 FROM ors_sessions s WHERE s.doc_hash = ors_documents.hash)",
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
+            let deleted = sqlx::query(
+                "DELETE FROM ors_sessions \
+                 WHERE status <> 'running' AND COALESCE(ended_at, updated_at) < $1",
+            )
+            .bind(ended_before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // Only documents no batch has used since the cut-off: a batch
+            // that references one refreshes its `stored_at` first.
+            sqlx::query(
+                "DELETE FROM ors_documents WHERE stored_at < $1 AND NOT EXISTS \
+                 (SELECT 1 FROM ors_sessions s WHERE s.doc_hash = ors_documents.hash)",
+            )
+            .bind(ended_before)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(deleted)
         })

@@ -29,7 +29,17 @@ pub(super) async fn open(
             path.display()
         )));
     };
-    let url = format!("sqlite://{file}?mode=rwc");
+    // The path is percent-encoded: sqlx decodes it, and `?`, `#` or `%`
+    // in a directory name would otherwise be read as URL syntax.
+    const SPECIAL: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b'?')
+        .add(b'#')
+        .add(b'%')
+        .add(b' ');
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        percent_encoding::utf8_percent_encode(file, SPECIAL)
+    );
     let sync = if full_sync { "FULL" } else { "NORMAL" };
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections.max(2))

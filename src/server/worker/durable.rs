@@ -442,18 +442,13 @@ impl Worker {
         let committed = self.committed.clone();
         let in_flight = self.in_flight.clone();
         let resync = self.resync.clone();
-        let confirmed = self.confirmed_documents.clone();
-        let hashes: Vec<String> = self.unconfirmed.drain(..).collect();
         in_flight.set(in_flight.get() + 1);
         tokio::task::spawn_local(async move {
             let result = done
                 .await
                 .unwrap_or_else(|_| Err("the store committer has stopped".into()));
             match &result {
-                Ok(()) => {
-                    committed.set(committed.get().max(batch_no));
-                    confirmed.borrow_mut().extend(hashes);
-                }
+                Ok(()) => committed.set(committed.get().max(batch_no)),
                 Err(_) => resync.borrow_mut().extend(roots),
             }
             send_all(replies, result);
@@ -523,8 +518,8 @@ impl Worker {
         })
     }
 
-    /// The stored hash of a document with text, queueing its text for the
-    /// store until a commit confirms it.
+    /// The stored hash of a document with text; its text goes with the
+    /// batch (once per batch).
     fn document_hash(
         &mut self,
         doc: &Arc<Document>,
@@ -540,15 +535,12 @@ impl Worker {
                 h
             }
         };
-        if !self.confirmed_documents.borrow().contains(&hash)
-            && !documents.iter().any(|d| d.hash == hash)
-        {
+        if !documents.iter().any(|d| d.hash == hash) {
             documents.push(DocumentRow {
                 hash: hash.clone(),
                 location: doc.location.clone(),
                 text: text.to_string(),
             });
-            self.unconfirmed.push(hash.clone());
         }
         Some(hash)
     }

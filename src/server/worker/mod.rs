@@ -15,7 +15,7 @@ mod durable;
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
@@ -345,9 +345,6 @@ struct Worker {
     in_flight: Rc<Cell<usize>>,
     /// Roots whose last write failed (written again with the next batch).
     resync: Rc<RefCell<Vec<Arc<str>>>>,
-    /// Document hashes the store is known to hold.
-    confirmed_documents: Rc<RefCell<HashSet<String>>>,
-    unconfirmed: Vec<String>,
     document_hashes: HashMap<usize, (Arc<Document>, String)>,
     /// Timers of sleeping sessions (lazy: checked against `Meta` when due).
     sleepers: BinaryHeap<Reverse<(u64, Arc<str>)>>,
@@ -491,8 +488,6 @@ impl Worker {
             committed: Rc::new(Cell::new(0)),
             in_flight: Rc::new(Cell::new(0)),
             resync: Rc::new(RefCell::new(Vec::new())),
-            confirmed_documents: Rc::new(RefCell::new(HashSet::new())),
-            unconfirmed: Vec::new(),
             document_hashes: HashMap::new(),
             sleepers: BinaryHeap::new(),
             waking: HashMap::new(),

@@ -1,0 +1,1106 @@
+//! The durable store (`ors::store`) against both of its backends: a fresh
+//! SQLite file per test, and, when `ORS_TEST_POSTGRES_URL` names a
+//! PostgreSQL server (as a user allowed to create databases), a fresh
+//! database per test on it. Without that variable PostgreSQL is skipped
+//! with a note, except under CI (`CI=true`), where a skipped backend would
+//! hide failures, so the tests fail instead.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use ors::store::{
+    CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError,
+    StoreLocation, WriteBatch, document_hash,
+};
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
+
+const POSTGRES_URL_VAR: &str = "ORS_TEST_POSTGRES_URL";
+
+// ---------------------------------------------------------------------------
+// Test databases
+// ---------------------------------------------------------------------------
+
+/// A name no other test (in this or another process) uses.
+fn unique_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}_{n}_{nanos}", std::process::id())
+}
+
+/// `url` with its database name replaced by `database` (query kept).
+fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{database}", &base[..authority_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+enum Cleanup {
+    /// The temporary directory holding the SQLite file (and its WAL).
+    Sqlite(PathBuf),
+    /// The database to drop, and the URL to connect to for dropping it.
+    Postgres { admin_url: String, database: String },
+}
+
+/// One empty database for one test; removed when dropped (also when the
+/// test panics). Drop every store opened on it first.
+struct TestDb {
+    label: &'static str,
+    location: StoreLocation,
+    cleanup: Cleanup,
+}
+
+impl TestDb {
+    fn sqlite() -> TestDb {
+        let dir = std::env::temp_dir().join(format!("ors_store_test_{}", unique_name()));
+        TestDb {
+            label: "sqlite",
+            location: StoreLocation::Sqlite {
+                path: dir.join("ors.db"),
+                full_sync: false,
+            },
+            cleanup: Cleanup::Sqlite(dir),
+        }
+    }
+
+    async fn postgres(admin_url: &str) -> TestDb {
+        let database = format!("ors_test_{}", unique_name());
+        let mut conn = PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_VAR}: {e}"));
+        conn.execute(format!("CREATE DATABASE {database}").as_str())
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {database}: {e}"));
+        let _ = conn.close().await;
+        TestDb {
+            label: "postgres",
+            location: StoreLocation::Postgres {
+                url: url_with_database(admin_url, &database),
+            },
+            cleanup: Cleanup::Postgres {
+                admin_url: admin_url.to_string(),
+                database,
+            },
+        }
+    }
+
+    /// A store on this database (running migrations).
+    async fn open(&self) -> Arc<dyn Store> {
+        ors::store::open(&self.location, 4)
+            .await
+            .unwrap_or_else(|e| panic!("{}: store opens: {e}", self.label))
+            .expect("a persistent location gives a store")
+    }
+
+    /// How many migrations the schema records as applied, and which.
+    async fn applied_migrations(&self) -> Vec<i64> {
+        let sql = "SELECT version FROM ors_migrations ORDER BY version";
+        match &self.location {
+            StoreLocation::Sqlite { path, .. } => {
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .connect()
+                    .await
+                    .expect("sqlite connects");
+                let versions: Vec<i64> = sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("ors_migrations is readable");
+                let _ = conn.close().await;
+                versions
+            }
+            StoreLocation::Postgres { url } => {
+                let mut conn = PgConnection::connect(url).await.expect("postgres connects");
+                let versions: Vec<i64> = sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("ors_migrations is readable");
+                let _ = conn.close().await;
+                versions
+            }
+            StoreLocation::None => unreachable!("test databases persist"),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Sqlite(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Postgres {
+                admin_url,
+                database,
+            } => {
+                // Best effort, on a runtime of its own so that it also works
+                // while a test panics inside the test's runtime.
+                let admin_url = admin_url.clone();
+                let database = database.clone();
+                let dropper = std::thread::spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        return;
+                    };
+                    rt.block_on(async move {
+                        let Ok(mut conn) = PgConnection::connect(&admin_url).await else {
+                            eprintln!("note: could not drop test database {database}");
+                            return;
+                        };
+                        let sql = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+                        if let Err(e) = conn.execute(sql.as_str()).await {
+                            eprintln!("note: could not drop test database {database}: {e}");
+                        }
+                        let _ = conn.close().await;
+                    });
+                });
+                let _ = dropper.join();
+            }
+        }
+    }
+}
+
+/// A fresh database on every backend under test.
+async fn test_databases() -> Vec<TestDb> {
+    let mut dbs = vec![TestDb::sqlite()];
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => dbs.push(TestDb::postgres(url.trim()).await),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "{POSTGRES_URL_VAR} is not set under CI: the PostgreSQL store would go \
+                     untested (set it to e.g. postgres://ors:ors@127.0.0.1:5432/ors)"
+                );
+            }
+            eprintln!("note: {POSTGRES_URL_VAR} is not set; testing the SQLite store only");
+        }
+    }
+    dbs
+}
+
+// ---------------------------------------------------------------------------
+// Rows
+// ---------------------------------------------------------------------------
+
+/// A running session row with every optional field empty.
+fn row(id: &str, root: &str, parent: Option<&str>, seq: i64) -> SessionRow {
+    SessionRow {
+        id: id.into(),
+        root: root.into(),
+        parent: parent.map(Into::into),
+        invokeid: parent.map(|_| format!("inv-{id}")),
+        src: format!("file:///docs/{root}.scxml"),
+        doc_hash: None,
+        status: "running".into(),
+        seq,
+        started_at: 1_700_000_000_000 + seq,
+        ended_at: None,
+        idealtime: None,
+        events: 0,
+        wake_at: None,
+        snapshot: format!("{{\"id\":\"{id}\"}}"),
+    }
+}
+
+/// A session that halted with `status` at `ended_at`.
+fn halted(id: &str, seq: i64, status: &str, ended_at: i64) -> SessionRow {
+    SessionRow {
+        status: status.into(),
+        ended_at: Some(ended_at),
+        ..row(id, id, None, seq)
+    }
+}
+
+fn document(text: &str, location: Option<&str>) -> DocumentRow {
+    DocumentRow {
+        hash: document_hash(text),
+        location: location.map(Into::into),
+        text: text.into(),
+    }
+}
+
+fn upserts(rows: Vec<SessionRow>) -> WriteBatch {
+    WriteBatch {
+        upserts: rows,
+        ..WriteBatch::default()
+    }
+}
+
+async fn write(store: &Arc<dyn Store>, label: &str, batch: WriteBatch) {
+    store
+        .write(batch)
+        .await
+        .unwrap_or_else(|e| panic!("{label}: write succeeds: {e}"));
+}
+
+async fn load(store: &Arc<dyn Store>, label: &str, id: &str) -> SessionRow {
+    store
+        .load_session(id)
+        .await
+        .unwrap_or_else(|e| panic!("{label}: session {id} loads: {e}"))
+}
+
+fn assert_session_not_found(result: Result<SessionRow, StoreError>, id: &str, label: &str) {
+    match result {
+        Err(StoreError::NotFound(key)) => assert_eq!(key, id, "{label}: NotFound names the id"),
+        other => panic!("{label}: expected NotFound for session {id}, got {other:?}"),
+    }
+}
+
+fn assert_document_not_found(result: Result<DocumentRow, StoreError>, hash: &str, label: &str) {
+    match result {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("{label}: expected NotFound for document {hash}, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Store
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_session_and_document_load_back_with_every_field() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        assert_eq!(store.backend(), label, "the store names its backend");
+
+        let doc = document("<scxml name=\"ünï\"/>", Some("https://example.org/a.scxml"));
+        let doc_without_location = document("<scxml/>", None);
+        let full = SessionRow {
+            id: "child-1".into(),
+            root: "root-1".into(),
+            parent: Some("root-1".into()),
+            invokeid: Some("inv.1".into()),
+            src: "https://example.org/a.scxml".into(),
+            doc_hash: Some(doc.hash.clone()),
+            status: "completed".into(),
+            seq: 42,
+            started_at: 1_700_000_000_123,
+            ended_at: Some(1_700_000_009_999),
+            idealtime: Some(-5),
+            events: i64::from(i32::MAX) + 7,
+            wake_at: Some(1_700_000_001_000),
+            snapshot:
+                "{\"data\":\"it's \\\"quoted\\\" — ünïcødé ✓ 🚀, 'single' \\\\ back\\nslash\"}"
+                    .into(),
+        };
+        let empty = SessionRow {
+            snapshot: String::new(),
+            ..row("root-1", "root-1", None, 1)
+        };
+        assert_eq!(empty.parent, None);
+        assert_eq!(empty.invokeid, None);
+        assert_eq!(empty.doc_hash, None);
+        assert_eq!(empty.ended_at, None);
+        assert_eq!(empty.idealtime, None);
+        assert_eq!(empty.wake_at, None);
+
+        write(
+            &store,
+            label,
+            WriteBatch {
+                documents: vec![doc.clone(), doc_without_location.clone()],
+                upserts: vec![empty.clone(), full.clone()],
+                deletes: vec![],
+            },
+        )
+        .await;
+
+        assert_eq!(load(&store, label, "child-1").await, full, "{label}");
+        assert_eq!(load(&store, label, "root-1").await, empty, "{label}");
+        assert_eq!(
+            store.load_document(&doc.hash).await.unwrap(),
+            doc,
+            "{label}"
+        );
+        assert_eq!(
+            store
+                .load_document(&doc_without_location.hash)
+                .await
+                .unwrap(),
+            doc_without_location,
+            "{label}"
+        );
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_session_and_document_are_not_found() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        write(&store, label, upserts(vec![row("known", "known", None, 1)])).await;
+
+        assert_session_not_found(store.load_session("unknown").await, "unknown", label);
+        let hash = document_hash("never stored");
+        assert_document_not_found(store.load_document(&hash).await, &hash, label);
+        assert!(
+            store.load_tree("unknown").await.unwrap().is_empty(),
+            "{label}: an unknown tree is empty"
+        );
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_write_of_a_session_replaces_the_first() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        let first = SessionRow {
+            events: 3,
+            wake_at: Some(5_000),
+            idealtime: Some(7),
+            ..row("s", "s", None, 1)
+        };
+        write(&store, label, upserts(vec![first])).await;
+
+        let second = SessionRow {
+            status: "terminated".into(),
+            events: 9,
+            ended_at: Some(6_000),
+            wake_at: None,
+            idealtime: None,
+            snapshot: "{\"state\":\"final\",\"note\":\"réécrit\"}".into(),
+            ..row("s", "s", None, 1)
+        };
+        write(&store, label, upserts(vec![second.clone()])).await;
+
+        assert_eq!(load(&store, label, "s").await, second, "{label}");
+        assert_eq!(
+            store.load_tree("s").await.unwrap(),
+            vec![second],
+            "{label}: the upsert left one row"
+        );
+        assert!(
+            store.running_roots().await.unwrap().is_empty(),
+            "{label}: the replaced status counts"
+        );
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_sessions_are_gone_and_others_stay() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        write(
+            &store,
+            label,
+            upserts(vec![
+                row("r", "r", None, 1),
+                row("c1", "r", Some("r"), 2),
+                row("c2", "r", Some("r"), 3),
+            ]),
+        )
+        .await;
+
+        write(
+            &store,
+            label,
+            WriteBatch {
+                upserts: vec![row("other", "other", None, 4)],
+                deletes: vec!["c1".into(), "never-existed".into()],
+                ..WriteBatch::default()
+            },
+        )
+        .await;
+
+        assert_session_not_found(store.load_session("c1").await, "c1", label);
+        let tree: Vec<String> = store
+            .load_tree("r")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(tree, ["r", "c2"], "{label}");
+        assert_eq!(load(&store, label, "other").await.id, "other", "{label}");
+
+        write(
+            &store,
+            label,
+            WriteBatch {
+                deletes: vec!["r".into(), "c2".into()],
+                ..WriteBatch::default()
+            },
+        )
+        .await;
+        assert!(store.load_tree("r").await.unwrap().is_empty(), "{label}");
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_tree_returns_parents_before_children_even_when_written_in_reverse() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        // Grandchildren first, root last, each in its own transaction.
+        let written = [
+            row("g2", "t", Some("c2"), 7),
+            row("g1", "t", Some("c1"), 6),
+            row("g0", "t", Some("c1"), 5),
+            row("c2", "t", Some("t"), 4),
+            row("c1", "t", Some("t"), 3),
+            row("t", "t", None, 2),
+        ];
+        for r in &written {
+            write(&store, label, upserts(vec![r.clone()])).await;
+        }
+        // Another tree is not part of it.
+        write(
+            &store,
+            label,
+            upserts(vec![row("u", "u", None, 1), row("uc", "u", Some("u"), 8)]),
+        )
+        .await;
+
+        let tree = store.load_tree("t").await.unwrap();
+        let depth = |id: &str| match id {
+            "t" => 0,
+            "c1" | "c2" => 1,
+            _ => 2,
+        };
+        let depths: Vec<i32> = tree.iter().map(|r| depth(&r.id)).collect();
+        assert_eq!(
+            depths,
+            [0, 1, 1, 2, 2, 2],
+            "{label}: root, then children, then grandchildren: {:?}",
+            tree.iter().map(|r| &r.id).collect::<Vec<_>>()
+        );
+        for (i, r) in tree.iter().enumerate() {
+            if let Some(parent) = &r.parent {
+                assert!(
+                    tree[..i].iter().any(|p| &p.id == parent),
+                    "{label}: {} comes after its parent {parent}",
+                    r.id
+                );
+            }
+            let original = written.iter().find(|w| w.id == r.id).unwrap();
+            assert_eq!(r, original, "{label}: tree rows are the rows written");
+        }
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_roots_lists_running_top_level_sessions_by_seq_with_tree_minimum_wake_at() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        let a = SessionRow {
+            wake_at: Some(500),
+            idealtime: Some(11),
+            events: 4,
+            ..row("a", "a", None, 3)
+        };
+        write(
+            &store,
+            label,
+            upserts(vec![
+                // Written out of seq order.
+                SessionRow {
+                    wake_at: Some(1_000),
+                    ..row("d", "d", None, 5)
+                },
+                row("d-child", "d", Some("d"), 15),
+                a.clone(),
+                SessionRow {
+                    wake_at: Some(200),
+                    ..row("a-child", "a", Some("a"), 13)
+                },
+                SessionRow {
+                    wake_at: Some(300),
+                    ..row("a-grandchild", "a", Some("a-child"), 23)
+                },
+                // Halted rows of a running tree do not count for wake_at.
+                SessionRow {
+                    root: "a".into(),
+                    parent: Some("a".into()),
+                    wake_at: Some(50),
+                    ..halted("a-done", 33, "completed", 40)
+                },
+                row("b", "b", None, 1),
+                row("b-child", "b", Some("b"), 11),
+                SessionRow {
+                    wake_at: Some(10),
+                    ..halted("c", 2, "completed", 90)
+                },
+                SessionRow {
+                    wake_at: Some(10),
+                    ..halted("e", 4, "failed", 90)
+                },
+            ]),
+        )
+        .await;
+
+        let roots = store.running_roots().await.unwrap();
+        let summary: Vec<(&str, i64, Option<i64>)> = roots
+            .iter()
+            .map(|r| (r.id.as_str(), r.seq, r.wake_at))
+            .collect();
+        assert_eq!(
+            summary,
+            [("b", 1, None), ("a", 3, Some(200)), ("d", 5, Some(1_000))],
+            "{label}"
+        );
+        assert_eq!(
+            roots[1],
+            RootSummary {
+                id: "a".into(),
+                src: a.src.clone(),
+                seq: 3,
+                started_at: a.started_at,
+                idealtime: Some(11),
+                events: 4,
+                wake_at: Some(200),
+            },
+            "{label}"
+        );
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_halted_deletes_only_halted_sessions_ended_before_the_cutoff_and_unused_documents() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        let only_purged = document("<scxml name='only purged'/>", Some("a.scxml"));
+        let shared = document("<scxml name='shared'/>", Some("b.scxml"));
+        let running = document("<scxml name='running'/>", None);
+        let unused = document("<scxml name='unused'/>", None);
+        let with_doc = |mut r: SessionRow, d: &DocumentRow| {
+            r.doc_hash = Some(d.hash.clone());
+            r
+        };
+        let cutoff = 200;
+        write(
+            &store,
+            label,
+            WriteBatch {
+                documents: vec![
+                    only_purged.clone(),
+                    shared.clone(),
+                    running.clone(),
+                    unused.clone(),
+                ],
+                upserts: vec![
+                    with_doc(halted("old-completed", 1, "completed", 100), &only_purged),
+                    with_doc(halted("old-terminated", 2, "terminated", 150), &shared),
+                    halted("old-failed", 3, "failed", cutoff - 1),
+                    halted("at-cutoff", 4, "completed", cutoff),
+                    with_doc(halted("recent", 5, "completed", 300), &shared),
+                    with_doc(row("running", "running", None, 6), &running),
+                    // Running despite an old end time: never purged.
+                    SessionRow {
+                        ended_at: Some(10),
+                        ..row("running-old", "running-old", None, 7)
+                    },
+                ],
+                deletes: vec![],
+            },
+        )
+        .await;
+
+        assert_eq!(store.purge_halted(cutoff).await.unwrap(), 3, "{label}");
+
+        for id in ["old-completed", "old-terminated", "old-failed"] {
+            assert_session_not_found(store.load_session(id).await, id, label);
+        }
+        for id in ["at-cutoff", "recent", "running", "running-old"] {
+            assert_eq!(load(&store, label, id).await.id, id, "{label}");
+        }
+        // Documents written moments ago stay: a write may be about to use
+        // them (each write refreshes the documents its sessions use).
+        for d in [&only_purged, &shared, &running, &unused] {
+            assert_eq!(store.load_document(&d.hash).await.unwrap(), *d, "{label}");
+        }
+        assert_eq!(
+            store.purge_halted(cutoff).await.unwrap(),
+            0,
+            "{label}: nothing left to purge"
+        );
+
+        // A cut-off after the writes: the remaining halted sessions go, and
+        // with them every document no running session uses.
+        let later = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+            + 60_000;
+        assert_eq!(store.purge_halted(later).await.unwrap(), 2, "{label}");
+        for d in [&only_purged, &shared, &unused] {
+            assert_document_not_found(store.load_document(&d.hash).await, &d.hash, label);
+        }
+        assert_eq!(
+            store.load_document(&running.hash).await.unwrap(),
+            running,
+            "{label}: a running session's document is kept"
+        );
+        for id in ["running", "running-old"] {
+            assert_eq!(load(&store, label, id).await.id, id, "{label}");
+        }
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_is_stored_once_and_its_first_text_is_kept() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        let first = DocumentRow {
+            hash: "fixed-hash".into(),
+            location: Some("first.scxml".into()),
+            text: "<scxml name='first'/>".into(),
+        };
+        let second = DocumentRow {
+            location: Some("second.scxml".into()),
+            text: "<scxml name='second'/>".into(),
+            ..first.clone()
+        };
+        let third = DocumentRow {
+            location: None,
+            text: "<scxml name='third'/>".into(),
+            ..first.clone()
+        };
+        write(
+            &store,
+            label,
+            WriteBatch {
+                documents: vec![first.clone()],
+                ..WriteBatch::default()
+            },
+        )
+        .await;
+        // A later transaction, and a repeat inside one transaction.
+        write(
+            &store,
+            label,
+            WriteBatch {
+                documents: vec![second, third],
+                ..WriteBatch::default()
+            },
+        )
+        .await;
+
+        assert_eq!(
+            store.load_document("fixed-hash").await.unwrap(),
+            first,
+            "{label}"
+        );
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
+    for db in test_databases().await {
+        let label = db.label;
+        let doc = document("<scxml name='kept'/>", Some("kept.scxml"));
+        let kept = SessionRow {
+            doc_hash: Some(doc.hash.clone()),
+            ..row("kept", "kept", None, 1)
+        };
+        let first = db.open().await;
+        write(
+            &first,
+            label,
+            WriteBatch {
+                documents: vec![doc.clone()],
+                upserts: vec![kept.clone()],
+                deletes: vec![],
+            },
+        )
+        .await;
+
+        // A second store while the first is still open, then a third alone.
+        let second = db.open().await;
+        assert_eq!(load(&second, label, "kept").await, kept, "{label}");
+        drop(second);
+        drop(first);
+        let third = db.open().await;
+        assert_eq!(load(&third, label, "kept").await, kept, "{label}");
+        assert_eq!(
+            third.load_document(&doc.hash).await.unwrap(),
+            doc,
+            "{label}"
+        );
+        write(&third, label, upserts(vec![row("later", "later", None, 2)])).await;
+        assert_eq!(load(&third, label, "later").await.id, "later", "{label}");
+        drop(third);
+
+        assert_eq!(
+            db.applied_migrations().await,
+            [1],
+            "{label}: each migration is recorded once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_one_statement_lands_completely() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        // 1000 rows: five multi-row statements of 200 each, every field
+        // distinct per row so a parameter bound to the wrong row shows.
+        let rows: Vec<SessionRow> = (0..1000)
+            .map(|i| {
+                let id = format!("big-{i:04}");
+                let mut r = if i == 0 {
+                    row("big-0000", "big-0000", None, 0)
+                } else {
+                    row(&id, "big-0000", Some("big-0000"), i)
+                };
+                r.events = i * 3;
+                r.wake_at = (i % 2 == 0).then_some(10_000 + i);
+                r.idealtime = (i % 3 == 0).then_some(i);
+                r.snapshot = format!("{{\"n\":{i},\"s\":\"é{i}\"}}");
+                r
+            })
+            .collect();
+        write(&store, label, upserts(rows.clone())).await;
+
+        let mut tree: HashMap<String, SessionRow> = store
+            .load_tree("big-0000")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        assert_eq!(tree.len(), 1000, "{label}: every row landed");
+        for r in &rows {
+            assert_eq!(tree.remove(&r.id).as_ref(), Some(r), "{label}");
+        }
+
+        // More than 200 deletes in one batch.
+        let deleted: Vec<String> = rows[1..=450].iter().map(|r| r.id.clone()).collect();
+        write(
+            &store,
+            label,
+            WriteBatch {
+                deletes: deleted.clone(),
+                ..WriteBatch::default()
+            },
+        )
+        .await;
+        let left = store.load_tree("big-0000").await.unwrap();
+        assert_eq!(left.len(), 550, "{label}: every delete landed");
+        assert!(
+            left.iter().all(|r| !deleted.contains(&r.id)),
+            "{label}: only the deleted rows went"
+        );
+        drop(store);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Committer
+// ---------------------------------------------------------------------------
+
+/// What one `write` call received.
+#[derive(Debug, Clone, PartialEq)]
+struct Shape {
+    documents: usize,
+    upserts: usize,
+    deletes: usize,
+}
+
+/// A store that records the batches it is given and can refuse one.
+struct Recording {
+    inner: Arc<dyn Store>,
+    writes: Mutex<Vec<Shape>>,
+    fail_next: AtomicBool,
+}
+
+impl Recording {
+    fn new(inner: Arc<dyn Store>) -> Arc<Recording> {
+        Arc::new(Recording {
+            inner,
+            writes: Mutex::new(Vec::new()),
+            fail_next: AtomicBool::new(false),
+        })
+    }
+
+    fn writes(&self) -> Vec<Shape> {
+        self.writes.lock().unwrap().clone()
+    }
+}
+
+impl Store for Recording {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.writes.lock().unwrap().push(Shape {
+            documents: batch.documents.len(),
+            upserts: batch.upserts.len(),
+            deletes: batch.deletes.len(),
+        });
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError::Config("refused by the test".into())) });
+        }
+        self.inner.write(batch)
+    }
+    fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SessionRow, StoreError>> {
+        self.inner.load_session(id)
+    }
+    fn load_tree<'a>(
+        &'a self,
+        root: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>> {
+        self.inner.load_tree(root)
+    }
+    fn load_document<'a>(
+        &'a self,
+        hash: &'a str,
+    ) -> BoxFuture<'a, Result<DocumentRow, StoreError>> {
+        self.inner.load_document(hash)
+    }
+    fn running_roots(&self) -> BoxFuture<'_, Result<Vec<RootSummary>, StoreError>> {
+        self.inner.running_roots()
+    }
+    fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.purge_halted(ended_before)
+    }
+}
+
+async fn committed(
+    label: &str,
+    answer: tokio::sync::oneshot::Receiver<Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(Duration::from_secs(30), answer)
+        .await
+        .unwrap_or_else(|_| panic!("{label}: the committer answers"))
+        .unwrap_or_else(|_| panic!("{label}: the committer keeps its answer channel"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win() {
+    for db in test_databases().await {
+        let label = db.label;
+        let store = db.open().await;
+        write(&store, label, upserts(vec![row("back", "back", None, 0)])).await;
+        let recording = Recording::new(store.clone());
+        let (committer, handle) = Committer::new(recording.clone());
+
+        // Everything is queued before the committer runs, so it is one group.
+        let doc = document("<scxml name='committed'/>", Some("c.scxml"));
+        let mut answers = Vec::new();
+        for k in 1..=20 {
+            let mut shared = row("shared", "shared", None, 1);
+            shared.events = k;
+            shared.doc_hash = Some(doc.hash.clone());
+            shared.snapshot = format!("{{\"k\":{k}}}");
+            answers.push(handle.submit(WriteBatch {
+                documents: vec![doc.clone()],
+                upserts: vec![shared, row(&format!("own-{k}"), "own", None, 100 + k)],
+                deletes: vec![],
+            }));
+        }
+        answers.push(handle.submit(upserts(vec![row("gone", "gone", None, 2)])));
+        answers.push(handle.submit(WriteBatch {
+            deletes: vec!["gone".into(), "back".into()],
+            ..WriteBatch::default()
+        }));
+        answers.push(handle.submit(upserts(vec![SessionRow {
+            events: 77,
+            ..row("back", "back", None, 0)
+        }])));
+        let task = tokio::spawn(committer.run());
+        for answer in answers {
+            assert_eq!(committed(label, answer).await, Ok(()), "{label}");
+        }
+
+        assert_eq!(
+            recording.writes(),
+            [Shape {
+                documents: 1,
+                // shared, own-1..own-20, back
+                upserts: 22,
+                deletes: 1,
+            }],
+            "{label}: one merged write, each session and document once"
+        );
+        let shared = load(&store, label, "shared").await;
+        assert_eq!(shared.events, 20, "{label}: the last submission wins");
+        assert_eq!(shared.snapshot, "{\"k\":20}", "{label}");
+        for k in 1..=20 {
+            load(&store, label, &format!("own-{k}")).await;
+        }
+        assert_session_not_found(store.load_session("gone").await, "gone", label);
+        assert_eq!(load(&store, label, "back").await.events, 77, "{label}");
+        assert_eq!(
+            store.load_document(&doc.hash).await.unwrap(),
+            doc,
+            "{label}"
+        );
+
+        // Concurrent submitters: every batch lands, in fewer or equal writes,
+        // each carrying the document its sessions use exactly once.
+        let writes_before = recording.writes().len();
+        let mut workers = Vec::new();
+        for w in 0..8 {
+            let handle: CommitHandle = handle.clone();
+            let doc = doc.clone();
+            workers.push(tokio::spawn(async move {
+                for k in 0..10 {
+                    let r = SessionRow {
+                        doc_hash: Some(doc.hash.clone()),
+                        ..row(&format!("w{w}-{k}"), "workers", None, 1_000 + w * 10 + k)
+                    };
+                    let answer = handle.submit(WriteBatch {
+                        documents: vec![doc.clone()],
+                        upserts: vec![r],
+                        deletes: vec![],
+                    });
+                    answer.await.expect("answered")?;
+                }
+                Ok::<(), String>(())
+            }));
+        }
+        for worker in workers {
+            assert_eq!(worker.await.unwrap(), Ok(()), "{label}");
+        }
+        let later = &recording.writes()[writes_before..];
+        assert!(
+            !later.is_empty() && later.len() <= 80,
+            "{label}: {} writes",
+            later.len()
+        );
+        assert_eq!(
+            later.iter().map(|s| s.upserts).sum::<usize>(),
+            80,
+            "{label}"
+        );
+        assert!(
+            later.iter().all(|s| s.documents == 1),
+            "{label}: each write carries the document its sessions use, once: {later:?}"
+        );
+        for w in 0..8 {
+            for k in 0..10 {
+                load(&store, label, &format!("w{w}-{k}")).await;
+            }
+        }
+
+        drop(handle);
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("run() ends")
+            .unwrap();
+        drop(recording);
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_documents() {
+    for db in test_databases().await {
+        let label = db.label;
+        let store = db.open().await;
+        let recording = Recording::new(store.clone());
+        let (committer, handle) = Committer::new(recording.clone());
+        let doc = document("<scxml name='retried'/>", None);
+        let batch = |id: &str| WriteBatch {
+            documents: vec![doc.clone()],
+            upserts: vec![SessionRow {
+                doc_hash: Some(doc.hash.clone()),
+                ..row(id, id, None, 1)
+            }],
+            deletes: vec![],
+        };
+
+        recording.fail_next.store(true, Ordering::SeqCst);
+        let first = handle.submit(batch("x"));
+        let second = handle.submit(batch("y"));
+        let task = tokio::spawn(committer.run());
+        for answer in [first, second] {
+            let result = committed(label, answer).await;
+            assert!(
+                result
+                    .as_ref()
+                    .is_err_and(|e| e.contains("refused by the test")),
+                "{label}: {result:?}"
+            );
+        }
+        assert_session_not_found(store.load_session("x").await, "x", label);
+
+        assert_eq!(committed(label, handle.submit(batch("z"))).await, Ok(()));
+        assert_eq!(
+            recording.writes().last().map(|s| s.documents),
+            Some(1),
+            "{label}: the document of the failed write is sent again"
+        );
+        assert_eq!(
+            store.load_document(&doc.hash).await.unwrap(),
+            doc,
+            "{label}"
+        );
+        assert_eq!(load(&store, label, "z").await.id, "z", "{label}");
+
+        drop(handle);
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("run() ends")
+            .unwrap();
+        drop(recording);
+        drop(store);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committer_run_finishes_after_every_handle_is_dropped_and_commits_what_was_queued() {
+    for db in test_databases().await {
+        let label = db.label;
+        let store = db.open().await;
+        let (committer, handle) = Committer::new(store.clone());
+        let task = tokio::spawn(committer.run());
+        let clone = handle.clone();
+
+        assert_eq!(
+            committed(label, handle.submit(upserts(vec![row("a", "a", None, 1)]))).await,
+            Ok(())
+        );
+        let queued = clone.submit(upserts(vec![row("b", "b", None, 2)]));
+        drop(handle);
+        drop(clone);
+
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .unwrap_or_else(|_| panic!("{label}: run() ends once no handle is left"))
+            .unwrap();
+        assert_eq!(committed(label, queued).await, Ok(()), "{label}");
+        assert_eq!(load(&store, label, "a").await.id, "a");
+        assert_eq!(load(&store, label, "b").await.id, "b");
+        drop(store);
+    }
+}
