@@ -55,25 +55,12 @@ impl Worker {
         for root in roots {
             let id: Arc<str> = root.id.as_str().into();
             let wake_at = root.wake_at.map(|w| w.max(0) as u64);
-            self.meta.insert(
-                id.clone(),
-                Meta {
-                    seq: root.seq.max(0) as u64,
-                    src: root.src,
-                    started_at: root.started_at.max(0) as u64,
-                    idealtime: root.idealtime.map(|t| t.max(0) as u64),
-                    status: Status::Running,
-                    ended: None,
-                    events: root.events.max(0) as u64,
-                    last_active: Instant::now(),
-                    last_batch: 0,
-                    persist: true,
-                    sleeping: Some(Sleeping {
-                        wake_at,
-                        configuration: Vec::new(),
-                    }),
-                },
-            );
+            let sleeping = Sleeping {
+                wake_at,
+                configuration: Vec::new(),
+            };
+            self.meta
+                .insert(id.clone(), stored_meta(root, Some(sleeping)));
             if let Some(due) = wake_at {
                 self.sleepers.push(Reverse((due, id)));
             }
@@ -235,20 +222,16 @@ impl Worker {
             // A running session the store has but this worker did not list
             // (written after the recovery scan, or by another node).
             Metrics::inc(&self.ctx.metrics.sessions_running);
-            let row = first.cloned().unwrap_or_else(|| empty_row(root));
-            Meta {
-                seq: row.seq.max(0) as u64,
-                src: row.src,
-                started_at: row.started_at.max(0) as u64,
-                idealtime: row.idealtime.map(|t| t.max(0) as u64),
-                status: Status::Running,
-                ended: None,
-                events: row.events.max(0) as u64,
-                last_active: Instant::now(),
-                last_batch: 0,
-                persist: true,
-                sleeping: None,
-            }
+            let summary = RootSummary {
+                id: root.to_string(),
+                src: first.map(|r| r.src.clone()).unwrap_or_default(),
+                seq: first.map_or(0, |r| r.seq),
+                started_at: first.map_or(0, |r| r.started_at),
+                idealtime: first.and_then(|r| r.idealtime),
+                events: first.map_or(0, |r| r.events),
+                wake_at: None,
+            };
+            stored_meta(summary, None)
         });
         if meta.sleeping.take().is_some() {
             Metrics::dec(&self.ctx.metrics.sessions_hibernated);
@@ -644,22 +627,22 @@ fn refuse(command: Command, error: ApiError) {
     }
 }
 
-fn empty_row(id: &str) -> SessionRow {
-    SessionRow {
-        id: id.to_string(),
-        root: id.to_string(),
-        parent: None,
-        invokeid: None,
-        src: String::new(),
-        doc_hash: None,
-        status: Status::Running.label().into(),
-        seq: 0,
-        started_at: 0,
-        ended_at: None,
-        idealtime: None,
-        events: 0,
-        wake_at: None,
-        snapshot: String::new(),
+/// What the worker keeps about a running top-level session read from the
+/// store.
+fn stored_meta(root: RootSummary, sleeping: Option<Sleeping>) -> Meta {
+    let ms = |t: i64| t.max(0) as u64;
+    Meta {
+        seq: ms(root.seq),
+        src: root.src,
+        started_at: ms(root.started_at),
+        idealtime: root.idealtime.map(ms),
+        status: Status::Running,
+        ended: None,
+        events: ms(root.events),
+        last_active: Instant::now(),
+        last_batch: 0,
+        persist: true,
+        sleeping,
     }
 }
 
