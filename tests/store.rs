@@ -506,6 +506,20 @@ async fn load_tree_returns_parents_before_children_even_when_written_in_reverse(
             let original = written.iter().find(|w| w.id == r.id).unwrap();
             assert_eq!(r, original, "{label}: tree rows are the rows written");
         }
+        // Any member's id finds the same tree in one call.
+        for member in ["t", "c2"] {
+            assert_eq!(store.load_tree_of(member).await.unwrap(), tree, "{label}");
+        }
+        let grandchild = tree.last().unwrap().id.clone();
+        assert_eq!(
+            store.load_tree_of(&grandchild).await.unwrap(),
+            tree,
+            "{label}"
+        );
+        assert!(
+            store.load_tree_of("nobody").await.unwrap().is_empty(),
+            "{label}"
+        );
         drop(store);
     }
 }
@@ -879,6 +893,12 @@ impl Store for Recording {
         root: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>> {
         self.inner.load_tree(root)
+    }
+    fn load_tree_of<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>> {
+        self.inner.load_tree_of(id)
     }
     fn load_document<'a>(
         &'a self,

@@ -138,6 +138,12 @@ pub trait Store: Send + Sync {
     /// A top-level session and its invoked descendants, parents first.
     fn load_tree<'a>(&'a self, root: &'a str)
     -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>>;
+    /// The whole tree `id` belongs to (any member's id), parents first,
+    /// in one round trip; empty when `id` is unknown.
+    fn load_tree_of<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>>;
     /// A stored document; `NotFound` when there is none.
     fn load_document<'a>(&'a self, hash: &'a str)
     -> BoxFuture<'a, Result<DocumentRow, StoreError>>;

@@ -282,6 +282,24 @@ impl Store for SqlStore {
         })
     }
 
+    fn load_tree_of<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS} FROM ors_sessions \
+                 WHERE root = (SELECT root FROM ors_sessions WHERE id = $1) ORDER BY seq, id"
+            );
+            let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
+            let rows = rows
+                .iter()
+                .map(session_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(parents_first(rows))
+        })
+    }
+
     fn load_document<'a>(
         &'a self,
         hash: &'a str,

@@ -18,7 +18,7 @@ use crate::model::Document;
 use crate::server::ServerContext;
 use crate::server::error::ApiError;
 use crate::server::metrics::Metrics;
-use crate::store::{DocumentRow, RootSummary, SessionRow, StoreError, WriteBatch};
+use crate::store::{DocumentRow, RootSummary, SessionRow, WriteBatch};
 
 /// A top-level session asleep in the store.
 pub(super) struct Sleeping {
@@ -285,29 +285,51 @@ impl Worker {
         }
     }
 
-    /// Puts sessions idle longer than the configured time to sleep.
-    pub(super) fn hibernate_idle(&mut self) {
-        let after = self.ctx.config.store.hibernate_after_secs;
-        if after == 0 || self.store.is_none() {
+    /// Finds the sessions idle longer than the configured time (once a
+    /// second); [`Worker::hibernate_some`] puts them to sleep a few at a
+    /// time, so that thousands falling idle together never stall the
+    /// worker's other sessions.
+    pub(super) fn find_idle(&mut self) {
+        if !self.hibernate_queue.is_empty() {
             return;
         }
-        let idle = Duration::from_secs(after);
-        let committed = self.committed.get();
-        let candidates: Vec<Arc<str>> = self
+        let ready: Vec<Arc<str>> = self
             .meta
             .iter()
-            .filter(|(id, m)| {
-                m.status == Status::Running
-                    && m.persist
-                    && m.sleeping.is_none()
-                    && m.last_batch <= committed
-                    && m.last_active.elapsed() >= idle
-                    && !self.waking.contains_key(*id)
-            })
+            .filter(|(id, m)| self.may_hibernate(id, m))
             .map(|(id, _)| id.clone())
             .collect();
-        for root in candidates {
-            self.hibernate(&root);
+        self.hibernate_queue.extend(ready);
+    }
+
+    fn may_hibernate(&self, id: &str, m: &Meta) -> bool {
+        let after = self.ctx.config.store.hibernate_after_secs;
+        after > 0
+            && self.store.is_some()
+            && m.status == Status::Running
+            && m.persist
+            && m.sleeping.is_none()
+            && m.last_batch <= self.committed.get()
+            && m.last_active.elapsed() >= Duration::from_secs(after)
+            && !self.waking.contains_key(id)
+    }
+
+    /// Hibernates up to `limit` of the sessions found idle (each checked
+    /// again: it may have run since).
+    pub(super) fn hibernate_some(&mut self, limit: usize) {
+        let mut done = 0;
+        while done < limit {
+            let Some(root) = self.hibernate_queue.pop_front() else {
+                break;
+            };
+            if self
+                .meta
+                .get(&root)
+                .is_some_and(|m| self.may_hibernate(&root, m))
+            {
+                self.hibernate(&root);
+                done += 1;
+            }
         }
     }
 
@@ -543,18 +565,13 @@ async fn read_tree(
     store: &dyn crate::store::Store,
     id: &str,
 ) -> Result<WakeData, String> {
-    let row = match store.load_session(id).await {
-        Ok(row) => row,
-        Err(StoreError::NotFound(_)) => return Ok(WakeData::Missing),
-        Err(e) => return Err(e.to_string()),
+    let rows = store.load_tree_of(id).await.map_err(|e| e.to_string())?;
+    let Some(row) = rows.iter().find(|r| r.id == id) else {
+        return Ok(WakeData::Missing);
     };
     if row.status != Status::Running.label() {
-        return Ok(WakeData::Halted(Box::new(row)));
+        return Ok(WakeData::Halted(Box::new(row.clone())));
     }
-    let rows = store
-        .load_tree(&row.root)
-        .await
-        .map_err(|e| e.to_string())?;
     let mut tree = Vec::with_capacity(rows.len());
     for row in rows {
         let doc = match &row.doc_hash {

@@ -15,7 +15,7 @@ mod durable;
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
@@ -348,10 +348,15 @@ struct Worker {
     document_hashes: HashMap<usize, (Arc<Document>, String)>,
     /// Timers of sleeping sessions (lazy: checked against `Meta` when due).
     sleepers: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    /// Idle sessions about to be put to sleep, a few per batch.
+    hibernate_queue: VecDeque<Arc<str>>,
     /// Commands waiting for a session to be read from the store.
     waking: HashMap<Arc<str>, Vec<Command>>,
     wake_tx: mpsc::UnboundedSender<durable::Woken>,
 }
+
+/// Most sessions put to sleep after one batch (each takes a few µs).
+const HIBERNATE_PER_BATCH: usize = 64;
 
 /// Counts session starts across workers, so lists keep start order even
 /// within one millisecond.
@@ -490,6 +495,7 @@ impl Worker {
             resync: Rc::new(RefCell::new(Vec::new())),
             document_hashes: HashMap::new(),
             sleepers: BinaryHeap::new(),
+            hibernate_queue: VecDeque::new(),
             waking: HashMap::new(),
             wake_tx,
         }
@@ -678,6 +684,7 @@ impl Worker {
         if self.last_sweep.elapsed() > Duration::from_secs(1) {
             self.sweep();
         }
+        self.hibernate_some(HIBERNATE_PER_BATCH);
     }
 
     fn mark_ended(&mut self, id: &Arc<str>, status: Status) {
@@ -701,7 +708,7 @@ impl Worker {
     /// store keeps them until its own purge) and puts idle ones to sleep.
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
-        self.hibernate_idle();
+        self.find_idle();
         let keep = Duration::from_secs(self.ctx.config.limits.halted_retention_secs);
         let expired: Vec<Arc<str>> = self
             .meta
