@@ -321,10 +321,13 @@ impl Store for SqlStore {
     fn running_roots(&self) -> BoxFuture<'_, Result<Vec<RootSummary>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
+                // One pass over the running rows grouped by tree (a
+                // correlated subquery per root made SQLite quadratic).
                 "SELECT s.id, s.src, s.seq, s.started_at, s.idealtime, s.events, \
-                 (SELECT MIN(c.wake_at) FROM ors_sessions c \
-                  WHERE c.root = s.id AND c.status = 'running') AS tree_wake_at \
-                 FROM ors_sessions s \
+                 t.tree_wake_at \
+                 FROM ors_sessions s LEFT JOIN \
+                 (SELECT root, MIN(wake_at) AS tree_wake_at FROM ors_sessions \
+                  WHERE status = 'running' GROUP BY root) t ON t.root = s.id \
                  WHERE s.parent IS NULL AND s.status = 'running' ORDER BY s.seq",
             )
             .fetch_all(&self.pool)

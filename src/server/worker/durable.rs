@@ -236,6 +236,9 @@ impl Worker {
         if meta.sleeping.take().is_some() {
             Metrics::dec(&self.ctx.metrics.sessions_hibernated);
         }
+        if meta.persist && meta.status == Status::Running {
+            self.awake.insert(root.clone());
+        }
         meta.last_active = Instant::now();
         Metrics::inc(&self.ctx.metrics.sessions_woken);
         tracing::debug!(session = %root, sessions = restored.len(), "session woken from the store");
@@ -294,10 +297,14 @@ impl Worker {
             return;
         }
         let ready: Vec<Arc<str>> = self
-            .meta
+            .awake
             .iter()
-            .filter(|(id, m)| self.may_hibernate(id, m))
-            .map(|(id, _)| id.clone())
+            .filter(|id| {
+                self.meta
+                    .get(*id)
+                    .is_some_and(|m| self.may_hibernate(id, m))
+            })
+            .cloned()
             .collect();
         self.hibernate_queue.extend(ready);
     }
@@ -353,6 +360,7 @@ impl Worker {
         };
         let configuration = session.configuration_names();
         self.host.remove(root);
+        self.awake.remove(root);
         if let Some(m) = self.meta.get_mut(root) {
             m.sleeping = Some(Sleeping {
                 wake_at,

@@ -15,7 +15,7 @@ mod durable;
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
@@ -348,6 +348,11 @@ struct Worker {
     document_hashes: HashMap<usize, (Arc<Document>, String)>,
     /// Timers of sleeping sessions (lazy: checked against `Meta` when due).
     sleepers: BinaryHeap<Reverse<(u64, Arc<str>)>>,
+    /// Top-level sessions in memory that may go to sleep (persisted and
+    /// running), so finding idle ones never walks the sleeping majority.
+    awake: HashSet<Arc<str>>,
+    /// Halted sessions in the order they ended, for the retention sweep.
+    ended_order: VecDeque<(Instant, Arc<str>)>,
     /// Idle sessions about to be put to sleep, a few per batch.
     hibernate_queue: VecDeque<Arc<str>>,
     /// Commands waiting for a session to be read from the store.
@@ -382,7 +387,12 @@ fn run_worker(index: usize, ctx: Arc<ServerContext>, mut rx: mpsc::UnboundedRece
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let wait = due.map(|d| Duration::from_millis(d.saturating_sub(wall_clock_ms())));
+            let mut wait = due.map(|d| Duration::from_millis(d.saturating_sub(wall_clock_ms())));
+            if !worker.hibernate_queue.is_empty() {
+                // Idle sessions are waiting to be put to sleep: come back
+                // at once for the next few, unless a command arrives.
+                wait = Some(Duration::ZERO);
+            }
             let command = tokio::select! {
                 c = rx.recv() => match c { Some(c) => Some(c), None => break },
                 Some(woken) = wake_rx.recv() => {
@@ -496,6 +506,8 @@ impl Worker {
             document_hashes: HashMap::new(),
             sleepers: BinaryHeap::new(),
             hibernate_queue: VecDeque::new(),
+            awake: HashSet::new(),
+            ended_order: VecDeque::new(),
             waking: HashMap::new(),
             wake_tx,
         }
@@ -553,6 +565,9 @@ impl Worker {
                 let persist = doc.persist && self.store.is_some();
                 let session = Session::new(doc, options);
                 let key = self.host.add(session);
+                if persist {
+                    self.awake.insert(key.clone());
+                }
                 self.meta.insert(
                     key.clone(),
                     Meta {
@@ -692,7 +707,10 @@ impl Worker {
             && m.status == Status::Running
         {
             m.status = status;
-            m.ended = Some((Instant::now(), wall_clock_ms()));
+            let now = Instant::now();
+            m.ended = Some((now, wall_clock_ms()));
+            self.awake.remove(id);
+            self.ended_order.push_back((now, id.clone()));
             let metrics = &self.ctx.metrics;
             Metrics::dec(&metrics.sessions_running);
             Metrics::inc(&metrics.sessions_retained);
@@ -710,16 +728,18 @@ impl Worker {
         self.last_sweep = Instant::now();
         self.find_idle();
         let keep = Duration::from_secs(self.ctx.config.limits.halted_retention_secs);
-        let expired: Vec<Arc<str>> = self
-            .meta
-            .iter()
-            .filter(|(_, m)| m.ended.is_some_and(|(at, _)| at.elapsed() >= keep))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            self.meta.remove(&id);
-            self.host.remove(&id);
-            Metrics::dec(&self.ctx.metrics.sessions_retained);
+        while let Some((at, _)) = self.ended_order.front() {
+            if at.elapsed() < keep {
+                break;
+            }
+            let Some((_, id)) = self.ended_order.pop_front() else {
+                break;
+            };
+            if self.meta.get(&id).is_some_and(|m| m.ended.is_some()) {
+                self.meta.remove(&id);
+                self.host.remove(&id);
+                Metrics::dec(&self.ctx.metrics.sessions_retained);
+            }
         }
     }
 
