@@ -8,19 +8,21 @@
 # THREADS (wrk -t, default 2), PORT (first port tried, default 18181),
 # SESSIONS (sessions the events phase spreads over, default 64),
 # MAX_SESSIONS (the server's limits.max_sessions, default 1000000),
+# STORE (sqlite, full, none or a postgres:// admin URL; default sqlite),
 # CARGO_TARGET_DIR (default target).
 #
 # Phases: "starts" (POST /scxml/session/start) and "events" (POST
-# /scxml/session/<id>/event/ping round-robin over SESSIONS sessions). Each
-# prints one JSON line; the script exits non-zero when any reply was not
-# 2xx, wrk saw socket errors, or the sessions' counters do not add up.
+# /scxml/session/<id>/event/ping round-robin over SESSIONS sessions), each
+# on a fresh server with a fresh store. Each prints one JSON line; the
+# script exits non-zero when any reply was not 2xx, wrk saw socket errors,
+# the sessions' counters do not add up, or the server logged an error.
 set -euo pipefail
 
 smoke=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) smoke=1 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "load.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +41,8 @@ MAX_SESSIONS="${MAX_SESSIONS:-1000000}"
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
+# shellcheck source=benches/store.sh
+. "$root/benches/store.sh"
 
 # --- build --------------------------------------------------------------
 target="${CARGO_TARGET_DIR:-target}"
@@ -73,9 +77,11 @@ cleanup() {
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
+  store_cleanup
   rm -rf "$work"
 }
 trap cleanup EXIT
+store_init
 
 # Every request of the starts phase leaves a running session behind: at
 # ~20k starts/s the default limits.max_sessions (200000) is reached in about
@@ -84,11 +90,19 @@ trap cleanup EXIT
 cat >"$work/ors.toml" <<TOML
 [limits]
 max_sessions = $MAX_SESSIONS
+
+[store]
+$(store_toml)
 TOML
-# Each phase gets a fresh server, so the events figure is not skewed by the
-# sessions the starts phase left behind (see README.md on idle sessions).
+# Each phase gets a fresh server and a fresh store (data dir, or PostgreSQL
+# database), so the events figure is not skewed by the sessions the starts
+# phase left behind (see README.md on idle sessions), and no server
+# recovers the sessions of an earlier phase.
 start_server() {
-  "$ors" serve --listen "127.0.0.1:$PORT" --config "$work/ors.toml" >>"$work/server.log" 2>&1 &
+  local phase="$1"
+  store_prepare "$phase"
+  "$ors" serve --listen "127.0.0.1:$PORT" --config "$work/ors.toml" "${store_args[@]}" \
+    >>"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do
     if curl -fsS "$base/health" >/dev/null 2>&1; then break; fi
@@ -100,14 +114,14 @@ start_server() {
     sleep 0.1
   done
   curl -fsS "$base/health" >/dev/null || { echo "load.sh: /health never answered" >&2; exit 1; }
-  echo "ors serve on $base (pid $server_pid); DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS" >&2
+  echo "ors serve on $base (pid $server_pid, store $store_label); DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS" >&2
 }
 stop_server() {
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
   server_pid=""
 }
-start_server
+start_server starts
 
 # Runs one wrk phase; prints its JSON line, fails on non-2xx or socket errors.
 run_phase() {
@@ -120,6 +134,7 @@ run_phase() {
   local line
   line="$(grep '^{"phase"' "$out" | tail -n 1)"
   [ -n "$line" ] || { echo "load.sh: no summary from phase $phase" >&2; return 1; }
+  line="$(sed 's/^{"phase":"\([^"]*\)",/{"phase":"\1","store":"'"$store_label"'",/' <<<"$line")"
   echo "$line"
   echo "$line" >"$work/$phase.json"
   local non2xx errors
@@ -138,7 +153,7 @@ run_phase starts "$here/start.lua"
 rss_kb="$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status" 2>/dev/null || echo 0)"
 echo "server resident memory after the starts phase: $((rss_kb / 1024)) MiB" >&2
 stop_server
-start_server
+start_server events
 ids="$work/ids.txt"
 : >"$ids"
 for _ in $(seq 1 "$SESSIONS"); do
