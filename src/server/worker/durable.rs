@@ -123,6 +123,7 @@ impl Worker {
 
     /// Restores what a wake job found and runs the commands parked for it.
     pub(super) fn finish_wake(&mut self, woken: Woken) {
+        self.ran_since_gc = true;
         let parked = self.waking.remove(&woken.id).unwrap_or_default();
         match woken.result {
             Ok(WakeData::Tree(rows)) => {
