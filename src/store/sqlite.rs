@@ -53,6 +53,9 @@ pub(super) async fn open(
                 // the commit that happens to cross the WAL size limit,
                 // which would hold up that commit's acknowledgements.
                 conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                // Once checkpointed, a WAL that grew in a burst is cut
+                // back to 64 MiB rather than keeping its peak size.
+                conn.execute("PRAGMA journal_size_limit = 67108864").await?;
                 Ok(())
             })
         })
