@@ -914,6 +914,15 @@ impl Store for Recording {
     }
 }
 
+/// Drops the last handle and waits for the committer's `run()` to end.
+async fn stop_committer(handle: CommitHandle, task: tokio::task::JoinHandle<()>) {
+    drop(handle);
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("run() ends")
+        .unwrap();
+}
+
 async fn committed(
     label: &str,
     answer: tokio::sync::oneshot::Receiver<Result<(), String>>,
@@ -1032,11 +1041,7 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
             }
         }
 
-        drop(handle);
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("run() ends")
-            .unwrap();
+        stop_committer(handle, task).await;
         drop(recording);
         drop(store);
     }
@@ -1087,11 +1092,7 @@ async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_docume
         );
         assert_eq!(load(&store, label, "z").await.id, "z", "{label}");
 
-        drop(handle);
-        tokio::time::timeout(Duration::from_secs(30), task)
-            .await
-            .expect("run() ends")
-            .unwrap();
+        stop_committer(handle, task).await;
         drop(recording);
         drop(store);
     }

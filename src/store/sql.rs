@@ -92,6 +92,20 @@ impl SqlStore {
         Ok(())
     }
 
+    /// The rows whose root is `root_sql` (SQL with `$1` bound to `key`),
+    /// parents first.
+    async fn tree(&self, root_sql: &str, key: &str) -> Result<Vec<SessionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM ors_sessions WHERE root = {root_sql} ORDER BY seq, id"
+        );
+        let rows = sqlx::query(&sql).bind(key).fetch_all(&self.pool).await?;
+        let rows = rows
+            .iter()
+            .map(session_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(parents_first(rows))
+    }
+
     async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         // Documents are written with every batch that uses them; touching
@@ -269,35 +283,14 @@ impl Store for SqlStore {
         &'a self,
         root: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>> {
-        Box::pin(async move {
-            let sql = format!(
-                "SELECT {SESSION_COLUMNS} FROM ors_sessions WHERE root = $1 ORDER BY seq, id"
-            );
-            let rows = sqlx::query(&sql).bind(root).fetch_all(&self.pool).await?;
-            let rows = rows
-                .iter()
-                .map(session_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(parents_first(rows))
-        })
+        Box::pin(self.tree("$1", root))
     }
 
     fn load_tree_of<'a>(
         &'a self,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<SessionRow>, StoreError>> {
-        Box::pin(async move {
-            let sql = format!(
-                "SELECT {SESSION_COLUMNS} FROM ors_sessions \
-                 WHERE root = (SELECT root FROM ors_sessions WHERE id = $1) ORDER BY seq, id"
-            );
-            let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
-            let rows = rows
-                .iter()
-                .map(session_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(parents_first(rows))
-        })
+        Box::pin(self.tree("(SELECT root FROM ors_sessions WHERE id = $1)", id))
     }
 
     fn load_document<'a>(
