@@ -2,7 +2,8 @@
 //! on an event, a query or their own timer, with the functions of the
 //! prelude and of their scripts intact; a graceful restart brings back
 //! persisted sessions (and halted ones for queries) but not `_persist=
-//! "false"` ones; halted sessions are purged after the retention time.
+//! "false"` ones; halted sessions are purged after the retention time; a
+//! write the store refuses is answered 503 and written again later.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -296,6 +297,47 @@ async fn halted_sessions_are_purged_from_memory_and_store_after_retention() {
     }
     // Running sessions are never purged.
     assert_eq!(api.query(&running).await["status"], "running");
+    api.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_store_write_is_refused_with_503_and_written_again_later() {
+    use sqlx::Connection;
+    let dir = scratch_dir();
+    let api = Api::start(config(&dir)).await;
+    let id = api.start_session(&fixture("sleeper.scxml"), &[]).await;
+    let other = api.start_session(&fixture("sleeper.scxml"), &[]).await;
+    api.event(&id, "bump").await;
+
+    // Take the sessions table away behind the server's back.
+    let db = format!("sqlite://{}", dir.join("ors.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&db).await.expect("open db");
+    sqlx::query("ALTER TABLE ors_sessions RENAME TO ors_sessions_away")
+        .execute(&mut conn)
+        .await
+        .expect("rename");
+    let (status, body) = api
+        .post(&format!("/scxml/session/{id}/event/bump"), &[])
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "unavailable");
+
+    // Once the store works again, the next batch (here one for another
+    // session) writes the session anew, with the change whose
+    // acknowledgement was refused.
+    sqlx::query("ALTER TABLE ors_sessions_away RENAME TO ors_sessions")
+        .execute(&mut conn)
+        .await
+        .expect("rename back");
+    conn.close().await.expect("close");
+    api.event(&other, "bump").await;
+    api.stop().await;
+
+    let api = Api::start(config(&dir)).await;
+    let v = api.query(&id).await;
+    assert_eq!(v["data"]["count"], 2, "{v}");
+    assert_eq!(api.query(&other).await["data"]["count"], 1);
     api.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
