@@ -6,7 +6,7 @@
 
 use std::any::Any;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::interpreter::{
@@ -40,6 +40,8 @@ struct Slot {
     ready: bool,
     /// The due time last pushed onto the timer heap for this session.
     timer: Option<u64>,
+    /// Whether the id is in the host's touched list.
+    touched: bool,
 }
 
 /// Runs sessions on the current thread; see the module docs.
@@ -64,7 +66,7 @@ pub struct LocalHost {
     halted: Vec<Arc<str>>,
     /// Sessions that ran since [`LocalHost::take_touched`] (their state may
     /// have changed).
-    touched: HashSet<Arc<str>>,
+    touched: Vec<Arc<str>>,
     /// Invoked children that ended or were cancelled since
     /// [`LocalHost::take_removed`].
     removed: Vec<Arc<str>>,
@@ -98,7 +100,7 @@ impl LocalHost {
             id_generator: None,
             services: None,
             halted: Vec::new(),
-            touched: HashSet::new(),
+            touched: Vec::new(),
             removed: Vec::new(),
         }
     }
@@ -140,18 +142,18 @@ impl LocalHost {
     pub fn remove(&mut self, id: &str) -> bool {
         let present = self.slots.contains_key(id);
         self.remove_tree(id, false);
-        self.touched.remove(id);
         present
     }
 
     /// Sessions that ran (started, took an event, fired a timer, were
     /// cancelled) since the last call, so a host knows what to persist.
     pub fn take_touched(&mut self) -> Vec<Arc<str>> {
-        let touched: Vec<Arc<str>> = self.touched.drain().collect();
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.retain(|id| match self.slots.get_mut(id) {
+            Some(slot) => std::mem::take(&mut slot.touched),
+            None => false,
+        });
         touched
-            .into_iter()
-            .filter(|id| self.slots.contains_key(id))
-            .collect()
     }
 
     /// Invoked children that ended or were cancelled since the last call.
@@ -200,7 +202,10 @@ impl LocalHost {
         }
         // Registers its timers and any queued events.
         self.with_session(&id, |_, _| ());
-        self.touched.remove(&id);
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.touched = false;
+        }
+        self.touched.retain(|t| *t != id);
     }
 
     /// Stops a running top-level session as if cancelled: it exits its
@@ -250,6 +255,7 @@ impl LocalHost {
                 started: false,
                 ready: false,
                 timer: None,
+                touched: false,
             },
         );
         id
@@ -282,8 +288,9 @@ impl LocalHost {
     ) -> Option<R> {
         let slot = self.slots.get_mut(id)?;
         let mut session = slot.session.take()?;
-        if !self.touched.contains(id) {
-            self.touched.insert(slot.id.clone());
+        if !slot.touched {
+            slot.touched = true;
+            self.touched.push(slot.id.clone());
         }
         let r = f(&mut session, self);
         let due = session.next_timer_due();
