@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod cli;
 pub mod datamodel;
+pub mod gms;
 pub mod host;
 pub mod interpreter;
 pub mod io;
