@@ -11,6 +11,7 @@ fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
     let defaults = Config::default();
     assert_eq!(config.listen, defaults.listen);
     assert_eq!(config.data_dir, defaults.data_dir);
+    assert_eq!(config.gms.services, defaults.gms.services);
     assert_eq!(config.store.url, defaults.store.url);
     assert_eq!(
         config.store.hibernate_after_secs,
@@ -84,4 +85,33 @@ fn store_urls_other_than_sqlite_postgres_or_none_are_refused() {
         ok.store_location().unwrap(),
         ors::store::StoreLocation::None
     );
+}
+
+#[test]
+fn gms_services_default_to_the_chat_immediate_demo_and_are_checked() {
+    let defaults = Config::default();
+    assert!(defaults.gms.services.contains_key("chat-immediate"));
+    let own = Config::parse(
+        "[gms.services.support]\n_target = \"Support@StatServer.GA\"\n_urs_virtual_queue = \"VQ\"\n",
+        "t.toml",
+    )
+    .expect("a service of one's own");
+    assert_eq!(own.gms.services.len(), 1);
+    let err = Config::parse(
+        "[gms.services.support]\n_target = \"Support@StatServer\"\n_urs_virtual_queue = \"VQ\"\n",
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("gms.services") && err.contains("_target"),
+        "{err}"
+    );
+    let err = Config::parse(
+        "[gms.services.support]\n_urs_virtual_queue = \"VQ\"\n",
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("mandatory option _target"), "{err}");
 }

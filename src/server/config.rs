@@ -31,6 +31,29 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Session persistence and hibernation.
     pub store: StoreSettings,
+    /// GMS services.
+    pub gms: GmsSettings,
+}
+
+/// GMS services by name (`[gms.services.NAME]`): each a table of options
+/// laid over the Chat-Immediate default configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GmsSettings {
+    /// Options of each service, by service name. With no `[gms]` section
+    /// the demo `chat-immediate` service is defined.
+    pub services: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Default for GmsSettings {
+    fn default() -> Self {
+        let mut services = BTreeMap::new();
+        services.insert(
+            crate::gms::service::DEMO_SERVICE.to_string(),
+            crate::gms::service::demo_service_options(),
+        );
+        GmsSettings { services }
+    }
 }
 
 /// Session persistence: where, how durable, and when idle sessions sleep.
@@ -86,6 +109,7 @@ impl Default for Config {
             scripts: BTreeMap::new(),
             data_dir: PathBuf::from("ors-data"),
             store: StoreSettings::default(),
+            gms: GmsSettings::default(),
         }
     }
 }
@@ -277,6 +301,10 @@ impl Config {
             )));
         }
         self.store_location()?;
+        for (name, options) in &self.gms.services {
+            crate::gms::service::Service::new(name, options)
+                .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
+        }
         for (name, script) in &self.scripts {
             if script.url.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!(

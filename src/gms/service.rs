@@ -1,0 +1,286 @@
+//! GMS service definitions (`[gms.services.NAME]`) and the checks a
+//! Callback create request passes before a session starts: the service's
+//! options are its default configuration overlaid with what is configured,
+//! mandatory options must be present and well formed, and the request must
+//! carry `_customer_number`. Request keys starting with `_` go to the
+//! session as options; the others are the customer's user data.
+
+use serde_json::{Map, Value};
+
+use super::target::{TargetStep, parse_target_option};
+
+/// The name of the demo service `ors serve` offers with no configuration.
+pub const DEMO_SERVICE: &str = "chat-immediate";
+
+/// Options every Callback service must end up with.
+pub const MANDATORY_OPTIONS: &[&str] = &[
+    "_type",
+    "_media_type",
+    "_wait_for_agent",
+    "_wait_for_user_confirm",
+    "_ttl",
+    "_target",
+    "_urs_virtual_queue",
+];
+
+/// The *Chat-Immediate* default configuration of GMS's Service
+/// Management UI (the predefined values a service starts from).
+pub fn chat_immediate_defaults() -> Map<String, Value> {
+    let mut m = Map::new();
+    for (k, v) in [
+        ("_type", Value::from("ors")),
+        ("_service_type", Value::from("callback")),
+        ("_media_type", Value::from("chat")),
+        ("_wait_for_agent", Value::from(false)),
+        ("_wait_for_user_confirm", Value::from(false)),
+        ("_ttl", Value::from(86400)),
+        ("_urs_prioritization_strategy", Value::from("WaitForTarget")),
+        (
+            "_urs_strategy_update_sub_routine",
+            Value::from("SetRouteDelay"),
+        ),
+        ("_use_debug_push_certificate", Value::from(false)),
+        ("_agent_reserve_timeout", Value::from(30)),
+    ] {
+        m.insert(k.to_string(), v);
+    }
+    m
+}
+
+/// The demo service's configured options (its routing target and queue).
+pub fn demo_service_options() -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("_target".into(), Value::from("Chat_Agents@StatServer.GA"));
+    m.insert(
+        "_urs_virtual_queue".into(),
+        Value::from("VQ_Chat_Immediate"),
+    );
+    m
+}
+
+/// Why a service or a request was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// A mandatory option is missing from the service's configuration.
+    #[error("service '{service}': mandatory option {option} is not configured")]
+    MissingOption {
+        /// The service.
+        service: String,
+        /// The option.
+        option: String,
+    },
+    /// An option has a value of the wrong kind.
+    #[error("service '{service}': option {option}: {message}")]
+    BadOption {
+        /// The service.
+        service: String,
+        /// The option.
+        option: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The request lacks a mandatory parameter.
+    #[error("parameter {0} is mandatory")]
+    MissingParameter(String),
+}
+
+/// A service ready to take requests: its options and its parsed target.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Its name (the last path segment of its URL).
+    pub name: String,
+    /// Every option, defaults overlaid with the configuration.
+    pub options: Map<String, Value>,
+    /// The `_target` steps.
+    pub target: Vec<TargetStep>,
+}
+
+impl Service {
+    /// Builds a service from its configured options over the Chat-Immediate
+    /// defaults, checking the mandatory ones.
+    pub fn new(name: &str, configured: &Map<String, Value>) -> Result<Service, ServiceError> {
+        let mut options = chat_immediate_defaults();
+        for (k, v) in configured {
+            options.insert(k.clone(), v.clone());
+        }
+        for option in MANDATORY_OPTIONS {
+            let present = match options.get(*option) {
+                None | Some(Value::Null) => false,
+                Some(Value::String(s)) => !s.trim().is_empty(),
+                Some(_) => true,
+            };
+            if !present {
+                return Err(ServiceError::MissingOption {
+                    service: name.to_string(),
+                    option: option.to_string(),
+                });
+            }
+        }
+        let bad = |option: &str, message: String| ServiceError::BadOption {
+            service: name.to_string(),
+            option: option.to_string(),
+            message,
+        };
+        for option in ["_wait_for_agent", "_wait_for_user_confirm"] {
+            if as_bool(&options[option]).is_none() {
+                return Err(bad(option, "must be true or false".into()));
+            }
+        }
+        if as_u64(&options["_ttl"]).is_none() {
+            return Err(bad("_ttl", "must be a whole number of seconds".into()));
+        }
+        match options["_media_type"].as_str() {
+            Some("chat" | "voice") => {}
+            _ => return Err(bad("_media_type", "must be chat or voice".into())),
+        }
+        let target = match &options["_target"] {
+            Value::String(s) => parse_target_option(s),
+            other => parse_target_option(&other.to_string()),
+        }
+        .map_err(|e| bad("_target", e.0))?;
+        Ok(Service {
+            name: name.to_string(),
+            options,
+            target,
+        })
+    }
+
+    /// A boolean option (`true`/`false`, also as strings).
+    pub fn flag(&self, option: &str) -> bool {
+        self.options.get(option).and_then(as_bool).unwrap_or(false)
+    }
+}
+
+/// A create request split the GMS way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackRequest {
+    /// `_`-prefixed parameters: options for this callback.
+    pub options: Map<String, Value>,
+    /// Every other parameter: the customer's user data.
+    pub user_data: Map<String, Value>,
+}
+
+impl CallbackRequest {
+    /// Splits request parameters and checks `_customer_number`.
+    pub fn from_params(params: Map<String, Value>) -> Result<CallbackRequest, ServiceError> {
+        let (options, user_data): (Map<String, Value>, Map<String, Value>) = params
+            .into_iter()
+            .map(|(k, v)| (k.trim().to_string(), v))
+            .partition(|(k, _)| k.starts_with('_'));
+        let number_given = match options.get("_customer_number") {
+            Some(Value::String(s)) => !s.trim().is_empty(),
+            Some(Value::Number(_)) => true,
+            _ => false,
+        };
+        if !number_given {
+            return Err(ServiceError::MissingParameter("_customer_number".into()));
+        }
+        Ok(CallbackRequest { options, user_data })
+    }
+}
+
+fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_service_is_chat_immediate_with_its_target() {
+        let s = Service::new(DEMO_SERVICE, &demo_service_options()).unwrap();
+        assert_eq!(s.options["_type"], "ors");
+        assert_eq!(s.options["_media_type"], "chat");
+        assert!(!s.flag("_wait_for_agent"));
+        assert!(!s.flag("_wait_for_user_confirm"));
+        assert_eq!(s.options["_ttl"], 86400);
+        assert_eq!(s.options["_urs_prioritization_strategy"], "WaitForTarget");
+        assert_eq!(
+            s.options["_urs_strategy_update_sub_routine"],
+            "SetRouteDelay"
+        );
+        assert_eq!(s.target.len(), 1);
+        assert_eq!(s.target[0].target.text, "Chat_Agents@StatServer.GA");
+    }
+
+    #[test]
+    fn configured_options_override_the_defaults_and_are_checked() {
+        let mut cfg = demo_service_options();
+        cfg.insert("_ttl".into(), Value::from("604800"));
+        cfg.insert("_wait_for_agent".into(), Value::from("true"));
+        let s = Service::new("x", &cfg).unwrap();
+        assert!(s.flag("_wait_for_agent"));
+        assert_eq!(s.options["_ttl"], "604800");
+
+        let mut no_target = demo_service_options();
+        no_target.remove("_target");
+        assert_eq!(
+            Service::new("x", &no_target).unwrap_err(),
+            ServiceError::MissingOption {
+                service: "x".into(),
+                option: "_target".into()
+            }
+        );
+        let mut empty_vq = demo_service_options();
+        empty_vq.insert("_urs_virtual_queue".into(), Value::from(" "));
+        let e = Service::new("x", &empty_vq).unwrap_err().to_string();
+        assert!(e.contains("_urs_virtual_queue"), "{e}");
+        let mut bad_target = demo_service_options();
+        bad_target.insert("_target".into(), Value::from("Billing@StatServer.ZZ"));
+        let e = Service::new("x", &bad_target).unwrap_err().to_string();
+        assert!(
+            e.contains("option _target") && e.contains("unknown target type 'ZZ'"),
+            "{e}"
+        );
+        let mut bad_flag = demo_service_options();
+        bad_flag.insert("_wait_for_agent".into(), Value::from("maybe"));
+        assert!(
+            Service::new("x", &bad_flag)
+                .unwrap_err()
+                .to_string()
+                .contains("true or false")
+        );
+        let mut bad_media = demo_service_options();
+        bad_media.insert("_media_type".into(), Value::from("fax"));
+        assert!(Service::new("x", &bad_media).is_err());
+    }
+
+    #[test]
+    fn requests_split_options_from_user_data_and_need_a_customer_number() {
+        let params: Map<String, Value> = serde_json::from_str(
+            r#"{"_customer_number":"6502388511","usr_customer_name":"Bob Markel",
+                "usr_reason":"billing question","_device_os":"comet"}"#,
+        )
+        .unwrap();
+        let r = CallbackRequest::from_params(params).unwrap();
+        assert_eq!(r.options.len(), 2);
+        assert_eq!(r.options["_device_os"], "comet");
+        assert_eq!(r.user_data.len(), 2);
+        assert_eq!(r.user_data["usr_reason"], "billing question");
+        let missing: Map<String, Value> = serde_json::from_str(r#"{"usr_reason":"x"}"#).unwrap();
+        assert_eq!(
+            CallbackRequest::from_params(missing)
+                .unwrap_err()
+                .to_string(),
+            "parameter _customer_number is mandatory"
+        );
+        let blank: Map<String, Value> =
+            serde_json::from_str(r#"{"_customer_number":"  "}"#).unwrap();
+        assert!(CallbackRequest::from_params(blank).is_err());
+    }
+}
