@@ -41,28 +41,7 @@ enum Command {
         trace: bool,
     },
     /// Run the orchestration server (ORS REST API) until SIGTERM or Ctrl-C.
-    Serve {
-        /// TOML configuration (see ors.example.toml); embedded defaults without it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Address to listen on (default 127.0.0.1:8080).
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-        /// Log line format.
-        #[arg(long, value_enum)]
-        log_format: Option<ors::server::config::LogFormat>,
-        /// Session worker threads (default: one per core).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Directory for the server's files, the SQLite store among them
-        /// (default ./ors-data).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Session store: sqlite:PATH, postgres://..., or none (default:
-        /// SQLite under the data directory).
-        #[arg(long)]
-        store: Option<String>,
-    },
+    Serve(cli::serve::ServeOptions),
     /// Check documents and print diagnostics (exit 1 on any error).
     Validate {
         /// Documents to check.
@@ -125,28 +104,14 @@ fn parse_floor(s: &str) -> Result<(String, usize), String> {
 
 fn main() {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if !matches!(cli.command, Command::Serve(_)) {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("ORS_LOG"))
             .with_writer(std::io::stderr)
             .init();
     }
     let code = match cli.command {
-        Command::Serve {
-            config,
-            listen,
-            log_format,
-            workers,
-            data_dir,
-            store,
-        } => cli::serve::serve(cli::serve::ServeOptions {
-            config,
-            listen,
-            log_format,
-            workers,
-            data_dir,
-            store,
-        }),
+        Command::Serve(options) => cli::serve::serve(options),
         Command::Run {
             file,
             timeout,

@@ -6,19 +6,29 @@ use std::path::PathBuf;
 
 use crate::server::config::{Config, LogFormat};
 
-/// Command-line settings that override the configuration file.
+/// Command-line settings of `ors serve`; each overrides the configuration
+/// file.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeOptions {
-    /// The TOML configuration file.
+    /// TOML configuration (see ors.example.toml); embedded defaults without it.
+    #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Overrides `listen`.
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Overrides `log.format`.
+    /// Log line format.
+    #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Overrides `workers`.
+    /// Session worker threads (default: one per core).
+    #[arg(long)]
     pub workers: Option<usize>,
-    /// Overrides `data_dir`.
+    /// Directory for the server's files, the SQLite store among them
+    /// (default ./ors-data).
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Overrides `store.url`.
+    /// Session store: sqlite:PATH, postgres://..., or none (default: SQLite
+    /// under the data directory).
+    #[arg(long)]
     pub store: Option<String>,
 }
 
