@@ -83,8 +83,8 @@ pub struct DocumentRow {
     pub hash: String,
     /// Path or URL it was loaded from.
     pub location: Option<String>,
-    /// The SCXML text.
-    pub text: String,
+    /// The SCXML text (shared with the loaded document, not copied).
+    pub text: std::sync::Arc<str>,
 }
 
 /// What a top-level running session needs to be listed and woken without

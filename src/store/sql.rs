@@ -119,7 +119,7 @@ impl SqlStore {
             )
             .bind(&doc.hash)
             .bind(&doc.location)
-            .bind(&doc.text)
+            .bind(&*doc.text)
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
@@ -306,7 +306,7 @@ impl Store for SqlStore {
             Ok(DocumentRow {
                 hash: row.try_get("hash")?,
                 location: row.try_get("location")?,
-                text: row.try_get("text")?,
+                text: row.try_get::<String, _>("text")?.into(),
             })
         })
     }

@@ -553,7 +553,7 @@ impl Worker {
             documents.push(DocumentRow {
                 hash: hash.clone(),
                 location: doc.location.clone(),
-                text: text.to_string(),
+                text: text.clone(),
             });
         }
         Some(hash)
