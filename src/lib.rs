@@ -8,6 +8,7 @@
 //! line hosts (`ors run`, `ors validate`, `ors conformance`); [`server`] is
 //! `ors serve`, with the ORS modules in [`modules`].
 
+pub mod backends;
 pub mod bench;
 pub mod cli;
 pub mod datamodel;
