@@ -815,3 +815,450 @@ impl RoutingBackend for RoutingSim {
         Box::pin(std::future::ready(self.statistic_now(target, stat)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: &str, groups: &[&str], chat: u32) -> AgentSettings {
+        AgentSettings {
+            capacity: BTreeMap::from([("chat".to_string(), chat), ("voice".to_string(), 1)]),
+            ..AgentSettings::new(id, &format!("Agent {id}"), groups)
+        }
+    }
+
+    fn not_ready(mut a: AgentSettings) -> AgentSettings {
+        a.ready = false;
+        a
+    }
+
+    fn sim(agents: Vec<AgentSettings>) -> Arc<RoutingSim> {
+        Arc::new(
+            RoutingSim::new(&SimulatorSettings {
+                agents,
+                ..SimulatorSettings::default()
+            })
+            .unwrap(),
+        )
+    }
+
+    fn request(id: &str, target: &str, timeout_ms: u64) -> ReserveRequest {
+        ReserveRequest {
+            request_id: id.to_string(),
+            interaction_id: format!("ixn-{id}"),
+            virtual_queue: "VQ".to_string(),
+            media: "chat".to_string(),
+            target: target.to_string(),
+            priority: 0,
+            timeout_ms,
+            reserve_ms: 60_000,
+        }
+    }
+
+    /// Starts a reserve on its own task.
+    fn spawn_reserve(
+        sim: &Arc<RoutingSim>,
+        request: ReserveRequest,
+    ) -> tokio::task::JoinHandle<Result<Reservation, RoutingError>> {
+        let sim = sim.clone();
+        tokio::spawn(async move { sim.reserve(request).await })
+    }
+
+    /// Waits (briefly) until `n` requests are waiting.
+    async fn until_waiting(sim: &RoutingSim, n: usize) {
+        for _ in 0..2000 {
+            if sim.waiting() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("{} requests waiting, not {n}", sim.waiting());
+    }
+
+    #[tokio::test]
+    async fn a_ready_agent_with_capacity_is_reserved() {
+        let sim = sim(vec![
+            not_ready(agent("a1", &["G"], 3)),
+            agent("a2", &["G"], 3),
+            agent("a3", &["Other"], 3),
+        ]);
+        let r = sim.reserve(request("r1", "G@SS.GA", 1000)).await.unwrap();
+        assert_eq!(r.agent_id, "a2");
+        assert_eq!(r.agent_name, "Agent a2");
+        assert_eq!(r.place, "Place_a2");
+        assert_eq!(r.target_selected, "G@SS.GA");
+        assert_eq!(r.virtual_queue, "VQ");
+        assert!(r.reservation_id.starts_with("res-"));
+        assert_eq!(sim.agent("a2").unwrap().load.get("chat"), Some(&1));
+        sim.confirm(&r.reservation_id).await.unwrap();
+        sim.release(&r.reservation_id).await;
+        assert_eq!(sim.agent("a2").unwrap().load.get("chat"), None);
+        assert_eq!(sim.reservations(), 0);
+        assert_eq!(
+            sim.confirm(&r.reservation_id).await,
+            Err(RoutingError::Unknown(r.reservation_id.clone()))
+        );
+    }
+
+    #[tokio::test]
+    async fn not_ready_or_logged_out_agents_are_not_picked_and_the_request_times_out() {
+        let sim = sim(vec![
+            not_ready(agent("a1", &["G"], 3)),
+            agent("a2", &["G"], 3),
+        ]);
+        sim.set_logged_in("a2", false).unwrap();
+        let started = Instant::now();
+        let e = sim.reserve(request("r1", "G@SS.GA", 100)).await;
+        assert_eq!(e, Err(RoutingError::Timeout));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(sim.waiting(), 0);
+        // A zero timeout fails at once when nobody is available.
+        let e = sim.reserve(request("r2", "G@SS.GA", 0)).await;
+        assert_eq!(e, Err(RoutingError::Timeout));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_request_is_served_when_an_agent_becomes_ready() {
+        let sim = sim(vec![not_ready(agent("a1", &["G"], 3))]);
+        let waiting = spawn_reserve(&sim, request("r1", "G@SS.GA", 5000));
+        until_waiting(&sim, 1).await;
+        assert_eq!(sim.statistic_now("G@SS.GA", "StatCallsWaiting"), Ok(1.0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sim.set_ready("a1", true).unwrap();
+        let r = waiting.await.unwrap().unwrap();
+        assert_eq!(r.agent_id, "a1");
+        assert!(r.waited_ms >= 20, "{}", r.waited_ms);
+        assert_eq!(sim.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn agents_added_or_logged_in_serve_waiting_requests() {
+        let sim = sim(vec![agent("a1", &["G"], 3)]);
+        sim.set_logged_in("a1", false).unwrap();
+        let first = spawn_reserve(&sim, request("r1", "G@SS.GA", 5000));
+        let second = spawn_reserve(&sim, request("r2", "New@SS.GA", 5000));
+        until_waiting(&sim, 2).await;
+        sim.set_logged_in("a1", true).unwrap();
+        assert_eq!(first.await.unwrap().unwrap().agent_id, "a1");
+        assert_eq!(
+            sim.add_agent(agent("a1", &["New"], 1)),
+            Err(SimError::Conflict("agent 'a1' already exists".into()))
+        );
+        let added = sim.add_agent(agent("n1", &["New"], 1)).unwrap();
+        assert_eq!(added.id, "n1");
+        let r = second.await.unwrap().unwrap();
+        assert_eq!(r.agent_id, "n1");
+        assert_eq!(sim.agent("n1").unwrap().load.get("chat"), Some(&1));
+        sim.remove_agent("n1").unwrap();
+        assert!(sim.agent("n1").is_none());
+        assert!(matches!(sim.remove_agent("n1"), Err(SimError::NotFound(_))));
+        // Releasing a removed agent's reservation is harmless.
+        sim.release(&r.reservation_id).await;
+        assert_eq!(sim.reservations(), 1);
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_a_waiting_request() {
+        let sim = sim(vec![not_ready(agent("a1", &["G"], 3))]);
+        let waiting = spawn_reserve(&sim, request("r1", "G@SS.GA", 5000));
+        until_waiting(&sim, 1).await;
+        let duplicate = sim.reserve(request("r1", "G@SS.GA", 5000)).await;
+        assert!(
+            matches!(duplicate, Err(RoutingError::Invalid(m)) if m.contains("already waiting"))
+        );
+        assert!(sim.cancel("r1").await);
+        assert_eq!(waiting.await.unwrap(), Err(RoutingError::Cancelled));
+        assert!(!sim.cancel("r1").await);
+        assert_eq!(sim.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_reserve_stops_waiting() {
+        let sim = sim(vec![not_ready(agent("a1", &["G"], 1))]);
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(30),
+            sim.reserve(request("r1", "G@SS.GA", 5000)),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        assert_eq!(sim.waiting(), 0);
+        sim.set_ready("a1", true).unwrap();
+        assert_eq!(sim.reservations(), 0);
+    }
+
+    #[tokio::test]
+    async fn reservations_count_as_load_up_to_the_capacity() {
+        let sim = sim(vec![agent("a1", &["G"], 2)]);
+        let r1 = sim.reserve(request("r1", "G@SS.GA", 100)).await.unwrap();
+        let _r2 = sim.reserve(request("r2", "G@SS.GA", 100)).await.unwrap();
+        assert_eq!(
+            sim.statistic_now("G@SS.GA", "RStatAgentsReadychat"),
+            Ok(0.0)
+        );
+        assert_eq!(
+            sim.statistic_now("G@SS.GA", "RStatAgentsReadyvoice"),
+            Ok(1.0)
+        );
+        let third = spawn_reserve(&sim, request("r3", "G@SS.GA", 5000));
+        until_waiting(&sim, 1).await;
+        sim.release(&r1.reservation_id).await;
+        assert_eq!(third.await.unwrap().unwrap().agent_id, "a1");
+        assert_eq!(sim.agent("a1").unwrap().load.get("chat"), Some(&2));
+        // Voice has a capacity of its own.
+        let mut voice = request("v1", "G@SS.GA", 100);
+        voice.media = "voice".into();
+        assert_eq!(sim.reserve(voice).await.unwrap().agent_id, "a1");
+        let mut email = request("e1", "G@SS.GA", 0);
+        email.media = "email".into();
+        assert_eq!(sim.reserve(email).await, Err(RoutingError::Timeout));
+    }
+
+    #[tokio::test]
+    async fn the_least_loaded_then_longest_idle_agent_is_chosen() {
+        let sim = sim(vec![agent("a1", &["G"], 3), agent("a2", &["G"], 3)]);
+        let mut picked = Vec::new();
+        for i in 0..4 {
+            let r = sim.reserve(request(&format!("r{i}"), "G@SS.GA", 100)).await;
+            picked.push(r.unwrap().agent_id);
+        }
+        assert_eq!(picked, ["a1", "a2", "a1", "a2"]);
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_reservation_expires_and_frees_the_agent() {
+        let sim = sim(vec![agent("a1", &["G"], 1)]);
+        let mut short = request("r1", "G@SS.GA", 100);
+        short.reserve_ms = 80;
+        let first = sim.reserve(short).await.unwrap();
+        let started = Instant::now();
+        let second = sim.reserve(request("r2", "G@SS.GA", 3000)).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(60));
+        assert_eq!(second.agent_id, "a1");
+        assert_eq!(
+            sim.confirm(&first.reservation_id).await,
+            Err(RoutingError::Unknown(first.reservation_id.clone()))
+        );
+        // A confirmed reservation stays.
+        sim.release(&second.reservation_id).await;
+        let mut short = request("r3", "G@SS.GA", 100);
+        short.reserve_ms = 30;
+        let third = sim.reserve(short).await.unwrap();
+        sim.confirm(&third.reservation_id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(sim.reservations(), 1);
+        assert_eq!(sim.agent("a1").unwrap().load.get("chat"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn a_step_is_skipped_when_its_stat_check_holds() {
+        let sim = sim(vec![
+            not_ready(agent("a1", &["G1"], 3)),
+            agent("a2", &["G2"], 3),
+        ]);
+        let target = r#"[{"target":"G1@SS.GA","timeout":10,"stat_to_check":"RStatAgentsReady",
+                          "stat_operator":"<","stat_value":1},
+                         {"target":"G2@SS.GA"}]"#;
+        let started = Instant::now();
+        let r = sim.reserve(request("r1", target, 5000)).await.unwrap();
+        assert_eq!(r.agent_id, "a2");
+        assert_eq!(r.target_selected, "G2@SS.GA");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The same check on a step that does not hold waits there.
+        sim.set_ready("a1", true).unwrap();
+        let r = sim.reserve(request("r2", target, 5000)).await.unwrap();
+        assert_eq!(r.agent_id, "a1");
+        // The last step is never skipped.
+        let last = r#"[{"target":"G2@SS.GA","stat_to_check":"RStatAgentsReady",
+                        "stat_operator":">","stat_value":0}]"#;
+        assert_eq!(
+            sim.reserve(request("r3", last, 100))
+                .await
+                .unwrap()
+                .agent_id,
+            "a2"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_timeout_moves_to_the_next_step_adding_or_clearing_candidates() {
+        let sim = sim(vec![
+            not_ready(agent("a1", &["G1"], 3)),
+            not_ready(agent("a2", &["G2"], 3)),
+        ]);
+        let adding = r#"[{"target":"G1@SS.GA","timeout":1},{"target":"G2@SS.GA"}]"#;
+        let clearing = r#"[{"target":"G1@SS.GA","timeout":1,"clear":true},{"target":"G2@SS.GA"}]"#;
+        let kept = spawn_reserve(&sim, request("kept", adding, 1600));
+        let mut cleared = request("cleared", clearing, 1600);
+        cleared.priority = 10;
+        let cleared = spawn_reserve(&sim, cleared);
+        until_waiting(&sim, 2).await;
+        assert_eq!(sim.statistic_now("G1@SS.GA", "RStatCallsInQueue"), Ok(2.0));
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // Both are on step 2 now; only the one that kept step 1 waits for G1.
+        assert_eq!(sim.statistic_now("G1@SS.GA", "StatCallsWaiting"), Ok(1.0));
+        assert_eq!(sim.statistic_now("G2@SS.GA", "StatCallsWaiting"), Ok(2.0));
+        sim.set_ready("a1", true).unwrap();
+        let r = kept.await.unwrap().unwrap();
+        assert_eq!(r.agent_id, "a1");
+        assert_eq!(r.target_selected, "G1@SS.GA");
+        assert!(r.waited_ms >= 1000, "{}", r.waited_ms);
+        assert_eq!(cleared.await.unwrap(), Err(RoutingError::Timeout));
+    }
+
+    #[tokio::test]
+    async fn a_step_timeout_reaches_an_available_agent_on_the_next_step() {
+        let sim = sim(vec![
+            not_ready(agent("a1", &["G1"], 3)),
+            agent("a2", &["G2"], 3),
+        ]);
+        let target = r#"[{"target":"G1@SS.GA","timeout":1},{"target":"G2@SS.GA"}]"#;
+        let r = sim.reserve(request("r1", target, 3000)).await.unwrap();
+        assert_eq!(r.agent_id, "a2");
+        assert_eq!(r.target_selected, "G2@SS.GA");
+        assert!((1000..2000).contains(&r.waited_ms), "{}", r.waited_ms);
+    }
+
+    #[tokio::test]
+    async fn skill_expressions_agents_and_places_select_agents() {
+        let mut a1 = agent("a1", &[], 3);
+        a1.name = "Ann".into();
+        a1.skills = BTreeMap::from([("English".to_string(), 5.0)]);
+        let mut a2 = agent("a2", &[], 3);
+        a2.place = "Desk 2".into();
+        a2.skills = BTreeMap::from([("English".to_string(), 10.0), ("Spanish".to_string(), 3.0)]);
+        let sim = sim(vec![a1, a2]);
+        let pick = |target: &str| {
+            let sim = sim.clone();
+            let target = target.to_string();
+            async move {
+                let r = sim.reserve(request(&new_id(), &target, 0)).await?;
+                sim.release(&r.reservation_id).await;
+                Ok::<_, RoutingError>(r.agent_id)
+            }
+        };
+        assert_eq!(pick("?:English>=8@SS.GA").await.unwrap(), "a2");
+        assert_eq!(pick("?:English>=5 & !Spanish>0@SS.GA").await.unwrap(), "a1");
+        assert_eq!(pick("?:English=5 | Spanish=4@SS.GA").await.unwrap(), "a1");
+        assert_eq!(pick("?:French>1@SS.GA").await, Err(RoutingError::Timeout));
+        assert_eq!(pick("a2@SS.A").await.unwrap(), "a2");
+        assert_eq!(pick("Ann@SS.A").await.unwrap(), "a1");
+        assert_eq!(pick("Desk 2@SS.AP").await.unwrap(), "a2");
+        assert_eq!(pick("Place_a1@SS.AP").await.unwrap(), "a1");
+        assert_eq!(
+            sim.statistic_now("?:English>1@SS.GA", "RStatAgentsTotal"),
+            Ok(2.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn waiting_requests_are_served_by_priority_then_arrival() {
+        let sim = sim(vec![not_ready(agent("a1", &["G"], 1))]);
+        let mut tasks = Vec::new();
+        for (i, (id, priority)) in [("low1", 0), ("high", 5), ("low2", 0), ("mid", 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut r = request(id, "G@SS.GA", 5000);
+            r.priority = priority;
+            tasks.push((id, spawn_reserve(&sim, r)));
+            until_waiting(&sim, i + 1).await;
+        }
+        sim.set_ready("a1", true).unwrap();
+        let mut order = Vec::new();
+        while !tasks.is_empty() {
+            // Exactly one request holds the agent at a time.
+            let done = loop {
+                if let Some(i) = tasks.iter().position(|(_, t)| t.is_finished()) {
+                    break i;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            };
+            let (id, task) = tasks.remove(done);
+            let r = task.await.unwrap().unwrap();
+            order.push(id);
+            assert_eq!(sim.waiting(), tasks.len());
+            sim.release(&r.reservation_id).await;
+        }
+        assert_eq!(order, ["high", "mid", "low1", "low2"]);
+    }
+
+    #[tokio::test]
+    async fn statistics_count_agents_and_waiting_requests() {
+        let mut busy = agent("a4", &["G"], 1);
+        busy.capacity.remove("voice");
+        let sim = sim(vec![
+            agent("a1", &["G"], 3),
+            not_ready(agent("a2", &["G"], 3)),
+            agent("a3", &["G"], 3),
+            busy,
+        ]);
+        sim.set_logged_in("a3", false).unwrap();
+        let r = sim.reserve(request("r1", "a4@SS.A", 0)).await.unwrap();
+        assert_eq!(r.target_selected, "a4@SS.A");
+        let stat = |s: &str| sim.statistic_now("G@SS.GA", s);
+        assert_eq!(stat("RStatAgentsReady"), Ok(1.0));
+        assert_eq!(stat("StatAgentsAvailable"), Ok(1.0));
+        assert_eq!(stat("RStatAgentsReadychat"), Ok(1.0));
+        assert_eq!(stat("RStatAgentsReadyvoice"), Ok(1.0));
+        assert_eq!(stat("RStatAgentsTotal"), Ok(3.0));
+        assert_eq!(stat("StatCallsWaiting"), Ok(0.0));
+        assert!(
+            matches!(stat("StatNonsense"), Err(RoutingError::Invalid(m)) if m.contains("StatNonsense"))
+        );
+        assert!(matches!(
+            sim.statistic("G", "RStatAgentsReady").await,
+            Err(RoutingError::Invalid(m)) if m.contains("expected name@statserver.TYPE")
+        ));
+        assert_eq!(
+            sim.statistic("Nobody@SS.GA", "RStatAgentsTotal").await,
+            Ok(0.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_targets_and_media_are_refused() {
+        let sim = sim(vec![agent("a1", &["G"], 1)]);
+        let e = sim.reserve(request("r1", "G@SS.XX", 100)).await;
+        assert!(
+            matches!(e, Err(RoutingError::Invalid(m)) if m.contains("unknown target type 'XX'"))
+        );
+        let mut r = request("r2", "G@SS.GA", 100);
+        r.media = String::new();
+        assert!(matches!(
+            sim.reserve(r).await,
+            Err(RoutingError::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn thousands_of_requests_wait_and_reservations_cycle_quickly() {
+        let sim = sim(vec![
+            not_ready(agent("a1", &["G"], 1)),
+            agent("a2", &["H"], 1),
+        ]);
+        let waiters: Vec<_> = (0..3000)
+            .map(|i| spawn_reserve(&sim, request(&format!("w{i}"), "G@SS.GA", 30_000)))
+            .collect();
+        until_waiting(&sim, 3000).await;
+        let started = Instant::now();
+        for i in 0..2000 {
+            let r = sim
+                .reserve(request(&format!("c{i}"), "H@SS.GA", 0))
+                .await
+                .unwrap();
+            sim.confirm(&r.reservation_id).await.unwrap();
+            sim.release(&r.reservation_id).await;
+        }
+        let cycles = started.elapsed();
+        assert!(cycles < Duration::from_secs(5), "{cycles:?}");
+        sim.set_ready("a1", true).unwrap();
+        // Equal priorities: served in arrival order, one release at a time.
+        for (i, waiter) in waiters.into_iter().enumerate() {
+            let r = waiter.await.unwrap().unwrap();
+            assert_eq!(sim.waiting(), 2999 - i);
+            sim.release(&r.reservation_id).await;
+        }
+        assert_eq!(sim.waiting(), 0);
+        assert_eq!(sim.reservations(), 0);
+    }
+}
