@@ -711,3 +711,391 @@ impl ChatBackend for ChatSim {
         self.inner.updates.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::settings::AgentSettings;
+
+    fn sim_with(auto_accept: bool, delay_ms: u64) -> ChatSim {
+        let settings = SimulatorSettings {
+            auto_accept,
+            accept_delay_ms: delay_ms,
+            ..SimulatorSettings::default()
+        };
+        ChatSim::new(&settings, Arc::new(RoutingSim::new(&settings).unwrap()))
+    }
+
+    fn customer(nickname: &str) -> NewChat {
+        NewChat {
+            queue: "Chat_IQ".to_string(),
+            nickname: nickname.to_string(),
+            ..NewChat::default()
+        }
+    }
+
+    fn ann() -> AgentRef {
+        AgentRef {
+            agent_id: "agent-1".to_string(),
+            nickname: "Ann Lee".to_string(),
+        }
+    }
+
+    /// The next update, within a second.
+    async fn next(rx: &mut broadcast::Receiver<ChatUpdate>) -> ChatUpdate {
+        tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("an update in time")
+            .expect("an update")
+    }
+
+    fn entry(update: ChatUpdate) -> TranscriptEntry {
+        match update {
+            ChatUpdate::Entry { entry, .. } => entry,
+            other => panic!("an entry expected, not {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chat_numbers_its_entries_from_one_without_gaps() {
+        let sim = sim_with(true, 300);
+        let info = sim.create(customer("Jane")).await.unwrap();
+        assert_eq!(info.state, ChatState::Waiting);
+        assert_eq!(info.chat_id.len(), 16);
+        assert_eq!(info.queue, "Chat_IQ");
+        let me = info.customer_party_id.clone();
+        let id = info.chat_id.clone();
+        assert_eq!(sim.send(&id, &me, "Hi").await, Ok(2));
+        assert_eq!(sim.typing(&id, &me, true).await, Ok(3));
+        assert_eq!(sim.typing(&id, &me, false).await, Ok(4));
+        assert_eq!(sim.send_system(&id, "Bot", "Please wait").await, Ok(5));
+        assert_eq!(sim.send_system(&id, "Bot", "Still waiting").await, Ok(6));
+        let all = sim.transcript(&id, 0).await.unwrap();
+        assert_eq!(all.last_position, 6);
+        let kinds: Vec<EntryKind> = all.entries.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EntryKind::Joined,
+                EntryKind::Message,
+                EntryKind::TypingStarted,
+                EntryKind::TypingStopped,
+                EntryKind::Message,
+                EntryKind::Message
+            ]
+        );
+        let positions: Vec<u64> = all.entries.iter().map(|e| e.position).collect();
+        assert_eq!(positions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(all.entries[0].nickname, "Jane");
+        assert_eq!(all.entries[0].party_type, PartyType::Client);
+        assert_eq!(all.entries[1].text, "Hi");
+        assert_eq!(all.entries[4].party_type, PartyType::External);
+        assert_eq!(all.entries[4].nickname, "Bot");
+        assert_eq!(all.entries[4].party_id, all.entries[5].party_id);
+        let tail = sim.transcript(&id, 5).await.unwrap();
+        assert_eq!(tail.entries.len(), 2);
+        assert_eq!(tail.entries[0].position, 5);
+        assert!(sim.transcript(&id, 99).await.unwrap().entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_ids_and_empty_messages_are_refused() {
+        let sim = sim_with(true, 300);
+        let info = sim.create(customer("")).await.unwrap();
+        let id = info.chat_id.clone();
+        assert!(matches!(
+            sim.info("nope").await,
+            Err(ChatError::NotFound(_))
+        ));
+        assert!(matches!(
+            sim.send("nope", &info.customer_party_id, "x").await,
+            Err(ChatError::NotFound(_))
+        ));
+        assert!(matches!(
+            sim.send(&id, "nobody", "x").await,
+            Err(ChatError::NotFound(_))
+        ));
+        assert!(matches!(
+            sim.send(&id, &info.customer_party_id, "  ").await,
+            Err(ChatError::Invalid(_))
+        ));
+        assert!(matches!(
+            sim.transcript("nope", 1).await,
+            Err(ChatError::NotFound(_))
+        ));
+        let page = sim.transcript(&id, 1).await.unwrap();
+        assert_eq!(page.entries[0].nickname, "Customer");
+        let named = sim
+            .create(NewChat {
+                first_name: "Jane".into(),
+                last_name: "Doe".into(),
+                ..customer(" ")
+            })
+            .await
+            .unwrap();
+        let page = sim.transcript(&named.chat_id, 1).await.unwrap();
+        assert_eq!(page.entries[0].nickname, "Jane Doe");
+    }
+
+    #[tokio::test]
+    async fn the_customer_leaving_ends_the_chat_and_changes_then_fail() {
+        let sim = sim_with(true, 300);
+        let mut updates = sim.subscribe();
+        let info = sim.create(customer("Jane")).await.unwrap();
+        let (id, me) = (info.chat_id.clone(), info.customer_party_id.clone());
+        sim.leave(&id, &me).await.unwrap();
+        assert!(matches!(
+            next(&mut updates).await,
+            ChatUpdate::Created { .. }
+        ));
+        assert_eq!(entry(next(&mut updates).await).kind, EntryKind::Joined);
+        let left = entry(next(&mut updates).await);
+        assert_eq!((left.kind, left.position), (EntryKind::Left, 2));
+        assert_eq!(
+            next(&mut updates).await,
+            ChatUpdate::Ended {
+                chat_id: id.clone(),
+                reason: "customer".into()
+            }
+        );
+        assert_eq!(sim.info(&id).await.unwrap().state, ChatState::Ended);
+        assert_eq!(sim.send(&id, &me, "x").await, Err(ChatError::Ended));
+        assert_eq!(sim.typing(&id, &me, true).await, Err(ChatError::Ended));
+        assert_eq!(
+            sim.send_system(&id, "Bot", "x").await,
+            Err(ChatError::Ended)
+        );
+        assert_eq!(sim.leave(&id, &me).await, Err(ChatError::Ended));
+        assert_eq!(sim.deliver(&id, ann()).await, Err(ChatError::Ended));
+        assert_eq!(sim.terminate(&id, "x").await, Err(ChatError::Ended));
+        let page = sim.transcript(&id, 1).await.unwrap();
+        assert_eq!((page.state, page.last_position), (ChatState::Ended, 2));
+    }
+
+    #[tokio::test]
+    async fn terminate_ends_the_chat_with_its_reason() {
+        let sim = sim_with(true, 300);
+        let mut updates = sim.subscribe();
+        let a = sim.create(customer("A")).await.unwrap();
+        let b = sim.create(customer("B")).await.unwrap();
+        sim.terminate(&a.chat_id, "no agents").await.unwrap();
+        sim.terminate(&b.chat_id, "").await.unwrap();
+        let reasons: Vec<String> = std::iter::from_fn(|| updates.try_recv().ok())
+            .filter_map(|u| match u {
+                ChatUpdate::Ended { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons, ["no agents", "terminated"]);
+        assert_eq!(
+            sim.terminate("nope", "x").await,
+            Err(ChatError::NotFound("no chat 'nope'".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivered_chat_is_accepted_after_the_delay_with_a_greeting() {
+        let sim = sim_with(true, 60);
+        let info = sim
+            .create(NewChat {
+                first_name: "Jane".into(),
+                last_name: "Doe".into(),
+                ..customer("")
+            })
+            .await
+            .unwrap();
+        let id = info.chat_id.clone();
+        let mut updates = sim.subscribe();
+        let delivered = Instant::now();
+        sim.deliver(&id, ann()).await.unwrap();
+        let info = sim.info(&id).await.unwrap();
+        assert_eq!(info.state, ChatState::Alerting);
+        assert_eq!(info.agent_id.as_deref(), Some("agent-1"));
+        let listed = sim.agent_chats("agent-1").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].invited && listed[0].party_id.is_none());
+        let joined = entry(next(&mut updates).await);
+        assert!(delivered.elapsed() >= Duration::from_millis(50));
+        assert_eq!(joined.kind, EntryKind::Joined);
+        assert_eq!(joined.party_type, PartyType::Agent);
+        assert_eq!(joined.nickname, "Ann Lee");
+        assert_eq!(joined.position, 2);
+        let greeting = entry(next(&mut updates).await);
+        assert_eq!(greeting.kind, EntryKind::Message);
+        assert_eq!(
+            greeting.text,
+            "Hello Jane Doe, my name is Ann Lee. How can I help you?"
+        );
+        assert_eq!(greeting.party_id, joined.party_id);
+        assert_eq!(sim.info(&id).await.unwrap().state, ChatState::Connected);
+        let listed = sim.agent_chats("agent-1").unwrap();
+        assert!(!listed[0].invited);
+        assert_eq!(
+            listed[0].party_id.as_deref(),
+            Some(joined.party_id.as_str())
+        );
+        assert_eq!(listed[0].transcript.len(), 3);
+        // The customer can talk with the agent; the agent answers.
+        assert_eq!(sim.send(&id, &info.customer_party_id, "Hi").await, Ok(4));
+        assert_eq!(sim.agent_send("agent-1", &id, "Sure"), Ok(5));
+        // A second deliver to the same agent changes nothing.
+        sim.deliver(&id, ann()).await.unwrap();
+        assert_eq!(sim.transcript(&id, 1).await.unwrap().last_position, 5);
+    }
+
+    #[tokio::test]
+    async fn without_auto_accept_the_agent_accepts_by_hand() {
+        let sim = sim_with(false, 10);
+        let info = sim.create(customer("Jane")).await.unwrap();
+        let id = info.chat_id.clone();
+        assert!(matches!(
+            sim.accept("agent-1", &id),
+            Err(SimError::Conflict(m)) if m.contains("not waiting for agent")
+        ));
+        sim.deliver(&id, ann()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(sim.info(&id).await.unwrap().state, ChatState::Alerting);
+        assert!(matches!(
+            sim.agent_send("agent-1", &id, "x"),
+            Err(SimError::Conflict(m)) if m.contains("is not in chat")
+        ));
+        assert!(matches!(
+            sim.agent_send("agent-2", &id, "x"),
+            Err(SimError::NotFound(_))
+        ));
+        let accepted = sim.accept("agent-1", &id).unwrap();
+        assert_eq!(accepted.chat.state, ChatState::Connected);
+        assert_eq!(accepted.transcript.len(), 3);
+        assert!(matches!(
+            sim.accept("agent-1", &id),
+            Err(SimError::Conflict(_))
+        ));
+        assert_eq!(sim.agent_typing("agent-1", &id, true), Ok(4));
+        assert_eq!(sim.agent_send("agent-1", &id, "Hello"), Ok(5));
+        let mut updates = sim.subscribe();
+        let left = sim.agent_leave("agent-1", &id).unwrap();
+        assert_eq!(left.chat.state, ChatState::Ended);
+        assert!(left.party_id.is_none());
+        assert_eq!(entry(next(&mut updates).await).kind, EntryKind::Left);
+        assert_eq!(
+            next(&mut updates).await,
+            ChatUpdate::Ended {
+                chat_id: id.clone(),
+                reason: "agent".into()
+            }
+        );
+        assert!(matches!(
+            sim.agent_send("agent-1", &id, "x"),
+            Err(SimError::Conflict(_))
+        ));
+        assert!(matches!(
+            sim.agent_chats("nobody"),
+            Err(SimError::NotFound(_))
+        ));
+        assert_eq!(sim.agent_chats("agent-2"), Ok(Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn an_agents_own_auto_accept_overrides_the_global_one() {
+        let settings = SimulatorSettings {
+            agents: vec![
+                AgentSettings {
+                    auto_accept: Some(false),
+                    ..AgentSettings::new("shy", "Shy", &["G"])
+                },
+                AgentSettings::new("eager", "Eager", &["G"]),
+            ],
+            accept_delay_ms: 0,
+            greeting: String::new(),
+            ..SimulatorSettings::default()
+        };
+        let routing = Arc::new(RoutingSim::new(&settings).unwrap());
+        let sim = ChatSim::new(&settings, routing.clone());
+        let a = sim.create(customer("A")).await.unwrap();
+        let b = sim.create(customer("B")).await.unwrap();
+        let to = |id: &str| AgentRef {
+            agent_id: id.to_string(),
+            nickname: String::new(),
+        };
+        sim.deliver(&a.chat_id, to("shy")).await.unwrap();
+        sim.deliver(&b.chat_id, to("eager")).await.unwrap();
+        assert_eq!(
+            sim.info(&a.chat_id).await.unwrap().state,
+            ChatState::Alerting
+        );
+        // Delay 0: joined inside deliver; no greeting; the name comes from
+        // the routing simulator.
+        let page = sim.transcript(&b.chat_id, 1).await.unwrap();
+        assert_eq!(page.state, ChatState::Connected);
+        assert_eq!(page.last_position, 2);
+        assert_eq!(page.entries[1].nickname, "Eager");
+        routing.set_auto_accept("shy", None).unwrap();
+        let c = sim.create(customer("C")).await.unwrap();
+        sim.deliver(&c.chat_id, to("shy")).await.unwrap();
+        assert_eq!(
+            sim.info(&c.chat_id).await.unwrap().state,
+            ChatState::Connected
+        );
+    }
+
+    #[tokio::test]
+    async fn the_chat_ends_when_its_last_agent_leaves() {
+        let sim = sim_with(true, 0);
+        let info = sim.create(customer("Jane")).await.unwrap();
+        let id = info.chat_id.clone();
+        sim.deliver(&id, ann()).await.unwrap();
+        let bob = AgentRef {
+            agent_id: "agent-2".into(),
+            nickname: "Bob".into(),
+        };
+        sim.deliver(&id, bob).await.unwrap();
+        sim.agent_leave("agent-1", &id).unwrap();
+        assert_eq!(sim.info(&id).await.unwrap().state, ChatState::Connected);
+        let left = sim.agent_leave("agent-2", &id).unwrap();
+        assert_eq!(left.chat.state, ChatState::Ended);
+    }
+
+    #[tokio::test]
+    async fn updates_arrive_in_transcript_order() {
+        let sim = sim_with(true, 0);
+        let mut updates = sim.subscribe();
+        let info = sim.create(customer("Jane")).await.unwrap();
+        for i in 0..50 {
+            sim.send(&info.chat_id, &info.customer_party_id, &format!("m{i}"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            next(&mut updates).await,
+            ChatUpdate::Created { chat: info.clone() }
+        );
+        for position in 1..=51 {
+            let e = entry(next(&mut updates).await);
+            assert_eq!(e.position, position);
+            if position > 1 {
+                assert_eq!(e.text, format!("m{}", position - 2));
+            }
+        }
+        assert!(updates.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn ended_chats_are_dropped_after_the_retention_period() {
+        let sim = sim_with(true, 0);
+        let info = sim.create(customer("Jane")).await.unwrap();
+        sim.deliver(&info.chat_id, ann()).await.unwrap();
+        let live = sim.create(customer("Joe")).await.unwrap();
+        sim.set_retention(Duration::from_millis(20));
+        sim.terminate(&info.chat_id, "done").await.unwrap();
+        assert_eq!(sim.chat_count(), 2);
+        assert!(sim.info(&info.chat_id).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(matches!(
+            sim.info(&info.chat_id).await,
+            Err(ChatError::NotFound(_))
+        ));
+        assert_eq!(sim.chat_count(), 1);
+        assert_eq!(sim.agent_chats("agent-1"), Ok(Vec::new()));
+        assert!(sim.info(&live.chat_id).await.is_ok());
+    }
+}
