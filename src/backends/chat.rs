@@ -222,8 +222,11 @@ pub trait ChatBackend: Send + Sync {
     ) -> BoxFuture<'_, Result<u64, ChatError>>;
 
     /// Transcript entries from position `from` on (1 for all).
-    fn transcript(&self, chat_id: &str, from: u64)
-    -> BoxFuture<'_, Result<TranscriptPage, ChatError>>;
+    fn transcript(
+        &self,
+        chat_id: &str,
+        from: u64,
+    ) -> BoxFuture<'_, Result<TranscriptPage, ChatError>>;
 
     /// A party leaves. When the customer leaves, or the last agent leaves
     /// a chat that had one, the chat ends ([`ChatUpdate::Ended`]).

@@ -9,13 +9,38 @@
 //! Backends are shared by every worker thread and HTTP handler, so their
 //! methods take `&self`, are `Send + Sync`, and return boxed `Send`
 //! futures.
+//!
+//! [`build`] makes the backends from [`settings::BackendSettings`]; the
+//! simulator it may return is administered over HTTP with
+//! [`admin::admin_router`]. [`routing_http`] and [`chat_http`] document the
+//! JSON protocol of external backends and hold both its clients and
+//! routers that expose any backend over it.
 
+pub mod admin;
+mod background;
 pub mod chat;
+pub mod chat_http;
+pub mod chat_sim;
+pub mod protocol;
 pub mod routing;
+pub mod routing_http;
+pub mod routing_sim;
+pub mod settings;
+pub mod simulator;
+
+pub use admin::admin_router;
+pub use chat_http::{HttpChat, chat_protocol_router};
+pub use chat_sim::ChatSim;
+pub use routing_http::{HttpRouting, routing_protocol_router};
+pub use routing_sim::RoutingSim;
+pub use settings::{AgentSettings, BackendSettings, SimulatorSettings};
+pub use simulator::{SimError, Simulator, build};
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A boxed future that can cross threads (backend calls).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -27,4 +52,54 @@ pub struct Backends {
     pub routing: Arc<dyn routing::RoutingBackend>,
     /// Chat interactions.
     pub chat: Arc<dyn chat::ChatBackend>,
+}
+
+/// A new id: 16 lowercase hex digits, unique within the process (a
+/// bijective mix of a per-process random seed and a counter).
+pub(crate) fn new_id() -> String {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // splitmix64's finaliser: a bijection, so distinct inputs stay distinct.
+    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    format!("{:016x}", z ^ (z >> 31))
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Locks a mutex, carrying on with the data if a holder panicked.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_16_hex_digits_and_unique() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+    }
 }

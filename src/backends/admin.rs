@@ -1,0 +1,248 @@
+//! The embedded simulator's admin API: play the agents' side by hand or
+//! from scripts (make them ready, accept and answer chats) and look at
+//! what the routing simulator sees.
+//!
+//! Every body is JSON. Errors are `{"error": "<code>", "message": "..."}`
+//! with status 400 (`bad_request`: bad input), 404 (`not_found`: unknown
+//! agent or chat) or 409 (`conflict`: the agent exists, the chat has
+//! ended, the agent has not joined, ...).
+//!
+//! | Request | Body | Answer |
+//! |---|---|---|
+//! | `GET /sim/agents` | | `[agent, ...]` |
+//! | `POST /sim/agents` | an agent's settings `{"id", "name", "place", "groups", "skills", "ready", "capacity", "auto_accept"}` (only `id` required) | 201, the agent |
+//! | `GET /sim/agents/{id}` | | the agent |
+//! | `DELETE /sim/agents/{id}` | | `{"removed": "<id>"}` |
+//! | `POST /sim/agents/{id}/ready` | | the agent |
+//! | `POST /sim/agents/{id}/not-ready` | | the agent |
+//! | `POST /sim/agents/{id}/login` | | the agent |
+//! | `POST /sim/agents/{id}/logout` | | the agent |
+//! | `POST /sim/agents/{id}/auto-accept` | `{"auto_accept": true \| false \| null}` (null: the global setting) | the agent |
+//! | `GET /sim/agents/{id}/chats` | | `[agent chat, ...]` |
+//! | `POST /sim/agents/{id}/chats/{chat_id}/accept` | | the agent chat |
+//! | `POST /sim/agents/{id}/chats/{chat_id}/send` | `{"message": "..."}`, or form-encoded `message=...` | `{"position": n}` |
+//! | `POST /sim/agents/{id}/chats/{chat_id}/typing` | `{"started": true \| false}` (default true) | `{"position": n}` |
+//! | `POST /sim/agents/{id}/chats/{chat_id}/leave` | | the agent chat |
+//! | `GET /sim/statistics?target=<urs target>&stat=<name>` | | `{"target", "stat", "value"}` |
+//!
+//! An agent is `{"id", "name", "place", "groups", "skills", "logged_in",
+//! "ready", "capacity": {"chat": 3, ...}, "load": {"chat": 1, ...},
+//! "auto_accept"}`. An agent chat is `{"chat": <chat info>, "invited":
+//! bool, "party_id": "<the agent's party while in the chat>" | null,
+//! "transcript": [entry, ...]}` (see [`super::chat_http`] for chat infos
+//! and entries); `invited` means delivered and not accepted yet.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::protocol::{json_response, query_pairs, query_value};
+use super::routing::RoutingError;
+use super::settings::AgentSettings;
+use super::simulator::{SimError, Simulator};
+
+/// The admin API over a simulator (routes under `/sim`; see the module
+/// docs).
+pub fn admin_router(sim: Arc<Simulator>) -> Router {
+    Router::new()
+        .route("/sim/agents", get(list_agents).post(add_agent))
+        .route("/sim/agents/{id}", get(get_agent).delete(remove_agent))
+        .route("/sim/agents/{id}/ready", post(ready))
+        .route("/sim/agents/{id}/not-ready", post(not_ready))
+        .route("/sim/agents/{id}/login", post(login))
+        .route("/sim/agents/{id}/logout", post(logout))
+        .route("/sim/agents/{id}/auto-accept", post(auto_accept))
+        .route("/sim/agents/{id}/chats", get(agent_chats))
+        .route("/sim/agents/{id}/chats/{chat_id}/accept", post(accept))
+        .route("/sim/agents/{id}/chats/{chat_id}/send", post(send))
+        .route("/sim/agents/{id}/chats/{chat_id}/typing", post(typing))
+        .route("/sim/agents/{id}/chats/{chat_id}/leave", post(leave))
+        .route("/sim/statistics", get(statistics))
+        .with_state(sim)
+}
+
+type Sim = State<Arc<Simulator>>;
+
+/// The error response.
+fn failure(error: &SimError) -> Response {
+    json_response(
+        error.status(),
+        &json!({ "error": error.code(), "message": error.to_string() }),
+    )
+}
+
+/// A success or error response.
+fn answer<T: serde::Serialize>(result: Result<T, SimError>) -> Response {
+    match result {
+        Ok(body) => json_response(200, &body),
+        Err(e) => failure(&e),
+    }
+}
+
+/// Decodes a JSON body (an empty body is `{}`).
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SimError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| SimError::Invalid(format!("bad request body: {e}")))
+}
+
+async fn list_agents(State(sim): Sim) -> Response {
+    json_response(200, &sim.routing().agents())
+}
+
+async fn add_agent(State(sim): Sim, body: Bytes) -> Response {
+    let result = if body.iter().all(u8::is_ascii_whitespace) {
+        Err(SimError::Invalid(
+            "the body must be an agent's settings".to_string(),
+        ))
+    } else {
+        decode::<AgentSettings>(&body).and_then(|agent| sim.routing().add_agent(agent))
+    };
+    match result {
+        Ok(agent) => json_response(201, &agent),
+        Err(e) => failure(&e),
+    }
+}
+
+async fn get_agent(State(sim): Sim, Path(id): Path<String>) -> Response {
+    answer(
+        sim.routing()
+            .agent(&id)
+            .ok_or_else(|| SimError::NotFound(format!("no agent '{id}'"))),
+    )
+}
+
+async fn remove_agent(State(sim): Sim, Path(id): Path<String>) -> Response {
+    answer(
+        sim.routing()
+            .remove_agent(&id)
+            .map(|()| json!({ "removed": id })),
+    )
+}
+
+async fn ready(State(sim): Sim, Path(id): Path<String>) -> Response {
+    answer(sim.routing().set_ready(&id, true))
+}
+
+async fn not_ready(State(sim): Sim, Path(id): Path<String>) -> Response {
+    answer(sim.routing().set_ready(&id, false))
+}
+
+async fn login(State(sim): Sim, Path(id): Path<String>) -> Response {
+    answer(sim.routing().set_logged_in(&id, true))
+}
+
+async fn logout(State(sim): Sim, Path(id): Path<String>) -> Response {
+    answer(sim.routing().set_logged_in(&id, false))
+}
+
+/// `auto-accept` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutoAcceptBody {
+    auto_accept: Option<bool>,
+}
+
+async fn auto_accept(State(sim): Sim, Path(id): Path<String>, body: Bytes) -> Response {
+    answer(
+        decode::<AutoAcceptBody>(&body)
+            .and_then(|b| sim.routing().set_auto_accept(&id, b.auto_accept)),
+    )
+}
+
+async fn agent_chats(State(sim): Sim, Path(id): Path<String>) -> Response {
+    answer(sim.chat().agent_chats(&id))
+}
+
+async fn accept(State(sim): Sim, Path((id, chat_id)): Path<(String, String)>) -> Response {
+    answer(sim.chat().accept(&id, &chat_id))
+}
+
+/// `send` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    message: String,
+}
+
+async fn send(
+    State(sim): Sim,
+    Path((id, chat_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let message = if form {
+        form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "message")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| SimError::Invalid("the 'message' field is required".to_string()))
+    } else {
+        decode::<SendBody>(&body).map(|b| b.message)
+    };
+    answer(message.and_then(|m| {
+        sim.chat()
+            .agent_send(&id, &chat_id, &m)
+            .map(|position| json!({ "position": position }))
+    }))
+}
+
+/// `typing` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypingBody {
+    #[serde(default = "yes")]
+    started: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn typing(
+    State(sim): Sim,
+    Path((id, chat_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    answer(decode::<TypingBody>(&body).and_then(|b| {
+        sim.chat()
+            .agent_typing(&id, &chat_id, b.started)
+            .map(|position| json!({ "position": position }))
+    }))
+}
+
+async fn leave(State(sim): Sim, Path((id, chat_id)): Path<(String, String)>) -> Response {
+    answer(sim.chat().agent_leave(&id, &chat_id))
+}
+
+async fn statistics(State(sim): Sim, RawQuery(query): RawQuery) -> Response {
+    let pairs = query_pairs(query.as_deref());
+    let (Some(target), Some(stat)) = (query_value(&pairs, "target"), query_value(&pairs, "stat"))
+    else {
+        return failure(&SimError::Invalid(
+            "the 'target' and 'stat' query parameters are required".to_string(),
+        ));
+    };
+    answer(
+        sim.routing()
+            .statistic_now(target, stat)
+            .map(|value| json!({ "target": target, "stat": stat, "value": value }))
+            .map_err(|e| match e {
+                RoutingError::Invalid(m) => SimError::Invalid(m),
+                other => SimError::Invalid(other.to_string()),
+            }),
+    )
+}
