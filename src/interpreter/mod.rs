@@ -384,26 +384,8 @@ impl Session {
         {
             self.raise_error("error.execution", &e.message, None);
         }
-        match doc.binding {
-            crate::model::Binding::Early => {
-                for s in &doc.states {
-                    self.initialize_data(&doc, s.id);
-                }
-            }
-            crate::model::Binding::Late => {
-                // Late binding creates every variable now and assigns the
-                // value when its state is first entered.
-                for s in &doc.states {
-                    for decl in &s.data {
-                        let _ = self
-                            .datamodel
-                            .declare(&decl.id, &datamodel::InitialValue::Undefined);
-                    }
-                }
-                self.initialize_data(&doc, Document::ROOT)
-            }
-        }
-        // Start parameters that no <data> declares still become variables.
+        // Start parameters that no <data> declares still become variables,
+        // first, so that `<data expr>` can read them (`_data.x`).
         let extra: Vec<(String, Value)> = self
             .options
             .initial_data
@@ -422,6 +404,25 @@ impl Session {
                 .declare(&k, &datamodel::InitialValue::Json(v))
             {
                 self.raise_error("error.execution", &e.message, None);
+            }
+        }
+        match doc.binding {
+            crate::model::Binding::Early => {
+                for s in &doc.states {
+                    self.initialize_data(&doc, s.id);
+                }
+            }
+            crate::model::Binding::Late => {
+                // Late binding creates every variable now and assigns the
+                // value when its state is first entered.
+                for s in &doc.states {
+                    for decl in &s.data {
+                        let _ = self
+                            .datamodel
+                            .declare(&decl.id, &datamodel::InitialValue::Undefined);
+                    }
+                }
+                self.initialize_data(&doc, Document::ROOT)
             }
         }
         for &script in &doc.scripts {

@@ -9,6 +9,10 @@
 //! (`www.genesyslab.com/modules/session`) and as Composer writes them
 //! (`http://www.genesyslab.com/modules/session`).
 
+pub mod chat;
+pub mod gms;
+pub mod ixn;
+pub mod queue;
 pub mod session;
 
 use std::sync::Arc;
@@ -54,6 +58,26 @@ pub fn register_all(actions: &mut CustomActions) {
         "response",
         Arc::new(session::response::Response),
     );
+    register(actions, "queue", "submit", Arc::new(queue::submit::Submit));
+    register(actions, "queue", "cancel", Arc::new(queue::cancel::Cancel));
+    let ixn: [(&str, Arc<dyn CustomActionHandler>); 5] = [
+        ("redirect", Arc::new(ixn::redirect::Redirect)),
+        ("accept", Arc::new(ixn::accept::Accept)),
+        ("attach", Arc::new(ixn::attach::Attach)),
+        ("detach", Arc::new(ixn::detach::Detach)),
+        ("terminate", Arc::new(ixn::terminate::Terminate)),
+    ];
+    for (name, handler) in ixn {
+        register(actions, "interaction", name, handler);
+    }
+    register(
+        actions,
+        "chat",
+        "sendchatmessage",
+        Arc::new(chat::sendchatmessage::SendChatMessage),
+    );
+    register(actions, "gms", "lookup", Arc::new(gms::Lookup));
+    register(actions, "gms", "update", Arc::new(gms::Update));
 }
 
 /// The server worker's services, or an error saying the action needs the server.
@@ -168,20 +192,7 @@ pub fn child_elements(xml: &str) -> Vec<ChildElement> {
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut depth = 0usize;
     let mut out = Vec::new();
-    let take = |e: &quick_xml::events::BytesStart<'_>| ChildElement {
-        name: e.local_name().as_ref().to_string(),
-        attributes: e
-            .attributes()
-            .flatten()
-            .map(|a| {
-                let raw = a.value.to_string();
-                let value = quick_xml::escape::unescape(&raw)
-                    .map(|v| v.into_owned())
-                    .unwrap_or(raw);
-                (a.key.local_name().as_ref().to_string(), value)
-            })
-            .collect(),
-    };
+    let take = child_element;
     loop {
         match reader.read_event() {
             Ok(X::Start(e)) => {
@@ -256,4 +267,85 @@ pub fn failure_event(
     data.insert("error".into(), Value::String(code.to_string()));
     data.insert("message".into(), Value::String(message));
     result_event(name, data)
+}
+
+/// Every element below the root of `xml` (children, grandchildren, ...),
+/// in document order.
+pub fn descendant_elements(xml: &str) -> Vec<ChildElement> {
+    use quick_xml::events::Event as X;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut depth = 0usize;
+    let mut out = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(X::Start(e)) => {
+                if depth >= 1 {
+                    out.push(child_element(&e));
+                }
+                depth += 1;
+            }
+            Ok(X::Empty(e)) => {
+                if depth >= 1 {
+                    out.push(child_element(&e));
+                }
+            }
+            Ok(X::End(_)) => depth = depth.saturating_sub(1),
+            Ok(X::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    out
+}
+
+/// An element's local name and unescaped attributes.
+fn child_element(e: &quick_xml::events::BytesStart<'_>) -> ChildElement {
+    ChildElement {
+        name: e.local_name().as_ref().to_string(),
+        attributes: e
+            .attributes()
+            .flatten()
+            .map(|a| {
+                let raw = a.value.to_string();
+                let value = quick_xml::escape::unescape(&raw)
+                    .map(|v| v.into_owned())
+                    .unwrap_or(raw);
+                (a.key.local_name().as_ref().to_string(), value)
+            })
+            .collect(),
+    }
+}
+
+/// An attribute evaluated as a number of seconds, as milliseconds.
+pub fn seconds_attr(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    name: &str,
+) -> Result<Option<u64>, String> {
+    match eval_attr(scope, action, name)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => seconds_value(&v)
+            .map(Some)
+            .ok_or_else(|| format!("{name} must be a number of seconds, not {v}")),
+    }
+}
+
+/// A number of seconds (a number or numeric text) as milliseconds.
+pub fn seconds_value(v: &Value) -> Option<u64> {
+    let secs = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }?;
+    (secs.is_finite() && secs >= 0.0).then(|| (secs.min(31_536_000.0) * 1000.0) as u64)
+}
+
+/// The `interactionid` attribute, evaluated; it must name an interaction.
+pub fn interaction_attr(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+) -> Result<String, String> {
+    match eval_attr(scope, action, "interactionid")? {
+        Some(Value::Null) | None => Err(format!("<{}> needs 'interactionid'", action.name)),
+        Some(v) => Ok(value_text(&v)),
+    }
 }

@@ -26,7 +26,32 @@ type ApiResult = Result<Response, ApiError>;
 
 /// Every route of the server.
 pub fn router(ctx: Arc<ServerContext>) -> Router {
+    use crate::gms::{callback_api, chat_api};
+    let gms = Router::new()
+        .route(
+            "/genesys/1/service/callback/{service}",
+            post(callback_api::create).get(callback_api::query),
+        )
+        .route("/genesys/1/service/callback", get(callback_api::query_any))
+        .route(
+            "/genesys/1/service/callback/{service}/{id}",
+            get(callback_api::get_one).delete(callback_api::cancel),
+        )
+        .route("/genesys/1/service/{id}/ixn/chat", post(chat_api::create))
+        .route(
+            "/genesys/1/service/{id}/ixn/chat/{operation}",
+            post(chat_api::operation),
+        )
+        .route(
+            &format!("{}/{{file}}", crate::gms::DOCUMENT_PATH),
+            get(callback_api::document),
+        );
+    let mut extra = Router::new().merge(ctx.comet.router());
+    if let Some(sim) = &ctx.simulator {
+        extra = extra.merge(crate::backends::admin::admin_router(sim.clone()));
+    }
     Router::new()
+        .merge(gms)
         .route("/scxml/session/start", post(start_session))
         .route("/scxml/session/{id}/event/{name}", any(send_event))
         .route("/scxml/session/{id}/request/{name}", any(send_request))
@@ -37,17 +62,20 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/ors/help", get(help))
+        .with_state(ctx.clone())
+        .merge(extra)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(ctx.clone(), guard))
-        .with_state(ctx)
+        .layer(middleware::from_fn_with_state(ctx, guard))
 }
 
 /// Checks the bearer token, counts responses, and turns axum's own plain
 /// rejections (405) into JSON errors.
 async fn guard(State(ctx): Ctx, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
+    // The documents we ship are public: strategies fetch them by URL.
     if let Some(token) = &ctx.config.security.bearer_token
         && path != "/health"
+        && !path.starts_with(crate::gms::DOCUMENT_PATH)
     {
         let given = request
             .headers()

@@ -33,6 +33,38 @@ pub struct Config {
     pub store: StoreSettings,
     /// GMS services.
     pub gms: GmsSettings,
+    /// Interaction queues by name: which strategy handles a chat that
+    /// enters each one.
+    pub interaction_queues: BTreeMap<String, InteractionQueue>,
+    /// The routing and chat backends (the embedded simulator by default).
+    pub backends: crate::backends::settings::BackendSettings,
+}
+
+/// An interaction queue (`Orchestration/application` on its Annex).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InteractionQueue {
+    /// The strategy: `script:<name>`, or one or two document URLs.
+    pub application: String,
+}
+
+/// The interaction queue the demo chat service's chats enter.
+pub const DEFAULT_CHAT_QUEUE: &str = "chat_inbound";
+
+/// The script object of the inbound chat strategy.
+pub const INBOUND_SCRIPT: &str = "GMSInbound";
+
+/// The default interaction queues: chats entering `chat_inbound` are
+/// handled by `script:GMSInbound`.
+pub fn default_interaction_queues() -> BTreeMap<String, InteractionQueue> {
+    let mut queues = BTreeMap::new();
+    queues.insert(
+        DEFAULT_CHAT_QUEUE.to_string(),
+        InteractionQueue {
+            application: format!("script:{INBOUND_SCRIPT}"),
+        },
+    );
+    queues
 }
 
 /// GMS services by name (`[gms.services.NAME]`): each a table of options
@@ -43,6 +75,11 @@ pub struct GmsSettings {
     /// Options of each service, by service name. With no `[gms]` section
     /// the demo `chat-immediate` service is defined.
     pub services: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// The chat endpoint (`Tenant:queue`) a service's chats enter when it
+    /// has no `_chat_endpoint` option.
+    pub chat_endpoint: String,
+    /// The CometD endpoint (`/genesys/cometd`).
+    pub cometd: crate::gms::cometd::CometSettings,
 }
 
 impl Default for GmsSettings {
@@ -52,7 +89,11 @@ impl Default for GmsSettings {
             crate::gms::service::DEMO_SERVICE.to_string(),
             crate::gms::service::demo_service_options(),
         );
-        GmsSettings { services }
+        GmsSettings {
+            services,
+            chat_endpoint: format!("Environment:{DEFAULT_CHAT_QUEUE}"),
+            cometd: crate::gms::cometd::CometSettings::default(),
+        }
     }
 }
 
@@ -110,6 +151,8 @@ impl Default for Config {
             data_dir: PathBuf::from("ors-data"),
             store: StoreSettings::default(),
             gms: GmsSettings::default(),
+            interaction_queues: default_interaction_queues(),
+            backends: crate::backends::settings::BackendSettings::default(),
         }
     }
 }
@@ -305,6 +348,9 @@ impl Config {
             crate::gms::service::Service::new(name, options)
                 .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
         }
+        self.backends
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("backends: {e}")))?;
         for (name, script) in &self.scripts {
             if script.url.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!(

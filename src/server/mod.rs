@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod documents;
 pub mod error;
+pub mod interactions;
 pub mod metrics;
 pub mod params;
 pub mod worker;
@@ -104,6 +105,16 @@ pub struct ServerContext {
     pub runtime: tokio::runtime::Handle,
     /// Documents read back from the store, by hash.
     pub stored_documents: Mutex<HashMap<String, Arc<crate::model::Document>>>,
+    /// The routing and chat backends.
+    pub backends: crate::backends::Backends,
+    /// The embedded simulator, when a backend is embedded (admin API).
+    pub simulator: Option<Arc<crate::backends::simulator::Simulator>>,
+    /// Interactions under the server's control.
+    pub interactions: interactions::Interactions,
+    /// The GMS services.
+    pub gms: crate::gms::Gms,
+    /// The CometD endpoint devices receive pushes from.
+    pub comet: Arc<crate::gms::cometd::CometHub>,
     request_counter: AtomicU64,
 }
 
@@ -221,10 +232,32 @@ impl RunningServer {
 /// running; `addr` is where the API listens (it names sessions' Basic HTTP
 /// locations). Call it inside a multi-threaded tokio runtime.
 pub async fn build(
-    config: Config,
+    mut config: Config,
     addr: std::net::SocketAddr,
 ) -> std::io::Result<(Arc<ServerContext>, Vec<std::thread::JoinHandle<()>>)> {
+    let base_url = format!("http://{addr}");
+    // The inbound chat strategy's script object, as the seed configures
+    // it, unless the configuration defines its own.
+    if config.script(config::INBOUND_SCRIPT).is_none() {
+        let mut params = serde_json::Map::new();
+        params.insert("app_find_agent_timeout".into(), Value::from(30));
+        params.insert(
+            "app_selected_agent_group".into(),
+            Value::from("Chat_Overflow"),
+        );
+        config.scripts.insert(
+            config::INBOUND_SCRIPT.to_string(),
+            config::ScriptObject {
+                url: format!("{base_url}{}/inbound_chat.scxml", crate::gms::DOCUMENT_PATH),
+                alternate_url: None,
+                params,
+            },
+        );
+    }
+    let (backends, simulator) =
+        crate::backends::simulator::build(&config.backends).map_err(std::io::Error::other)?;
     let config = Arc::new(config);
+    let comet = crate::gms::cometd::CometHub::new(config.gms.cometd.clone());
     let metrics = Arc::new(Metrics::default());
     let mut actions = CustomActions::default();
     crate::modules::register_all(&mut actions);
@@ -248,6 +281,23 @@ pub async fn build(
         None => Vec::new(),
     };
     let (pool, receivers) = Pool::new(config.worker_count());
+    let gms = crate::gms::Gms {
+        services: config
+            .gms
+            .services
+            .iter()
+            .filter_map(|(name, options)| {
+                crate::gms::service::Service::new(name, options)
+                    .ok()
+                    .map(|s| (name.clone(), s))
+            })
+            .collect(),
+        records: crate::gms::records::Records::new(store.clone(), commits.clone()),
+        chats: crate::gms::chat_api::ChatBindings::default(),
+        pusher: comet.clone(),
+        base_url,
+    };
+
     let ctx = Arc::new(ServerContext {
         documents: Documents::new(config.clone(), custom_actions.clone(), metrics.clone()),
         prelude: crate::modules::session::prelude(&config.server_name).into(),
@@ -261,6 +311,11 @@ pub async fn build(
         commits,
         stored_documents: Mutex::new(HashMap::new()),
         runtime: tokio::runtime::Handle::current(),
+        gms,
+        comet,
+        backends,
+        simulator,
+        interactions: interactions::Interactions::default(),
         request_counter: AtomicU64::new(1),
     });
     let n = recovered.len() as u64;
@@ -283,6 +338,9 @@ pub async fn build(
     if let Some(store) = ctx.store.clone() {
         tokio::spawn(purge_halted(store, ctx.config.clone()));
     }
+    tokio::spawn(purge_callbacks(ctx.clone()));
+    tokio::spawn(interactions::follow_chats(ctx.clone()));
+    tokio::spawn(crate::gms::chat_api::push_chat_updates(ctx.clone()));
     let workers = worker::spawn_workers(ctx.clone(), receivers);
     Ok((ctx, workers))
 }
@@ -299,6 +357,20 @@ async fn purge_halted(store: Arc<dyn crate::store::Store>, config: Arc<Config>) 
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "halted sessions purged from the store"),
             Err(e) => tracing::warn!(error = %e, "purging halted sessions failed"),
+        }
+    }
+}
+
+/// Deletes callback records past their `_ttl`, every
+/// `store.purge_interval_secs`.
+async fn purge_callbacks(ctx: Arc<ServerContext>) {
+    let every = std::time::Duration::from_secs(ctx.config.store.purge_interval_secs.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match ctx.gms.records.purge().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "expired callback records purged"),
+            Err(e) => tracing::warn!(error = %e, "purging callback records failed"),
         }
     }
 }

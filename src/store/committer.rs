@@ -91,6 +91,7 @@ impl Committer {
 fn merge(group: &mut [Pending]) -> WriteBatch {
     let mut changes: IndexMap<String, Change> = IndexMap::new();
     let mut documents: IndexMap<String, super::DocumentRow> = IndexMap::new();
+    let mut callbacks: IndexMap<String, super::CallbackRow> = IndexMap::new();
     for p in group.iter_mut() {
         for doc in std::mem::take(&mut p.batch.documents) {
             documents.entry(doc.hash.clone()).or_insert(doc);
@@ -101,9 +102,13 @@ fn merge(group: &mut [Pending]) -> WriteBatch {
         for id in std::mem::take(&mut p.batch.deletes) {
             changes.insert(id, Change::Delete);
         }
+        for row in std::mem::take(&mut p.batch.callbacks) {
+            callbacks.insert(row.id.clone(), row);
+        }
     }
     let mut batch = WriteBatch {
         documents: documents.into_values().collect(),
+        callbacks: callbacks.into_values().collect(),
         ..WriteBatch::default()
     };
     for (id, change) in changes {

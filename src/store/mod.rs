@@ -107,6 +107,58 @@ pub struct RootSummary {
     pub wake_at: Option<i64>,
 }
 
+/// A GMS callback record (see [`crate::gms::records`]): the columns it is
+/// queried by, and the whole record as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackRow {
+    /// Service id (`_id`).
+    pub id: String,
+    /// The service it was created on.
+    pub service: String,
+    /// `_customer_number`.
+    pub customer_number: String,
+    /// `_callback_state` (`QUEUED`, `ROUTING`, `COMPLETED`, ...).
+    pub state: String,
+    /// The ORS session handling it.
+    pub session_id: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at: i64,
+    /// Last change, ms since the Unix epoch.
+    pub updated_at: i64,
+    /// When the record is removed (`_ttl` after the desired time).
+    pub expires_at: i64,
+    /// The record as a JSON object.
+    pub record: String,
+}
+
+/// Which callback records a query wants; `None` fields match anything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallbackQuery {
+    /// Service name.
+    pub service: Option<String>,
+    /// `_customer_number`.
+    pub customer_number: Option<String>,
+    /// `_callback_state`.
+    pub state: Option<String>,
+    /// At most this many rows, newest first.
+    pub limit: usize,
+}
+
+impl CallbackQuery {
+    /// Whether a row matches (for in-memory records).
+    pub fn matches(&self, row: &CallbackRow) -> bool {
+        self.service.as_ref().is_none_or(|s| *s == row.service)
+            && self
+                .customer_number
+                .as_ref()
+                .is_none_or(|c| *c == row.customer_number)
+            && self
+                .state
+                .as_ref()
+                .is_none_or(|st| st.eq_ignore_ascii_case(&row.state))
+    }
+}
+
 /// Changes written in one transaction.
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
@@ -117,12 +169,17 @@ pub struct WriteBatch {
     pub upserts: Vec<SessionRow>,
     /// Sessions to delete (children that ended, purged sessions).
     pub deletes: Vec<String>,
+    /// Callback records to insert or replace.
+    pub callbacks: Vec<CallbackRow>,
 }
 
 impl WriteBatch {
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.documents.is_empty() && self.upserts.is_empty() && self.deletes.is_empty()
+        self.documents.is_empty()
+            && self.upserts.is_empty()
+            && self.deletes.is_empty()
+            && self.callbacks.is_empty()
     }
 }
 
@@ -153,6 +210,16 @@ pub trait Store: Send + Sync {
     /// the epoch) and documents no session uses and no write has touched
     /// since then; returns the number of sessions deleted.
     fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// One callback record; `NotFound` when there is none.
+    fn load_callback<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<CallbackRow, StoreError>>;
+    /// Callback records matching a query, newest first.
+    fn query_callbacks<'a>(
+        &'a self,
+        query: &'a CallbackQuery,
+    ) -> BoxFuture<'a, Result<Vec<CallbackRow>, StoreError>>;
+    /// Deletes callback records that expired before `now` (ms since the
+    /// epoch); returns how many.
+    fn purge_callbacks(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// How to open a store.

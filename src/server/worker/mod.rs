@@ -602,6 +602,11 @@ impl Worker {
                 }
             }
             Command::Event { id, event, reply } => {
+                if event.name.starts_with("interaction.")
+                    && let Some(session) = self.host.session_mut(&id)
+                {
+                    mirror_interaction(session, &event);
+                }
                 let accepted = self.host.deliver(&id, event);
                 match reply {
                     Some(reply) if !accepted => {
@@ -874,5 +879,38 @@ impl Worker {
                 Value::Null
             }
         }
+    }
+}
+
+/// Moves a pending interaction change into `_genesys.ixn.interactions`
+/// (fixed text, so it is compiled once per context).
+const MIRROR_SCRIPT: &str = "(function (ixn) { var d = ixn.incoming; delete ixn.incoming; \
+     if (d.deleted) { delete ixn.interactions[d.id]; } \
+     else { ixn.interactions[d.id] = d.interaction; \
+     if (ixn.firstixnid === undefined) { ixn.firstixnid = d.id; } } })(_genesys.ixn)";
+
+/// Mirrors `interaction.added`/`present`/`deleted` events into the
+/// session's `_genesys.ixn` object model before the session sees them.
+fn mirror_interaction(session: &mut Session, event: &Event) {
+    let deleted = &*event.name == "interaction.deleted";
+    if !deleted && !matches!(&*event.name, "interaction.added" | "interaction.present") {
+        return;
+    }
+    let Some(Value::Object(data)) = &event.data else {
+        return;
+    };
+    let (Some(id), Some(interaction)) = (data.get("interactionid"), data.get("interaction")) else {
+        return;
+    };
+    let mut change = Map::new();
+    change.insert("id".into(), id.clone());
+    change.insert("deleted".into(), Value::Bool(deleted));
+    change.insert("interaction".into(), interaction.clone());
+    let dm = session.datamodel_mut();
+    let pending = crate::datamodel::InitialValue::Json(Value::Object(change));
+    if dm.assign_text("_genesys.ixn.incoming", &pending).is_ok()
+        && let Err(e) = dm.eval_text(MIRROR_SCRIPT)
+    {
+        tracing::debug!(error = %e.message, "interaction object model not updated");
     }
 }

@@ -1,0 +1,453 @@
+//! The GMS Callback API and the documents the services run:
+//!
+//! - `POST /genesys/1/service/callback/{service}`: create (multipart, form
+//!   or JSON; `gms_user` header). Answers at once with the dialog that
+//!   tells the device to start its chat (`_action: "StartChat"`).
+//! - `GET /genesys/1/service/callback/{service}?_customer_number=&_callback_state=`:
+//!   records of a service matching the properties, newest first.
+//! - `GET /genesys/1/service/callback?_id=`: one record by id (a list of
+//!   one, like the property query).
+//! - `GET /genesys/1/service/callback/{service}/{id}`: one record.
+//! - `DELETE /genesys/1/service/callback/{service}/{id}`: cancel; the
+//!   record becomes `CANCELLED` and its session is terminated.
+//! - `GET /genesys/1/document/service_template/callback/src/{file}`: the
+//!   shipped `callback.scxml` and `inbound_chat.scxml`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use super::records::{self, iso_utc, record_json};
+use super::service::{CallbackRequest, Service, ServiceError};
+use crate::server::ServerContext;
+use crate::server::error::ApiError;
+use crate::server::params::read_params;
+use crate::store::{CallbackQuery, CallbackRow};
+
+type Ctx = State<Arc<ServerContext>>;
+
+/// Options a request may not change (they decide what the service is).
+const FIXED_OPTIONS: &[&str] = &["_type", "_service", "_service_type", "_media_type"];
+
+/// Most records a property query returns.
+const QUERY_LIMIT: usize = 1000;
+
+/// The `gms_user` header (also accepted with a dash).
+pub fn gms_user(headers: &HeaderMap) -> Option<String> {
+    ["gms_user", "gms-user"]
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// `http://<Host>` of a request, for the URLs handed back to devices.
+pub fn public_base(headers: &HeaderMap, fallback: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]_".contains(c))
+        });
+    match host {
+        Some(h) => format!("http://{h}"),
+        None => fallback.to_string(),
+    }
+}
+
+fn service_error(e: ServiceError) -> ApiError {
+    let code = match &e {
+        ServiceError::MissingParameter(_) => "missing_parameter",
+        _ => "bad_parameter",
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+}
+
+fn unknown_service(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "service_not_found",
+        format!("no GMS service '{name}' is configured"),
+    )
+}
+
+/// A new service id: a short counter-like prefix and a UUID-shaped body,
+/// as GMS ids look (`369-01d32409-b4bb-4884-b266-02d8216fe5e3`).
+fn new_service_id(ctx: &ServerContext) -> String {
+    let hex: String = (0..3)
+        .map(|_| ctx.pool.random_token().to_ascii_lowercase())
+        .collect();
+    let hex = hex.as_bytes();
+    let part = |a: usize, b: usize| String::from_utf8_lossy(&hex[a..b]).into_owned();
+    let prefix = u32::from_str_radix(&part(0, 4), 16).unwrap_or(0) % 1000;
+    format!(
+        "{prefix}-{}-{}-{}-{}-{}",
+        part(4, 12),
+        part(12, 16),
+        part(16, 20),
+        part(20, 24),
+        part(24, 36)
+    )
+}
+
+/// JSON with the seed's no-cache headers.
+fn no_cache_json(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    h.append(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::EXPIRES,
+        HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `POST /genesys/1/service/callback/{service}`.
+pub async fn create(
+    State(ctx): Ctx,
+    Path(name): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Some(service) = ctx.gms.services.get(&name) else {
+        return Err(unknown_service(&name));
+    };
+    let (parts, body) = request.into_parts();
+    let params = read_params(
+        parts.uri.query(),
+        &parts.headers,
+        body,
+        ctx.config.limits.max_body_bytes,
+    )
+    .await?;
+    let request = CallbackRequest::from_params(params).map_err(service_error)?;
+    // Options given with the request override the service's, except the
+    // ones that make it this kind of service; all are checked again.
+    let service = if request
+        .options
+        .keys()
+        .any(|k| service.options.contains_key(k) && !FIXED_OPTIONS.contains(&k.as_str()))
+    {
+        let mut options = service.options.clone();
+        for (k, v) in &request.options {
+            if !FIXED_OPTIONS.contains(&k.as_str()) {
+                options.insert(k.clone(), v.clone());
+            }
+        }
+        Service::new(&name, &options).map_err(service_error)?
+    } else {
+        service.clone()
+    };
+    let gms_user = gms_user(&parts.headers);
+    let base = public_base(&parts.headers, &ctx.gms.base_url);
+    let id = new_service_id(&ctx);
+    let now = crate::host::wall_clock_ms() as i64;
+    let ttl_secs = service
+        .options
+        .get("_ttl")
+        .and_then(|v| match v {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .unwrap_or(86_400);
+    let expires_at = now.saturating_add(ttl_secs.saturating_mul(1000));
+    let customer_number = match &request.options["_customer_number"] {
+        Value::String(s) => s.trim().to_string(),
+        other => other.to_string(),
+    };
+    let subject = request
+        .user_data
+        .get("subject")
+        .or_else(|| request.options.get("_subject"))
+        .map(crate::modules::value_text)
+        .unwrap_or_else(|| "None".into());
+
+    // The session's data: every option (service's, then the request's),
+    // the user data, and who and what it is.
+    let mut data = service.options.clone();
+    for (k, v) in &request.options {
+        if !FIXED_OPTIONS.contains(&k.as_str()) {
+            data.insert(k.clone(), v.clone());
+        }
+    }
+    data.insert("_id".into(), Value::from(id.clone()));
+    data.insert("_service_name".into(), Value::from(name.clone()));
+    data.insert(
+        "_user_data".into(),
+        Value::Object(request.user_data.clone()),
+    );
+    if let Some(user) = &gms_user {
+        data.insert("_gms_user".into(), Value::from(user.clone()));
+    }
+    let src = match service.options.get("_service") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => ctx.gms.document_url("callback.scxml"),
+    };
+    let session_id = ctx.pool.new_session_id();
+
+    let mut record = Map::new();
+    record.insert("_id".into(), Value::from(id.clone()));
+    record.insert("_service_name".into(), Value::from(name.clone()));
+    record.insert("_callback_state".into(), Value::from(records::QUEUED));
+    record.insert(
+        "_customer_number".into(),
+        Value::from(customer_number.clone()),
+    );
+    record.insert("_desired_time".into(), Value::from(iso_utc(now)));
+    record.insert("_expiration_time".into(), Value::from(iso_utc(expires_at)));
+    record.insert("_created_time".into(), Value::from(iso_utc(now)));
+    record.insert(
+        "_media_type".into(),
+        service
+            .options
+            .get("_media_type")
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    record.insert("_ors_session_id".into(), Value::from(session_id.clone()));
+    record.insert(
+        "_url".into(),
+        Value::from(format!("{base}/genesys/1/service/callback/{name}/{id}")),
+    );
+    for (k, v) in &request.user_data {
+        record.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    let row = CallbackRow {
+        id: id.clone(),
+        service: name.clone(),
+        customer_number,
+        state: records::QUEUED.into(),
+        session_id: session_id.clone(),
+        created_at: now,
+        updated_at: now,
+        expires_at,
+        record: Value::Object(record).to_string(),
+    };
+    // The record first, so a chat that starts the moment the reply
+    // arrives finds it; then the session, which waits for that chat.
+    ctx.gms
+        .records
+        .save(row)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let mut params = Map::new();
+    params.insert("_data".into(), Value::Object(data));
+    if let Err(e) = ctx
+        .start_session_with_id(session_id, &src, params, None)
+        .await
+    {
+        let _ = ctx
+            .gms
+            .records
+            .update(
+                &id,
+                records::FAILED,
+                Some("session_start_failed"),
+                Map::new(),
+            )
+            .await;
+        return Err(e);
+    }
+    let mut chat_parameters = Map::new();
+    chat_parameters.insert("subject".into(), Value::from(subject));
+    let mut reply = Map::new();
+    reply.insert("_dialog_id".into(), Value::from("1"));
+    reply.insert("_action".into(), Value::from("StartChat"));
+    reply.insert("_label".into(), Value::from("Start Chat"));
+    reply.insert(
+        "_start_chat_url".into(),
+        Value::from(format!("{base}/genesys/1/service/{id}/ixn/chat")),
+    );
+    reply.insert(
+        "_comet_url".into(),
+        Value::from(format!("{base}/genesys/cometd")),
+    );
+    reply.insert(
+        "_user_header".into(),
+        gms_user.map(Value::from).unwrap_or(Value::Null),
+    );
+    reply.insert("_id_to_jump_before".into(), Value::from("exit://"));
+    reply.insert("_chat_parameters".into(), Value::Object(chat_parameters));
+    reply.insert("_id".into(), Value::from(id));
+    Ok(no_cache_json(StatusCode::OK, &Value::Object(reply)))
+}
+
+/// `GET /genesys/1/service/callback/{service}?...`: records by properties.
+pub async fn query(
+    State(ctx): Ctx,
+    Path(name): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if !ctx.gms.services.contains_key(&name) {
+        return Err(unknown_service(&name));
+    }
+    let q = query_of(request.uri().query(), Some(name));
+    records_reply(&ctx, &q).await
+}
+
+/// `GET /genesys/1/service/callback?_id=...` (or by properties across services).
+pub async fn query_any(State(ctx): Ctx, request: Request) -> Result<Response, ApiError> {
+    let query = request.uri().query().unwrap_or_default();
+    let id = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "_id")
+        .map(|(_, v)| v.into_owned());
+    match id {
+        Some(id) => {
+            let rows: Vec<Value> = ctx
+                .gms
+                .records
+                .get(&id)
+                .await
+                .map_err(ApiError::unavailable)?
+                .iter()
+                .map(record_json)
+                .collect();
+            if rows.is_empty() {
+                return Err(unknown_record(&id));
+            }
+            Ok(no_cache_json(StatusCode::OK, &Value::Array(rows)))
+        }
+        None => records_reply(&ctx, &query_of(Some(query), None)).await,
+    }
+}
+
+fn query_of(query: Option<&str>, service: Option<String>) -> CallbackQuery {
+    let mut q = CallbackQuery {
+        service,
+        limit: QUERY_LIMIT,
+        ..CallbackQuery::default()
+    };
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*k {
+            "_customer_number" => q.customer_number = Some(v.into_owned()),
+            "_callback_state" => q.state = Some(v.into_owned()),
+            "_max" | "max" => {
+                if let Ok(n) = v.parse::<usize>() {
+                    q.limit = n.clamp(1, QUERY_LIMIT);
+                }
+            }
+            _ => {}
+        }
+    }
+    q
+}
+
+async fn records_reply(ctx: &ServerContext, q: &CallbackQuery) -> Result<Response, ApiError> {
+    let rows: Vec<Value> = ctx
+        .gms
+        .records
+        .query(q)
+        .await
+        .map_err(ApiError::unavailable)?
+        .iter()
+        .map(record_json)
+        .collect();
+    Ok(no_cache_json(StatusCode::OK, &Value::Array(rows)))
+}
+
+fn unknown_record(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "callback_not_found",
+        format!("no callback '{id}'"),
+    )
+}
+
+/// The record `id` of service `name`, or 404.
+async fn record_of(ctx: &ServerContext, name: &str, id: &str) -> Result<CallbackRow, ApiError> {
+    if !ctx.gms.services.contains_key(name) {
+        return Err(unknown_service(name));
+    }
+    ctx.gms
+        .records
+        .get(id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .filter(|r| r.service == name)
+        .ok_or_else(|| unknown_record(id))
+}
+
+/// `GET /genesys/1/service/callback/{service}/{id}`.
+pub async fn get_one(
+    State(ctx): Ctx,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let row = record_of(&ctx, &name, &id).await?;
+    Ok(no_cache_json(StatusCode::OK, &record_json(&row)))
+}
+
+/// `DELETE /genesys/1/service/callback/{service}/{id}`: cancel.
+pub async fn cancel(
+    State(ctx): Ctx,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let row = record_of(&ctx, &name, &id).await?;
+    if records::is_final(&row.state) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "callback_finished",
+            format!("callback '{id}' is already {}", row.state),
+        ));
+    }
+    let (row, _) = ctx
+        .gms
+        .records
+        .update(&id, records::CANCELLED, Some("cancelled"), Map::new())
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| unknown_record(&id))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if ctx
+        .pool
+        .send(
+            &row.session_id,
+            crate::server::worker::Command::Terminate {
+                id: row.session_id.clone(),
+                reply: Some(tx),
+            },
+        )
+        .is_ok()
+    {
+        // A session that already ended is fine: the record is what counts.
+        let _ = rx.await;
+    }
+    Ok(no_cache_json(StatusCode::OK, &record_json(&row)))
+}
+
+/// `GET /genesys/1/document/service_template/callback/src/{file}`.
+pub async fn document(Path(file): Path<String>) -> Result<Response, ApiError> {
+    let text = super::shipped_document(&file).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "document_not_found",
+            format!("no shipped document '{file}'"),
+        )
+    })?;
+    let etag = format!("\"{}\"", crate::store::document_hash(text));
+    let mut response = text.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/scxml+xml;charset=UTF-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    Ok(response)
+}

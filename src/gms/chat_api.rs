@@ -1,0 +1,528 @@
+//! GMS Chat API version 1 over the chat backend, for chats started from a
+//! Callback service (`_start_chat_url`):
+//!
+//! - `POST /genesys/1/service/{id}/ixn/chat`: create (`firstName`,
+//!   `lastName`, `email`, `subject`, `userDisplayName`, `notify_by`,
+//!   `_verbose`; other fields are attached as user data). The chat enters
+//!   the service's interaction queue (`_chat_endpoint`) tagged with the
+//!   service id (`GMS_ServiceID`), where the inbound strategy finds it.
+//! - `POST …/ixn/chat/send` (`message`), `/refresh` (`transcriptPosition`,
+//!   optional `message`), `/startTyping`, `/stopTyping`, `/disconnect`.
+//!
+//! Every reply carries `chatIxnState` (`CONNECTED` or `DISCONNECTED`),
+//! `chatSessionId`, `transcriptPosition` (the position to refresh from
+//! next) and `transcriptToShow`, a list of
+//! `[event, nickname, text, partyId, partyType]` tuples: from the given
+//! position for `/refresh`, everything for create, and what this client
+//! has not been shown yet for the others. With `notify_by=comet` and a
+//! `gms_user` header, every new transcript entry is also pushed over
+//! CometD on `/_genesys` as `{id, tag: "service.chat.refresh.<id>",
+//! message: <reply>}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use super::callback_api::{gms_user, public_base};
+use super::records::iso_utc;
+use crate::backends::chat::{
+    ChatError, ChatState, ChatUpdate, EntryKind, NewChat, TranscriptEntry,
+};
+use crate::server::ServerContext;
+use crate::server::error::ApiError;
+use crate::server::params::read_params;
+
+type Ctx = State<Arc<ServerContext>>;
+
+/// The channel pushes go to.
+pub const PUSH_CHANNEL: &str = "/_genesys";
+
+/// A chat started through Chat API v1.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// The service id.
+    pub service_id: String,
+    /// The chat.
+    pub chat_id: String,
+    /// The customer's party in it.
+    pub party_id: String,
+    /// The device owner, for pushes.
+    pub gms_user: Option<String>,
+    /// Whether to push (`notify_by=comet`).
+    pub push: bool,
+    /// The last position shown over HTTP.
+    pub shown: u64,
+    /// The last position pushed to the device.
+    pub pushed: u64,
+    /// Creation time, ms since the Unix epoch.
+    pub started_at: u64,
+}
+
+/// Chats by service id, and service ids by chat.
+#[derive(Default)]
+pub struct ChatBindings {
+    by_service: Mutex<HashMap<String, Binding>>,
+    by_chat: Mutex<HashMap<String, String>>,
+}
+
+impl ChatBindings {
+    fn insert(&self, binding: Binding) {
+        if let Ok(mut m) = self.by_chat.lock() {
+            m.insert(binding.chat_id.clone(), binding.service_id.clone());
+        }
+        if let Ok(mut m) = self.by_service.lock() {
+            if let Some(old) = m.insert(binding.service_id.clone(), binding)
+                && let Ok(mut c) = self.by_chat.lock()
+            {
+                c.remove(&old.chat_id);
+            }
+        }
+    }
+
+    /// The chat of a service.
+    pub fn get(&self, service_id: &str) -> Option<Binding> {
+        self.by_service
+            .lock()
+            .ok()
+            .and_then(|m| m.get(service_id).cloned())
+    }
+
+    /// The binding of a chat.
+    pub fn of_chat(&self, chat_id: &str) -> Option<Binding> {
+        let service = self.by_chat.lock().ok()?.get(chat_id).cloned()?;
+        self.get(&service)
+    }
+
+    fn mark_shown(&self, service_id: &str, position: u64) {
+        if let Ok(mut m) = self.by_service.lock()
+            && let Some(b) = m.get_mut(service_id)
+        {
+            b.shown = b.shown.max(position);
+        }
+    }
+
+    /// Claims `position` for pushing: true when it is past the last
+    /// position pushed (which it becomes).
+    fn claim_push(&self, service_id: &str, position: u64) -> bool {
+        let Ok(mut m) = self.by_service.lock() else {
+            return false;
+        };
+        match m.get_mut(service_id) {
+            Some(b) if position > b.pushed => {
+                b.pushed = position;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets the chat of a service that ended.
+    fn forget_chat(&self, chat_id: &str) {
+        if let Some(service) = self.by_chat.lock().ok().and_then(|mut m| m.remove(chat_id))
+            && let Ok(mut m) = self.by_service.lock()
+        {
+            m.remove(&service);
+        }
+    }
+
+    /// How many chats are bound.
+    pub fn len(&self) -> usize {
+        self.by_service.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A transcript entry as Chat API v1 shows it.
+pub fn entry_tuple(entry: &TranscriptEntry) -> Value {
+    let event = serde_json::to_value(entry.kind).unwrap_or(Value::Null);
+    let text = if entry.text.is_empty() {
+        match entry.kind {
+            EntryKind::Joined => "has joined the session",
+            EntryKind::Left => "has left the session",
+            EntryKind::TypingStarted => "is typing",
+            EntryKind::TypingStopped => "stopped typing",
+            EntryKind::Message | EntryKind::PushUrl => "",
+        }
+        .to_string()
+    } else {
+        entry.text.clone()
+    };
+    Value::Array(vec![
+        event,
+        Value::from(entry.nickname.clone()),
+        Value::from(text),
+        Value::from(entry.party_id.clone()),
+        serde_json::to_value(entry.party_type).unwrap_or(Value::Null),
+    ])
+}
+
+/// A Chat API v1 reply.
+fn chat_reply(
+    binding: &Binding,
+    state: ChatState,
+    entries: &[TranscriptEntry],
+    last_position: u64,
+    verbose: Option<&str>,
+) -> Value {
+    let mut m = Map::new();
+    let connected = state != ChatState::Ended;
+    m.insert(
+        "chatIxnState".into(),
+        Value::from(if connected {
+            "CONNECTED"
+        } else {
+            "DISCONNECTED"
+        }),
+    );
+    m.insert("chatSessionId".into(), Value::from(binding.chat_id.clone()));
+    m.insert(
+        "chatServiceMessage".into(),
+        Value::from(if connected {
+            "Chat service is available"
+        } else {
+            "Chat session has ended"
+        }),
+    );
+    m.insert(
+        "startedAt".into(),
+        Value::from(iso_utc(binding.started_at as i64)),
+    );
+    m.insert("transcriptPosition".into(), Value::from(last_position + 1));
+    m.insert(
+        "transcriptToShow".into(),
+        Value::Array(entries.iter().map(entry_tuple).collect()),
+    );
+    if let Some(base) = verbose {
+        m.insert("userId".into(), Value::from(binding.party_id.clone()));
+        let url = format!("{base}/genesys/1/service/{}/ixn/chat", binding.service_id);
+        for (key, suffix) in [
+            ("_chatIxnAPI-SEND-URL", "/send"),
+            ("_chatIxnAPI-REFRESH-URL", "/refresh"),
+            ("_chatIxnAPI-STARTTYPING-URL", "/startTyping"),
+            ("_chatIxnAPI-STOPTYPING-URL", "/stopTyping"),
+            ("_chatIxnAPI-DISCONNECT-URL", "/disconnect"),
+        ] {
+            m.insert(key.into(), Value::from(format!("{url}{suffix}")));
+        }
+    }
+    Value::Object(m)
+}
+
+fn chat_error(e: ChatError) -> ApiError {
+    match e {
+        ChatError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "chat_not_found", m),
+        ChatError::Ended => ApiError::new(StatusCode::CONFLICT, "chat_ended", "the chat has ended"),
+        ChatError::Invalid(m) => ApiError::bad_parameter(m),
+        ChatError::Backend(m) => ApiError::unavailable(m),
+    }
+}
+
+fn text_param(params: &Map<String, Value>, name: &str) -> Option<String> {
+    params
+        .get(name)
+        .map(crate::modules::value_text)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// `POST /genesys/1/service/{id}/ixn/chat`.
+pub async fn create(
+    State(ctx): Ctx,
+    Path(service_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let mut params = read_params(
+        parts.uri.query(),
+        &parts.headers,
+        body,
+        ctx.config.limits.max_body_bytes,
+    )
+    .await?;
+    let record = ctx
+        .gms
+        .records
+        .get(&service_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "service_not_found",
+                format!("no service instance '{service_id}'"),
+            )
+        })?;
+    let first_name = text_param(&params, "firstName").unwrap_or_default();
+    let last_name = text_param(&params, "lastName").unwrap_or_default();
+    let nickname = text_param(&params, "userDisplayName")
+        .or_else(|| {
+            let full = format!("{first_name} {last_name}").trim().to_string();
+            (!full.is_empty()).then_some(full)
+        })
+        .unwrap_or_else(|| "Customer".into());
+    let push = text_param(&params, "notify_by").is_some_and(|n| n.eq_ignore_ascii_case("comet"));
+    let verbose = text_param(&params, "_verbose").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let email = text_param(&params, "email").unwrap_or_default();
+    let subject = text_param(&params, "subject").unwrap_or_default();
+    for known in [
+        "firstName",
+        "lastName",
+        "userDisplayName",
+        "notify_by",
+        "_verbose",
+        "email",
+        "subject",
+    ] {
+        params.remove(known);
+    }
+    // The chat carries the callback's user data, then this request's.
+    let mut user_data = Map::new();
+    if let Ok(Value::Object(r)) = serde_json::from_str::<Value>(&record.record) {
+        for (k, v) in r {
+            if !k.starts_with('_') || k == "_customer_number" {
+                user_data.insert(k, v);
+            }
+        }
+    }
+    user_data.extend(params);
+    user_data.insert("GMS_ServiceID".into(), Value::from(service_id.clone()));
+    user_data.insert(
+        "GMS_ServiceName".into(),
+        Value::from(record.service.clone()),
+    );
+    user_data.insert("FirstName".into(), Value::from(first_name.clone()));
+    user_data.insert("LastName".into(), Value::from(last_name.clone()));
+    user_data.insert("EmailAddress".into(), Value::from(email.clone()));
+    user_data.insert("Subject".into(), Value::from(subject.clone()));
+    let queue = ctx
+        .gms
+        .services
+        .get(&record.service)
+        .and_then(|s| s.options.get("_chat_endpoint"))
+        .map(crate::modules::value_text)
+        .unwrap_or_else(|| ctx.config.gms.chat_endpoint.clone());
+    let queue = queue.rsplit(':').next().unwrap_or_default().to_string();
+    let chat = ctx
+        .backends
+        .chat
+        .create(NewChat {
+            queue,
+            nickname,
+            first_name,
+            last_name,
+            email,
+            subject,
+            user_data,
+        })
+        .await
+        .map_err(chat_error)?;
+    let binding = Binding {
+        service_id: service_id.clone(),
+        chat_id: chat.chat_id.clone(),
+        party_id: chat.customer_party_id.clone(),
+        gms_user: gms_user(&parts.headers),
+        push,
+        shown: 0,
+        pushed: 0,
+        started_at: chat.started_at_ms,
+    };
+    ctx.gms.chats.insert(binding.clone());
+    // Entries made before the binding existed (the customer's join) are
+    // pushed here; later ones by `push_chat_updates`.
+    if let Ok(page) = ctx.backends.chat.transcript(&binding.chat_id, 1).await {
+        for entry in &page.entries {
+            push_entry(&ctx, &binding, page.state, entry);
+        }
+    }
+    let base = public_base(&parts.headers, &ctx.gms.base_url);
+    reply_from(&ctx, &binding, 1, verbose.then_some(base.as_str())).await
+}
+
+/// The reply with entries from `from` on; marks them shown.
+async fn reply_from(
+    ctx: &ServerContext,
+    binding: &Binding,
+    from: u64,
+    verbose: Option<&str>,
+) -> Result<Response, ApiError> {
+    let page = ctx
+        .backends
+        .chat
+        .transcript(&binding.chat_id, from.max(1))
+        .await
+        .map_err(chat_error)?;
+    ctx.gms
+        .chats
+        .mark_shown(&binding.service_id, page.last_position);
+    let body = chat_reply(
+        binding,
+        page.state,
+        &page.entries,
+        page.last_position,
+        verbose,
+    );
+    Ok(axum::Json(body).into_response())
+}
+
+/// `POST /genesys/1/service/{id}/ixn/chat/{operation}`.
+pub async fn operation(
+    State(ctx): Ctx,
+    Path((service_id, op)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let params = read_params(
+        parts.uri.query(),
+        &parts.headers,
+        body,
+        ctx.config.limits.max_body_bytes,
+    )
+    .await?;
+    let binding = ctx.gms.chats.get(&service_id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "chat_not_found",
+            format!("no chat was started for service '{service_id}'"),
+        )
+    })?;
+    let base = public_base(&parts.headers, &ctx.gms.base_url);
+    let verbose = text_param(&params, "_verbose")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        .then_some(base.as_str());
+    let chat = &ctx.backends.chat;
+    let (chat_id, party) = (&binding.chat_id, &binding.party_id);
+    let mut from = binding.shown + 1;
+    match op.as_str() {
+        "send" => {
+            let message = text_param(&params, "message")
+                .ok_or_else(|| ApiError::bad_parameter("'message' is mandatory"))?;
+            chat.send(chat_id, party, &message)
+                .await
+                .map_err(chat_error)?;
+        }
+        "refresh" => {
+            if let Some(message) = text_param(&params, "message") {
+                chat.send(chat_id, party, &message)
+                    .await
+                    .map_err(chat_error)?;
+            }
+            if let Some(p) = text_param(&params, "transcriptPosition") {
+                from = p.parse::<u64>().map_err(|_| {
+                    ApiError::bad_parameter(format!(
+                        "transcriptPosition must be a whole number, not '{p}'"
+                    ))
+                })?;
+            }
+        }
+        "startTyping" | "stopTyping" => {
+            chat.typing(chat_id, party, op == "startTyping")
+                .await
+                .map_err(chat_error)?;
+        }
+        "disconnect" => match chat.leave(chat_id, party).await {
+            Ok(()) | Err(ChatError::Ended) => {}
+            Err(e) => return Err(chat_error(e)),
+        },
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no chat operation '{other}' (send, refresh, startTyping, stopTyping, disconnect)"
+                ),
+            ));
+        }
+    }
+    reply_from(&ctx, &binding, from, verbose).await
+}
+
+/// Pushes every new transcript entry of a Chat API chat to its device
+/// over CometD, for the life of the server.
+pub async fn push_chat_updates(ctx: Arc<ServerContext>) {
+    let mut updates = ctx.backends.chat.subscribe();
+    loop {
+        let update = match updates.recv().await {
+            Ok(u) => u,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "chat pushes were missed (the server fell behind)"
+                );
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        };
+        let (chat_id, entries, state) = match &update {
+            ChatUpdate::Entry { chat_id, entry } => {
+                (chat_id, std::slice::from_ref(entry), ChatState::Connected)
+            }
+            ChatUpdate::Ended { chat_id, .. } => (chat_id, &[][..], ChatState::Ended),
+            ChatUpdate::Created { .. } => continue,
+        };
+        let Some(binding) = ctx.gms.chats.of_chat(chat_id) else {
+            continue;
+        };
+        match entries.first() {
+            Some(entry) => push_entry(&ctx, &binding, state, entry),
+            None => push(&ctx, &binding, state, &[], binding.pushed),
+        }
+        if state == ChatState::Ended {
+            // Keep the binding a while so late refreshes still answer.
+            let ctx = ctx.clone();
+            let chat_id = chat_id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+                ctx.gms.chats.forget_chat(&chat_id);
+            });
+        }
+    }
+}
+
+/// Pushes one entry unless it was pushed already.
+fn push_entry(ctx: &ServerContext, binding: &Binding, state: ChatState, entry: &TranscriptEntry) {
+    if ctx
+        .gms
+        .chats
+        .claim_push(&binding.service_id, entry.position)
+    {
+        push(
+            ctx,
+            binding,
+            state,
+            std::slice::from_ref(entry),
+            entry.position,
+        );
+    }
+}
+
+/// Pushes a Chat API reply to the binding's device (with `notify_by=comet`).
+fn push(
+    ctx: &ServerContext,
+    binding: &Binding,
+    state: ChatState,
+    entries: &[TranscriptEntry],
+    last: u64,
+) {
+    let (true, Some(user)) = (binding.push, &binding.gms_user) else {
+        return;
+    };
+    let mut data = Map::new();
+    data.insert("id".into(), Value::from(binding.service_id.clone()));
+    data.insert(
+        "tag".into(),
+        Value::from(format!("service.chat.refresh.{}", binding.service_id)),
+    );
+    data.insert(
+        "message".into(),
+        chat_reply(binding, state, entries, last, None),
+    );
+    ctx.gms.pusher.push(user, PUSH_CHANNEL, Value::Object(data));
+}

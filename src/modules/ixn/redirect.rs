@@ -1,0 +1,45 @@
+//! `<ixn:redirect interactionid to>`: routes an interaction this session
+//! controls to the agent a `queue:submit route="false"` reserved; `to` is
+//! that submit's `_event.data.resource`.
+
+use serde_json::{Map, Value};
+
+use crate::backends::routing::Reservation;
+use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::model::CustomAction;
+use crate::modules::eval_attr;
+use crate::modules::ixn::run_action;
+use crate::server::interactions::{self, IxnError};
+
+/// The `<ixn:redirect>` handler.
+pub struct Redirect;
+
+impl CustomActionHandler for Redirect {
+    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+        let to = eval_attr(scope, action, "to")?.ok_or("<ixn:redirect> needs 'to'")?;
+        let destination: Result<Reservation, String> = serde_json::from_value(to.clone())
+            .map_err(|_| format!("'to' is not a resource from queue.submit.done: {to}"));
+        run_action(
+            scope,
+            action,
+            "redirect",
+            move |ctx, id, session| async move {
+                let reservation = destination.map_err(|message| IxnError {
+                    code: "invaliddestination".into(),
+                    message,
+                })?;
+                ctx.interactions.check_owner(&id, &session)?;
+                if let Err(e) = interactions::route_to_agent(&ctx, &id, &reservation).await {
+                    ctx.backends
+                        .routing
+                        .release(&reservation.reservation_id)
+                        .await;
+                    return Err(e);
+                }
+                let mut extra = Map::new();
+                extra.insert("agentid".into(), Value::from(reservation.agent_id));
+                Ok(extra)
+            },
+        )
+    }
+}

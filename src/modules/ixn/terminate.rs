@@ -1,0 +1,41 @@
+//! `<ixn:terminate interactionid reason>`: ends an interaction this
+//! session controls (for a chat: the chat is closed for every party).
+
+use serde_json::{Map, Value};
+
+use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::model::CustomAction;
+use crate::modules::ixn::run_action;
+use crate::modules::{eval_attr, value_text};
+use crate::server::interactions::IxnError;
+
+/// The `<ixn:terminate>` handler.
+pub struct Terminate;
+
+impl CustomActionHandler for Terminate {
+    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+        let reason = eval_attr(scope, action, "reason")?
+            .filter(|v| !v.is_null())
+            .map(|v| value_text(&v))
+            .unwrap_or_else(|| "terminated".into());
+        run_action(
+            scope,
+            action,
+            "terminate",
+            move |ctx, id, session| async move {
+                ctx.interactions.check_owner(&id, &session)?;
+                ctx.backends
+                    .chat
+                    .terminate(&id, &reason)
+                    .await
+                    .map_err(|e| IxnError {
+                        code: "remote".into(),
+                        message: e.to_string(),
+                    })?;
+                let mut extra = Map::new();
+                extra.insert("reason".into(), Value::from(reason));
+                Ok(extra)
+            },
+        )
+    }
+}

@@ -1,0 +1,35 @@
+//! `<queue:cancel>`: withdraws a `<queue:submit>` that is still waiting.
+//! `requestid` is an expression giving the submit's request id. Outcome:
+//! `queue.cancel.done` with `requestid` and `cancelled` (false when the
+//! submit had already finished); the submit itself then fails with
+//! `error.queue.submit` (`cancelled`).
+
+use serde_json::{Map, Value};
+
+use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::model::CustomAction;
+use crate::modules::{eval_attr, result_event, services, spawn_job, value_text};
+
+/// The `<queue:cancel>` handler.
+pub struct Cancel;
+
+impl CustomActionHandler for Cancel {
+    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+        let ctx = services(scope, action)?.ctx.clone();
+        let requestid = match eval_attr(scope, action, "requestid")? {
+            Some(Value::Null) | None => return Err("<queue:cancel> needs 'requestid'".into()),
+            Some(v) => value_text(&v),
+        };
+        let session = scope.session_id.to_string();
+        let job = async move {
+            let cancelled = ctx.backends.routing.cancel(&requestid).await;
+            let mut data = Map::new();
+            data.insert("requestid".into(), Value::from(requestid));
+            data.insert("cancelled".into(), Value::from(cancelled));
+            let _ = ctx
+                .pool
+                .post_event(&session, result_event("queue.cancel.done", data));
+        };
+        spawn_job(scope, action, Box::pin(job))
+    }
+}

@@ -1,0 +1,221 @@
+//! `<queue:submit>`: find and reserve a target through the routing backend.
+//!
+//! Attributes (expressions): `interactionid`, `queue` (the virtual queue),
+//! `priority`, `timeout` (seconds to wait for a target in all), `route`
+//! (default true: the interaction is routed to the agent before `done`),
+//! `hints` (an object; `reserve_timeout` in seconds, default 30, and
+//! `media`, default the interaction's); `requestid` is a location that
+//! receives the request id. Targets come from a `<queue:targets>` child
+//! holding `<queue:target name type statserver>` elements (literal) or
+//! `<queue:targetid expr>` elements whose value is a URS target string;
+//! as our extension a `targetid` may also be a GMS `_target` JSON list of
+//! steps. Several targets are offered at once.
+//!
+//! Outcome: `queue.submit.done` with `requestid`, `interactionid`,
+//! `targetselected`, `vqselected`, `targetobjectselected` (the agent),
+//! `targetcomponentselected` (the place), `waited` (ms) and `resource`
+//! (usable as the `to` of `<ixn:redirect>`); or `error.queue.submit`
+//! with `requestid`, `error` (`timeout`, `cancelled`, `invalidattribute`,
+//! `unknown`, `remote`, or a redirect error) and `message`. Unlike ORS no
+//! `queue.submit.requestid` event is sent first: the id is assigned at once.
+
+use serde_json::{Map, Value};
+
+use crate::backends::routing::{Reservation, ReserveRequest};
+use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::model::CustomAction;
+use crate::modules::{
+    assign_request_id, attr, descendant_elements, eval_attr, failure_event, interaction_attr,
+    result_event, seconds_attr, seconds_value, services, spawn_job, value_text,
+};
+use crate::server::interactions;
+
+/// The `<queue:submit>` handler.
+pub struct Submit;
+
+/// How long a submit waits when it names no `timeout`.
+const DEFAULT_TIMEOUT_MS: u64 = 3_600_000;
+/// How long an agent stays reserved by default (`_agent_reserve_timeout`).
+const DEFAULT_RESERVE_MS: u64 = 30_000;
+
+impl CustomActionHandler for Submit {
+    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+        let ctx = services(scope, action)?.ctx.clone();
+        let interaction_id = interaction_attr(scope, action)?;
+        let virtual_queue = eval_attr(scope, action, "queue")?
+            .map(|v| value_text(&v))
+            .unwrap_or_default();
+        let priority = match eval_attr(scope, action, "priority")? {
+            None | Some(Value::Null) => 0,
+            Some(v) => match &v {
+                Value::Number(n) => n.as_f64().map(|f| f as i64),
+                Value::String(s) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| format!("priority must be an integer, not {v}"))?,
+        };
+        let timeout_ms = seconds_attr(scope, action, "timeout")?.unwrap_or(DEFAULT_TIMEOUT_MS);
+        let route = match eval_attr(scope, action, "route")? {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => b,
+            Some(Value::String(s)) => !s.eq_ignore_ascii_case("false"),
+            Some(other) => return Err(format!("route must be true or false, not {other}")),
+        };
+        let hints = match eval_attr(scope, action, "hints")? {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m,
+            Some(other) => return Err(format!("hints must be an object, not {other}")),
+        };
+        let reserve_ms = match hints.get("reserve_timeout") {
+            None | Some(Value::Null) => DEFAULT_RESERVE_MS,
+            Some(v) => seconds_value(v)
+                .ok_or_else(|| format!("hints.reserve_timeout must be seconds, not {v}"))?,
+        };
+        let media = hints
+            .get("media")
+            .map(value_text)
+            .unwrap_or_else(|| "chat".into());
+        let target = targets(scope, action)?;
+        let requestid = assign_request_id(scope, action, &ctx)?;
+        let session = scope.session_id.to_string();
+        let request = ReserveRequest {
+            request_id: requestid.clone(),
+            interaction_id: interaction_id.clone(),
+            virtual_queue,
+            media,
+            target,
+            priority,
+            timeout_ms,
+            reserve_ms,
+        };
+        let job = async move {
+            let mut data = Map::new();
+            data.insert("requestid".into(), Value::from(requestid));
+            data.insert("interactionid".into(), Value::from(interaction_id.clone()));
+            let event = match ctx.backends.routing.reserve(request).await {
+                Ok(reservation) => {
+                    let routed = if route {
+                        interactions::route_to_agent(&ctx, &interaction_id, &reservation).await
+                    } else {
+                        if let Err(e) = ctx
+                            .interactions
+                            .set_reservation(&interaction_id, reservation.clone())
+                        {
+                            tracing::debug!(error = %e.message, "reservation for an unknown interaction");
+                        }
+                        Ok(())
+                    };
+                    match routed {
+                        Ok(()) => {
+                            data.extend(selected(&reservation));
+                            result_event("queue.submit.done", data)
+                        }
+                        Err(e) => {
+                            ctx.backends
+                                .routing
+                                .release(&reservation.reservation_id)
+                                .await;
+                            failure_event("error.queue.submit", data, &e.code, e.message)
+                        }
+                    }
+                }
+                Err(e) => failure_event("error.queue.submit", data, e.code(), e.to_string()),
+            };
+            let _ = ctx.pool.post_event(&session, event);
+        };
+        spawn_job(scope, action, Box::pin(job))
+    }
+}
+
+/// The target text the routing backend gets: one target as is, several
+/// as a JSON list offered together.
+fn targets(scope: &mut ActionScope<'_>, action: &CustomAction) -> Result<String, String> {
+    let mut found = Vec::new();
+    for element in descendant_elements(&action.xml) {
+        match element.name.as_str() {
+            "target" => {
+                let name = element
+                    .attr("name")
+                    .ok_or("<queue:target> needs a 'name'")?;
+                let kind = element.attr("type").unwrap_or("A");
+                let statserver = element.attr("statserver").unwrap_or("StatServer");
+                found.push(format!("{name}@{statserver}.{kind}"));
+            }
+            "targetid" => {
+                let expr = element
+                    .attr("expr")
+                    .ok_or("<queue:targetid> needs an 'expr'")?;
+                let value = scope
+                    .datamodel
+                    .eval_text(expr)
+                    .map_err(|e| format!("<queue:targetid expr=\"{expr}\">: {}", e.message))?
+                    .unwrap_or(Value::Null);
+                match value {
+                    Value::Null => {
+                        return Err(format!("<queue:targetid expr=\"{expr}\"> is empty"));
+                    }
+                    Value::Array(_) => found.push(value.to_string()),
+                    other => found.push(value_text(&other)),
+                }
+            }
+            _ => {}
+        }
+    }
+    if found.is_empty() {
+        if let Some(text) = attr(action, "targetexpr") {
+            let v = scope
+                .datamodel
+                .eval_text(text)
+                .map_err(|e| format!("targetexpr=\"{text}\": {}", e.message))?;
+            if let Some(v) = v {
+                found.push(value_text(&v));
+            }
+        }
+    }
+    match found.len() {
+        0 => Err(
+            "<queue:submit> needs <queue:targets> with a <queue:target> or <queue:targetid>".into(),
+        ),
+        1 => Ok(found.remove(0)),
+        _ => {
+            let steps: Vec<Value> = found
+                .into_iter()
+                .map(|t| {
+                    let mut step = Map::new();
+                    step.insert("target".into(), Value::from(t));
+                    step.insert("timeout".into(), Value::from(0));
+                    step.insert("clear".into(), Value::from(false));
+                    Value::Object(step)
+                })
+                .collect();
+            Ok(Value::Array(steps).to_string())
+        }
+    }
+}
+
+/// The `done` fields describing the selected target.
+pub fn selected(reservation: &Reservation) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert(
+        "targetselected".into(),
+        Value::from(reservation.target_selected.clone()),
+    );
+    data.insert(
+        "vqselected".into(),
+        Value::from(reservation.virtual_queue.clone()),
+    );
+    data.insert(
+        "targetobjectselected".into(),
+        Value::from(reservation.agent_id.clone()),
+    );
+    data.insert(
+        "targetcomponentselected".into(),
+        Value::from(reservation.place.clone()),
+    );
+    data.insert("waited".into(), Value::from(reservation.waited_ms));
+    data.insert(
+        "resource".into(),
+        serde_json::to_value(reservation).unwrap_or(Value::Null),
+    );
+    data
+}

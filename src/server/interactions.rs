@@ -1,0 +1,346 @@
+//! Interactions the server controls (chats so far), as ORS's interaction
+//! module sees them: which session owns each one, the agent reserved for
+//! it, and its attached data. Interactions come from the chat backend: a
+//! new chat in an interaction queue starts a session of that queue's
+//! `application` (`[interaction_queues.NAME]`, e.g. `script:GMSInbound`)
+//! and presents the interaction to it (`interaction.added`, then
+//! `interaction.present`). Moving an interaction to another session
+//! (`<ixn:attach>`) gives the new owner `interaction.added` and
+//! `interaction.present` and the old one `interaction.deleted` and
+//! `interaction.notcontrolled`. When the chat ends, its owner gets
+//! `interaction.deleted` and any agent reservation is released.
+//!
+//! The worker mirrors these events into each session's
+//! `_genesys.ixn.interactions` object model before the session sees them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+
+use super::ServerContext;
+use crate::backends::chat::{ChatInfo, ChatState, ChatUpdate};
+use crate::backends::routing::Reservation;
+use crate::interpreter::{Event, EventKind};
+
+/// One interaction under the server's control.
+#[derive(Debug, Clone)]
+pub struct Interaction {
+    /// Interaction id (the chat id).
+    pub id: String,
+    /// `chat`.
+    pub media: &'static str,
+    /// The interaction queue it arrived in.
+    pub queue: String,
+    /// The session that controls it.
+    pub owner: Option<String>,
+    /// The agent reserved for it, once one was.
+    pub reservation: Option<Reservation>,
+    /// Attached data.
+    pub user_data: Map<String, Value>,
+    /// `queued`, `processing`, `routed`, `complete`.
+    pub state: &'static str,
+    /// Arrival time, ms since the Unix epoch.
+    pub created_at: u64,
+}
+
+impl Interaction {
+    /// The interaction as `_genesys.ixn.interactions[id]` shows it.
+    pub fn object_model(&self) -> Value {
+        let mut chat = Map::new();
+        chat.insert("type".into(), Value::from("chat"));
+        chat.insert("state".into(), Value::from(self.state));
+        chat.insert("media".into(), Value::from("chat"));
+        let mut msgbased = Map::new();
+        msgbased.insert("type".into(), Value::from("chat"));
+        msgbased.insert("state".into(), Value::from(self.state));
+        msgbased.insert("media".into(), Value::from("chat"));
+        msgbased.insert("queue".into(), Value::from(self.queue.clone()));
+        let mut m = Map::new();
+        m.insert("interactionid".into(), Value::from(self.id.clone()));
+        m.insert("g_uid".into(), Value::from(self.id.clone()));
+        m.insert("media".into(), Value::from(self.media));
+        m.insert("udata".into(), Value::Object(self.user_data.clone()));
+        m.insert("tenantid".into(), Value::from(1));
+        m.insert("chat".into(), Value::Object(chat));
+        m.insert("msgbased".into(), Value::Object(msgbased));
+        m.insert("created".into(), Value::from(self.created_at));
+        Value::Object(m)
+    }
+}
+
+/// Why an interaction operation failed: an ORS error code and a message.
+#[derive(Debug, Clone)]
+pub struct IxnError {
+    /// `unknown`, `invalidstate.<state>`, `invaliddestination`, `remote`.
+    pub code: String,
+    /// What happened.
+    pub message: String,
+}
+
+impl IxnError {
+    fn unknown(id: &str) -> IxnError {
+        IxnError {
+            code: "unknown".into(),
+            message: format!("no interaction '{id}'"),
+        }
+    }
+}
+
+/// The interactions the server controls, by id.
+#[derive(Default)]
+pub struct Interactions {
+    map: Mutex<HashMap<String, Interaction>>,
+}
+
+impl Interactions {
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut Interaction) -> T) -> Result<T, IxnError> {
+        let mut map = self.map.lock().map_err(|_| IxnError::unknown(id))?;
+        map.get_mut(id).map(f).ok_or_else(|| IxnError::unknown(id))
+    }
+
+    /// A copy of one interaction.
+    pub fn get(&self, id: &str) -> Option<Interaction> {
+        self.map.lock().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    /// How many interactions are under control.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records a new chat.
+    pub fn register(&self, chat: &ChatInfo) -> Interaction {
+        let ixn = Interaction {
+            id: chat.chat_id.clone(),
+            media: "chat",
+            queue: chat.queue.clone(),
+            owner: None,
+            reservation: None,
+            user_data: chat.user_data.clone(),
+            state: "queued",
+            created_at: chat.started_at_ms,
+        };
+        if let Ok(mut m) = self.map.lock() {
+            m.insert(ixn.id.clone(), ixn.clone());
+        }
+        ixn
+    }
+
+    /// Makes `session` the owner; returns the previous owner.
+    pub fn set_owner(&self, id: &str, session: Option<&str>) -> Result<Option<String>, IxnError> {
+        self.with(id, |i| {
+            std::mem::replace(&mut i.owner, session.map(str::to_string))
+        })
+    }
+
+    /// Sets the interaction's state.
+    pub fn set_state(&self, id: &str, state: &'static str) -> Result<(), IxnError> {
+        self.with(id, |i| i.state = state)
+    }
+
+    /// Remembers the agent reserved for it; returns the one it replaces.
+    pub fn set_reservation(
+        &self,
+        id: &str,
+        reservation: Reservation,
+    ) -> Result<Option<Reservation>, IxnError> {
+        self.with(id, |i| i.reservation.replace(reservation))
+    }
+
+    /// Adds attached data.
+    pub fn attach_data(&self, id: &str, data: Map<String, Value>) -> Result<(), IxnError> {
+        self.with(id, |i| i.user_data.extend(data))
+    }
+
+    /// Forgets an interaction.
+    pub fn remove(&self, id: &str) -> Option<Interaction> {
+        self.map.lock().ok().and_then(|mut m| m.remove(id))
+    }
+
+    /// Checks that `session` controls the interaction.
+    pub fn check_owner(&self, id: &str, session: &str) -> Result<Interaction, IxnError> {
+        let ixn = self.get(id).ok_or_else(|| IxnError::unknown(id))?;
+        if ixn.owner.as_deref() != Some(session) {
+            return Err(IxnError {
+                code: "invalidstate.notcontrolled".into(),
+                message: format!("interaction '{id}' is not controlled by this session"),
+            });
+        }
+        Ok(ixn)
+    }
+}
+
+/// An interaction event for a session: `name` with `interactionid`, the
+/// interaction's object model under `interaction`, and `extra` fields.
+pub fn interaction_event(name: &str, ixn: &Interaction, extra: Map<String, Value>) -> Event {
+    let mut data = Map::new();
+    data.insert("interactionid".into(), Value::from(ixn.id.clone()));
+    data.insert("interaction".into(), ixn.object_model());
+    data.extend(extra);
+    let mut event = Event::new(name.to_string(), EventKind::External);
+    event.data = Some(Value::Object(data));
+    event
+}
+
+/// Gives the interaction to `session`: it becomes the owner and gets
+/// `interaction.added` then `interaction.present`; a previous owner gets
+/// `interaction.deleted` (`resultof` = `reason`) and
+/// `interaction.notcontrolled`.
+pub fn present(ctx: &ServerContext, id: &str, session: &str, reason: &str) -> Result<(), IxnError> {
+    let previous = ctx.interactions.set_owner(id, Some(session))?;
+    let ixn = ctx
+        .interactions
+        .get(id)
+        .ok_or_else(|| IxnError::unknown(id))?;
+    if let Some(old) = previous.filter(|old| old != session) {
+        withdraw(ctx, &ixn, &old, reason);
+    }
+    for name in ["interaction.added", "interaction.present"] {
+        let _ = ctx
+            .pool
+            .post_event(session, interaction_event(name, &ixn, Map::new()));
+    }
+    Ok(())
+}
+
+/// Tells `session` it no longer controls the interaction.
+fn withdraw(ctx: &ServerContext, ixn: &Interaction, session: &str, reason: &str) {
+    let mut extra = Map::new();
+    extra.insert("resultof".into(), Value::from(reason));
+    for name in ["interaction.deleted", "interaction.notcontrolled"] {
+        let _ = ctx
+            .pool
+            .post_event(session, interaction_event(name, ixn, extra.clone()));
+    }
+}
+
+/// Follows the chat backend's updates for the life of the server: new
+/// chats start their queue's strategy; ended chats are withdrawn from
+/// their owner and their agent released.
+pub async fn follow_chats(ctx: Arc<ServerContext>) {
+    let mut updates = ctx.backends.chat.subscribe();
+    loop {
+        match updates.recv().await {
+            Ok(ChatUpdate::Created { chat }) => {
+                if chat.state != ChatState::Ended {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { arrive(ctx, chat).await });
+                }
+            }
+            Ok(ChatUpdate::Ended { chat_id, reason }) => ended(&ctx, &chat_id, &reason).await,
+            Ok(ChatUpdate::Entry { .. }) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "chat updates were missed (the server fell behind)"
+                );
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+}
+
+/// A chat entered an interaction queue: start the queue's strategy with
+/// the interaction presented to it.
+async fn arrive(ctx: Arc<ServerContext>, chat: ChatInfo) {
+    let ixn = ctx.interactions.register(&chat);
+    let Some(queue) = ctx.config.interaction_queues.get(&chat.queue) else {
+        tracing::warn!(queue = %chat.queue, chat = %chat.chat_id,
+            "chat arrived in an interaction queue with no application; ending it");
+        let _ = ctx
+            .backends
+            .chat
+            .terminate(&chat.chat_id, "no strategy for the interaction queue")
+            .await;
+        return;
+    };
+    let mut data = Map::new();
+    data.insert("interactionid".into(), Value::from(ixn.id.clone()));
+    data.insert("queue".into(), Value::from(chat.queue.clone()));
+    match ctx.start_session(&queue.application, data, None).await {
+        Ok(view) => {
+            if let Err(e) = present(&ctx, &ixn.id, &view.sessionid, "arrival") {
+                tracing::warn!(chat = %ixn.id, error = %e.message, "presenting a chat failed");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(chat = %ixn.id, queue = %chat.queue, error = %e.message,
+                "the interaction queue's strategy could not start; ending the chat");
+            ctx.interactions.remove(&ixn.id);
+            let _ = ctx
+                .backends
+                .chat
+                .terminate(&chat.chat_id, "the routing strategy could not start")
+                .await;
+        }
+    }
+}
+
+/// A chat ended: withdraw it from its owner, release its agent.
+async fn ended(ctx: &ServerContext, chat_id: &str, reason: &str) {
+    let Some(ixn) = ctx.interactions.remove(chat_id) else {
+        return;
+    };
+    if let Some(owner) = &ixn.owner {
+        withdraw(ctx, &ixn, owner, reason);
+    }
+    if let Some(reservation) = &ixn.reservation {
+        ctx.backends
+            .routing
+            .release(&reservation.reservation_id)
+            .await;
+    }
+}
+
+/// Routes an interaction to a reserved agent: the reservation is
+/// confirmed (the agent keeps the capacity until the chat ends) and the
+/// chat delivered to them. On failure the caller releases the reservation.
+pub async fn route_to_agent(
+    ctx: &ServerContext,
+    id: &str,
+    reservation: &Reservation,
+) -> Result<(), IxnError> {
+    let ixn = ctx
+        .interactions
+        .get(id)
+        .ok_or_else(|| IxnError::unknown(id))?;
+    if ixn.state == "routed" {
+        return Err(IxnError {
+            code: "invalidstate.routed".into(),
+            message: format!("interaction '{id}' was already routed"),
+        });
+    }
+    ctx.backends
+        .routing
+        .confirm(&reservation.reservation_id)
+        .await
+        .map_err(|e| IxnError {
+            code: "invaliddestination".into(),
+            message: e.to_string(),
+        })?;
+    let agent = crate::backends::chat::AgentRef {
+        agent_id: reservation.agent_id.clone(),
+        nickname: reservation.agent_name.clone(),
+    };
+    ctx.backends
+        .chat
+        .deliver(id, agent)
+        .await
+        .map_err(|e| IxnError {
+            code: match e {
+                crate::backends::chat::ChatError::NotFound(_) => "unknown".into(),
+                crate::backends::chat::ChatError::Ended => "invalidstate.ended".into(),
+                _ => "remote".into(),
+            },
+            message: e.to_string(),
+        })?;
+    let _ = ctx.interactions.set_reservation(id, reservation.clone());
+    let _ = ctx.interactions.set_state(id, "routed");
+    Ok(())
+}

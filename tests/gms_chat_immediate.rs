@@ -1,0 +1,682 @@
+//! GMS Callback "Chat Immediate" end to end, against a real server on a
+//! socket with the embedded routing and chat backends: the vendor's sample
+//! create request replayed byte for byte, the chat started with Chat API
+//! v1, the agent joining and greeting, messages both ways, disconnect, and
+//! the record and both sessions ended; then the failure paths: unknown
+//! ids, a bad `_target`, no agent ready until `app_find_agent_timeout`,
+//! and a chat no waiting service matches (routed to
+//! `app_selected_agent_group`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ors::server::{Config, RunningServer, spawn};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const GMS_USER: &str = "b16416334828b1d26ef14f329628b55b5a8c631d8928a371a5584722dd7fb673";
+
+fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ors-gms-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn config() -> Config {
+    let mut config = Config {
+        workers: 2,
+        data_dir: scratch_dir(),
+        ..Config::default()
+    };
+    config.backends.simulator.accept_delay_ms = 30;
+    config
+}
+
+struct Api {
+    server: Option<RunningServer>,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn start(config: Config) -> Api {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = spawn(listener, config).expect("server starts");
+        let api = Api {
+            base: format!("http://{}", server.addr),
+            server: Some(server),
+            client: ors::loader::http_client(Duration::from_secs(30)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while api
+            .client
+            .get(format!("{}/health", api.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "server never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        api
+    }
+
+    async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let r = request.send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn form(&self, path: &str, pairs: &[(&str, &str)]) -> (u16, Value) {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("gms_user", GMS_USER)
+                .body(body),
+        )
+        .await
+    }
+
+    async fn json(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn record(&self, id: &str) -> Value {
+        let (status, body) = self
+            .get(&format!("/genesys/1/service/callback?_id={id}"))
+            .await;
+        assert_eq!(status, 200, "record {id}: {body}");
+        body[0].clone()
+    }
+
+    /// Creates a callback on the demo service; returns its id.
+    async fn create_callback(&self, extra: &[(&str, &str)]) -> String {
+        let mut form = vec![("_customer_number", "5551234")];
+        form.extend_from_slice(extra);
+        let (status, body) = self
+            .form("/genesys/1/service/callback/chat-immediate", &form)
+            .await;
+        assert_eq!(status, 200, "create: {body}");
+        body["_id"].as_str().expect("_id").to_string()
+    }
+
+    async fn start_chat(&self, id: &str, first_name: &str) -> Value {
+        let (status, body) = self
+            .form(
+                &format!("/genesys/1/service/{id}/ixn/chat"),
+                &[
+                    ("firstName", first_name),
+                    ("lastName", "Markel"),
+                    ("email", "bob@example.com"),
+                    ("subject", "billing question"),
+                    ("notify_by", "comet"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "chat create: {body}");
+        assert_eq!(body["chatIxnState"], "CONNECTED", "{body}");
+        body
+    }
+
+    /// Refreshes the chat from position 1 until `done` holds for its
+    /// reply, or fails after `limit`.
+    async fn refresh_until(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self
+                .form(
+                    &format!("/genesys/1/service/{id}/ixn/chat/refresh"),
+                    &[("transcriptPosition", "1")],
+                )
+                .await;
+            assert_eq!(status, 200, "refresh: {body}");
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the chat never reached the expected state: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn wait_record_state(&self, id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let record = self.record(id).await;
+            if record["_callback_state"] == state {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "record never became {state}: {record}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn session_status(&self, id: &str) -> String {
+        let (status, body) = self.get(&format!("/scxml/session/{id}/query")).await;
+        assert_eq!(status, 200, "query {id}: {body}");
+        body["status"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The sessions of a document (by its `name`).
+    async fn sessions_named(&self, name: &str) -> Vec<Value> {
+        let (status, body) = self.get("/scxml/sessions").await;
+        assert_eq!(status, 200, "{body}");
+        body["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .filter(|s| s["name"] == name)
+            .cloned()
+            .collect()
+    }
+}
+
+fn transcript(reply: &Value) -> Vec<Value> {
+    reply["transcriptToShow"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn has_entry(reply: &Value, event: &str, party_type: &str, text: Option<&str>) -> bool {
+    transcript(reply).iter().any(|t| {
+        t[0] == event && t[4] == party_type && text.is_none_or(|x| t[2].as_str() == Some(x))
+    })
+}
+
+/// Writes raw bytes to the server and reads one HTTP/1.1 response.
+async fn raw_exchange(addr: &str, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "connection closed before the response head");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("a content-length");
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk).await.expect("read body");
+        assert!(n > 0, "connection closed mid-body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (status, headers, body)
+}
+
+fn header_values(headers: &[(String, String)], name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+fn looks_like_service_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('-').collect();
+    parts.len() == 6
+        && parts[0].chars().all(|c| c.is_ascii_digit())
+        && [8, 4, 4, 4, 12]
+            .iter()
+            .zip(&parts[1..])
+            .all(|(n, p)| p.len() == *n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_request_then_chat_with_agent_then_everything_ends() {
+    let api = Api::start(config()).await;
+    let addr = api.base.trim_start_matches("http://").to_string();
+    let request = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/gms/chat-immediate-request.http"),
+    )
+    .expect("seed request fixture");
+
+    // 1. Start Callback: the seed's request, byte for byte.
+    let (status, headers, body) = raw_exchange(&addr, &request).await;
+    let reply: Value = serde_json::from_slice(&body).expect("JSON reply");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        header_values(&headers, "content-type"),
+        ["application/json;charset=UTF-8"]
+    );
+    let cache = header_values(&headers, "cache-control").join(",");
+    assert!(
+        cache.contains("no-cache") && cache.contains("no-store"),
+        "{cache}"
+    );
+    assert_eq!(header_values(&headers, "pragma"), ["no-cache"]);
+    assert_eq!(
+        header_values(&headers, "expires"),
+        ["Thu, 01 Jan 1970 00:00:00 GMT"]
+    );
+    let id = reply["_id"].as_str().expect("_id").to_string();
+    assert!(looks_like_service_id(&id), "{id}");
+    assert_eq!(reply["_dialog_id"], "1");
+    assert_eq!(reply["_action"], "StartChat");
+    assert_eq!(reply["_label"], "Start Chat");
+    assert_eq!(
+        reply["_start_chat_url"],
+        format!("http://localhost:8080/genesys/1/service/{id}/ixn/chat")
+    );
+    assert_eq!(reply["_comet_url"], "http://localhost:8080/genesys/cometd");
+    assert_eq!(reply["_user_header"], GMS_USER);
+    assert_eq!(reply["_id_to_jump_before"], "exit://");
+    assert_eq!(reply["_chat_parameters"]["subject"], "None");
+
+    // The record: queued, with the customer's number and user data.
+    let record = api.record(&id).await;
+    assert_eq!(record["_callback_state"], "QUEUED", "{record}");
+    assert_eq!(record["_customer_number"], "6502388511");
+    assert_eq!(record["usr_customer_name"], "Bob Markel");
+    assert_eq!(record["usr_reason"], "billing question");
+    let callback_session = record["_ors_session_id"]
+        .as_str()
+        .expect("session")
+        .to_string();
+    assert_eq!(api.session_status(&callback_session).await, "running");
+    let (status, by_number) = api
+        .get("/genesys/1/service/callback/chat-immediate?_customer_number=6502388511&_callback_state=QUEUED")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        by_number
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|r| r["_id"] == id.as_str()),
+        "{by_number}"
+    );
+
+    // 2. Initiate Chat on the URL we were given.
+    let created = api.start_chat(&id, "Bob").await;
+    let chat_id = created["chatSessionId"]
+        .as_str()
+        .expect("chat id")
+        .to_string();
+    assert!(
+        has_entry(&created, "Notice.Joined", "CLIENT", None),
+        "{created}"
+    );
+
+    // 3. The agent joins and greets.
+    let greeted = api
+        .refresh_until(&id, Duration::from_secs(10), |r| {
+            has_entry(r, "Notice.Joined", "AGENT", None)
+                && has_entry(r, "Message.Text", "AGENT", None)
+        })
+        .await;
+    let greeting = transcript(&greeted)
+        .into_iter()
+        .find(|t| t[0] == "Message.Text" && t[4] == "AGENT")
+        .expect("greeting");
+    assert!(
+        greeting[2]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Bob Markel"),
+        "{greeting}"
+    );
+    let record = api.wait_record_state(&id, "COMPLETED").await;
+    let agent = record["_callback_reason"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("routed to "))
+        .expect("routed to an agent")
+        .to_string();
+
+    // 4. Messages both ways.
+    let (status, sent) = api
+        .form(
+            &format!("/genesys/1/service/{id}/ixn/chat/send"),
+            &[("message", "My bill looks wrong")],
+        )
+        .await;
+    assert_eq!(status, 200, "{sent}");
+    let (status, chats) = api.get(&format!("/sim/agents/{agent}/chats")).await;
+    assert_eq!(status, 200, "{chats}");
+    assert!(
+        chats.to_string().contains("My bill looks wrong"),
+        "the agent does not see the customer's message: {chats}"
+    );
+    let (status, answer) = api
+        .json(
+            &format!("/sim/agents/{agent}/chats/{chat_id}/send"),
+            json!({"message": "Let me check that for you."}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    api.refresh_until(&id, Duration::from_secs(5), |r| {
+        has_entry(
+            r,
+            "Message.Text",
+            "AGENT",
+            Some("Let me check that for you."),
+        )
+    })
+    .await;
+    for op in ["startTyping", "stopTyping"] {
+        let (status, body) = api
+            .form(&format!("/genesys/1/service/{id}/ixn/chat/{op}"), &[])
+            .await;
+        assert_eq!(status, 200, "{op}: {body}");
+    }
+
+    // 5. Disconnect: the chat ends, the record is completed, both
+    // sessions have ended.
+    let (status, bye) = api
+        .form(&format!("/genesys/1/service/{id}/ixn/chat/disconnect"), &[])
+        .await;
+    assert_eq!(status, 200, "{bye}");
+    assert_eq!(bye["chatIxnState"], "DISCONNECTED", "{bye}");
+    let record = api.record(&id).await;
+    assert_eq!(record["_callback_state"], "COMPLETED");
+    assert_eq!(api.session_status(&callback_session).await, "completed");
+    let inbound = api.sessions_named("inbound_chat").await;
+    assert_eq!(inbound.len(), 1, "{inbound:?}");
+    let inbound_id = inbound[0]["sessionid"].as_str().expect("id").to_string();
+    assert_eq!(api.session_status(&inbound_id).await, "completed");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_bad_targets_and_missing_fields_are_refused() {
+    let api = Api::start(config()).await;
+    let (status, body) = api
+        .form(
+            "/genesys/1/service/9-00000000-0000-0000-0000-000000000000/ixn/chat",
+            &[("firstName", "Bob")],
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "service_not_found");
+    let (status, body) = api
+        .form(
+            "/genesys/1/service/callback/no-such-service",
+            &[("_customer_number", "1")],
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api
+        .form(
+            "/genesys/1/service/callback/chat-immediate",
+            &[("usr_x", "1")],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("_customer_number"),
+        "{body}"
+    );
+    for bad in [
+        "Chat_Agents@StatServer",
+        "?:English=@StatServer.GA",
+        "[{\"target\": 5}]",
+    ] {
+        let (status, body) = api
+            .form(
+                "/genesys/1/service/callback/chat-immediate",
+                &[("_customer_number", "1"), ("_target", bad)],
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("_target"), "{bad}: {message}");
+    }
+    let (status, body) = api.get("/genesys/1/service/callback?_id=nope").await;
+    assert_eq!(status, 404, "{body}");
+    // A callback can be cancelled once; its session ends.
+    let id = api.create_callback(&[]).await;
+    let session = api.record(&id).await["_ors_session_id"]
+        .as_str()
+        .expect("session")
+        .to_string();
+    let r = api
+        .client
+        .delete(format!(
+            "{}/genesys/1/service/callback/chat-immediate/{id}",
+            api.base
+        ))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(api.record(&id).await["_callback_state"], "CANCELLED");
+    assert_eq!(api.session_status(&session).await, "terminated");
+    let r = api
+        .client
+        .delete(format!(
+            "{}/genesys/1/service/callback/chat-immediate/{id}",
+            api.base
+        ))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 409);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_agent_ready_until_find_agent_timeout_ends_the_chat_with_an_apology() {
+    let mut config = config();
+    config.backends.simulator.agents = vec![
+        ors::backends::settings::AgentSettings::new("agent-1", "Ann Lee", &["Chat_Agents"]),
+        ors::backends::settings::AgentSettings::new("agent-3", "Carla Diaz", &["Chat_Overflow"]),
+    ];
+    let api = Api::start(config).await;
+    // The inbound strategy's script object gives the timeout.
+    let (status, body) = api.form("/sim/agents/agent-1/not-ready", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let id = api.create_callback(&[]).await;
+    api.record(&id).await;
+    let started = Instant::now();
+    api.start_chat(&id, "Dora").await;
+    let ended = api
+        .refresh_until(&id, Duration::from_secs(60), |r| {
+            r["chatIxnState"] == "DISCONNECTED"
+        })
+        .await;
+    let waited = started.elapsed();
+    assert!(
+        has_entry(&ended, "Message.Text", "EXTERNAL", None),
+        "no apology in the transcript: {ended}"
+    );
+    assert!(
+        !has_entry(&ended, "Notice.Joined", "AGENT", None),
+        "{ended}"
+    );
+    // The demo GMSInbound script object's app_find_agent_timeout is 30 s;
+    // this server's is that default, so the wait is at least that long.
+    assert!(
+        waited >= Duration::from_secs(29),
+        "gave up after {waited:?}"
+    );
+    let record = api.wait_record_state(&id, "FAILED").await;
+    assert_eq!(record["_callback_reason"], "no_agent_available");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_no_waiting_service_matches_goes_to_the_selected_agent_group() {
+    let api = Api::start(config()).await;
+    let id = api.create_callback(&[]).await;
+    api.start_chat(&id, "Eve").await;
+    api.refresh_until(&id, Duration::from_secs(10), |r| {
+        has_entry(r, "Notice.Joined", "AGENT", None)
+    })
+    .await;
+    api.wait_record_state(&id, "COMPLETED").await;
+    api.form(&format!("/genesys/1/service/{id}/ixn/chat/disconnect"), &[])
+        .await;
+    // A second chat on the same (completed) service: the inbound strategy
+    // finds no waiting callback and routes it to Chat_Overflow itself.
+    api.start_chat(&id, "Eve").await;
+    let joined = api
+        .refresh_until(&id, Duration::from_secs(10), |r| {
+            has_entry(r, "Notice.Joined", "AGENT", None)
+        })
+        .await;
+    let agent = transcript(&joined)
+        .into_iter()
+        .find(|t| t[0] == "Notice.Joined" && t[4] == "AGENT")
+        .expect("agent joined");
+    assert_eq!(agent[1], "Carla Diaz", "{joined}");
+    assert_eq!(api.record(&id).await["_callback_state"], "COMPLETED");
+    api.stop().await;
+}
+
+/// The real CometD JavaScript client (tests/cometd) subscribed as the
+/// device: it receives the chat's transcript as pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cometd_javascript_client_receives_the_chat_pushes() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let harness = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cometd");
+    if !harness.join("node_modules").is_dir() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "tests/cometd/node_modules is missing: .ci/run installs it with npm ci"
+        );
+        eprintln!("skipped: run `npm ci` in tests/cometd to enable this test");
+        return;
+    }
+    let api = Api::start(config()).await;
+    let id = api.create_callback(&[]).await;
+    // The device subscribes with its gms_user before starting the chat;
+    // it expects the customer's join, the agent's join and the greeting.
+    let mut child = tokio::process::Command::new("node")
+        .arg("client.js")
+        .args([
+            format!("{}/genesys/cometd", api.base).as_str(),
+            GMS_USER,
+            "3",
+            "30000",
+        ])
+        .current_dir(&harness)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("stdout") {
+            seen.push(line.clone());
+            if line == "READY" {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(ready, Ok(true), "the client never subscribed: {seen:?}");
+    let created = api.start_chat(&id, "Fay").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("stdout") {
+            seen.push(line);
+        }
+        child.wait().await.expect("exit status")
+    })
+    .await
+    .expect("the client exits after its messages");
+    assert!(status.success(), "client: {status} {seen:?}");
+    let pushes: Vec<Value> = seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("MESSAGE "))
+        .map(|j| serde_json::from_str(j).expect("JSON"))
+        .collect();
+    assert_eq!(pushes.len(), 3, "{pushes:?}");
+    let tag = format!("service.chat.refresh.{id}");
+    for push in &pushes {
+        assert_eq!(push["id"], id.as_str());
+        assert_eq!(push["tag"], tag.as_str());
+        assert_eq!(push["message"]["chatSessionId"], created["chatSessionId"]);
+    }
+    let events: Vec<(String, String)> = pushes
+        .iter()
+        .flat_map(|p| transcript(&p["message"]))
+        .map(|t| {
+            (
+                t[0].as_str().unwrap_or_default().to_string(),
+                t[4].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("Notice.Joined", "CLIENT"),
+        ("Notice.Joined", "AGENT"),
+        ("Message.Text", "AGENT"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(events, expected);
+    api.stop().await;
+}
