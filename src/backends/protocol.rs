@@ -328,6 +328,17 @@ impl ProtocolClient {
     }
 }
 
+/// Serves a router on a local port for tests; returns its base URL.
+#[cfg(test)]
+pub(crate) async fn serve_for_test(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{address}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
