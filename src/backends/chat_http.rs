@@ -49,7 +49,7 @@
 //!
 //! [`chat_protocol_router`] keeps the last 10000 updates. [`HttpChat`]
 //! runs its poll loop on a background thread of its own (see
-//! [`super::background`]) and re-broadcasts what it reads to its
+//! `backends/background.rs`) and re-broadcasts what it reads to its
 //! [`ChatBackend::subscribe`] receivers; [`HttpChat::wait_synced`] waits
 //! until it knows where the stream is, so that updates from then on reach
 //! subscribers.

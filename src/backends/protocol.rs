@@ -224,7 +224,7 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The client side: a base URL and a `reqwest` client whose requests all
 /// run on a background runtime the client owns (see
-/// [`super::background`]).
+/// `backends/background.rs`).
 pub(crate) struct ProtocolClient {
     base: String,
     client: reqwest::Client,

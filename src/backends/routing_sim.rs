@@ -43,10 +43,10 @@
 //! # Reservations
 //!
 //! A reservation not confirmed within the request's `reserve_ms` is
-//! released by a timer task on the simulator's own background thread (see
-//! [`super::background`]), never on the caller's runtime; `reserve_ms` 0
-//! means the reservation never expires by itself. `confirm` cancels that
-//! timer; `release` frees the capacity.
+//! released by a timer task on the simulator's own background thread
+//! (see `backends/background.rs`), never on the caller's runtime;
+//! `reserve_ms` 0 means the reservation never expires by itself.
+//! `confirm` cancels that timer; `release` frees the capacity.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
