@@ -70,7 +70,7 @@ impl HttpRouting {
 impl RoutingBackend for HttpRouting {
     fn reserve(&self, request: ReserveRequest) -> BoxFuture<'_, Result<Reservation, RoutingError>> {
         Box::pin(async move {
-            let timeout = request.timeout() + RESERVE_GRACE;
+            let timeout = request.timeout().saturating_add(RESERVE_GRACE);
             self.client.post("/reserve", &request, Some(timeout)).await
         })
     }
