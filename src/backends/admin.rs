@@ -246,3 +246,79 @@ async fn statistics(State(sim): Sim, RawQuery(query): RawQuery) -> Response {
             }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::protocol::serve_for_test;
+    use crate::backends::settings::SimulatorSettings;
+    use serde_json::Value;
+    use std::time::Duration;
+
+    async fn call(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+        let client = crate::loader::http_client(Duration::from_secs(5));
+        let mut request = client.request(method.parse().unwrap(), url);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_the_right_status() {
+        let sim = Simulator::new(&SimulatorSettings::default()).unwrap();
+        let base = serve_for_test(admin_router(sim)).await;
+        let (status, body) = call("GET", &format!("{base}/sim/agents/nobody"), None).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"], "not_found");
+        assert_eq!(body["message"], "no agent 'nobody'");
+        let (status, body) = call("POST", &format!("{base}/sim/agents"), Some("{\"id\":")).await;
+        assert_eq!((status, &body["error"]), (400, &json!("bad_request")));
+        let (status, body) = call("POST", &format!("{base}/sim/agents"), Some("")).await;
+        assert_eq!((status, &body["error"]), (400, &json!("bad_request")));
+        let (status, body) = call(
+            "POST",
+            &format!("{base}/sim/agents"),
+            Some(r#"{"id":"agent-1"}"#),
+        )
+        .await;
+        assert_eq!((status, &body["error"]), (409, &json!("conflict")));
+        let (status, body) = call(
+            "POST",
+            &format!("{base}/sim/agents/agent-1/auto-accept"),
+            Some(r#"{"auto_accept": false}"#),
+        )
+        .await;
+        assert_eq!((status, &body["auto_accept"]), (200, &json!(false)));
+        let (status, body) = call(
+            "POST",
+            &format!("{base}/sim/agents/agent-1/chats/nochat/send"),
+            Some(r#"{"message": "x"}"#),
+        )
+        .await;
+        assert_eq!((status, &body["error"]), (404, &json!("not_found")));
+        let (status, body) = call(
+            "GET",
+            &format!("{base}/sim/statistics?target=Chat_Agents%40SS.GA&stat=RStatAgentsReady"),
+            None,
+        )
+        .await;
+        assert_eq!((status, &body["value"]), (200, &json!(2.0)));
+        let (status, body) = call("GET", &format!("{base}/sim/statistics?target=x"), None).await;
+        assert_eq!((status, &body["error"]), (400, &json!("bad_request")));
+        let (status, _) = call("DELETE", &format!("{base}/sim/agents/agent-3"), None).await;
+        assert_eq!(status, 200);
+        let (_, agents) = call("GET", &format!("{base}/sim/agents"), None).await;
+        assert_eq!(agents.as_array().map(Vec::len), Some(2));
+        let (status, body) = call("POST", &format!("{base}/sim/agents/agent-2/logout"), None).await;
+        assert_eq!((status, &body["logged_in"]), (200, &json!(false)));
+    }
+}

@@ -49,7 +49,7 @@
 //!
 //! [`chat_protocol_router`] keeps the last 10000 updates. [`HttpChat`]
 //! runs its poll loop on a background thread of its own (see
-//! [`super::background`]) and re-broadcasts what it reads to its
+//! `backends/background.rs`) and re-broadcasts what it reads to its
 //! [`ChatBackend::subscribe`] receivers; [`HttpChat::wait_synced`] waits
 //! until it knows where the stream is, so that updates from then on reach
 //! subscribers.
@@ -532,4 +532,136 @@ async fn updates(State(s): Shared, RawQuery(query): RawQuery) -> Response {
             stream: s.stream.clone(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::chat::{ChatState, EntryKind};
+    use crate::backends::chat_sim::ChatSim;
+    use crate::backends::protocol::serve_for_test;
+    use crate::backends::routing_sim::RoutingSim;
+    use crate::backends::settings::SimulatorSettings;
+
+    async fn setup() -> (Arc<ChatSim>, HttpChat, String) {
+        let settings = SimulatorSettings {
+            accept_delay_ms: 0,
+            ..SimulatorSettings::default()
+        };
+        let routing = Arc::new(RoutingSim::new(&settings).unwrap());
+        let sim = Arc::new(ChatSim::new(&settings, routing));
+        let base = serve_for_test(chat_protocol_router(sim.clone())).await;
+        let client = HttpChat::new(&base).unwrap();
+        assert!(client.wait_synced(Duration::from_secs(5)).await);
+        (sim, client, base)
+    }
+
+    async fn page(base: &str, query: &str) -> UpdatesPage {
+        let response = crate::loader::http_client(Duration::from_secs(5))
+            .get(format!("{base}/updates?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_call_goes_through_the_protocol_and_updates_follow() {
+        let (_sim, client, _) = setup().await;
+        let mut updates = client.subscribe();
+        let info = client
+            .create(NewChat {
+                queue: "IQ".into(),
+                nickname: "Jane".into(),
+                ..NewChat::default()
+            })
+            .await
+            .unwrap();
+        let (id, me) = (info.chat_id.clone(), info.customer_party_id.clone());
+        assert_eq!(client.info(&id).await.unwrap(), info);
+        assert_eq!(client.send(&id, &me, "Hi").await, Ok(2));
+        assert_eq!(client.typing(&id, &me, true).await, Ok(3));
+        assert_eq!(client.send_system(&id, "Bot", "Hello").await, Ok(4));
+        let agent = AgentRef {
+            agent_id: "agent-1".into(),
+            nickname: "Ann".into(),
+        };
+        client.deliver(&id, agent).await.unwrap();
+        let page = client.transcript(&id, 5).await.unwrap();
+        assert_eq!(page.state, ChatState::Connected);
+        assert_eq!(page.entries[0].kind, EntryKind::Joined);
+        assert_eq!(page.last_position, 6);
+        client.leave(&id, &me).await.unwrap();
+        assert_eq!(client.send(&id, &me, "x").await, Err(ChatError::Ended));
+        assert!(matches!(
+            client.info("nope").await,
+            Err(ChatError::NotFound(_))
+        ));
+        assert!(matches!(
+            client.terminate("nope", "x").await,
+            Err(ChatError::NotFound(_))
+        ));
+        let mut seen = Vec::new();
+        loop {
+            let update = tokio::time::timeout(Duration::from_secs(5), updates.recv())
+                .await
+                .expect("updates in time")
+                .unwrap();
+            let ended = matches!(update, ChatUpdate::Ended { .. });
+            seen.push(update);
+            if ended {
+                break;
+            }
+        }
+        assert_eq!(seen[0], ChatUpdate::Created { chat: info.clone() });
+        assert_eq!(seen.len(), 1 + 7 + 1);
+        let positions: Vec<u64> = seen
+            .iter()
+            .filter_map(|u| match u {
+                ChatUpdate::Entry { entry, .. } => Some(entry.position),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(positions, [1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[tokio::test]
+    async fn the_updates_route_numbers_waits_and_restarts() {
+        let (sim, _client, base) = setup().await;
+        let head = page(&base, "wait_ms=0").await;
+        assert!(head.updates.is_empty());
+        let waiting = tokio::spawn({
+            let base = base.clone();
+            let query = format!("after={}&wait_ms=5000&stream={}", head.next, head.stream);
+            async move { page(&base, &query).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let info = sim
+            .create(NewChat {
+                queue: "IQ".into(),
+                ..NewChat::default()
+            })
+            .await
+            .unwrap();
+        let woken = waiting.await.unwrap();
+        assert!(!woken.updates.is_empty());
+        assert_eq!(woken.updates[0].seq, head.next + 1);
+        assert_eq!(woken.updates[0].update, ChatUpdate::Created { chat: info });
+        // Nothing new: an empty page after the wait, `next` unchanged.
+        let all = page(&base, &format!("after={}&wait_ms=0", head.next)).await;
+        let last = all.updates.last().unwrap().seq;
+        let quiet = page(&base, &format!("after={last}&wait_ms=30")).await;
+        assert!(quiet.updates.is_empty());
+        assert_eq!(quiet.next, last);
+        // Another stream's numbers start over from what is kept.
+        let other = page(&base, &format!("after={last}&stream=old")).await;
+        assert_eq!(other.updates.first().map(|u| u.seq), Some(1));
+        let response = crate::loader::http_client(Duration::from_secs(5))
+            .get(format!("{base}/updates?after=x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+    }
 }

@@ -28,8 +28,8 @@
 //! # Timers and updates
 //!
 //! The delayed accept runs on the simulator's background thread (see
-//! [`super::background`]), never on the caller's runtime; with a delay of
-//! 0 the agent joins inside `deliver`. Updates are sent while the chat
+//! `backends/background.rs`), never on the caller's runtime; with a
+//! delay of 0 the agent joins inside `deliver`. Updates are sent while the chat
 //! state is locked, so every subscriber sees them in transcript order.
 
 use std::collections::{HashMap, VecDeque};

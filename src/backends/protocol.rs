@@ -224,7 +224,7 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The client side: a base URL and a `reqwest` client whose requests all
 /// run on a background runtime the client owns (see
-/// [`super::background`]).
+/// `backends/background.rs`).
 pub(crate) struct ProtocolClient {
     base: String,
     client: reqwest::Client,
@@ -326,6 +326,17 @@ impl ProtocolClient {
         self.call(reqwest::Method::POST, path, Some(bytes), timeout)
             .await
     }
+}
+
+/// Serves a router on a local port for tests; returns its base URL.
+#[cfg(test)]
+pub(crate) async fn serve_for_test(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{address}")
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ impl HttpRouting {
 impl RoutingBackend for HttpRouting {
     fn reserve(&self, request: ReserveRequest) -> BoxFuture<'_, Result<Reservation, RoutingError>> {
         Box::pin(async move {
-            let timeout = request.timeout() + RESERVE_GRACE;
+            let timeout = request.timeout().saturating_add(RESERVE_GRACE);
             self.client.post("/reserve", &request, Some(timeout)).await
         })
     }
@@ -212,5 +212,116 @@ async fn statistic(State(backend): State<Backend>, RawQuery(query): RawQuery) ->
     match backend.statistic(target, stat).await {
         Ok(value) => json_response(200, &StatisticBody { value }),
         Err(e) => failure(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::protocol::serve_for_test;
+    use crate::backends::routing_sim::RoutingSim;
+    use crate::backends::settings::{AgentSettings, SimulatorSettings};
+
+    async fn setup() -> (Arc<RoutingSim>, HttpRouting, String) {
+        let sim = Arc::new(
+            RoutingSim::new(&SimulatorSettings {
+                agents: vec![AgentSettings {
+                    ready: false,
+                    ..AgentSettings::new("a1", "Ann", &["G"])
+                }],
+                ..SimulatorSettings::default()
+            })
+            .unwrap(),
+        );
+        let base = serve_for_test(routing_protocol_router(sim.clone())).await;
+        let client = HttpRouting::new(&format!("{base}/")).unwrap();
+        (sim, client, base)
+    }
+
+    fn request(id: &str, target: &str, timeout_ms: u64) -> ReserveRequest {
+        ReserveRequest {
+            request_id: id.to_string(),
+            interaction_id: "ixn".to_string(),
+            virtual_queue: "VQ".to_string(),
+            media: "chat".to_string(),
+            target: target.to_string(),
+            priority: 0,
+            timeout_ms,
+            reserve_ms: 0,
+        }
+    }
+
+    async fn until(what: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if what() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    #[tokio::test]
+    async fn every_call_goes_through_the_protocol() {
+        let (sim, client, _) = setup().await;
+        assert_eq!(
+            client.reserve(request("r1", "G@SS.GA", 50)).await,
+            Err(RoutingError::Timeout)
+        );
+        assert_eq!(
+            client.statistic("G@SS.GA", "RStatAgentsTotal").await,
+            Ok(1.0)
+        );
+        sim.set_ready("a1", true).unwrap();
+        let r = client.reserve(request("r2", "G@SS.GA", 50)).await.unwrap();
+        assert_eq!((r.agent_id.as_str(), r.agent_name.as_str()), ("a1", "Ann"));
+        client.confirm(&r.reservation_id).await.unwrap();
+        assert_eq!(
+            client.confirm("res-x").await,
+            Err(RoutingError::Unknown("res-x".into()))
+        );
+        assert_eq!(sim.reservations(), 1);
+        client.release(&r.reservation_id).await;
+        assert_eq!(sim.reservations(), 0);
+        assert!(matches!(
+            client.reserve(request("r3", "G", 50)).await,
+            Err(RoutingError::Invalid(m)) if m.contains("_target")
+        ));
+        assert!(matches!(
+            client.statistic("G@SS.GA", "Nonsense").await,
+            Err(RoutingError::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn cancel_and_dropped_requests_reach_the_backend() {
+        let (sim, client, base) = setup().await;
+        let client = Arc::new(client);
+        let waiting = {
+            let client = client.clone();
+            tokio::spawn(async move { client.reserve(request("r1", "G@SS.GA", 5000)).await })
+        };
+        until(|| sim.waiting() == 1).await;
+        assert!(client.cancel("r1").await);
+        assert_eq!(waiting.await.unwrap(), Err(RoutingError::Cancelled));
+        assert!(!client.cancel("r1").await);
+        // Giving up on a reserve closes the connection, which ends the wait.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            client.reserve(request("r2", "G@SS.GA", 5000)),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        until(|| sim.waiting() == 0).await;
+        // Bad bodies are `invalid` failures with status 400.
+        let response = crate::loader::http_client(Duration::from_secs(5))
+            .post(format!("{base}/reserve"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+        let e: RoutingError = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert!(matches!(e, RoutingError::Invalid(m) if m.contains("bad request body")));
     }
 }

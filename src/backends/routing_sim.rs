@@ -43,10 +43,10 @@
 //! # Reservations
 //!
 //! A reservation not confirmed within the request's `reserve_ms` is
-//! released by a timer task on the simulator's own background thread (see
-//! [`super::background`]), never on the caller's runtime; `reserve_ms` 0
-//! means the reservation never expires by itself. `confirm` cancels that
-//! timer; `release` frees the capacity.
+//! released by a timer task on the simulator's own background thread
+//! (see `backends/background.rs`), never on the caller's runtime;
+//! `reserve_ms` 0 means the reservation never expires by itself.
+//! `confirm` cancels that timer; `release` frees the capacity.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -527,6 +527,14 @@ impl State {
     }
 }
 
+/// `at + wait`, or about thirty years from `at` when that overflows (an
+/// effectively endless timeout).
+fn later(at: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
+    at.checked_add(wait)
+        .or_else(|| at.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(at)
+}
+
 /// Removes a `reserve` that ends early (dropped by its caller) from the
 /// waiting requests, and gives back a reservation it was handed but never
 /// returned.
@@ -728,7 +736,7 @@ impl RoutingBackend for RoutingSim {
             if request.media.trim().is_empty() {
                 return Err(RoutingError::Invalid("the media is empty".to_string()));
             }
-            let deadline = tokio::time::Instant::now() + request.timeout();
+            let deadline = later(tokio::time::Instant::now(), request.timeout());
             let (reply, receiver) = oneshot::channel();
             let (key, wait) = lock(&self.state).register(&request, steps, reply)?;
             let mut guard = WaitGuard {
@@ -739,7 +747,7 @@ impl RoutingBackend for RoutingSim {
             };
             let step_deadline = |wait: Option<Duration>| {
                 wait.map_or(deadline, |w| {
-                    (tokio::time::Instant::now() + w).min(deadline)
+                    later(tokio::time::Instant::now(), w).min(deadline)
                 })
             };
             let mut until = step_deadline(wait);
@@ -1213,6 +1221,19 @@ mod tests {
             sim.statistic("Nobody@SS.GA", "RStatAgentsTotal").await,
             Ok(0.0)
         );
+    }
+
+    #[tokio::test]
+    async fn an_endless_timeout_is_accepted() {
+        let sim = sim(vec![not_ready(agent("a1", &["G"], 1))]);
+        let target = r#"[{"target":"G@SS.GA","timeout":18446744073709551615},
+                         {"target":"G@SS.GA"}]"#;
+        let mut r = request("r1", target, u64::MAX);
+        r.reserve_ms = u64::MAX;
+        let waiting = spawn_reserve(&sim, r);
+        until_waiting(&sim, 1).await;
+        sim.set_ready("a1", true).unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap().agent_id, "a1");
     }
 
     #[tokio::test]

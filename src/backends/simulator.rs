@@ -3,7 +3,7 @@
 //! server runs with.
 //!
 //! A [`Simulator`] owns one background thread (see
-//! [`super::background`]) on which every simulator timer runs:
+//! `backends/background.rs`) on which every simulator timer runs:
 //! reservation expiry in [`RoutingSim`] and agents' delayed accept in
 //! [`ChatSim`]. Nothing is spawned on a caller's runtime. The chat
 //! simulator asks the routing simulator's agents whether they accept
