@@ -326,6 +326,7 @@ async fn written_session_and_document_load_back_with_every_field() {
                 documents: vec![doc.clone(), doc_without_location.clone()],
                 upserts: vec![empty.clone(), full.clone()],
                 deletes: vec![],
+                callbacks: vec![],
             },
         )
         .await;
@@ -427,6 +428,7 @@ async fn deleted_sessions_are_gone_and_others_stay() {
             WriteBatch {
                 upserts: vec![row("other", "other", None, 4)],
                 deletes: vec!["c1".into(), "never-existed".into()],
+                callbacks: vec![],
                 ..WriteBatch::default()
             },
         )
@@ -448,6 +450,7 @@ async fn deleted_sessions_are_gone_and_others_stay() {
             label,
             WriteBatch {
                 deletes: vec!["r".into(), "c2".into()],
+                callbacks: vec![],
                 ..WriteBatch::default()
             },
         )
@@ -640,6 +643,7 @@ async fn purge_halted_deletes_only_halted_sessions_ended_before_the_cutoff_and_u
                     },
                 ],
                 deletes: vec![],
+                callbacks: vec![],
             },
         )
         .await;
@@ -752,6 +756,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
                 documents: vec![doc.clone()],
                 upserts: vec![kept.clone()],
                 deletes: vec![],
+                callbacks: vec![],
             },
         )
         .await;
@@ -774,7 +779,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
 
         assert_eq!(
             db.applied_migrations().await,
-            [1],
+            [1, 2],
             "{label}: each migration is recorded once"
         );
     }
@@ -823,6 +828,7 @@ async fn a_batch_larger_than_one_statement_lands_completely() {
             label,
             WriteBatch {
                 deletes: deleted.clone(),
+                callbacks: vec![],
                 ..WriteBatch::default()
             },
         )
@@ -912,6 +918,21 @@ impl Store for Recording {
     fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.inner.purge_halted(ended_before)
     }
+    fn load_callback<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<ors::store::CallbackRow, StoreError>> {
+        self.inner.load_callback(id)
+    }
+    fn query_callbacks<'a>(
+        &'a self,
+        query: &'a ors::store::CallbackQuery,
+    ) -> BoxFuture<'a, Result<Vec<ors::store::CallbackRow>, StoreError>> {
+        self.inner.query_callbacks(query)
+    }
+    fn purge_callbacks(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.purge_callbacks(now)
+    }
 }
 
 /// Drops the last handle and waits for the committer's `run()` to end.
@@ -954,11 +975,13 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
                 documents: vec![doc.clone()],
                 upserts: vec![shared, row(&format!("own-{k}"), "own", None, 100 + k)],
                 deletes: vec![],
+                callbacks: vec![],
             }));
         }
         answers.push(handle.submit(upserts(vec![row("gone", "gone", None, 2)])));
         answers.push(handle.submit(WriteBatch {
             deletes: vec!["gone".into(), "back".into()],
+            callbacks: vec![],
             ..WriteBatch::default()
         }));
         answers.push(handle.submit(upserts(vec![SessionRow {
@@ -1011,6 +1034,7 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
                         documents: vec![doc.clone()],
                         upserts: vec![r],
                         deletes: vec![],
+                        callbacks: vec![],
                     });
                     answer.await.expect("answered")?;
                 }
@@ -1062,6 +1086,7 @@ async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_docume
                 ..row(id, id, None, 1)
             }],
             deletes: vec![],
+            callbacks: vec![],
         };
 
         recording.fail_next.store(true, Ordering::SeqCst);
@@ -1122,6 +1147,95 @@ async fn committer_run_finishes_after_every_handle_is_dropped_and_commits_what_w
         assert_eq!(committed(label, queued).await, Ok(()), "{label}");
         assert_eq!(load(&store, label, "a").await.id, "a");
         assert_eq!(load(&store, label, "b").await.id, "b");
+        drop(store);
+    }
+}
+
+fn callback(
+    id: &str,
+    number: &str,
+    state: &str,
+    created_at: i64,
+    expires_at: i64,
+) -> ors::store::CallbackRow {
+    ors::store::CallbackRow {
+        id: id.into(),
+        service: "chat-immediate".into(),
+        customer_number: number.into(),
+        state: state.into(),
+        session_id: format!("session-of-{id}"),
+        created_at,
+        updated_at: created_at,
+        expires_at,
+        record: format!(r#"{{"_id":"{id}","_callback_state":"{state}"}}"#),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_records_round_trip_are_queried_replaced_and_purged() {
+    for db in test_databases().await {
+        let store = db.open().await;
+        let label = db.label;
+        let batch = |rows| WriteBatch {
+            callbacks: rows,
+            ..WriteBatch::default()
+        };
+        write(
+            &store,
+            label,
+            batch(vec![
+                callback("a", "111", "QUEUED", 1, 1_000),
+                callback("b", "111", "QUEUED", 2, 5_000),
+                callback("c", "222", "QUEUED", 3, 5_000),
+            ]),
+        )
+        .await;
+        let a = store.load_callback("a").await.unwrap();
+        assert_eq!(a, callback("a", "111", "QUEUED", 1, 1_000), "{label}");
+        assert!(
+            matches!(
+                store.load_callback("zz").await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{label}"
+        );
+        write(
+            &store,
+            label,
+            batch(vec![callback("b", "111", "COMPLETED", 2, 5_000)]),
+        )
+        .await;
+        let ids = |rows: Vec<ors::store::CallbackRow>| -> Vec<String> {
+            rows.into_iter().map(|r| r.id).collect()
+        };
+        let by_number = ors::store::CallbackQuery {
+            customer_number: Some("111".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(store.query_callbacks(&by_number).await.unwrap()),
+            ["b", "a"],
+            "{label}"
+        );
+        let queued = ors::store::CallbackQuery {
+            service: Some("chat-immediate".into()),
+            state: Some("queued".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(store.query_callbacks(&queued).await.unwrap()),
+            ["c", "a"],
+            "{label}"
+        );
+        assert_eq!(store.purge_callbacks(2_000).await.unwrap(), 1, "{label}");
+        assert!(store.load_callback("a").await.is_err(), "{label}");
+        assert_eq!(
+            store.load_callback("b").await.unwrap().state,
+            "COMPLETED",
+            "{label}"
+        );
         drop(store);
     }
 }

@@ -74,12 +74,11 @@ impl ChatBindings {
         if let Ok(mut m) = self.by_chat.lock() {
             m.insert(binding.chat_id.clone(), binding.service_id.clone());
         }
-        if let Ok(mut m) = self.by_service.lock() {
-            if let Some(old) = m.insert(binding.service_id.clone(), binding)
-                && let Ok(mut c) = self.by_chat.lock()
-            {
-                c.remove(&old.chat_id);
-            }
+        if let Ok(mut m) = self.by_service.lock()
+            && let Some(old) = m.insert(binding.service_id.clone(), binding)
+            && let Ok(mut c) = self.by_chat.lock()
+        {
+            c.remove(&old.chat_id);
         }
     }
 

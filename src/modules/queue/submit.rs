@@ -161,15 +161,15 @@ fn targets(scope: &mut ActionScope<'_>, action: &CustomAction) -> Result<String,
             _ => {}
         }
     }
-    if found.is_empty() {
-        if let Some(text) = attr(action, "targetexpr") {
-            let v = scope
-                .datamodel
-                .eval_text(text)
-                .map_err(|e| format!("targetexpr=\"{text}\": {}", e.message))?;
-            if let Some(v) = v {
-                found.push(value_text(&v));
-            }
+    if found.is_empty()
+        && let Some(text) = attr(action, "targetexpr")
+    {
+        let v = scope
+            .datamodel
+            .eval_text(text)
+            .map_err(|e| format!("targetexpr=\"{text}\": {}", e.message))?;
+        if let Some(v) = v {
+            found.push(value_text(&v));
         }
     }
     match found.len() {
