@@ -39,6 +39,20 @@ fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
     assert_eq!(script.url, "fixtures/server/counter.scxml");
     assert_eq!(script.params["label"], "from the script object");
     assert!(config.script("CounterDemo").unwrap().1.is_none());
+    // The GMS wiring it spells out is the default one.
+    assert_eq!(config.gms.chat_endpoint, defaults.gms.chat_endpoint);
+    assert_eq!(
+        config.interaction_queues["chat_inbound"].application,
+        defaults.interaction_queues["chat_inbound"].application
+    );
+    let inbound = config.script("GMSInbound").expect("inbound script").0;
+    assert_eq!(inbound.params["app_selected_agent_group"], "Chat_Overflow");
+    let agents = config.backends.simulator.effective_agents();
+    let demo = defaults.backends.simulator.effective_agents();
+    let ids = |a: &[ors::backends::AgentSettings]| -> Vec<(String, Vec<String>)> {
+        a.iter().map(|a| (a.id.clone(), a.groups.clone())).collect()
+    };
+    assert_eq!(ids(&agents), ids(&demo));
 }
 
 #[test]
