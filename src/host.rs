@@ -560,6 +560,11 @@ impl Host for LocalHost {
         self.basichttp.is_some() && crate::io::basichttp::is_basichttp_type(type_uri)
     }
 
+    fn loopback(&mut self, type_uri: &str, location: &str, event: &Event) -> Option<Event> {
+        crate::io::basichttp::is_basichttp_type(type_uri)
+            .then(|| crate::io::basichttp::loopback_event(event, location))
+    }
+
     fn dispatch(&mut self, session_id: &str, outbound: Outbound) -> Result<(), DispatchError> {
         if crate::io::basichttp::is_basichttp_type(&outbound.type_) {
             return match &self.basichttp {

@@ -20,7 +20,7 @@ use boa_engine::{
 use serde_json::{Map, Value};
 
 use super::{DataModel, DataModelError, DmResult, InitialValue, ScriptLimits, SystemVariables};
-use crate::interpreter::Event;
+use crate::model::Event;
 use crate::model::{Document, ExprId, ExprKind, StateId, StateSet};
 
 /// The event being processed; `_event` is an accessor that builds its

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::interpreter::Event;
+use crate::model::Event;
 use crate::model::{Document, ExprId, StateId};
 
 /// An error from evaluating or assigning; the interpreter turns it into

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{DataModel, DataModelError, DmResult, InitialValue, SystemVariables};
-use crate::interpreter::Event;
+use crate::model::Event;
 use crate::model::{Document, ExprId, StateId, StateSet};
 
 /// The null data model.

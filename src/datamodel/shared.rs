@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::ecmascript::EcmaScriptDataModel;
 use super::{DataModel, DmResult, InitialValue, ScriptLimits, SystemVariables};
-use crate::interpreter::Event;
+use crate::model::Event;
 use crate::model::{Document, ExprId, ExprKind, StateId, StateSet};
 
 /// What a session owns while its variables are not installed.

@@ -357,11 +357,10 @@ impl Session {
         // A Basic HTTP send to this session's own location is queued at
         // once, like a send to `#_scxml_<own id>`.
         if let (Some(t), Some(ty)) = (target.as_deref(), type_.as_deref())
-            && crate::io::basichttp::is_basichttp_type(ty)
             && delay_ms == 0
             && self.own_location("basichttp").is_some_and(|own| own == t)
+            && let Some(ev) = host.loopback(ty, t, &event)
         {
-            let ev = crate::io::basichttp::loopback_event(&event, t);
             self.external_queue.push_back(ev);
             return Ok(());
         }

@@ -9,7 +9,6 @@
 //! other targets through the [`Host`] trait.
 
 mod algorithm;
-mod event;
 mod execute;
 mod invoke;
 mod snapshot;
@@ -20,14 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
-pub use event::{Event, EventKind, parse_delay};
+pub use crate::model::{Event, EventKind, parse_delay};
 pub use execute::is_scxml_type_uri;
 pub use invoke::{ActiveInvoke, InvokeRequest, InvokeSource, is_scxml_invoke_type};
 pub use snapshot::{DelayedSnapshot, SessionSnapshot, SnapshotError};
 
 use crate::datamodel::{self, DataModel, ScriptLimits, SystemVariables};
 use crate::model::{CustomAction, Document, StateId, StateSet};
-use crate::parser::CustomActionClaims;
+use crate::model::CustomActionClaims;
 
 /// The SCXML Event I/O Processor's type URI.
 pub const SCXML_PROCESSOR: &str = "http://www.w3.org/TR/scxml/#SCXMLEventProcessor";
@@ -82,6 +81,14 @@ pub trait Host {
     fn supports_type(&self, type_uri: &str) -> bool {
         let _ = type_uri;
         false
+    }
+    /// A send of I/O processor type `type_uri` addressed to the sending
+    /// session's own `location`, as the event that session would receive
+    /// had it gone out and come back (the Basic HTTP processor's encoding);
+    /// the interpreter queues it at once. `None` sends it normally.
+    fn loopback(&mut self, type_uri: &str, location: &str, event: &Event) -> Option<Event> {
+        let _ = (type_uri, location, event);
+        None
     }
     /// Observer hook: a state was entered (after it joined the configuration).
     fn on_enter(&mut self, session_id: &str, doc: &Document, state: StateId) {

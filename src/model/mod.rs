@@ -5,6 +5,7 @@
 //! that runs it through an `Arc`.
 
 mod content;
+mod event;
 mod stateset;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use content::*;
+pub use event::{Event, EventKind, parse_delay};
 pub use stateset::StateSet;
 
 /// Index of a state in [`Document::states`]; ids follow document order.
@@ -402,5 +404,21 @@ impl Document {
         list.push(source);
         list.extend_from_slice(targets);
         self.find_lcca(&list)
+    }
+}
+
+/// Tells the parser which foreign-namespace elements have handlers (the
+/// interpreter's custom action table implements it).
+pub trait CustomActionClaims {
+    /// Whether a handler exists for the element `name` in `namespace`.
+    fn claims(&self, namespace: &str, name: &str) -> bool;
+}
+
+/// A claims table that claims nothing.
+pub struct NoCustomActions;
+
+impl CustomActionClaims for NoCustomActions {
+    fn claims(&self, _: &str, _: &str) -> bool {
+        false
     }
 }

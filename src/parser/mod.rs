@@ -33,20 +33,7 @@ pub struct Diagnostic {
 #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct LoadError(pub Vec<Diagnostic>);
 
-/// Tells the loader which foreign-namespace elements have handlers.
-pub trait CustomActionClaims {
-    /// Whether a handler exists for the element `name` in `namespace`.
-    fn claims(&self, namespace: &str, name: &str) -> bool;
-}
-
-/// A claims table that claims nothing.
-pub struct NoCustomActions;
-
-impl CustomActionClaims for NoCustomActions {
-    fn claims(&self, _: &str, _: &str) -> bool {
-        false
-    }
-}
+pub use crate::model::{CustomActionClaims, NoCustomActions};
 
 /// Decides whether a document may read a URI (`<data src>`, `<script src>`);
 /// the error says why not.
@@ -976,7 +963,7 @@ impl<'a> Builder<'a> {
             );
         }
         if let Some(ValueSource::Literal(d)) = &delay
-            && crate::interpreter::parse_delay(d).is_none()
+            && crate::model::parse_delay(d).is_none()
         {
             self.error(
                 pos,
