@@ -25,8 +25,8 @@ pub use invoke::{ActiveInvoke, InvokeRequest, InvokeSource, is_scxml_invoke_type
 pub use snapshot::{DelayedSnapshot, SessionSnapshot, SnapshotError};
 
 use crate::datamodel::{self, DataModel, ScriptLimits, SystemVariables};
-use crate::model::{CustomAction, Document, StateId, StateSet};
 use crate::model::CustomActionClaims;
+use crate::model::{CustomAction, Document, StateId, StateSet};
 
 /// The SCXML Event I/O Processor's type URI.
 pub const SCXML_PROCESSOR: &str = "http://www.w3.org/TR/scxml/#SCXMLEventProcessor";
