@@ -4,14 +4,13 @@
 //! for one top-level session and its children; a server worker thread runs
 //! one per worker.
 
-use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::interpreter::{
-    DispatchError, Event, EventKind, Host, InvokeRequest, InvokeSource, Outbound, Session,
-    SessionOptions, StepOutcome, is_scxml_type_uri,
+    Deferred, DispatchError, Event, EventKind, Host, InvokeRequest, InvokeSource, Outbound,
+    Session, SessionOptions, StepOutcome, is_scxml_type_uri,
 };
 use crate::model::Document;
 use crate::parser::{LoadOptions, load_file, parse_document, parse_document_from};
@@ -62,7 +61,8 @@ pub struct LocalHost {
     document_loader: Option<DocumentLoader>,
     remote: Option<RemoteRouter>,
     id_generator: Option<Box<dyn FnMut() -> String>>,
-    services: Option<Box<dyn Any>>,
+    /// Deferred work of custom actions (`None`: this host runs none).
+    deferred: Option<Vec<Deferred>>,
     halted: Vec<Arc<str>>,
     /// Sessions that ran since [`LocalHost::take_touched`] (their state may
     /// have changed).
@@ -98,7 +98,7 @@ impl LocalHost {
             document_loader: None,
             remote: None,
             id_generator: None,
-            services: None,
+            deferred: None,
             halted: Vec::new(),
             touched: Vec::new(),
             removed: Vec::new(),
@@ -121,14 +121,18 @@ impl LocalHost {
         self.id_generator = Some(generator);
     }
 
-    /// Installs the object custom actions reach through [`Host::services`].
-    pub fn set_services(&mut self, services: Box<dyn Any>) {
-        self.services = Some(services);
+    /// Accepts custom actions' deferred work ([`Host::defer`]); the owner
+    /// collects it with [`LocalHost::take_deferred`] and runs it.
+    pub fn accept_deferred(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
     }
 
-    /// The object installed with [`LocalHost::set_services`].
-    pub fn services_mut(&mut self) -> Option<&mut (dyn Any + 'static)> {
-        self.services.as_deref_mut()
+    /// The deferred work handed over since the last call.
+    pub fn take_deferred(&mut self) -> Vec<Deferred> {
+        self.deferred
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Top-level sessions that halted since the last call.
@@ -552,8 +556,16 @@ impl Host for LocalHost {
         }
     }
 
-    fn services(&mut self) -> Option<&mut dyn Any> {
-        self.services.as_deref_mut()
+    fn defer(&mut self, job: Deferred) -> Result<(), DispatchError> {
+        match &mut self.deferred {
+            Some(jobs) => {
+                jobs.push(job);
+                Ok(())
+            }
+            None => Err(DispatchError(
+                "this host runs no deferred work (the action needs `ors serve`)".into(),
+            )),
+        }
     }
 
     fn supports_type(&self, type_uri: &str) -> bool {

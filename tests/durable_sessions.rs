@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ors::server::{Config, RunningServer, spawn};
+use ors::app::{Config, spawn};
+use ors::server::RunningServer;
 use serde_json::Value;
 
 fn scratch_dir() -> PathBuf {
@@ -33,8 +34,11 @@ fn fixture(name: &str) -> String {
 
 fn config(data_dir: &std::path::Path) -> Config {
     let mut config = Config {
-        workers: 2,
-        data_dir: data_dir.to_path_buf(),
+        server: ors::server::Config {
+            workers: 2,
+            data_dir: data_dir.to_path_buf(),
+            ..Default::default()
+        },
         ..Config::default()
     };
     config.security.allowed_dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
+use ors::gms::records::{CallbackQuery, CallbackRow};
 use ors::store::{
     CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError,
     StoreLocation, WriteBatch, document_hash,
@@ -107,15 +108,19 @@ impl TestDb {
 
     /// A store on this database (running migrations).
     async fn open(&self) -> Arc<dyn Store> {
-        ors::store::open(&self.location, 4)
+        ors::store::open(&self.location, 4, ors::gms::records::MIGRATIONS)
             .await
             .unwrap_or_else(|e| panic!("{}: store opens: {e}", self.label))
             .expect("a persistent location gives a store")
     }
 
     /// How many migrations the schema records as applied, and which.
-    async fn applied_migrations(&self) -> Vec<i64> {
-        let sql = "SELECT version FROM ors_migrations ORDER BY version";
+    /// The migrations recorded: the core's versions as `core:N`, then the
+    /// extensions' as `component:N`.
+    async fn applied_migrations(&self) -> Vec<String> {
+        let sql = "SELECT 'core:' || CAST(version AS TEXT) FROM ors_migrations \
+                   UNION ALL SELECT component || ':' || CAST(version AS TEXT) \
+                   FROM ors_component_migrations ORDER BY 1";
         match &self.location {
             StoreLocation::Sqlite { path, .. } => {
                 let mut conn = SqliteConnectOptions::new()
@@ -123,7 +128,7 @@ impl TestDb {
                     .connect()
                     .await
                     .expect("sqlite connects");
-                let versions: Vec<i64> = sqlx::query_scalar(sql)
+                let versions: Vec<String> = sqlx::query_scalar(sql)
                     .fetch_all(&mut conn)
                     .await
                     .expect("ors_migrations is readable");
@@ -132,7 +137,7 @@ impl TestDb {
             }
             StoreLocation::Postgres { url } => {
                 let mut conn = PgConnection::connect(url).await.expect("postgres connects");
-                let versions: Vec<i64> = sqlx::query_scalar(sql)
+                let versions: Vec<String> = sqlx::query_scalar(sql)
                     .fetch_all(&mut conn)
                     .await
                     .expect("ors_migrations is readable");
@@ -326,7 +331,7 @@ async fn written_session_and_document_load_back_with_every_field() {
                 documents: vec![doc.clone(), doc_without_location.clone()],
                 upserts: vec![empty.clone(), full.clone()],
                 deletes: vec![],
-                callbacks: vec![],
+                statements: vec![],
             },
         )
         .await;
@@ -428,7 +433,7 @@ async fn deleted_sessions_are_gone_and_others_stay() {
             WriteBatch {
                 upserts: vec![row("other", "other", None, 4)],
                 deletes: vec!["c1".into(), "never-existed".into()],
-                callbacks: vec![],
+                statements: vec![],
                 ..WriteBatch::default()
             },
         )
@@ -450,7 +455,7 @@ async fn deleted_sessions_are_gone_and_others_stay() {
             label,
             WriteBatch {
                 deletes: vec!["r".into(), "c2".into()],
-                callbacks: vec![],
+                statements: vec![],
                 ..WriteBatch::default()
             },
         )
@@ -643,7 +648,7 @@ async fn purge_halted_deletes_only_halted_sessions_ended_before_the_cutoff_and_u
                     },
                 ],
                 deletes: vec![],
-                callbacks: vec![],
+                statements: vec![],
             },
         )
         .await;
@@ -756,7 +761,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
                 documents: vec![doc.clone()],
                 upserts: vec![kept.clone()],
                 deletes: vec![],
-                callbacks: vec![],
+                statements: vec![],
             },
         )
         .await;
@@ -779,7 +784,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
 
         assert_eq!(
             db.applied_migrations().await,
-            [1, 2],
+            ["core:1", "gms:1"],
             "{label}: each migration is recorded once"
         );
     }
@@ -828,7 +833,7 @@ async fn a_batch_larger_than_one_statement_lands_completely() {
             label,
             WriteBatch {
                 deletes: deleted.clone(),
-                callbacks: vec![],
+                statements: vec![],
                 ..WriteBatch::default()
             },
         )
@@ -918,20 +923,17 @@ impl Store for Recording {
     fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.inner.purge_halted(ended_before)
     }
-    fn load_callback<'a>(
+    fn query<'a>(
         &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<ors::store::CallbackRow, StoreError>> {
-        self.inner.load_callback(id)
+        statement: &'a ors::store::Statement,
+    ) -> BoxFuture<'a, Result<Vec<Vec<ors::store::SqlValue>>, StoreError>> {
+        self.inner.query(statement)
     }
-    fn query_callbacks<'a>(
+    fn execute<'a>(
         &'a self,
-        query: &'a ors::store::CallbackQuery,
-    ) -> BoxFuture<'a, Result<Vec<ors::store::CallbackRow>, StoreError>> {
-        self.inner.query_callbacks(query)
-    }
-    fn purge_callbacks(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.purge_callbacks(now)
+        statement: &'a ors::store::Statement,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner.execute(statement)
     }
 }
 
@@ -975,13 +977,13 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
                 documents: vec![doc.clone()],
                 upserts: vec![shared, row(&format!("own-{k}"), "own", None, 100 + k)],
                 deletes: vec![],
-                callbacks: vec![],
+                statements: vec![],
             }));
         }
         answers.push(handle.submit(upserts(vec![row("gone", "gone", None, 2)])));
         answers.push(handle.submit(WriteBatch {
             deletes: vec!["gone".into(), "back".into()],
-            callbacks: vec![],
+            statements: vec![],
             ..WriteBatch::default()
         }));
         answers.push(handle.submit(upserts(vec![SessionRow {
@@ -1034,7 +1036,7 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
                         documents: vec![doc.clone()],
                         upserts: vec![r],
                         deletes: vec![],
-                        callbacks: vec![],
+                        statements: vec![],
                     });
                     answer.await.expect("answered")?;
                 }
@@ -1086,7 +1088,7 @@ async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_docume
                 ..row(id, id, None, 1)
             }],
             deletes: vec![],
-            callbacks: vec![],
+            statements: vec![],
         };
 
         recording.fail_next.store(true, Ordering::SeqCst);
@@ -1151,14 +1153,8 @@ async fn committer_run_finishes_after_every_handle_is_dropped_and_commits_what_w
     }
 }
 
-fn callback(
-    id: &str,
-    number: &str,
-    state: &str,
-    created_at: i64,
-    expires_at: i64,
-) -> ors::store::CallbackRow {
-    ors::store::CallbackRow {
+fn callback(id: &str, number: &str, state: &str, created_at: i64, expires_at: i64) -> CallbackRow {
+    CallbackRow {
         id: id.into(),
         service: "chat-immediate".into(),
         customer_number: number.into(),
@@ -1171,71 +1167,74 @@ fn callback(
     }
 }
 
+/// Callback records are the GMS extension's own table, written through the
+/// group committer and read with the store's generic statements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_records_round_trip_are_queried_replaced_and_purged() {
+    use ors::gms::records::Records;
     for db in test_databases().await {
         let store = db.open().await;
         let label = db.label;
-        let batch = |rows| WriteBatch {
-            callbacks: rows,
-            ..WriteBatch::default()
-        };
-        write(
-            &store,
-            label,
-            batch(vec![
-                callback("a", "111", "QUEUED", 1, 1_000),
-                callback("b", "111", "QUEUED", 2, 5_000),
-                callback("c", "222", "QUEUED", 3, 5_000),
-            ]),
-        )
-        .await;
-        let a = store.load_callback("a").await.unwrap();
-        assert_eq!(a, callback("a", "111", "QUEUED", 1, 1_000), "{label}");
-        assert!(
-            matches!(
-                store.load_callback("zz").await,
-                Err(StoreError::NotFound(_))
-            ),
-            "{label}"
-        );
-        write(
-            &store,
-            label,
-            batch(vec![callback("b", "111", "COMPLETED", 2, 5_000)]),
-        )
-        .await;
-        let ids = |rows: Vec<ors::store::CallbackRow>| -> Vec<String> {
-            rows.into_iter().map(|r| r.id).collect()
-        };
-        let by_number = ors::store::CallbackQuery {
+        let (committer, commits) = Committer::new(store.clone());
+        let task = tokio::spawn(committer.run());
+        let records = Records::new(Some(store.clone()), Some(commits.clone()));
+        // Expiry times in the future (reads leave out expired records):
+        // `a` expires first, and the purge runs at a time between.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let (soon, later) = (now + 1_000_000, now + 5_000_000);
+        for row in [
+            callback("a", "111", "QUEUED", 1, soon),
+            callback("b", "111", "QUEUED", 2, later),
+            callback("c", "222", "QUEUED", 3, later),
+        ] {
+            records.save(row).await.unwrap();
+        }
+        let a = records.get("a").await.unwrap();
+        assert_eq!(a, Some(callback("a", "111", "QUEUED", 1, soon)), "{label}");
+        assert_eq!(records.get("zz").await.unwrap(), None, "{label}");
+        records
+            .save(callback("b", "111", "COMPLETED", 2, later))
+            .await
+            .unwrap();
+        let ids =
+            |rows: Vec<CallbackRow>| -> Vec<String> { rows.into_iter().map(|r| r.id).collect() };
+        let by_number = CallbackQuery {
             customer_number: Some("111".into()),
             limit: 10,
             ..Default::default()
         };
         assert_eq!(
-            ids(store.query_callbacks(&by_number).await.unwrap()),
+            ids(records.query(&by_number).await.unwrap()),
             ["b", "a"],
             "{label}"
         );
-        let queued = ors::store::CallbackQuery {
+        let queued = CallbackQuery {
             service: Some("chat-immediate".into()),
             state: Some("queued".into()),
             limit: 10,
             ..Default::default()
         };
         assert_eq!(
-            ids(store.query_callbacks(&queued).await.unwrap()),
+            ids(records.query(&queued).await.unwrap()),
             ["c", "a"],
             "{label}"
         );
-        assert_eq!(store.purge_callbacks(2_000).await.unwrap(), 1, "{label}");
-        assert!(store.load_callback("a").await.is_err(), "{label}");
         assert_eq!(
-            store.load_callback("b").await.unwrap().state,
+            records.purge_before(now + 2_000_000).await.unwrap(),
+            1,
+            "{label}"
+        );
+        assert_eq!(records.get("a").await.unwrap(), None, "{label}");
+        assert_eq!(
+            records.get("b").await.unwrap().unwrap().state,
             "COMPLETED",
             "{label}"
         );
+        drop(records);
+        stop_committer(commits, task).await;
         drop(store);
     }
 }

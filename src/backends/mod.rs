@@ -27,6 +27,7 @@ pub mod routing_http;
 pub mod routing_sim;
 pub mod settings;
 pub mod simulator;
+pub mod target;
 
 pub use admin::admin_router;
 pub use chat_http::{HttpChat, chat_protocol_router};

@@ -43,6 +43,10 @@ pub struct Outbound {
     pub event: Event,
 }
 
+/// Work a custom action hands to its host with [`Host::defer`]: a future
+/// the host polls on the session's own thread once the macrostep is over.
+pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 /// Why the host could not deliver an [`Outbound`] event; becomes
 /// `error.communication`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -72,10 +76,15 @@ pub trait Host {
     fn cancel_invoke(&mut self, parent_id: &str, invokeid: &str) {
         let _ = (parent_id, invokeid);
     }
-    /// Host-specific services a custom action can downcast to (a server
-    /// worker's job queue, for instance); `None` where there are none.
-    fn services(&mut self) -> Option<&mut dyn std::any::Any> {
-        None
+    /// Takes work a custom action hands over to run after the current
+    /// macrostep, outside the session (an HTTP call, starting another
+    /// session); it reports back with events. A host that runs no such work
+    /// (`ors run`) refuses, and the action fails with `error.execution`.
+    fn defer(&mut self, job: Deferred) -> Result<(), DispatchError> {
+        drop(job);
+        Err(DispatchError(
+            "this host runs no deferred work (the action needs `ors serve`)".into(),
+        ))
     }
     /// Whether the host has an I/O processor of this type besides SCXML's.
     fn supports_type(&self, type_uri: &str) -> bool {

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use super::config::{Config, Security};
 use super::error::ApiError;
 use super::metrics::Metrics;
-use crate::interpreter::CustomActions;
+use crate::model::CustomActionClaims;
 use crate::model::Document;
 use crate::parser::{LoadOptions, parse_document, parse_document_from};
 
@@ -193,15 +193,16 @@ pub struct Documents {
     policy: UrlPolicy,
     cache: Mutex<HashMap<String, Entry>>,
     client: reqwest::Client,
-    custom_actions: Arc<CustomActions>,
+    custom_actions: Arc<dyn CustomActionClaims + Send + Sync>,
     metrics: Arc<Metrics>,
 }
 
 impl Documents {
-    /// A cache for `config`, with `custom_actions` known to the parser.
+    /// A cache for `config`; `custom_actions` tells the parser which
+    /// foreign elements have handlers.
     pub fn new(
         config: Arc<Config>,
-        custom_actions: Arc<CustomActions>,
+        custom_actions: Arc<dyn CustomActionClaims + Send + Sync>,
         metrics: Arc<Metrics>,
     ) -> Documents {
         let timeout = Duration::from_millis(config.documents.fetch_timeout_ms);
