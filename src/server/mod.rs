@@ -126,7 +126,7 @@ impl ServerContext {
     /// A fresh request id (for module actions and `/request` calls).
     pub fn new_request_id(&self) -> String {
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.pool.random_token())
+        crate::ids::request_id(n)
     }
 
     /// An HTTP client for the current thread (each worker runtime keeps
