@@ -23,6 +23,7 @@ pub mod cli;
 pub mod datamodel;
 pub mod gms;
 pub mod host;
+pub mod ids;
 pub mod interpreter;
 pub mod io;
 pub mod loader;

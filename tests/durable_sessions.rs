@@ -279,6 +279,84 @@ async fn a_restart_brings_back_persisted_sessions_but_not_unpersisted_ones() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The key stores used for a document before SHA-256: 128-bit FNV-1a of the
+/// text as 32 hex digits.
+fn legacy_document_hash(text: &str) -> String {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in text.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    format!("{h:032x}")
+}
+
+/// The keys of the documents table, sorted.
+async fn document_keys(conn: &mut sqlx::SqliteConnection) -> Vec<String> {
+    sqlx::query_scalar("SELECT hash FROM ors_documents ORDER BY hash")
+        .fetch_all(conn)
+        .await
+        .expect("ors_documents is readable")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_a_store_keyed_by_the_old_hash_brings_its_sessions_back() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = scratch_dir();
+    let api = Api::start(config(&dir)).await;
+    let kept = api.start_session(&fixture("sleeper.scxml"), &[]).await;
+    api.event(&kept, "bump").await;
+    api.stop().await;
+
+    // Turn the store into one an older `ors` wrote: every document and the
+    // sessions using it keyed by the FNV-1a hash of its text.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("ors.db"));
+    let mut conn = options.connect().await.expect("sqlite connects");
+    let documents: Vec<(String, String)> = sqlx::query_as("SELECT hash, text FROM ors_documents")
+        .fetch_all(&mut conn)
+        .await
+        .expect("documents read");
+    assert!(!documents.is_empty(), "the session's document was stored");
+    let mut legacy_keys = Vec::new();
+    for (hash, text) in &documents {
+        assert_eq!(hash.len(), 64, "new stores key by SHA-256");
+        let old = legacy_document_hash(text);
+        for sql in [
+            "UPDATE ors_sessions SET doc_hash = $1 WHERE doc_hash = $2",
+            "UPDATE ors_documents SET hash = $1 WHERE hash = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(&old)
+                .bind(hash)
+                .execute(&mut conn)
+                .await
+                .expect("re-keyed to the old hash");
+        }
+        legacy_keys.push(old);
+    }
+    legacy_keys.sort();
+    assert_eq!(document_keys(&mut conn).await, legacy_keys);
+    let _ = conn.close().await;
+
+    let api = Api::start(config(&dir)).await;
+    api.event(&kept, "bump").await;
+    let v = api.query(&kept).await;
+    assert_eq!(v["data"]["count"], 2);
+    assert_eq!(v["data"]["label"], "bumped 2 times");
+    api.stop().await;
+
+    let mut conn = options.connect().await.expect("sqlite connects");
+    let mut expected: Vec<String> = documents.iter().map(|(hash, _)| hash.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        document_keys(&mut conn).await,
+        expected,
+        "the documents are back under their SHA-256 keys"
+    );
+    let _ = conn.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn halted_sessions_are_purged_from_memory_and_store_after_retention() {
     let dir = scratch_dir();

@@ -13,10 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use ors::gms::records::{CallbackQuery, CallbackRow};
+use ors::interpreter::{Event, Host, Session, SessionOptions, SessionSnapshot};
 use ors::store::{
     CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError,
     StoreLocation, WriteBatch, document_hash,
 };
+use ors::{LoadOptions, parse_document};
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
@@ -112,6 +114,66 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("{}: store opens: {e}", self.label))
             .expect("a persistent location gives a store")
+    }
+
+    /// Runs `statements` straight on the database, past the store (to lay
+    /// down rows as an older version of `ors` wrote them).
+    async fn execute_raw(&self, statements: &[String]) {
+        match &self.location {
+            StoreLocation::Sqlite { path, .. } => {
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .connect()
+                    .await
+                    .expect("sqlite connects");
+                for sql in statements {
+                    conn.execute(sql.as_str())
+                        .await
+                        .unwrap_or_else(|e| panic!("sqlite: {sql}: {e}"));
+                }
+                let _ = conn.close().await;
+            }
+            StoreLocation::Postgres { url } => {
+                let mut conn = PgConnection::connect(url).await.expect("postgres connects");
+                for sql in statements {
+                    conn.execute(sql.as_str())
+                        .await
+                        .unwrap_or_else(|e| panic!("postgres: {sql}: {e}"));
+                }
+                let _ = conn.close().await;
+            }
+            StoreLocation::None => unreachable!("test databases persist"),
+        }
+    }
+
+    /// Every key in the documents table, sorted, read past the store.
+    async fn document_keys(&self) -> Vec<String> {
+        let sql = "SELECT hash FROM ors_documents ORDER BY hash";
+        match &self.location {
+            StoreLocation::Sqlite { path, .. } => {
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .connect()
+                    .await
+                    .expect("sqlite connects");
+                let keys: Vec<String> = sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("ors_documents is readable");
+                let _ = conn.close().await;
+                keys
+            }
+            StoreLocation::Postgres { url } => {
+                let mut conn = PgConnection::connect(url).await.expect("postgres connects");
+                let keys: Vec<String> = sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("ors_documents is readable");
+                let _ = conn.close().await;
+                keys
+            }
+            StoreLocation::None => unreachable!("test databases persist"),
+        }
     }
 
     /// How many migrations the schema records as applied, and which.
@@ -1236,5 +1298,211 @@ async fn callback_records_round_trip_are_queried_replaced_and_purged() {
         drop(records);
         stop_committer(commits, task).await;
         drop(store);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Documents keyed by the old hash
+// ---------------------------------------------------------------------------
+
+/// The key stores used for a document before SHA-256: 128-bit FNV-1a of the
+/// text as 32 hex digits (offset basis and prime from the FNV reference).
+fn legacy_document_hash(text: &str) -> String {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in text.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    format!("{h:032x}")
+}
+
+/// `value` as an SQL string literal.
+fn sql_text(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// An `INSERT` of `row` into `ors_sessions`, as an older `ors` wrote it.
+fn insert_session_sql(row: &SessionRow) -> String {
+    let text = |v: &Option<String>| v.as_deref().map_or("NULL".to_string(), sql_text);
+    let int = |v: Option<i64>| v.map_or("NULL".to_string(), |n| n.to_string());
+    format!(
+        "INSERT INTO ors_sessions (id, root, parent, invokeid, src, doc_hash, status, seq, \
+         started_at, ended_at, idealtime, events, wake_at, updated_at, snapshot) VALUES \
+         ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+        sql_text(&row.id),
+        sql_text(&row.root),
+        text(&row.parent),
+        text(&row.invokeid),
+        sql_text(&row.src),
+        text(&row.doc_hash),
+        sql_text(&row.status),
+        row.seq,
+        row.started_at,
+        int(row.ended_at),
+        int(row.idealtime),
+        row.events,
+        int(row.wake_at),
+        row.started_at,
+        sql_text(&row.snapshot),
+    )
+}
+
+/// A host for running a session in the test: a fixed clock, no I/O.
+struct StillHost;
+
+impl Host for StillHost {
+    fn now_ms(&mut self) -> u64 {
+        1_700_000_000_000
+    }
+    fn log(&mut self, _session: &str, _label: Option<&str>, _message: &str) {}
+}
+
+const COUNTER_DOC: &str = r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0"
+       datamodel="ecmascript" initial="idle" name="counter">
+  <datamodel><data id="count" expr="0"/></datamodel>
+  <script>function next(n) { return n + 1; }</script>
+  <state id="idle">
+    <transition event="bump"><assign location="count" expr="next(count)"/></transition>
+    <transition event="stop" target="done"/>
+  </state>
+  <final id="done"><donedata><param name="count" expr="count"/></donedata></final>
+</scxml>"#;
+
+/// Delivers `names` to `session` as external events, one macrostep each.
+fn deliver(session: &mut Session, names: &[&str]) {
+    for name in names {
+        session.enqueue_external(Event::external(*name, None));
+        while session.process_next_external(&mut StillHost).is_some() {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_under_the_old_hash_are_rekeyed_on_open_and_their_sessions_recover() {
+    for db in test_databases().await {
+        let label = db.label;
+        // The schema as the current migrations leave it, then rows as a
+        // store keyed by the old hash held them.
+        drop(db.open().await);
+
+        let doc = parse_document(COUNTER_DOC, None, &LoadOptions::default()).expect("parses");
+        let options = SessionOptions {
+            session_id: Some("migrated-root".into()),
+            ..SessionOptions::default()
+        };
+        let mut session = Session::new(Arc::new(doc), options.clone());
+        session.start(&mut StillHost);
+        deliver(&mut session, &["bump", "bump"]);
+        let snapshot =
+            serde_json::to_string(&session.snapshot().expect("snapshot")).expect("serializes");
+        drop(session);
+
+        let other_text = "<scxml xmlns='http://www.w3.org/2005/07/scxml' name='other'/>";
+        let old_counter = legacy_document_hash(COUNTER_DOC);
+        let old_other = legacy_document_hash(other_text);
+        let root = SessionRow {
+            doc_hash: Some(old_counter.clone()),
+            events: 2,
+            snapshot,
+            ..row("migrated-root", "migrated-root", None, 1)
+        };
+        let child = row("migrated-child", "migrated-root", Some("migrated-root"), 2);
+        let finished = SessionRow {
+            doc_hash: Some(old_other.clone()),
+            ..halted("finished", 3, "completed", 1_700_000_000_500)
+        };
+        let mut statements = vec![
+            format!(
+                "INSERT INTO ors_documents (hash, location, text, stored_at) VALUES \
+                 ({}, 'counter.scxml', {}, 1700000000000)",
+                sql_text(&old_counter),
+                sql_text(COUNTER_DOC)
+            ),
+            format!(
+                "INSERT INTO ors_documents (hash, location, text, stored_at) VALUES \
+                 ({}, NULL, {}, 1700000000000)",
+                sql_text(&old_other),
+                sql_text(other_text)
+            ),
+        ];
+        statements.extend([&root, &child, &finished].map(insert_session_sql));
+        db.execute_raw(&statements).await;
+
+        // Opening re-keys: only SHA-256 keys are left, and each session
+        // points at the key of its own document's text.
+        let store = db.open().await;
+        let new_counter = document_hash(COUNTER_DOC);
+        let new_other = document_hash(other_text);
+        let mut expected_keys = vec![new_counter.clone(), new_other.clone()];
+        expected_keys.sort();
+        assert_eq!(db.document_keys().await, expected_keys, "{label}");
+        assert_eq!(
+            load(&store, label, "migrated-root").await,
+            SessionRow {
+                doc_hash: Some(new_counter.clone()),
+                ..root.clone()
+            },
+            "{label}"
+        );
+        assert_eq!(
+            load(&store, label, "migrated-child").await,
+            child,
+            "{label}"
+        );
+        assert_eq!(
+            load(&store, label, "finished").await.doc_hash,
+            Some(new_other.clone()),
+            "{label}"
+        );
+        assert_document_not_found(store.load_document(&old_counter).await, &old_counter, label);
+        assert_eq!(
+            store
+                .load_document(&new_other)
+                .await
+                .expect("re-keyed document"),
+            DocumentRow {
+                hash: new_other.clone(),
+                location: None,
+                text: other_text.into(),
+            },
+            "{label}"
+        );
+
+        // The session recovers the way the server wakes one: its row, the
+        // document under its doc_hash, then the snapshot restored into it.
+        let roots = store.running_roots().await.expect("running roots");
+        assert_eq!(
+            roots.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["migrated-root"],
+            "{label}"
+        );
+        let tree = store.load_tree("migrated-root").await.expect("tree loads");
+        let stored = store
+            .load_document(tree[0].doc_hash.as_deref().expect("a stored document"))
+            .await
+            .expect("its document loads");
+        assert_eq!(stored.location.as_deref(), Some("counter.scxml"), "{label}");
+        let doc = parse_document(&stored.text, None, &LoadOptions::default()).expect("parses");
+        let snapshot: SessionSnapshot =
+            serde_json::from_str(&tree[0].snapshot).expect("snapshot reads");
+        let mut session =
+            Session::restore(Arc::new(doc), &snapshot, options.clone()).expect("restores");
+        deliver(&mut session, &["bump", "stop"]);
+        assert!(!session.is_running(), "{label}: stop halts the session");
+        assert_eq!(
+            session.done_data(),
+            Some(&serde_json::json!({ "count": 3 })),
+            "{label}: two bumps before the migration, one after"
+        );
+
+        // A second open finds nothing left to re-key.
+        drop(store);
+        let again = db.open().await;
+        assert_eq!(db.document_keys().await, expected_keys, "{label}");
+        assert_eq!(
+            load(&again, label, "migrated-root").await.doc_hash,
+            Some(new_counter),
+            "{label}"
+        );
     }
 }

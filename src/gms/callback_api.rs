@@ -77,25 +77,6 @@ fn unknown_service(name: &str) -> ApiError {
     )
 }
 
-/// A new service id: a short counter-like prefix and a UUID-shaped body,
-/// as GMS ids look (`369-01d32409-b4bb-4884-b266-02d8216fe5e3`).
-fn new_service_id(ctx: &Gms) -> String {
-    let hex: String = (0..3)
-        .map(|_| ctx.sessions.random_token().to_ascii_lowercase())
-        .collect();
-    let hex = hex.as_bytes();
-    let part = |a: usize, b: usize| String::from_utf8_lossy(&hex[a..b]).into_owned();
-    let prefix = u32::from_str_radix(&part(0, 4), 16).unwrap_or(0) % 1000;
-    format!(
-        "{prefix}-{}-{}-{}-{}-{}",
-        part(4, 12),
-        part(12, 16),
-        part(16, 20),
-        part(20, 24),
-        part(24, 36)
-    )
-}
-
 /// JSON with the seed's no-cache headers.
 fn no_cache_json(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
@@ -144,7 +125,7 @@ pub async fn create(
     };
     let gms_user = gms_user(&parts.headers);
     let base = public_base(&parts.headers, &ctx.base_url);
-    let id = new_service_id(&ctx);
+    let id = crate::ids::gms_service_id();
     let now = crate::host::wall_clock_ms() as i64;
     let ttl_secs = service
         .options

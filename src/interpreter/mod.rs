@@ -15,7 +15,6 @@ mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -218,21 +217,6 @@ pub struct FinalInfo {
     pub configuration: StateSet,
 }
 
-static SESSION_COUNTER: AtomicU64 = AtomicU64::new(1);
-
-fn generate_session_id() -> String {
-    let n = SESSION_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!(
-        "{:012x}-{:04x}-{n:x}",
-        nanos & 0xffff_ffff_ffff,
-        std::process::id() & 0xffff
-    )
-}
-
 /// One running instance of a document.
 pub struct Session {
     doc: Arc<Document>,
@@ -263,7 +247,7 @@ impl Session {
         let id: Arc<str> = options
             .session_id
             .clone()
-            .unwrap_or_else(generate_session_id)
+            .unwrap_or_else(crate::ids::engine_session_id)
             .into();
         let datamodel = datamodel::create(&doc, &options.limits);
         let n = doc.states.len();

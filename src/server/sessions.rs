@@ -68,12 +68,7 @@ impl Sessions {
     /// A fresh request id (module actions, `/request` calls).
     pub fn new_request_id(&self) -> String {
         let n = self.inner.request_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.inner.pool.random_token())
-    }
-
-    /// An unguessable token that is not a session id.
-    pub fn random_token(&self) -> String {
-        self.inner.pool.random_token()
+        crate::ids::request_id(n)
     }
 
     /// Queues an event for a session without waiting for it.

@@ -6,9 +6,10 @@
 //! into few transactions, so durability costs little throughput.
 //!
 //! A session row holds the engine's snapshot as JSON plus what the server
-//! shows without waking the session. Documents are stored once, by a hash
-//! of their text, so a recovered session runs the exact document it
-//! started with even if the file or URL has changed since.
+//! shows without waking the session. Documents are stored once, by the
+//! SHA-256 of their text ([`document_hash`]), so a recovered session runs
+//! the exact document it started with even if the file or URL has changed
+//! since.
 
 mod committer;
 mod postgres;
@@ -336,15 +337,18 @@ pub async fn open(
     Ok(Some(Arc::new(store)))
 }
 
-/// A stable 128-bit FNV-1a hash of a document's text, as 32 hex digits.
+/// The key a document's text is stored under: its SHA-256 digest (FIPS
+/// 180-4) as 64 lowercase hex digits. Stores written before this key
+/// used a 128-bit FNV-1a hash (32 hex digits); opening one re-keys it.
 pub fn document_hash(text: &str) -> String {
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for b in text.as_bytes() {
-        h ^= u128::from(*b);
-        h = h.wrapping_mul(PRIME);
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
     }
-    format!("{h:032x}")
+    out
 }
 
 #[cfg(test)]
@@ -384,6 +388,15 @@ mod tests {
     fn document_hashes_differ_by_text() {
         assert_eq!(document_hash("<scxml/>"), document_hash("<scxml/>"));
         assert_ne!(document_hash("<scxml/>"), document_hash("<scxml />"));
-        assert_eq!(document_hash("").len(), 32);
+        assert_eq!(document_hash("").len(), 64);
+        // FIPS 180-4 test vectors.
+        assert_eq!(
+            document_hash(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            document_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -60,7 +60,61 @@ impl SqlStore {
     pub(super) async fn new(pool: AnyPool, backend: &'static str) -> Result<Self, StoreError> {
         let store = SqlStore { pool, backend };
         store.migrate().await?;
+        store.rekey_documents().await?;
         Ok(store)
+    }
+
+    /// Re-keys documents stored under the old 128-bit FNV-1a hash (32 hex
+    /// digits; [`super::document_hash`] now gives 64) by the hash of their
+    /// text, and points the sessions that used them at the new key, all in
+    /// one transaction. Keys say which scheme made them, so this needs no
+    /// version of its own and finds nothing to do once a store is re-keyed.
+    async fn rekey_documents(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let old = sqlx::query(
+            "SELECT hash, location, text, stored_at FROM ors_documents WHERE length(hash) = 32",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if old.is_empty() {
+            return Ok(());
+        }
+        let mut sessions = 0;
+        for row in &old {
+            let hash: String = row.try_get("hash")?;
+            let location: Option<String> = row.try_get("location")?;
+            let text: String = row.try_get("text")?;
+            let stored_at: i64 = row.try_get("stored_at")?;
+            let new = super::document_hash(&text);
+            sqlx::query(
+                "INSERT INTO ors_documents (hash, location, text, stored_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(&new)
+            .bind(location)
+            .bind(&text)
+            .bind(stored_at)
+            .execute(&mut *tx)
+            .await?;
+            sessions += sqlx::query("UPDATE ors_sessions SET doc_hash = $1 WHERE doc_hash = $2")
+                .bind(&new)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM ors_documents WHERE hash = $1")
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(
+            backend = self.backend,
+            documents = old.len(),
+            sessions,
+            "store documents re-keyed by SHA-256"
+        );
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

@@ -16,7 +16,6 @@ mod durable;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -167,54 +166,9 @@ pub struct SessionView {
 pub struct Pool {
     senders: Vec<mpsc::UnboundedSender<Command>>,
     next: AtomicUsize,
-    ids: Arc<IdSource>,
 }
 
-/// Makes unguessable session ids.
-pub struct IdSource {
-    counter: AtomicU64,
-    keys: std::collections::hash_map::RandomState,
-}
-
-impl IdSource {
-    fn new() -> IdSource {
-        IdSource {
-            counter: AtomicU64::new(1),
-            keys: std::collections::hash_map::RandomState::new(),
-        }
-    }
-
-    fn random(&self, salt: u64) -> u64 {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut h = self.keys.build_hasher();
-        h.write_u64(n);
-        h.write_u64(salt);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.finish()
-    }
-
-    /// A new id for a session on `worker`.
-    pub fn make(&self, worker: usize) -> String {
-        let a = self.random(1);
-        let b = self.random(2) & 0xffff_ffff;
-        format!("{a:016X}{b:08X}{:02X}", worker & 0xff)
-    }
-}
-
-/// The worker a session id names, if it is well formed. Ids made when the
-/// server had more workers (sessions recovered from the store) wrap around.
-pub fn worker_of(id: &str, workers: usize) -> Option<usize> {
-    if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || workers == 0 {
-        return None;
-    }
-    let w = usize::from_str_radix(&id[24..], 16).ok()?;
-    Some(w % workers)
-}
+pub use crate::ids::worker_of;
 
 impl Pool {
     /// Channels for `workers` workers; the receivers go to [`spawn_workers`].
@@ -224,7 +178,6 @@ impl Pool {
             Pool {
                 senders,
                 next: AtomicUsize::new(0),
-                ids: Arc::new(IdSource::new()),
             },
             receivers,
         )
@@ -243,12 +196,7 @@ impl Pool {
     /// An id for a new session, on the next worker in turn.
     pub fn new_session_id(&self) -> String {
         let w = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len().max(1);
-        self.ids.make(w)
-    }
-
-    /// An unguessable token that is not a session id (request ids).
-    pub fn random_token(&self) -> String {
-        format!("{:016X}", self.ids.random(3))
+        crate::ids::session_id(w)
     }
 
     /// Sends a command to the worker that owns `id`.
@@ -482,8 +430,7 @@ impl Worker {
             prelude: Some(ctx.prelude.clone()),
         };
         let mut host = LocalHost::new(options.clone(), log);
-        let ids = ctx.sessions.pool().ids.clone();
-        host.set_id_generator(Box::new(move || ids.make(index)));
+        host.set_id_generator(Box::new(move || crate::ids::session_id(index)));
         let route_ctx = ctx.clone();
         host.set_remote_router(Box::new(move |id, event| {
             route_ctx
