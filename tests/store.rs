@@ -1,205 +1,21 @@
-//! The durable store (`ors::store`) against both of its backends: a fresh
-//! SQLite file per test, and, when `ORS_TEST_POSTGRES_URL` names a
-//! PostgreSQL server (as a user allowed to create databases), a fresh
-//! database per test on it. Without that variable PostgreSQL is skipped
-//! with a note, except under CI (`CI=true`), where a skipped backend would
-//! hide failures, so the tests fail instead.
+//! The durable store (`ors::store`) against both of its backends, through
+//! the kit's store matrix (`common::stores`): a fresh SQLite file per test,
+//! and a fresh PostgreSQL database per test when `ORS_TEST_POSTGRES_URL`
+//! names a server.
+
+mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::stores::test_databases;
 use futures_util::future::BoxFuture;
 use ors::store::{
-    CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError,
-    StoreLocation, WriteBatch, document_hash,
+    CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError, WriteBatch,
+    document_hash,
 };
-use sqlx::postgres::PgConnection;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, Executor};
-
-const POSTGRES_URL_VAR: &str = "ORS_TEST_POSTGRES_URL";
-
-// ---------------------------------------------------------------------------
-// Test databases
-// ---------------------------------------------------------------------------
-
-/// A name no other test (in this or another process) uses.
-fn unique_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}_{n}_{nanos}", std::process::id())
-}
-
-/// `url` with its database name replaced by `database` (query kept).
-fn url_with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let authority_end = base[scheme_end..]
-        .find('/')
-        .map(|i| scheme_end + i)
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{database}", &base[..authority_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-enum Cleanup {
-    /// The temporary directory holding the SQLite file (and its WAL).
-    Sqlite(PathBuf),
-    /// The database to drop, and the URL to connect to for dropping it.
-    Postgres { admin_url: String, database: String },
-}
-
-/// One empty database for one test; removed when dropped (also when the
-/// test panics). Drop every store opened on it first.
-struct TestDb {
-    label: &'static str,
-    location: StoreLocation,
-    cleanup: Cleanup,
-}
-
-impl TestDb {
-    fn sqlite() -> TestDb {
-        let dir = std::env::temp_dir().join(format!("ors_store_test_{}", unique_name()));
-        TestDb {
-            label: "sqlite",
-            location: StoreLocation::Sqlite {
-                path: dir.join("ors.db"),
-                full_sync: false,
-            },
-            cleanup: Cleanup::Sqlite(dir),
-        }
-    }
-
-    async fn postgres(admin_url: &str) -> TestDb {
-        let database = format!("ors_test_{}", unique_name());
-        let mut conn = PgConnection::connect(admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_VAR}: {e}"));
-        conn.execute(format!("CREATE DATABASE {database}").as_str())
-            .await
-            .unwrap_or_else(|e| panic!("cannot create database {database}: {e}"));
-        let _ = conn.close().await;
-        TestDb {
-            label: "postgres",
-            location: StoreLocation::Postgres {
-                url: url_with_database(admin_url, &database),
-            },
-            cleanup: Cleanup::Postgres {
-                admin_url: admin_url.to_string(),
-                database,
-            },
-        }
-    }
-
-    /// A store on this database (running migrations).
-    async fn open(&self) -> Arc<dyn Store> {
-        ors::store::open(&self.location, 4)
-            .await
-            .unwrap_or_else(|e| panic!("{}: store opens: {e}", self.label))
-            .expect("a persistent location gives a store")
-    }
-
-    /// How many migrations the schema records as applied, and which.
-    async fn applied_migrations(&self) -> Vec<i64> {
-        let sql = "SELECT version FROM ors_migrations ORDER BY version";
-        match &self.location {
-            StoreLocation::Sqlite { path, .. } => {
-                let mut conn = SqliteConnectOptions::new()
-                    .filename(path)
-                    .connect()
-                    .await
-                    .expect("sqlite connects");
-                let versions: Vec<i64> = sqlx::query_scalar(sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("ors_migrations is readable");
-                let _ = conn.close().await;
-                versions
-            }
-            StoreLocation::Postgres { url } => {
-                let mut conn = PgConnection::connect(url).await.expect("postgres connects");
-                let versions: Vec<i64> = sqlx::query_scalar(sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("ors_migrations is readable");
-                let _ = conn.close().await;
-                versions
-            }
-            StoreLocation::None => unreachable!("test databases persist"),
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        match &self.cleanup {
-            Cleanup::Sqlite(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Cleanup::Postgres {
-                admin_url,
-                database,
-            } => {
-                // Best effort, on a runtime of its own so that it also works
-                // while a test panics inside the test's runtime.
-                let admin_url = admin_url.clone();
-                let database = database.clone();
-                let dropper = std::thread::spawn(move || {
-                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    else {
-                        return;
-                    };
-                    rt.block_on(async move {
-                        let Ok(mut conn) = PgConnection::connect(&admin_url).await else {
-                            eprintln!("note: could not drop test database {database}");
-                            return;
-                        };
-                        let sql = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
-                        if let Err(e) = conn.execute(sql.as_str()).await {
-                            eprintln!("note: could not drop test database {database}: {e}");
-                        }
-                        let _ = conn.close().await;
-                    });
-                });
-                let _ = dropper.join();
-            }
-        }
-    }
-}
-
-/// A fresh database on every backend under test.
-async fn test_databases() -> Vec<TestDb> {
-    let mut dbs = vec![TestDb::sqlite()];
-    match std::env::var(POSTGRES_URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => dbs.push(TestDb::postgres(url.trim()).await),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "{POSTGRES_URL_VAR} is not set under CI: the PostgreSQL store would go \
-                     untested (set it to e.g. postgres://ors:ors@127.0.0.1:5432/ors)"
-                );
-            }
-            eprintln!("note: {POSTGRES_URL_VAR} is not set; testing the SQLite store only");
-        }
-    }
-    dbs
-}
 
 // ---------------------------------------------------------------------------
 // Rows

@@ -1,0 +1,20 @@
+//! The test kit every integration test includes with `mod common;`: a
+//! server on a real socket or in process ([`server`]), a typed client for
+//! the ORS and GMS APIs ([`client`]), bounded polling ([`wait`]), the
+//! SQLite/PostgreSQL store matrix ([`stores`]) and fixture paths and
+//! scratch directories ([`files`]).
+//!
+//! Each test binary uses only part of the kit, hence the `dead_code`
+//! allowance.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod files;
+pub mod server;
+pub mod stores;
+pub mod wait;
+
+pub use client::{Api, Reply};
+pub use files::{fixture, fixtures_dir, scratch_dir};
+pub use server::{InProcess, TestServer, in_process, spawn_server};
+pub use wait::eventually;

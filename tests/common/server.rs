@@ -1,0 +1,117 @@
+//! The server under test, two ways: on a real loopback socket bound to
+//! port 0 ([`spawn_server`]), or as an in-process `axum::Router` driven with
+//! `tower::ServiceExt::oneshot` ([`in_process`]).
+//!
+//! These two functions (and [`InProcess::stop`]) are the only places the
+//! tests name the server's entry points (`ors::server::spawn`,
+//! `ors::server::build`, `ors::server::api::router`), so a change of those
+//! is adapted here once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ors::server::{Config, RunningServer, ServerContext};
+
+use super::client::Api;
+use super::wait::eventually;
+
+/// A server serving on a loopback socket; stop it with [`TestServer::stop`]
+/// (dropping it leaves the server running until the test's runtime ends).
+pub struct TestServer {
+    server: Option<RunningServer>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `http://<addr>`.
+    pub base: String,
+}
+
+/// Binds `127.0.0.1:0`, starts the server there with `config`, and waits
+/// (at most 20 s) until it answers `/health`: the store opens and recovers
+/// before the API answers. Call inside a multi-threaded tokio runtime.
+pub async fn spawn_server(config: Config) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let server = ors::server::spawn(listener, config).expect("server starts");
+    let addr = server.addr;
+    let base = format!("http://{addr}");
+    let probe = reqwest::Client::new();
+    let health = format!("{base}/health");
+    eventually(
+        "the server never answered /health",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || {
+            let request = probe.get(&health).send();
+            async move { request.await.map(|_| ()) }
+        },
+    )
+    .await;
+    TestServer {
+        server: Some(server),
+        addr,
+        base,
+    }
+}
+
+impl TestServer {
+    /// A client of this server's API (no `gms_user`, no bearer token).
+    pub fn api(&self) -> Api {
+        Api::new(&self.base)
+    }
+
+    /// Stops the server gracefully: HTTP first, then the session workers
+    /// after their last commit.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// The server's state and routes without a socket: requests go through
+/// [`InProcess::router`] with `tower::ServiceExt::oneshot`.
+pub struct InProcess {
+    /// Every route of the server.
+    pub router: axum::Router,
+    /// The shared state behind the routes.
+    pub ctx: Arc<ServerContext>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Builds the server's state (store, workers, GMS) with `config` and its
+/// router, as `ors serve` would, without binding a socket. `addr` only
+/// names the sessions' Basic HTTP locations, so a closed port is used.
+pub async fn in_process(config: Config) -> InProcess {
+    let addr: SocketAddr = "127.0.0.1:9".parse().expect("an address");
+    let (ctx, workers) = ors::server::build(config, addr)
+        .await
+        .expect("server state builds");
+    let router = ors::server::api::router(ctx.clone());
+    InProcess {
+        router,
+        ctx,
+        workers,
+    }
+}
+
+impl InProcess {
+    /// Stops the session workers and waits (at most 15 s) for them to
+    /// finish their last batch.
+    pub async fn stop(self) {
+        self.ctx
+            .pool
+            .broadcast(|| ors::server::worker::Command::Stop);
+        let workers = self.workers;
+        let joined = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(15), joined)
+            .await
+            .expect("workers stop within 15 s")
+            .expect("joining the workers");
+    }
+}
