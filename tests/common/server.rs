@@ -36,7 +36,7 @@ pub async fn spawn_server(config: Config) -> TestServer {
     let server = ors::server::spawn(listener, config).expect("server starts");
     let addr = server.addr;
     let base = format!("http://{addr}");
-    let probe = reqwest::Client::new();
+    let probe = ors::loader::http_client(Duration::from_secs(5));
     let health = format!("{base}/health");
     eventually(
         "the server never answered /health",
