@@ -794,3 +794,27 @@ async fn sessions_talk_over_the_basic_http_processor() {
     strict.stop().await;
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_answer_in_process_without_a_socket() {
+    let server = common::in_process(base_config()).await;
+    let api = common::Api::in_process(server.router.clone()).requiring_json();
+    let id = api
+        .start_session(&[("src", &fixture("counter.scxml"))])
+        .await;
+    for n in ["2", "5"] {
+        let r = api.event(&id, "add", &[("n", n)]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = api.request(&id, "check-total", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({"total": 7, "label": "none"}));
+    let r = api.list("").await;
+    assert_eq!(r.body["total"], 1, "{}", r.body);
+    let r = api.terminate(&id).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.query_ok(&id).await["status"], "terminated");
+    let r = api.query("no-such-session").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    server.stop().await;
+}
