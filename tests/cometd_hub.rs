@@ -1,12 +1,18 @@
 //! The GMS CometD endpoint served on a real socket: driven by hand over
 //! HTTP, and by the real CometD JavaScript client (`tests/cometd/client.js`
 //! under node).
+//!
+//! The hand-driven test runs in process on paused tokio time; the node
+//! client's test stays on a socket and the wall clock, since node keeps
+//! its own time.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ors::gms::cometd::{CometHub, CometSettings};
 use serde_json::{Value, json};
@@ -29,77 +35,35 @@ async fn serve(connect_timeout_ms: u64) -> (Arc<CometHub>, SocketAddr) {
     (hub, addr)
 }
 
-/// POSTs a body with the `gms_user` header; the status, content type and
-/// body text.
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    user: &str,
-    body: &str,
-) -> (u16, String, String) {
-    let resp = client
-        .post(url)
-        .header("gms_user", user)
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, content_type, resp.text().await.expect("body"))
+/// POSTs Bayeux messages through the kit's client and parses the reply
+/// array (asserting 200 and the vendor's content type).
+fn bayeux_array(r: common::Reply) -> Vec<Value> {
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.content_type, "application/json;charset=UTF-8");
+    serde_json::from_value(r.body).expect("a JSON array")
 }
 
-/// POSTs Bayeux messages and parses the reply array.
-async fn bayeux(client: &reqwest::Client, url: &str, user: &str, messages: Value) -> Vec<Value> {
-    let (status, content_type, body) = post(client, url, user, &messages.to_string()).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(content_type, "application/json;charset=UTF-8");
-    serde_json::from_str(&body).expect("a JSON array")
-}
-
-#[tokio::test]
+/// Driven in process on tokio's paused clock: the connect hold is a tokio
+/// timeout, so "held" and "released early" are decided in virtual time
+/// (a connect that were held to its 4 s timeout would show 4 s elapsed).
+#[tokio::test(start_paused = true)]
 async fn a_published_message_ends_a_held_connect_early() {
-    let (hub, addr) = serve(4_000).await;
-    let base = format!("http://{addr}/genesys/cometd");
-    let client = ors::loader::http_client(Duration::from_secs(20));
+    let hub = CometHub::new(CometSettings {
+        connect_timeout_ms: 4_000,
+        ..CometSettings::default()
+    });
+    let api = common::Api::in_process(hub.router()).with_gms_user("alice");
 
-    let r = bayeux(
-        &client,
-        &format!("{base}/handshake"),
-        "alice",
-        json!([{"channel": "/meta/handshake", "version": "1.0", "id": "1",
-                "supportedConnectionTypes": ["long-polling"]}]),
-    )
-    .await;
+    let r = bayeux_array(api.cometd_handshake().await);
     assert_eq!(r[0]["successful"], true, "{r:?}");
     assert_eq!(r[0]["advice"]["timeout"], 4_000);
     let id = r[0]["clientId"].as_str().expect("clientId").to_owned();
 
-    let r = bayeux(
-        &client,
-        &base,
-        "alice",
-        json!({"channel": "/meta/subscribe", "clientId": id, "subscription": "/_genesys", "id": "2"}),
-    )
-    .await;
+    let r = bayeux_array(api.cometd_subscribe(&id, "/_genesys").await);
     assert_eq!(r[0]["successful"], true, "{r:?}");
     assert_eq!(r[0]["id"], "2");
 
-    let connect = json!([{"channel": "/meta/connect", "clientId": id,
-                          "connectionType": "long-polling", "id": "3"}]);
-    let r = bayeux(
-        &client,
-        &format!("{base}/connect"),
-        "alice",
-        connect.clone(),
-    )
-    .await;
+    let r = bayeux_array(api.cometd_connect(&id).await);
     assert_eq!(r.len(), 1);
     assert_eq!(
         r[0]["successful"], true,
@@ -107,12 +71,12 @@ async fn a_published_message_ends_a_held_connect_early() {
     );
 
     let held = {
-        let (client, url) = (client.clone(), format!("{base}/connect"));
-        tokio::spawn(async move { bayeux(&client, &url, "alice", connect).await })
+        let (api, id) = (api.clone(), id.clone());
+        tokio::spawn(async move { bayeux_array(api.cometd_connect(&id).await) })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!held.is_finished(), "the second connect is held");
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let data = json!({"id": "svc-1", "tag": "service.chat.refresh.svc-1", "message": {"chatEnded": false}});
     assert_eq!(hub.publish("alice", "/_genesys", data.clone()), 1);
     let r = held.await.expect("connect task");
@@ -126,19 +90,25 @@ async fn a_published_message_ends_a_held_connect_early() {
     assert_eq!(r[1]["channel"], "/meta/connect");
     assert_eq!(r[1]["successful"], true);
 
-    let (status, content_type, body) = post(&client, &base, "alice", "[{not json").await;
-    assert_eq!(status, 400);
-    assert_eq!(content_type, "application/json;charset=UTF-8");
-    let body: Value = serde_json::from_str(&body).expect("a JSON error body");
-    assert!(body["error"].is_string());
+    let r = api
+        .call(
+            axum::http::Method::POST,
+            "/genesys/cometd",
+            Some("application/json"),
+            "[{not json".to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.content_type, "application/json;charset=UTF-8");
+    assert!(r.body["error"].is_string(), "a JSON error body: {}", r.body);
 
-    let r = bayeux(
-        &client,
-        &format!("{base}/disconnect"),
-        "alice",
-        json!([{"channel": "/meta/disconnect", "clientId": id}]),
-    )
-    .await;
+    let r = bayeux_array(
+        api.cometd(
+            "/disconnect",
+            &json!([{"channel": "/meta/disconnect", "clientId": id}]),
+        )
+        .await,
+    );
     assert_eq!(r[0]["successful"], true);
     assert_eq!(hub.clients(), 0);
 }
