@@ -2,7 +2,8 @@
 //! server on a real socket or in process ([`server`]), a typed client for
 //! the ORS and GMS APIs ([`client`]), bounded polling ([`wait`]), the
 //! SQLite/PostgreSQL store matrix ([`stores`]) and fixture paths and
-//! scratch directories ([`files`]).
+//! scratch directories ([`files`]), and `ors serve` as a child process to
+//! kill ([`process`]).
 //!
 //! Each test binary uses only part of the kit, hence the `dead_code`
 //! allowance.
@@ -10,6 +11,7 @@
 
 pub mod client;
 pub mod files;
+pub mod process;
 pub mod server;
 pub mod stores;
 pub mod wait;
