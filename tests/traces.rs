@@ -18,15 +18,16 @@
 //! number of output lines must equal the number of `<` lines; the trace must
 //! equal the `=` lines exactly.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::Write;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 fn traces_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/traces")
+    common::fixtures_dir("traces")
 }
 
 /// What a `.trace` file asks for.
@@ -84,21 +85,14 @@ fn check_trace(name: &str) -> Result<(), String> {
     if expected.trace.is_empty() {
         return Err("the fixture has no '=' trace lines".into());
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ors"))
-        .args(["run", "--trace", "--timeout", "20"])
-        .arg(&chart)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(expected.input.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let mut args = vec![
+        OsStr::new("run"),
+        OsStr::new("--trace"),
+        OsStr::new("--timeout"),
+        OsStr::new("20"),
+    ];
+    args.push(chart.as_os_str());
+    let out = common::cli::run_with_input(args, expected.input.as_bytes());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let actual: Vec<Value> = stdout
         .lines()

@@ -9,6 +9,7 @@
 //! allowance.
 #![allow(dead_code, unused_imports)]
 
+pub mod cli;
 pub mod client;
 pub mod files;
 pub mod process;
