@@ -27,14 +27,9 @@ async fn serve(settings: SimulatorSettings) -> Served {
         .nest("/routing", routing_protocol_router(sim.routing_backend()))
         .nest("/chat", chat_protocol_router(sim.chat_backend()))
         .merge(admin_router(sim.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
     Served {
         sim,
-        base: format!("http://{address}"),
+        base: common::serve_router(app).await,
     }
 }
 

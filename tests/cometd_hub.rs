@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,20 +18,14 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// Serves a hub with this connect timeout on a loopback port.
-async fn serve(connect_timeout_ms: u64) -> (Arc<CometHub>, SocketAddr) {
+/// Its base URL.
+async fn serve(connect_timeout_ms: u64) -> (Arc<CometHub>, String) {
     let hub = CometHub::new(CometSettings {
         connect_timeout_ms,
         ..CometSettings::default()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let app = hub.router();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
-    (hub, addr)
+    let base = common::serve_router(hub.router()).await;
+    (hub, base)
 }
 
 /// POSTs Bayeux messages through the kit's client and parses the reply
@@ -129,8 +122,8 @@ async fn the_cometd_javascript_client_receives_its_users_messages_in_order() {
         );
         return;
     }
-    let (hub, addr) = serve(3_000).await;
-    let url = format!("http://{addr}/genesys/cometd");
+    let (hub, base) = serve(3_000).await;
+    let url = format!("{base}/genesys/cometd");
     let mut child = tokio::process::Command::new("node")
         .arg("client.js")
         .args([url.as_str(), "alice", "3", "20000"])

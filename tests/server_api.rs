@@ -190,14 +190,7 @@ async fn start_doc_server(state: Arc<DocServer>) -> String {
         .route("/docs/{name}", axum::routing::get(serve_doc))
         .route("/data.json", axum::routing::get(serve_data))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
+    common::serve_router(app).await
 }
 
 fn doc_with_state(state: &str) -> String {

@@ -115,3 +115,17 @@ impl InProcess {
             .expect("joining the workers");
     }
 }
+
+/// Serves `router` (a fake peer: a document server, a simulator, a hub) on
+/// a loopback port for the rest of the test's runtime; its
+/// `http://<addr>`.
+pub async fn serve_router(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("bound address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    format!("http://{addr}")
+}
