@@ -3,7 +3,8 @@
 //! the ORS and GMS APIs ([`client`]), bounded polling ([`wait`]), the
 //! SQLite/PostgreSQL store matrix ([`stores`]) and fixture paths and
 //! scratch directories ([`files`]), and `ors serve` as a child process to
-//! kill ([`process`]).
+//! kill ([`process`]), `ors run` as a child process ([`cli`]) and engine
+//! hosts for driving a session directly ([`hosts`]).
 //!
 //! Each test binary uses only part of the kit, hence the `dead_code`
 //! allowance.
@@ -12,6 +13,7 @@
 pub mod cli;
 pub mod client;
 pub mod files;
+pub mod hosts;
 pub mod process;
 pub mod server;
 pub mod stores;
