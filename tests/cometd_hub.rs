@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,20 +107,10 @@ async fn a_published_message_ends_a_held_connect_early() {
 
 #[tokio::test]
 async fn the_cometd_javascript_client_receives_its_users_messages_in_order() {
-    let harness = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cometd");
-    if !harness.join("node_modules").is_dir() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "{} is missing: .ci/run installs it with npm ci",
-                harness.join("node_modules").display()
-            );
-        }
-        eprintln!(
-            "skipped: no {}; run `npm ci` in tests/cometd to enable this test",
-            harness.join("node_modules").display()
-        );
+    let Some(harness) = common::skips::cometd_node_harness("the CometD JavaScript client test")
+    else {
         return;
-    }
+    };
     let (hub, base) = serve(3_000).await;
     let url = format!("{base}/genesys/cometd");
     let mut child = tokio::process::Command::new("node")

@@ -530,16 +530,10 @@ async fn a_chat_no_waiting_service_matches_goes_to_the_selected_agent_group() {
 async fn the_cometd_javascript_client_receives_the_chat_pushes() {
     use std::process::Stdio;
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let harness = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cometd");
-    if !harness.join("node_modules").is_dir() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "tests/cometd/node_modules is missing: .ci/run installs it with npm ci"
-        );
-        eprintln!("skipped: run `npm ci` in tests/cometd to enable this test");
+    let Some(harness) = common::skips::cometd_node_harness("the CometD JavaScript client test")
+    else {
         return;
-    }
+    };
     let api = Api::start(config()).await;
     let id = api.create_callback(&[]).await;
     // The device subscribes with its gms_user before starting the chat;

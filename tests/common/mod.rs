@@ -16,6 +16,7 @@ pub mod files;
 pub mod hosts;
 pub mod process;
 pub mod server;
+pub mod skips;
 pub mod stores;
 pub mod wait;
 
