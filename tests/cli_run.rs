@@ -70,11 +70,7 @@ fn invalid_input_lines_are_reported_and_skipped() {
         b"not json\n{\"data\":1}\n{\"name\":\"tick\",\"data\":{\"n\":1}}\n",
     );
     assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let (stdout, lines) = cli::json_lines(&out.stdout);
     assert_eq!(lines.len(), 2, "start + the one valid event: {stdout}");
     assert_eq!(lines[1]["event"], "tick");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -123,11 +119,7 @@ fn at_end_of_input_pending_delayed_sends_still_fire() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let (stdout, lines) = cli::json_lines(&out.stdout);
     assert_eq!(lines.len(), 2, "{stdout}");
     assert_eq!(lines[1]["cause"], "delayed");
     assert_eq!(lines[1]["event"], "later");

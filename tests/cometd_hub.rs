@@ -12,9 +12,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::node::spawn_comet_client;
 use ors::gms::cometd::{CometHub, CometSettings};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
 /// Serves a hub with this connect timeout on a loopback port.
 /// Its base URL.
@@ -113,39 +114,18 @@ async fn the_cometd_javascript_client_receives_its_users_messages_in_order() {
     };
     let (hub, base) = serve(3_000).await;
     let url = format!("{base}/genesys/cometd");
-    let mut child = tokio::process::Command::new("node")
-        .arg("client.js")
-        .args([url.as_str(), "alice", "3", "20000"])
-        .current_dir(&harness)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let mut stderr = child.stderr.take().expect("stderr");
+    let mut client = spawn_comet_client(&harness, &url, "alice", 3, 20_000, Stdio::piped());
+    let mut stderr = client.take_stderr().expect("stderr");
     let stderr_text = tokio::spawn(async move {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text).await;
         text
     });
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut transcript = Vec::new();
-
-    let ready = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("stdout") {
-            transcript.push(line.clone());
-            if line == "READY" {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    if ready != Ok(true) {
-        let _ = child.kill().await;
+    if !client.ready(Duration::from_secs(20)).await {
+        client.kill().await;
         panic!(
-            "the client never printed READY: {transcript:?}\n{}",
+            "the client never printed READY: {:?}\n{}",
+            client.seen,
             stderr_text.await.unwrap_or_default()
         );
     }
@@ -164,24 +144,17 @@ async fn the_cometd_javascript_client_receives_its_users_messages_in_order() {
     assert_eq!(hub.publish("alice", "/_genesys", message(2)), 1);
     assert_eq!(hub.publish("alice", "/_genesys", message(3)), 1);
 
-    let status = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("stdout") {
-            transcript.push(line);
-        }
-        child.wait().await.expect("exit status")
-    })
-    .await;
+    let status = client.finish(Duration::from_secs(20)).await;
     let stderr_text = stderr_text.await.unwrap_or_default();
-    let Ok(status) = status else {
-        panic!("the client did not exit: {transcript:?}\n{stderr_text}");
+    let Some(status) = status else {
+        panic!("the client did not exit: {:?}\n{stderr_text}", client.seen);
     };
-    eprintln!("client stdout: {transcript:?}\nclient stderr: {stderr_text}");
+    eprintln!(
+        "client stdout: {:?}\nclient stderr: {stderr_text}",
+        client.seen
+    );
     assert!(status.success(), "{status}");
-    let received: Vec<Value> = transcript
-        .iter()
-        .filter_map(|l| l.strip_prefix("MESSAGE "))
-        .map(|j| serde_json::from_str(j).expect("a JSON line"))
-        .collect();
+    let received = client.messages();
     assert_eq!(received, vec![message(1), message(2), message(3)]);
     assert_eq!(hub.clients(), 0, "the client disconnected");
 }

@@ -529,7 +529,6 @@ async fn a_chat_no_waiting_service_matches_goes_to_the_selected_agent_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cometd_javascript_client_receives_the_chat_pushes() {
     use std::process::Stdio;
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let Some(harness) = common::skips::cometd_node_harness("the CometD JavaScript client test")
     else {
         return;
@@ -538,49 +537,23 @@ async fn the_cometd_javascript_client_receives_the_chat_pushes() {
     let id = api.create_callback(&[]).await;
     // The device subscribes with its gms_user before starting the chat;
     // it expects the customer's join, the agent's join and the greeting.
-    let mut child = tokio::process::Command::new("node")
-        .arg("client.js")
-        .args([
-            format!("{}/genesys/cometd", api.base).as_str(),
-            GMS_USER,
-            "3",
-            "30000",
-        ])
-        .current_dir(&harness)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut seen = Vec::new();
-    let ready = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("stdout") {
-            seen.push(line.clone());
-            if line == "READY" {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(ready, Ok(true), "the client never subscribed: {seen:?}");
+    let mut client = common::node::spawn_comet_client(
+        &harness,
+        &format!("{}/genesys/cometd", api.base),
+        GMS_USER,
+        3,
+        30_000,
+        Stdio::inherit(),
+    );
+    let ready = client.ready(Duration::from_secs(20)).await;
+    assert!(ready, "the client never subscribed: {:?}", client.seen);
     let created = api.start_chat(&id, "Fay").await;
-    let status = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("stdout") {
-            seen.push(line);
-        }
-        child.wait().await.expect("exit status")
-    })
-    .await
-    .expect("the client exits after its messages");
-    assert!(status.success(), "client: {status} {seen:?}");
-    let pushes: Vec<Value> = seen
-        .iter()
-        .filter_map(|l| l.strip_prefix("MESSAGE "))
-        .map(|j| serde_json::from_str(j).expect("JSON"))
-        .collect();
+    let status = client
+        .finish(Duration::from_secs(30))
+        .await
+        .expect("the client exits after its messages");
+    assert!(status.success(), "client: {status} {:?}", client.seen);
+    let pushes = client.messages();
     assert_eq!(pushes.len(), 3, "{pushes:?}");
     let tag = format!("service.chat.refresh.{id}");
     for push in &pushes {

@@ -51,3 +51,14 @@ pub fn write_temp(name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write temp chart");
     path
 }
+
+/// `ors run`'s stdout as text and as its JSON lines (failing the test on
+/// a line that is not JSON).
+pub fn json_lines(stdout: &[u8]) -> (String, Vec<serde_json::Value>) {
+    let text = String::from_utf8_lossy(stdout).into_owned();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    (text, lines)
+}

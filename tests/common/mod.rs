@@ -4,7 +4,8 @@
 //! SQLite/PostgreSQL store matrix ([`stores`]) and fixture paths and
 //! scratch directories ([`files`]), and `ors serve` as a child process to
 //! kill ([`process`]), `ors run` as a child process ([`cli`]) and engine
-//! hosts for driving a session directly ([`hosts`]).
+//! hosts for driving a session directly ([`hosts`]), the CometD node client
+//! ([`node`]) and the one skip decision ([`skips`]).
 //!
 //! Each test binary uses only part of the kit, hence the `dead_code`
 //! allowance.
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod files;
 pub mod hosts;
+pub mod node;
 pub mod process;
 pub mod server;
 pub mod skips;
