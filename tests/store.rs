@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::stores::test_databases;
+use common::stores::{each_store, test_databases};
 use futures_util::future::BoxFuture;
 use ors::store::{
     CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError, WriteBatch,
@@ -99,8 +99,7 @@ fn assert_document_not_found(result: Result<DocumentRow, StoreError>, hash: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn written_session_and_document_load_back_with_every_field() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         assert_eq!(store.backend(), label, "the store names its backend");
 
@@ -163,13 +162,13 @@ async fn written_session_and_document_load_back_with_every_field() {
             "{label}"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_session_and_document_are_not_found() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         write(&store, label, upserts(vec![row("known", "known", None, 1)])).await;
 
@@ -181,13 +180,13 @@ async fn unknown_session_and_document_are_not_found() {
             "{label}: an unknown tree is empty"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_write_of_a_session_replaces_the_first() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let first = SessionRow {
             events: 3,
@@ -219,13 +218,13 @@ async fn second_write_of_a_session_replaces_the_first() {
             "{label}: the replaced status counts"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_sessions_are_gone_and_others_stay() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         write(
             &store,
@@ -273,13 +272,13 @@ async fn deleted_sessions_are_gone_and_others_stay() {
         .await;
         assert!(store.load_tree("r").await.unwrap().is_empty(), "{label}");
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_tree_returns_parents_before_children_even_when_written_in_reverse() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         // Grandchildren first, root last, each in its own transaction.
         let written = [
@@ -340,13 +339,13 @@ async fn load_tree_returns_parents_before_children_even_when_written_in_reverse(
             "{label}"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_roots_lists_running_top_level_sessions_by_seq_with_tree_minimum_wake_at() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let a = SessionRow {
             wake_at: Some(500),
@@ -418,13 +417,13 @@ async fn running_roots_lists_running_top_level_sessions_by_seq_with_tree_minimum
             "{label}"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_halted_deletes_only_halted_sessions_ended_before_the_cutoff_and_unused_documents() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let only_purged = document("<scxml name='only purged'/>", Some("a.scxml"));
         let shared = document("<scxml name='shared'/>", Some("b.scxml"));
@@ -503,13 +502,13 @@ async fn purge_halted_deletes_only_halted_sessions_ended_before_the_cutoff_and_u
             assert_eq!(load(&store, label, id).await.id, id, "{label}");
         }
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_is_stored_once_and_its_first_text_is_kept() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let first = DocumentRow {
             hash: "fixed-hash".into(),
@@ -552,7 +551,8 @@ async fn a_document_is_stored_once_and_its_first_text_is_kept() {
             "{label}"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,8 +603,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_larger_than_one_statement_lands_completely() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         // 1000 rows: five multi-row statements of 200 each, every field
         // distinct per row so a parameter bound to the wrong row shows.
@@ -656,7 +655,8 @@ async fn a_batch_larger_than_one_statement_lands_completely() {
             "{label}: only the deleted rows went"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------
@@ -772,9 +772,8 @@ async fn committed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win() {
-    for db in test_databases().await {
+    each_store(async |db, store| {
         let label = db.label;
-        let store = db.open().await;
         write(&store, label, upserts(vec![row("back", "back", None, 0)])).await;
         let recording = Recording::new(store.clone());
         let (committer, handle) = Committer::new(recording.clone());
@@ -884,14 +883,14 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
         stop_committer(handle, task).await;
         drop(recording);
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_documents() {
-    for db in test_databases().await {
+    each_store(async |db, store| {
         let label = db.label;
-        let store = db.open().await;
         let recording = Recording::new(store.clone());
         let (committer, handle) = Committer::new(recording.clone());
         let doc = document("<scxml name='retried'/>", None);
@@ -936,14 +935,14 @@ async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_docume
         stop_committer(handle, task).await;
         drop(recording);
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committer_run_finishes_after_every_handle_is_dropped_and_commits_what_was_queued() {
-    for db in test_databases().await {
+    each_store(async |db, store| {
         let label = db.label;
-        let store = db.open().await;
         let (committer, handle) = Committer::new(store.clone());
         let task = tokio::spawn(committer.run());
         let clone = handle.clone();
@@ -964,7 +963,8 @@ async fn committer_run_finishes_after_every_handle_is_dropped_and_commits_what_w
         assert_eq!(load(&store, label, "a").await.id, "a");
         assert_eq!(load(&store, label, "b").await.id, "b");
         drop(store);
-    }
+    })
+    .await;
 }
 
 fn callback(
@@ -989,8 +989,7 @@ fn callback(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_records_round_trip_are_queried_replaced_and_purged() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let batch = |rows| WriteBatch {
             callbacks: rows,
@@ -1053,5 +1052,6 @@ async fn callback_records_round_trip_are_queried_replaced_and_purged() {
             "{label}"
         );
         drop(store);
-    }
+    })
+    .await;
 }

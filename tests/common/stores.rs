@@ -215,3 +215,12 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// Runs `test` once per database of the matrix, with that database and a
+/// store opened on it (the store is the test's to drop).
+pub async fn each_store(mut test: impl AsyncFnMut(&TestDb, Arc<dyn Store>)) {
+    for db in test_databases().await {
+        let store = db.open().await;
+        test(&db, store).await;
+    }
+}
