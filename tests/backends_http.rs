@@ -2,6 +2,8 @@
 //! through the HTTP clients, with the agents' side played through the
 //! admin API, all on real sockets.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,44 +27,56 @@ async fn serve(settings: SimulatorSettings) -> Served {
         .nest("/routing", routing_protocol_router(sim.routing_backend()))
         .nest("/chat", chat_protocol_router(sim.chat_backend()))
         .merge(admin_router(sim.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
     Served {
         sim,
-        base: format!("http://{address}"),
+        base: common::serve_router(app).await,
     }
 }
 
-/// An admin call: status and JSON body. `form` sends the body
-/// form-encoded instead of as JSON.
+/// An admin call through the kit's client: status and JSON body (`Null`
+/// when the body is not JSON). `form` sends the body form-encoded instead
+/// of as JSON.
 async fn admin(method: &str, url: &str, body: Option<Value>, form: bool) -> (u16, Value) {
-    let client = ors::loader::http_client(Duration::from_secs(5));
-    let mut request = client.request(method.parse().unwrap(), url);
-    if let Some(body) = body {
-        request = if form {
+    // The kit's client takes a base and a path: split after host:port.
+    let path_at = url
+        .find("://")
+        .and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j))
+        .unwrap_or(url.len());
+    let api = common::Api::new(&url[..path_at]);
+    let path = &url[path_at..];
+    let method: axum::http::Method = method.parse().unwrap();
+    let r = match body {
+        Some(body) if form => {
             let pairs: Vec<(String, String)> = body
                 .as_object()
                 .unwrap()
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
                 .collect();
-            request.form(&pairs)
-        } else {
-            request
-                .header("content-type", "application/json")
-                .body(body.to_string())
-        };
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+            let pairs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            api.call(
+                method,
+                path,
+                Some("application/x-www-form-urlencoded"),
+                common::client::form_body(&pairs),
+            )
+            .await
+        }
+        Some(body) => {
+            api.call(method, path, Some("application/json"), body.to_string())
+                .await
+        }
+        None => api.call(method, path, None, String::new()).await,
+    };
+    let body = if r.body.is_string() && !r.content_type.contains("json") {
+        Value::Null
+    } else {
+        r.body
+    };
+    (r.status, body)
 }
 
 fn request(id: &str, target: &str, timeout_ms: u64) -> ReserveRequest {
@@ -78,15 +92,16 @@ fn request(id: &str, target: &str, timeout_ms: u64) -> ReserveRequest {
     }
 }
 
-/// Waits (briefly) for a condition.
+/// Waits (at most 5 s) for a condition.
 async fn until(what: impl Fn() -> bool) {
-    for _ in 0..5000 {
-        if what() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    panic!("condition not reached in time");
+    let what = &what;
+    common::eventually(
+        "condition not reached in time",
+        Duration::from_secs(5),
+        Duration::from_millis(1),
+        || async move { if what() { Ok(()) } else { Err("not yet") } },
+    )
+    .await
 }
 
 /// The next update from a subscription, within a few seconds.

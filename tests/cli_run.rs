@@ -1,9 +1,14 @@
 //! The `ors run` / `ors validate` command-line contracts, driven as a real
 //! process the way other tools drive it.
 
+mod common;
+
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
+use common::cli::{self, ors, spawn_ors, write_temp};
 
 use serde_json::{Value, json};
 
@@ -13,44 +18,20 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn ors() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ors"))
-}
-
-/// Runs `ors` with these arguments, writing `input` to its stdin.
+/// Runs `ors` with these arguments and the chart, writing `input` to its
+/// stdin.
 fn run_with_input(args: &[&str], chart: &Path, input: &[u8]) -> std::process::Output {
-    ors()
-        .args(args)
-        .arg(chart)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().expect("stdin").write_all(input)?;
-            c.wait_with_output()
-        })
-        .expect("runs")
-}
-
-fn write_temp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ors-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write temp chart");
-    path
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    all.push(chart.as_os_str());
+    cli::run_with_input(all, input)
 }
 
 #[test]
 fn a_driver_can_send_one_event_and_wait_for_its_line() {
-    let mut child = ors()
-        .arg("run")
-        .arg(fixture("hello.scxml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_ors(
+        [OsStr::new("run"), fixture("hello.scxml").as_os_str()],
+        Stdio::piped(),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut next = || -> Value {
@@ -89,11 +70,7 @@ fn invalid_input_lines_are_reported_and_skipped() {
         b"not json\n{\"data\":1}\n{\"name\":\"tick\",\"data\":{\"n\":1}}\n",
     );
     assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let (stdout, lines) = cli::json_lines(&out.stdout);
     assert_eq!(lines.len(), 2, "start + the one valid event: {stdout}");
     assert_eq!(lines[1]["event"], "tick");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -108,14 +85,15 @@ fn timeout_exits_124() {
         "wait.scxml",
         r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0"><state id="wait"/></scxml>"#,
     );
-    let mut child = ors()
-        .args(["run", "--timeout", "0.3"])
-        .arg(&chart)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_ors(
+        [
+            OsStr::new("run"),
+            OsStr::new("--timeout"),
+            OsStr::new("0.3"),
+            chart.as_os_str(),
+        ],
+        Stdio::null(),
+    );
     // Keep stdin open so only the timeout can end the run.
     let _stdin = child.stdin.take();
     let status = child.wait().expect("exits");
@@ -141,11 +119,7 @@ fn at_end_of_input_pending_delayed_sends_still_fire() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let (stdout, lines) = cli::json_lines(&out.stdout);
     assert_eq!(lines.len(), 2, "{stdout}");
     assert_eq!(lines[1]["cause"], "delayed");
     assert_eq!(lines[1]["event"], "later");
@@ -163,14 +137,10 @@ fn many_events_stream_through() {
     for _ in 0..n {
         input.push_str("{\"name\":\"tick\"}\n");
     }
-    let mut child = ors()
-        .arg("run")
-        .arg(fixture("hello.scxml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_ors(
+        [OsStr::new("run"), fixture("hello.scxml").as_os_str()],
+        Stdio::null(),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().expect("runs");

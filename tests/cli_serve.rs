@@ -1,6 +1,8 @@
 //! The `ors serve` binary: starts with no configuration, logs JSON lines
 //! that carry the session id, and stops cleanly on SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -17,7 +19,7 @@ fn http(addr: &str, request: &str) -> String {
 
 #[test]
 fn serve_runs_without_a_config_logs_json_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ors"))
+    let mut child = common::cli::ors()
         .args([
             "serve",
             "--listen",

@@ -1,105 +1,62 @@
 //! The GMS CometD endpoint served on a real socket: driven by hand over
 //! HTTP, and by the real CometD JavaScript client (`tests/cometd/client.js`
 //! under node).
+//!
+//! The hand-driven test runs in process on paused tokio time; the node
+//! client's test stays on a socket and the wall clock, since node keeps
+//! its own time.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod common;
+
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::node::spawn_comet_client;
 use ors::gms::cometd::{CometHub, CometSettings};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
 /// Serves a hub with this connect timeout on a loopback port.
-async fn serve(connect_timeout_ms: u64) -> (Arc<CometHub>, SocketAddr) {
+/// Its base URL.
+async fn serve(connect_timeout_ms: u64) -> (Arc<CometHub>, String) {
     let hub = CometHub::new(CometSettings {
         connect_timeout_ms,
         ..CometSettings::default()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let app = hub.router();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.expect("serve");
-    });
-    (hub, addr)
+    let base = common::serve_router(hub.router()).await;
+    (hub, base)
 }
 
-/// POSTs a body with the `gms_user` header; the status, content type and
-/// body text.
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    user: &str,
-    body: &str,
-) -> (u16, String, String) {
-    let resp = client
-        .post(url)
-        .header("gms_user", user)
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, content_type, resp.text().await.expect("body"))
+/// POSTs Bayeux messages through the kit's client and parses the reply
+/// array (asserting 200 and the vendor's content type).
+fn bayeux_array(r: common::Reply) -> Vec<Value> {
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.content_type, "application/json;charset=UTF-8");
+    serde_json::from_value(r.body).expect("a JSON array")
 }
 
-/// POSTs Bayeux messages and parses the reply array.
-async fn bayeux(client: &reqwest::Client, url: &str, user: &str, messages: Value) -> Vec<Value> {
-    let (status, content_type, body) = post(client, url, user, &messages.to_string()).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(content_type, "application/json;charset=UTF-8");
-    serde_json::from_str(&body).expect("a JSON array")
-}
-
-#[tokio::test]
+/// Driven in process on tokio's paused clock: the connect hold is a tokio
+/// timeout, so "held" and "released early" are decided in virtual time
+/// (a connect that were held to its 4 s timeout would show 4 s elapsed).
+#[tokio::test(start_paused = true)]
 async fn a_published_message_ends_a_held_connect_early() {
-    let (hub, addr) = serve(4_000).await;
-    let base = format!("http://{addr}/genesys/cometd");
-    let client = ors::loader::http_client(Duration::from_secs(20));
+    let hub = CometHub::new(CometSettings {
+        connect_timeout_ms: 4_000,
+        ..CometSettings::default()
+    });
+    let api = common::Api::in_process(hub.router()).with_gms_user("alice");
 
-    let r = bayeux(
-        &client,
-        &format!("{base}/handshake"),
-        "alice",
-        json!([{"channel": "/meta/handshake", "version": "1.0", "id": "1",
-                "supportedConnectionTypes": ["long-polling"]}]),
-    )
-    .await;
+    let r = bayeux_array(api.cometd_handshake().await);
     assert_eq!(r[0]["successful"], true, "{r:?}");
     assert_eq!(r[0]["advice"]["timeout"], 4_000);
     let id = r[0]["clientId"].as_str().expect("clientId").to_owned();
 
-    let r = bayeux(
-        &client,
-        &base,
-        "alice",
-        json!({"channel": "/meta/subscribe", "clientId": id, "subscription": "/_genesys", "id": "2"}),
-    )
-    .await;
+    let r = bayeux_array(api.cometd_subscribe(&id, "/_genesys").await);
     assert_eq!(r[0]["successful"], true, "{r:?}");
     assert_eq!(r[0]["id"], "2");
 
-    let connect = json!([{"channel": "/meta/connect", "clientId": id,
-                          "connectionType": "long-polling", "id": "3"}]);
-    let r = bayeux(
-        &client,
-        &format!("{base}/connect"),
-        "alice",
-        connect.clone(),
-    )
-    .await;
+    let r = bayeux_array(api.cometd_connect(&id).await);
     assert_eq!(r.len(), 1);
     assert_eq!(
         r[0]["successful"], true,
@@ -107,12 +64,12 @@ async fn a_published_message_ends_a_held_connect_early() {
     );
 
     let held = {
-        let (client, url) = (client.clone(), format!("{base}/connect"));
-        tokio::spawn(async move { bayeux(&client, &url, "alice", connect).await })
+        let (api, id) = (api.clone(), id.clone());
+        tokio::spawn(async move { bayeux_array(api.cometd_connect(&id).await) })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!held.is_finished(), "the second connect is held");
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let data = json!({"id": "svc-1", "tag": "service.chat.refresh.svc-1", "message": {"chatEnded": false}});
     assert_eq!(hub.publish("alice", "/_genesys", data.clone()), 1);
     let r = held.await.expect("connect task");
@@ -126,74 +83,49 @@ async fn a_published_message_ends_a_held_connect_early() {
     assert_eq!(r[1]["channel"], "/meta/connect");
     assert_eq!(r[1]["successful"], true);
 
-    let (status, content_type, body) = post(&client, &base, "alice", "[{not json").await;
-    assert_eq!(status, 400);
-    assert_eq!(content_type, "application/json;charset=UTF-8");
-    let body: Value = serde_json::from_str(&body).expect("a JSON error body");
-    assert!(body["error"].is_string());
+    let r = api
+        .call(
+            axum::http::Method::POST,
+            "/genesys/cometd",
+            Some("application/json"),
+            "[{not json".to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.content_type, "application/json;charset=UTF-8");
+    assert!(r.body["error"].is_string(), "a JSON error body: {}", r.body);
 
-    let r = bayeux(
-        &client,
-        &format!("{base}/disconnect"),
-        "alice",
-        json!([{"channel": "/meta/disconnect", "clientId": id}]),
-    )
-    .await;
+    let r = bayeux_array(
+        api.cometd(
+            "/disconnect",
+            &json!([{"channel": "/meta/disconnect", "clientId": id}]),
+        )
+        .await,
+    );
     assert_eq!(r[0]["successful"], true);
     assert_eq!(hub.clients(), 0);
 }
 
 #[tokio::test]
 async fn the_cometd_javascript_client_receives_its_users_messages_in_order() {
-    let harness = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cometd");
-    if !harness.join("node_modules").is_dir() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "{} is missing: .ci/run installs it with npm ci",
-                harness.join("node_modules").display()
-            );
-        }
-        eprintln!(
-            "skipped: no {}; run `npm ci` in tests/cometd to enable this test",
-            harness.join("node_modules").display()
-        );
+    let Some(harness) = common::skips::cometd_node_harness("the CometD JavaScript client test")
+    else {
         return;
-    }
-    let (hub, addr) = serve(3_000).await;
-    let url = format!("http://{addr}/genesys/cometd");
-    let mut child = tokio::process::Command::new("node")
-        .arg("client.js")
-        .args([url.as_str(), "alice", "3", "20000"])
-        .current_dir(&harness)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let mut stderr = child.stderr.take().expect("stderr");
+    };
+    let (hub, base) = serve(3_000).await;
+    let url = format!("{base}/genesys/cometd");
+    let mut client = spawn_comet_client(&harness, &url, "alice", 3, 20_000, Stdio::piped());
+    let mut stderr = client.take_stderr().expect("stderr");
     let stderr_text = tokio::spawn(async move {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text).await;
         text
     });
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut transcript = Vec::new();
-
-    let ready = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("stdout") {
-            transcript.push(line.clone());
-            if line == "READY" {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    if ready != Ok(true) {
-        let _ = child.kill().await;
+    if !client.ready(Duration::from_secs(20)).await {
+        client.kill().await;
         panic!(
-            "the client never printed READY: {transcript:?}\n{}",
+            "the client never printed READY: {:?}\n{}",
+            client.seen,
             stderr_text.await.unwrap_or_default()
         );
     }
@@ -212,24 +144,17 @@ async fn the_cometd_javascript_client_receives_its_users_messages_in_order() {
     assert_eq!(hub.publish("alice", "/_genesys", message(2)), 1);
     assert_eq!(hub.publish("alice", "/_genesys", message(3)), 1);
 
-    let status = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("stdout") {
-            transcript.push(line);
-        }
-        child.wait().await.expect("exit status")
-    })
-    .await;
+    let status = client.finish(Duration::from_secs(20)).await;
     let stderr_text = stderr_text.await.unwrap_or_default();
-    let Ok(status) = status else {
-        panic!("the client did not exit: {transcript:?}\n{stderr_text}");
+    let Some(status) = status else {
+        panic!("the client did not exit: {:?}\n{stderr_text}", client.seen);
     };
-    eprintln!("client stdout: {transcript:?}\nclient stderr: {stderr_text}");
+    eprintln!(
+        "client stdout: {:?}\nclient stderr: {stderr_text}",
+        client.seen
+    );
     assert!(status.success(), "{status}");
-    let received: Vec<Value> = transcript
-        .iter()
-        .filter_map(|l| l.strip_prefix("MESSAGE "))
-        .map(|j| serde_json::from_str(j).expect("a JSON line"))
-        .collect();
+    let received = client.messages();
     assert_eq!(received, vec![message(1), message(2), message(3)]);
     assert_eq!(hub.clients(), 0, "the client disconnected");
 }

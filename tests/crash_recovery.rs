@@ -6,12 +6,14 @@
 //! order, and an invoked child is back with its parent. Runs on SQLite and
 //! on PostgreSQL (`ORS_TEST_POSTGRES_URL`; required when `CI=true`).
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::process::{ServeProcess, free_port};
 use serde_json::Value;
 
 const LEDGERS: usize = 1000;
@@ -28,29 +30,6 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn kill(&mut self) {
-        // std's kill sends SIGKILL on Unix: no shutdown code runs.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 struct Setup {
     port: u16,
     data_dir: PathBuf,
@@ -58,43 +37,12 @@ struct Setup {
 }
 
 impl Setup {
-    async fn start(&self, client: &reqwest::Client) -> Server {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data_dir.join("server.log"))
-            .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ors"));
-        cmd.args(["serve", "--workers", "2", "--listen"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null())
-            .stderr(log);
+    async fn start(&self) -> ServeProcess {
+        let mut extra = Vec::new();
         if let Some(url) = &self.store {
-            cmd.arg("--store").arg(url);
+            extra.extend(["--store", url.as_str()]);
         }
-        let server = Server {
-            child: cmd.spawn().expect("ors serve starts"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ok = client
-                .get(format!("http://127.0.0.1:{}/health", self.port))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not come up; see {}",
-                self.data_dir.join("server.log").display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        ServeProcess::start(self.port, &self.data_dir, &extra).await
     }
 
     fn url(&self, path: &str) -> String {
@@ -159,7 +107,7 @@ async fn crash_and_recover(store: Option<String>) {
         store,
     };
     let client = ors::loader::http_client(Duration::from_secs(30));
-    let mut server = setup.start(&client).await;
+    let mut server = setup.start().await;
 
     // 1 000 ledgers, plus children-carrying families.
     let mut ledgers = Vec::with_capacity(LEDGERS);
@@ -246,7 +194,7 @@ async fn crash_and_recover(store: Option<String>) {
 
     // Down long enough for every alarm to fall due.
     tokio::time::sleep(Duration::from_millis(1000).saturating_sub(killed_at.elapsed())).await;
-    let _server = setup.start(&client).await;
+    let _server = setup.start().await;
 
     let mut applied_total = 0u64;
     let mut unacked_applied = 0u64;
@@ -353,59 +301,11 @@ async fn sqlite_store_loses_no_acknowledged_event_across_kill_9() {
     crash_and_recover(None).await;
 }
 
-/// A fresh database on the server `ORS_TEST_POSTGRES_URL` names, dropped
-/// when the guard goes.
-struct ScratchDatabase {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl ScratchDatabase {
-    async fn create() -> Option<ScratchDatabase> {
-        use sqlx::Connection;
-        let Ok(admin) = std::env::var("ORS_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI must run the PostgreSQL crash test: set ORS_TEST_POSTGRES_URL"
-            );
-            eprintln!("ORS_TEST_POSTGRES_URL is not set; the PostgreSQL crash test is skipped");
-            return None;
-        };
-        let name = unique("ors_crash");
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("PostgreSQL reachable");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-        Some(ScratchDatabase {
-            url: format!("{base}/{name}"),
-            admin,
-            name,
-        })
-    }
-
-    async fn drop_database(self) {
-        use sqlx::Connection;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn)
-            .await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_loses_no_acknowledged_event_across_kill_9() {
-    let Some(db) = ScratchDatabase::create().await else {
+    let Some(admin) = common::stores::postgres_admin_url("the PostgreSQL crash test") else {
         return;
     };
-    crash_and_recover(Some(db.url.clone())).await;
-    db.drop_database().await;
+    let db = common::stores::TestDb::postgres(&admin).await;
+    crash_and_recover(Some(db.url())).await;
 }

@@ -1,29 +1,28 @@
 //! Foreign-namespace elements run through the custom action registry; an
 //! unclaimed one raises error.execution and stops its block.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::hosts::QuietHost;
+
 use ors::interpreter::{
-    ActionScope, CustomActionHandler, CustomActions, Event, EventKind, Host, Session,
+    ActionError, ActionScope, CustomActionHandler, CustomActions, Event, EventKind, Session,
     SessionOptions,
 };
 use ors::model::CustomAction;
 use ors::{LoadOptions, parse_document};
 
-struct NullHost;
-
-impl Host for NullHost {
-    fn now_ms(&mut self) -> u64 {
-        0
-    }
-    fn log(&mut self, _: &str, _: Option<&str>, _: &str) {}
-}
-
 /// `<t:set location="..." expr="..."/>`: evaluates and stores, then raises `t.done`.
 struct SetAction;
 
 impl CustomActionHandler for SetAction {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let attr = |n: &str| {
             action
                 .attributes
@@ -83,7 +82,7 @@ fn registered_handler_runs_and_unclaimed_action_raises_error_execution() {
             ..SessionOptions::default()
         },
     );
-    session.start(&mut NullHost);
+    session.start(&mut QuietHost);
     let final_state = session
         .final_info()
         .map(|f| session.document().state(f.state).name.to_string());

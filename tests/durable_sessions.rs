@@ -3,33 +3,29 @@
 //! prelude and of their scripts intact; a graceful restart brings back
 //! persisted sessions (and halted ones for queries) but not `_persist=
 //! "false"` ones; halted sessions are purged after the retention time; a
-//! write the store refuses is answered 503 and written again later.
+//! write the store refuses is answered 503 and written again later; an
+//! acknowledged event's change is in the store (SQLite, and PostgreSQL
+//! through the kit's store matrix) before the reply.
+//!
+//! The waits here stay on the wall clock: hibernation, timers and the purge
+//! run on the session workers, which are OS threads with tokio runtimes of
+//! their own, so pausing the test's tokio clock does not reach them.
+
+mod common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ors::app::{Config, spawn};
-use ors::server::RunningServer;
+use common::{Api, TestServer, eventually, spawn_server};
+use ors::app::Config;
 use serde_json::Value;
 
 fn scratch_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "ors-durable-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    common::scratch_dir("durable")
 }
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/durable")
-        .join(name)
-        .display()
-        .to_string()
+    common::fixture("durable", name)
 }
 
 fn config(data_dir: &std::path::Path) -> Config {
@@ -45,126 +41,52 @@ fn config(data_dir: &std::path::Path) -> Config {
     config
 }
 
-struct Api {
-    server: Option<RunningServer>,
-    base: String,
-    client: reqwest::Client,
+/// The server and a client of it.
+struct Server {
+    server: TestServer,
+    api: Api,
 }
 
-impl Api {
-    async fn start(config: Config) -> Api {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let server = spawn(listener, config).expect("server starts");
-        let api = Api {
-            base: format!("http://{}", server.addr),
-            server: Some(server),
-            client: ors::loader::http_client(Duration::from_secs(30)),
-        };
-        // The store opens (and recovers) before the API answers.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while api
-            .client
-            .get(format!("{}/health", api.base))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "server never answered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        api
+impl std::ops::Deref for Server {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Server {
+    async fn start(config: Config) -> Server {
+        let server = spawn_server(config).await;
+        let api = server.api();
+        Server { server, api }
     }
 
-    async fn stop(mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await.expect("clean shutdown");
-        }
+    async fn stop(self) {
+        self.server.stop().await;
     }
 
-    async fn post(&self, path: &str, pairs: &[(&str, &str)]) -> (u16, Value) {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish();
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .expect("request sent");
-        let status = r.status().as_u16();
-        (
-            status,
-            serde_json::from_str(&r.text().await.expect("body")).expect("json"),
-        )
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request sent");
-        let status = r.status().as_u16();
-        let text = r.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn start_session(&self, src: &str, pairs: &[(&str, &str)]) -> String {
+    async fn start_src(&self, src: &str, pairs: &[(&str, &str)]) -> String {
         let mut form = vec![("src", src)];
         form.extend_from_slice(pairs);
-        let (status, body) = self.post("/scxml/session/start", &form).await;
-        assert_eq!(status, 200, "start: {body}");
-        body["sessionid"].as_str().expect("sessionid").to_string()
+        self.api.start_session(&form).await
     }
 
-    async fn event(&self, id: &str, name: &str) {
-        let (status, body) = self
-            .post(&format!("/scxml/session/{id}/event/{name}"), &[])
-            .await;
-        assert_eq!(status, 200, "event {name} to {id}: {body}");
-    }
-
-    async fn query(&self, id: &str) -> Value {
-        let (status, body) = self.get(&format!("/scxml/session/{id}/query")).await;
-        assert_eq!(status, 200, "query {id}: {body}");
-        body
-    }
-
-    async fn metric(&self, line_start: &str) -> u64 {
-        let r = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics");
-        let text = r.text().await.expect("body");
-        text.lines()
-            .find_map(|l| l.strip_prefix(line_start))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no metric {line_start} in\n{text}"))
-    }
-
+    /// Waits (at most 10 s) until the metric line reads `want`.
     async fn wait_metric(&self, line_start: &str, want: u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let v = self.metric(line_start).await;
-            if v == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{line_start} stayed {v}, wanted {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            &format!("{line_start} never became {want}"),
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || async move {
+                let v = self.api.metric(line_start).await;
+                if v == want {
+                    Ok(())
+                } else {
+                    Err(format!("it is {v}"))
+                }
+            },
+        )
+        .await
     }
 }
 
@@ -176,22 +98,22 @@ async fn idle_sessions_hibernate_and_wake_on_events_queries_and_timers() {
     let dir = scratch_dir();
     let mut cfg = config(&dir);
     cfg.store.hibernate_after_secs = 1;
-    let api = Api::start(cfg).await;
+    let api = Server::start(cfg).await;
     let mut sleepers = Vec::new();
     for _ in 0..4 {
-        let id = api.start_session(&fixture("sleeper.scxml"), &[]).await;
-        api.event(&id, "bump").await;
-        api.event(&id, "bump").await;
+        let id = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+        api.event_ok(&id, "bump").await;
+        api.event_ok(&id, "bump").await;
         sleepers.push(id);
     }
     let alarm = api
-        .start_session(&fixture("alarm.scxml"), &[("delay", "2500")])
+        .start_src(&fixture("alarm.scxml"), &[("delay", "2500")])
         .await;
-    let ephemeral = api.start_session(&fixture("ephemeral.scxml"), &[]).await;
+    let ephemeral = api.start_src(&fixture("ephemeral.scxml"), &[]).await;
 
     // Everything persisted goes to sleep; the _persist="false" one cannot.
     api.wait_metric(HIBERNATED, 5).await;
-    let (_, list) = api.get("/scxml/sessions").await;
+    let list = api.list("").await.body;
     let sessions = list["sessions"].as_array().expect("sessions");
     for s in sessions {
         let asleep = s["hibernated"] == Value::Bool(true);
@@ -205,8 +127,8 @@ async fn idle_sessions_hibernate_and_wake_on_events_queries_and_timers() {
 
     // An event wakes a session; its state and functions are intact.
     let woken_before = api.metric(WOKEN).await;
-    api.event(&sleepers[0], "bump").await;
-    let v = api.query(&sleepers[0]).await;
+    api.event_ok(&sleepers[0], "bump").await;
+    let v = api.query_ok(&sleepers[0]).await;
     assert_eq!(v["data"]["count"], 3);
     assert_eq!(v["data"]["tenant"], "t3");
     assert_eq!(v["data"]["label"], "bumped 3 times");
@@ -214,25 +136,30 @@ async fn idle_sessions_hibernate_and_wake_on_events_queries_and_timers() {
     assert!(api.metric(WOKEN).await > woken_before);
 
     // A query wakes one too.
-    let v = api.query(&sleepers[1]).await;
+    let v = api.query_ok(&sleepers[1]).await;
     assert_eq!(v["data"]["count"], 2);
     assert_eq!(v["data"]["label"], "bumped 2 times");
 
     // A sleeping session's own timers wake it, and fire in order.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = api.query(&alarm).await;
-        if v["status"] == "completed" {
-            assert_eq!(v["data"]["rang"], serde_json::json!(["first", "second"]));
-            break;
-        }
-        assert!(Instant::now() < deadline, "alarm never rang: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let v = eventually(
+        "alarm never rang",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let v = api.query_ok(&alarm).await;
+            if v["status"] == "completed" {
+                Ok(v)
+            } else {
+                Err(v)
+            }
+        },
+    )
+    .await;
+    assert_eq!(v["data"]["rang"], serde_json::json!(["first", "second"]));
     // The woken ones fall asleep again once idle.
     api.wait_metric(HIBERNATED, 4).await;
-    api.event(&sleepers[1], "bump").await;
-    assert_eq!(api.query(&sleepers[1]).await["data"]["count"], 3);
+    api.event_ok(&sleepers[1], "bump").await;
+    assert_eq!(api.query_ok(&sleepers[1]).await["data"]["count"], 3);
     api.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -240,19 +167,19 @@ async fn idle_sessions_hibernate_and_wake_on_events_queries_and_timers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_brings_back_persisted_sessions_but_not_unpersisted_ones() {
     let dir = scratch_dir();
-    let api = Api::start(config(&dir)).await;
-    let kept = api.start_session(&fixture("sleeper.scxml"), &[]).await;
-    api.event(&kept, "bump").await;
-    let ephemeral = api.start_session(&fixture("ephemeral.scxml"), &[]).await;
-    api.event(&ephemeral, "bump").await;
-    let finished = api.start_session(&fixture("sleeper.scxml"), &[]).await;
-    api.event(&finished, "bump").await;
-    api.event(&finished, "stop").await;
+    let api = Server::start(config(&dir)).await;
+    let kept = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+    api.event_ok(&kept, "bump").await;
+    let ephemeral = api.start_src(&fixture("ephemeral.scxml"), &[]).await;
+    api.event_ok(&ephemeral, "bump").await;
+    let finished = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+    api.event_ok(&finished, "bump").await;
+    api.event_ok(&finished, "stop").await;
     api.stop().await;
 
-    let api = Api::start(config(&dir)).await;
+    let api = Server::start(config(&dir)).await;
     assert_eq!(api.metric("ors_sessions{state=\"running\"}").await, 1);
-    let (_, list) = api.get("/scxml/sessions").await;
+    let list = api.list("").await.body;
     let listed: Vec<&str> = list["sessions"]
         .as_array()
         .expect("sessions")
@@ -260,21 +187,19 @@ async fn a_restart_brings_back_persisted_sessions_but_not_unpersisted_ones() {
         .filter_map(|s| s["sessionid"].as_str())
         .collect();
     assert_eq!(listed, vec![kept.as_str()]);
-    api.event(&kept, "bump").await;
-    let v = api.query(&kept).await;
+    api.event_ok(&kept, "bump").await;
+    let v = api.query_ok(&kept).await;
     assert_eq!(v["data"]["count"], 2);
     assert_eq!(v["data"]["label"], "bumped 2 times");
-    let (status, body) = api.get(&format!("/scxml/session/{ephemeral}/query")).await;
-    assert_eq!(status, 404, "{body}");
-    assert_eq!(body["error"], "session_not_found");
+    let r = api.query(&ephemeral).await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.body["error"], "session_not_found");
     // A halted session is still there to query (from the store).
-    let v = api.query(&finished).await;
+    let v = api.query_ok(&finished).await;
     assert_eq!(v["status"], "completed");
     assert_eq!(v["data"]["count"], 1);
-    let (status, body) = api
-        .post(&format!("/scxml/session/{finished}/event/bump"), &[])
-        .await;
-    assert_eq!(status, 409, "{body}");
+    let r = api.event(&finished, "bump", &[]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
     api.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -303,9 +228,9 @@ async fn document_keys(conn: &mut sqlx::SqliteConnection) -> Vec<String> {
 async fn a_restart_on_a_store_keyed_by_the_old_hash_brings_its_sessions_back() {
     use sqlx::{ConnectOptions, Connection};
     let dir = scratch_dir();
-    let api = Api::start(config(&dir)).await;
-    let kept = api.start_session(&fixture("sleeper.scxml"), &[]).await;
-    api.event(&kept, "bump").await;
+    let api = Server::start(config(&dir)).await;
+    let kept = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+    api.event_ok(&kept, "bump").await;
     api.stop().await;
 
     // Turn the store into one an older `ors` wrote: every document and the
@@ -338,9 +263,9 @@ async fn a_restart_on_a_store_keyed_by_the_old_hash_brings_its_sessions_back() {
     assert_eq!(document_keys(&mut conn).await, legacy_keys);
     let _ = conn.close().await;
 
-    let api = Api::start(config(&dir)).await;
-    api.event(&kept, "bump").await;
-    let v = api.query(&kept).await;
+    let api = Server::start(config(&dir)).await;
+    api.event_ok(&kept, "bump").await;
+    let v = api.query_ok(&kept).await;
     assert_eq!(v["data"]["count"], 2);
     assert_eq!(v["data"]["label"], "bumped 2 times");
     api.stop().await;
@@ -363,22 +288,27 @@ async fn halted_sessions_are_purged_from_memory_and_store_after_retention() {
     let mut cfg = config(&dir);
     cfg.limits.halted_retention_secs = 1;
     cfg.store.purge_interval_secs = 1;
-    let api = Api::start(cfg).await;
-    let id = api.start_session(&fixture("sleeper.scxml"), &[]).await;
-    let running = api.start_session(&fixture("sleeper.scxml"), &[]).await;
-    api.event(&id, "stop").await;
-    assert_eq!(api.query(&id).await["status"], "completed");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = api.get(&format!("/scxml/session/{id}/query")).await;
-        if status == 404 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "halted session never purged");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let api = Server::start(cfg).await;
+    let id = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+    let running = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+    api.event_ok(&id, "stop").await;
+    assert_eq!(api.query_ok(&id).await["status"], "completed");
+    eventually(
+        "halted session never purged",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            let r = api.query(&id).await;
+            if r.status == 404 {
+                Ok(())
+            } else {
+                Err(r.status)
+            }
+        },
+    )
+    .await;
     // Running sessions are never purged.
-    assert_eq!(api.query(&running).await["status"], "running");
+    assert_eq!(api.query_ok(&running).await["status"], "running");
     api.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -387,10 +317,10 @@ async fn halted_sessions_are_purged_from_memory_and_store_after_retention() {
 async fn a_failed_store_write_is_refused_with_503_and_written_again_later() {
     use sqlx::Connection;
     let dir = scratch_dir();
-    let api = Api::start(config(&dir)).await;
-    let id = api.start_session(&fixture("sleeper.scxml"), &[]).await;
-    let other = api.start_session(&fixture("sleeper.scxml"), &[]).await;
-    api.event(&id, "bump").await;
+    let api = Server::start(config(&dir)).await;
+    let id = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+    let other = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+    api.event_ok(&id, "bump").await;
 
     // Take the sessions table away behind the server's back.
     let db = format!("sqlite://{}", dir.join("ors.db").display());
@@ -399,11 +329,9 @@ async fn a_failed_store_write_is_refused_with_503_and_written_again_later() {
         .execute(&mut conn)
         .await
         .expect("rename");
-    let (status, body) = api
-        .post(&format!("/scxml/session/{id}/event/bump"), &[])
-        .await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"], "unavailable");
+    let r = api.event(&id, "bump", &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["error"], "unavailable");
 
     // Once the store works again, the next batch (here one for another
     // session) writes the session anew, with the change whose
@@ -413,13 +341,66 @@ async fn a_failed_store_write_is_refused_with_503_and_written_again_later() {
         .await
         .expect("rename back");
     conn.close().await.expect("close");
-    api.event(&other, "bump").await;
+    api.event_ok(&other, "bump").await;
     api.stop().await;
 
-    let api = Api::start(config(&dir)).await;
-    let v = api.query(&id).await;
+    let api = Server::start(config(&dir)).await;
+    let v = api.query_ok(&id).await;
     assert_eq!(v["data"]["count"], 2, "{v}");
-    assert_eq!(api.query(&other).await["data"]["count"], 1);
+    assert_eq!(api.query_ok(&other).await["data"]["count"], 1);
     api.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `count` the sleeper's data model holds in a stored snapshot.
+fn stored_count(snapshot: &str) -> Option<Value> {
+    fn find(v: &Value) -> Option<Value> {
+        match v {
+            Value::Object(map) => map
+                .get("count")
+                .filter(|c| c.is_number())
+                .cloned()
+                .or_else(|| map.values().find_map(find)),
+            Value::Array(items) => items.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(&serde_json::from_str(snapshot).ok()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_event_is_in_the_store_before_its_reply() {
+    for db in common::stores::test_databases().await {
+        let dir = scratch_dir();
+        let mut cfg = config(&dir);
+        cfg.store.url = db.url();
+        let api = Server::start(cfg).await;
+        let id = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+        // A second connection to the same database, as a crash-recovering
+        // server would open it.
+        let store = db.open().await;
+        for n in 1..=3i64 {
+            api.event_ok(&id, "bump").await;
+            // No waiting: the reply came after the commit.
+            let row = store
+                .load_session(&id)
+                .await
+                .expect("the session is stored");
+            assert_eq!(row.events, n, "{}: events stored after ack {n}", db.label);
+            assert_eq!(
+                stored_count(&row.snapshot),
+                Some(Value::from(n)),
+                "{}: the stored snapshot holds the acknowledged change: {}",
+                db.label,
+                row.snapshot
+            );
+            assert_eq!(row.status, "running", "{}", db.label);
+        }
+        api.event_ok(&id, "stop").await;
+        let row = store.load_session(&id).await.expect("still stored");
+        assert_eq!(row.status, "completed", "{}: the end is stored", db.label);
+        drop(store);
+        api.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -7,33 +7,23 @@
 //! and a chat no waiting service matches (routed to
 //! `app_selected_agent_group`).
 
+mod common;
+
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ors::app::{Config, spawn};
-use ors::server::RunningServer;
+use common::{TestServer, eventually, spawn_server};
+use ors::app::Config;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GMS_USER: &str = "b16416334828b1d26ef14f329628b55b5a8c631d8928a371a5584722dd7fb673";
 
-fn scratch_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "ors-gms-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
 fn config() -> Config {
     let mut config = Config {
         server: ors::server::Config {
             workers: 2,
-            data_dir: scratch_dir(),
+            data_dir: common::scratch_dir("gms"),
             ..Default::default()
         },
         ..Config::default()
@@ -42,105 +32,66 @@ fn config() -> Config {
     config
 }
 
+/// The server, a client without a `gms_user` and one with the device's.
 struct Api {
-    server: Option<RunningServer>,
+    server: TestServer,
     base: String,
-    client: reqwest::Client,
+    plain: common::Api,
+    device: common::Api,
 }
 
 impl Api {
     async fn start(config: Config) -> Api {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let server = spawn(listener, config).expect("server starts");
-        let api = Api {
-            base: format!("http://{}", server.addr),
-            server: Some(server),
-            client: ors::loader::http_client(Duration::from_secs(30)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while api
-            .client
-            .get(format!("{}/health", api.base))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "server never answered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        api
-    }
-
-    async fn stop(mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await.expect("clean shutdown");
+        let server = spawn_server(config).await;
+        let plain = server.api();
+        Api {
+            base: server.base.clone(),
+            device: plain.clone().with_gms_user(GMS_USER),
+            plain,
+            server,
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let r = request.send().await.expect("request sent");
-        let status = r.status().as_u16();
-        let text = r.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+    async fn stop(self) {
+        self.server.stop().await;
     }
 
+    /// POSTs a form as the device (with its `gms_user`).
     async fn form(&self, path: &str, pairs: &[(&str, &str)]) -> (u16, Value) {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish();
-        self.send(
-            self.client
-                .post(format!("{}{path}", self.base))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .header("gms_user", GMS_USER)
-                .body(body),
-        )
-        .await
+        let r = self.device.form(path, pairs).await;
+        (r.status, r.body)
     }
 
     async fn json(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(
-            self.client
-                .post(format!("{}{path}", self.base))
-                .header("content-type", "application/json")
-                .body(body.to_string()),
-        )
-        .await
+        let r = self.plain.json(path, &body).await;
+        (r.status, r.body)
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.client.get(format!("{}{path}", self.base)))
-            .await
+        let r = self.plain.get(path).await;
+        (r.status, r.body)
     }
 
     async fn record(&self, id: &str) -> Value {
-        let (status, body) = self
-            .get(&format!("/genesys/1/service/callback?_id={id}"))
-            .await;
-        assert_eq!(status, 200, "record {id}: {body}");
-        body[0].clone()
+        let r = self.plain.callback_query_any(&format!("_id={id}")).await;
+        assert_eq!(r.status, 200, "record {id}: {}", r.body);
+        r.body[0].clone()
     }
 
     /// Creates a callback on the demo service; returns its id.
     async fn create_callback(&self, extra: &[(&str, &str)]) -> String {
         let mut form = vec![("_customer_number", "5551234")];
         form.extend_from_slice(extra);
-        let (status, body) = self
-            .form("/genesys/1/service/callback/chat-immediate", &form)
-            .await;
-        assert_eq!(status, 200, "create: {body}");
-        body["_id"].as_str().expect("_id").to_string()
+        let r = self.device.callback_create("chat-immediate", &form).await;
+        assert_eq!(r.status, 200, "create: {}", r.body);
+        r.body["_id"].as_str().expect("_id").to_string()
     }
 
     async fn start_chat(&self, id: &str, first_name: &str) -> Value {
-        let (status, body) = self
-            .form(
-                &format!("/genesys/1/service/{id}/ixn/chat"),
+        let r = self
+            .device
+            .chat_create(
+                id,
                 &[
                     ("firstName", first_name),
                     ("lastName", "Markel"),
@@ -150,9 +101,9 @@ impl Api {
                 ],
             )
             .await;
-        assert_eq!(status, 200, "chat create: {body}");
-        assert_eq!(body["chatIxnState"], "CONNECTED", "{body}");
-        body
+        assert_eq!(r.status, 200, "chat create: {}", r.body);
+        assert_eq!(r.body["chatIxnState"], "CONNECTED", "{}", r.body);
+        r.body
     }
 
     /// Refreshes the chat from position 1 until `done` holds for its
@@ -163,52 +114,51 @@ impl Api {
         limit: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            let (status, body) = self
-                .form(
-                    &format!("/genesys/1/service/{id}/ixn/chat/refresh"),
-                    &[("transcriptPosition", "1")],
-                )
-                .await;
-            assert_eq!(status, 200, "refresh: {body}");
-            if done(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the chat never reached the expected state: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let done = &done;
+        eventually(
+            "the chat never reached the expected state",
+            limit,
+            Duration::from_millis(25),
+            || async move {
+                let r = self.device.chat_refresh(id, "1").await;
+                assert_eq!(r.status, 200, "refresh: {}", r.body);
+                if done(&r.body) {
+                    Ok(r.body)
+                } else {
+                    Err(r.body)
+                }
+            },
+        )
+        .await
     }
 
     async fn wait_record_state(&self, id: &str, state: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let record = self.record(id).await;
-            if record["_callback_state"] == state {
-                return record;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "record never became {state}: {record}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        eventually(
+            &format!("record never became {state}"),
+            Duration::from_secs(10),
+            Duration::from_millis(25),
+            || async move {
+                let record = self.record(id).await;
+                if record["_callback_state"] == state {
+                    Ok(record)
+                } else {
+                    Err(record)
+                }
+            },
+        )
+        .await
     }
 
     async fn session_status(&self, id: &str) -> String {
-        let (status, body) = self.get(&format!("/scxml/session/{id}/query")).await;
-        assert_eq!(status, 200, "query {id}: {body}");
+        let body = self.plain.query_ok(id).await;
         body["status"].as_str().unwrap_or_default().to_string()
     }
 
     /// The sessions of a document (by its `name`).
     async fn sessions_named(&self, name: &str) -> Vec<Value> {
-        let (status, body) = self.get("/scxml/sessions").await;
-        assert_eq!(status, 200, "{body}");
-        body["sessions"]
+        let r = self.plain.list("").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["sessions"]
             .as_array()
             .expect("sessions")
             .iter()
@@ -499,28 +449,12 @@ async fn unknown_ids_bad_targets_and_missing_fields_are_refused() {
         .as_str()
         .expect("session")
         .to_string();
-    let r = api
-        .client
-        .delete(format!(
-            "{}/genesys/1/service/callback/chat-immediate/{id}",
-            api.base
-        ))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status().as_u16(), 200);
+    let r = api.plain.callback_cancel("chat-immediate", &id).await;
+    assert_eq!(r.status, 200);
     assert_eq!(api.record(&id).await["_callback_state"], "CANCELLED");
     assert_eq!(api.session_status(&session).await, "terminated");
-    let r = api
-        .client
-        .delete(format!(
-            "{}/genesys/1/service/callback/chat-immediate/{id}",
-            api.base
-        ))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status().as_u16(), 409);
+    let r = api.plain.callback_cancel("chat-immediate", &id).await;
+    assert_eq!(r.status, 409);
     api.stop().await;
 }
 
@@ -598,64 +532,31 @@ async fn a_chat_no_waiting_service_matches_goes_to_the_selected_agent_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cometd_javascript_client_receives_the_chat_pushes() {
     use std::process::Stdio;
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let harness = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cometd");
-    if !harness.join("node_modules").is_dir() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "tests/cometd/node_modules is missing: .ci/run installs it with npm ci"
-        );
-        eprintln!("skipped: run `npm ci` in tests/cometd to enable this test");
+    let Some(harness) = common::skips::cometd_node_harness("the CometD JavaScript client test")
+    else {
         return;
-    }
+    };
     let api = Api::start(config()).await;
     let id = api.create_callback(&[]).await;
     // The device subscribes with its gms_user before starting the chat;
     // it expects the customer's join, the agent's join and the greeting.
-    let mut child = tokio::process::Command::new("node")
-        .arg("client.js")
-        .args([
-            format!("{}/genesys/cometd", api.base).as_str(),
-            GMS_USER,
-            "3",
-            "30000",
-        ])
-        .current_dir(&harness)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut seen = Vec::new();
-    let ready = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.expect("stdout") {
-            seen.push(line.clone());
-            if line == "READY" {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(ready, Ok(true), "the client never subscribed: {seen:?}");
+    let mut client = common::node::spawn_comet_client(
+        &harness,
+        &format!("{}/genesys/cometd", api.base),
+        GMS_USER,
+        3,
+        30_000,
+        Stdio::inherit(),
+    );
+    let ready = client.ready(Duration::from_secs(20)).await;
+    assert!(ready, "the client never subscribed: {:?}", client.seen);
     let created = api.start_chat(&id, "Fay").await;
-    let status = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.expect("stdout") {
-            seen.push(line);
-        }
-        child.wait().await.expect("exit status")
-    })
-    .await
-    .expect("the client exits after its messages");
-    assert!(status.success(), "client: {status} {seen:?}");
-    let pushes: Vec<Value> = seen
-        .iter()
-        .filter_map(|l| l.strip_prefix("MESSAGE "))
-        .map(|j| serde_json::from_str(j).expect("JSON"))
-        .collect();
+    let status = client
+        .finish(Duration::from_secs(30))
+        .await
+        .expect("the client exits after its messages");
+    assert!(status.success(), "client: {status} {:?}", client.seen);
+    let pushes = client.messages();
     assert_eq!(pushes.len(), 3, "{pushes:?}");
     let tag = format!("service.chat.refresh.{id}");
     for push in &pushes {

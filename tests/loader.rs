@@ -3,6 +3,8 @@
 //! Recommendation says (a script that cannot be fetched rejects the
 //! document, data that cannot be fetched raises error.execution).
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -26,14 +28,7 @@ async fn serve() -> String {
                    </scxml>"#
             }),
         );
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(socket, app).await;
-    });
-    format!("http://{addr}")
+    common::serve_router(app).await
 }
 
 fn final_state(doc_text: &str) -> Result<String, String> {

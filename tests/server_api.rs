@@ -3,6 +3,8 @@
 //! it with an HTTP client. Documents come from `fixtures/server/`, from a
 //! small document server the test runs, and from script objects.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,30 +12,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use ors::app::{Config, spawn};
-use ors::server::RunningServer;
+use common::{Reply, TestServer, eventually, spawn_server};
+use ors::app::Config;
 use ors::server::config::ScriptObject;
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/server")
+    common::fixtures_dir("server")
 }
 
 fn fixture(name: &str) -> String {
-    fixtures().join(name).display().to_string()
+    common::fixture("server", name)
 }
 
 fn scratch_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "ors-server-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    common::scratch_dir("server")
 }
 
 fn base_config() -> Config {
@@ -50,105 +46,80 @@ fn base_config() -> Config {
     config
 }
 
+/// The server and a client of it that sends the configured bearer token
+/// and requires JSON replies.
 struct Api {
-    server: Option<RunningServer>,
+    server: TestServer,
     base: String,
-    client: reqwest::Client,
-    token: Option<String>,
-}
-
-struct Reply {
-    status: u16,
-    body: Value,
+    client: common::Api,
 }
 
 impl Api {
     async fn start(config: Config) -> Api {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let token = config.security.bearer_token.clone();
-        let server = spawn(listener, config).expect("server starts");
+        let server = spawn_server(config).await;
         Api {
-            base: format!("http://{}", server.addr),
-            server: Some(server),
-            client: ors::loader::http_client(Duration::from_secs(30)),
-            token,
+            base: server.base.clone(),
+            client: server.api().with_token(token).requiring_json(),
+            server,
         }
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
-        let request = match &self.token {
-            Some(t) => request.bearer_auth(t),
-            None => request,
-        };
-        let response = request.send().await.expect("request sent");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("reply is not JSON (status {status}): {text}"));
-        Reply { status, body }
+    /// Sends the next requests with this bearer token (or none).
+    fn set_token(&mut self, token: Option<&str>) {
+        self.client = self.client.clone().with_token(token.map(str::to_string));
     }
 
-    async fn form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(pairs)
-            .finish();
-        self.send(
-            self.client
-                .post(format!("{}{path}", self.base))
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(body),
-        )
-        .await
-    }
-
-    async fn json(&self, path: &str, body: &Value) -> Reply {
-        self.send(
-            self.client
-                .post(format!("{}{path}", self.base))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body.to_string()),
-        )
-        .await
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(self.client.get(format!("{}{path}", self.base)))
+    /// `POST path` with this content type and body, as given.
+    async fn post_raw(&self, path: &str, content_type: &str, body: String) -> Reply {
+        self.client
+            .call(Method::POST, path, Some(content_type), body)
             .await
     }
 
+    async fn form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
+        self.client.form(path, pairs).await
+    }
+
+    async fn json(&self, path: &str, body: &Value) -> Reply {
+        self.client.json(path, body).await
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.client.get(path).await
+    }
+
+    /// The text of the `/metrics` page.
+    async fn metrics_text(&self) -> String {
+        let r = self.server.api().get("/metrics").await;
+        r.body.as_str().unwrap_or_default().to_string()
+    }
+
     async fn start_session(&self, pairs: &[(&str, &str)]) -> String {
-        let r = self.form("/scxml/session/start", pairs).await;
-        assert_eq!(r.status, 200, "start failed: {}", r.body);
-        r.body["sessionid"].as_str().expect("sessionid").to_string()
+        self.client.start_session(pairs).await
     }
 
     async fn query(&self, id: &str) -> Value {
-        let r = self.get(&format!("/scxml/session/{id}/query")).await;
-        assert_eq!(r.status, 200, "query failed: {}", r.body);
-        r.body
+        self.client.query_ok(id).await
     }
 
     /// Polls a session until `check` holds (asynchronous module results).
     async fn wait_for(&self, id: &str, check: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..200 {
-            let q = self.query(id).await;
-            if check(&q) {
-                return q;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "session {id} never reached the expected state: {}",
-            self.query(id).await
-        );
+        let check = &check;
+        eventually(
+            &format!("session {id} never reached the expected state"),
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || async move {
+                let q = self.query(id).await;
+                if check(&q) { Ok(q) } else { Err(q) }
+            },
+        )
+        .await
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.server.take() {
-            s.shutdown().await.expect("clean shutdown");
-        }
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
@@ -223,14 +194,7 @@ async fn start_doc_server(state: Arc<DocServer>) -> String {
         .route("/docs/{name}", axum::routing::get(serve_doc))
         .route("/data.json", axum::routing::get(serve_data))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
+    common::serve_router(app).await
 }
 
 fn doc_with_state(state: &str) -> String {
@@ -269,14 +233,10 @@ async fn a_session_started_from_a_file_takes_events_requests_and_queries() {
         "--{boundary}\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\n5\r\n--{boundary}--\r\n"
     );
     let r = api
-        .send(
-            api.client
-                .post(format!("{}/scxml/session/{id}/event/add", api.base))
-                .header(
-                    header::CONTENT_TYPE,
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(multipart),
+        .post_raw(
+            &format!("/scxml/session/{id}/event/add"),
+            &format!("multipart/form-data; boundary={boundary}"),
+            multipart,
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -397,15 +357,7 @@ async fn documents_by_http_url_are_cached_revalidated_and_changes_reach_new_sess
         .await;
     assert_eq!(q["status"], "running");
 
-    let metrics = api
-        .client
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics_text().await;
     assert!(
         metrics.contains("ors_document_cache_total{result=\"revalidated\"} 1"),
         "{metrics}"
@@ -520,30 +472,27 @@ async fn every_error_is_a_json_body_with_a_stable_code() {
         "bad_parameter",
     );
     let r = api
-        .send(
-            api.client
-                .post(format!("{}/scxml/session/start", api.base))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body("{\"src\": "),
+        .post_raw(
+            "/scxml/session/start",
+            "application/json",
+            "{\"src\": ".to_string(),
         )
         .await;
     assert_error(&r, 400, "bad_parameter");
     let r = api
-        .send(
-            api.client
-                .post(format!("{}/scxml/session/start", api.base))
-                .header(header::CONTENT_TYPE, "application/pdf")
-                .body("%PDF"),
+        .post_raw(
+            "/scxml/session/start",
+            "application/pdf",
+            "%PDF".to_string(),
         )
         .await;
     assert_error(&r, 415, "unsupported_media_type");
     let big = "n=".to_string() + &"9".repeat(4096);
     let r = api
-        .send(
-            api.client
-                .post(format!("{}/scxml/session/{id}/event/add", api.base))
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(big),
+        .post_raw(
+            &format!("/scxml/session/{id}/event/add"),
+            "application/x-www-form-urlencoded",
+            big,
         )
         .await;
     assert_error(&r, 413, "body_too_large");
@@ -630,7 +579,7 @@ async fn a_bearer_token_guards_everything_but_health() {
     let mut config = base_config();
     config.security.bearer_token = Some("s3cret".into());
     let mut api = Api::start(config).await;
-    api.token = None;
+    api.set_token(None);
     assert_error(
         &api.form(
             "/scxml/session/start",
@@ -641,9 +590,9 @@ async fn a_bearer_token_guards_everything_but_health() {
         "unauthorized",
     );
     assert_eq!(api.get("/health").await.status, 200);
-    api.token = Some("wrong".into());
+    api.set_token(Some("wrong"));
     assert_error(&api.get("/scxml/sessions").await, 401, "unauthorized");
-    api.token = Some("s3cret".into());
+    api.set_token(Some("s3cret"));
     api.start_session(&[("src", &fixture("counter.scxml"))])
         .await;
     assert_eq!(api.get("/scxml/sessions").await.body["total"], 1);
@@ -841,4 +790,28 @@ async fn sessions_talk_over_the_basic_http_processor() {
     assert_eq!(api.query(&b).await["data"]["hellos"], 2);
     strict.stop().await;
     api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_answer_in_process_without_a_socket() {
+    let server = common::in_process(base_config()).await;
+    let api = common::Api::in_process(server.router.clone()).requiring_json();
+    let id = api
+        .start_session(&[("src", &fixture("counter.scxml"))])
+        .await;
+    for n in ["2", "5"] {
+        let r = api.event(&id, "add", &[("n", n)]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = api.request(&id, "check-total", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({"total": 7, "label": "none"}));
+    let r = api.list("").await;
+    assert_eq!(r.body["total"], 1, "{}", r.body);
+    let r = api.terminate(&id).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.query_ok(&id).await["status"], "terminated");
+    let r = api.query("no-such-session").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    server.stop().await;
 }

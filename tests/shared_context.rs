@@ -3,20 +3,15 @@
 //! fully isolated: variables, script-created globals, `In()`, `_event`,
 //! `_sessionid`, snapshots.
 
+mod common;
+
 use std::sync::Arc;
 
-use ors::interpreter::{Event, Host, Session, SessionOptions};
+use common::hosts::QuietHost;
+
+use ors::interpreter::{Event, Session, SessionOptions};
 use ors::{Document, LoadOptions, parse_document};
 use serde_json::json;
-
-struct NullHost;
-
-impl Host for NullHost {
-    fn now_ms(&mut self) -> u64 {
-        0
-    }
-    fn log(&mut self, _: &str, _: Option<&str>, _: &str) {}
-}
 
 const CHART: &str = r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="counting">
   <datamodel>
@@ -43,7 +38,7 @@ fn doc() -> Arc<Document> {
 
 fn send(s: &mut Session, name: &str, data: serde_json::Value) {
     s.enqueue_external(Event::external(name, Some(data)));
-    s.process_next_external(&mut NullHost).expect("processed");
+    s.process_next_external(&mut QuietHost).expect("processed");
 }
 
 fn value(s: &mut Session, expr: &str) -> serde_json::Value {
@@ -65,7 +60,7 @@ fn interleaved_sessions_of_one_document_stay_isolated() {
                     ..SessionOptions::default()
                 },
             );
-            s.start(&mut NullHost);
+            s.start(&mut QuietHost);
             s
         })
         .collect();
@@ -100,8 +95,8 @@ fn snapshots_of_interleaved_sessions_hold_their_own_values() {
     let doc = doc();
     let mut a = Session::new(doc.clone(), SessionOptions::default());
     let mut b = Session::new(doc.clone(), SessionOptions::default());
-    a.start(&mut NullHost);
-    b.start(&mut NullHost);
+    a.start(&mut QuietHost);
+    b.start(&mut QuietHost);
     send(&mut a, "add", json!({ "by": 1 }));
     send(&mut b, "add", json!({ "by": 2 }));
     let snap_a = a.snapshot().expect("snapshot a");
@@ -117,12 +112,12 @@ fn a_finished_sessions_variables_do_not_reach_the_next_one() {
     let doc = doc();
     {
         let mut old = Session::new(doc.clone(), SessionOptions::default());
-        old.start(&mut NullHost);
+        old.start(&mut QuietHost);
         send(&mut old, "add", json!({ "by": 7 }));
         assert_eq!(value(&mut old, "extra"), json!(1));
     }
     let mut fresh = Session::new(doc.clone(), SessionOptions::default());
-    fresh.start(&mut NullHost);
+    fresh.start(&mut QuietHost);
     assert_eq!(value(&mut fresh, "n"), json!(0));
     assert_eq!(value(&mut fresh, "typeof extra"), json!("undefined"));
     assert_eq!(value(&mut fresh, "seen.length"), json!(0));
@@ -137,8 +132,8 @@ fn documents_with_lexical_declarations_get_their_own_context() {
     let doc = Arc::new(parse_document(text, None, &LoadOptions::default()).expect("loads"));
     let mut a = Session::new(doc.clone(), SessionOptions::default());
     let mut b = Session::new(doc.clone(), SessionOptions::default());
-    a.start(&mut NullHost);
-    b.start(&mut NullHost);
+    a.start(&mut QuietHost);
+    b.start(&mut QuietHost);
     for s in [&mut a, &mut b] {
         send(s, "go", json!({}));
         assert_eq!(

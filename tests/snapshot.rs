@@ -2,27 +2,14 @@
 //! restored into a fresh session) must produce exactly the trace of a run
 //! that was never interrupted.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use ors::interpreter::{Event, Host, Session, SessionOptions, SessionSnapshot};
+use common::hosts::ManualClockHost;
+use ors::interpreter::{Event, Session, SessionOptions, SessionSnapshot};
 use ors::{Document, LoadOptions, load_file};
-
-/// A host with a clock the test moves by hand.
-struct FakeHost {
-    now: u64,
-    logs: Vec<String>,
-}
-
-impl Host for FakeHost {
-    fn now_ms(&mut self) -> u64 {
-        self.now
-    }
-    fn log(&mut self, _session: &str, label: Option<&str>, message: &str) {
-        self.logs
-            .push(format!("{}: {message}", label.unwrap_or("")));
-    }
-}
 
 /// One step of the script: an external event, or time passing.
 enum Step {
@@ -51,7 +38,7 @@ fn script() -> Vec<Step> {
 }
 
 /// Applies one step and drains the external queue; records what happened.
-fn apply(session: &mut Session, host: &mut FakeHost, step: &Step, trace: &mut Vec<String>) {
+fn apply(session: &mut Session, host: &mut ManualClockHost, step: &Step, trace: &mut Vec<String>) {
     match step {
         Step::Send(name) => session.enqueue_external(Event::external(*name, None)),
         Step::Advance(ms) => {
@@ -71,9 +58,9 @@ fn apply(session: &mut Session, host: &mut FakeHost, step: &Step, trace: &mut Ve
 
 fn run(snapshot_every_step: bool) -> (Vec<String>, Vec<String>, Option<serde_json::Value>) {
     let doc = load();
-    let mut host = FakeHost {
+    let mut host = ManualClockHost {
         now: 1_000_000,
-        logs: Vec::new(),
+        ..ManualClockHost::default()
     };
     let options = SessionOptions {
         session_id: Some("fixed-session".into()),
@@ -138,9 +125,9 @@ fn uninterrupted_run_follows_history_timers_and_data() {
 #[test]
 fn snapshot_keeps_pending_delayed_sends_with_due_times() {
     let doc = load();
-    let mut host = FakeHost {
+    let mut host = ManualClockHost {
         now: 5_000,
-        logs: Vec::new(),
+        ..ManualClockHost::default()
     };
     let mut session = Session::new(doc.clone(), SessionOptions::default());
     session.start(&mut host);

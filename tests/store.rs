@@ -1,272 +1,24 @@
-//! The durable store (`ors::store`) against both of its backends: a fresh
-//! SQLite file per test, and, when `ORS_TEST_POSTGRES_URL` names a
-//! PostgreSQL server (as a user allowed to create databases), a fresh
-//! database per test on it. Without that variable PostgreSQL is skipped
-//! with a note, except under CI (`CI=true`), where a skipped backend would
-//! hide failures, so the tests fail instead.
+//! The durable store (`ors::store`) against both of its backends, through
+//! the kit's store matrix (`common::stores`): a fresh SQLite file per test,
+//! and a fresh PostgreSQL database per test when `ORS_TEST_POSTGRES_URL`
+//! names a server.
+
+mod common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::stores::{each_store, test_databases};
 use futures_util::future::BoxFuture;
 use ors::gms::records::{CallbackQuery, CallbackRow};
 use ors::interpreter::{Event, Host, Session, SessionOptions, SessionSnapshot};
 use ors::store::{
-    CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError,
-    StoreLocation, WriteBatch, document_hash,
+    CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError, WriteBatch,
+    document_hash,
 };
 use ors::{LoadOptions, parse_document};
-use sqlx::postgres::PgConnection;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, Executor};
-
-const POSTGRES_URL_VAR: &str = "ORS_TEST_POSTGRES_URL";
-
-// ---------------------------------------------------------------------------
-// Test databases
-// ---------------------------------------------------------------------------
-
-/// A name no other test (in this or another process) uses.
-fn unique_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}_{n}_{nanos}", std::process::id())
-}
-
-/// `url` with its database name replaced by `database` (query kept).
-fn url_with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let authority_end = base[scheme_end..]
-        .find('/')
-        .map(|i| scheme_end + i)
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{database}", &base[..authority_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-enum Cleanup {
-    /// The temporary directory holding the SQLite file (and its WAL).
-    Sqlite(PathBuf),
-    /// The database to drop, and the URL to connect to for dropping it.
-    Postgres { admin_url: String, database: String },
-}
-
-/// One empty database for one test; removed when dropped (also when the
-/// test panics). Drop every store opened on it first.
-struct TestDb {
-    label: &'static str,
-    location: StoreLocation,
-    cleanup: Cleanup,
-}
-
-impl TestDb {
-    fn sqlite() -> TestDb {
-        let dir = std::env::temp_dir().join(format!("ors_store_test_{}", unique_name()));
-        TestDb {
-            label: "sqlite",
-            location: StoreLocation::Sqlite {
-                path: dir.join("ors.db"),
-                full_sync: false,
-            },
-            cleanup: Cleanup::Sqlite(dir),
-        }
-    }
-
-    async fn postgres(admin_url: &str) -> TestDb {
-        let database = format!("ors_test_{}", unique_name());
-        let mut conn = PgConnection::connect(admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_VAR}: {e}"));
-        conn.execute(format!("CREATE DATABASE {database}").as_str())
-            .await
-            .unwrap_or_else(|e| panic!("cannot create database {database}: {e}"));
-        let _ = conn.close().await;
-        TestDb {
-            label: "postgres",
-            location: StoreLocation::Postgres {
-                url: url_with_database(admin_url, &database),
-            },
-            cleanup: Cleanup::Postgres {
-                admin_url: admin_url.to_string(),
-                database,
-            },
-        }
-    }
-
-    /// A store on this database (running migrations).
-    async fn open(&self) -> Arc<dyn Store> {
-        ors::store::open(&self.location, 4, ors::gms::records::MIGRATIONS)
-            .await
-            .unwrap_or_else(|e| panic!("{}: store opens: {e}", self.label))
-            .expect("a persistent location gives a store")
-    }
-
-    /// Runs `statements` straight on the database, past the store (to lay
-    /// down rows as an older version of `ors` wrote them).
-    async fn execute_raw(&self, statements: &[String]) {
-        match &self.location {
-            StoreLocation::Sqlite { path, .. } => {
-                let mut conn = SqliteConnectOptions::new()
-                    .filename(path)
-                    .connect()
-                    .await
-                    .expect("sqlite connects");
-                for sql in statements {
-                    conn.execute(sql.as_str())
-                        .await
-                        .unwrap_or_else(|e| panic!("sqlite: {sql}: {e}"));
-                }
-                let _ = conn.close().await;
-            }
-            StoreLocation::Postgres { url } => {
-                let mut conn = PgConnection::connect(url).await.expect("postgres connects");
-                for sql in statements {
-                    conn.execute(sql.as_str())
-                        .await
-                        .unwrap_or_else(|e| panic!("postgres: {sql}: {e}"));
-                }
-                let _ = conn.close().await;
-            }
-            StoreLocation::None => unreachable!("test databases persist"),
-        }
-    }
-
-    /// Every key in the documents table, sorted, read past the store.
-    async fn document_keys(&self) -> Vec<String> {
-        let sql = "SELECT hash FROM ors_documents ORDER BY hash";
-        match &self.location {
-            StoreLocation::Sqlite { path, .. } => {
-                let mut conn = SqliteConnectOptions::new()
-                    .filename(path)
-                    .connect()
-                    .await
-                    .expect("sqlite connects");
-                let keys: Vec<String> = sqlx::query_scalar(sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("ors_documents is readable");
-                let _ = conn.close().await;
-                keys
-            }
-            StoreLocation::Postgres { url } => {
-                let mut conn = PgConnection::connect(url).await.expect("postgres connects");
-                let keys: Vec<String> = sqlx::query_scalar(sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("ors_documents is readable");
-                let _ = conn.close().await;
-                keys
-            }
-            StoreLocation::None => unreachable!("test databases persist"),
-        }
-    }
-
-    /// How many migrations the schema records as applied, and which.
-    /// The migrations recorded: the core's versions as `core:N`, then the
-    /// extensions' as `component:N`.
-    async fn applied_migrations(&self) -> Vec<String> {
-        let sql = "SELECT 'core:' || CAST(version AS TEXT) FROM ors_migrations \
-                   UNION ALL SELECT component || ':' || CAST(version AS TEXT) \
-                   FROM ors_component_migrations ORDER BY 1";
-        match &self.location {
-            StoreLocation::Sqlite { path, .. } => {
-                let mut conn = SqliteConnectOptions::new()
-                    .filename(path)
-                    .connect()
-                    .await
-                    .expect("sqlite connects");
-                let versions: Vec<String> = sqlx::query_scalar(sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("ors_migrations is readable");
-                let _ = conn.close().await;
-                versions
-            }
-            StoreLocation::Postgres { url } => {
-                let mut conn = PgConnection::connect(url).await.expect("postgres connects");
-                let versions: Vec<String> = sqlx::query_scalar(sql)
-                    .fetch_all(&mut conn)
-                    .await
-                    .expect("ors_migrations is readable");
-                let _ = conn.close().await;
-                versions
-            }
-            StoreLocation::None => unreachable!("test databases persist"),
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        match &self.cleanup {
-            Cleanup::Sqlite(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Cleanup::Postgres {
-                admin_url,
-                database,
-            } => {
-                // Best effort, on a runtime of its own so that it also works
-                // while a test panics inside the test's runtime.
-                let admin_url = admin_url.clone();
-                let database = database.clone();
-                let dropper = std::thread::spawn(move || {
-                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    else {
-                        return;
-                    };
-                    rt.block_on(async move {
-                        let Ok(mut conn) = PgConnection::connect(&admin_url).await else {
-                            eprintln!("note: could not drop test database {database}");
-                            return;
-                        };
-                        let sql = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
-                        if let Err(e) = conn.execute(sql.as_str()).await {
-                            eprintln!("note: could not drop test database {database}: {e}");
-                        }
-                        let _ = conn.close().await;
-                    });
-                });
-                let _ = dropper.join();
-            }
-        }
-    }
-}
-
-/// A fresh database on every backend under test.
-async fn test_databases() -> Vec<TestDb> {
-    let mut dbs = vec![TestDb::sqlite()];
-    match std::env::var(POSTGRES_URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => dbs.push(TestDb::postgres(url.trim()).await),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "{POSTGRES_URL_VAR} is not set under CI: the PostgreSQL store would go \
-                     untested (set it to e.g. postgres://ors:ors@127.0.0.1:5432/ors)"
-                );
-            }
-            eprintln!("note: {POSTGRES_URL_VAR} is not set; testing the SQLite store only");
-        }
-    }
-    dbs
-}
 
 // ---------------------------------------------------------------------------
 // Rows
@@ -350,8 +102,7 @@ fn assert_document_not_found(result: Result<DocumentRow, StoreError>, hash: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn written_session_and_document_load_back_with_every_field() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         assert_eq!(store.backend(), label, "the store names its backend");
 
@@ -414,13 +165,13 @@ async fn written_session_and_document_load_back_with_every_field() {
             "{label}"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_session_and_document_are_not_found() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         write(&store, label, upserts(vec![row("known", "known", None, 1)])).await;
 
@@ -432,13 +183,13 @@ async fn unknown_session_and_document_are_not_found() {
             "{label}: an unknown tree is empty"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_write_of_a_session_replaces_the_first() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let first = SessionRow {
             events: 3,
@@ -470,13 +221,13 @@ async fn second_write_of_a_session_replaces_the_first() {
             "{label}: the replaced status counts"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_sessions_are_gone_and_others_stay() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         write(
             &store,
@@ -524,13 +275,13 @@ async fn deleted_sessions_are_gone_and_others_stay() {
         .await;
         assert!(store.load_tree("r").await.unwrap().is_empty(), "{label}");
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_tree_returns_parents_before_children_even_when_written_in_reverse() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         // Grandchildren first, root last, each in its own transaction.
         let written = [
@@ -591,13 +342,13 @@ async fn load_tree_returns_parents_before_children_even_when_written_in_reverse(
             "{label}"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_roots_lists_running_top_level_sessions_by_seq_with_tree_minimum_wake_at() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let a = SessionRow {
             wake_at: Some(500),
@@ -669,13 +420,13 @@ async fn running_roots_lists_running_top_level_sessions_by_seq_with_tree_minimum
             "{label}"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_halted_deletes_only_halted_sessions_ended_before_the_cutoff_and_unused_documents() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let only_purged = document("<scxml name='only purged'/>", Some("a.scxml"));
         let shared = document("<scxml name='shared'/>", Some("b.scxml"));
@@ -754,13 +505,13 @@ async fn purge_halted_deletes_only_halted_sessions_ended_before_the_cutoff_and_u
             assert_eq!(load(&store, label, id).await.id, id, "{label}");
         }
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_is_stored_once_and_its_first_text_is_kept() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let first = DocumentRow {
             hash: "fixed-hash".into(),
@@ -803,7 +554,8 @@ async fn a_document_is_stored_once_and_its_first_text_is_kept() {
             "{label}"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -854,8 +606,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_larger_than_one_statement_lands_completely() {
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         // 1000 rows: five multi-row statements of 200 each, every field
         // distinct per row so a parameter bound to the wrong row shows.
@@ -907,7 +658,8 @@ async fn a_batch_larger_than_one_statement_lands_completely() {
             "{label}: only the deleted rows went"
         );
         drop(store);
-    }
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1020,9 +772,8 @@ async fn committed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win() {
-    for db in test_databases().await {
+    each_store(async |db, store| {
         let label = db.label;
-        let store = db.open().await;
         write(&store, label, upserts(vec![row("back", "back", None, 0)])).await;
         let recording = Recording::new(store.clone());
         let (committer, handle) = Committer::new(recording.clone());
@@ -1132,14 +883,14 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
         stop_committer(handle, task).await;
         drop(recording);
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_documents() {
-    for db in test_databases().await {
+    each_store(async |db, store| {
         let label = db.label;
-        let store = db.open().await;
         let recording = Recording::new(store.clone());
         let (committer, handle) = Committer::new(recording.clone());
         let doc = document("<scxml name='retried'/>", None);
@@ -1184,14 +935,14 @@ async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_docume
         stop_committer(handle, task).await;
         drop(recording);
         drop(store);
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committer_run_finishes_after_every_handle_is_dropped_and_commits_what_was_queued() {
-    for db in test_databases().await {
+    each_store(async |db, store| {
         let label = db.label;
-        let store = db.open().await;
         let (committer, handle) = Committer::new(store.clone());
         let task = tokio::spawn(committer.run());
         let clone = handle.clone();
@@ -1212,7 +963,8 @@ async fn committer_run_finishes_after_every_handle_is_dropped_and_commits_what_w
         assert_eq!(load(&store, label, "a").await.id, "a");
         assert_eq!(load(&store, label, "b").await.id, "b");
         drop(store);
-    }
+    })
+    .await;
 }
 
 fn callback(id: &str, number: &str, state: &str, created_at: i64, expires_at: i64) -> CallbackRow {
@@ -1234,8 +986,7 @@ fn callback(id: &str, number: &str, state: &str, created_at: i64, expires_at: i6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_records_round_trip_are_queried_replaced_and_purged() {
     use ors::gms::records::Records;
-    for db in test_databases().await {
-        let store = db.open().await;
+    each_store(async |db, store| {
         let label = db.label;
         let (committer, commits) = Committer::new(store.clone());
         let task = tokio::spawn(committer.run());
@@ -1298,7 +1049,8 @@ async fn callback_records_round_trip_are_queried_replaced_and_purged() {
         drop(records);
         stop_committer(commits, task).await;
         drop(store);
-    }
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------

@@ -508,3 +508,344 @@ fn any_descendant_in(doc: &Document, set: &StateSet, child: StateId) -> bool {
     let last = doc.state(child).last_descendant;
     set.iter().any(|s| s > child && s <= last)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The Appendix D procedures one by one, on small documents: which
+    //! transitions are selected, which survive conflict removal, which
+    //! states a transition exits and enters, and where `findLCCA` lands.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::interpreter::SessionOptions;
+    use crate::parser::{LoadOptions, parse_document};
+
+    struct Quiet;
+
+    impl Host for Quiet {
+        fn now_ms(&mut self) -> u64 {
+            0
+        }
+        fn log(&mut self, _: &str, _: Option<&str>, _: &str) {}
+    }
+
+    fn load(body: &str, initial: &str) -> Arc<Document> {
+        let text = format!(
+            r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0"
+                      datamodel="ecmascript" initial="{initial}">{body}</scxml>"#
+        );
+        Arc::new(parse_document(&text, None, &LoadOptions::default()).expect("the document loads"))
+    }
+
+    /// A started session of `doc` (its initial configuration entered).
+    fn started(doc: &Arc<Document>) -> Session {
+        let mut session = Session::new(doc.clone(), SessionOptions::default());
+        session.start(&mut Quiet);
+        session
+    }
+
+    fn send(session: &mut Session, name: &str) {
+        session.enqueue_external(Event::new(name, EventKind::External));
+        session
+            .process_next_external(&mut Quiet)
+            .expect("the event is processed");
+    }
+
+    fn id(doc: &Document, name: &str) -> StateId {
+        doc.state_by_name(name)
+            .unwrap_or_else(|| panic!("no state {name}"))
+    }
+
+    fn names(doc: &Document, states: impl Iterator<Item = StateId>) -> Vec<String> {
+        states
+            .map(|s| {
+                if s == Document::ROOT {
+                    "<scxml>".to_string()
+                } else {
+                    doc.state(s).name.to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// The first transition of `source` whose descriptors match `event`
+    /// ("" for an eventless one).
+    fn transition(doc: &Document, source: &str, event: &str) -> TransitionId {
+        doc.state(id(doc, source))
+            .transitions
+            .iter()
+            .copied()
+            .find(|&t| {
+                let events = &doc.transition(t).events;
+                if event.is_empty() {
+                    events.is_empty()
+                } else {
+                    events.iter().any(|d| d.matches(event))
+                }
+            })
+            .unwrap_or_else(|| panic!("{source} has no transition on '{event}'"))
+    }
+
+    /// `source -> [targets]` for each transition.
+    fn described(doc: &Document, transitions: &[TransitionId]) -> Vec<String> {
+        transitions
+            .iter()
+            .map(|&t| {
+                let t = doc.transition(t);
+                let targets = names(doc, t.targets.iter().copied());
+                format!("{} -> [{}]", doc.state(t.source).name, targets.join(" "))
+            })
+            .collect()
+    }
+
+    fn selected(session: &mut Session, doc: &Document, event: Option<&str>) -> Vec<String> {
+        let event = event.map(|e| Event::new(e, EventKind::External));
+        let enabled = session.select_transitions(doc, event.as_ref());
+        described(doc, &enabled)
+    }
+
+    const SELECTION: &str = r#"
+        <state id="A" initial="A1">
+          <transition event="e" target="B"/>
+          <transition event="f" target="C"/>
+          <state id="A1">
+            <transition event="e.sub" target="C"/>
+            <transition event="e" cond="false" target="C"/>
+            <transition event="e" target="A2"/>
+            <transition event="e" target="B"/>
+          </state>
+          <state id="A2"/>
+        </state>
+        <state id="B"><transition target="C"/></state>
+        <state id="C"/>"#;
+
+    #[test]
+    fn select_transitions_takes_the_first_matching_enabled_transition_innermost_first() {
+        let doc = load(SELECTION, "A");
+        let mut s = started(&doc);
+        assert_eq!(s.configuration_names(), ["A", "A1"]);
+        // A false cond is skipped; of the two true ones the first in
+        // document order wins; the ancestor's "e" is never reached.
+        assert_eq!(selected(&mut s, &doc, Some("e")), ["A1 -> [A2]"]);
+        // "e" matches "e.x" (token prefix), and "e.sub" only "e.sub...".
+        assert_eq!(selected(&mut s, &doc, Some("e.x")), ["A1 -> [A2]"]);
+        assert_eq!(selected(&mut s, &doc, Some("e.sub")), ["A1 -> [C]"]);
+        // Not a token prefix.
+        assert!(selected(&mut s, &doc, Some("ee")).is_empty());
+        // A1 has no "f": the walk goes up to A.
+        assert_eq!(selected(&mut s, &doc, Some("f")), ["A -> [C]"]);
+        // No eventless transition in A1 or A.
+        assert!(selected(&mut s, &doc, None).is_empty());
+    }
+
+    #[test]
+    fn eventless_selection_ignores_transitions_with_events() {
+        let doc = load(SELECTION, "B");
+        let s = started(&doc);
+        // B's eventless transition ran during start: B -> C.
+        assert_eq!(s.configuration_names(), ["C"]);
+        let doc = load(
+            r#"<state id="B"><transition event="e" target="C"/></state><state id="C"/>"#,
+            "B",
+        );
+        let mut s = started(&doc);
+        assert_eq!(s.configuration_names(), ["B"]);
+        assert!(selected(&mut s, &doc, None).is_empty());
+    }
+
+    const PARALLEL: &str = r#"
+        <state id="W" initial="P">
+          <transition event="i" type="internal" target="X"/>
+          <transition event="o" target="X"/>
+          <parallel id="P">
+            <transition event="f h" target="X"/>
+            <state id="R1" initial="a1">
+              <state id="a1">
+                <transition event="e f" target="a2"/>
+                <transition event="t"/>
+                <transition event="x" target="b2"/>
+              </state>
+              <state id="a2"/>
+            </state>
+            <state id="R2" initial="b1">
+              <state id="b1">
+                <transition event="e h" target="b2"/>
+                <transition event="t"/>
+              </state>
+              <state id="b2"/>
+            </state>
+          </parallel>
+          <state id="X"/>
+        </state>"#;
+
+    #[test]
+    fn remove_conflicting_transitions_keeps_disjoint_ones_and_prefers_descendants() {
+        let doc = load(PARALLEL, "W");
+        let mut s = started(&doc);
+        assert_eq!(s.configuration_names(), ["W", "P", "R1", "a1", "R2", "b1"]);
+        // Exit sets {a1} and {b1} are disjoint: both run.
+        assert_eq!(
+            selected(&mut s, &doc, Some("e")),
+            ["a1 -> [a2]", "b1 -> [b2]"]
+        );
+        // a1 -> a2 first, then P -> X (from b1): they conflict and P is not
+        // a descendant of a1, so P -> X goes.
+        assert_eq!(selected(&mut s, &doc, Some("f")), ["a1 -> [a2]"]);
+        // P -> X first (from a1, which has no "h"), then b1 -> b2: b1 is a
+        // descendant of P, so b1 -> b2 replaces P -> X.
+        assert_eq!(selected(&mut s, &doc, Some("h")), ["b1 -> [b2]"]);
+        // Targetless transitions exit nothing and never conflict.
+        assert_eq!(selected(&mut s, &doc, Some("t")), ["a1 -> []", "b1 -> []"]);
+        // Called directly, in either order.
+        let a = transition(&doc, "a1", "f");
+        let p = transition(&doc, "P", "f");
+        let kept = s.remove_conflicting_transitions(&doc, vec![p, a]);
+        assert_eq!(described(&doc, &kept), ["a1 -> [a2]"]);
+        let kept = s.remove_conflicting_transitions(&doc, vec![a, p]);
+        assert_eq!(described(&doc, &kept), ["a1 -> [a2]"]);
+    }
+
+    #[test]
+    fn compute_exit_set_is_the_active_descendants_of_the_transition_domain() {
+        let doc = load(PARALLEL, "W");
+        let s = started(&doc);
+        let exit = |source: &str, event: &str| {
+            let set = s.compute_exit_set(&doc, &[transition(&doc, source, event)]);
+            names(&doc, set.iter())
+        };
+        assert_eq!(exit("a1", "e"), ["a1"]);
+        // Into the sibling region: findLCCA skips the parallel P, so the
+        // domain is W and all of P goes.
+        assert_eq!(exit("a1", "x"), ["P", "R1", "a1", "R2", "b1"]);
+        assert_eq!(exit("P", "f"), ["P", "R1", "a1", "R2", "b1"]);
+        // Internal from W to its descendant: W stays; external: W exits.
+        assert_eq!(exit("W", "i"), ["P", "R1", "a1", "R2", "b1"]);
+        assert_eq!(exit("W", "o"), ["W", "P", "R1", "a1", "R2", "b1"]);
+        assert!(exit("a1", "t").is_empty(), "targetless exits nothing");
+        // Several transitions: the union.
+        let both = s.compute_exit_set(
+            &doc,
+            &[transition(&doc, "a1", "e"), transition(&doc, "b1", "e")],
+        );
+        assert_eq!(names(&doc, both.iter()), ["a1", "b1"]);
+    }
+
+    /// `computeEntrySet` of one transition in `s`: the states to enter
+    /// (entry order), those entered by default, and the parents whose
+    /// default history content runs.
+    fn entry(s: &Session, doc: &Document, t: TransitionId) -> [Vec<String>; 3] {
+        let mut entry = EntrySet::default();
+        s.compute_entry_set(doc, &[t], &mut entry);
+        let mut history: Vec<StateId> = entry.default_history_content.keys().copied().collect();
+        history.sort();
+        [
+            names(doc, entry.states_to_enter.iter()),
+            names(doc, entry.states_for_default_entry.iter()),
+            names(doc, history.into_iter()),
+        ]
+    }
+
+    #[test]
+    fn compute_entry_set_enters_ancestors_and_the_other_regions_by_default() {
+        let doc = load(PARALLEL, "W");
+        let s = started(&doc);
+        // a1 -> b2 re-enters P: R1 by default (a1), R2 as b2's ancestor.
+        let [enter, default, history] = entry(&s, &doc, transition(&doc, "a1", "x"));
+        assert_eq!(enter, ["P", "R1", "a1", "R2", "b2"]);
+        assert_eq!(default, ["R1"]);
+        assert!(history.is_empty());
+        // External W -> X: W is re-entered as X's ancestor, not by default.
+        let [enter, default, _] = entry(&s, &doc, transition(&doc, "W", "o"));
+        assert_eq!(enter, ["W", "X"]);
+        assert!(default.is_empty());
+        // Internal W -> X: W stays.
+        let [enter, _, _] = entry(&s, &doc, transition(&doc, "W", "i"));
+        assert_eq!(enter, ["X"]);
+    }
+
+    const HISTORY: &str = r#"
+        <state id="H" initial="H1">
+          <history id="hs" type="shallow"><transition target="H2"/></history>
+          <history id="hd" type="deep"><transition target="H1"/></history>
+          <state id="H1" initial="H1a">
+            <state id="H1a"><transition event="next" target="H1b"/></state>
+            <state id="H1b"/>
+          </state>
+          <state id="H2"/>
+          <transition event="out" target="Z"/>
+        </state>
+        <state id="Z">
+          <transition event="shallow" target="hs"/>
+          <transition event="deep" target="hd"/>
+        </state>"#;
+
+    #[test]
+    fn add_descendant_states_to_enter_follows_history_or_its_default() {
+        let doc = load(HISTORY, "Z");
+        let s = started(&doc);
+        // No history recorded yet: the history's own transition, whose
+        // content runs for the parent H.
+        let [enter, default, history] = entry(&s, &doc, transition(&doc, "Z", "shallow"));
+        assert_eq!(enter, ["H", "H2"]);
+        assert!(default.is_empty());
+        assert_eq!(history, ["H"]);
+        let [enter, default, history] = entry(&s, &doc, transition(&doc, "Z", "deep"));
+        assert_eq!(enter, ["H", "H1", "H1a"]);
+        assert_eq!(default, ["H1"]);
+        assert_eq!(history, ["H"]);
+
+        let doc = load(HISTORY, "H");
+        let mut s = started(&doc);
+        send(&mut s, "next");
+        send(&mut s, "out");
+        assert_eq!(s.configuration_names(), ["Z"]);
+        // Shallow history recorded H1: it is entered by default (H1a).
+        let [enter, default, history] = entry(&s, &doc, transition(&doc, "Z", "shallow"));
+        assert_eq!(enter, ["H", "H1", "H1a"]);
+        assert_eq!(default, ["H1"]);
+        assert!(history.is_empty());
+        // Deep history recorded H1b itself.
+        let [enter, default, history] = entry(&s, &doc, transition(&doc, "Z", "deep"));
+        assert_eq!(enter, ["H", "H1", "H1b"]);
+        assert!(default.is_empty());
+        assert!(history.is_empty());
+        send(&mut s, "deep");
+        assert_eq!(s.configuration_names(), ["H", "H1", "H1b"]);
+    }
+
+    #[test]
+    fn find_lcca_is_the_nearest_compound_proper_ancestor_never_a_parallel() {
+        let doc = load(PARALLEL, "W");
+        let lcca = |states: &[&str]| {
+            let ids: Vec<StateId> = states.iter().map(|n| id(&doc, n)).collect();
+            names(&doc, std::iter::once(doc.find_lcca(&ids)))[0].clone()
+        };
+        assert_eq!(lcca(&["a1", "a2"]), "R1");
+        assert_eq!(lcca(&["a1", "b2"]), "W", "P is parallel: skipped");
+        assert_eq!(lcca(&["P"]), "W");
+        assert_eq!(lcca(&["X"]), "W");
+        assert_eq!(lcca(&["W", "X"]), "<scxml>", "a proper ancestor of W");
+        assert_eq!(lcca(&["R1", "a1"]), "W");
+    }
+
+    #[test]
+    fn is_in_final_state_needs_every_region_of_a_parallel_final() {
+        let doc = load(
+            r#"<parallel id="P">
+                 <state id="R1" initial="r1"><state id="r1"><transition event="a" target="f1"/></state><final id="f1"/></state>
+                 <state id="R2" initial="r2"><state id="r2"><transition event="b" target="f2"/></state><final id="f2"/></state>
+               </parallel>"#,
+            "P",
+        );
+        let mut s = started(&doc);
+        let p = id(&doc, "P");
+        assert!(!s.is_in_final_state(&doc, p));
+        send(&mut s, "a");
+        assert!(s.is_in_final_state(&doc, id(&doc, "R1")));
+        assert!(!s.is_in_final_state(&doc, id(&doc, "R2")));
+        assert!(!s.is_in_final_state(&doc, p), "one region is not enough");
+        send(&mut s, "b");
+        assert!(s.is_in_final_state(&doc, p));
+    }
+}

@@ -154,7 +154,7 @@ impl Session {
                     handler.execute(custom, &mut scope)
                 };
                 self.internal_queue.extend(raised);
-                result.map_err(|m| self.fail(DataModelError::new(m)))?;
+                result.map_err(|e| self.fail(DataModelError::new(e.to_string())))?;
             }
         }
         Ok(())

@@ -129,10 +129,56 @@ pub struct ActionScope<'a> {
     pub session_id: &'a str,
 }
 
+/// Why a custom action refused to run; the interpreter raises
+/// `error.execution` with this text.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActionError {
+    /// A mandatory attribute or child element is missing (`<x> needs 'y'`).
+    #[error("<{element}> needs {what}")]
+    Missing {
+        /// The action's element name.
+        element: String,
+        /// What it needs (`'interactionid'`, `a 'name'`, ...).
+        what: String,
+    },
+    /// An attribute's expression failed, or gave a value of the wrong kind.
+    #[error("{attribute}: {message}")]
+    Attribute {
+        /// The attribute as written (`timeout="t"`).
+        attribute: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The action hands work to its host, and this host runs none
+    /// ([`Host::defer`]; `ors run` has no server).
+    #[error("<{0}> needs `ors serve`")]
+    NeedsServer(String),
+    /// Any other refusal, in words.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for ActionError {
+    fn from(message: String) -> Self {
+        ActionError::Invalid(message)
+    }
+}
+
+impl From<&str> for ActionError {
+    fn from(message: &str) -> Self {
+        ActionError::Invalid(message.to_string())
+    }
+}
+
 /// Runs one kind of foreign-namespace element.
 pub trait CustomActionHandler: Send + Sync {
     /// Executes the action; an error becomes `error.execution`.
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String>;
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError>;
 }
 
 /// Handlers for custom actions, keyed by namespace and element name.

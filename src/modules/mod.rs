@@ -19,7 +19,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::datamodel::InitialValue;
-use crate::interpreter::{ActionScope, CustomActionHandler, CustomActions, Event, EventKind};
+use crate::interpreter::{
+    ActionError, ActionScope, CustomActionHandler, CustomActions, Event, EventKind,
+};
 use crate::model::CustomAction;
 use crate::server::{Extension, ExtensionError, Plugged, ServerHandles, Sessions};
 
@@ -96,13 +98,16 @@ pub fn eval_attr(
     scope: &mut ActionScope<'_>,
     action: &CustomAction,
     name: &str,
-) -> Result<Option<Value>, String> {
+) -> Result<Option<Value>, ActionError> {
     match attr(action, name) {
         None => Ok(None),
         Some(src) => scope
             .datamodel
             .eval_text(src)
-            .map_err(|e| format!("{name}=\"{src}\": {}", e.message)),
+            .map_err(|e| ActionError::Attribute {
+                attribute: format!("{name}=\"{src}\""),
+                message: e.message,
+            }),
     }
 }
 
@@ -113,7 +118,7 @@ pub fn word_attr(
     action: &CustomAction,
     name: &str,
     words: &[&str],
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ActionError> {
     match attr(action, name) {
         None => Ok(None),
         Some(raw) if words.iter().any(|w| w.eq_ignore_ascii_case(raw.trim())) => {
@@ -135,7 +140,7 @@ pub fn value_text(v: &Value) -> String {
 pub fn eval_params(
     scope: &mut ActionScope<'_>,
     action: &CustomAction,
-) -> Result<Map<String, Value>, String> {
+) -> Result<Map<String, Value>, ActionError> {
     let mut out = Map::new();
     for child in child_elements(&action.xml) {
         if child.name != "param" {
@@ -186,7 +191,7 @@ pub fn assign_request_id(
     scope: &mut ActionScope<'_>,
     action: &CustomAction,
     sessions: &Sessions,
-) -> Result<String, String> {
+) -> Result<String, ActionError> {
     let id = sessions.new_request_id();
     if let Some(location) = attr(action, "requestid") {
         scope
@@ -203,11 +208,11 @@ pub fn defer(
     scope: &mut ActionScope<'_>,
     action: &CustomAction,
     job: impl Future<Output = ()> + 'static,
-) -> Result<(), String> {
+) -> Result<(), ActionError> {
     scope
         .host
         .defer(Box::pin(job))
-        .map_err(|_| format!("<{}> needs `ors serve`", action.name))
+        .map_err(|_| ActionError::NeedsServer(action.name.to_string()))
 }
 
 /// Why an asynchronous action failed: the `error` and `message` of its
@@ -240,7 +245,7 @@ pub fn request<Fut>(
     name: &'static str,
     data: Map<String, Value>,
     work: impl FnOnce(String) -> Fut,
-) -> Result<(), String>
+) -> Result<(), ActionError>
 where
     Fut: Future<Output = Result<Map<String, Value>, Failure>> + 'static,
 {
@@ -260,7 +265,7 @@ pub fn answer(
     requestid: String,
     data: Map<String, Value>,
     work: impl Future<Output = Result<Map<String, Value>, Failure>> + 'static,
-) -> Result<(), String> {
+) -> Result<(), ActionError> {
     let session = scope.session_id.to_string();
     let sessions = sessions.clone();
     let mut reply = Map::new();
@@ -286,12 +291,15 @@ pub fn result_event(name: &str, data: Map<String, Value>) -> Event {
 }
 
 /// The document a `src`/`srcexpr` pair names (`srcexpr` evaluated).
-pub fn src_attr(scope: &mut ActionScope<'_>, action: &CustomAction) -> Result<String, String> {
+pub fn src_attr(scope: &mut ActionScope<'_>, action: &CustomAction) -> Result<String, ActionError> {
     match eval_attr(scope, action, "srcexpr")? {
         Some(v) => Ok(value_text(&v)),
         None => attr(action, "src")
             .map(str::to_string)
-            .ok_or_else(|| format!("<{}> needs 'srcexpr' or 'src'", action.name)),
+            .ok_or_else(|| ActionError::Missing {
+                element: action.name.to_string(),
+                what: "'srcexpr' or 'src'".into(),
+            }),
     }
 }
 
@@ -365,12 +373,15 @@ pub fn seconds_attr(
     scope: &mut ActionScope<'_>,
     action: &CustomAction,
     name: &str,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, ActionError> {
     match eval_attr(scope, action, name)? {
         None | Some(Value::Null) => Ok(None),
         Some(v) => seconds_value(&v)
             .map(Some)
-            .ok_or_else(|| format!("{name} must be a number of seconds, not {v}")),
+            .ok_or_else(|| ActionError::Attribute {
+                attribute: name.to_string(),
+                message: format!("must be a number of seconds, not {v}"),
+            }),
     }
 }
 
@@ -388,9 +399,12 @@ pub fn seconds_value(v: &Value) -> Option<u64> {
 pub fn interaction_attr(
     scope: &mut ActionScope<'_>,
     action: &CustomAction,
-) -> Result<String, String> {
+) -> Result<String, ActionError> {
     match eval_attr(scope, action, "interactionid")? {
-        Some(Value::Null) | None => Err(format!("<{}> needs 'interactionid'", action.name)),
+        Some(Value::Null) | None => Err(ActionError::Missing {
+            element: action.name.to_string(),
+            what: "'interactionid'".into(),
+        }),
         Some(v) => Ok(value_text(&v)),
     }
 }

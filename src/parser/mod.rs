@@ -5,6 +5,9 @@
 
 pub mod xml;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

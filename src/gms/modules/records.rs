@@ -12,7 +12,7 @@
 use serde_json::{Map, Value};
 
 use crate::gms::Gms;
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{Failure, eval_attr, request, value_text};
 
@@ -26,14 +26,18 @@ fn text_attr(
     scope: &mut ActionScope<'_>,
     action: &CustomAction,
     name: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, ActionError> {
     Ok(eval_attr(scope, action, name)?
         .filter(|v| !v.is_null())
         .map(|v| value_text(&v)))
 }
 
 impl CustomActionHandler for Lookup {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let gms = self.0.clone();
         let service_id =
             text_attr(scope, action, "serviceid")?.ok_or("<gms:lookup> needs 'serviceid'")?;
@@ -65,7 +69,11 @@ impl CustomActionHandler for Lookup {
 }
 
 impl CustomActionHandler for Update {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let gms = self.0.clone();
         let service_id =
             text_attr(scope, action, "serviceid")?.ok_or("<gms:update> needs 'serviceid'")?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{Failure, eval_attr, eval_params, request, src_attr, value_text, word_attr};
 use crate::server::ServerHandles;
@@ -32,7 +32,11 @@ struct Request {
 }
 
 impl CustomActionHandler for Fetch {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let ctx = self.0.clone();
         let url = src_attr(scope, action)?;
         let method = word_attr(
@@ -63,7 +67,7 @@ impl CustomActionHandler for Fetch {
         let headers = match eval_attr(scope, action, "headers")? {
             Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), value_text(v))).collect(),
             Some(Value::Null) | None => Vec::new(),
-            Some(other) => return Err(format!("headers must be an object, not {other}")),
+            Some(other) => return Err(format!("headers must be an object, not {other}").into()),
         };
         let params = eval_params(scope, action)?;
         let request_data = Request {

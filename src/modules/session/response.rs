@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::interpreter::{ActionScope, CustomActionHandler, Event, EventKind};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler, Event, EventKind};
 use crate::model::CustomAction;
 use crate::modules::{eval_attr, eval_params, value_text};
 use crate::server::ServerHandles;
@@ -18,7 +18,11 @@ use crate::server::ServerHandles;
 pub struct Response(pub Arc<ServerHandles>);
 
 impl CustomActionHandler for Response {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let requestid = eval_attr(scope, action, "requestid")?
             .map(|v| value_text(&v))
             .ok_or("<session:response> needs 'requestid'")?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::datamodel::InitialValue;
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{Failure, answer, assign_request_id, attr, eval_params, src_attr};
 use crate::server::ServerHandles;
@@ -19,7 +19,11 @@ use crate::server::ServerHandles;
 pub struct Start(pub Arc<ServerHandles>);
 
 impl CustomActionHandler for Start {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let sessions = &self.0.sessions;
         let src = src_attr(scope, action)?;
         let params = eval_params(scope, action)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{
     assign_request_id, defer, eval_attr, failure_event, result_event, value_text,
@@ -20,7 +20,11 @@ use crate::server::worker::Command;
 pub struct Terminate(pub Arc<ServerHandles>);
 
 impl CustomActionHandler for Terminate {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let sessions = self.0.sessions.clone();
         let own = scope.session_id.to_string();
         let target = match eval_attr(scope, action, "sessionid")? {

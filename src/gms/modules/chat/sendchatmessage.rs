@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::gms::Gms;
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{Failure, eval_attr, interaction_attr, request, value_text};
 
@@ -11,7 +11,11 @@ use crate::modules::{Failure, eval_attr, interaction_attr, request, value_text};
 pub struct SendChatMessage(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for SendChatMessage {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let ctx = self.0.clone();
         let interaction_id = interaction_attr(scope, action)?;
         let message = eval_attr(scope, action, "message")?

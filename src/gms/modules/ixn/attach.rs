@@ -7,14 +7,18 @@ use serde_json::Map;
 use super::run_action;
 use crate::gms::Gms;
 use crate::gms::interactions;
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 
 /// The `<ixn:attach>` handler.
 pub struct Attach(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for Attach {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         run_action(
             &self.0,
             scope,

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 
 use crate::gms::Gms;
 use crate::gms::interactions::IxnError;
-use crate::interpreter::ActionScope;
+use crate::interpreter::{ActionError, ActionScope};
 use crate::model::CustomAction;
 use crate::modules::{Failure, interaction_attr, request};
 
@@ -48,7 +48,7 @@ pub fn run_action<F, Fut>(
     action: &CustomAction,
     name: &'static str,
     work: F,
-) -> Result<(), String>
+) -> Result<(), ActionError>
 where
     F: FnOnce(Arc<Gms>, String, String) -> Fut,
     Fut: Future<Output = Result<Map<String, Value>, IxnError>> + 'static,

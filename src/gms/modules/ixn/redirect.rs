@@ -8,7 +8,7 @@ use super::run_action;
 use crate::backends::routing::Reservation;
 use crate::gms::Gms;
 use crate::gms::interactions::{self, IxnError};
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::eval_attr;
 
@@ -16,7 +16,11 @@ use crate::modules::eval_attr;
 pub struct Redirect(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for Redirect {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let to = eval_attr(scope, action, "to")?.ok_or("<ixn:redirect> needs 'to'")?;
         let destination: Result<Reservation, String> = serde_json::from_value(to.clone())
             .map_err(|_| format!("'to' is not a resource from queue.submit.done: {to}"));

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::run_action;
 use crate::gms::Gms;
 use crate::gms::interactions::IxnError;
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{eval_attr, value_text};
 
@@ -14,7 +14,11 @@ use crate::modules::{eval_attr, value_text};
 pub struct Terminate(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for Terminate {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let reason = eval_attr(scope, action, "reason")?
             .filter(|v| !v.is_null())
             .map(|v| value_text(&v))

@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::gms::Gms;
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{defer, eval_attr, result_event, value_text};
 
@@ -15,7 +15,11 @@ use crate::modules::{defer, eval_attr, result_event, value_text};
 pub struct Cancel(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for Cancel {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let ctx = self.0.clone();
         let requestid = match eval_attr(scope, action, "requestid")? {
             Some(Value::Null) | None => return Err("<queue:cancel> needs 'requestid'".into()),

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::backends::routing::{Reservation, ReserveRequest};
 use crate::gms::{Gms, interactions};
-use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{
     Failure, answer, assign_request_id, attr, descendant_elements, eval_attr, interaction_attr,
@@ -39,7 +39,11 @@ const DEFAULT_TIMEOUT_MS: u64 = 3_600_000;
 const DEFAULT_RESERVE_MS: u64 = 30_000;
 
 impl CustomActionHandler for Submit {
-    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+    fn execute(
+        &self,
+        action: &CustomAction,
+        scope: &mut ActionScope<'_>,
+    ) -> Result<(), ActionError> {
         let ctx = self.0.clone();
         let interaction_id = interaction_attr(scope, action)?;
         let virtual_queue = eval_attr(scope, action, "queue")?
@@ -59,12 +63,14 @@ impl CustomActionHandler for Submit {
             None | Some(Value::Null) => true,
             Some(Value::Bool(b)) => b,
             Some(Value::String(s)) => !s.eq_ignore_ascii_case("false"),
-            Some(other) => return Err(format!("route must be true or false, not {other}")),
+            Some(other) => {
+                return Err(format!("route must be true or false, not {other}").into());
+            }
         };
         let hints = match eval_attr(scope, action, "hints")? {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m,
-            Some(other) => return Err(format!("hints must be an object, not {other}")),
+            Some(other) => return Err(format!("hints must be an object, not {other}").into()),
         };
         let reserve_ms = match hints.get("reserve_timeout") {
             None | Some(Value::Null) => DEFAULT_RESERVE_MS,
@@ -133,7 +139,7 @@ impl CustomActionHandler for Submit {
 
 /// The target text the routing backend gets: one target as is, several
 /// as a JSON list offered together.
-fn targets(scope: &mut ActionScope<'_>, action: &CustomAction) -> Result<String, String> {
+fn targets(scope: &mut ActionScope<'_>, action: &CustomAction) -> Result<String, ActionError> {
     let mut found = Vec::new();
     for element in descendant_elements(&action.xml) {
         match element.name.as_str() {
@@ -156,7 +162,7 @@ fn targets(scope: &mut ActionScope<'_>, action: &CustomAction) -> Result<String,
                     .unwrap_or(Value::Null);
                 match value {
                     Value::Null => {
-                        return Err(format!("<queue:targetid expr=\"{expr}\"> is empty"));
+                        return Err(format!("<queue:targetid expr=\"{expr}\"> is empty").into());
                     }
                     Value::Array(_) => found.push(value.to_string()),
                     other => found.push(value_text(&other)),

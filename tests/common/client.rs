@@ -1,0 +1,394 @@
+//! A typed client for the server's APIs: the ORS session API
+//! (`/scxml/...`), the GMS callback and chat APIs (`/genesys/1/...`) and
+//! CometD (`/genesys/cometd`). Every call returns the status and the parsed
+//! JSON body as a [`Reply`]; the client talks either HTTP to a socket or
+//! straight to an in-process router (`tower::ServiceExt::oneshot`).
+
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, Method};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A response: status, content type and body (parsed JSON; a body that is
+/// not JSON is kept as a JSON string, unless the client requires JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// The `content-type` header ("" when absent).
+    pub content_type: String,
+    /// The parsed body.
+    pub body: Value,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Http {
+        client: reqwest::Client,
+        base: String,
+    },
+    Router(axum::Router),
+}
+
+/// A client of one server; cheap to clone.
+#[derive(Clone)]
+pub struct Api {
+    transport: Transport,
+    token: Option<String>,
+    gms_user: Option<String>,
+    require_json: bool,
+}
+
+/// Form-encodes `pairs` (`application/x-www-form-urlencoded`).
+pub fn form_body(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
+impl Api {
+    /// A client of the server at `base` (`http://host:port`), over HTTP
+    /// with a 30 s request timeout.
+    pub fn new(base: &str) -> Api {
+        Api {
+            transport: Transport::Http {
+                client: ors::loader::http_client(Duration::from_secs(30)),
+                base: base.trim_end_matches('/').to_string(),
+            },
+            token: None,
+            gms_user: None,
+            require_json: false,
+        }
+    }
+
+    /// A client that hands every request to `router` in process.
+    pub fn in_process(router: axum::Router) -> Api {
+        Api {
+            transport: Transport::Router(router),
+            token: None,
+            gms_user: None,
+            require_json: false,
+        }
+    }
+
+    /// The same client sending `Authorization: Bearer <token>`.
+    pub fn with_token(mut self, token: Option<String>) -> Api {
+        self.token = token;
+        self
+    }
+
+    /// The same client sending a `gms_user` header (GMS and CometD).
+    pub fn with_gms_user(mut self, user: &str) -> Api {
+        self.gms_user = Some(user.to_string());
+        self
+    }
+
+    /// The same client failing the test on any reply that is not JSON.
+    pub fn requiring_json(mut self) -> Api {
+        self.require_json = true;
+        self
+    }
+
+    /// `http://host:port` of the server (`""` in process).
+    pub fn base(&self) -> &str {
+        match &self.transport {
+            Transport::Http { base, .. } => base,
+            Transport::Router(_) => "",
+        }
+    }
+
+    /// Sends one request; `content_type` and `body` go together.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: String,
+    ) -> Reply {
+        let mut headers: Vec<(HeaderName, String)> = Vec::new();
+        if let Some(t) = content_type {
+            headers.push((axum::http::header::CONTENT_TYPE, t.to_string()));
+        }
+        if let Some(t) = &self.token {
+            headers.push((axum::http::header::AUTHORIZATION, format!("Bearer {t}")));
+        }
+        if let Some(u) = &self.gms_user {
+            headers.push((HeaderName::from_static("gms_user"), u.clone()));
+        }
+        let (status, content_type, text) = match &self.transport {
+            Transport::Http { client, base } => {
+                let mut request = client.request(method, format!("{base}{path}"));
+                for (k, v) in headers {
+                    request = request.header(k, v);
+                }
+                let response = request.body(body).send().await.expect("request sent");
+                let status = response.status().as_u16();
+                let content_type = header_text(response.headers().get("content-type"));
+                (status, content_type, response.text().await.expect("body"))
+            }
+            Transport::Router(router) => {
+                let mut request = axum::http::Request::builder().method(method).uri(path);
+                for (k, v) in headers {
+                    request = request.header(k, v);
+                }
+                let request = request
+                    .body(axum::body::Body::from(body))
+                    .expect("a well-formed request");
+                let response = router
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .expect("the router answers");
+                let status = response.status().as_u16();
+                let content_type = header_text(response.headers().get("content-type"));
+                let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+                    .await
+                    .expect("body");
+                (
+                    status,
+                    content_type,
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                )
+            }
+        };
+        let body = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(_) if self.require_json => {
+                panic!("reply is not JSON (status {status}): {text}")
+            }
+            Err(_) => Value::String(text),
+        };
+        Reply {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None, String::new()).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None, String::new()).await
+    }
+
+    /// `POST path` with a form body.
+    pub async fn form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
+        self.call(
+            Method::POST,
+            path,
+            Some("application/x-www-form-urlencoded"),
+            form_body(pairs),
+        )
+        .await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn json(&self, path: &str, body: &Value) -> Reply {
+        self.call(
+            Method::POST,
+            path,
+            Some("application/json"),
+            body.to_string(),
+        )
+        .await
+    }
+
+    // --- ORS session API -------------------------------------------------
+
+    /// `POST /scxml/session/start` with `pairs` (`src`, `_persist`, ...).
+    pub async fn start(&self, pairs: &[(&str, &str)]) -> Reply {
+        self.form("/scxml/session/start", pairs).await
+    }
+
+    /// Starts a session (asserting 200) and returns its id.
+    pub async fn start_session(&self, pairs: &[(&str, &str)]) -> String {
+        let r = self.start(pairs).await;
+        assert_eq!(r.status, 200, "start failed: {}", r.body);
+        r.body["sessionid"].as_str().expect("sessionid").to_string()
+    }
+
+    /// `POST /scxml/session/{id}/event/{name}` with `pairs` as event data.
+    pub async fn event(&self, id: &str, name: &str, pairs: &[(&str, &str)]) -> Reply {
+        self.form(&format!("/scxml/session/{id}/event/{name}"), pairs)
+            .await
+    }
+
+    /// Sends an event and asserts it was acknowledged (200).
+    pub async fn event_ok(&self, id: &str, name: &str) {
+        let r = self.event(id, name, &[]).await;
+        assert_eq!(r.status, 200, "event {name} to {id}: {}", r.body);
+    }
+
+    /// `POST /scxml/session/{id}/request/{name}` with `pairs`.
+    pub async fn request(&self, id: &str, name: &str, pairs: &[(&str, &str)]) -> Reply {
+        self.form(&format!("/scxml/session/{id}/request/{name}"), pairs)
+            .await
+    }
+
+    /// `GET /scxml/session/{id}/query`.
+    pub async fn query(&self, id: &str) -> Reply {
+        self.get(&format!("/scxml/session/{id}/query")).await
+    }
+
+    /// Queries a session, asserting 200; the body.
+    pub async fn query_ok(&self, id: &str) -> Value {
+        let r = self.query(id).await;
+        assert_eq!(r.status, 200, "query {id} failed: {}", r.body);
+        r.body
+    }
+
+    /// `POST /scxml/session/{id}/terminate`.
+    pub async fn terminate(&self, id: &str) -> Reply {
+        self.form(&format!("/scxml/session/{id}/terminate"), &[])
+            .await
+    }
+
+    /// `GET /scxml/sessions?<query>` (`query` without the `?`, may be "").
+    pub async fn list(&self, query: &str) -> Reply {
+        if query.is_empty() {
+            self.get("/scxml/sessions").await
+        } else {
+            self.get(&format!("/scxml/sessions?{query}")).await
+        }
+    }
+
+    /// `POST /basichttp/{id}` with `pairs` (a Basic HTTP event).
+    pub async fn basichttp(&self, id: &str, pairs: &[(&str, &str)]) -> Reply {
+        self.form(&format!("/basichttp/{id}"), pairs).await
+    }
+
+    /// The value of the first `/metrics` line starting with `line_start`
+    /// (a metric name with its labels); fails if there is none.
+    pub async fn metric(&self, line_start: &str) -> u64 {
+        let r = self.get("/metrics").await;
+        let text = r.body.as_str().unwrap_or_default().to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {line_start} in\n{text}"))
+    }
+
+    // --- GMS callback API ------------------------------------------------
+
+    /// `POST /genesys/1/service/callback/{service}` with a form.
+    pub async fn callback_create(&self, service: &str, pairs: &[(&str, &str)]) -> Reply {
+        self.form(&format!("/genesys/1/service/callback/{service}"), pairs)
+            .await
+    }
+
+    /// `GET /genesys/1/service/callback/{service}?<query>`.
+    pub async fn callback_query(&self, service: &str, query: &str) -> Reply {
+        self.get(&format!("/genesys/1/service/callback/{service}?{query}"))
+            .await
+    }
+
+    /// `GET /genesys/1/service/callback?<query>` (any service).
+    pub async fn callback_query_any(&self, query: &str) -> Reply {
+        self.get(&format!("/genesys/1/service/callback?{query}"))
+            .await
+    }
+
+    /// `GET /genesys/1/service/callback/{service}/{id}`.
+    pub async fn callback_get(&self, service: &str, id: &str) -> Reply {
+        self.get(&format!("/genesys/1/service/callback/{service}/{id}"))
+            .await
+    }
+
+    /// `DELETE /genesys/1/service/callback/{service}/{id}`.
+    pub async fn callback_cancel(&self, service: &str, id: &str) -> Reply {
+        self.delete(&format!("/genesys/1/service/callback/{service}/{id}"))
+            .await
+    }
+
+    // --- GMS chat API (v1) -----------------------------------------------
+
+    /// `POST /genesys/1/service/{id}/ixn/chat` with a form.
+    pub async fn chat_create(&self, id: &str, pairs: &[(&str, &str)]) -> Reply {
+        self.form(&format!("/genesys/1/service/{id}/ixn/chat"), pairs)
+            .await
+    }
+
+    /// `POST /genesys/1/service/{id}/ixn/chat/{operation}` with a form.
+    pub async fn chat_operation(&self, id: &str, operation: &str, pairs: &[(&str, &str)]) -> Reply {
+        self.form(
+            &format!("/genesys/1/service/{id}/ixn/chat/{operation}"),
+            pairs,
+        )
+        .await
+    }
+
+    /// `…/refresh` from `position`.
+    pub async fn chat_refresh(&self, id: &str, position: &str) -> Reply {
+        self.chat_operation(id, "refresh", &[("transcriptPosition", position)])
+            .await
+    }
+
+    /// `…/send` with `message`.
+    pub async fn chat_send(&self, id: &str, message: &str) -> Reply {
+        self.chat_operation(id, "send", &[("message", message)])
+            .await
+    }
+
+    /// `…/startTyping` or `…/stopTyping`.
+    pub async fn chat_typing(&self, id: &str, started: bool) -> Reply {
+        let op = if started { "startTyping" } else { "stopTyping" };
+        self.chat_operation(id, op, &[]).await
+    }
+
+    /// `…/disconnect`.
+    pub async fn chat_disconnect(&self, id: &str) -> Reply {
+        self.chat_operation(id, "disconnect", &[]).await
+    }
+
+    // --- CometD (Bayeux over long polling) -------------------------------
+
+    /// POSTs Bayeux `messages` to `/genesys/cometd{suffix}` (suffix "",
+    /// "/handshake", "/connect", ...).
+    pub async fn cometd(&self, suffix: &str, messages: &Value) -> Reply {
+        self.json(&format!("/genesys/cometd{suffix}"), messages)
+            .await
+    }
+
+    /// A `/meta/handshake`; the reply.
+    pub async fn cometd_handshake(&self) -> Reply {
+        self.cometd(
+            "/handshake",
+            &serde_json::json!([{"channel": "/meta/handshake", "version": "1.0", "id": "1",
+                "supportedConnectionTypes": ["long-polling"]}]),
+        )
+        .await
+    }
+
+    /// A `/meta/subscribe` of `client_id` to `subscription`.
+    pub async fn cometd_subscribe(&self, client_id: &str, subscription: &str) -> Reply {
+        self.cometd(
+            "",
+            &serde_json::json!({"channel": "/meta/subscribe", "clientId": client_id,
+                "subscription": subscription, "id": "2"}),
+        )
+        .await
+    }
+
+    /// A long-polling `/meta/connect` of `client_id` (may be held by the
+    /// server until a message or its connect timeout).
+    pub async fn cometd_connect(&self, client_id: &str) -> Reply {
+        self.cometd(
+            "/connect",
+            &serde_json::json!([{"channel": "/meta/connect", "clientId": client_id,
+                "connectionType": "long-polling", "id": "3"}]),
+        )
+        .await
+    }
+}
+
+fn header_text(value: Option<&HeaderValue>) -> String {
+    value
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}

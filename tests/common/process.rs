@@ -1,0 +1,92 @@
+//! `ors serve` as a child process, for tests that kill the server with
+//! SIGKILL and start it again on the same data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::client::Api;
+use super::wait::eventually;
+
+/// A loopback port that was free a moment ago (the child binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A running `ors serve`; killed with SIGKILL when dropped.
+pub struct ServeProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    log: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts `ors serve --workers 2 --listen 127.0.0.1:<port> --data-dir
+    /// <data_dir>` plus `extra` arguments, from the crate directory, its
+    /// stderr appended to `<data_dir>/server.log`, and waits (at most
+    /// 60 s) until `/health` answers 200.
+    pub async fn start(port: u16, data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        let log = data_dir.join("server.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ors"))
+            .args(["serve", "--workers", "2", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("ors serve starts");
+        let server = ServeProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let probe = ors::loader::http_client(Duration::from_secs(5));
+        let health = format!("{}/health", server.base);
+        eventually(
+            &format!("server did not come up; see {}", server.log.display()),
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            || {
+                let request = probe.get(&health).send();
+                async move {
+                    match request.await {
+                        Ok(r) if r.status().is_success() => Ok(()),
+                        Ok(r) => Err(r.status().to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await;
+        server
+    }
+
+    /// A client of this server.
+    pub fn api(&self) -> Api {
+        Api::new(&self.base)
+    }
+
+    /// SIGKILL (std's `kill` on Unix): no shutdown code runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
