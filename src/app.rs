@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::gms::ContactCentre;
 use crate::modules::Platform;
-use crate::server::config::{ConfigError, check_top_level, fields, parse_sections};
+use crate::server::config::{ConfigError, check_top_level, fields, parse_sections, read_file};
 use crate::server::{Extension, RunningServer, Server};
 
 /// Everything `ors serve` can be told: the core's settings and the
@@ -40,11 +40,7 @@ impl std::ops::DerefMut for Config {
 impl Config {
     /// Reads a TOML configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&text, &path.display().to_string())
+        Config::parse(&read_file(path)?, &path.display().to_string())
     }
 
     /// Parses TOML text (`name` labels errors): a key no section declares

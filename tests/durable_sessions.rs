@@ -204,18 +204,6 @@ async fn a_restart_brings_back_persisted_sessions_but_not_unpersisted_ones() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The key stores used for a document before SHA-256: 128-bit FNV-1a of the
-/// text as 32 hex digits.
-fn legacy_document_hash(text: &str) -> String {
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
-    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    for b in text.bytes() {
-        h ^= u128::from(b);
-        h = h.wrapping_mul(PRIME);
-    }
-    format!("{h:032x}")
-}
-
 /// The keys of the documents table, sorted.
 async fn document_keys(conn: &mut sqlx::SqliteConnection) -> Vec<String> {
     sqlx::query_scalar("SELECT hash FROM ors_documents ORDER BY hash")
@@ -245,7 +233,7 @@ async fn a_restart_on_a_store_keyed_by_the_old_hash_brings_its_sessions_back() {
     let mut legacy_keys = Vec::new();
     for (hash, text) in &documents {
         assert_eq!(hash.len(), 64, "new stores key by SHA-256");
-        let old = legacy_document_hash(text);
+        let old = common::legacy_document_hash(text);
         for sql in [
             "UPDATE ors_sessions SET doc_hash = $1 WHERE doc_hash = $2",
             "UPDATE ors_documents SET hash = $1 WHERE hash = $2",

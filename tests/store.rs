@@ -762,8 +762,8 @@ async fn stop_committer(handle: CommitHandle, task: tokio::task::JoinHandle<()>)
 
 async fn committed(
     label: &str,
-    answer: tokio::sync::oneshot::Receiver<Result<(), String>>,
-) -> Result<(), String> {
+    answer: tokio::sync::oneshot::Receiver<Result<(), ors::store::CommitError>>,
+) -> Result<(), ors::store::CommitError> {
     tokio::time::timeout(Duration::from_secs(30), answer)
         .await
         .unwrap_or_else(|_| panic!("{label}: the committer answers"))
@@ -853,7 +853,7 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
                     });
                     answer.await.expect("answered")?;
                 }
-                Ok::<(), String>(())
+                Ok::<(), ors::store::CommitError>(())
             }));
         }
         for worker in workers {
@@ -913,7 +913,7 @@ async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_docume
             assert!(
                 result
                     .as_ref()
-                    .is_err_and(|e| e.contains("refused by the test")),
+                    .is_err_and(|e| e.to_string().contains("refused by the test")),
                 "{label}: {result:?}"
             );
         }
@@ -1057,18 +1057,6 @@ async fn callback_records_round_trip_are_queried_replaced_and_purged() {
 // Documents keyed by the old hash
 // ---------------------------------------------------------------------------
 
-/// The key stores used for a document before SHA-256: 128-bit FNV-1a of the
-/// text as 32 hex digits (offset basis and prime from the FNV reference).
-fn legacy_document_hash(text: &str) -> String {
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
-    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    for b in text.bytes() {
-        h ^= u128::from(b);
-        h = h.wrapping_mul(PRIME);
-    }
-    format!("{h:032x}")
-}
-
 /// `value` as an SQL string literal.
 fn sql_text(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -1150,8 +1138,8 @@ async fn documents_under_the_old_hash_are_rekeyed_on_open_and_their_sessions_rec
         drop(session);
 
         let other_text = "<scxml xmlns='http://www.w3.org/2005/07/scxml' name='other'/>";
-        let old_counter = legacy_document_hash(COUNTER_DOC);
-        let old_other = legacy_document_hash(other_text);
+        let old_counter = common::legacy_document_hash(COUNTER_DOC);
+        let old_other = common::legacy_document_hash(other_text);
         let root = SessionRow {
             doc_hash: Some(old_counter.clone()),
             events: 2,

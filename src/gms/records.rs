@@ -212,8 +212,8 @@ pub enum RecordsError {
     #[error("callback records: the store committer stopped")]
     CommitterStopped,
     /// The write batch carrying the record failed.
-    #[error("callback records: the write failed: {0}")]
-    Commit(String),
+    #[error("callback records: {0}")]
+    Commit(#[from] crate::store::CommitError),
     /// A stored record could not be read back.
     #[error("callback record is corrupt: {0}")]
     Corrupt(String),
@@ -271,7 +271,7 @@ impl Records {
                     .submit(batch)
                     .await
                     .map_err(|_| RecordsError::CommitterStopped)?
-                    .map_err(RecordsError::Commit)
+                    .map_err(RecordsError::from)
             }
             None => {
                 if let Ok(mut m) = self.memory.lock() {

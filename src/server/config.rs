@@ -250,13 +250,9 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads a TOML configuration file.
+    /// Reads a TOML configuration file with the core's sections only.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&text, &path.display().to_string())
+        Config::parse(&read_file(path)?, &path.display().to_string())
     }
 
     /// Parses TOML text with the core's sections only (`name` labels
@@ -310,6 +306,14 @@ impl Config {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(k, s)| (s, Some(k.as_str())))
     }
+}
+
+/// The text of a configuration file.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Reads the sections of `text` that `T` declares, ignoring the others

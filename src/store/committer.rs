@@ -10,6 +10,19 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{SessionRow, Store, WriteBatch};
 
+/// Why a submitted batch is not durable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The committer task has ended (the server is shutting down).
+    #[error("the store committer has stopped")]
+    Stopped,
+    /// The transaction carrying the batch failed; the store's error, as
+    /// text, shared by every batch of the group.
+    #[error("the store write failed: {0}")]
+    Write(String),
+}
+
 /// Where workers send batches; cheap to clone.
 #[derive(Clone)]
 pub struct CommitHandle {
@@ -18,15 +31,15 @@ pub struct CommitHandle {
 
 struct Pending {
     batch: WriteBatch,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), CommitError>>,
 }
 
 impl CommitHandle {
     /// Queues a batch; the receiver answers once it is durable (or why not).
-    pub fn submit(&self, batch: WriteBatch) -> oneshot::Receiver<Result<(), String>> {
+    pub fn submit(&self, batch: WriteBatch) -> oneshot::Receiver<Result<(), CommitError>> {
         let (done, rx) = oneshot::channel();
         if let Err(e) = self.tx.send(Pending { batch, done }) {
-            let _ = e.0.done.send(Err("the store committer has stopped".into()));
+            let _ = e.0.done.send(Err(CommitError::Stopped));
         }
         rx
     }
@@ -75,7 +88,11 @@ impl Committer {
                 }
             }
             let batch = merge(&mut group);
-            let result = self.store.write(batch).await.map_err(|e| e.to_string());
+            let result = self
+                .store
+                .write(batch)
+                .await
+                .map_err(|e| CommitError::Write(e.to_string()));
             if let Err(e) = &result {
                 tracing::error!(error = %e, "store write failed; its events are refused");
             }

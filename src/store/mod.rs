@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-pub use committer::{CommitHandle, Committer};
+pub use committer::{CommitError, CommitHandle, Committer};
 pub use sql::SqlStore;
 
 /// Why the store could not do what was asked.

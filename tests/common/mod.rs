@@ -38,4 +38,5 @@ pub mod wait;
 pub use client::{Api, Reply};
 pub use files::{fixture, fixtures_dir, scratch_dir};
 pub use server::{InProcess, TestServer, in_process, serve_router, spawn_server};
+pub use stores::legacy_document_hash;
 pub use wait::eventually;

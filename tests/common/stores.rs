@@ -271,3 +271,16 @@ pub async fn each_store(mut test: impl AsyncFnMut(&TestDb, Arc<dyn Store>)) {
         test(&db, store).await;
     }
 }
+
+/// The key stores used for a document before SHA-256: 128-bit FNV-1a of
+/// the text as 32 hex digits (offset basis and prime from the FNV
+/// reference), for writing databases as an older `ors` left them.
+pub fn legacy_document_hash(text: &str) -> String {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in text.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    format!("{h:032x}")
+}

@@ -460,7 +460,7 @@ impl Worker {
         tokio::task::spawn_local(async move {
             let result = done
                 .await
-                .unwrap_or_else(|_| Err("the store committer has stopped".into()));
+                .unwrap_or(Err(crate::store::CommitError::Stopped));
             match &result {
                 Ok(()) => committed.set(committed.get().max(batch_no)),
                 Err(_) => resync.borrow_mut().extend(roots),
@@ -628,7 +628,7 @@ async fn stored_document(ctx: &Arc<WorkerContext>, hash: &str) -> Result<Arc<Doc
 
 fn send_all(
     replies: Vec<(Reply<SessionView>, Result<SessionView, ApiError>)>,
-    stored: Result<(), String>,
+    stored: Result<(), crate::store::CommitError>,
 ) {
     for (reply, view) in replies {
         let answer = match &stored {
