@@ -16,13 +16,15 @@ pub mod gms;
 pub mod host;
 pub mod interpreter;
 pub mod io;
-pub mod loader;
 pub mod model;
 pub mod modules;
 pub mod parser;
 pub mod server;
 pub mod store;
 
+/// The host's loader, also at its old path for callers outside the host.
+pub use host::loader;
 pub use interpreter::{Event, EventKind, Host, Session, SessionOptions, SessionSnapshot};
 pub use model::Document;
-pub use parser::{LoadError, LoadOptions, load_file, parse_document};
+pub use host::loader::load_file_blocking as load_file;
+pub use parser::{LoadError, LoadOptions, parse_document};

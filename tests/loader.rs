@@ -1,15 +1,18 @@
 //! `src` over HTTP: `<script src>`, `<data src>` and `<invoke src>` fetched
 //! from a local HTTP server through the one loader; failures surface as the
 //! Recommendation says (a script that cannot be fetched rejects the
-//! document, data that cannot be fetched raises error.execution).
+//! document, data that cannot be fetched raises error.execution); and the
+//! loader's own rules: the allow-list on every redirect hop, the body cap,
+//! relative references against an HTTP base.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use ors::host::LocalHost;
+use ors::host::loader::Loader;
+use ors::host::{Fetches, LocalHost};
 use ors::interpreter::{Session, SessionOptions};
-use ors::{LoadOptions, parse_document};
+use ors::LoadOptions;
 
 async fn serve() -> String {
     let app = Router::new()
@@ -36,15 +39,34 @@ async fn serve() -> String {
     format!("http://{addr}")
 }
 
-fn final_state(doc_text: &str) -> Result<String, String> {
-    let doc = parse_document(doc_text, None, &LoadOptions::default()).map_err(|e| e.to_string())?;
-    let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _| {}));
-    let id = host.add(Session::new(Arc::new(doc), SessionOptions::default()));
-    host.start(&id);
-    host.run_until_idle(&mut |_, _, _| {});
-    let session = host.session(&id).ok_or("session gone")?;
-    let info = session.final_info().ok_or("did not finish")?;
-    Ok(session.document().state(info.state).name.to_string())
+/// Builds the document through the host's loader, runs it on a host whose
+/// child fetches are driven as local tasks, and names its final state.
+async fn final_state(doc_text: &str) -> Result<String, String> {
+    let doc = Loader::default()
+        .build_document(doc_text, None, &LoadOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _| {}));
+            let id = host.add(Session::new(Arc::new(doc), SessionOptions::default()));
+            let mut fetches = Fetches::new();
+            host.start(&id);
+            loop {
+                host.run_until_idle(&mut |_, _, _| {});
+                fetches.start(&mut host);
+                if fetches.is_empty() {
+                    break;
+                }
+                let (fetch, result) = fetches.next().await;
+                host.fetched(fetch, result);
+            }
+            let session = host.session(&id).ok_or("session gone")?;
+            let info = session.final_info().ok_or("did not finish")?;
+            Ok(session.document().state(info.state).name.to_string())
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,9 +84,7 @@ async fn script_data_and_invoke_sources_load_over_http() {
   <final id="pass"/><final id="fail"/>
 </scxml>"#
     );
-    let result = tokio::task::spawn_blocking(move || final_state(&doc))
-        .await
-        .expect("joins");
+    let result = final_state(&doc).await;
     assert_eq!(result, Ok("pass".to_string()));
 }
 
@@ -85,11 +105,10 @@ async fn unfetchable_sources_fail_as_specified() {
   <final id="pass"/><final id="fail"/>
 </scxml>"#
     );
-    let (script, data) = tokio::task::spawn_blocking(move || {
-        (final_state(&missing_script), final_state(&missing_data))
-    })
-    .await
-    .expect("joins");
+    let (script, data) = (
+        final_state(&missing_script).await,
+        final_state(&missing_data).await,
+    );
     let err = script.expect_err("a script that cannot be fetched rejects the document");
     assert!(err.contains("404"), "{err}");
     assert_eq!(data, Ok("pass".to_string()));

@@ -205,6 +205,9 @@ pub struct DocumentSettings {
     pub max_age_cap_secs: u64,
     /// How long fetching a document may take, in ms.
     pub fetch_timeout_ms: u64,
+    /// The largest document, `<data src>` or `<script src>` body accepted,
+    /// in bytes; a larger one is refused without being read whole.
+    pub max_body_bytes: u64,
 }
 
 impl Default for DocumentSettings {
@@ -213,6 +216,7 @@ impl Default for DocumentSettings {
             max_age_secs: 60,
             max_age_cap_secs: 3600,
             fetch_timeout_ms: 10_000,
+            max_body_bytes: crate::host::loader::MAX_BODY_BYTES,
         }
     }
 }

@@ -608,17 +608,11 @@ async fn stored_document(ctx: &Arc<ServerContext>, hash: &str) -> Result<Arc<Doc
         .location
         .clone()
         .unwrap_or_else(|| format!("stored:{hash}"));
-    let policy = ctx.documents.policy();
-    let filter = |u: &str| policy.check(u);
-    let doc = crate::parser::parse_document_from(
-        &row.text,
-        &location,
-        &crate::parser::LoadOptions {
-            custom_actions: &*ctx.custom_actions,
-            uri_filter: Some(&filter),
-        },
-    )
-    .map_err(|e| format!("stored document {hash}: {e}"))?;
+    let doc = ctx
+        .documents
+        .build(&row.text, &location)
+        .await
+        .map_err(|e| format!("stored document {hash}: {e}"))?;
     let doc = Arc::new(doc);
     if let Ok(mut m) = ctx.stored_documents.lock() {
         m.insert(hash.to_string(), doc.clone());
