@@ -24,7 +24,7 @@ pub mod store;
 
 /// The host's loader, also at its old path for callers outside the host.
 pub use host::loader;
+pub use host::loader::load_file_blocking as load_file;
 pub use interpreter::{Event, EventKind, Host, Session, SessionOptions, SessionSnapshot};
 pub use model::Document;
-pub use host::loader::load_file_blocking as load_file;
 pub use parser::{LoadError, LoadOptions, parse_document};

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use crate::io::http::http_client;
 use crate::model::{Document, Position};
-use crate::parser::{Diagnostic, LoadError, LoadOptions, Parsed, Reference, Sources};
 pub use crate::parser::uri::{file_path, has_scheme, is_http, resolve};
+use crate::parser::{Diagnostic, LoadError, LoadOptions, Parsed, Reference, Sources};
 
 /// How long one fetch (all its redirect hops) may take by default.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -442,7 +442,11 @@ impl Loader {
             url: uri.to_string(),
             reason,
         };
-        let client = self.inner.client.as_ref().map_err(|e| unavailable(e.clone()))?;
+        let client = self
+            .inner
+            .client
+            .as_ref()
+            .map_err(|e| unavailable(e.clone()))?;
         let cached = self.cached(uri);
         let mut conditional = Vec::new();
         if let Some(Entry {

@@ -199,8 +199,7 @@ impl LocalHost {
         }
         match result {
             Ok(doc) => {
-                let child_id =
-                    self.insert_child(&child.parent, child.invokeid, doc, child.data);
+                let child_id = self.insert_child(&child.parent, child.invokeid, doc, child.data);
                 self.start(&child_id);
                 for event in child.events {
                     self.outbox.push_back((child_id.clone(), event));

@@ -180,7 +180,10 @@ fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Refere
             });
         }
         if child.name == "content" {
-            for nested in child.elements().filter(|e| is_scxml(e) && e.name == "scxml") {
+            for nested in child
+                .elements()
+                .filter(|e| is_scxml(e) && e.name == "scxml")
+            {
                 collect_references(nested, location, out);
             }
         } else {
