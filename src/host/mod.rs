@@ -13,9 +13,12 @@
 //! `error.execution` a synchronous failure raises; a cancel drops the fetch.
 //!
 //! Persistence: a loading child has no session yet, so nothing of it is
-//! saved. A parent saved (or hibernated) while its child is loading
-//! recovers without the child, as if the child had not answered yet; the
-//! fetch result, arriving for a parent no longer in the table, is dropped.
+//! saved; a server does not hibernate a tree while a child in it loads
+//! ([`LocalHost::is_loading_in`]). A parent recovered after a crash from a
+//! snapshot written while its child was loading comes back without the
+//! child, in its invoking state, as if the child had not answered yet (it
+//! never will: leaving the state ends the wait); a fetch result arriving
+//! for a parent no longer in the table is dropped.
 
 mod fetches;
 pub mod loader;
@@ -185,6 +188,12 @@ impl LocalHost {
     /// Whether any invoked child is waiting for its document.
     pub fn has_loading(&self) -> bool {
         !self.loading.is_empty()
+    }
+
+    /// Whether a child `id` invoked is waiting for its document (a host
+    /// keeps such a session in memory: hibernating it would lose the child).
+    pub fn is_loading_in(&self, id: &str) -> bool {
+        self.loading.values().any(|l| &*l.parent == id)
     }
 
     /// Takes the result of a child fetch: the child starts and gets the

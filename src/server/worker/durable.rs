@@ -349,7 +349,7 @@ impl Worker {
             let Some(s) = self.host.session(id) else {
                 continue;
             };
-            if s.has_external() {
+            if s.has_external() || self.host.is_loading_in(id) {
                 return false;
             }
             if let Some(due) = s.next_timer_due() {
