@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ors::app::{Config, spawn};
 use ors::backends::settings::AgentSettings;
-use ors::server::{Config, spawn};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -139,8 +139,11 @@ fn main() {
         let data_dir = std::env::temp_dir().join(format!("ors-gms-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         let mut config = Config {
-            data_dir: data_dir.clone(),
-            workers: 2,
+            server: ors::server::Config {
+                data_dir: data_dir.clone(),
+                workers: 2,
+                ..Default::default()
+            },
             ..Config::default()
         };
         config.log.level = "warn".into();
@@ -148,8 +151,8 @@ fn main() {
             config.store.url = "none".into();
         }
         config.limits.max_sessions = 1_000_000;
-        config.backends.simulator.accept_delay_ms = 0;
-        config.backends.simulator.agents = (0..o.agents)
+        config.contact_centre.backends.simulator.accept_delay_ms = 0;
+        config.contact_centre.backends.simulator.agents = (0..o.agents)
             .map(|i| {
                 let mut a = AgentSettings::new(&format!("agent-{i}"), &format!("Agent {i}"), &["Chat_Agents"]);
                 a.capacity.insert("chat".into(), 10);
@@ -159,7 +162,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = spawn(listener, config).expect("server");
         let base = format!("http://{}", server.addr);
-        let client = ors::loader::http_client(Duration::from_secs(60));
+        let client = ors::io::http::http_client(Duration::from_secs(60));
         // Warm up: the first flow fetches and compiles both documents.
         flow(&client, &base, 0).await;
         let results = Arc::new(Mutex::new(Vec::with_capacity(o.flows)));

@@ -39,7 +39,7 @@ async fn serve(settings: SimulatorSettings) -> Served {
 /// An admin call: status and JSON body. `form` sends the body
 /// form-encoded instead of as JSON.
 async fn admin(method: &str, url: &str, body: Option<Value>, form: bool) -> (u16, Value) {
-    let client = ors::loader::http_client(Duration::from_secs(5));
+    let client = ors::io::http::http_client(Duration::from_secs(5));
     let mut request = client.request(method.parse().unwrap(), url);
     if let Some(body) = body {
         request = if form {

@@ -67,7 +67,7 @@ async fn bayeux(client: &reqwest::Client, url: &str, user: &str, messages: Value
 async fn a_published_message_ends_a_held_connect_early() {
     let (hub, addr) = serve(4_000).await;
     let base = format!("http://{addr}/genesys/cometd");
-    let client = ors::loader::http_client(Duration::from_secs(20));
+    let client = ors::io::http::http_client(Duration::from_secs(20));
 
     let r = bayeux(
         &client,

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ors::server::{Config, RunningServer, spawn};
+use ors::app::{Config, spawn};
+use ors::server::RunningServer;
 use serde_json::Value;
 
 fn scratch_dir() -> PathBuf {
@@ -33,8 +34,11 @@ fn fixture(name: &str) -> String {
 
 fn config(data_dir: &std::path::Path) -> Config {
     let mut config = Config {
-        workers: 2,
-        data_dir: data_dir.to_path_buf(),
+        server: ors::server::Config {
+            workers: 2,
+            data_dir: data_dir.to_path_buf(),
+            ..Default::default()
+        },
         ..Config::default()
     };
     config.security.allowed_dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
@@ -56,7 +60,7 @@ impl Api {
         let api = Api {
             base: format!("http://{}", server.addr),
             server: Some(server),
-            client: ors::loader::http_client(Duration::from_secs(30)),
+            client: ors::io::http::http_client(Duration::from_secs(30)),
         };
         // The store opens (and recovers) before the API answers.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -272,6 +276,84 @@ async fn a_restart_brings_back_persisted_sessions_but_not_unpersisted_ones() {
         .await;
     assert_eq!(status, 409, "{body}");
     api.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The key stores used for a document before SHA-256: 128-bit FNV-1a of the
+/// text as 32 hex digits.
+fn legacy_document_hash(text: &str) -> String {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in text.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    format!("{h:032x}")
+}
+
+/// The keys of the documents table, sorted.
+async fn document_keys(conn: &mut sqlx::SqliteConnection) -> Vec<String> {
+    sqlx::query_scalar("SELECT hash FROM ors_documents ORDER BY hash")
+        .fetch_all(conn)
+        .await
+        .expect("ors_documents is readable")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_a_store_keyed_by_the_old_hash_brings_its_sessions_back() {
+    use sqlx::{ConnectOptions, Connection};
+    let dir = scratch_dir();
+    let api = Api::start(config(&dir)).await;
+    let kept = api.start_session(&fixture("sleeper.scxml"), &[]).await;
+    api.event(&kept, "bump").await;
+    api.stop().await;
+
+    // Turn the store into one an older `ors` wrote: every document and the
+    // sessions using it keyed by the FNV-1a hash of its text.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join("ors.db"));
+    let mut conn = options.connect().await.expect("sqlite connects");
+    let documents: Vec<(String, String)> = sqlx::query_as("SELECT hash, text FROM ors_documents")
+        .fetch_all(&mut conn)
+        .await
+        .expect("documents read");
+    assert!(!documents.is_empty(), "the session's document was stored");
+    let mut legacy_keys = Vec::new();
+    for (hash, text) in &documents {
+        assert_eq!(hash.len(), 64, "new stores key by SHA-256");
+        let old = legacy_document_hash(text);
+        for sql in [
+            "UPDATE ors_sessions SET doc_hash = $1 WHERE doc_hash = $2",
+            "UPDATE ors_documents SET hash = $1 WHERE hash = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(&old)
+                .bind(hash)
+                .execute(&mut conn)
+                .await
+                .expect("re-keyed to the old hash");
+        }
+        legacy_keys.push(old);
+    }
+    legacy_keys.sort();
+    assert_eq!(document_keys(&mut conn).await, legacy_keys);
+    let _ = conn.close().await;
+
+    let api = Api::start(config(&dir)).await;
+    api.event(&kept, "bump").await;
+    let v = api.query(&kept).await;
+    assert_eq!(v["data"]["count"], 2);
+    assert_eq!(v["data"]["label"], "bumped 2 times");
+    api.stop().await;
+
+    let mut conn = options.connect().await.expect("sqlite connects");
+    let mut expected: Vec<String> = documents.iter().map(|(hash, _)| hash.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        document_keys(&mut conn).await,
+        expected,
+        "the documents are back under their SHA-256 keys"
+    );
+    let _ = conn.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

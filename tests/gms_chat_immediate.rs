@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ors::server::{Config, RunningServer, spawn};
+use ors::app::{Config, spawn};
+use ors::server::RunningServer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,11 +31,14 @@ fn scratch_dir() -> PathBuf {
 
 fn config() -> Config {
     let mut config = Config {
-        workers: 2,
-        data_dir: scratch_dir(),
+        server: ors::server::Config {
+            workers: 2,
+            data_dir: scratch_dir(),
+            ..Default::default()
+        },
         ..Config::default()
     };
-    config.backends.simulator.accept_delay_ms = 30;
+    config.contact_centre.backends.simulator.accept_delay_ms = 30;
     config
 }
 
@@ -53,7 +57,7 @@ impl Api {
         let api = Api {
             base: format!("http://{}", server.addr),
             server: Some(server),
-            client: ors::loader::http_client(Duration::from_secs(30)),
+            client: ors::io::http::http_client(Duration::from_secs(30)),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while api
@@ -523,7 +527,7 @@ async fn unknown_ids_bad_targets_and_missing_fields_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_agent_ready_until_find_agent_timeout_ends_the_chat_with_an_apology() {
     let mut config = config();
-    config.backends.simulator.agents = vec![
+    config.contact_centre.backends.simulator.agents = vec![
         ors::backends::settings::AgentSettings::new("agent-1", "Ann Lee", &["Chat_Agents"]),
         ors::backends::settings::AgentSettings::new("agent-3", "Carla Diaz", &["Chat_Overflow"]),
     ];

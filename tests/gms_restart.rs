@@ -71,7 +71,7 @@ async fn a_callback_resumes_after_the_server_is_killed() {
         .expect("a free port")
         .port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = ors::loader::http_client(Duration::from_secs(30));
+    let client = ors::io::http::http_client(Duration::from_secs(30));
     let server = start(port, &data_dir, &client).await;
 
     let (status, created) = call(

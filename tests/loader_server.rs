@@ -14,8 +14,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
-use ors::server::config::Config;
-use ors::server::{RunningServer, spawn};
+use ors::app::{Config, spawn};
+use ors::server::RunningServer;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -36,9 +36,12 @@ fn config() -> Config {
     ));
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let mut config = Config {
-        // One worker: every session shares it.
-        workers: 1,
-        data_dir,
+        server: ors::server::Config {
+            // One worker: every session shares it.
+            workers: 1,
+            data_dir,
+            ..Default::default()
+        },
         ..Config::default()
     };
     config.security.allowed_dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];

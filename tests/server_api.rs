@@ -12,8 +12,9 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use ors::server::config::{Config, ScriptObject};
-use ors::server::{RunningServer, spawn};
+use ors::app::{Config, spawn};
+use ors::server::RunningServer;
+use ors::server::config::ScriptObject;
 use serde_json::{Value, json};
 
 fn fixtures() -> PathBuf {
@@ -37,7 +38,10 @@ fn scratch_dir() -> PathBuf {
 
 fn base_config() -> Config {
     let mut config = Config {
-        workers: 2,
+        server: ors::server::Config {
+            workers: 2,
+            ..Default::default()
+        },
         ..Config::default()
     };
     config.security.allowed_dirs = vec![fixtures(), std::env::temp_dir()];
@@ -68,7 +72,7 @@ impl Api {
         Api {
             base: format!("http://{}", server.addr),
             server: Some(server),
-            client: ors::loader::http_client(Duration::from_secs(30)),
+            client: ors::io::http::http_client(Duration::from_secs(30)),
             token,
         }
     }

@@ -2,7 +2,8 @@
 //! parses, unknown keys and unsafe settings are refused, script objects
 //! match by name ignoring case.
 
-use ors::server::config::{Config, ConfigError};
+use ors::app::Config;
+use ors::server::config::ConfigError;
 
 #[test]
 fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
@@ -11,7 +12,10 @@ fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
     let defaults = Config::default();
     assert_eq!(config.listen, defaults.listen);
     assert_eq!(config.data_dir, defaults.data_dir);
-    assert_eq!(config.gms.services, defaults.gms.services);
+    assert_eq!(
+        config.contact_centre.gms.services,
+        defaults.contact_centre.gms.services
+    );
     assert_eq!(config.store.url, defaults.store.url);
     assert_eq!(
         config.store.hibernate_after_secs,
@@ -40,15 +44,22 @@ fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
     assert_eq!(script.params["label"], "from the script object");
     assert!(config.script("CounterDemo").unwrap().1.is_none());
     // The GMS wiring it spells out is the default one.
-    assert_eq!(config.gms.chat_endpoint, defaults.gms.chat_endpoint);
     assert_eq!(
-        config.interaction_queues["chat_inbound"].application,
-        defaults.interaction_queues["chat_inbound"].application
+        config.contact_centre.gms.chat_endpoint,
+        defaults.contact_centre.gms.chat_endpoint
+    );
+    assert_eq!(
+        config.contact_centre.interaction_queues["chat_inbound"].application,
+        defaults.contact_centre.interaction_queues["chat_inbound"].application
     );
     let inbound = config.script("GMSInbound").expect("inbound script").0;
     assert_eq!(inbound.params["app_selected_agent_group"], "Chat_Overflow");
-    let agents = config.backends.simulator.effective_agents();
-    let demo = defaults.backends.simulator.effective_agents();
+    let agents = config.contact_centre.backends.simulator.effective_agents();
+    let demo = defaults
+        .contact_centre
+        .backends
+        .simulator
+        .effective_agents();
     let ids = |a: &[ors::backends::AgentSettings]| -> Vec<(String, Vec<String>)> {
         a.iter().map(|a| (a.id.clone(), a.groups.clone())).collect()
     };
@@ -104,13 +115,19 @@ fn store_urls_other_than_sqlite_postgres_or_none_are_refused() {
 #[test]
 fn gms_services_default_to_the_chat_immediate_demo_and_are_checked() {
     let defaults = Config::default();
-    assert!(defaults.gms.services.contains_key("chat-immediate"));
+    assert!(
+        defaults
+            .contact_centre
+            .gms
+            .services
+            .contains_key("chat-immediate")
+    );
     let own = Config::parse(
         "[gms.services.support]\n_target = \"Support@StatServer.GA\"\n_urs_virtual_queue = \"VQ\"\n",
         "t.toml",
     )
     .expect("a service of one's own");
-    assert_eq!(own.gms.services.len(), 1);
+    assert_eq!(own.contact_centre.gms.services.len(), 1);
     let err = Config::parse(
         "[gms.services.support]\n_target = \"Support@StatServer\"\n_urs_virtual_queue = \"VQ\"\n",
         "t.toml",

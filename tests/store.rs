@@ -12,10 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
+use ors::gms::records::{CallbackQuery, CallbackRow};
+use ors::interpreter::{Event, Host, Session, SessionOptions, SessionSnapshot};
 use ors::store::{
     CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError,
     StoreLocation, WriteBatch, document_hash,
 };
+use ors::{LoadOptions, parse_document};
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
@@ -107,15 +110,15 @@ impl TestDb {
 
     /// A store on this database (running migrations).
     async fn open(&self) -> Arc<dyn Store> {
-        ors::store::open(&self.location, 4)
+        ors::store::open(&self.location, 4, ors::gms::records::MIGRATIONS)
             .await
             .unwrap_or_else(|e| panic!("{}: store opens: {e}", self.label))
             .expect("a persistent location gives a store")
     }
 
-    /// How many migrations the schema records as applied, and which.
-    async fn applied_migrations(&self) -> Vec<i64> {
-        let sql = "SELECT version FROM ors_migrations ORDER BY version";
+    /// Runs `statements` straight on the database, past the store (to lay
+    /// down rows as an older version of `ors` wrote them).
+    async fn execute_raw(&self, statements: &[String]) {
         match &self.location {
             StoreLocation::Sqlite { path, .. } => {
                 let mut conn = SqliteConnectOptions::new()
@@ -123,7 +126,71 @@ impl TestDb {
                     .connect()
                     .await
                     .expect("sqlite connects");
-                let versions: Vec<i64> = sqlx::query_scalar(sql)
+                for sql in statements {
+                    conn.execute(sql.as_str())
+                        .await
+                        .unwrap_or_else(|e| panic!("sqlite: {sql}: {e}"));
+                }
+                let _ = conn.close().await;
+            }
+            StoreLocation::Postgres { url } => {
+                let mut conn = PgConnection::connect(url).await.expect("postgres connects");
+                for sql in statements {
+                    conn.execute(sql.as_str())
+                        .await
+                        .unwrap_or_else(|e| panic!("postgres: {sql}: {e}"));
+                }
+                let _ = conn.close().await;
+            }
+            StoreLocation::None => unreachable!("test databases persist"),
+        }
+    }
+
+    /// Every key in the documents table, sorted, read past the store.
+    async fn document_keys(&self) -> Vec<String> {
+        let sql = "SELECT hash FROM ors_documents ORDER BY hash";
+        match &self.location {
+            StoreLocation::Sqlite { path, .. } => {
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .connect()
+                    .await
+                    .expect("sqlite connects");
+                let keys: Vec<String> = sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("ors_documents is readable");
+                let _ = conn.close().await;
+                keys
+            }
+            StoreLocation::Postgres { url } => {
+                let mut conn = PgConnection::connect(url).await.expect("postgres connects");
+                let keys: Vec<String> = sqlx::query_scalar(sql)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("ors_documents is readable");
+                let _ = conn.close().await;
+                keys
+            }
+            StoreLocation::None => unreachable!("test databases persist"),
+        }
+    }
+
+    /// How many migrations the schema records as applied, and which.
+    /// The migrations recorded: the core's versions as `core:N`, then the
+    /// extensions' as `component:N`.
+    async fn applied_migrations(&self) -> Vec<String> {
+        let sql = "SELECT 'core:' || CAST(version AS TEXT) FROM ors_migrations \
+                   UNION ALL SELECT component || ':' || CAST(version AS TEXT) \
+                   FROM ors_component_migrations ORDER BY 1";
+        match &self.location {
+            StoreLocation::Sqlite { path, .. } => {
+                let mut conn = SqliteConnectOptions::new()
+                    .filename(path)
+                    .connect()
+                    .await
+                    .expect("sqlite connects");
+                let versions: Vec<String> = sqlx::query_scalar(sql)
                     .fetch_all(&mut conn)
                     .await
                     .expect("ors_migrations is readable");
@@ -132,7 +199,7 @@ impl TestDb {
             }
             StoreLocation::Postgres { url } => {
                 let mut conn = PgConnection::connect(url).await.expect("postgres connects");
-                let versions: Vec<i64> = sqlx::query_scalar(sql)
+                let versions: Vec<String> = sqlx::query_scalar(sql)
                     .fetch_all(&mut conn)
                     .await
                     .expect("ors_migrations is readable");
@@ -326,7 +393,7 @@ async fn written_session_and_document_load_back_with_every_field() {
                 documents: vec![doc.clone(), doc_without_location.clone()],
                 upserts: vec![empty.clone(), full.clone()],
                 deletes: vec![],
-                callbacks: vec![],
+                statements: vec![],
             },
         )
         .await;
@@ -428,7 +495,7 @@ async fn deleted_sessions_are_gone_and_others_stay() {
             WriteBatch {
                 upserts: vec![row("other", "other", None, 4)],
                 deletes: vec!["c1".into(), "never-existed".into()],
-                callbacks: vec![],
+                statements: vec![],
                 ..WriteBatch::default()
             },
         )
@@ -450,7 +517,7 @@ async fn deleted_sessions_are_gone_and_others_stay() {
             label,
             WriteBatch {
                 deletes: vec!["r".into(), "c2".into()],
-                callbacks: vec![],
+                statements: vec![],
                 ..WriteBatch::default()
             },
         )
@@ -643,7 +710,7 @@ async fn purge_halted_deletes_only_halted_sessions_ended_before_the_cutoff_and_u
                     },
                 ],
                 deletes: vec![],
-                callbacks: vec![],
+                statements: vec![],
             },
         )
         .await;
@@ -756,7 +823,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
                 documents: vec![doc.clone()],
                 upserts: vec![kept.clone()],
                 deletes: vec![],
-                callbacks: vec![],
+                statements: vec![],
             },
         )
         .await;
@@ -779,7 +846,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
 
         assert_eq!(
             db.applied_migrations().await,
-            [1, 2],
+            ["core:1", "gms:1"],
             "{label}: each migration is recorded once"
         );
     }
@@ -828,7 +895,7 @@ async fn a_batch_larger_than_one_statement_lands_completely() {
             label,
             WriteBatch {
                 deletes: deleted.clone(),
-                callbacks: vec![],
+                statements: vec![],
                 ..WriteBatch::default()
             },
         )
@@ -918,20 +985,17 @@ impl Store for Recording {
     fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.inner.purge_halted(ended_before)
     }
-    fn load_callback<'a>(
+    fn query<'a>(
         &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<ors::store::CallbackRow, StoreError>> {
-        self.inner.load_callback(id)
+        statement: &'a ors::store::Statement,
+    ) -> BoxFuture<'a, Result<Vec<Vec<ors::store::SqlValue>>, StoreError>> {
+        self.inner.query(statement)
     }
-    fn query_callbacks<'a>(
+    fn execute<'a>(
         &'a self,
-        query: &'a ors::store::CallbackQuery,
-    ) -> BoxFuture<'a, Result<Vec<ors::store::CallbackRow>, StoreError>> {
-        self.inner.query_callbacks(query)
-    }
-    fn purge_callbacks(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.purge_callbacks(now)
+        statement: &'a ors::store::Statement,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner.execute(statement)
     }
 }
 
@@ -975,13 +1039,13 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
                 documents: vec![doc.clone()],
                 upserts: vec![shared, row(&format!("own-{k}"), "own", None, 100 + k)],
                 deletes: vec![],
-                callbacks: vec![],
+                statements: vec![],
             }));
         }
         answers.push(handle.submit(upserts(vec![row("gone", "gone", None, 2)])));
         answers.push(handle.submit(WriteBatch {
             deletes: vec!["gone".into(), "back".into()],
-            callbacks: vec![],
+            statements: vec![],
             ..WriteBatch::default()
         }));
         answers.push(handle.submit(upserts(vec![SessionRow {
@@ -1034,7 +1098,7 @@ async fn committer_merges_queued_submissions_into_one_write_where_later_rows_win
                         documents: vec![doc.clone()],
                         upserts: vec![r],
                         deletes: vec![],
-                        callbacks: vec![],
+                        statements: vec![],
                     });
                     answer.await.expect("answered")?;
                 }
@@ -1086,7 +1150,7 @@ async fn committer_reports_a_failed_write_to_every_sender_and_resends_its_docume
                 ..row(id, id, None, 1)
             }],
             deletes: vec![],
-            callbacks: vec![],
+            statements: vec![],
         };
 
         recording.fail_next.store(true, Ordering::SeqCst);
@@ -1151,14 +1215,8 @@ async fn committer_run_finishes_after_every_handle_is_dropped_and_commits_what_w
     }
 }
 
-fn callback(
-    id: &str,
-    number: &str,
-    state: &str,
-    created_at: i64,
-    expires_at: i64,
-) -> ors::store::CallbackRow {
-    ors::store::CallbackRow {
+fn callback(id: &str, number: &str, state: &str, created_at: i64, expires_at: i64) -> CallbackRow {
+    CallbackRow {
         id: id.into(),
         service: "chat-immediate".into(),
         customer_number: number.into(),
@@ -1171,71 +1229,280 @@ fn callback(
     }
 }
 
+/// Callback records are the GMS extension's own table, written through the
+/// group committer and read with the store's generic statements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_records_round_trip_are_queried_replaced_and_purged() {
+    use ors::gms::records::Records;
     for db in test_databases().await {
         let store = db.open().await;
         let label = db.label;
-        let batch = |rows| WriteBatch {
-            callbacks: rows,
-            ..WriteBatch::default()
-        };
-        write(
-            &store,
-            label,
-            batch(vec![
-                callback("a", "111", "QUEUED", 1, 1_000),
-                callback("b", "111", "QUEUED", 2, 5_000),
-                callback("c", "222", "QUEUED", 3, 5_000),
-            ]),
-        )
-        .await;
-        let a = store.load_callback("a").await.unwrap();
-        assert_eq!(a, callback("a", "111", "QUEUED", 1, 1_000), "{label}");
-        assert!(
-            matches!(
-                store.load_callback("zz").await,
-                Err(StoreError::NotFound(_))
-            ),
-            "{label}"
-        );
-        write(
-            &store,
-            label,
-            batch(vec![callback("b", "111", "COMPLETED", 2, 5_000)]),
-        )
-        .await;
-        let ids = |rows: Vec<ors::store::CallbackRow>| -> Vec<String> {
-            rows.into_iter().map(|r| r.id).collect()
-        };
-        let by_number = ors::store::CallbackQuery {
+        let (committer, commits) = Committer::new(store.clone());
+        let task = tokio::spawn(committer.run());
+        let records = Records::new(Some(store.clone()), Some(commits.clone()));
+        // Expiry times in the future (reads leave out expired records):
+        // `a` expires first, and the purge runs at a time between.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let (soon, later) = (now + 1_000_000, now + 5_000_000);
+        for row in [
+            callback("a", "111", "QUEUED", 1, soon),
+            callback("b", "111", "QUEUED", 2, later),
+            callback("c", "222", "QUEUED", 3, later),
+        ] {
+            records.save(row).await.unwrap();
+        }
+        let a = records.get("a").await.unwrap();
+        assert_eq!(a, Some(callback("a", "111", "QUEUED", 1, soon)), "{label}");
+        assert_eq!(records.get("zz").await.unwrap(), None, "{label}");
+        records
+            .save(callback("b", "111", "COMPLETED", 2, later))
+            .await
+            .unwrap();
+        let ids =
+            |rows: Vec<CallbackRow>| -> Vec<String> { rows.into_iter().map(|r| r.id).collect() };
+        let by_number = CallbackQuery {
             customer_number: Some("111".into()),
             limit: 10,
             ..Default::default()
         };
         assert_eq!(
-            ids(store.query_callbacks(&by_number).await.unwrap()),
+            ids(records.query(&by_number).await.unwrap()),
             ["b", "a"],
             "{label}"
         );
-        let queued = ors::store::CallbackQuery {
+        let queued = CallbackQuery {
             service: Some("chat-immediate".into()),
             state: Some("queued".into()),
             limit: 10,
             ..Default::default()
         };
         assert_eq!(
-            ids(store.query_callbacks(&queued).await.unwrap()),
+            ids(records.query(&queued).await.unwrap()),
             ["c", "a"],
             "{label}"
         );
-        assert_eq!(store.purge_callbacks(2_000).await.unwrap(), 1, "{label}");
-        assert!(store.load_callback("a").await.is_err(), "{label}");
         assert_eq!(
-            store.load_callback("b").await.unwrap().state,
+            records.purge_before(now + 2_000_000).await.unwrap(),
+            1,
+            "{label}"
+        );
+        assert_eq!(records.get("a").await.unwrap(), None, "{label}");
+        assert_eq!(
+            records.get("b").await.unwrap().unwrap().state,
             "COMPLETED",
             "{label}"
         );
+        drop(records);
+        stop_committer(commits, task).await;
         drop(store);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Documents keyed by the old hash
+// ---------------------------------------------------------------------------
+
+/// The key stores used for a document before SHA-256: 128-bit FNV-1a of the
+/// text as 32 hex digits (offset basis and prime from the FNV reference).
+fn legacy_document_hash(text: &str) -> String {
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013B;
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in text.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    format!("{h:032x}")
+}
+
+/// `value` as an SQL string literal.
+fn sql_text(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// An `INSERT` of `row` into `ors_sessions`, as an older `ors` wrote it.
+fn insert_session_sql(row: &SessionRow) -> String {
+    let text = |v: &Option<String>| v.as_deref().map_or("NULL".to_string(), sql_text);
+    let int = |v: Option<i64>| v.map_or("NULL".to_string(), |n| n.to_string());
+    format!(
+        "INSERT INTO ors_sessions (id, root, parent, invokeid, src, doc_hash, status, seq, \
+         started_at, ended_at, idealtime, events, wake_at, updated_at, snapshot) VALUES \
+         ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+        sql_text(&row.id),
+        sql_text(&row.root),
+        text(&row.parent),
+        text(&row.invokeid),
+        sql_text(&row.src),
+        text(&row.doc_hash),
+        sql_text(&row.status),
+        row.seq,
+        row.started_at,
+        int(row.ended_at),
+        int(row.idealtime),
+        row.events,
+        int(row.wake_at),
+        row.started_at,
+        sql_text(&row.snapshot),
+    )
+}
+
+/// A host for running a session in the test: a fixed clock, no I/O.
+struct StillHost;
+
+impl Host for StillHost {
+    fn now_ms(&mut self) -> u64 {
+        1_700_000_000_000
+    }
+    fn log(&mut self, _session: &str, _label: Option<&str>, _message: &str) {}
+}
+
+const COUNTER_DOC: &str = r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0"
+       datamodel="ecmascript" initial="idle" name="counter">
+  <datamodel><data id="count" expr="0"/></datamodel>
+  <script>function next(n) { return n + 1; }</script>
+  <state id="idle">
+    <transition event="bump"><assign location="count" expr="next(count)"/></transition>
+    <transition event="stop" target="done"/>
+  </state>
+  <final id="done"><donedata><param name="count" expr="count"/></donedata></final>
+</scxml>"#;
+
+/// Delivers `names` to `session` as external events, one macrostep each.
+fn deliver(session: &mut Session, names: &[&str]) {
+    for name in names {
+        session.enqueue_external(Event::external(*name, None));
+        while session.process_next_external(&mut StillHost).is_some() {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_under_the_old_hash_are_rekeyed_on_open_and_their_sessions_recover() {
+    for db in test_databases().await {
+        let label = db.label;
+        // The schema as the current migrations leave it, then rows as a
+        // store keyed by the old hash held them.
+        drop(db.open().await);
+
+        let doc = parse_document(COUNTER_DOC, None, &LoadOptions::default()).expect("parses");
+        let options = SessionOptions {
+            session_id: Some("migrated-root".into()),
+            ..SessionOptions::default()
+        };
+        let mut session = Session::new(Arc::new(doc), options.clone());
+        session.start(&mut StillHost);
+        deliver(&mut session, &["bump", "bump"]);
+        let snapshot =
+            serde_json::to_string(&session.snapshot().expect("snapshot")).expect("serializes");
+        drop(session);
+
+        let other_text = "<scxml xmlns='http://www.w3.org/2005/07/scxml' name='other'/>";
+        let old_counter = legacy_document_hash(COUNTER_DOC);
+        let old_other = legacy_document_hash(other_text);
+        let root = SessionRow {
+            doc_hash: Some(old_counter.clone()),
+            events: 2,
+            snapshot,
+            ..row("migrated-root", "migrated-root", None, 1)
+        };
+        let child = row("migrated-child", "migrated-root", Some("migrated-root"), 2);
+        let finished = SessionRow {
+            doc_hash: Some(old_other.clone()),
+            ..halted("finished", 3, "completed", 1_700_000_000_500)
+        };
+        let mut statements = vec![
+            format!(
+                "INSERT INTO ors_documents (hash, location, text, stored_at) VALUES \
+                 ({}, 'counter.scxml', {}, 1700000000000)",
+                sql_text(&old_counter),
+                sql_text(COUNTER_DOC)
+            ),
+            format!(
+                "INSERT INTO ors_documents (hash, location, text, stored_at) VALUES \
+                 ({}, NULL, {}, 1700000000000)",
+                sql_text(&old_other),
+                sql_text(other_text)
+            ),
+        ];
+        statements.extend([&root, &child, &finished].map(insert_session_sql));
+        db.execute_raw(&statements).await;
+
+        // Opening re-keys: only SHA-256 keys are left, and each session
+        // points at the key of its own document's text.
+        let store = db.open().await;
+        let new_counter = document_hash(COUNTER_DOC);
+        let new_other = document_hash(other_text);
+        let mut expected_keys = vec![new_counter.clone(), new_other.clone()];
+        expected_keys.sort();
+        assert_eq!(db.document_keys().await, expected_keys, "{label}");
+        assert_eq!(
+            load(&store, label, "migrated-root").await,
+            SessionRow {
+                doc_hash: Some(new_counter.clone()),
+                ..root.clone()
+            },
+            "{label}"
+        );
+        assert_eq!(
+            load(&store, label, "migrated-child").await,
+            child,
+            "{label}"
+        );
+        assert_eq!(
+            load(&store, label, "finished").await.doc_hash,
+            Some(new_other.clone()),
+            "{label}"
+        );
+        assert_document_not_found(store.load_document(&old_counter).await, &old_counter, label);
+        assert_eq!(
+            store
+                .load_document(&new_other)
+                .await
+                .expect("re-keyed document"),
+            DocumentRow {
+                hash: new_other.clone(),
+                location: None,
+                text: other_text.into(),
+            },
+            "{label}"
+        );
+
+        // The session recovers the way the server wakes one: its row, the
+        // document under its doc_hash, then the snapshot restored into it.
+        let roots = store.running_roots().await.expect("running roots");
+        assert_eq!(
+            roots.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["migrated-root"],
+            "{label}"
+        );
+        let tree = store.load_tree("migrated-root").await.expect("tree loads");
+        let stored = store
+            .load_document(tree[0].doc_hash.as_deref().expect("a stored document"))
+            .await
+            .expect("its document loads");
+        assert_eq!(stored.location.as_deref(), Some("counter.scxml"), "{label}");
+        let doc = parse_document(&stored.text, None, &LoadOptions::default()).expect("parses");
+        let snapshot: SessionSnapshot =
+            serde_json::from_str(&tree[0].snapshot).expect("snapshot reads");
+        let mut session =
+            Session::restore(Arc::new(doc), &snapshot, options.clone()).expect("restores");
+        deliver(&mut session, &["bump", "stop"]);
+        assert!(!session.is_running(), "{label}: stop halts the session");
+        assert_eq!(
+            session.done_data(),
+            Some(&serde_json::json!({ "count": 3 })),
+            "{label}: two bumps before the migration, one after"
+        );
+
+        // A second open finds nothing left to re-key.
+        drop(store);
+        let again = db.open().await;
+        assert_eq!(db.document_keys().await, expected_keys, "{label}");
+        assert_eq!(
+            load(&again, label, "migrated-root").await.doc_hash,
+            Some(new_counter),
+            "{label}"
+        );
     }
 }

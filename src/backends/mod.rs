@@ -27,6 +27,7 @@ pub mod routing_http;
 pub mod routing_sim;
 pub mod settings;
 pub mod simulator;
+pub mod target;
 
 pub use admin::admin_router;
 pub use chat_http::{HttpChat, chat_protocol_router};
@@ -38,8 +39,7 @@ pub use simulator::{SimError, Simulator, build};
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A boxed future that can cross threads (backend calls).
@@ -54,27 +54,10 @@ pub struct Backends {
     pub chat: Arc<dyn chat::ChatBackend>,
 }
 
-/// A new id: 16 lowercase hex digits, unique within the process (a
-/// bijective mix of a per-process random seed and a counter).
+/// A new id for a backend object ([`crate::ids::object_id`]: 16 lowercase
+/// hex digits).
 pub(crate) fn new_id() -> String {
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.finish()
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // splitmix64's finaliser: a bijection, so distinct inputs stay distinct.
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    format!("{:016x}", z ^ (z >> 31))
+    crate::ids::object_id()
 }
 
 /// Milliseconds since the Unix epoch.

@@ -24,7 +24,7 @@ pub struct ReserveRequest {
     pub media: String,
     /// The `_target` option text: a target string such as
     /// `Billing@StatServer.GA` or `?:English=20&Loans=2@StatServer.GA`,
-    /// or a JSON list of steps (see [`crate::gms::target`]).
+    /// or a JSON list of steps (see [`crate::backends::target`]).
     pub target: String,
     /// Higher is served first among requests waiting for the same agents.
     #[serde(default)]

@@ -5,7 +5,7 @@
 //! # Targets
 //!
 //! `reserve` parses the request's `_target` with
-//! [`crate::gms::target::parse_target_option`]. A named target selects:
+//! [`crate::backends::target::parse_target_option`]. A named target selects:
 //! `A` the agent with that id (or that name), `AP` the agent at that
 //! place, `GA`, `GP` and `GC` the agents listing that name in their
 //! `groups` (place and campaign groups are simply group names here). A
@@ -63,8 +63,8 @@ use super::background::Background;
 use super::routing::{Reservation, ReserveRequest, RoutingBackend, RoutingError};
 use super::settings::{AgentSettings, SimulatorSettings};
 use super::{BoxFuture, SimError, lock, new_id};
-use crate::gms::target::{Selector, StatCheck, Target, TargetKind, TargetStep};
-use crate::gms::target::{parse_target, parse_target_option};
+use crate::backends::target::{Selector, StatCheck, Target, TargetKind, TargetStep};
+use crate::backends::target::{parse_target, parse_target_option};
 
 /// What a waiting `reserve` receives.
 type Outcome = Result<Reservation, RoutingError>;
@@ -676,24 +676,26 @@ impl RoutingSim {
     /// Logs an agent in (waiting requests may take them at once) or out
     /// (never chosen while logged out).
     pub fn set_logged_in(&self, id: &str, logged_in: bool) -> Result<AgentStatus, SimError> {
-        let mut state = lock(&self.state);
-        state.agent_mut(id)?.logged_in = logged_in;
-        if logged_in {
-            state.serve_agent(id);
-        }
-        state
-            .agents
-            .get(id)
-            .map(Agent::status)
-            .ok_or_else(|| SimError::NotFound(format!("no agent '{id}'")))
+        self.switch_agent(id, logged_in, |agent| agent.logged_in = logged_in)
     }
 
     /// Makes an agent ready (waiting requests may take them at once) or
     /// not ready.
     pub fn set_ready(&self, id: &str, ready: bool) -> Result<AgentStatus, SimError> {
+        self.switch_agent(id, ready, |agent| agent.ready = ready)
+    }
+
+    /// Changes an agent with `change`; when the change made them available
+    /// (`available`), waiting requests may take them at once.
+    fn switch_agent(
+        &self,
+        id: &str,
+        available: bool,
+        change: impl FnOnce(&mut Agent),
+    ) -> Result<AgentStatus, SimError> {
         let mut state = lock(&self.state);
-        state.agent_mut(id)?.ready = ready;
-        if ready {
+        change(state.agent_mut(id)?);
+        if available {
             state.serve_agent(id);
         }
         state

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::server::config::{Config, LogFormat};
+use crate::app::Config;
+use crate::server::config::LogFormat;
 
 /// Command-line settings of `ors serve`; each overrides the configuration
 /// file.
@@ -83,7 +84,7 @@ pub fn serve(options: ServeOptions) -> i32 {
                 return 1;
             }
         };
-        match crate::server::run(listener, config, crate::server::shutdown_signal()).await {
+        match crate::app::run(listener, config, crate::server::shutdown_signal()).await {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");

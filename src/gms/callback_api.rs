@@ -20,14 +20,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use super::Gms;
 use super::records::{self, iso_utc, record_json};
+use super::records::{CallbackQuery, CallbackRow};
 use super::service::{CallbackRequest, Service, ServiceError};
-use crate::server::ServerContext;
 use crate::server::error::ApiError;
-use crate::server::params::read_params;
-use crate::store::{CallbackQuery, CallbackRow};
+use crate::server::params::read_request;
 
-type Ctx = State<Arc<ServerContext>>;
+type Ctx = State<Arc<Gms>>;
 
 /// Options a request may not change (they decide what the service is).
 const FIXED_OPTIONS: &[&str] = &["_type", "_service", "_service_type", "_media_type"];
@@ -77,25 +77,6 @@ fn unknown_service(name: &str) -> ApiError {
     )
 }
 
-/// A new service id: a short counter-like prefix and a UUID-shaped body,
-/// as GMS ids look (`369-01d32409-b4bb-4884-b266-02d8216fe5e3`).
-fn new_service_id(ctx: &ServerContext) -> String {
-    let hex: String = (0..3)
-        .map(|_| ctx.pool.random_token().to_ascii_lowercase())
-        .collect();
-    let hex = hex.as_bytes();
-    let part = |a: usize, b: usize| String::from_utf8_lossy(&hex[a..b]).into_owned();
-    let prefix = u32::from_str_radix(&part(0, 4), 16).unwrap_or(0) % 1000;
-    format!(
-        "{prefix}-{}-{}-{}-{}-{}",
-        part(4, 12),
-        part(12, 16),
-        part(16, 20),
-        part(20, 24),
-        part(24, 36)
-    )
-}
-
 /// JSON with the seed's no-cache headers.
 fn no_cache_json(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
@@ -120,17 +101,10 @@ pub async fn create(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let Some(service) = ctx.gms.services.get(&name) else {
+    let Some(service) = ctx.services.get(&name) else {
         return Err(unknown_service(&name));
     };
-    let (parts, body) = request.into_parts();
-    let params = read_params(
-        parts.uri.query(),
-        &parts.headers,
-        body,
-        ctx.config.limits.max_body_bytes,
-    )
-    .await?;
+    let (parts, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
     let request = CallbackRequest::from_params(params).map_err(service_error)?;
     // Options given with the request override the service's, except the
     // ones that make it this kind of service; all are checked again.
@@ -150,8 +124,8 @@ pub async fn create(
         service.clone()
     };
     let gms_user = gms_user(&parts.headers);
-    let base = public_base(&parts.headers, &ctx.gms.base_url);
-    let id = new_service_id(&ctx);
+    let base = public_base(&parts.headers, &ctx.base_url);
+    let id = crate::ids::gms_service_id();
     let now = crate::host::wall_clock_ms() as i64;
     let ttl_secs = service
         .options
@@ -193,9 +167,9 @@ pub async fn create(
     }
     let src = match service.options.get("_service") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        _ => ctx.gms.document_url("callback.scxml"),
+        _ => ctx.document_url("callback.scxml"),
     };
-    let session_id = ctx.pool.new_session_id();
+    let session_id = ctx.sessions.new_session_id();
 
     let mut record = Map::new();
     record.insert("_id".into(), Value::from(id.clone()));
@@ -237,19 +211,15 @@ pub async fn create(
     };
     // The record first, so a chat that starts the moment the reply
     // arrives finds it; then the session, which waits for that chat.
-    ctx.gms
-        .records
-        .save(row)
-        .await
-        .map_err(ApiError::unavailable)?;
+    ctx.records.save(row).await.map_err(ApiError::from)?;
     let mut params = Map::new();
     params.insert("_data".into(), Value::Object(data));
     if let Err(e) = ctx
-        .start_session_with_id(session_id, &src, params, None)
+        .sessions
+        .start_with_id(session_id, &src, params, None)
         .await
     {
         let _ = ctx
-            .gms
             .records
             .update(
                 &id,
@@ -290,7 +260,7 @@ pub async fn query(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    if !ctx.gms.services.contains_key(&name) {
+    if !ctx.services.contains_key(&name) {
         return Err(unknown_service(&name));
     }
     let q = query_of(request.uri().query(), Some(name));
@@ -306,11 +276,10 @@ pub async fn query_any(State(ctx): Ctx, request: Request) -> Result<Response, Ap
     match id {
         Some(id) => {
             let rows: Vec<Value> = ctx
-                .gms
                 .records
                 .get(&id)
                 .await
-                .map_err(ApiError::unavailable)?
+                .map_err(ApiError::from)?
                 .iter()
                 .map(record_json)
                 .collect();
@@ -344,13 +313,12 @@ fn query_of(query: Option<&str>, service: Option<String>) -> CallbackQuery {
     q
 }
 
-async fn records_reply(ctx: &ServerContext, q: &CallbackQuery) -> Result<Response, ApiError> {
+async fn records_reply(ctx: &Gms, q: &CallbackQuery) -> Result<Response, ApiError> {
     let rows: Vec<Value> = ctx
-        .gms
         .records
         .query(q)
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .iter()
         .map(record_json)
         .collect();
@@ -366,15 +334,14 @@ fn unknown_record(id: &str) -> ApiError {
 }
 
 /// The record `id` of service `name`, or 404.
-async fn record_of(ctx: &ServerContext, name: &str, id: &str) -> Result<CallbackRow, ApiError> {
-    if !ctx.gms.services.contains_key(name) {
+async fn record_of(ctx: &Gms, name: &str, id: &str) -> Result<CallbackRow, ApiError> {
+    if !ctx.services.contains_key(name) {
         return Err(unknown_service(name));
     }
-    ctx.gms
-        .records
+    ctx.records
         .get(id)
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .filter(|r| r.service == name)
         .ok_or_else(|| unknown_record(id))
 }
@@ -402,15 +369,14 @@ pub async fn cancel(
         ));
     }
     let (row, _) = ctx
-        .gms
         .records
         .update(&id, records::CANCELLED, Some("cancelled"), Map::new())
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| unknown_record(&id))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     if ctx
-        .pool
+        .sessions
         .send(
             &row.session_id,
             crate::server::worker::Command::Terminate {

@@ -27,16 +27,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use super::Gms;
 use super::callback_api::{gms_user, public_base};
 use super::records::iso_utc;
 use crate::backends::chat::{
     ChatError, ChatState, ChatUpdate, EntryKind, NewChat, TranscriptEntry,
 };
-use crate::server::ServerContext;
 use crate::server::error::ApiError;
-use crate::server::params::read_params;
+use crate::server::params::read_request;
 
-type Ctx = State<Arc<ServerContext>>;
+type Ctx = State<Arc<Gms>>;
 
 /// The channel pushes go to.
 pub const PUSH_CHANNEL: &str = "/_genesys";
@@ -220,7 +220,10 @@ fn chat_error(e: ChatError) -> ApiError {
         ChatError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "chat_not_found", m),
         ChatError::Ended => ApiError::new(StatusCode::CONFLICT, "chat_ended", "the chat has ended"),
         ChatError::Invalid(m) => ApiError::bad_parameter(m),
-        ChatError::Backend(m) => ApiError::unavailable(m),
+        ChatError::Backend(m) => {
+            tracing::error!(error = %m, "chat backend failed");
+            ApiError::unavailable("the chat service is unavailable (see the server log)")
+        }
     }
 }
 
@@ -238,20 +241,12 @@ pub async fn create(
     Path(service_id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let mut params = read_params(
-        parts.uri.query(),
-        &parts.headers,
-        body,
-        ctx.config.limits.max_body_bytes,
-    )
-    .await?;
+    let (parts, mut params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
     let record = ctx
-        .gms
         .records
         .get(&service_id)
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -302,12 +297,11 @@ pub async fn create(
     user_data.insert("EmailAddress".into(), Value::from(email.clone()));
     user_data.insert("Subject".into(), Value::from(subject.clone()));
     let queue = ctx
-        .gms
         .services
         .get(&record.service)
         .and_then(|s| s.options.get("_chat_endpoint"))
         .map(crate::modules::value_text)
-        .unwrap_or_else(|| ctx.config.gms.chat_endpoint.clone());
+        .unwrap_or_else(|| ctx.settings.gms.chat_endpoint.clone());
     let queue = queue.rsplit(':').next().unwrap_or_default().to_string();
     let chat = ctx
         .backends
@@ -333,7 +327,7 @@ pub async fn create(
         pushed: 0,
         started_at: chat.started_at_ms,
     };
-    ctx.gms.chats.insert(binding.clone());
+    ctx.chats.insert(binding.clone());
     // Entries made before the binding existed (the customer's join) are
     // pushed here; later ones by `push_chat_updates`.
     if let Ok(page) = ctx.backends.chat.transcript(&binding.chat_id, 1).await {
@@ -341,13 +335,13 @@ pub async fn create(
             push_entry(&ctx, &binding, page.state, entry);
         }
     }
-    let base = public_base(&parts.headers, &ctx.gms.base_url);
+    let base = public_base(&parts.headers, &ctx.base_url);
     reply_from(&ctx, &binding, 1, verbose.then_some(base.as_str())).await
 }
 
 /// The reply with entries from `from` on; marks them shown.
 async fn reply_from(
-    ctx: &ServerContext,
+    ctx: &Gms,
     binding: &Binding,
     from: u64,
     verbose: Option<&str>,
@@ -358,8 +352,7 @@ async fn reply_from(
         .transcript(&binding.chat_id, from.max(1))
         .await
         .map_err(chat_error)?;
-    ctx.gms
-        .chats
+    ctx.chats
         .mark_shown(&binding.service_id, page.last_position);
     let body = chat_reply(
         binding,
@@ -377,22 +370,15 @@ pub async fn operation(
     Path((service_id, op)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let params = read_params(
-        parts.uri.query(),
-        &parts.headers,
-        body,
-        ctx.config.limits.max_body_bytes,
-    )
-    .await?;
-    let binding = ctx.gms.chats.get(&service_id).ok_or_else(|| {
+    let (parts, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
+    let binding = ctx.chats.get(&service_id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "chat_not_found",
             format!("no chat was started for service '{service_id}'"),
         )
     })?;
-    let base = public_base(&parts.headers, &ctx.gms.base_url);
+    let base = public_base(&parts.headers, &ctx.base_url);
     let verbose = text_param(&params, "_verbose")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
         .then_some(base.as_str());
@@ -445,7 +431,7 @@ pub async fn operation(
 
 /// Pushes every new transcript entry of a Chat API chat to its device
 /// over CometD, for the life of the server.
-pub async fn push_chat_updates(ctx: Arc<ServerContext>) {
+pub async fn push_chat_updates(ctx: Arc<Gms>) {
     let mut updates = ctx.backends.chat.subscribe();
     loop {
         let update = match updates.recv().await {
@@ -466,7 +452,7 @@ pub async fn push_chat_updates(ctx: Arc<ServerContext>) {
             ChatUpdate::Ended { chat_id, .. } => (chat_id, &[][..], ChatState::Ended),
             ChatUpdate::Created { .. } => continue,
         };
-        let Some(binding) = ctx.gms.chats.of_chat(chat_id) else {
+        let Some(binding) = ctx.chats.of_chat(chat_id) else {
             continue;
         };
         match entries.first() {
@@ -479,19 +465,15 @@ pub async fn push_chat_updates(ctx: Arc<ServerContext>) {
             let chat_id = chat_id.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(std::time::Duration::from_secs(300)).await;
-                ctx.gms.chats.forget_chat(&chat_id);
+                ctx.chats.forget_chat(&chat_id);
             });
         }
     }
 }
 
 /// Pushes one entry unless it was pushed already.
-fn push_entry(ctx: &ServerContext, binding: &Binding, state: ChatState, entry: &TranscriptEntry) {
-    if ctx
-        .gms
-        .chats
-        .claim_push(&binding.service_id, entry.position)
-    {
+fn push_entry(ctx: &Gms, binding: &Binding, state: ChatState, entry: &TranscriptEntry) {
+    if ctx.chats.claim_push(&binding.service_id, entry.position) {
         push(
             ctx,
             binding,
@@ -503,13 +485,7 @@ fn push_entry(ctx: &ServerContext, binding: &Binding, state: ChatState, entry: &
 }
 
 /// Pushes a Chat API reply to the binding's device (with `notify_by=comet`).
-fn push(
-    ctx: &ServerContext,
-    binding: &Binding,
-    state: ChatState,
-    entries: &[TranscriptEntry],
-    last: u64,
-) {
+fn push(ctx: &Gms, binding: &Binding, state: ChatState, entries: &[TranscriptEntry], last: u64) {
     let (true, Some(user)) = (binding.push, &binding.gms_user) else {
         return;
     };
@@ -523,5 +499,5 @@ fn push(
         "message".into(),
         chat_reply(binding, state, entries, last, None),
     );
-    ctx.gms.pusher.push(user, PUSH_CHANNEL, Value::Object(data));
+    ctx.pusher.push(user, PUSH_CHANNEL, Value::Object(data));
 }

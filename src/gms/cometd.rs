@@ -32,13 +32,10 @@
 //!   timer task is needed. The hub spawns no tasks and blocks on no
 //!   runtime: `publish` may be called from any thread or runtime.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -100,7 +97,6 @@ pub struct CometHub {
     settings: CometSettings,
     state: Mutex<HubState>,
     counter: AtomicU64,
-    keys: RandomState,
 }
 
 /// Everything behind the hub's lock.
@@ -309,7 +305,6 @@ impl CometHub {
                 last_prune: Instant::now(),
             }),
             counter: AtomicU64::new(0),
-            keys: RandomState::new(),
         })
     }
 
@@ -428,22 +423,9 @@ impl CometHub {
         }
     }
 
-    /// A fresh, unguessable client id: 128 bits of SipHash, keyed by this
-    /// hub's random keys, over a counter and the time.
+    /// A fresh, unguessable client id ([`crate::ids::client_id`]).
     fn new_client_id(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let mut id = String::with_capacity(32);
-        for salt in [0x636f_6d65_7464_u64, 0x6261_7965_7578] {
-            let mut h = self.keys.build_hasher();
-            h.write_u64(salt);
-            h.write_u64(n);
-            h.write_u128(nanos);
-            let _ = write!(id, "{:016x}", h.finish());
-        }
-        id
+        crate::ids::client_id()
     }
 
     /// Handles one request's messages, in order, except that the last

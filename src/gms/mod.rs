@@ -1,24 +1,39 @@
-//! GMS-style contact-centre services that run on the orchestration server:
-//! Callback service definitions and the checks a create request passes
-//! ([`service`]), the routing targets a `_target` option names
-//! ([`target`]), callback records ([`records`]), the Callback HTTP API
-//! ([`callback_api`]), Chat API v1 ([`chat_api`]), the CometD (Bayeux)
-//! endpoint that pushes chat updates to devices ([`cometd`]), and the
-//! documents we ship for them (`scxml/callback.scxml`,
-//! `scxml/inbound_chat.scxml`, served under
-//! `/genesys/1/document/service_template/callback/src/`).
+//! The contact-centre extension ([`ContactCentre`]): GMS-style services
+//! that run on the orchestration server, plugged in through the server's
+//! one extension point. Callback service definitions and the checks a
+//! create request passes ([`service`]), callback records in their own
+//! store table ([`records`]), the Callback HTTP API ([`callback_api`]),
+//! Chat API v1 ([`chat_api`]), the CometD (Bayeux) endpoint that pushes chat
+//! updates to devices ([`cometd`]), the interactions it feeds sessions
+//! ([`interactions`]), the ORS modules that act on them ([`modules`]: queue,
+//! interaction, chat, and our records module), its configuration sections
+//! ([`settings`]), and the documents we ship for them
+//! (`scxml/callback.scxml`, `scxml/inbound_chat.scxml`, served under
+//! `/genesys/1/document/service_template/callback/src/`). Routing and chat
+//! go through the backends of [`crate::backends`].
 
 pub mod callback_api;
 pub mod chat_api;
 pub mod cometd;
+pub mod interactions;
+pub mod modules;
 pub mod records;
 pub mod service;
-pub mod target;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::Router;
+use axum::routing::{get, post};
 use serde_json::Value;
+
+use crate::backends::Backends;
+use crate::backends::simulator::Simulator;
+use crate::interpreter::CustomActions;
+use crate::server::config::{Config, ScriptObject};
+use crate::server::{Extension, ExtensionError, Plugged, ServerHandles, Sessions};
+pub use settings::Settings;
 
 /// The Callback service document we ship.
 pub const CALLBACK_SCXML: &str = include_str!("../../scxml/callback.scxml");
@@ -48,8 +63,28 @@ impl Pusher for NoPush {
     }
 }
 
-/// The GMS side of the server.
+/// The contact-centre extension, configured; [`Extension::start`] makes
+/// its running state ([`Gms`]).
+pub struct ContactCentre {
+    settings: Settings,
+}
+
+impl ContactCentre {
+    /// The extension with these settings (checked again at start).
+    pub fn new(settings: Settings) -> ContactCentre {
+        ContactCentre { settings }
+    }
+}
+
+/// The running contact-centre services: what their routes, ORS modules and
+/// background tasks share.
 pub struct Gms {
+    /// The core's settings (limits, store intervals).
+    pub config: Arc<Config>,
+    /// Starting sessions and sending them events.
+    pub sessions: Sessions,
+    /// The extension's own sections.
+    pub settings: Settings,
     /// Configured services by name.
     pub services: BTreeMap<String, service::Service>,
     /// Callback records.
@@ -58,6 +93,14 @@ pub struct Gms {
     pub chats: chat_api::ChatBindings,
     /// Push transport to devices.
     pub pusher: Arc<dyn Pusher>,
+    /// The CometD endpoint devices receive pushes from.
+    pub comet: Arc<cometd::CometHub>,
+    /// The routing and chat backends.
+    pub backends: Backends,
+    /// The embedded simulator, when a backend is embedded (admin API).
+    pub simulator: Option<Arc<Simulator>>,
+    /// Interactions under the server's control.
+    pub interactions: interactions::Interactions,
     /// The server's own base URL (`http://<listen address>`), for the
     /// documents it serves itself.
     pub base_url: String,
@@ -67,6 +110,129 @@ impl Gms {
     /// The URL a shipped document is served at.
     pub fn document_url(&self, file: &str) -> String {
         format!("{}{DOCUMENT_PATH}/{file}", self.base_url)
+    }
+}
+
+impl Extension for ContactCentre {
+    fn name(&self) -> &'static str {
+        "gms"
+    }
+
+    fn migrations(&self) -> &'static [crate::store::Migration] {
+        records::MIGRATIONS
+    }
+
+    /// The inbound chat strategy's script object, as the seed configures
+    /// it: `script:GMSInbound` with `app_find_agent_timeout = 30` and
+    /// `app_selected_agent_group = "Chat_Overflow"`.
+    fn script_objects(&self, base_url: &str) -> Vec<(String, ScriptObject)> {
+        let mut params = serde_json::Map::new();
+        params.insert("app_find_agent_timeout".into(), Value::from(30));
+        params.insert(
+            "app_selected_agent_group".into(),
+            Value::from("Chat_Overflow"),
+        );
+        vec![(
+            settings::INBOUND_SCRIPT.to_string(),
+            ScriptObject {
+                url: format!("{base_url}{DOCUMENT_PATH}/inbound_chat.scxml"),
+                alternate_url: None,
+                params,
+            },
+        )]
+    }
+
+    fn start(
+        &self,
+        server: &ServerHandles,
+        actions: &mut CustomActions,
+    ) -> Result<Plugged, ExtensionError> {
+        let fail = |message: String| ExtensionError {
+            extension: "gms",
+            message,
+        };
+        self.settings.validate().map_err(|e| fail(e.to_string()))?;
+        let (backends, simulator) =
+            crate::backends::simulator::build(&self.settings.backends).map_err(fail)?;
+        let comet = cometd::CometHub::new(self.settings.gms.cometd.clone());
+        let services = self
+            .settings
+            .gms
+            .services
+            .iter()
+            .filter_map(|(name, options)| {
+                service::Service::new(name, options)
+                    .ok()
+                    .map(|s| (name.clone(), s))
+            })
+            .collect();
+        let gms = Arc::new(Gms {
+            config: server.config.clone(),
+            sessions: server.sessions.clone(),
+            settings: self.settings.clone(),
+            services,
+            records: records::Records::new(server.store.clone(), server.commits.clone()),
+            chats: chat_api::ChatBindings::default(),
+            pusher: comet.clone(),
+            comet: comet.clone(),
+            backends,
+            simulator,
+            interactions: interactions::Interactions::default(),
+            base_url: server.base_url.clone(),
+        });
+        modules::register(actions, &gms);
+        tokio::spawn(purge_callbacks(gms.clone()));
+        tokio::spawn(interactions::follow_chats(gms.clone()));
+        tokio::spawn(chat_api::push_chat_updates(gms.clone()));
+        Ok(Plugged {
+            router: router(&gms),
+            public_paths: vec![DOCUMENT_PATH.to_string()],
+            session_hook: Some(Arc::new(interactions::Mirror)),
+        })
+    }
+}
+
+/// Every route of the contact-centre services: the Callback and Chat
+/// APIs, the shipped documents, CometD, and the simulator's admin API.
+fn router(gms: &Arc<Gms>) -> Router {
+    let mut router = Router::new()
+        .route(
+            "/genesys/1/service/callback/{service}",
+            post(callback_api::create).get(callback_api::query),
+        )
+        .route("/genesys/1/service/callback", get(callback_api::query_any))
+        .route(
+            "/genesys/1/service/callback/{service}/{id}",
+            get(callback_api::get_one).delete(callback_api::cancel),
+        )
+        .route("/genesys/1/service/{id}/ixn/chat", post(chat_api::create))
+        .route(
+            "/genesys/1/service/{id}/ixn/chat/{operation}",
+            post(chat_api::operation),
+        )
+        .route(
+            &format!("{DOCUMENT_PATH}/{{file}}"),
+            get(callback_api::document),
+        )
+        .with_state(gms.clone())
+        .merge(gms.comet.router());
+    if let Some(sim) = &gms.simulator {
+        router = router.merge(crate::backends::admin::admin_router(sim.clone()));
+    }
+    router
+}
+
+/// Deletes callback records past their `_ttl`, every
+/// `store.purge_interval_secs`.
+async fn purge_callbacks(gms: Arc<Gms>) {
+    let every = std::time::Duration::from_secs(gms.config.store.purge_interval_secs.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match gms.records.purge().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "expired callback records purged"),
+            Err(e) => tracing::warn!(error = %e, "purging callback records failed"),
+        }
     }
 }
 

@@ -11,7 +11,184 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
-use crate::store::{CallbackQuery, CallbackRow, CommitHandle, Store, StoreError, WriteBatch};
+use crate::store::{CommitHandle, Migration, SqlValue, Statement, Store, WriteBatch};
+
+/// The callback table, in the store's SQL (the same for SQLite and
+/// PostgreSQL). A database made before GMS became an extension already has
+/// it, hence `IF NOT EXISTS`.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "gms",
+    version: 1,
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS ors_callbacks (
+            id TEXT PRIMARY KEY,
+            service TEXT NOT NULL,
+            customer_number TEXT NOT NULL,
+            state TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            expires_at BIGINT NOT NULL,
+            record TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS ors_callbacks_customer \
+            ON ors_callbacks (customer_number, created_at)",
+        "CREATE INDEX IF NOT EXISTS ors_callbacks_state \
+            ON ors_callbacks (service, state, created_at)",
+        "CREATE INDEX IF NOT EXISTS ors_callbacks_expiry ON ors_callbacks (expires_at)",
+    ],
+}];
+
+const COLUMNS: &str = "id, service, customer_number, state, session_id, created_at, \
+     updated_at, expires_at, record";
+
+/// A callback record: the columns it is queried by, and the whole record
+/// as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackRow {
+    /// Service id (`_id`).
+    pub id: String,
+    /// The service it was created on.
+    pub service: String,
+    /// `_customer_number`.
+    pub customer_number: String,
+    /// `_callback_state` (`QUEUED`, `ROUTING`, `COMPLETED`, ...).
+    pub state: String,
+    /// The ORS session handling it.
+    pub session_id: String,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at: i64,
+    /// Last change, ms since the Unix epoch.
+    pub updated_at: i64,
+    /// When the record is removed (`_ttl` after the desired time).
+    pub expires_at: i64,
+    /// The record as a JSON object.
+    pub record: String,
+}
+
+impl CallbackRow {
+    /// The statement that inserts or replaces this row.
+    fn upsert(&self) -> Statement {
+        Statement::new(
+            format!(
+                "INSERT INTO ors_callbacks ({COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+                 session_id = excluded.session_id, updated_at = excluded.updated_at, \
+                 expires_at = excluded.expires_at, record = excluded.record"
+            ),
+            vec![
+                self.id.as_str().into(),
+                self.service.as_str().into(),
+                self.customer_number.as_str().into(),
+                self.state.as_str().into(),
+                self.session_id.as_str().into(),
+                self.created_at.into(),
+                self.updated_at.into(),
+                self.expires_at.into(),
+                self.record.as_str().into(),
+            ],
+        )
+    }
+
+    /// A row read back in [`COLUMNS`] order.
+    fn from_values(values: Vec<SqlValue>) -> Result<CallbackRow, RecordsError> {
+        let mut v = values.into_iter();
+        let mut text = || match v.next() {
+            Some(SqlValue::Text(t)) => Ok(t),
+            other => Err(RecordsError::Corrupt(format!(
+                "expected text, found {other:?}"
+            ))),
+        };
+        let (id, service, customer_number, state, session_id) =
+            (text()?, text()?, text()?, text()?, text()?);
+        let mut int = || match v.next() {
+            Some(SqlValue::Int(n)) => Ok(n),
+            other => Err(RecordsError::Corrupt(format!(
+                "expected a number, found {other:?}"
+            ))),
+        };
+        let (created_at, updated_at, expires_at) = (int()?, int()?, int()?);
+        let record = match v.next() {
+            Some(SqlValue::Text(t)) => t,
+            other => {
+                return Err(RecordsError::Corrupt(format!(
+                    "expected text, found {other:?}"
+                )));
+            }
+        };
+        Ok(CallbackRow {
+            id,
+            service,
+            customer_number,
+            state,
+            session_id,
+            created_at,
+            updated_at,
+            expires_at,
+            record,
+        })
+    }
+}
+
+/// Which callback records a query wants; `None` fields match anything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallbackQuery {
+    /// Service name.
+    pub service: Option<String>,
+    /// `_customer_number`.
+    pub customer_number: Option<String>,
+    /// `_callback_state`.
+    pub state: Option<String>,
+    /// At most this many rows, newest first.
+    pub limit: usize,
+}
+
+impl CallbackQuery {
+    /// Whether a row matches (for in-memory records).
+    pub fn matches(&self, row: &CallbackRow) -> bool {
+        self.service.as_ref().is_none_or(|s| *s == row.service)
+            && self
+                .customer_number
+                .as_ref()
+                .is_none_or(|c| *c == row.customer_number)
+            && self
+                .state
+                .as_ref()
+                .is_none_or(|st| st.eq_ignore_ascii_case(&row.state))
+    }
+
+    /// The query in SQL.
+    fn statement(&self) -> Statement {
+        let mut conditions = Vec::new();
+        let mut args = Vec::new();
+        for (column, value) in [
+            ("service", &self.service),
+            ("customer_number", &self.customer_number),
+            (
+                "UPPER(state)",
+                &self.state.as_ref().map(|s| s.to_ascii_uppercase()),
+            ),
+        ] {
+            if let Some(v) = value {
+                args.push(SqlValue::Text(v.clone()));
+                conditions.push(format!("{column} = ${}", args.len()));
+            }
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        Statement::new(
+            format!(
+                "SELECT {COLUMNS} FROM ors_callbacks {filter} \
+                 ORDER BY created_at DESC, id LIMIT {}",
+                self.limit.max(1)
+            ),
+            args,
+        )
+    }
+}
 
 /// Waiting for the customer's chat.
 pub const QUEUED: &str = "QUEUED";
@@ -23,6 +200,34 @@ pub const COMPLETED: &str = "COMPLETED";
 pub const CANCELLED: &str = "CANCELLED";
 /// It could not complete (`_callback_reason` says why).
 pub const FAILED: &str = "FAILED";
+
+/// Why callback records could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordsError {
+    /// The store refused or could not be reached.
+    #[error("callback records: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The group committer has stopped (the server is shutting down).
+    #[error("callback records: the store committer stopped")]
+    CommitterStopped,
+    /// The write batch carrying the record failed.
+    #[error("callback records: the write failed: {0}")]
+    Commit(String),
+    /// A stored record could not be read back.
+    #[error("callback record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<RecordsError> for crate::server::error::ApiError {
+    /// A 503 whose body names no store detail (the detail is logged).
+    fn from(e: RecordsError) -> Self {
+        tracing::error!(error = %e, "callback records unavailable");
+        crate::server::error::ApiError::unavailable(
+            "callback records are unavailable (see the server log)",
+        )
+    }
+}
 
 /// Whether a state is final (no further change is accepted).
 pub fn is_final(state: &str) -> bool {
@@ -55,17 +260,18 @@ impl Records {
     }
 
     /// Writes a record; returns once it is durable.
-    pub async fn save(&self, row: CallbackRow) -> Result<(), String> {
+    pub async fn save(&self, row: CallbackRow) -> Result<(), RecordsError> {
         match &self.commits {
             Some(commits) => {
                 let batch = WriteBatch {
-                    callbacks: vec![row],
+                    statements: vec![row.upsert()],
                     ..WriteBatch::default()
                 };
                 commits
                     .submit(batch)
                     .await
-                    .map_err(|_| "the store committer stopped".to_string())?
+                    .map_err(|_| RecordsError::CommitterStopped)?
+                    .map_err(RecordsError::Commit)
             }
             None => {
                 if let Ok(mut m) = self.memory.lock() {
@@ -77,27 +283,35 @@ impl Records {
     }
 
     /// One record, if it exists (expired ones are not returned).
-    pub async fn get(&self, id: &str) -> Result<Option<CallbackRow>, String> {
+    pub async fn get(&self, id: &str) -> Result<Option<CallbackRow>, RecordsError> {
         let now = crate::host::wall_clock_ms() as i64;
         let row = match &self.store {
-            Some(store) => match store.load_callback(id).await {
-                Ok(row) => Some(row),
-                Err(StoreError::NotFound(_)) => None,
-                Err(e) => return Err(e.to_string()),
-            },
+            Some(store) => {
+                let select = Statement::new(
+                    format!("SELECT {COLUMNS} FROM ors_callbacks WHERE id = $1"),
+                    vec![id.into()],
+                );
+                let rows = store.query(&select).await?;
+                match rows.into_iter().next() {
+                    Some(values) => Some(CallbackRow::from_values(values)?),
+                    None => None,
+                }
+            }
             None => self.memory.lock().ok().and_then(|m| m.get(id).cloned()),
         };
         Ok(row.filter(|r| r.expires_at >= now))
     }
 
     /// Records matching a query, newest first.
-    pub async fn query(&self, query: &CallbackQuery) -> Result<Vec<CallbackRow>, String> {
+    pub async fn query(&self, query: &CallbackQuery) -> Result<Vec<CallbackRow>, RecordsError> {
         let now = crate::host::wall_clock_ms() as i64;
         let mut rows = match &self.store {
             Some(store) => store
-                .query_callbacks(query)
-                .await
-                .map_err(|e| e.to_string())?,
+                .query(&query.statement())
+                .await?
+                .into_iter()
+                .map(CallbackRow::from_values)
+                .collect::<Result<_, _>>()?,
             None => {
                 let mut rows: Vec<CallbackRow> = self
                     .memory
@@ -122,7 +336,7 @@ impl Records {
         state: &str,
         reason: Option<&str>,
         extra: Map<String, Value>,
-    ) -> Result<Option<(CallbackRow, bool)>, String> {
+    ) -> Result<Option<(CallbackRow, bool)>, RecordsError> {
         let _one_at_a_time = self.updating.lock().await;
         let Some(mut row) = self.get(id).await? else {
             return Ok(None);
@@ -131,7 +345,7 @@ impl Records {
             return Ok(Some((row, false)));
         }
         let mut record: Map<String, Value> = serde_json::from_str(&row.record)
-            .map_err(|e| format!("callback record {id} is corrupt: {e}"))?;
+            .map_err(|e| RecordsError::Corrupt(format!("{id}: {e}")))?;
         let now = crate::host::wall_clock_ms() as i64;
         record.insert("_callback_state".into(), Value::from(state));
         if let Some(reason) = reason {
@@ -147,10 +361,21 @@ impl Records {
     }
 
     /// Removes expired records; returns how many.
-    pub async fn purge(&self) -> Result<u64, String> {
-        let now = crate::host::wall_clock_ms() as i64;
+    pub async fn purge(&self) -> Result<u64, RecordsError> {
+        self.purge_before(crate::host::wall_clock_ms() as i64).await
+    }
+
+    /// Removes records that expire before `now` (ms since the Unix epoch);
+    /// returns how many.
+    pub async fn purge_before(&self, now: i64) -> Result<u64, RecordsError> {
         match &self.store {
-            Some(store) => store.purge_callbacks(now).await.map_err(|e| e.to_string()),
+            Some(store) => {
+                let delete = Statement::new(
+                    "DELETE FROM ors_callbacks WHERE expires_at < $1",
+                    vec![now.into()],
+                );
+                Ok(store.execute(&delete).await?)
+            }
             None => Ok(self
                 .memory
                 .lock()

@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::target::{TargetStep, parse_target_option};
+use crate::backends::target::{TargetStep, parse_target_option};
 
 /// The name of the demo service `ors serve` offers with no configuration.
 pub const DEMO_SERVICE: &str = "chat-immediate";

@@ -25,7 +25,6 @@ pub mod loader;
 
 pub use fetches::Fetches;
 
-use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
@@ -35,8 +34,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::interpreter::{
-    DispatchError, Event, EventKind, Host, InvokeRequest, InvokeSource, Outbound, Session,
-    SessionOptions, StepOutcome, is_scxml_type_uri,
+    Deferred, DispatchError, Event, EventKind, Host, InvokeRequest, InvokeSource, Outbound,
+    Session, SessionOptions, StepOutcome, is_scxml_type_uri,
 };
 use crate::model::Document;
 use crate::parser::{LoadOptions, parse_document};
@@ -118,7 +117,8 @@ pub struct LocalHost {
     dropped_fetches: Vec<FetchId>,
     remote: Option<RemoteRouter>,
     id_generator: Option<Box<dyn FnMut() -> String>>,
-    services: Option<Box<dyn Any>>,
+    /// Deferred work of custom actions (`None`: this host runs none).
+    deferred: Option<Vec<Deferred>>,
     halted: Vec<Arc<str>>,
     /// Sessions that ran since [`LocalHost::take_touched`] (their state may
     /// have changed).
@@ -159,7 +159,7 @@ impl LocalHost {
             dropped_fetches: Vec::new(),
             remote: None,
             id_generator: None,
-            services: None,
+            deferred: None,
             halted: Vec::new(),
             touched: Vec::new(),
             removed: Vec::new(),
@@ -235,14 +235,18 @@ impl LocalHost {
         self.id_generator = Some(generator);
     }
 
-    /// Installs the object custom actions reach through [`Host::services`].
-    pub fn set_services(&mut self, services: Box<dyn Any>) {
-        self.services = Some(services);
+    /// Accepts custom actions' deferred work ([`Host::defer`]); the owner
+    /// collects it with [`LocalHost::take_deferred`] and runs it.
+    pub fn accept_deferred(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
     }
 
-    /// The object installed with [`LocalHost::set_services`].
-    pub fn services_mut(&mut self) -> Option<&mut (dyn Any + 'static)> {
-        self.services.as_deref_mut()
+    /// The deferred work handed over since the last call.
+    pub fn take_deferred(&mut self) -> Vec<Deferred> {
+        self.deferred
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Top-level sessions that halted since the last call.
@@ -716,8 +720,16 @@ impl Host for LocalHost {
         }
     }
 
-    fn services(&mut self) -> Option<&mut dyn Any> {
-        self.services.as_deref_mut()
+    fn defer(&mut self, job: Deferred) -> Result<(), DispatchError> {
+        match &mut self.deferred {
+            Some(jobs) => {
+                jobs.push(job);
+                Ok(())
+            }
+            None => Err(DispatchError(
+                "this host runs no deferred work (the action needs `ors serve`)".into(),
+            )),
+        }
     }
 
     fn supports_type(&self, type_uri: &str) -> bool {

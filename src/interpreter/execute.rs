@@ -263,7 +263,7 @@ impl Session {
 
     fn new_sendid(&mut self) -> Arc<str> {
         self.next_send += 1;
-        format!("{}.send{}", self.id, self.next_send).into()
+        crate::ids::send_id(&self.id, self.next_send).into()
     }
 
     /// `<send>`: evaluates its attributes and children, then delivers now or

@@ -102,7 +102,7 @@ impl Session {
             Some(id) => id.clone(),
             None => {
                 self.next_send += 1;
-                format!("{}.{}.{}", doc.state(state).name, self.id, self.next_send).into()
+                crate::ids::invoke_id(&doc.state(state).name, &self.id, self.next_send).into()
             }
         };
         if let Some(loc) = inv.idlocation {

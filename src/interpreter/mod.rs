@@ -15,7 +15,6 @@ mod snapshot;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -42,6 +41,10 @@ pub struct Outbound {
     /// The event to deliver.
     pub event: Event,
 }
+
+/// Work a custom action hands to its host with [`Host::defer`]: a future
+/// the host polls on the session's own thread once the macrostep is over.
+pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 /// Why the host could not deliver an [`Outbound`] event; becomes
 /// `error.communication`.
@@ -72,10 +75,15 @@ pub trait Host {
     fn cancel_invoke(&mut self, parent_id: &str, invokeid: &str) {
         let _ = (parent_id, invokeid);
     }
-    /// Host-specific services a custom action can downcast to (a server
-    /// worker's job queue, for instance); `None` where there are none.
-    fn services(&mut self) -> Option<&mut dyn std::any::Any> {
-        None
+    /// Takes work a custom action hands over to run after the current
+    /// macrostep, outside the session (an HTTP call, starting another
+    /// session); it reports back with events. A host that runs no such work
+    /// (`ors run`) refuses, and the action fails with `error.execution`.
+    fn defer(&mut self, job: Deferred) -> Result<(), DispatchError> {
+        drop(job);
+        Err(DispatchError(
+            "this host runs no deferred work (the action needs `ors serve`)".into(),
+        ))
     }
     /// Whether the host has an I/O processor of this type besides SCXML's.
     fn supports_type(&self, type_uri: &str) -> bool {
@@ -209,21 +217,6 @@ pub struct FinalInfo {
     pub configuration: StateSet,
 }
 
-static SESSION_COUNTER: AtomicU64 = AtomicU64::new(1);
-
-fn generate_session_id() -> String {
-    let n = SESSION_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!(
-        "{:012x}-{:04x}-{n:x}",
-        nanos & 0xffff_ffff_ffff,
-        std::process::id() & 0xffff
-    )
-}
-
 /// One running instance of a document.
 pub struct Session {
     doc: Arc<Document>,
@@ -254,7 +247,7 @@ impl Session {
         let id: Arc<str> = options
             .session_id
             .clone()
-            .unwrap_or_else(generate_session_id)
+            .unwrap_or_else(crate::ids::engine_session_id)
             .into();
         let datamodel = datamodel::create(&doc, &options.limits);
         let n = doc.states.len();

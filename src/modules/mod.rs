@@ -1,20 +1,19 @@
-//! ORS functional modules as custom actions: each action is one file under
-//! its module's folder, and [`register_all`] is the one table that lists
-//! them. Actions run inside a macrostep; anything slow (HTTP, starting
-//! other sessions) is queued as a job on the session's worker and reports
-//! back with `<module>.<action>.done` or `error.<module>.<action>` events
-//! carrying the `requestid`.
+//! The ORS platform modules as a server extension ([`Platform`]): each
+//! action is one file under its module's folder, and [`Platform`]'s
+//! `start` is the one table that lists them. Actions run inside a
+//! macrostep; anything slow (HTTP, starting other sessions) is deferred to
+//! the session's worker ([`defer`], [`request`]) and reports back with
+//! `<module>.<action>.done` or `error.<module>.<action>` events carrying
+//! the `requestid`. The helpers here (attribute evaluation, request
+//! scaffolding) serve every extension's actions.
 //!
 //! Namespaces are accepted as the vendor documents print them
 //! (`www.genesyslab.com/modules/session`) and as Composer writes them
 //! (`http://www.genesyslab.com/modules/session`).
 
-pub mod chat;
-pub mod gms;
-pub mod ixn;
-pub mod queue;
 pub mod session;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -22,8 +21,49 @@ use serde_json::{Map, Value};
 use crate::datamodel::InitialValue;
 use crate::interpreter::{ActionScope, CustomActionHandler, CustomActions, Event, EventKind};
 use crate::model::CustomAction;
-use crate::server::ServerContext;
-use crate::server::worker::{Job, WorkerServices};
+use crate::server::{Extension, ExtensionError, Plugged, ServerHandles, Sessions};
+
+/// The ORS platform modules (`session` so far) as an extension.
+pub struct Platform;
+
+impl Extension for Platform {
+    fn name(&self) -> &'static str {
+        "ors-modules"
+    }
+
+    fn start(
+        &self,
+        server: &ServerHandles,
+        actions: &mut CustomActions,
+    ) -> Result<Plugged, ExtensionError> {
+        let s = Arc::new(server.clone());
+        register(
+            actions,
+            "session",
+            "fetch",
+            Arc::new(session::fetch::Fetch(s.clone())),
+        );
+        register(
+            actions,
+            "session",
+            "start",
+            Arc::new(session::start::Start(s.clone())),
+        );
+        register(
+            actions,
+            "session",
+            "terminate",
+            Arc::new(session::terminate::Terminate(s.clone())),
+        );
+        register(
+            actions,
+            "session",
+            "response",
+            Arc::new(session::response::Response(s)),
+        );
+        Ok(Plugged::default())
+    }
+}
 
 /// The namespace of an ORS module, without a scheme.
 pub fn module_namespace(module: &str) -> String {
@@ -40,56 +80,6 @@ pub fn register(
     let ns = module_namespace(module);
     actions.register(&ns, name, handler.clone());
     actions.register(&format!("http://{ns}"), name, handler);
-}
-
-/// Every module action `ors serve` provides.
-pub fn register_all(actions: &mut CustomActions) {
-    register(actions, "session", "fetch", Arc::new(session::fetch::Fetch));
-    register(actions, "session", "start", Arc::new(session::start::Start));
-    register(
-        actions,
-        "session",
-        "terminate",
-        Arc::new(session::terminate::Terminate),
-    );
-    register(
-        actions,
-        "session",
-        "response",
-        Arc::new(session::response::Response),
-    );
-    register(actions, "queue", "submit", Arc::new(queue::submit::Submit));
-    register(actions, "queue", "cancel", Arc::new(queue::cancel::Cancel));
-    let ixn: [(&str, Arc<dyn CustomActionHandler>); 5] = [
-        ("redirect", Arc::new(ixn::redirect::Redirect)),
-        ("accept", Arc::new(ixn::accept::Accept)),
-        ("attach", Arc::new(ixn::attach::Attach)),
-        ("detach", Arc::new(ixn::detach::Detach)),
-        ("terminate", Arc::new(ixn::terminate::Terminate)),
-    ];
-    for (name, handler) in ixn {
-        register(actions, "interaction", name, handler);
-    }
-    register(
-        actions,
-        "chat",
-        "sendchatmessage",
-        Arc::new(chat::sendchatmessage::SendChatMessage),
-    );
-    register(actions, "gms", "lookup", Arc::new(gms::Lookup));
-    register(actions, "gms", "update", Arc::new(gms::Update));
-}
-
-/// The server worker's services, or an error saying the action needs the server.
-pub fn services<'a>(
-    scope: &'a mut ActionScope<'_>,
-    action: &CustomAction,
-) -> Result<&'a mut WorkerServices, String> {
-    scope
-        .host
-        .services()
-        .and_then(|s| s.downcast_mut::<WorkerServices>())
-        .ok_or_else(|| format!("<{}> needs `ors serve`", action.name))
 }
 
 /// An attribute's raw text.
@@ -188,39 +178,16 @@ impl ChildElement {
 
 /// The direct children of the element serialized in `xml`.
 pub fn child_elements(xml: &str) -> Vec<ChildElement> {
-    use quick_xml::events::Event as X;
-    let mut reader = quick_xml::Reader::from_str(xml);
-    let mut depth = 0usize;
-    let mut out = Vec::new();
-    let take = child_element;
-    loop {
-        match reader.read_event() {
-            Ok(X::Start(e)) => {
-                if depth == 1 {
-                    out.push(take(&e));
-                }
-                depth += 1;
-            }
-            Ok(X::Empty(e)) => {
-                if depth == 1 {
-                    out.push(take(&e));
-                }
-            }
-            Ok(X::End(_)) => depth = depth.saturating_sub(1),
-            Ok(X::Eof) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    out
+    elements_below(xml, false)
 }
 
 /// Makes a request id and stores it at the `requestid` location, if given.
 pub fn assign_request_id(
     scope: &mut ActionScope<'_>,
     action: &CustomAction,
-    ctx: &ServerContext,
+    sessions: &Sessions,
 ) -> Result<String, String> {
-    let id = ctx.new_request_id();
+    let id = sessions.new_request_id();
     if let Some(location) = attr(action, "requestid") {
         scope
             .datamodel
@@ -230,21 +197,92 @@ pub fn assign_request_id(
     Ok(id)
 }
 
+/// Hands `job` to the session's host to run after the macrostep; an error
+/// when the host runs no deferred work (`ors run`).
+pub fn defer(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    job: impl Future<Output = ()> + 'static,
+) -> Result<(), String> {
+    scope
+        .host
+        .defer(Box::pin(job))
+        .map_err(|_| format!("<{}> needs `ors serve`", action.name))
+}
+
+/// Why an asynchronous action failed: the `error` and `message` of its
+/// `error.<module>.<action>` event.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// A short code (`notfound`, `remote`, `timeout`, …).
+    pub code: String,
+    /// What happened.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with this code and message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs an asynchronous action `name` (`session.start`, `gms.lookup`, …):
+/// assigns a request id (stored at the `requestid` location), then
+/// [`answer`]s with the future `work` makes from it.
+pub fn request<Fut>(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    sessions: &Sessions,
+    name: &'static str,
+    data: Map<String, Value>,
+    work: impl FnOnce(String) -> Fut,
+) -> Result<(), String>
+where
+    Fut: Future<Output = Result<Map<String, Value>, Failure>> + 'static,
+{
+    let requestid = assign_request_id(scope, action, sessions)?;
+    let work = work(requestid.clone());
+    answer(scope, action, sessions, name, requestid, data, work)
+}
+
+/// Defers `work` and answers the session with `<name>.done`
+/// (`requestid`, `data`, and what `work` returns) or `error.<name>`
+/// (`requestid`, `data`, `error`, `message`).
+pub fn answer(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    sessions: &Sessions,
+    name: &'static str,
+    requestid: String,
+    data: Map<String, Value>,
+    work: impl Future<Output = Result<Map<String, Value>, Failure>> + 'static,
+) -> Result<(), String> {
+    let session = scope.session_id.to_string();
+    let sessions = sessions.clone();
+    let mut reply = Map::new();
+    reply.insert("requestid".into(), Value::String(requestid));
+    reply.extend(data);
+    defer(scope, action, async move {
+        let event = match work.await {
+            Ok(extra) => {
+                reply.extend(extra);
+                result_event(&format!("{name}.done"), reply)
+            }
+            Err(f) => failure_event(&format!("error.{name}"), reply, &f.code, f.message),
+        };
+        let _ = sessions.post_event(&session, event);
+    })
+}
+
 /// An external event with this name and data.
 pub fn result_event(name: &str, data: Map<String, Value>) -> Event {
     let mut event = Event::new(name.to_string(), EventKind::External);
     event.data = Some(Value::Object(data));
     event
-}
-
-/// Queues a job on the session's worker.
-pub fn spawn_job(
-    scope: &mut ActionScope<'_>,
-    action: &CustomAction,
-    job: Job,
-) -> Result<(), String> {
-    services(scope, action)?.jobs.push(job);
-    Ok(())
 }
 
 /// The document a `src`/`srcexpr` pair names (`srcexpr` evaluated).
@@ -272,20 +310,27 @@ pub fn failure_event(
 /// Every element below the root of `xml` (children, grandchildren, ...),
 /// in document order.
 pub fn descendant_elements(xml: &str) -> Vec<ChildElement> {
+    elements_below(xml, true)
+}
+
+/// The elements below the root of `xml`: its children, or with `all` every
+/// descendant, in document order.
+fn elements_below(xml: &str, all: bool) -> Vec<ChildElement> {
     use quick_xml::events::Event as X;
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut depth = 0usize;
     let mut out = Vec::new();
+    let wanted = |depth: usize| depth == 1 || (all && depth > 1);
     loop {
         match reader.read_event() {
             Ok(X::Start(e)) => {
-                if depth >= 1 {
+                if wanted(depth) {
                     out.push(child_element(&e));
                 }
                 depth += 1;
             }
             Ok(X::Empty(e)) => {
-                if depth >= 1 {
+                if wanted(depth) {
                     out.push(child_element(&e));
                 }
             }

@@ -1,6 +1,7 @@
-//! The HTTP API, all routes in [`router`]: the ORS REST interface
-//! (`/scxml/session/...`), the session list, `/health`, `/metrics` and
-//! `/ors/help`. Bodies may be form-encoded, multipart or JSON; replies are
+//! The HTTP API of the core, all its routes in [`router`]: the ORS REST
+//! interface (`/scxml/session/...`), the session list, `/health`,
+//! `/metrics` and `/ors/help`; extensions' routers are merged beside them,
+//! behind the same guard. Bodies may be form-encoded, multipart or JSON; replies are
 //! JSON, errors included (see [`ApiError`]).
 
 use std::sync::Arc;
@@ -15,43 +16,43 @@ use axum::routing::{any, get, post};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use super::ServerContext;
 use super::error::ApiError;
-use super::params::{Params, read_params, take_string};
+use super::params::{Params, read_request, take_string};
 use super::worker::{Command, SessionView};
+use super::{Plugged, ServerHandles};
 use crate::interpreter::{Event, EventKind};
 
-type Ctx = State<Arc<ServerContext>>;
+/// What the core's handlers and the guard use.
+struct ApiState {
+    handles: ServerHandles,
+    /// Path prefixes reachable without credentials (from extensions).
+    public_paths: Vec<String>,
+}
+
+impl std::ops::Deref for ApiState {
+    type Target = ServerHandles;
+    fn deref(&self) -> &ServerHandles {
+        &self.handles
+    }
+}
+
+type Ctx = State<Arc<ApiState>>;
 type ApiResult = Result<Response, ApiError>;
 
-/// Every route of the server.
-pub fn router(ctx: Arc<ServerContext>) -> Router {
-    use crate::gms::{callback_api, chat_api};
-    let gms = Router::new()
-        .route(
-            "/genesys/1/service/callback/{service}",
-            post(callback_api::create).get(callback_api::query),
-        )
-        .route("/genesys/1/service/callback", get(callback_api::query_any))
-        .route(
-            "/genesys/1/service/callback/{service}/{id}",
-            get(callback_api::get_one).delete(callback_api::cancel),
-        )
-        .route("/genesys/1/service/{id}/ixn/chat", post(chat_api::create))
-        .route(
-            "/genesys/1/service/{id}/ixn/chat/{operation}",
-            post(chat_api::operation),
-        )
-        .route(
-            &format!("{}/{{file}}", crate::gms::DOCUMENT_PATH),
-            get(callback_api::document),
-        );
-    let mut extra = Router::new().merge(ctx.comet.router());
-    if let Some(sim) = &ctx.simulator {
-        extra = extra.merge(crate::backends::admin::admin_router(sim.clone()));
+/// Every route of the server: the core's, and those `plugged` in by the
+/// extensions.
+pub fn router(handles: &ServerHandles, plugged: Vec<Plugged>) -> Router {
+    let mut public_paths = Vec::new();
+    let mut extra = Router::new();
+    for p in plugged {
+        public_paths.extend(p.public_paths);
+        extra = extra.merge(p.router);
     }
+    let ctx = Arc::new(ApiState {
+        handles: handles.clone(),
+        public_paths,
+    });
     Router::new()
-        .merge(gms)
         .route("/scxml/session/start", post(start_session))
         .route("/scxml/session/{id}/event/{name}", any(send_event))
         .route("/scxml/session/{id}/request/{name}", any(send_request))
@@ -72,10 +73,13 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
 /// rejections (405) into JSON errors.
 async fn guard(State(ctx): Ctx, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    // The documents we ship are public: strategies fetch them by URL.
+    // Documents extensions serve are public: strategies fetch them by URL.
     if let Some(token) = &ctx.config.security.bearer_token
         && path != "/health"
-        && !path.starts_with(crate::gms::DOCUMENT_PATH)
+        && !ctx
+            .public_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
     {
         let given = request
             .headers()
@@ -115,15 +119,8 @@ async fn not_found(request: Request) -> ApiError {
     )
 }
 
-async fn params_of(ctx: &ServerContext, request: Request) -> Result<(Method, Params), ApiError> {
-    let (parts, body) = request.into_parts();
-    let params = read_params(
-        parts.uri.query(),
-        &parts.headers,
-        body,
-        ctx.config.limits.max_body_bytes,
-    )
-    .await?;
+async fn params_of(ctx: &ApiState, request: Request) -> Result<(Method, Params), ApiError> {
+    let (parts, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
     Ok((parts.method, params))
 }
 
@@ -150,7 +147,7 @@ async fn start_session(State(ctx): Ctx, request: Request) -> ApiResult {
             ))
         })?),
     };
-    let view = ctx.start_session(&src, params, idealtime).await?;
+    let view = ctx.sessions.start(&src, params, idealtime).await?;
     Ok(json_ok(view))
 }
 
@@ -177,7 +174,7 @@ fn external_event(name: &str, params: Params) -> Event {
     event
 }
 
-async fn deliver(ctx: &ServerContext, id: &str, event: Event) -> Result<SessionView, ApiError> {
+async fn deliver(ctx: &ApiState, id: &str, event: Event) -> Result<SessionView, ApiError> {
     let send = |reply| Command::Event {
         id: id.to_string(),
         event,
@@ -214,7 +211,7 @@ async fn send_request(
 ) -> ApiResult {
     check_event_name(&name)?;
     let (_, mut params) = params_of(&ctx, request).await?;
-    let requestid = ctx.new_request_id();
+    let requestid = ctx.sessions.new_request_id();
     params.insert("requestid".into(), Value::String(requestid.clone()));
     let mut answer = ctx.responses.register(&requestid);
     let view = match deliver(&ctx, &id, external_event(&name, params)).await {
@@ -252,12 +249,12 @@ async fn send_request(
 
 /// Sends a command that is answered with a session view, and waits.
 async fn ask(
-    ctx: &ServerContext,
+    ctx: &ApiState,
     id: &str,
     command: impl FnOnce(oneshot::Sender<Result<SessionView, ApiError>>) -> Command,
 ) -> Result<SessionView, ApiError> {
     let (tx, rx) = oneshot::channel();
-    ctx.pool.send(id, command(tx))?;
+    ctx.sessions.pool().send(id, command(tx))?;
     rx.await
         .unwrap_or_else(|_| Err(ApiError::internal("a worker dropped a request")))
 }
@@ -350,7 +347,7 @@ async fn list_sessions(State(ctx): Ctx, request: Request) -> ApiResult {
         )));
     }
     let mut receivers = Vec::new();
-    ctx.pool.broadcast(|| {
+    ctx.sessions.pool().broadcast(|| {
         let (tx, rx) = oneshot::channel();
         receivers.push(rx);
         Command::List { reply: tx }
@@ -382,7 +379,7 @@ async fn health(State(ctx): Ctx) -> Response {
         .load(std::sync::atomic::Ordering::Relaxed);
     json_ok(json!({
         "status": "ok",
-        "workers": ctx.pool.len(),
+        "workers": ctx.sessions.pool().len(),
         "sessions_running": running,
         "version": env!("CARGO_PKG_VERSION"),
     }))

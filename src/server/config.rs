@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Everything `ors serve` can be told.
+/// What the server core can be told. The file also carries the
+/// extensions' sections (see `app::Config`), so unknown top-level keys are
+/// refused by [`check_top_level`] rather than by serde.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
@@ -31,70 +33,6 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Session persistence and hibernation.
     pub store: StoreSettings,
-    /// GMS services.
-    pub gms: GmsSettings,
-    /// Interaction queues by name: which strategy handles a chat that
-    /// enters each one.
-    pub interaction_queues: BTreeMap<String, InteractionQueue>,
-    /// The routing and chat backends (the embedded simulator by default).
-    pub backends: crate::backends::settings::BackendSettings,
-}
-
-/// An interaction queue (`Orchestration/application` on its Annex).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InteractionQueue {
-    /// The strategy: `script:<name>`, or one or two document URLs.
-    pub application: String,
-}
-
-/// The interaction queue the demo chat service's chats enter.
-pub const DEFAULT_CHAT_QUEUE: &str = "chat_inbound";
-
-/// The script object of the inbound chat strategy.
-pub const INBOUND_SCRIPT: &str = "GMSInbound";
-
-/// The default interaction queues: chats entering `chat_inbound` are
-/// handled by `script:GMSInbound`.
-pub fn default_interaction_queues() -> BTreeMap<String, InteractionQueue> {
-    let mut queues = BTreeMap::new();
-    queues.insert(
-        DEFAULT_CHAT_QUEUE.to_string(),
-        InteractionQueue {
-            application: format!("script:{INBOUND_SCRIPT}"),
-        },
-    );
-    queues
-}
-
-/// GMS services by name (`[gms.services.NAME]`): each a table of options
-/// laid over the Chat-Immediate default configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GmsSettings {
-    /// Options of each service, by service name. With no `[gms]` section
-    /// the demo `chat-immediate` service is defined.
-    pub services: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
-    /// The chat endpoint (`Tenant:queue`) a service's chats enter when it
-    /// has no `_chat_endpoint` option.
-    pub chat_endpoint: String,
-    /// The CometD endpoint (`/genesys/cometd`).
-    pub cometd: crate::gms::cometd::CometSettings,
-}
-
-impl Default for GmsSettings {
-    fn default() -> Self {
-        let mut services = BTreeMap::new();
-        services.insert(
-            crate::gms::service::DEMO_SERVICE.to_string(),
-            crate::gms::service::demo_service_options(),
-        );
-        GmsSettings {
-            services,
-            chat_endpoint: format!("Environment:{DEFAULT_CHAT_QUEUE}"),
-            cometd: crate::gms::cometd::CometSettings::default(),
-        }
-    }
 }
 
 /// Session persistence: where, how durable, and when idle sessions sleep.
@@ -150,9 +88,6 @@ impl Default for Config {
             scripts: BTreeMap::new(),
             data_dir: PathBuf::from("ors-data"),
             store: StoreSettings::default(),
-            gms: GmsSettings::default(),
-            interaction_queues: default_interaction_queues(),
-            backends: crate::backends::settings::BackendSettings::default(),
         }
     }
 }
@@ -328,12 +263,11 @@ impl Config {
         Config::parse(&text, &path.display().to_string())
     }
 
-    /// Parses TOML text (`name` labels errors).
+    /// Parses TOML text with the core's sections only (`name` labels
+    /// errors); `app::Config::parse` reads a file with extensions' sections.
     pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: name.to_string(),
-            message: e.to_string(),
-        })?;
+        check_top_level(text, name, &[fields::<Config>()])?;
+        let config: Config = parse_sections(text, name)?;
         config.validate()?;
         Ok(config)
     }
@@ -348,13 +282,6 @@ impl Config {
             )));
         }
         self.store_location()?;
-        for (name, options) in &self.gms.services {
-            crate::gms::service::Service::new(name, options)
-                .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
-        }
-        self.backends
-            .validate()
-            .map_err(|e| ConfigError::Invalid(format!("backends: {e}")))?;
         for (name, script) in &self.scripts {
             if script.url.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!(
@@ -387,4 +314,74 @@ impl Config {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(k, s)| (s, Some(k.as_str())))
     }
+}
+
+/// Reads the sections of `text` that `T` declares, ignoring the others
+/// (errors keep the file's line and column).
+pub fn parse_sections<T: serde::de::DeserializeOwned>(
+    text: &str,
+    name: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: name.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Refuses a top-level key that none of `known` (each the field names of
+/// one settings struct, from [`fields`]) declares.
+pub fn check_top_level(text: &str, name: &str, known: &[&[&str]]) -> Result<(), ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+    for key in table.keys() {
+        if !known.iter().any(|fields| fields.contains(&key.as_str())) {
+            let expected: Vec<String> = known
+                .iter()
+                .flat_map(|f| f.iter())
+                .map(|f| format!("`{f}`"))
+                .collect();
+            return Err(ConfigError::Parse {
+                path: name.to_string(),
+                message: format!(
+                    "unknown field `{key}`, expected one of {}",
+                    expected.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The field names a settings struct declares to serde (read off its
+/// derived `Deserialize`, so the list cannot drift from the struct).
+pub fn fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor};
+    struct Probe(Option<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for &mut Probe {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(Self::Error::custom("fields read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut probe = Probe(None);
+    let _ = T::deserialize(&mut probe);
+    probe.0.unwrap_or(&[])
 }

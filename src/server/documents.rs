@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::metrics::Metrics;
 pub use crate::host::loader::UrlPolicy;
 use crate::host::loader::{FetchError, Fetched, Freshness, Loader, LoaderConfig};
-use crate::interpreter::CustomActions;
+use crate::model::CustomActionClaims;
 use crate::model::Document;
 use crate::parser::{LoadError, LoadOptions};
 
@@ -68,15 +68,16 @@ pub struct Documents {
     policy: UrlPolicy,
     loader: Loader,
     cache: Mutex<HashMap<String, Entry>>,
-    custom_actions: Arc<CustomActions>,
+    custom_actions: Arc<dyn CustomActionClaims + Send + Sync>,
     metrics: Arc<Metrics>,
 }
 
 impl Documents {
-    /// A cache for `config`, with `custom_actions` known to the parser.
+    /// A cache for `config`; `custom_actions` tells the parser which
+    /// foreign elements have handlers.
     pub fn new(
         config: Arc<Config>,
-        custom_actions: Arc<CustomActions>,
+        custom_actions: Arc<dyn CustomActionClaims + Send + Sync>,
         metrics: Arc<Metrics>,
     ) -> Documents {
         let policy = url_policy(&config.security);

@@ -11,26 +11,30 @@ pub mod api;
 pub mod config;
 pub mod documents;
 pub mod error;
-pub mod interactions;
+pub mod extension;
 pub mod metrics;
 pub mod params;
+pub mod prelude;
+pub mod sessions;
 pub mod worker;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub use config::Config;
 use documents::Documents;
-use error::ApiError;
+pub use extension::{Extension, ExtensionError, Plugged, ServerHandles, SessionHook};
 use metrics::Metrics;
-use worker::{Command, Pool, SessionView};
+pub use sessions::Sessions;
+use worker::{Command, Pool, WorkerContext};
 
 use crate::interpreter::CustomActions;
+use crate::model::{CustomActionClaims, NoCustomActions};
 
 /// An answer to a `/request/{name}` call, produced by `<session:response>`.
 #[derive(Debug, Clone)]
@@ -78,132 +82,62 @@ impl PendingResponses {
     }
 }
 
-/// State shared by the HTTP handlers, the workers and module jobs.
-pub struct ServerContext {
-    /// Settings.
-    pub config: Arc<Config>,
-    /// The session workers.
-    pub pool: Pool,
-    /// Document cache and allow-list.
-    pub documents: Documents,
-    /// Counters for `/metrics`.
-    pub metrics: Arc<Metrics>,
-    /// `/request` calls waiting for an answer.
-    pub responses: PendingResponses,
-    /// The module actions sessions can use.
-    pub custom_actions: Arc<CustomActions>,
-    /// The script that defines `_genesys` in each session.
-    pub prelude: Arc<str>,
-    /// Location prefix of sessions for the Basic HTTP Event I/O Processor
-    /// (`http://<listen address>/basichttp/`).
-    pub basichttp_base: String,
-    /// Where sessions are persisted (`None`: memory only).
-    pub store: Option<Arc<dyn crate::store::Store>>,
-    /// The group committer in front of the store.
-    pub commits: Option<crate::store::CommitHandle>,
-    /// The multi-threaded runtime the server was built in (store I/O).
-    pub runtime: tokio::runtime::Handle,
-    /// Documents read back from the store, by hash.
-    pub stored_documents: Mutex<HashMap<String, Arc<crate::model::Document>>>,
-    /// The routing and chat backends.
-    pub backends: crate::backends::Backends,
-    /// The embedded simulator, when a backend is embedded (admin API).
-    pub simulator: Option<Arc<crate::backends::simulator::Simulator>>,
-    /// Interactions under the server's control.
-    pub interactions: interactions::Interactions,
-    /// The GMS services.
-    pub gms: crate::gms::Gms,
-    /// The CometD endpoint devices receive pushes from.
-    pub comet: Arc<crate::gms::cometd::CometHub>,
-    request_counter: AtomicU64,
-}
-
 thread_local! {
     static HTTP_CLIENT: std::cell::OnceCell<reqwest::Client> = const { std::cell::OnceCell::new() };
 }
 
-impl ServerContext {
-    /// A fresh request id (for module actions and `/request` calls).
-    pub fn new_request_id(&self) -> String {
-        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.pool.random_token())
-    }
-
-    /// An HTTP client for the current thread (each worker runtime keeps
-    /// its own connections).
-    pub fn http_client(&self) -> reqwest::Client {
-        HTTP_CLIENT.with(|c| {
-            c.get_or_init(|| {
-                crate::loader::http_client(std::time::Duration::from_millis(
-                    self.config.limits.fetch_timeout_ms,
-                ))
-            })
+/// An HTTP client for the current thread with a `timeout_ms` timeout (the
+/// first call on a thread decides it; each worker runtime keeps its own
+/// connections).
+pub fn http_client(timeout_ms: u64) -> reqwest::Client {
+    HTTP_CLIENT.with(|c| {
+        c.get_or_init(|| crate::io::http::http_client(std::time::Duration::from_millis(timeout_ms)))
             .clone()
-        })
+    })
+}
+
+/// The custom action table, readable by the document cache before the
+/// extensions have registered into it (the parser asks which elements are
+/// claimed; nothing is parsed before the table is complete).
+#[derive(Default)]
+struct LateClaims(std::sync::OnceLock<Arc<CustomActions>>);
+
+impl CustomActionClaims for LateClaims {
+    fn claims(&self, namespace: &str, name: &str) -> bool {
+        match self.0.get() {
+            Some(actions) => actions.claims(namespace, name),
+            None => NoCustomActions.claims(namespace, name),
+        }
+    }
+}
+
+/// A server built and ready to serve: its routes, the handles its parts
+/// share, and the worker threads.
+pub struct Server {
+    /// What the core lends its parts.
+    pub handles: ServerHandles,
+    router: axum::Router,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Every route: the ORS API and each extension's, behind the guard.
+    /// Clone it for in-process (`oneshot`) requests.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
     }
 
-    /// Resolves `src` and starts a session of it with `params` as data.
-    pub async fn start_session(
-        &self,
-        src: &str,
-        params: Map<String, Value>,
-        idealtime: Option<u64>,
-    ) -> Result<SessionView, ApiError> {
-        let id = self.pool.new_session_id();
-        self.start_session_with_id(id, src, params, idealtime).await
-    }
-
-    /// Like [`ServerContext::start_session`] with an id made beforehand.
-    pub async fn start_session_with_id(
-        &self,
-        id: String,
-        src: &str,
-        params: Map<String, Value>,
-        idealtime: Option<u64>,
-    ) -> Result<SessionView, ApiError> {
-        let resolved = self.documents.resolve(src).await?;
-        // Script object parameters first; start parameters override them.
-        let mut data = resolved.params;
-        data.extend(params);
-        let mut session_data = data.clone();
-        if !session_data.contains_key("_data") {
-            session_data.insert("_data".into(), Value::Object(data));
-        }
-        // Reserve a place under the cap before the worker counts the session.
-        let max = self.config.limits.max_sessions as u64;
-        let reserved =
-            self.metrics
-                .sessions_running
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < max).then_some(n + 1)
-                });
-        if let Err(running) = reserved {
-            return Err(ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_sessions",
-                format!(
-                    "{running} sessions are running, the configured maximum (limits.max_sessions)"
-                ),
-            ));
-        }
-        let (tx, rx) = oneshot::channel();
-        let sent = self.pool.send(
-            &id,
-            Command::Start {
-                id: id.clone(),
-                doc: resolved.doc,
-                data: session_data,
-                src: resolved.url,
-                idealtime,
-                reply: Some(tx),
-            },
-        );
-        if let Err(e) = sent {
-            Metrics::dec(&self.metrics.sessions_running);
-            return Err(e);
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(ApiError::internal("the worker dropped a start request")))
+    /// Tells the workers to finish their batch and waits for them (at
+    /// most 15 s).
+    pub async fn stop_workers(self) {
+        self.handles.sessions.pool().broadcast(|| Command::Stop);
+        let workers = self.workers;
+        let joined = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+        });
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), joined).await;
     }
 }
 
@@ -227,45 +161,35 @@ impl RunningServer {
     }
 }
 
-/// Builds the shared state, opens the store (running its migrations),
-/// starts the workers and hands them the sessions the store holds as
-/// running; `addr` is where the API listens (it names sessions' Basic HTTP
-/// locations). Call it inside a multi-threaded tokio runtime.
+/// Builds the server: opens the store (running the core's migrations and
+/// the extensions'), starts `extensions` (their custom actions, tasks and
+/// routes), starts the workers and hands them the sessions the store holds
+/// as running; `addr` is where the API listens (it names sessions' Basic
+/// HTTP locations and the server's own base URL). Call it inside a
+/// multi-threaded tokio runtime.
 pub async fn build(
     mut config: Config,
+    extensions: &[Arc<dyn Extension>],
     addr: std::net::SocketAddr,
-) -> std::io::Result<(Arc<ServerContext>, Vec<std::thread::JoinHandle<()>>)> {
+) -> std::io::Result<Server> {
     let base_url = format!("http://{addr}");
-    // The inbound chat strategy's script object, as the seed configures
-    // it, unless the configuration defines its own.
-    if config.script(config::INBOUND_SCRIPT).is_none() {
-        let mut params = serde_json::Map::new();
-        params.insert("app_find_agent_timeout".into(), Value::from(30));
-        params.insert(
-            "app_selected_agent_group".into(),
-            Value::from("Chat_Overflow"),
-        );
-        config.scripts.insert(
-            config::INBOUND_SCRIPT.to_string(),
-            config::ScriptObject {
-                url: format!("{base_url}{}/inbound_chat.scxml", crate::gms::DOCUMENT_PATH),
-                alternate_url: None,
-                params,
-            },
-        );
+    for extension in extensions {
+        for (name, object) in extension.script_objects(&base_url) {
+            if config.script(&name).is_none() {
+                config.scripts.insert(name, object);
+            }
+        }
     }
-    let (backends, simulator) =
-        crate::backends::simulator::build(&config.backends).map_err(std::io::Error::other)?;
     let config = Arc::new(config);
-    let comet = crate::gms::cometd::CometHub::new(config.gms.cometd.clone());
     let metrics = Arc::new(Metrics::default());
-    let mut actions = CustomActions::default();
-    crate::modules::register_all(&mut actions);
-    let custom_actions = Arc::new(actions);
     let location = config
         .store_location()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let store = crate::store::open(&location, config.store.max_connections)
+    let migrations: Vec<crate::store::Migration> = extensions
+        .iter()
+        .flat_map(|e| e.migrations().iter().copied())
+        .collect();
+    let store = crate::store::open(&location, config.store.max_connections, &migrations)
         .await
         .map_err(|e| std::io::Error::other(format!("cannot open the session store: {e}")))?;
     let commits = store.as_ref().map(|store| {
@@ -281,51 +205,62 @@ pub async fn build(
         None => Vec::new(),
     };
     let (pool, receivers) = Pool::new(config.worker_count());
-    let gms = crate::gms::Gms {
-        services: config
-            .gms
-            .services
-            .iter()
-            .filter_map(|(name, options)| {
-                crate::gms::service::Service::new(name, options)
-                    .ok()
-                    .map(|s| (name.clone(), s))
-            })
-            .collect(),
-        records: crate::gms::records::Records::new(store.clone(), commits.clone()),
-        chats: crate::gms::chat_api::ChatBindings::default(),
-        pusher: comet.clone(),
+    let claims = Arc::new(LateClaims::default());
+    let documents = Arc::new(Documents::new(
+        config.clone(),
+        claims.clone(),
+        metrics.clone(),
+    ));
+    let sessions = Sessions::new(
+        pool,
+        documents.clone(),
+        metrics.clone(),
+        config.limits.max_sessions,
+    );
+    let handles = ServerHandles {
+        config: config.clone(),
+        sessions: sessions.clone(),
+        metrics: metrics.clone(),
+        responses: Arc::new(PendingResponses::default()),
+        store: store.clone(),
+        commits: commits.clone(),
         base_url,
     };
-
-    let ctx = Arc::new(ServerContext {
-        documents: Documents::new(config.clone(), custom_actions.clone(), metrics.clone()),
-        prelude: crate::modules::session::prelude(&config.server_name).into(),
-        basichttp_base: format!("http://{addr}/basichttp/"),
-        config,
-        pool,
-        metrics,
-        responses: PendingResponses::default(),
-        custom_actions,
-        store,
+    let mut actions = CustomActions::default();
+    let mut plugged = Vec::new();
+    for extension in extensions {
+        let p = extension
+            .start(&handles, &mut actions)
+            .map_err(std::io::Error::other)?;
+        plugged.push(p);
+    }
+    let custom_actions = Arc::new(actions);
+    let _ = claims.0.set(custom_actions.clone());
+    let hooks = plugged
+        .iter_mut()
+        .filter_map(|p| p.session_hook.take())
+        .collect();
+    let worker_ctx = Arc::new(WorkerContext {
+        config: config.clone(),
+        sessions: sessions.clone(),
+        documents,
+        metrics: metrics.clone(),
+        store: store.clone(),
         commits,
-        stored_documents: Mutex::new(HashMap::new()),
+        custom_actions,
+        prelude: prelude::prelude(&config.server_name).into(),
+        basichttp_base: format!("http://{addr}/basichttp/"),
         runtime: tokio::runtime::Handle::current(),
-        gms,
-        comet,
-        backends,
-        simulator,
-        interactions: interactions::Interactions::default(),
-        request_counter: AtomicU64::new(1),
+        stored_documents: Mutex::new(HashMap::new()),
+        hooks,
     });
     let n = recovered.len() as u64;
-    ctx.metrics.sessions_running.fetch_add(n, Ordering::Relaxed);
-    ctx.metrics
-        .sessions_hibernated
-        .fetch_add(n, Ordering::Relaxed);
-    let mut by_worker: Vec<Vec<crate::store::RootSummary>> = vec![Vec::new(); ctx.pool.len()];
+    metrics.sessions_running.fetch_add(n, Ordering::Relaxed);
+    metrics.sessions_hibernated.fetch_add(n, Ordering::Relaxed);
+    let pool = sessions.pool();
+    let mut by_worker: Vec<Vec<crate::store::RootSummary>> = vec![Vec::new(); pool.len()];
     for root in recovered {
-        match worker::worker_of(&root.id, ctx.pool.len()) {
+        match worker::worker_of(&root.id, pool.len()) {
             Some(w) => by_worker[w].push(root),
             None => {
                 tracing::warn!(session = %root.id, "stored session with a malformed id skipped")
@@ -333,16 +268,18 @@ pub async fn build(
         }
     }
     for (w, roots) in by_worker.into_iter().enumerate() {
-        ctx.pool.send_to_worker(w, Command::Recover { roots });
+        pool.send_to_worker(w, Command::Recover { roots });
     }
-    if let Some(store) = ctx.store.clone() {
-        tokio::spawn(purge_halted(store, ctx.config.clone()));
+    if let Some(store) = store {
+        tokio::spawn(purge_halted(store, config.clone()));
     }
-    tokio::spawn(purge_callbacks(ctx.clone()));
-    tokio::spawn(interactions::follow_chats(ctx.clone()));
-    tokio::spawn(crate::gms::chat_api::push_chat_updates(ctx.clone()));
-    let workers = worker::spawn_workers(ctx.clone(), receivers);
-    Ok((ctx, workers))
+    let router = api::router(&handles, plugged);
+    let workers = worker::spawn_workers(worker_ctx, receivers);
+    Ok(Server {
+        handles,
+        router,
+        workers,
+    })
 }
 
 /// Deletes halted sessions from the store once they are older than the
@@ -361,52 +298,40 @@ async fn purge_halted(store: Arc<dyn crate::store::Store>, config: Arc<Config>) 
     }
 }
 
-/// Deletes callback records past their `_ttl`, every
-/// `store.purge_interval_secs`.
-async fn purge_callbacks(ctx: Arc<ServerContext>) {
-    let every = std::time::Duration::from_secs(ctx.config.store.purge_interval_secs.max(1));
-    loop {
-        tokio::time::sleep(every).await;
-        match ctx.gms.records.purge().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(records = n, "expired callback records purged"),
-            Err(e) => tracing::warn!(error = %e, "purging callback records failed"),
-        }
-    }
-}
-
 /// Serves the API on `listener` until `shutdown` completes, then stops the
 /// workers (two phases: no new requests, then workers finish their batch
 /// and wait for its commit).
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: Config,
+    extensions: Vec<Arc<dyn Extension>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let (ctx, workers) = build(config, addr).await?;
-    let app = api::router(ctx.clone());
-    tracing::info!(%addr, workers = ctx.pool.len(), store = ctx.store.as_ref().map_or("none", |s| s.backend()), "ors serve listening");
+    let server = build(config, &extensions, addr).await?;
+    let app = server.router();
+    tracing::info!(%addr, workers = server.handles.sessions.pool().len(),
+        store = server.handles.store.as_ref().map_or("none", |s| s.backend()),
+        extensions = %extensions.iter().map(|e| e.name()).collect::<Vec<_>>().join(","),
+        "ors serve listening");
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     tracing::info!("HTTP stopped; stopping workers");
-    ctx.pool.broadcast(|| Command::Stop);
-    let joined = tokio::task::spawn_blocking(move || {
-        for w in workers {
-            let _ = w.join();
-        }
-    });
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), joined).await;
+    server.stop_workers().await;
     served
 }
 
 /// Starts a server on `listener` in the current runtime (for tests and
 /// embedding).
-pub fn spawn(listener: tokio::net::TcpListener, config: Config) -> std::io::Result<RunningServer> {
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    extensions: Vec<Arc<dyn Extension>>,
+) -> std::io::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(run(listener, config, async move {
+    let done = tokio::spawn(run(listener, config, extensions, async move {
         let _ = stopped.await;
     }));
     Ok(RunningServer {

@@ -13,6 +13,17 @@ use super::error::ApiError;
 /// value replaces a query value of the same name).
 pub type Params = Map<String, Value>;
 
+/// Splits a request into its head and its parameters (query string and
+/// body, see [`read_params`]), the body read up to `limit` bytes.
+pub async fn read_request(
+    request: axum::extract::Request,
+    limit: usize,
+) -> Result<(axum::http::request::Parts, Params), ApiError> {
+    let (parts, body) = request.into_parts();
+    let params = read_params(parts.uri.query(), &parts.headers, body, limit).await?;
+    Ok((parts, params))
+}
+
 /// Reads the query string and body of a request into [`Params`].
 pub async fn read_params(
     query: Option<&str>,

@@ -91,7 +91,7 @@ impl Committer {
 fn merge(group: &mut [Pending]) -> WriteBatch {
     let mut changes: IndexMap<String, Change> = IndexMap::new();
     let mut documents: IndexMap<String, super::DocumentRow> = IndexMap::new();
-    let mut callbacks: IndexMap<String, super::CallbackRow> = IndexMap::new();
+    let mut statements = Vec::new();
     for p in group.iter_mut() {
         for doc in std::mem::take(&mut p.batch.documents) {
             documents.entry(doc.hash.clone()).or_insert(doc);
@@ -102,13 +102,11 @@ fn merge(group: &mut [Pending]) -> WriteBatch {
         for id in std::mem::take(&mut p.batch.deletes) {
             changes.insert(id, Change::Delete);
         }
-        for row in std::mem::take(&mut p.batch.callbacks) {
-            callbacks.insert(row.id.clone(), row);
-        }
+        statements.append(&mut p.batch.statements);
     }
     let mut batch = WriteBatch {
         documents: documents.into_values().collect(),
-        callbacks: callbacks.into_values().collect(),
+        statements,
         ..WriteBatch::default()
     };
     for (id, change) in changes {

@@ -6,9 +6,10 @@
 //! into few transactions, so durability costs little throughput.
 //!
 //! A session row holds the engine's snapshot as JSON plus what the server
-//! shows without waking the session. Documents are stored once, by a hash
-//! of their text, so a recovered session runs the exact document it
-//! started with even if the file or URL has changed since.
+//! shows without waking the session. Documents are stored once, by the
+//! SHA-256 of their text ([`document_hash`]), so a recovered session runs
+//! the exact document it started with even if the file or URL has changed
+//! since.
 
 mod committer;
 mod postgres;
@@ -107,56 +108,93 @@ pub struct RootSummary {
     pub wake_at: Option<i64>,
 }
 
-/// A GMS callback record (see [`crate::gms::records`]): the columns it is
-/// queried by, and the whole record as JSON.
+/// A value bound to, or read back from, an extension's SQL.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CallbackRow {
-    /// Service id (`_id`).
-    pub id: String,
-    /// The service it was created on.
-    pub service: String,
-    /// `_customer_number`.
-    pub customer_number: String,
-    /// `_callback_state` (`QUEUED`, `ROUTING`, `COMPLETED`, ...).
-    pub state: String,
-    /// The ORS session handling it.
-    pub session_id: String,
-    /// Creation time, ms since the Unix epoch.
-    pub created_at: i64,
-    /// Last change, ms since the Unix epoch.
-    pub updated_at: i64,
-    /// When the record is removed (`_ttl` after the desired time).
-    pub expires_at: i64,
-    /// The record as a JSON object.
-    pub record: String,
+pub enum SqlValue {
+    /// SQL `NULL`.
+    Null,
+    /// A `BIGINT`.
+    Int(i64),
+    /// A `TEXT`.
+    Text(String),
 }
 
-/// Which callback records a query wants; `None` fields match anything.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CallbackQuery {
-    /// Service name.
-    pub service: Option<String>,
-    /// `_customer_number`.
-    pub customer_number: Option<String>,
-    /// `_callback_state`.
-    pub state: Option<String>,
-    /// At most this many rows, newest first.
-    pub limit: usize,
-}
-
-impl CallbackQuery {
-    /// Whether a row matches (for in-memory records).
-    pub fn matches(&self, row: &CallbackRow) -> bool {
-        self.service.as_ref().is_none_or(|s| *s == row.service)
-            && self
-                .customer_number
-                .as_ref()
-                .is_none_or(|c| *c == row.customer_number)
-            && self
-                .state
-                .as_ref()
-                .is_none_or(|st| st.eq_ignore_ascii_case(&row.state))
+impl SqlValue {
+    /// The text, when the value is text.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            SqlValue::Text(t) => Some(t),
+            _ => None,
+        }
     }
+
+    /// The integer, when the value is one.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            SqlValue::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(v.to_string())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Int(v)
+    }
+}
+
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(SqlValue::Null, Into::into)
+    }
+}
+
+/// One statement of an extension's own tables, in the SQL both backends
+/// accept (`$1`, `$2`, … parameters; TEXT and BIGINT columns; `ON CONFLICT
+/// … DO UPDATE`), with its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The SQL text.
+    pub sql: String,
+    /// The values of `$1`, `$2`, … in order.
+    pub args: Vec<SqlValue>,
+}
+
+impl Statement {
+    /// A statement with its arguments.
+    pub fn new(sql: impl Into<String>, args: Vec<SqlValue>) -> Statement {
+        Statement {
+            sql: sql.into(),
+            args,
+        }
+    }
+}
+
+/// A schema change an extension brings for its tables: the statements of
+/// `version` run once, in one transaction, when the store opens, and are
+/// recorded under `component` (so components number their versions
+/// independently). Write them so that they also succeed on a database
+/// where the tables already exist (`CREATE TABLE IF NOT EXISTS`).
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Who owns the tables (an extension's name).
+    pub component: &'static str,
+    /// Increasing from 1 within the component.
+    pub version: i64,
+    /// The SQL, run in order.
+    pub statements: &'static [&'static str],
 }
 
 /// Changes written in one transaction.
@@ -169,8 +207,9 @@ pub struct WriteBatch {
     pub upserts: Vec<SessionRow>,
     /// Sessions to delete (children that ended, purged sessions).
     pub deletes: Vec<String>,
-    /// Callback records to insert or replace.
-    pub callbacks: Vec<CallbackRow>,
+    /// Extensions' statements, run after the sessions' changes in the
+    /// same transaction and in the order given.
+    pub statements: Vec<Statement>,
 }
 
 impl WriteBatch {
@@ -179,7 +218,7 @@ impl WriteBatch {
         self.documents.is_empty()
             && self.upserts.is_empty()
             && self.deletes.is_empty()
-            && self.callbacks.is_empty()
+            && self.statements.is_empty()
     }
 }
 
@@ -210,16 +249,15 @@ pub trait Store: Send + Sync {
     /// the epoch) and documents no session uses and no write has touched
     /// since then; returns the number of sessions deleted.
     fn purge_halted(&self, ended_before: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
-    /// One callback record; `NotFound` when there is none.
-    fn load_callback<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<CallbackRow, StoreError>>;
-    /// Callback records matching a query, newest first.
-    fn query_callbacks<'a>(
+    /// Runs an extension's query and returns its rows, each as the
+    /// values of its columns in order.
+    fn query<'a>(
         &'a self,
-        query: &'a CallbackQuery,
-    ) -> BoxFuture<'a, Result<Vec<CallbackRow>, StoreError>>;
-    /// Deletes callback records that expired before `now` (ms since the
-    /// epoch); returns how many.
-    fn purge_callbacks(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+        statement: &'a Statement,
+    ) -> BoxFuture<'a, Result<Vec<Vec<SqlValue>>, StoreError>>;
+    /// Runs an extension's statement outside any batch; returns the rows
+    /// it changed.
+    fn execute<'a>(&'a self, statement: &'a Statement) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
 /// How to open a store.
@@ -280,31 +318,37 @@ impl StoreLocation {
     }
 }
 
-/// Opens the store (creating the SQLite directory and running migrations);
-/// `None` when persistence is off.
+/// Opens the store (creating the SQLite directory and running the core's
+/// migrations, then `migrations` of the extensions); `None` when
+/// persistence is off.
 pub async fn open(
     location: &StoreLocation,
     max_connections: u32,
+    migrations: &[Migration],
 ) -> Result<Option<Arc<dyn Store>>, StoreError> {
-    let store: Arc<dyn Store> = match location {
+    let store = match location {
         StoreLocation::None => return Ok(None),
         StoreLocation::Sqlite { path, full_sync } => {
-            Arc::new(sqlite::open(path, *full_sync, max_connections).await?)
+            sqlite::open(path, *full_sync, max_connections).await?
         }
-        StoreLocation::Postgres { url } => Arc::new(postgres::open(url, max_connections).await?),
+        StoreLocation::Postgres { url } => postgres::open(url, max_connections).await?,
     };
-    Ok(Some(store))
+    store.migrate_components(migrations).await?;
+    Ok(Some(Arc::new(store)))
 }
 
-/// A stable 128-bit FNV-1a hash of a document's text, as 32 hex digits.
+/// The key a document's text is stored under: its SHA-256 digest (FIPS
+/// 180-4) as 64 lowercase hex digits. Stores written before this key
+/// used a 128-bit FNV-1a hash (32 hex digits); opening one re-keys it.
 pub fn document_hash(text: &str) -> String {
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for b in text.as_bytes() {
-        h ^= u128::from(*b);
-        h = h.wrapping_mul(PRIME);
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
     }
-    format!("{h:032x}")
+    out
 }
 
 #[cfg(test)]
@@ -344,6 +388,15 @@ mod tests {
     fn document_hashes_differ_by_text() {
         assert_eq!(document_hash("<scxml/>"), document_hash("<scxml/>"));
         assert_ne!(document_hash("<scxml/>"), document_hash("<scxml />"));
-        assert_eq!(document_hash("").len(), 32);
+        assert_eq!(document_hash("").len(), 64);
+        // FIPS 180-4 test vectors.
+        assert_eq!(
+            document_hash(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            document_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -8,20 +8,20 @@ use sqlx::any::AnyRow;
 use sqlx::{Row, Transaction};
 
 use super::{
-    CallbackQuery, CallbackRow, DocumentRow, RootSummary, SessionRow, Store, StoreError, WriteBatch,
+    DocumentRow, Migration, RootSummary, SessionRow, SqlValue, Statement, Store, StoreError,
+    WriteBatch,
 };
 
 /// Schema changes in order; each runs once, recorded in `ors_migrations`.
-const MIGRATIONS: &[(i64, &[&str])] = &[
-    (
-        1,
-        &[
-            "CREATE TABLE ors_documents (
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE ors_documents (
             hash TEXT PRIMARY KEY,
             location TEXT,
             text TEXT NOT NULL,
             stored_at BIGINT NOT NULL)",
-            "CREATE TABLE ors_sessions (
+        "CREATE TABLE ors_sessions (
             id TEXT PRIMARY KEY,
             root TEXT NOT NULL,
             parent TEXT,
@@ -37,32 +37,10 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
             wake_at BIGINT,
             updated_at BIGINT NOT NULL,
             snapshot TEXT NOT NULL)",
-            "CREATE INDEX ors_sessions_root ON ors_sessions (root)",
-            "CREATE INDEX ors_sessions_status ON ors_sessions (status, ended_at)",
-        ],
-    ),
-    (
-        2,
-        &[
-            "CREATE TABLE ors_callbacks (
-            id TEXT PRIMARY KEY,
-            service TEXT NOT NULL,
-            customer_number TEXT NOT NULL,
-            state TEXT NOT NULL,
-            session_id TEXT NOT NULL,
-            created_at BIGINT NOT NULL,
-            updated_at BIGINT NOT NULL,
-            expires_at BIGINT NOT NULL,
-            record TEXT NOT NULL)",
-            "CREATE INDEX ors_callbacks_customer ON ors_callbacks (customer_number, created_at)",
-            "CREATE INDEX ors_callbacks_state ON ors_callbacks (service, state, created_at)",
-            "CREATE INDEX ors_callbacks_expiry ON ors_callbacks (expires_at)",
-        ],
-    ),
-];
-
-const CALLBACK_COLUMNS: &str = "id, service, customer_number, state, session_id, created_at, \
-     updated_at, expires_at, record";
+        "CREATE INDEX ors_sessions_root ON ors_sessions (root)",
+        "CREATE INDEX ors_sessions_status ON ors_sessions (status, ended_at)",
+    ],
+)];
 
 const SESSION_COLUMNS: &str = "id, root, parent, invokeid, src, doc_hash, status, seq, \
      started_at, ended_at, idealtime, events, wake_at, updated_at, snapshot";
@@ -82,7 +60,61 @@ impl SqlStore {
     pub(super) async fn new(pool: AnyPool, backend: &'static str) -> Result<Self, StoreError> {
         let store = SqlStore { pool, backend };
         store.migrate().await?;
+        store.rekey_documents().await?;
         Ok(store)
+    }
+
+    /// Re-keys documents stored under the old 128-bit FNV-1a hash (32 hex
+    /// digits; [`super::document_hash`] now gives 64) by the hash of their
+    /// text, and points the sessions that used them at the new key, all in
+    /// one transaction. Keys say which scheme made them, so this needs no
+    /// version of its own and finds nothing to do once a store is re-keyed.
+    async fn rekey_documents(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let old = sqlx::query(
+            "SELECT hash, location, text, stored_at FROM ors_documents WHERE length(hash) = 32",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if old.is_empty() {
+            return Ok(());
+        }
+        let mut sessions = 0;
+        for row in &old {
+            let hash: String = row.try_get("hash")?;
+            let location: Option<String> = row.try_get("location")?;
+            let text: String = row.try_get("text")?;
+            let stored_at: i64 = row.try_get("stored_at")?;
+            let new = super::document_hash(&text);
+            sqlx::query(
+                "INSERT INTO ors_documents (hash, location, text, stored_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(&new)
+            .bind(location)
+            .bind(&text)
+            .bind(stored_at)
+            .execute(&mut *tx)
+            .await?;
+            sessions += sqlx::query("UPDATE ors_sessions SET doc_hash = $1 WHERE doc_hash = $2")
+                .bind(&new)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM ors_documents WHERE hash = $1")
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(
+            backend = self.backend,
+            documents = old.len(),
+            sessions,
+            "store documents re-keyed by SHA-256"
+        );
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -113,6 +145,57 @@ impl SqlStore {
                 .await?;
             tx.commit().await?;
             tracing::info!(backend = self.backend, version, "store migration applied");
+        }
+        Ok(())
+    }
+
+    /// Runs the extensions' migrations not yet applied, each version in
+    /// its own transaction, recorded in `ors_component_migrations`.
+    pub(super) async fn migrate_components(
+        &self,
+        migrations: &[Migration],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS ors_component_migrations (
+                component TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                applied_at BIGINT NOT NULL,
+                PRIMARY KEY (component, version))",
+        )
+        .execute(&self.pool)
+        .await?;
+        for m in migrations {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM ors_component_migrations \
+                 WHERE component = $1 AND version = $2",
+            )
+            .bind(m.component)
+            .bind(m.version)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if done.is_some() {
+                continue;
+            }
+            for statement in m.statements {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query(
+                "INSERT INTO ors_component_migrations (component, version, applied_at) \
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(m.component)
+            .bind(m.version)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            tracing::info!(
+                backend = self.backend,
+                component = m.component,
+                version = m.version,
+                "store migration applied"
+            );
         }
         Ok(())
     }
@@ -175,52 +258,42 @@ impl SqlStore {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in batch.callbacks.chunks(ROWS_PER_STATEMENT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|r| {
-                    let marks: Vec<String> = (1..=9).map(|c| format!("${}", r * 9 + c)).collect();
-                    format!("({})", marks.join(", "))
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO ors_callbacks ({CALLBACK_COLUMNS}) VALUES {} \
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
-                 session_id = excluded.session_id, updated_at = excluded.updated_at, \
-                 expires_at = excluded.expires_at, record = excluded.record",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for row in chunk {
-                q = q
-                    .bind(&row.id)
-                    .bind(&row.service)
-                    .bind(&row.customer_number)
-                    .bind(&row.state)
-                    .bind(&row.session_id)
-                    .bind(row.created_at)
-                    .bind(row.updated_at)
-                    .bind(row.expires_at)
-                    .bind(&row.record);
-            }
-            q.execute(&mut *tx).await?;
+        for statement in &batch.statements {
+            bind_all(sqlx::query(&statement.sql), &statement.args)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 }
 
-fn callback_row(row: &AnyRow) -> Result<CallbackRow, StoreError> {
-    Ok(CallbackRow {
-        id: row.try_get("id")?,
-        service: row.try_get("service")?,
-        customer_number: row.try_get("customer_number")?,
-        state: row.try_get("state")?,
-        session_id: row.try_get("session_id")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        expires_at: row.try_get("expires_at")?,
-        record: row.try_get("record")?,
-    })
+/// Binds an extension's arguments to a query, in order.
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    args: &'q [SqlValue],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for arg in args {
+        q = match arg {
+            SqlValue::Null => q.bind(None::<String>),
+            SqlValue::Int(n) => q.bind(*n),
+            SqlValue::Text(t) => q.bind(t.as_str()),
+        };
+    }
+    q
+}
+
+/// A row's columns as values (TEXT, BIGINT or NULL).
+fn sql_values(row: &AnyRow) -> Result<Vec<SqlValue>, StoreError> {
+    (0..row.len())
+        .map(|i| {
+            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                return Ok(v.map_or(SqlValue::Null, SqlValue::Int));
+            }
+            let v: Option<String> = row.try_get(i)?;
+            Ok(v.map_or(SqlValue::Null, SqlValue::Text))
+        })
+        .collect()
 }
 
 /// Inserts or replaces sessions, many rows per statement.
@@ -434,71 +507,26 @@ impl Store for SqlStore {
         })
     }
 
-    fn load_callback<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<CallbackRow, StoreError>> {
-        Box::pin(async move {
-            let sql = format!("SELECT {CALLBACK_COLUMNS} FROM ors_callbacks WHERE id = $1");
-            match sqlx::query(&sql)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-            {
-                Some(row) => callback_row(&row),
-                None => Err(StoreError::NotFound(format!("callback {id}"))),
-            }
-        })
-    }
-
-    fn query_callbacks<'a>(
+    fn query<'a>(
         &'a self,
-        query: &'a CallbackQuery,
-    ) -> BoxFuture<'a, Result<Vec<CallbackRow>, StoreError>> {
+        statement: &'a Statement,
+    ) -> BoxFuture<'a, Result<Vec<Vec<SqlValue>>, StoreError>> {
         Box::pin(async move {
-            let mut conditions = Vec::new();
-            let mut values = Vec::new();
-            for (column, value) in [
-                ("service", &query.service),
-                ("customer_number", &query.customer_number),
-                (
-                    "UPPER(state)",
-                    &query.state.as_ref().map(|s| s.to_ascii_uppercase()),
-                ),
-            ] {
-                if let Some(v) = value {
-                    values.push(v.clone());
-                    conditions.push(format!("{column} = ${}", values.len()));
-                }
-            }
-            let filter = if conditions.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", conditions.join(" AND "))
-            };
-            let sql = format!(
-                "SELECT {CALLBACK_COLUMNS} FROM ors_callbacks {filter} \
-                 ORDER BY created_at DESC, id LIMIT {}",
-                query.limit.max(1)
-            );
-            let mut q = sqlx::query(&sql);
-            for v in values {
-                q = q.bind(v);
-            }
-            q.fetch_all(&self.pool)
+            bind_all(sqlx::query(&statement.sql), &statement.args)
+                .fetch_all(&self.pool)
                 .await?
                 .iter()
-                .map(callback_row)
+                .map(sql_values)
                 .collect()
         })
     }
 
-    fn purge_callbacks(&self, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn execute<'a>(&'a self, statement: &'a Statement) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            Ok(
-                sqlx::query("DELETE FROM ors_callbacks WHERE expires_at < $1")
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected(),
-            )
+            Ok(bind_all(sqlx::query(&statement.sql), &statement.args)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
         })
     }
 }

@@ -7,20 +7,19 @@
 //! `session.fetch.done` with `requestid`, `status`, `content` and `headers`,
 //! or `error.session.fetch` with `requestid`, `error` and `message`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::{
-    assign_request_id, eval_attr, eval_params, failure_event, result_event, services, spawn_job,
-    src_attr, value_text, word_attr,
-};
+use crate::modules::{Failure, eval_attr, eval_params, request, src_attr, value_text, word_attr};
+use crate::server::ServerHandles;
 use crate::server::metrics::Metrics;
 
 /// The `<session:fetch>` handler.
-pub struct Fetch;
+pub struct Fetch(pub Arc<ServerHandles>);
 
 struct Request {
     url: String,
@@ -34,7 +33,7 @@ struct Request {
 
 impl CustomActionHandler for Fetch {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
-        let ctx = services(scope, action)?.ctx.clone();
+        let ctx = self.0.clone();
         let url = src_attr(scope, action)?;
         let method = word_attr(
             scope,
@@ -67,9 +66,7 @@ impl CustomActionHandler for Fetch {
             Some(other) => return Err(format!("headers must be an object, not {other}")),
         };
         let params = eval_params(scope, action)?;
-        let requestid = assign_request_id(scope, action, &ctx)?;
-        let session = scope.session_id.to_string();
-        let request = Request {
+        let request_data = Request {
             url,
             method,
             json_body,
@@ -78,25 +75,24 @@ impl CustomActionHandler for Fetch {
             headers,
             params,
         };
-        let allowed = ctx.documents.policy().check(&request.url);
-        let job = async move {
-            Metrics::inc(&ctx.metrics.fetches);
-            let mut data = Map::new();
-            data.insert("requestid".into(), Value::String(requestid));
-            let outcome = match allowed {
-                Err(message) => Err(("notallowed", message)),
-                Ok(()) => perform(&ctx.http_client(), request).await,
-            };
-            let event = match outcome {
-                Ok(result) => {
-                    data.extend(result);
-                    result_event("session.fetch.done", data)
+        let allowed = ctx.sessions.documents().policy().check(&request_data.url);
+        let sessions = ctx.sessions.clone();
+        request(
+            scope,
+            action,
+            &sessions,
+            "session.fetch",
+            Map::new(),
+            |_| async move {
+                Metrics::inc(&ctx.metrics.fetches);
+                match allowed {
+                    Err(message) => Err(Failure::new("notallowed", message)),
+                    Ok(()) => perform(&ctx.http_client(), request_data)
+                        .await
+                        .map_err(|(code, message)| Failure::new(code, message)),
                 }
-                Err((code, message)) => failure_event("error.session.fetch", data, code, message),
-            };
-            let _ = ctx.pool.post_event(&session, event);
-        };
-        spawn_job(scope, action, Box::pin(job))
+            },
+        )
     }
 }
 

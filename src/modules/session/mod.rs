@@ -1,35 +1,9 @@
 //! The ORS `session` module: `<session:fetch>`, `<session:start>`,
 //! `<session:terminate>`, and `<session:response>` (which answers a
-//! `/scxml/session/{id}/request/{name}` call), plus the `_genesys.session`
-//! object defined by [`prelude`].
+//! `/scxml/session/{id}/request/{name}` call). The `_genesys.session`
+//! object they work with is defined by the server's prelude.
 
 pub mod fetch;
 pub mod response;
 pub mod start;
 pub mod terminate;
-
-/// ECMAScript run in every server session before its data is initialised:
-/// defines `_genesys` with the `session` basics and an empty interaction
-/// table (filled by the interaction module).
-pub fn prelude(server_name: &str) -> String {
-    let name = serde_json::Value::String(server_name.to_string());
-    format!(
-        r#"(function (g) {{
-  var session = {{
-    id: g._sessionid,
-    server: {{ name: {name}, cluster: "" }},
-    tenant: "Environment",
-    tenantid: 1,
-    starttime: Date.now(),
-    setTenant: function (name) {{ this.tenant = String(name); return true; }},
-    getListItemValue: function (list, item, key) {{
-      var l = g._genesys.session.lists[list];
-      var i = l && l[item];
-      return i === undefined ? undefined : (key === undefined ? i : i[key]);
-    }},
-    lists: {{}}
-  }};
-  g._genesys = {{ session: session, ixn: {{ interactions: {{}} }} }};
-}})(globalThis)"#
-    )
-}

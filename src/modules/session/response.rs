@@ -5,18 +5,20 @@
 //! `expr`, the `<param>` children make a JSON object. An answer for a
 //! request that already timed out raises `error.session.response`.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::interpreter::{ActionScope, CustomActionHandler, Event, EventKind};
 use crate::model::CustomAction;
-use crate::modules::{eval_attr, eval_params, services, value_text};
+use crate::modules::{eval_attr, eval_params, value_text};
+use crate::server::ServerHandles;
 
 /// The `<session:response>` handler.
-pub struct Response;
+pub struct Response(pub Arc<ServerHandles>);
 
 impl CustomActionHandler for Response {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
-        let ctx = services(scope, action)?.ctx.clone();
         let requestid = eval_attr(scope, action, "requestid")?
             .map(|v| value_text(&v))
             .ok_or("<session:response> needs 'requestid'")?;
@@ -33,7 +35,7 @@ impl CustomActionHandler for Response {
             Some(v) => v,
             None => Value::Object(eval_params(scope, action)?),
         };
-        if !ctx.responses.complete(&requestid, status, body) {
+        if !self.0.responses.complete(&requestid, status, body) {
             let mut event = Event::new("error.session.response".to_string(), EventKind::Platform);
             event.data = Some(serde_json::json!({
                 "requestid": requestid,

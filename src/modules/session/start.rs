@@ -5,45 +5,51 @@
 //! outcome arrives as `session.start.done` (`requestid`, `sessionid`) or
 //! `error.session.start` (`requestid`, `error`, `message`).
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::datamodel::InitialValue;
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::{
-    assign_request_id, attr, eval_params, failure_event, result_event, services, spawn_job,
-    src_attr,
-};
+use crate::modules::{Failure, answer, assign_request_id, attr, eval_params, src_attr};
+use crate::server::ServerHandles;
 
 /// The `<session:start>` handler.
-pub struct Start;
+pub struct Start(pub Arc<ServerHandles>);
 
 impl CustomActionHandler for Start {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
-        let ctx = services(scope, action)?.ctx.clone();
+        let sessions = &self.0.sessions;
         let src = src_attr(scope, action)?;
         let params = eval_params(scope, action)?;
-        let requestid = assign_request_id(scope, action, &ctx)?;
-        let new_id = ctx.pool.new_session_id();
+        let requestid = assign_request_id(scope, action, sessions)?;
+        let new_id = sessions.new_session_id();
         if let Some(location) = attr(action, "sessionid") {
             scope
                 .datamodel
                 .assign_text(location, &InitialValue::Json(Value::String(new_id.clone())))
                 .map_err(|e| format!("sessionid=\"{location}\": {}", e.message))?;
         }
-        let parent = scope.session_id.to_string();
-        let job = async move {
-            let mut data = Map::new();
-            data.insert("requestid".into(), Value::String(requestid));
-            let event = match ctx.start_session_with_id(new_id, &src, params, None).await {
+        let starter = sessions.clone();
+        let work = async move {
+            match starter.start_with_id(new_id, &src, params, None).await {
                 Ok(view) => {
+                    let mut data = Map::new();
                     data.insert("sessionid".into(), Value::String(view.sessionid));
-                    result_event("session.start.done", data)
+                    Ok(data)
                 }
-                Err(e) => failure_event("error.session.start", data, e.code, e.message),
-            };
-            let _ = ctx.pool.post_event(&parent, event);
+                Err(e) => Err(Failure::new(e.code, e.message)),
+            }
         };
-        spawn_job(scope, action, Box::pin(job))
+        answer(
+            scope,
+            action,
+            sessions,
+            "session.start",
+            requestid,
+            Map::new(),
+            work,
+        )
     }
 }

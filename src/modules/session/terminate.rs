@@ -4,30 +4,33 @@
 //! `session.terminate.done` (`requestid`, `sessionid`) or
 //! `error.session.terminate`.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{
-    assign_request_id, eval_attr, failure_event, result_event, services, spawn_job, value_text,
+    assign_request_id, defer, eval_attr, failure_event, result_event, value_text,
 };
+use crate::server::ServerHandles;
 use crate::server::worker::Command;
 
 /// The `<session:terminate>` handler.
-pub struct Terminate;
+pub struct Terminate(pub Arc<ServerHandles>);
 
 impl CustomActionHandler for Terminate {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
-        let ctx = services(scope, action)?.ctx.clone();
+        let sessions = self.0.sessions.clone();
         let own = scope.session_id.to_string();
         let target = match eval_attr(scope, action, "sessionid")? {
             Some(Value::Null) | None => own.clone(),
             Some(v) => value_text(&v),
         };
-        let requestid = assign_request_id(scope, action, &ctx)?;
+        let requestid = assign_request_id(scope, action, &sessions)?;
         let job = async move {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let sent = ctx.pool.send(
+            let sent = sessions.send(
                 &target,
                 Command::Terminate {
                     id: target.clone(),
@@ -52,8 +55,8 @@ impl CustomActionHandler for Terminate {
                 Ok(_) => result_event("session.terminate.done", data),
                 Err(e) => failure_event("error.session.terminate", data, e.code, e.message),
             };
-            let _ = ctx.pool.post_event(&own, event);
+            let _ = sessions.post_event(&own, event);
         };
-        spawn_job(scope, action, Box::pin(job))
+        defer(scope, action, job)
     }
 }

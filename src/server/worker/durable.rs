@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::WorkerContext;
 use super::{Command, Meta, Reply, SessionView, Status, Worker};
 use crate::host::wall_clock_ms;
 use crate::interpreter::{Session, SessionOptions, SessionSnapshot};
 use crate::model::Document;
-use crate::server::ServerContext;
 use crate::server::error::ApiError;
 use crate::server::metrics::Metrics;
 use crate::store::{DocumentRow, RootSummary, SessionRow, WriteBatch};
@@ -570,7 +570,7 @@ impl Worker {
 
 /// Reads a session's tree (or learns it halted or does not exist).
 async fn read_tree(
-    ctx: &Arc<ServerContext>,
+    ctx: &Arc<WorkerContext>,
     store: &dyn crate::store::Store,
     id: &str,
 ) -> Result<WakeData, String> {
@@ -593,7 +593,7 @@ async fn read_tree(
 }
 
 /// A document stored under `hash`, parsed once per server.
-async fn stored_document(ctx: &Arc<ServerContext>, hash: &str) -> Result<Arc<Document>, String> {
+async fn stored_document(ctx: &Arc<WorkerContext>, hash: &str) -> Result<Arc<Document>, String> {
     if let Some(doc) = ctx
         .stored_documents
         .lock()

@@ -16,10 +16,7 @@ mod durable;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,7 +26,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::ServerContext;
 use super::error::ApiError;
 use super::metrics::Metrics;
 use crate::host::{LocalHost, wall_clock_ms};
@@ -39,16 +35,33 @@ use crate::model::Document;
 /// A reply channel for one API call.
 pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
-/// Work a custom action hands to its worker: a future spawned on the
-/// worker's local task set after the current macrostep.
-pub type Job = Pin<Box<dyn Future<Output = ()>>>;
-
-/// What custom actions reach through `Host::services` on a server worker.
-pub struct WorkerServices {
-    /// The server's shared state.
-    pub ctx: Arc<ServerContext>,
-    /// Jobs queued by actions during the current batch.
-    pub jobs: Vec<Job>,
+/// What the workers share: the narrow set of server parts a worker uses.
+pub struct WorkerContext {
+    /// Settings.
+    pub config: Arc<super::Config>,
+    /// The pool and session starts (events between workers).
+    pub sessions: super::Sessions,
+    /// Document cache and allow-list (invoked children's documents).
+    pub documents: Arc<super::documents::Documents>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Where sessions are persisted (`None`: memory only).
+    pub store: Option<Arc<dyn crate::store::Store>>,
+    /// The group committer in front of the store.
+    pub commits: Option<crate::store::CommitHandle>,
+    /// The custom actions sessions can use.
+    pub custom_actions: Arc<crate::interpreter::CustomActions>,
+    /// The script that defines `_genesys` in each session.
+    pub prelude: Arc<str>,
+    /// Location prefix of sessions for the Basic HTTP Event I/O Processor
+    /// (`http://<listen address>/basichttp/`).
+    pub basichttp_base: String,
+    /// The multi-threaded runtime the server was built in (store I/O).
+    pub runtime: tokio::runtime::Handle,
+    /// Documents read back from the store, by hash.
+    pub stored_documents: std::sync::Mutex<HashMap<String, Arc<Document>>>,
+    /// Extensions' hooks, run before a session processes an external event.
+    pub hooks: Vec<Arc<dyn super::SessionHook>>,
 }
 
 /// A request to a worker.
@@ -153,54 +166,9 @@ pub struct SessionView {
 pub struct Pool {
     senders: Vec<mpsc::UnboundedSender<Command>>,
     next: AtomicUsize,
-    ids: Arc<IdSource>,
 }
 
-/// Makes unguessable session ids.
-pub struct IdSource {
-    counter: AtomicU64,
-    keys: std::collections::hash_map::RandomState,
-}
-
-impl IdSource {
-    fn new() -> IdSource {
-        IdSource {
-            counter: AtomicU64::new(1),
-            keys: std::collections::hash_map::RandomState::new(),
-        }
-    }
-
-    fn random(&self, salt: u64) -> u64 {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut h = self.keys.build_hasher();
-        h.write_u64(n);
-        h.write_u64(salt);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.finish()
-    }
-
-    /// A new id for a session on `worker`.
-    pub fn make(&self, worker: usize) -> String {
-        let a = self.random(1);
-        let b = self.random(2) & 0xffff_ffff;
-        format!("{a:016X}{b:08X}{:02X}", worker & 0xff)
-    }
-}
-
-/// The worker a session id names, if it is well formed. Ids made when the
-/// server had more workers (sessions recovered from the store) wrap around.
-pub fn worker_of(id: &str, workers: usize) -> Option<usize> {
-    if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || workers == 0 {
-        return None;
-    }
-    let w = usize::from_str_radix(&id[24..], 16).ok()?;
-    Some(w % workers)
-}
+pub use crate::ids::worker_of;
 
 impl Pool {
     /// Channels for `workers` workers; the receivers go to [`spawn_workers`].
@@ -210,7 +178,6 @@ impl Pool {
             Pool {
                 senders,
                 next: AtomicUsize::new(0),
-                ids: Arc::new(IdSource::new()),
             },
             receivers,
         )
@@ -229,12 +196,7 @@ impl Pool {
     /// An id for a new session, on the next worker in turn.
     pub fn new_session_id(&self) -> String {
         let w = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len().max(1);
-        self.ids.make(w)
-    }
-
-    /// An unguessable token that is not a session id (request ids).
-    pub fn random_token(&self) -> String {
-        format!("{:016X}", self.ids.random(3))
+        crate::ids::session_id(w)
     }
 
     /// Sends a command to the worker that owns `id`.
@@ -273,7 +235,7 @@ impl Pool {
 
 /// Starts one thread per receiver; they stop when every sender is gone.
 pub fn spawn_workers(
-    ctx: Arc<ServerContext>,
+    ctx: Arc<WorkerContext>,
     receivers: Vec<mpsc::UnboundedReceiver<Command>>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     receivers
@@ -329,7 +291,7 @@ struct Meta {
 
 struct Worker {
     index: usize,
-    ctx: Arc<ServerContext>,
+    ctx: Arc<WorkerContext>,
     host: LocalHost,
     meta: HashMap<Arc<str>, Meta>,
     options: SessionOptions,
@@ -372,7 +334,7 @@ const HIBERNATE_PER_BATCH: usize = 64;
 /// within one millisecond.
 static START_SEQ: AtomicU64 = AtomicU64::new(0);
 
-fn run_worker(index: usize, ctx: Arc<ServerContext>, mut rx: mpsc::UnboundedReceiver<Command>) {
+fn run_worker(index: usize, ctx: Arc<WorkerContext>, mut rx: mpsc::UnboundedReceiver<Command>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -448,7 +410,7 @@ fn run_worker(index: usize, ctx: Arc<ServerContext>, mut rx: mpsc::UnboundedRece
 impl Worker {
     fn new(
         index: usize,
-        ctx: Arc<ServerContext>,
+        ctx: Arc<WorkerContext>,
         wake_tx: mpsc::UnboundedSender<durable::Woken>,
     ) -> Worker {
         let log: crate::host::LogSink = Box::new(|session, label, message| match label {
@@ -474,11 +436,13 @@ impl Worker {
             prelude: Some(ctx.prelude.clone()),
         };
         let mut host = LocalHost::new(options.clone(), log);
-        let ids = ctx.pool.ids.clone();
-        host.set_id_generator(Box::new(move || ids.make(index)));
+        host.set_id_generator(Box::new(move || crate::ids::session_id(index)));
         let route_ctx = ctx.clone();
         host.set_remote_router(Box::new(move |id, event| {
-            route_ctx.pool.post_event(id, event).map_err(|e| e.message)
+            route_ctx
+                .sessions
+                .post_event(id, event)
+                .map_err(|e| e.message)
         }));
         // Basic HTTP sends go out from this worker; a failed POST comes back
         // as error.communication through the pool like any other event.
@@ -491,7 +455,7 @@ impl Worker {
         let failure_ctx = ctx.clone();
         tokio::task::spawn_local(async move {
             while let Some((session, event)) = failed.recv().await {
-                let _ = failure_ctx.pool.post_event(&session, event);
+                let _ = failure_ctx.sessions.post_event(&session, event);
             }
         });
         // Children's documents: from the cache at once, else fetched as a
@@ -508,10 +472,7 @@ impl Worker {
                 }
             }
         }));
-        host.set_services(Box::new(WorkerServices {
-            ctx: ctx.clone(),
-            jobs: Vec::new(),
-        }));
+        host.accept_deferred();
         Worker {
             index,
             store: ctx.store.clone(),
@@ -620,10 +581,12 @@ impl Worker {
                 }
             }
             Command::Event { id, event, reply } => {
-                if event.name.starts_with("interaction.")
+                if !self.ctx.hooks.is_empty()
                     && let Some(session) = self.host.session_mut(&id)
                 {
-                    mirror_interaction(session, &event);
+                    for hook in &self.ctx.hooks {
+                        hook.before_event(session.datamodel_mut(), &event);
+                    }
                 }
                 let accepted = self.host.deliver(&id, event);
                 match reply {
@@ -744,13 +707,7 @@ impl Worker {
             replies.push((reply, view));
         }
         self.persist_and_reply(replies);
-        let jobs = self
-            .host
-            .services_mut()
-            .and_then(|s| s.downcast_mut::<WorkerServices>())
-            .map(|s| std::mem::take(&mut s.jobs))
-            .unwrap_or_default();
-        for job in jobs {
+        for job in self.host.take_deferred() {
             tokio::task::spawn_local(job);
         }
         if self.last_sweep.elapsed() > Duration::from_secs(1) {
@@ -897,38 +854,5 @@ impl Worker {
                 Value::Null
             }
         }
-    }
-}
-
-/// Moves a pending interaction change into `_genesys.ixn.interactions`
-/// (fixed text, so it is compiled once per context).
-const MIRROR_SCRIPT: &str = "(function (ixn) { var d = ixn.incoming; delete ixn.incoming; \
-     if (d.deleted) { delete ixn.interactions[d.id]; } \
-     else { ixn.interactions[d.id] = d.interaction; \
-     if (ixn.firstixnid === undefined) { ixn.firstixnid = d.id; } } })(_genesys.ixn)";
-
-/// Mirrors `interaction.added`/`present`/`deleted` events into the
-/// session's `_genesys.ixn` object model before the session sees them.
-fn mirror_interaction(session: &mut Session, event: &Event) {
-    let deleted = &*event.name == "interaction.deleted";
-    if !deleted && !matches!(&*event.name, "interaction.added" | "interaction.present") {
-        return;
-    }
-    let Some(Value::Object(data)) = &event.data else {
-        return;
-    };
-    let (Some(id), Some(interaction)) = (data.get("interactionid"), data.get("interaction")) else {
-        return;
-    };
-    let mut change = Map::new();
-    change.insert("id".into(), id.clone());
-    change.insert("deleted".into(), Value::Bool(deleted));
-    change.insert("interaction".into(), interaction.clone());
-    let dm = session.datamodel_mut();
-    let pending = crate::datamodel::InitialValue::Json(Value::Object(change));
-    if dm.assign_text("_genesys.ixn.incoming", &pending).is_ok()
-        && let Err(e) = dm.eval_text(MIRROR_SCRIPT)
-    {
-        tracing::debug!(error = %e.message, "interaction object model not updated");
     }
 }

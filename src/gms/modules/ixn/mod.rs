@@ -23,51 +23,41 @@ pub mod redirect;
 pub mod terminate;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::gms::Gms;
+use crate::gms::interactions::IxnError;
 use crate::interpreter::ActionScope;
 use crate::model::CustomAction;
-use crate::modules::{
-    assign_request_id, failure_event, interaction_attr, result_event, services, spawn_job,
-};
-use crate::server::ServerContext;
-use crate::server::interactions::IxnError;
+use crate::modules::{Failure, interaction_attr, request};
 
-/// Runs an interaction action: assigns the request id, then runs `work`
-/// as a job and answers with `interaction.<name>.done` or
-/// `error.interaction.<name>`.
+impl From<IxnError> for Failure {
+    fn from(e: IxnError) -> Failure {
+        Failure::new(e.code, e.message)
+    }
+}
+
+/// Runs an interaction action `name` (`interaction.accept`, …): `work`
+/// gets the services, the interaction id and the session id, and is
+/// answered with `<name>.done` or `error.<name>` carrying `interactionid`.
 pub fn run_action<F, Fut>(
+    gms: &Arc<Gms>,
     scope: &mut ActionScope<'_>,
     action: &CustomAction,
     name: &'static str,
     work: F,
 ) -> Result<(), String>
 where
-    F: FnOnce(std::sync::Arc<ServerContext>, String, String) -> Fut + 'static,
+    F: FnOnce(Arc<Gms>, String, String) -> Fut,
     Fut: Future<Output = Result<Map<String, Value>, IxnError>> + 'static,
 {
-    let ctx = services(scope, action)?.ctx.clone();
     let interaction_id = interaction_attr(scope, action)?;
-    let requestid = assign_request_id(scope, action, &ctx)?;
-    let session = scope.session_id.to_string();
-    let job = async move {
-        let mut data = Map::new();
-        data.insert("requestid".into(), Value::from(requestid));
-        data.insert("interactionid".into(), Value::from(interaction_id.clone()));
-        let event = match work(ctx.clone(), interaction_id, session.clone()).await {
-            Ok(extra) => {
-                data.extend(extra);
-                result_event(&format!("interaction.{name}.done"), data)
-            }
-            Err(e) => failure_event(
-                &format!("error.interaction.{name}"),
-                data,
-                &e.code,
-                e.message,
-            ),
-        };
-        let _ = ctx.pool.post_event(&session, event);
-    };
-    spawn_job(scope, action, Box::pin(job))
+    let mut data = Map::new();
+    data.insert("interactionid".into(), Value::from(interaction_id.clone()));
+    let work = work(gms.clone(), interaction_id, scope.session_id.to_string());
+    request(scope, action, &gms.sessions, name, data, |_| async move {
+        work.await.map_err(Failure::from)
+    })
 }

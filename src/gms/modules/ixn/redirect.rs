@@ -4,15 +4,16 @@
 
 use serde_json::{Map, Value};
 
+use super::run_action;
 use crate::backends::routing::Reservation;
+use crate::gms::Gms;
+use crate::gms::interactions::{self, IxnError};
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::eval_attr;
-use crate::modules::ixn::run_action;
-use crate::server::interactions::{self, IxnError};
 
 /// The `<ixn:redirect>` handler.
-pub struct Redirect;
+pub struct Redirect(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for Redirect {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
@@ -20,9 +21,10 @@ impl CustomActionHandler for Redirect {
         let destination: Result<Reservation, String> = serde_json::from_value(to.clone())
             .map_err(|_| format!("'to' is not a resource from queue.submit.done: {to}"));
         run_action(
+            &self.0,
             scope,
             action,
-            "redirect",
+            "interaction.redirect",
             move |ctx, id, session| async move {
                 let reservation = destination.map_err(|message| IxnError {
                     code: "invaliddestination".into(),

@@ -22,16 +22,16 @@
 use serde_json::{Map, Value};
 
 use crate::backends::routing::{Reservation, ReserveRequest};
+use crate::gms::{Gms, interactions};
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{
-    assign_request_id, attr, descendant_elements, eval_attr, failure_event, interaction_attr,
-    result_event, seconds_attr, seconds_value, services, spawn_job, value_text,
+    Failure, answer, assign_request_id, attr, descendant_elements, eval_attr, interaction_attr,
+    seconds_attr, seconds_value, value_text,
 };
-use crate::server::interactions;
 
 /// The `<queue:submit>` handler.
-pub struct Submit;
+pub struct Submit(pub std::sync::Arc<Gms>);
 
 /// How long a submit waits when it names no `timeout`.
 const DEFAULT_TIMEOUT_MS: u64 = 3_600_000;
@@ -40,7 +40,7 @@ const DEFAULT_RESERVE_MS: u64 = 30_000;
 
 impl CustomActionHandler for Submit {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
-        let ctx = services(scope, action)?.ctx.clone();
+        let ctx = self.0.clone();
         let interaction_id = interaction_attr(scope, action)?;
         let virtual_queue = eval_attr(scope, action, "queue")?
             .map(|v| value_text(&v))
@@ -76,8 +76,7 @@ impl CustomActionHandler for Submit {
             .map(value_text)
             .unwrap_or_else(|| "chat".into());
         let target = targets(scope, action)?;
-        let requestid = assign_request_id(scope, action, &ctx)?;
-        let session = scope.session_id.to_string();
+        let requestid = assign_request_id(scope, action, &ctx.sessions)?;
         let request = ReserveRequest {
             request_id: requestid.clone(),
             interaction_id: interaction_id.clone(),
@@ -88,42 +87,47 @@ impl CustomActionHandler for Submit {
             timeout_ms,
             reserve_ms,
         };
-        let job = async move {
-            let mut data = Map::new();
-            data.insert("requestid".into(), Value::from(requestid));
-            data.insert("interactionid".into(), Value::from(interaction_id.clone()));
-            let event = match ctx.backends.routing.reserve(request).await {
-                Ok(reservation) => {
-                    let routed = if route {
-                        interactions::route_to_agent(&ctx, &interaction_id, &reservation).await
-                    } else {
-                        if let Err(e) = ctx
-                            .interactions
-                            .set_reservation(&interaction_id, reservation.clone())
-                        {
-                            tracing::debug!(error = %e.message, "reservation for an unknown interaction");
-                        }
-                        Ok(())
-                    };
-                    match routed {
-                        Ok(()) => {
-                            data.extend(selected(&reservation));
-                            result_event("queue.submit.done", data)
-                        }
-                        Err(e) => {
-                            ctx.backends
-                                .routing
-                                .release(&reservation.reservation_id)
-                                .await;
-                            failure_event("error.queue.submit", data, &e.code, e.message)
-                        }
-                    }
+        let mut data = Map::new();
+        data.insert("interactionid".into(), Value::from(interaction_id.clone()));
+        let sessions = ctx.sessions.clone();
+        let work = async move {
+            let reservation = ctx
+                .backends
+                .routing
+                .reserve(request)
+                .await
+                .map_err(|e| Failure::new(e.code(), e.to_string()))?;
+            let routed = if route {
+                interactions::route_to_agent(&ctx, &interaction_id, &reservation).await
+            } else {
+                if let Err(e) = ctx
+                    .interactions
+                    .set_reservation(&interaction_id, reservation.clone())
+                {
+                    tracing::debug!(error = %e.message, "reservation for an unknown interaction");
                 }
-                Err(e) => failure_event("error.queue.submit", data, e.code(), e.to_string()),
+                Ok(())
             };
-            let _ = ctx.pool.post_event(&session, event);
+            match routed {
+                Ok(()) => Ok(selected(&reservation)),
+                Err(e) => {
+                    ctx.backends
+                        .routing
+                        .release(&reservation.reservation_id)
+                        .await;
+                    Err(Failure::from(e))
+                }
+            }
         };
-        spawn_job(scope, action, Box::pin(job))
+        answer(
+            scope,
+            action,
+            &sessions,
+            "queue.submit",
+            requestid,
+            data,
+            work,
+        )
     }
 }
 

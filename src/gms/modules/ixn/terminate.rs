@@ -3,14 +3,15 @@
 
 use serde_json::{Map, Value};
 
+use super::run_action;
+use crate::gms::Gms;
+use crate::gms::interactions::IxnError;
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::ixn::run_action;
 use crate::modules::{eval_attr, value_text};
-use crate::server::interactions::IxnError;
 
 /// The `<ixn:terminate>` handler.
-pub struct Terminate;
+pub struct Terminate(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for Terminate {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
@@ -19,9 +20,10 @@ impl CustomActionHandler for Terminate {
             .map(|v| value_text(&v))
             .unwrap_or_else(|| "terminated".into());
         run_action(
+            &self.0,
             scope,
             action,
-            "terminate",
+            "interaction.terminate",
             move |ctx, id, session| async move {
                 ctx.interactions.check_owner(&id, &session)?;
                 ctx.backends

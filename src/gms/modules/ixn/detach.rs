@@ -3,19 +3,26 @@
 
 use serde_json::Map;
 
+use super::run_action;
+use crate::gms::Gms;
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::ixn::run_action;
 
 /// The `<ixn:detach>` handler.
-pub struct Detach;
+pub struct Detach(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for Detach {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
-        run_action(scope, action, "detach", |ctx, id, session| async move {
-            ctx.interactions.check_owner(&id, &session)?;
-            ctx.interactions.set_owner(&id, None)?;
-            Ok(Map::new())
-        })
+        run_action(
+            &self.0,
+            scope,
+            action,
+            "interaction.detach",
+            |ctx, id, session| async move {
+                ctx.interactions.check_owner(&id, &session)?;
+                ctx.interactions.set_owner(&id, None)?;
+                Ok(Map::new())
+            },
+        )
     }
 }

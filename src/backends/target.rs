@@ -1,4 +1,4 @@
-//! The `_target` option of a GMS Callback service: one URS target string
+//! Routing targets (URS target strings and the GMS `_target` option):
 //! (`Billing@StatServer.GA`, or a skill expression such as
 //! `?:English=20&Loans=2@StatServer.GA`) or a JSON array of up to 15 steps
 //! `{target, timeout, clear, stat_to_check, stat_operator, stat_value}`

@@ -6,16 +6,17 @@
 
 use serde_json::{Map, Value};
 
+use crate::gms::Gms;
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::{eval_attr, result_event, services, spawn_job, value_text};
+use crate::modules::{defer, eval_attr, result_event, value_text};
 
 /// The `<queue:cancel>` handler.
-pub struct Cancel;
+pub struct Cancel(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for Cancel {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
-        let ctx = services(scope, action)?.ctx.clone();
+        let ctx = self.0.clone();
         let requestid = match eval_attr(scope, action, "requestid")? {
             Some(Value::Null) | None => return Err("<queue:cancel> needs 'requestid'".into()),
             Some(v) => value_text(&v),
@@ -27,9 +28,9 @@ impl CustomActionHandler for Cancel {
             data.insert("requestid".into(), Value::from(requestid));
             data.insert("cancelled".into(), Value::from(cancelled));
             let _ = ctx
-                .pool
+                .sessions
                 .post_event(&session, result_event("queue.cancel.done", data));
         };
-        spawn_job(scope, action, Box::pin(job))
+        defer(scope, action, job)
     }
 }

@@ -4,19 +4,26 @@
 
 use serde_json::Map;
 
+use super::run_action;
+use crate::gms::Gms;
+use crate::gms::interactions;
 use crate::interpreter::{ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::ixn::run_action;
-use crate::server::interactions;
 
 /// The `<ixn:attach>` handler.
-pub struct Attach;
+pub struct Attach(pub std::sync::Arc<Gms>);
 
 impl CustomActionHandler for Attach {
     fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
-        run_action(scope, action, "attach", |ctx, id, session| async move {
-            interactions::present(&ctx, &id, &session, "attach")?;
-            Ok(Map::new())
-        })
+        run_action(
+            &self.0,
+            scope,
+            action,
+            "interaction.attach",
+            |ctx, id, session| async move {
+                interactions::present(&ctx, &id, &session, "attach")?;
+                Ok(Map::new())
+            },
+        )
     }
 }

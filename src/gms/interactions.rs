@@ -10,18 +10,21 @@
 //! `interaction.notcontrolled`. When the chat ends, its owner gets
 //! `interaction.deleted` and any agent reservation is released.
 //!
-//! The worker mirrors these events into each session's
-//! `_genesys.ixn.interactions` object model before the session sees them.
+//! [`Mirror`], the extension's session hook, copies these events into each
+//! session's `_genesys.ixn.interactions` object model before the session
+//! sees them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
-use super::ServerContext;
+use super::Gms;
 use crate::backends::chat::{ChatInfo, ChatState, ChatUpdate};
 use crate::backends::routing::Reservation;
+use crate::datamodel::{DataModel, InitialValue};
 use crate::interpreter::{Event, EventKind};
+use crate::server::SessionHook;
 
 /// One interaction under the server's control.
 #[derive(Debug, Clone)]
@@ -192,7 +195,7 @@ pub fn interaction_event(name: &str, ixn: &Interaction, extra: Map<String, Value
 /// `interaction.added` then `interaction.present`; a previous owner gets
 /// `interaction.deleted` (`resultof` = `reason`) and
 /// `interaction.notcontrolled`.
-pub fn present(ctx: &ServerContext, id: &str, session: &str, reason: &str) -> Result<(), IxnError> {
+pub fn present(ctx: &Gms, id: &str, session: &str, reason: &str) -> Result<(), IxnError> {
     let previous = ctx.interactions.set_owner(id, Some(session))?;
     let ixn = ctx
         .interactions
@@ -203,19 +206,19 @@ pub fn present(ctx: &ServerContext, id: &str, session: &str, reason: &str) -> Re
     }
     for name in ["interaction.added", "interaction.present"] {
         let _ = ctx
-            .pool
+            .sessions
             .post_event(session, interaction_event(name, &ixn, Map::new()));
     }
     Ok(())
 }
 
 /// Tells `session` it no longer controls the interaction.
-fn withdraw(ctx: &ServerContext, ixn: &Interaction, session: &str, reason: &str) {
+fn withdraw(ctx: &Gms, ixn: &Interaction, session: &str, reason: &str) {
     let mut extra = Map::new();
     extra.insert("resultof".into(), Value::from(reason));
     for name in ["interaction.deleted", "interaction.notcontrolled"] {
         let _ = ctx
-            .pool
+            .sessions
             .post_event(session, interaction_event(name, ixn, extra.clone()));
     }
 }
@@ -223,7 +226,7 @@ fn withdraw(ctx: &ServerContext, ixn: &Interaction, session: &str, reason: &str)
 /// Follows the chat backend's updates for the life of the server: new
 /// chats start their queue's strategy; ended chats are withdrawn from
 /// their owner and their agent released.
-pub async fn follow_chats(ctx: Arc<ServerContext>) {
+pub async fn follow_chats(ctx: Arc<Gms>) {
     let mut updates = ctx.backends.chat.subscribe();
     loop {
         match updates.recv().await {
@@ -248,9 +251,9 @@ pub async fn follow_chats(ctx: Arc<ServerContext>) {
 
 /// A chat entered an interaction queue: start the queue's strategy with
 /// the interaction presented to it.
-async fn arrive(ctx: Arc<ServerContext>, chat: ChatInfo) {
+async fn arrive(ctx: Arc<Gms>, chat: ChatInfo) {
     let ixn = ctx.interactions.register(&chat);
-    let Some(queue) = ctx.config.interaction_queues.get(&chat.queue) else {
+    let Some(queue) = ctx.settings.interaction_queues.get(&chat.queue) else {
         tracing::warn!(queue = %chat.queue, chat = %chat.chat_id,
             "chat arrived in an interaction queue with no application; ending it");
         let _ = ctx
@@ -263,7 +266,7 @@ async fn arrive(ctx: Arc<ServerContext>, chat: ChatInfo) {
     let mut data = Map::new();
     data.insert("interactionid".into(), Value::from(ixn.id.clone()));
     data.insert("queue".into(), Value::from(chat.queue.clone()));
-    match ctx.start_session(&queue.application, data, None).await {
+    match ctx.sessions.start(&queue.application, data, None).await {
         Ok(view) => {
             if let Err(e) = present(&ctx, &ixn.id, &view.sessionid, "arrival") {
                 tracing::warn!(chat = %ixn.id, error = %e.message, "presenting a chat failed");
@@ -283,7 +286,7 @@ async fn arrive(ctx: Arc<ServerContext>, chat: ChatInfo) {
 }
 
 /// A chat ended: withdraw it from its owner, release its agent.
-async fn ended(ctx: &ServerContext, chat_id: &str, reason: &str) {
+async fn ended(ctx: &Gms, chat_id: &str, reason: &str) {
     let Some(ixn) = ctx.interactions.remove(chat_id) else {
         return;
     };
@@ -302,7 +305,7 @@ async fn ended(ctx: &ServerContext, chat_id: &str, reason: &str) {
 /// confirmed (the agent keeps the capacity until the chat ends) and the
 /// chat delivered to them. On failure the caller releases the reservation.
 pub async fn route_to_agent(
-    ctx: &ServerContext,
+    ctx: &Gms,
     id: &str,
     reservation: &Reservation,
 ) -> Result<(), IxnError> {
@@ -343,4 +346,41 @@ pub async fn route_to_agent(
     let _ = ctx.interactions.set_reservation(id, reservation.clone());
     let _ = ctx.interactions.set_state(id, "routed");
     Ok(())
+}
+
+/// Moves a pending interaction change into `_genesys.ixn.interactions`
+/// (fixed text, so it is compiled once per context).
+const MIRROR_SCRIPT: &str = "(function (ixn) { var d = ixn.incoming; delete ixn.incoming; \
+     if (d.deleted) { delete ixn.interactions[d.id]; } \
+     else { ixn.interactions[d.id] = d.interaction; \
+     if (ixn.firstixnid === undefined) { ixn.firstixnid = d.id; } } })(_genesys.ixn)";
+
+/// Mirrors `interaction.added`/`present`/`deleted` events into the
+/// session's `_genesys.ixn` object model before the session sees them.
+pub struct Mirror;
+
+impl SessionHook for Mirror {
+    fn before_event(&self, dm: &mut dyn DataModel, event: &Event) {
+        let deleted = &*event.name == "interaction.deleted";
+        if !deleted && !matches!(&*event.name, "interaction.added" | "interaction.present") {
+            return;
+        }
+        let Some(Value::Object(data)) = &event.data else {
+            return;
+        };
+        let (Some(id), Some(interaction)) = (data.get("interactionid"), data.get("interaction"))
+        else {
+            return;
+        };
+        let mut change = Map::new();
+        change.insert("id".into(), id.clone());
+        change.insert("deleted".into(), Value::Bool(deleted));
+        change.insert("interaction".into(), interaction.clone());
+        let pending = InitialValue::Json(Value::Object(change));
+        if dm.assign_text("_genesys.ixn.incoming", &pending).is_ok()
+            && let Err(e) = dm.eval_text(MIRROR_SCRIPT)
+        {
+            tracing::debug!(error = %e.message, "interaction object model not updated");
+        }
+    }
 }

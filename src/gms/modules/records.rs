@@ -1,0 +1,106 @@
+//! Our GMS module (`www.genesyslab.com/modules/gms`, not a vendor
+//! module): how the shipped Callback documents read and mark their
+//! callback records in-process instead of calling the GMS HTTP API.
+//!
+//! - `<gms:lookup serviceid>` → `gms.lookup.done` with `requestid`,
+//!   `serviceid` and `record` (the record as `GET …/callback?_id=` shows
+//!   it), or `error.gms.lookup` (`error`: `notfound` or `remote`).
+//! - `<gms:update serviceid state reason>` → `gms.update.done` with
+//!   `requestid`, `serviceid`, `state` and `changed` (false when the
+//!   record was already final), or `error.gms.update`.
+
+use serde_json::{Map, Value};
+
+use crate::gms::Gms;
+use crate::interpreter::{ActionScope, CustomActionHandler};
+use crate::model::CustomAction;
+use crate::modules::{Failure, eval_attr, request, value_text};
+
+/// The `<gms:lookup>` handler.
+pub struct Lookup(pub std::sync::Arc<Gms>);
+
+/// The `<gms:update>` handler.
+pub struct Update(pub std::sync::Arc<Gms>);
+
+fn text_attr(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    name: &str,
+) -> Result<Option<String>, String> {
+    Ok(eval_attr(scope, action, name)?
+        .filter(|v| !v.is_null())
+        .map(|v| value_text(&v)))
+}
+
+impl CustomActionHandler for Lookup {
+    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+        let gms = self.0.clone();
+        let service_id =
+            text_attr(scope, action, "serviceid")?.ok_or("<gms:lookup> needs 'serviceid'")?;
+        let mut data = Map::new();
+        data.insert("serviceid".into(), Value::from(service_id.clone()));
+        let sessions = gms.sessions.clone();
+        request(
+            scope,
+            action,
+            &sessions,
+            "gms.lookup",
+            data,
+            |_| async move {
+                match gms.records.get(&service_id).await {
+                    Ok(Some(row)) => {
+                        let mut done = Map::new();
+                        done.insert("record".into(), crate::gms::records::record_json(&row));
+                        Ok(done)
+                    }
+                    Ok(None) => Err(Failure::new(
+                        "notfound",
+                        format!("no callback '{service_id}'"),
+                    )),
+                    Err(e) => Err(Failure::new("remote", e.to_string())),
+                }
+            },
+        )
+    }
+}
+
+impl CustomActionHandler for Update {
+    fn execute(&self, action: &CustomAction, scope: &mut ActionScope<'_>) -> Result<(), String> {
+        let gms = self.0.clone();
+        let service_id =
+            text_attr(scope, action, "serviceid")?.ok_or("<gms:update> needs 'serviceid'")?;
+        let state = text_attr(scope, action, "state")?
+            .ok_or("<gms:update> needs 'state'")?
+            .to_ascii_uppercase();
+        let reason = text_attr(scope, action, "reason")?;
+        let mut data = Map::new();
+        data.insert("serviceid".into(), Value::from(service_id.clone()));
+        let sessions = gms.sessions.clone();
+        request(
+            scope,
+            action,
+            &sessions,
+            "gms.update",
+            data,
+            |_| async move {
+                let outcome = gms
+                    .records
+                    .update(&service_id, &state, reason.as_deref(), Map::new())
+                    .await;
+                match outcome {
+                    Ok(Some((row, changed))) => {
+                        let mut done = Map::new();
+                        done.insert("state".into(), Value::from(row.state));
+                        done.insert("changed".into(), Value::from(changed));
+                        Ok(done)
+                    }
+                    Ok(None) => Err(Failure::new(
+                        "notfound",
+                        format!("no callback '{service_id}'"),
+                    )),
+                    Err(e) => Err(Failure::new("remote", e.to_string())),
+                }
+            },
+        )
+    }
+}

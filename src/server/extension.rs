@@ -1,0 +1,105 @@
+//! The one door through which a service plugs into the server. The core
+//! (workers, the ORS REST API, the store, documents, metrics) names no
+//! service; an [`Extension`] brings its routes, its custom actions (ORS
+//! modules), the tables it keeps in the store, the script objects it
+//! provides, its background tasks, and a [`SessionHook`] that sees the
+//! events it feeds sessions. It reaches the core only through the narrow
+//! handles of [`ServerHandles`].
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use super::config::{Config, ScriptObject};
+use super::metrics::Metrics;
+use super::sessions::Sessions;
+use super::{PendingResponses, http_client};
+use crate::datamodel::DataModel;
+use crate::interpreter::CustomActions;
+use crate::model::Event;
+use crate::store::{CommitHandle, Migration, Store};
+
+/// What the core lends an extension when it starts.
+#[derive(Clone)]
+pub struct ServerHandles {
+    /// The core's settings (limits, security, documents).
+    pub config: Arc<Config>,
+    /// Starting sessions and sending them events.
+    pub sessions: Sessions,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// `/request` calls waiting for a `<session:response>`.
+    pub responses: Arc<PendingResponses>,
+    /// The store, for the extension's own tables (`None`: memory only).
+    pub store: Option<Arc<dyn Store>>,
+    /// The group committer: writes acknowledged only once durable.
+    pub commits: Option<CommitHandle>,
+    /// The server's own base URL (`http://<listen address>`).
+    pub base_url: String,
+}
+
+impl ServerHandles {
+    /// An HTTP client for the current thread, with the configured fetch
+    /// timeout (each worker runtime keeps its own connections).
+    pub fn http_client(&self) -> reqwest::Client {
+        http_client(self.config.limits.fetch_timeout_ms)
+    }
+}
+
+/// What an extension adds to the server once started.
+#[derive(Default)]
+pub struct Plugged {
+    /// Its routes, with their state applied; merged beside the ORS API
+    /// and behind the same guard (authentication, response counting).
+    pub router: Router,
+    /// Path prefixes reachable without credentials (documents that
+    /// strategies fetch by URL).
+    pub public_paths: Vec<String>,
+    /// Sees every external event before a session processes it.
+    pub session_hook: Option<Arc<dyn SessionHook>>,
+}
+
+/// Runs on a session's worker thread, with the session's data model,
+/// before the session processes an external event (an extension keeps an
+/// object model such as `_genesys.ixn` in step with the events it sends).
+pub trait SessionHook: Send + Sync {
+    /// Called for every external event delivered to a session.
+    fn before_event(&self, datamodel: &mut dyn DataModel, event: &Event);
+}
+
+/// A service that plugs into the server; see the module docs.
+pub trait Extension: Send + Sync {
+    /// A short name for logs and the store's migration records.
+    fn name(&self) -> &'static str;
+
+    /// Its tables: run when the store opens, before anything starts.
+    fn migrations(&self) -> &'static [Migration] {
+        &[]
+    }
+
+    /// Script objects it provides when the configuration does not define
+    /// one of the same name (`base_url`: the server's own URL).
+    fn script_objects(&self, base_url: &str) -> Vec<(String, ScriptObject)> {
+        let _ = base_url;
+        Vec::new()
+    }
+
+    /// Plugs in: registers its custom actions in `actions`, spawns its
+    /// background tasks on the current (multi-threaded) runtime, and
+    /// returns its routes. Called once, before the workers start.
+    fn start(
+        &self,
+        server: &ServerHandles,
+        actions: &mut CustomActions,
+    ) -> Result<Plugged, ExtensionError>;
+}
+
+/// Why an extension could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{extension}: {message}")]
+pub struct ExtensionError {
+    /// The extension's name.
+    pub extension: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
