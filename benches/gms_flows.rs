@@ -162,7 +162,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = spawn(listener, config).expect("server");
         let base = format!("http://{}", server.addr);
-        let client = ors::loader::http_client(Duration::from_secs(60));
+        let client = ors::io::http::http_client(Duration::from_secs(60));
         // Warm up: the first flow fetches and compiles both documents.
         flow(&client, &base, 0).await;
         let results = Arc::new(Mutex::new(Vec::with_capacity(o.flows)));

@@ -6,8 +6,9 @@
 //! - Engine: [`model`] (the immutable document, `Event`), [`parser`] (text →
 //!   [`model::Document`]), [`datamodel`] (ECMAScript on boa, and null),
 //!   [`interpreter`] (Appendix D over a [`interpreter::Session`], no I/O).
-//! - Session host: [`loader`] (fetching `src` texts), [`io`] (the Basic
-//!   HTTP Event I/O Processor), [`host`] (many sessions on one thread).
+//! - Session host: [`io`] (the Basic HTTP Event I/O Processor, the HTTP
+//!   client), [`host`] (many sessions on one thread, and [`host::loader`],
+//!   the one loader of `src` texts with the URL allow-list).
 //! - Server core: [`store`] (durable sessions on SQLite or PostgreSQL),
 //!   [`server`] (workers, the ORS REST API, documents, metrics, and
 //!   [`server::Extension`], the one door for services).
@@ -26,13 +27,13 @@ pub mod host;
 pub mod ids;
 pub mod interpreter;
 pub mod io;
-pub mod loader;
 pub mod model;
 pub mod modules;
 pub mod parser;
 pub mod server;
 pub mod store;
 
+pub use host::loader::load_file_blocking as load_file;
 pub use interpreter::{Event, EventKind, Host, Session, SessionOptions, SessionSnapshot};
 pub use model::Document;
-pub use parser::{LoadError, LoadOptions, load_file, parse_document};
+pub use parser::{LoadError, LoadOptions, parse_document};

@@ -106,7 +106,7 @@ async fn crash_and_recover(store: Option<String>) {
         data_dir,
         store,
     };
-    let client = ors::loader::http_client(Duration::from_secs(30));
+    let client = ors::io::http::http_client(Duration::from_secs(30));
     let mut server = setup.start().await;
 
     // 1 000 ledgers, plus children-carrying families.

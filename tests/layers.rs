@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 /// Rank of each top-level module; imports must go to a strictly lower rank.
 const RANKS: &[(&str, u32)] = &[
     ("ids", 0),
-    // Until the loader moves into the host, the parser still calls it.
-    ("loader", 1),
     ("model", 1),
     ("parser", 2),
     ("datamodel", 3),

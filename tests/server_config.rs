@@ -146,3 +146,17 @@ fn gms_services_default_to_the_chat_immediate_demo_and_are_checked() {
     .to_string();
     assert!(err.contains("mandatory option _target"), "{err}");
 }
+
+#[test]
+fn an_unknown_top_level_key_is_refused_with_its_line_and_column() {
+    let text = "workers = 2\n\n  listn = \"127.0.0.1:1\"\n[store]\nurl = \"none\"\n";
+    let err = Config::parse(text, "t.toml").unwrap_err();
+    let ConfigError::Parse { path, message } = &err else {
+        panic!("a parse error, not {err}");
+    };
+    assert_eq!(path, "t.toml");
+    assert!(message.contains("line 3, column 3"), "{message}");
+    assert!(message.contains("unknown field `listn`"), "{message}");
+    // Sections of the contact-centre extension are known keys.
+    Config::parse("[gms]\nchat_endpoint = \"Environment:q\"\n", "t.toml").expect("gms is known");
+}

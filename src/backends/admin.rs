@@ -256,7 +256,7 @@ mod tests {
     use std::time::Duration;
 
     async fn call(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
-        let client = crate::loader::http_client(Duration::from_secs(5));
+        let client = crate::io::http::http_client(Duration::from_secs(5));
         let mut request = client.request(method.parse().unwrap(), url);
         if let Some(body) = body {
             request = request

@@ -557,7 +557,7 @@ mod tests {
     }
 
     async fn page(base: &str, query: &str) -> UpdatesPage {
-        let response = crate::loader::http_client(Duration::from_secs(5))
+        let response = crate::io::http::http_client(Duration::from_secs(5))
             .get(format!("{base}/updates?{query}"))
             .send()
             .await
@@ -657,7 +657,7 @@ mod tests {
         // Another stream's numbers start over from what is kept.
         let other = page(&base, &format!("after={last}&stream=old")).await;
         assert_eq!(other.updates.first().map(|u| u.seq), Some(1));
-        let response = crate::loader::http_client(Duration::from_secs(5))
+        let response = crate::io::http::http_client(Duration::from_secs(5))
             .get(format!("{base}/updates?after=x"))
             .send()
             .await

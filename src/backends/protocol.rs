@@ -242,7 +242,7 @@ impl ProtocolClient {
         }
         Ok(ProtocolClient {
             base: base.to_string(),
-            client: crate::loader::http_client(CALL_TIMEOUT),
+            client: crate::io::http::http_client(CALL_TIMEOUT),
             runtime: Background::new(name)?,
         })
     }

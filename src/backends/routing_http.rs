@@ -314,7 +314,7 @@ mod tests {
         assert!(gave_up.is_err());
         until(|| sim.waiting() == 0).await;
         // Bad bodies are `invalid` failures with status 400.
-        let response = crate::loader::http_client(Duration::from_secs(5))
+        let response = crate::io::http::http_client(Duration::from_secs(5))
             .post(format!("{base}/reserve"))
             .body("{}")
             .send()

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub fn validate(files: &[PathBuf]) -> i32 {
     let mut failed = false;
     for f in files {
-        match crate::parser::load_file(f, &crate::parser::LoadOptions::default()) {
+        match crate::host::loader::load_file_blocking(f, &crate::parser::LoadOptions::default()) {
             Ok(doc) => {
                 for w in &doc.warnings {
                     eprintln!("{w}");

@@ -100,7 +100,9 @@ pub fn run_document(doc: Arc<Document>, options: &RunOptions) -> i32 {
             return 1;
         }
     };
-    let code = runtime.block_on(run_async(doc, options));
+    // A LocalSet, so that invoked children's fetches run as local tasks.
+    let local = tokio::task::LocalSet::new();
+    let code = local.block_on(&runtime, run_async(doc, options));
     // The stdin reader may be blocked in a read that never returns; do not
     // wait for it.
     runtime.shutdown_background();
@@ -172,12 +174,14 @@ async fn serve_session(
     });
     let mut input_open = true;
 
+    let mut fetches = crate::host::Fetches::new();
     host.start(&root);
     if let Some(session) = host.session(&root) {
         write_line(&mut out, &step_line(session, "start", None));
     }
     loop {
         run_root(&mut host, &root, &mut out);
+        fetches.start(&mut host);
         let running = host.session(&root).is_some_and(Session::is_running);
         if !running {
             let _ = out.flush();
@@ -235,6 +239,7 @@ async fn serve_session(
             Some((session, event)) = failures.recv() => {
                 host.deliver(&session, event);
             }
+            (fetch, result) = fetches.next() => host.fetched(fetch, result),
             _ = stop => {
                 let _ = out.flush();
                 eprintln!("ors: timed out");
@@ -291,9 +296,10 @@ fn deliver_input(host: &mut LocalHost, root: &str, line: &str) {
     }
 }
 
-/// Loads a document for the CLI, printing diagnostics and warnings.
+/// Loads a document and its references for the CLI (through the host's
+/// loader, on a runtime of its own), printing diagnostics and warnings.
 pub fn load_for_cli(path: &Path) -> Option<Arc<Document>> {
-    match crate::parser::load_file(path, &crate::parser::LoadOptions::default()) {
+    match crate::host::loader::load_file_blocking(path, &crate::parser::LoadOptions::default()) {
         Ok(doc) => {
             for w in &doc.warnings {
                 eprintln!("{w}");

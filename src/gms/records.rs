@@ -96,7 +96,7 @@ impl CallbackRow {
         let mut text = || match v.next() {
             Some(SqlValue::Text(t)) => Ok(t),
             other => Err(RecordsError::Corrupt(format!(
-                "expected text, found {other:?}"
+                "callback row: expected text, found {other:?}"
             ))),
         };
         let (id, service, customer_number, state, session_id) =
@@ -104,7 +104,7 @@ impl CallbackRow {
         let mut int = || match v.next() {
             Some(SqlValue::Int(n)) => Ok(n),
             other => Err(RecordsError::Corrupt(format!(
-                "expected a number, found {other:?}"
+                "callback row: expected a number, found {other:?}"
             ))),
         };
         let (created_at, updated_at, expires_at) = (int()?, int()?, int()?);
@@ -112,7 +112,7 @@ impl CallbackRow {
             Some(SqlValue::Text(t)) => t,
             other => {
                 return Err(RecordsError::Corrupt(format!(
-                    "expected text, found {other:?}"
+                    "callback row: expected text, found {other:?}"
                 )));
             }
         };
@@ -206,16 +206,16 @@ pub const FAILED: &str = "FAILED";
 #[non_exhaustive]
 pub enum RecordsError {
     /// The store refused or could not be reached.
-    #[error("callback records: {0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// The group committer has stopped (the server is shutting down).
-    #[error("callback records: the store committer stopped")]
+    #[error("the store committer stopped")]
     CommitterStopped,
     /// The write batch carrying the record failed.
-    #[error("callback records: {0}")]
+    #[error(transparent)]
     Commit(#[from] crate::store::CommitError),
-    /// A stored record could not be read back.
-    #[error("callback record is corrupt: {0}")]
+    /// A stored record could not be read back (the text says which).
+    #[error("{0}")]
     Corrupt(String),
 }
 
@@ -345,7 +345,7 @@ impl Records {
             return Ok(Some((row, false)));
         }
         let mut record: Map<String, Value> = serde_json::from_str(&row.record)
-            .map_err(|e| RecordsError::Corrupt(format!("{id}: {e}")))?;
+            .map_err(|e| RecordsError::Corrupt(format!("callback record {id} is corrupt: {e}")))?;
         let now = crate::host::wall_clock_ms() as i64;
         record.insert("_callback_state".into(), Value::from(state));
         if let Some(reason) = reason {

@@ -285,7 +285,7 @@ pub type TargetFilter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 impl Client {
     /// A client; `listener_base` fills the origin header of what it sends.
     pub fn new(listener_base: Option<String>, failures: mpsc::Sender<(String, Event)>) -> Client {
-        let http = crate::loader::http_client(std::time::Duration::from_secs(30));
+        let http = crate::io::http::http_client(std::time::Duration::from_secs(30));
         Client {
             http,
             listener_base: listener_base.map(Arc::from),

@@ -376,12 +376,9 @@ pub fn seconds_attr(
 ) -> Result<Option<u64>, ActionError> {
     match eval_attr(scope, action, name)? {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => seconds_value(&v)
-            .map(Some)
-            .ok_or_else(|| ActionError::Attribute {
-                attribute: name.to_string(),
-                message: format!("must be a number of seconds, not {v}"),
-            }),
+        Some(v) => seconds_value(&v).map(Some).ok_or_else(|| {
+            ActionError::Invalid(format!("{name} must be a number of seconds, not {v}"))
+        }),
     }
 }
 

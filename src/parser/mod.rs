@@ -3,6 +3,7 @@
 //! the Recommendation (ids, targets, `initial`, history), each failure
 //! reported with `file:line:column` and a one-line reason.
 
+pub mod uri;
 pub mod xml;
 
 #[cfg(test)]
@@ -12,7 +13,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::loader;
 use crate::model::*;
 use xml::{Element, Node};
 
@@ -38,39 +38,165 @@ pub struct LoadError(pub Vec<Diagnostic>);
 
 pub use crate::model::{CustomActionClaims, NoCustomActions};
 
-/// Decides whether a document may read a URI (`<data src>`, `<script src>`);
-/// the error says why not.
-pub type UriFilter<'a> = &'a (dyn Fn(&str) -> Result<(), String> + Sync);
-
-/// Options for loading a document.
+/// Options for building a document.
 pub struct LoadOptions<'a> {
     /// Which custom actions have handlers (others produce warnings).
-    pub custom_actions: &'a dyn CustomActionClaims,
-    /// When set, every URI the document fetches at load time is checked
-    /// (after resolving it against the document's location).
-    pub uri_filter: Option<UriFilter<'a>>,
+    pub custom_actions: &'a (dyn CustomActionClaims + Sync),
 }
 
 impl Default for LoadOptions<'_> {
     fn default() -> Self {
         LoadOptions {
             custom_actions: &NoCustomActions,
-            uri_filter: None,
         }
     }
 }
 
-impl LoadOptions<'_> {
-    /// Reads `src` relative to `location`, after the URI filter allows it.
-    fn load_text(&self, src: &str, location: Option<&str>) -> Result<String, String> {
-        if let Some(filter) = self.uri_filter {
-            filter(&loader::resolve(src, location))?;
-        }
-        loader::load_text(src, location)
+/// What an external reference in a document names. New kinds (XInclude)
+/// join as the parser learns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReferenceKind {
+    /// `<data src>`: a value; a failed fetch becomes `error.execution` when
+    /// the data is bound (SCXML 1.0 §5.3.2).
+    Data,
+    /// `<script src>`: a script; a failed fetch rejects the document
+    /// (SCXML 1.0 §5.8).
+    Script,
+    /// A static `<invoke src>`: a child document, fetched when the invoke
+    /// runs; building the document does not need its text.
+    Invoke,
+}
+
+/// One external reference found while parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// What kind of text it names.
+    pub kind: ReferenceKind,
+    /// The `src` value as written.
+    pub src: String,
+    /// The value resolved against the document's location (a path or URL).
+    pub uri: String,
+    /// Where the referring element starts.
+    pub pos: Position,
+}
+
+impl Reference {
+    /// Whether [`Parsed::build`] needs this reference's text.
+    pub fn needed_for_build(&self) -> bool {
+        matches!(self.kind, ReferenceKind::Data | ReferenceKind::Script)
     }
 }
 
-/// Reads and loads a document from a file.
+/// Texts fetched for a document's references, keyed by resolved URI: the
+/// text, or a one-line reason it could not be fetched.
+pub type Sources = HashMap<String, Result<Arc<str>, String>>;
+
+/// A document read as XML but not yet built: its tree and the external
+/// references the build will need. Parsing does no I/O; a host fetches
+/// [`Parsed::references`] and passes the texts to [`Parsed::build`].
+pub struct Parsed {
+    file: String,
+    location: Option<String>,
+    text: String,
+    root: Element,
+    references: Vec<Reference>,
+}
+
+impl Parsed {
+    /// Reads `text` as XML; `file` names it in diagnostics and `location`
+    /// (a path or URL) anchors relative `src` values.
+    pub fn new(text: &str, file: String, location: Option<String>) -> Result<Parsed, LoadError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let root = xml::parse_tree(text).map_err(|e| {
+            LoadError(vec![Diagnostic {
+                file: file.clone(),
+                pos: e.pos,
+                message: e.message,
+            }])
+        })?;
+        let mut references = Vec::new();
+        collect_references(&root, location.as_deref(), &mut references);
+        Ok(Parsed {
+            file,
+            location,
+            text: text.to_string(),
+            root,
+            references,
+        })
+    }
+
+    /// Reads a document fetched from `location` (a URL or path), which
+    /// names it in diagnostics and anchors relative `src` values.
+    pub fn from_location(text: &str, location: &str) -> Result<Parsed, LoadError> {
+        Parsed::new(text, location.to_string(), Some(location.to_string()))
+    }
+
+    /// The external references, in document order.
+    pub fn references(&self) -> &[Reference] {
+        &self.references
+    }
+
+    /// Where the document came from, when known.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+
+    /// Builds and validates the document; `sources` holds the texts of the
+    /// references it needs ([`Reference::needed_for_build`]). A needed
+    /// reference missing from `sources` is a diagnostic at its element.
+    pub fn build(&self, sources: &Sources, options: &LoadOptions) -> Result<Document, LoadError> {
+        let mut doc = Builder::new(
+            self.file.clone(),
+            &self.text,
+            self.location.clone(),
+            options,
+            sources,
+        )
+        .build(&self.root)?;
+        doc.source = Some(self.text.as_str().into());
+        Ok(doc)
+    }
+}
+
+/// Collects the `src` references under `el`, skipping `<content>` payloads
+/// other than an inline child `<scxml>`.
+fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Reference>) {
+    for child in el.elements() {
+        if !is_scxml(child) {
+            continue;
+        }
+        let kind = match child.name.as_str() {
+            "data" => Some(ReferenceKind::Data),
+            "script" => Some(ReferenceKind::Script),
+            "invoke" => Some(ReferenceKind::Invoke),
+            _ => None,
+        };
+        if let Some(kind) = kind
+            && let Some(src) = child.attr("src")
+        {
+            out.push(Reference {
+                kind,
+                src: src.to_string(),
+                uri: uri::resolve(src, location),
+                pos: child.pos,
+            });
+        }
+        if child.name == "content" {
+            for nested in child
+                .elements()
+                .filter(|e| is_scxml(e) && e.name == "scxml")
+            {
+                collect_references(nested, location, out);
+            }
+        } else {
+            collect_references(child, location, out);
+        }
+    }
+}
+
+/// Reads a document from a file that has no `<data src>` or `<script src>`
+/// (a host's loader fetches those: `crate::host::loader`).
 pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Document, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         LoadError(vec![Diagnostic {
@@ -82,8 +208,9 @@ pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Document, LoadErr
     parse_document(&text, Some(path), options)
 }
 
-/// Loads a document from text; `path` names it in diagnostics and anchors
-/// relative `src` URIs.
+/// Builds a document from text that has no `<data src>` or `<script src>`
+/// (those are diagnostics here: a host's loader fetches them); `path` names
+/// it in diagnostics and anchors relative `<invoke src>`.
 pub fn parse_document(
     text: &str,
     path: Option<&Path>,
@@ -92,43 +219,18 @@ pub fn parse_document(
     let file = path
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "<input>".into());
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let location = path.map(|p| p.display().to_string());
-    parse_tree_at(text, file, location, options)
+    Parsed::new(text, file, location)?.build(&Sources::new(), options)
 }
 
-/// Loads a document fetched from `location` (a URL or path), which names it
-/// in diagnostics and anchors relative `src` URIs.
+/// Builds a document fetched from `location` (a URL or path) that has no
+/// `<data src>` or `<script src>`.
 pub fn parse_document_from(
     text: &str,
     location: &str,
     options: &LoadOptions,
 ) -> Result<Document, LoadError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    parse_tree_at(
-        text,
-        location.to_string(),
-        Some(location.to_string()),
-        options,
-    )
-}
-
-fn parse_tree_at(
-    text: &str,
-    file: String,
-    location: Option<String>,
-    options: &LoadOptions,
-) -> Result<Document, LoadError> {
-    let root = xml::parse_tree(text).map_err(|e| {
-        LoadError(vec![Diagnostic {
-            file: file.clone(),
-            pos: e.pos,
-            message: e.message,
-        }])
-    })?;
-    let mut doc = Builder::new(file, text, location, options).build(&root)?;
-    doc.source = Some(text.into());
-    Ok(doc)
+    Parsed::from_location(text, location)?.build(&Sources::new(), options)
 }
 
 fn is_scxml(el: &Element) -> bool {
@@ -151,6 +253,7 @@ struct Builder<'a> {
     /// resolve against it.
     location: Option<String>,
     options: &'a LoadOptions<'a>,
+    sources: &'a Sources,
     states: Vec<State>,
     transitions: Vec<Transition>,
     pending_targets: Vec<PendingTargets>,
@@ -173,12 +276,14 @@ impl<'a> Builder<'a> {
         text: &'a str,
         location: Option<String>,
         options: &'a LoadOptions<'a>,
+        sources: &'a Sources,
     ) -> Builder<'a> {
         Builder {
             file,
             text,
             location,
             options,
+            sources,
             states: Vec::new(),
             transitions: Vec::new(),
             pending_targets: Vec::new(),
@@ -673,6 +778,14 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The fetched text of a `src` value, resolved against the document's
+    /// location; `None` when it was not supplied.
+    fn fetched(&self, src: &str) -> Option<Result<Arc<str>, String>> {
+        self.sources
+            .get(&uri::resolve(src, self.location.as_deref()))
+            .cloned()
+    }
+
     fn build_datamodel(&mut self, el: &Element, state: StateId) {
         for d in el.elements() {
             if !is_scxml(d) {
@@ -697,11 +810,14 @@ impl<'a> Builder<'a> {
                 );
             }
             let source = if let Some(src) = d.attr("src") {
-                let loaded = self
-                    .options
-                    .load_text(src, self.location.as_deref())
-                    .map(|t| Arc::from(t.as_str()))
-                    .map_err(|e| Arc::from(e.as_str()));
+                let loaded = match self.fetched(src) {
+                    Some(Ok(text)) => Ok(text),
+                    Some(Err(e)) => Err(Arc::from(e.as_str())),
+                    None => {
+                        self.error(d.pos, format!("<data src>: '{src}' was not fetched"));
+                        Err(Arc::from("not fetched"))
+                    }
+                };
                 DataSource::Src {
                     uri: src.into(),
                     loaded,
@@ -726,10 +842,14 @@ impl<'a> Builder<'a> {
             if !el.text().trim().is_empty() {
                 self.error(el.pos, "<script> must not have both 'src' and content");
             }
-            match self.options.load_text(src, self.location.as_deref()) {
-                Ok(text) => Some(self.expr(&text, ExprKind::Script, el.pos)),
-                Err(e) => {
+            match self.fetched(src) {
+                Some(Ok(text)) => Some(self.expr(&text, ExprKind::Script, el.pos)),
+                Some(Err(e)) => {
                     self.error(el.pos, format!("<script src>: {e}"));
+                    None
+                }
+                None => {
+                    self.error(el.pos, format!("<script src>: '{src}' was not fetched"));
                     None
                 }
             }
@@ -1041,6 +1161,7 @@ impl<'a> Builder<'a> {
             self.text,
             self.location.clone(),
             self.options,
+            self.sources,
         );
         nested.build(root)
     }

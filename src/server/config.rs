@@ -140,6 +140,9 @@ pub struct DocumentSettings {
     pub max_age_cap_secs: u64,
     /// How long fetching a document may take, in ms.
     pub fetch_timeout_ms: u64,
+    /// The largest document, `<data src>` or `<script src>` body accepted,
+    /// in bytes; a larger one is refused without being read whole.
+    pub max_body_bytes: u64,
 }
 
 impl Default for DocumentSettings {
@@ -148,6 +151,7 @@ impl Default for DocumentSettings {
             max_age_secs: 60,
             max_age_cap_secs: 3600,
             fetch_timeout_ms: 10_000,
+            max_body_bytes: crate::host::loader::MAX_BODY_BYTES,
         }
     }
 }
@@ -331,23 +335,30 @@ pub fn parse_sections<T: serde::de::DeserializeOwned>(
 /// Refuses a top-level key that none of `known` (each the field names of
 /// one settings struct, from [`fields`]) declares.
 pub fn check_top_level(text: &str, name: &str, known: &[&[&str]]) -> Result<(), ConfigError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: name.to_string(),
-            message: e.to_string(),
-        })?;
-    for key in table.keys() {
-        if !known.iter().any(|fields| fields.contains(&key.as_str())) {
+    type Keys = std::collections::BTreeMap<toml::Spanned<String>, serde::de::IgnoredAny>;
+    let keys: Keys = toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Parse {
+        path: name.to_string(),
+        message: e.to_string(),
+    })?;
+    for key in keys.keys() {
+        if !known
+            .iter()
+            .any(|fields| fields.contains(&key.get_ref().as_str()))
+        {
             let expected: Vec<String> = known
                 .iter()
                 .flat_map(|f| f.iter())
                 .map(|f| format!("`{f}`"))
                 .collect();
+            let before = &text[..key.span().start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             return Err(ConfigError::Parse {
                 path: name.to_string(),
                 message: format!(
-                    "unknown field `{key}`, expected one of {}",
+                    "TOML parse error at line {line}, column {column}: unknown field `{}`, \
+                     expected one of {}",
+                    key.get_ref(),
                     expected.join(", ")
                 ),
             });

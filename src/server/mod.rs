@@ -91,7 +91,7 @@ thread_local! {
 /// connections).
 pub fn http_client(timeout_ms: u64) -> reqwest::Client {
     HTTP_CLIENT.with(|c| {
-        c.get_or_init(|| crate::loader::http_client(std::time::Duration::from_millis(timeout_ms)))
+        c.get_or_init(|| crate::io::http::http_client(std::time::Duration::from_millis(timeout_ms)))
             .clone()
     })
 }

@@ -19,7 +19,7 @@ pub enum CommitError {
     Stopped,
     /// The transaction carrying the batch failed; the store's error, as
     /// text, shared by every batch of the group.
-    #[error("the store write failed: {0}")]
+    #[error("{0}")]
     Write(String),
 }
 

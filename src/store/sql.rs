@@ -13,15 +13,16 @@ use super::{
 };
 
 /// Schema changes in order; each runs once, recorded in `ors_migrations`.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE ors_documents (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE ors_documents (
             hash TEXT PRIMARY KEY,
             location TEXT,
             text TEXT NOT NULL,
             stored_at BIGINT NOT NULL)",
-        "CREATE TABLE ors_sessions (
+            "CREATE TABLE ors_sessions (
             id TEXT PRIMARY KEY,
             root TEXT NOT NULL,
             parent TEXT,
@@ -37,10 +38,15 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             wake_at BIGINT,
             updated_at BIGINT NOT NULL,
             snapshot TEXT NOT NULL)",
-        "CREATE INDEX ors_sessions_root ON ors_sessions (root)",
-        "CREATE INDEX ors_sessions_status ON ors_sessions (status, ended_at)",
-    ],
-)];
+            "CREATE INDEX ors_sessions_root ON ors_sessions (root)",
+            "CREATE INDEX ors_sessions_status ON ors_sessions (status, ended_at)",
+        ],
+    ),
+    // Version 2 made the callback table, which the contact-centre
+    // extension now brings as its own migration; kept empty so that an
+    // older `ors` opening a newer database does not try to make it again.
+    (2, &[]),
+];
 
 const SESSION_COLUMNS: &str = "id, root, parent, invokeid, src, doc_hash, status, seq, \
      started_at, ended_at, idealtime, events, wake_at, updated_at, snapshot";

@@ -53,7 +53,7 @@ impl Api {
     pub fn new(base: &str) -> Api {
         Api {
             transport: Transport::Http {
-                client: ors::loader::http_client(Duration::from_secs(30)),
+                client: ors::io::http::http_client(Duration::from_secs(30)),
                 base: base.trim_end_matches('/').to_string(),
             },
             token: None,

@@ -52,7 +52,7 @@ impl ServeProcess {
             base: format!("http://127.0.0.1:{port}"),
             log,
         };
-        let probe = ors::loader::http_client(Duration::from_secs(5));
+        let probe = ors::io::http::http_client(Duration::from_secs(5));
         let health = format!("{}/health", server.base);
         eventually(
             &format!("server did not come up; see {}", server.log.display()),

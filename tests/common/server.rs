@@ -35,7 +35,7 @@ pub async fn spawn_server(config: Config) -> TestServer {
     let server = ors::app::spawn(listener, config).expect("server starts");
     let addr = server.addr;
     let base = format!("http://{addr}");
-    let probe = ors::loader::http_client(Duration::from_secs(5));
+    let probe = ors::io::http::http_client(Duration::from_secs(5));
     let health = format!("{base}/health");
     eventually(
         "the server never answered /health",

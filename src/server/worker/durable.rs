@@ -349,7 +349,7 @@ impl Worker {
             let Some(s) = self.host.session(id) else {
                 continue;
             };
-            if s.has_external() {
+            if s.has_external() || self.host.is_loading_in(id) {
                 return false;
             }
             if let Some(due) = s.next_timer_due() {
@@ -608,17 +608,11 @@ async fn stored_document(ctx: &Arc<WorkerContext>, hash: &str) -> Result<Arc<Doc
         .location
         .clone()
         .unwrap_or_else(|| format!("stored:{hash}"));
-    let policy = ctx.documents.policy();
-    let filter = |u: &str| policy.check(u);
-    let doc = crate::parser::parse_document_from(
-        &row.text,
-        &location,
-        &crate::parser::LoadOptions {
-            custom_actions: &*ctx.custom_actions,
-            uri_filter: Some(&filter),
-        },
-    )
-    .map_err(|e| format!("stored document {hash}: {e}"))?;
+    let doc = ctx
+        .documents
+        .build(&row.text, &location)
+        .await
+        .map_err(|e| format!("stored document {hash}: {e}"))?;
     let doc = Arc::new(doc);
     if let Ok(mut m) = ctx.stored_documents.lock() {
         m.insert(hash.to_string(), doc.clone());

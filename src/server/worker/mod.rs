@@ -349,6 +349,7 @@ fn run_worker(index: usize, ctx: Arc<WorkerContext>, mut rx: mpsc::UnboundedRece
     local.block_on(&runtime, async move {
         let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
         let mut worker = Worker::new(index, ctx, wake_tx);
+        let mut fetches = crate::host::Fetches::new();
         loop {
             let due = match (worker.host.next_timer_due(), worker.next_sleeper_due()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -367,6 +368,10 @@ fn run_worker(index: usize, ctx: Arc<WorkerContext>, mut rx: mpsc::UnboundedRece
                     while let Ok(woken) = wake_rx.try_recv() {
                         worker.guarded(|w| w.finish_wake(woken));
                     }
+                    None
+                }
+                (fetch, result) = fetches.next() => {
+                    worker.guarded(|w| w.host.fetched(fetch, result));
                     None
                 }
                 // At least once a second, so idle sessions get put to sleep
@@ -389,6 +394,7 @@ fn run_worker(index: usize, ctx: Arc<WorkerContext>, mut rx: mpsc::UnboundedRece
                 }
             }
             worker.guarded(Worker::settle);
+            fetches.start(&mut worker.host);
             worker.collect_garbage_when_due();
             if stop {
                 worker.drain_commits().await;
@@ -452,8 +458,20 @@ impl Worker {
                 let _ = failure_ctx.sessions.post_event(&session, event);
             }
         });
+        // Children's documents: from the cache at once, else fetched as a
+        // task on this worker's LocalSet (run_worker drives `fetches`).
         let load_ctx = ctx.clone();
-        host.set_document_loader(Box::new(move |url| load_ctx.documents.load_blocking(url)));
+        host.set_document_loader(Box::new(move |url| {
+            match load_ctx.documents.child_now(url) {
+                Some(ready) => crate::host::ChildLoad::Ready(ready),
+                None => {
+                    let (ctx, url) = (load_ctx.clone(), url.to_string());
+                    crate::host::ChildLoad::Pending(Box::pin(async move {
+                        ctx.documents.load_child(&url).await
+                    }))
+                }
+            }
+        }));
         host.accept_deferred();
         Worker {
             index,

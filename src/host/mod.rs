@@ -3,24 +3,74 @@
 //! and cancels invoked children, and fires their timers. `ors run` uses it
 //! for one top-level session and its children; a server worker thread runs
 //! one per worker.
+//!
+//! The host never waits on the network. An `<invoke src>` whose document is
+//! not at hand becomes a *loading* child: the host hands out the fetch
+//! ([`LocalHost::take_fetches`]), its runner drives it ([`Fetches`] on a
+//! `LocalSet`) and reports the result ([`LocalHost::fetched`]); events the
+//! parent sends to `#_<invokeid>` meanwhile wait and are delivered, in order,
+//! once the child has started. A failed load sends the parent the
+//! `error.execution` a synchronous failure raises; a cancel drops the fetch.
+//!
+//! Persistence: a loading child has no session yet, so nothing of it is
+//! saved; a server does not hibernate a tree while a child in it loads
+//! ([`LocalHost::is_loading_in`]). A parent recovered after a crash from a
+//! snapshot written while its child was loading comes back without the
+//! child, in its invoking state, as if the child had not answered yet (it
+//! never will: leaving the state ends the wait); a fetch result arriving
+//! for a parent no longer in the table is dropped.
+
+mod fetches;
+pub mod loader;
+
+pub use fetches::Fetches;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use serde_json::{Map, Value};
 
 use crate::interpreter::{
     Deferred, DispatchError, Event, EventKind, Host, InvokeRequest, InvokeSource, Outbound,
     Session, SessionOptions, StepOutcome, is_scxml_type_uri,
 };
 use crate::model::Document;
-use crate::parser::{LoadOptions, load_file, parse_document, parse_document_from};
+use crate::parser::{LoadOptions, parse_document};
 
 /// Receives `<log>` output: session id, label, message.
 pub type LogSink = Box<dyn FnMut(&str, Option<&str>, &str)>;
 
-/// Loads an invoked child's document from its resolved URI (a server uses
+/// A fetch of an invoked child's document, run by the host's runner; the
+/// error is a one-line reason.
+pub type ChildFetch = Pin<Box<dyn Future<Output = Result<Arc<Document>, String>>>>;
+
+/// What a [`DocumentLoader`] answers for an invoked child's URI.
+pub enum ChildLoad {
+    /// The document (or why it cannot be had), at once.
+    Ready(Result<Arc<Document>, String>),
+    /// The document needs the network: the child waits for this fetch.
+    Pending(ChildFetch),
+}
+
+/// Finds an invoked child's document from its resolved URI (a server uses
 /// its document cache and allow-list).
-pub type DocumentLoader = Box<dyn FnMut(&str) -> Result<Arc<Document>, String>>;
+pub type DocumentLoader = Box<dyn FnMut(&str) -> ChildLoad>;
+
+/// Names one pending child fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FetchId(u64);
+
+/// An invoked child whose document is being fetched.
+struct LoadingChild {
+    parent: Arc<str>,
+    invokeid: Arc<str>,
+    data: Map<String, Value>,
+    /// Events the parent sent to `#_<invokeid>` meanwhile, in order.
+    events: Vec<Event>,
+}
 
 /// Delivers an event to a session id this host does not hold (one on
 /// another worker thread); the error becomes `error.communication`.
@@ -59,6 +109,12 @@ pub struct LocalHost {
     basichttp: Option<crate::io::basichttp::Client>,
     trace: Option<LogSink>,
     document_loader: Option<DocumentLoader>,
+    /// Fetches documents when no [`DocumentLoader`] is set.
+    loader: loader::Loader,
+    loading: HashMap<FetchId, LoadingChild>,
+    next_fetch: u64,
+    new_fetches: Vec<(FetchId, ChildFetch)>,
+    dropped_fetches: Vec<FetchId>,
     remote: Option<RemoteRouter>,
     id_generator: Option<Box<dyn FnMut() -> String>>,
     /// Deferred work of custom actions (`None`: this host runs none).
@@ -96,6 +152,11 @@ impl LocalHost {
             basichttp: None,
             trace: None,
             document_loader: None,
+            loader: loader::Loader::default(),
+            loading: HashMap::new(),
+            next_fetch: 0,
+            new_fetches: Vec::new(),
+            dropped_fetches: Vec::new(),
             remote: None,
             id_generator: None,
             deferred: None,
@@ -106,9 +167,62 @@ impl LocalHost {
     }
 
     /// Loads invoked children's documents with `loader` instead of the
-    /// built-in file/HTTP loader.
+    /// built-in one (a [`loader::Loader`] with no allow-list).
     pub fn set_document_loader(&mut self, loader: DocumentLoader) {
         self.document_loader = Some(loader);
+    }
+
+    /// Child fetches started since the last call, for the runner to drive
+    /// (see [`Fetches`]); each result goes back through
+    /// [`LocalHost::fetched`].
+    pub fn take_fetches(&mut self) -> Vec<(FetchId, ChildFetch)> {
+        std::mem::take(&mut self.new_fetches)
+    }
+
+    /// Child fetches no longer wanted (their invoke was cancelled or their
+    /// parent removed) since the last call; the runner may abort them.
+    pub fn take_dropped_fetches(&mut self) -> Vec<FetchId> {
+        std::mem::take(&mut self.dropped_fetches)
+    }
+
+    /// Whether any invoked child is waiting for its document.
+    pub fn has_loading(&self) -> bool {
+        !self.loading.is_empty()
+    }
+
+    /// Whether a child `id` invoked is waiting for its document (a host
+    /// keeps such a session in memory: hibernating it would lose the child).
+    pub fn is_loading_in(&self, id: &str) -> bool {
+        self.loading.values().any(|l| &*l.parent == id)
+    }
+
+    /// Takes the result of a child fetch: the child starts and gets the
+    /// events its parent sent it meanwhile, or the parent gets
+    /// `error.execution`. A result nobody waits for any more is dropped.
+    pub fn fetched(&mut self, id: FetchId, result: Result<Arc<Document>, String>) {
+        let Some(child) = self.loading.remove(&id) else {
+            return;
+        };
+        if !self.slots.contains_key(&child.parent) {
+            return;
+        }
+        match result {
+            Ok(doc) => {
+                let child_id = self.insert_child(&child.parent, child.invokeid, doc, child.data);
+                self.start(&child_id);
+                for event in child.events {
+                    self.outbox.push_back((child_id.clone(), event));
+                }
+            }
+            Err(e) => {
+                let mut ev = Event::new("error.execution", EventKind::Platform);
+                ev.data = Some(serde_json::json!({
+                    "message": format!("cannot invoke '{}': {e}", child.invokeid)
+                }));
+                self.outbox.push_back((child.parent, ev));
+            }
+        }
+        self.flush();
     }
 
     /// Routes `#_scxml_<id>` sends for sessions this host does not hold.
@@ -440,7 +554,10 @@ impl LocalHost {
             .get(root)
             .and_then(|s| s.session.as_ref())
             .is_some_and(|s| s.is_running())
-            && (self.next_timer_due().is_some() || !self.ready.is_empty() || self.slots.len() > 1)
+            && (self.next_timer_due().is_some()
+                || !self.ready.is_empty()
+                || self.slots.len() > 1
+                || !self.loading.is_empty())
     }
 
     /// A session halted: an invoked child is removed at once and its parent
@@ -468,6 +585,7 @@ impl LocalHost {
     /// Removes a session and every descendant it invoked; `ended` records
     /// them for [`LocalHost::take_removed`].
     fn remove_tree(&mut self, id: &str, ended: bool) {
+        self.drop_loading(|l| &*l.parent == id);
         if let Some(slot) = self.slots.remove(id) {
             for child in slot.children.values() {
                 self.remove_tree(child, ended);
@@ -478,37 +596,83 @@ impl LocalHost {
         }
     }
 
-    fn load_child(&mut self, source: &InvokeSource) -> Result<Arc<Document>, String> {
+    /// Forgets the loading children `which` selects; their fetches are
+    /// reported as dropped.
+    fn drop_loading(&mut self, which: impl Fn(&LoadingChild) -> bool) {
+        let ids: Vec<FetchId> = self
+            .loading
+            .iter()
+            .filter(|(_, l)| which(l))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.loading.remove(&id);
+            self.dropped_fetches.push(id);
+        }
+    }
+
+    fn load_child(&mut self, source: &InvokeSource) -> ChildLoad {
         match source {
-            InvokeSource::Document(d) => Ok(d.clone()),
-            InvokeSource::Text(text) => parse_document(text, None, &LoadOptions::default())
-                .map(Arc::new)
-                .map_err(|e| e.to_string()),
+            InvokeSource::Document(d) => ChildLoad::Ready(Ok(d.clone())),
+            InvokeSource::Text(text) => ChildLoad::Ready(
+                parse_document(text, None, &LoadOptions::default())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+            ),
             InvokeSource::Uri { uri, base } => {
-                let resolved = crate::loader::resolve(uri, base.as_deref());
-                if let Some(loader) = &mut self.document_loader {
-                    return loader(&resolved);
+                let resolved = loader::resolve(uri, base.as_deref());
+                if let Some(load) = &mut self.document_loader {
+                    return load(&resolved);
                 }
                 if let Some(d) = self.documents.get(&resolved) {
-                    return Ok(d.clone());
+                    return ChildLoad::Ready(Ok(d.clone()));
                 }
-                let doc = if crate::loader::is_http(&resolved) {
-                    let text = crate::loader::load_text(&resolved, None)?;
-                    parse_document_from(&text, &resolved, &LoadOptions::default())
-                } else {
-                    match crate::loader::file_path(&resolved) {
-                        Some(path) => load_file(&path, &LoadOptions::default()),
-                        None => {
-                            return Err(format!("cannot fetch '{uri}': unsupported URI scheme"));
-                        }
+                match self
+                    .loader
+                    .load_document_now(&resolved, &LoadOptions::default())
+                {
+                    Some(Ok(doc)) => {
+                        let doc = Arc::new(doc);
+                        self.documents.insert(resolved, doc.clone());
+                        ChildLoad::Ready(Ok(doc))
+                    }
+                    Some(Err(e)) => ChildLoad::Ready(Err(e.to_string())),
+                    None => {
+                        let loader = self.loader.clone();
+                        ChildLoad::Pending(Box::pin(async move {
+                            loader
+                                .load_document(&resolved, &LoadOptions::default())
+                                .await
+                                .map(Arc::new)
+                                .map_err(|e| e.to_string())
+                        }))
                     }
                 }
-                .map_err(|e| e.to_string())?;
-                let doc = Arc::new(doc);
-                self.documents.insert(resolved, doc.clone());
-                Ok(doc)
             }
         }
+    }
+
+    /// Adds an invoked child to the table, linked to its parent, not
+    /// started.
+    fn insert_child(
+        &mut self,
+        parent_id: &str,
+        invokeid: Arc<str>,
+        doc: Arc<Document>,
+        data: Map<String, Value>,
+    ) -> Arc<str> {
+        let options = SessionOptions {
+            session_id: self.id_generator.as_mut().map(|g| g()),
+            initial_data: data,
+            ..self.options.clone()
+        };
+        let child = Session::new(doc, options);
+        let parent: Arc<str> = parent_id.into();
+        let child_id = self.insert(child, Some((parent.clone(), invokeid.clone())));
+        if let Some(p) = self.slots.get_mut(&parent) {
+            p.children.insert(invokeid, child_id.clone());
+        }
+        child_id
     }
 }
 
@@ -620,7 +784,18 @@ impl Host for LocalHost {
                 .and_then(|s| s.children.get(invokeid))
             {
                 Some(child) => child.clone(),
-                None => return Err(DispatchError(format!("no invoked session '{invokeid}'"))),
+                None => {
+                    // A child still loading gets the event once it starts.
+                    if let Some(loading) = self
+                        .loading
+                        .values_mut()
+                        .find(|l| &*l.parent == session_id && &*l.invokeid == invokeid)
+                    {
+                        loading.events.push(event);
+                        return Ok(());
+                    }
+                    return Err(DispatchError(format!("no invoked session '{invokeid}'")));
+                }
             }
         } else {
             return Err(DispatchError(format!("cannot reach target '{target}'")));
@@ -630,18 +805,25 @@ impl Host for LocalHost {
     }
 
     fn invoke(&mut self, parent_id: &str, request: InvokeRequest) -> Result<(), DispatchError> {
-        let doc = self.load_child(&request.source).map_err(DispatchError)?;
-        let options = SessionOptions {
-            session_id: self.id_generator.as_mut().map(|g| g()),
-            initial_data: request.data,
-            ..self.options.clone()
+        let doc = match self.load_child(&request.source) {
+            ChildLoad::Ready(doc) => doc.map_err(DispatchError)?,
+            ChildLoad::Pending(fetch) => {
+                let id = FetchId(self.next_fetch);
+                self.next_fetch += 1;
+                self.loading.insert(
+                    id,
+                    LoadingChild {
+                        parent: parent_id.into(),
+                        invokeid: request.invokeid,
+                        data: request.data,
+                        events: Vec::new(),
+                    },
+                );
+                self.new_fetches.push((id, fetch));
+                return Ok(());
+            }
         };
-        let child = Session::new(doc, options);
-        let parent: Arc<str> = parent_id.into();
-        let child_id = self.insert(child, Some((parent.clone(), request.invokeid.clone())));
-        if let Some(p) = self.slots.get_mut(&parent) {
-            p.children.insert(request.invokeid, child_id.clone());
-        }
+        let child_id = self.insert_child(parent_id, request.invokeid, doc, request.data);
         self.to_start.push(child_id);
         Ok(())
     }
@@ -652,6 +834,7 @@ impl Host for LocalHost {
             .get_mut(parent_id)
             .and_then(|p| p.children.remove(invokeid))
         else {
+            self.drop_loading(|l| &*l.parent == parent_id && &*l.invokeid == invokeid);
             return;
         };
         // The child exits its states (running its onexit handlers); what it
