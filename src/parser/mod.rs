@@ -240,6 +240,14 @@ fn is_scxml(el: &Element) -> bool {
     }
 }
 
+/// The parts `<send>` and `<invoke>` share, built.
+struct MessageParts {
+    idlocation: Option<ExprId>,
+    namelist: Vec<(Arc<str>, ExprId)>,
+    params: Vec<Param>,
+    content: Option<Content>,
+}
+
 struct PendingTargets {
     transition: TransitionId,
     names: Vec<String>,
@@ -1064,21 +1072,39 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// What `<send>` and `<invoke>` share: `idlocation` (refused beside an
+    /// `id`), `namelist`, the `<param>`s and the `<content>`.
+    fn message_parts(&mut self, el: &Element) -> MessageParts {
+        let pos = el.pos;
+        if el.attr("id").is_some() && el.attr("idlocation").is_some() {
+            self.error(
+                pos,
+                format!("<{}> must not have both 'id' and 'idlocation'", el.name),
+            );
+        }
+        let idlocation = el
+            .attr("idlocation")
+            .map(|l| self.expr(l, ExprKind::Location, pos));
+        MessageParts {
+            idlocation,
+            namelist: self.namelist(el),
+            params: self.params(el),
+            content: self.content(el),
+        }
+    }
+
     fn build_send(&mut self, el: &Element) -> Option<SendAction> {
         let pos = el.pos;
         let event = self.value_source(el, "event", "eventexpr");
         let target = self.value_source(el, "target", "targetexpr");
         let type_ = self.value_source(el, "type", "typeexpr");
         let delay = self.value_source(el, "delay", "delayexpr");
-        if el.attr("id").is_some() && el.attr("idlocation").is_some() {
-            self.error(pos, "<send> must not have both 'id' and 'idlocation'");
-        }
-        let idlocation = el
-            .attr("idlocation")
-            .map(|l| self.expr(l, ExprKind::Location, pos));
-        let namelist = self.namelist(el);
-        let params = self.params(el);
-        let content = self.content(el);
+        let MessageParts {
+            idlocation,
+            namelist,
+            params,
+            content,
+        } = self.message_parts(el);
         if content.is_some() && (!namelist.is_empty() || !params.is_empty()) {
             self.error(
                 pos,
@@ -1170,15 +1196,12 @@ impl<'a> Builder<'a> {
         let pos = el.pos;
         let type_ = self.value_source(el, "type", "typeexpr");
         let src = self.value_source(el, "src", "srcexpr");
-        if el.attr("id").is_some() && el.attr("idlocation").is_some() {
-            self.error(pos, "<invoke> must not have both 'id' and 'idlocation'");
-        }
-        let idlocation = el
-            .attr("idlocation")
-            .map(|l| self.expr(l, ExprKind::Location, pos));
-        let namelist = self.namelist(el);
-        let params = self.params(el);
-        let content = self.content(el);
+        let MessageParts {
+            idlocation,
+            namelist,
+            params,
+            content,
+        } = self.message_parts(el);
         if src.is_some() && content.is_some() {
             self.error(pos, "<invoke> must not have both 'src' and <content>");
         }
