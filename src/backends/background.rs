@@ -26,11 +26,13 @@ pub(crate) struct Background {
 
 impl Background {
     /// Starts the thread (named `name`).
-    pub(crate) fn new(name: &str) -> Result<Background, String> {
+    pub(crate) fn new(name: &str) -> Result<Background, super::SetupError> {
         let runtime = Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the {name} runtime: {e}"))?;
+            .map_err(|e| {
+                super::SetupError::Start(format!("cannot start the {name} runtime: {e}"))
+            })?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -41,7 +43,9 @@ impl Background {
                 });
                 drop(runtime);
             })
-            .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
+            .map_err(|e| {
+                super::SetupError::Start(format!("cannot start the {name} thread: {e}"))
+            })?;
         Ok(Background {
             handle,
             _stop: stop,

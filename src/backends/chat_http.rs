@@ -97,7 +97,7 @@ impl HttpChat {
     /// A client for the chat service at `base_url`. It starts polling the
     /// service's updates at once, on a background thread of its own that
     /// stops when the client is dropped.
-    pub fn new(base_url: &str) -> Result<HttpChat, String> {
+    pub fn new(base_url: &str) -> Result<HttpChat, super::SetupError> {
         let client = ProtocolClient::new(base_url, "ors-chat-http")?;
         let (updates, _) = broadcast::channel(UPDATE_CHANNEL_CAPACITY);
         let (synced_tx, synced) = watch::channel(false);

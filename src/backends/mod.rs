@@ -42,6 +42,20 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Why backends could not be set up: bad settings, or an HTTP client or a
+/// background thread that could not be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A setting is invalid; the text names it (`agent id 'a' is used
+    /// twice`, `routing_url '…' must be an http:// or https:// URL`).
+    #[error("{0}")]
+    Settings(String),
+    /// A client or the thread behind it could not start.
+    #[error("{0}")]
+    Start(String),
+}
+
 /// A boxed future that can cross threads (backend calls).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

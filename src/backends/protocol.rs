@@ -233,12 +233,12 @@ pub(crate) struct ProtocolClient {
 
 impl ProtocolClient {
     /// A client for the backend at `base_url` (http or https).
-    pub(crate) fn new(base_url: &str, name: &str) -> Result<ProtocolClient, String> {
+    pub(crate) fn new(base_url: &str, name: &str) -> Result<ProtocolClient, super::SetupError> {
         let base = base_url.trim().trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(format!(
+            return Err(super::SetupError::Settings(format!(
                 "'{base_url}' is not an http:// or https:// base URL"
-            ));
+            )));
         }
         Ok(ProtocolClient {
             base: base.to_string(),

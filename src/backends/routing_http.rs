@@ -60,7 +60,7 @@ pub struct HttpRouting {
 impl HttpRouting {
     /// A client for the routing service at `base_url`. Its requests run on
     /// a background thread of its own.
-    pub fn new(base_url: &str) -> Result<HttpRouting, String> {
+    pub fn new(base_url: &str) -> Result<HttpRouting, super::SetupError> {
         Ok(HttpRouting {
             client: ProtocolClient::new(base_url, "ors-routing-http")?,
         })

@@ -570,14 +570,17 @@ impl RoutingSim {
     /// ([`SimulatorSettings::effective_agents`]: the demo agents when none
     /// are configured), all logged in. Starts the background thread its
     /// timers run on.
-    pub fn new(settings: &SimulatorSettings) -> Result<RoutingSim, String> {
+    pub fn new(settings: &SimulatorSettings) -> Result<RoutingSim, super::SetupError> {
         let timers = Background::new("ors-sim-timers")?;
         let handle = timers.handle();
         let mut agents = IndexMap::new();
         for agent in settings.effective_agents() {
             agent.validate()?;
             if agents.contains_key(&agent.id) {
-                return Err(format!("agent id '{}' is used twice", agent.id));
+                return Err(super::SetupError::Settings(format!(
+                    "agent id '{}' is used twice",
+                    agent.id
+                )));
             }
             agents.insert(agent.id.clone(), Agent::new(agent));
         }
@@ -626,7 +629,9 @@ impl RoutingSim {
     /// Adds an agent, logged in; waiting requests it matches may take it
     /// at once. Fails when the id is empty or taken.
     pub fn add_agent(&self, settings: AgentSettings) -> Result<AgentStatus, SimError> {
-        settings.validate().map_err(SimError::Invalid)?;
+        settings
+            .validate()
+            .map_err(|e| SimError::Invalid(e.to_string()))?;
         let mut state = lock(&self.state);
         if state.agents.contains_key(&settings.id) {
             return Err(SimError::Conflict(format!(

@@ -137,15 +137,17 @@ impl AgentSettings {
     }
 
     /// Checks one agent: a non-empty id and finite skill levels.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), super::SetupError> {
         if self.id.trim().is_empty() {
-            return Err("an agent's id must not be empty".to_string());
+            return Err(super::SetupError::Settings(
+                "an agent's id must not be empty".to_string(),
+            ));
         }
         if let Some((skill, _)) = self.skills.iter().find(|(_, l)| !l.is_finite()) {
-            return Err(format!(
+            return Err(super::SetupError::Settings(format!(
                 "agent '{}': skill '{skill}' must have a finite level",
                 self.id
-            ));
+            )));
         }
         Ok(())
     }
@@ -175,12 +177,15 @@ impl SimulatorSettings {
 
     /// Checks the agents: non-empty, unique ids and finite skill levels.
     /// An agent with no capacity at all is allowed (it is never chosen).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), super::SetupError> {
         let mut seen = BTreeSet::new();
         for agent in &self.agents {
             agent.validate()?;
             if !seen.insert(agent.id.as_str()) {
-                return Err(format!("agent id '{}' is used twice", agent.id));
+                return Err(super::SetupError::Settings(format!(
+                    "agent id '{}' is used twice",
+                    agent.id
+                )));
             }
         }
         Ok(())
@@ -189,7 +194,7 @@ impl SimulatorSettings {
 
 impl BackendSettings {
     /// Checks the URLs (http or https) and the simulator settings.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), super::SetupError> {
         for (what, url) in [
             ("routing_url", &self.routing_url),
             ("chat_url", &self.chat_url),
@@ -197,7 +202,9 @@ impl BackendSettings {
             if let Some(url) = url
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
-                return Err(format!("{what} '{url}' must be an http:// or https:// URL"));
+                return Err(super::SetupError::Settings(format!(
+                    "{what} '{url}' must be an http:// or https:// URL"
+                )));
             }
         }
         self.simulator.validate()
@@ -254,9 +261,14 @@ mod tests {
             ],
             ..SimulatorSettings::default()
         };
-        assert!(s.validate().unwrap_err().contains("used twice"));
+        assert!(s.validate().unwrap_err().to_string().contains("used twice"));
         s.agents[1].id = " ".into();
-        assert!(s.validate().unwrap_err().contains("must not be empty"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("must not be empty")
+        );
         s.agents[1].id = "b".into();
         s.agents[1].capacity.clear();
         assert!(s.validate().is_ok());
@@ -264,6 +276,11 @@ mod tests {
             routing_url: Some("ftp://x".into()),
             ..BackendSettings::default()
         };
-        assert!(b.validate().unwrap_err().contains("routing_url"));
+        assert!(
+            b.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("routing_url")
+        );
     }
 }

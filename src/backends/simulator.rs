@@ -67,7 +67,7 @@ pub struct Simulator {
 impl Simulator {
     /// Validates the settings and starts both simulators (one background
     /// thread for their timers).
-    pub fn new(settings: &SimulatorSettings) -> Result<Arc<Simulator>, String> {
+    pub fn new(settings: &SimulatorSettings) -> Result<Arc<Simulator>, super::SetupError> {
         settings.validate()?;
         let routing = Arc::new(RoutingSim::new(settings)?);
         let chat = Arc::new(ChatSim::new(settings, routing.clone()));
@@ -99,7 +99,9 @@ impl Simulator {
 /// backend with a URL, the embedded simulator for the others. The
 /// simulator is returned (for the admin API, [`super::admin::admin_router`])
 /// when either backend is embedded.
-pub fn build(settings: &BackendSettings) -> Result<(Backends, Option<Arc<Simulator>>), String> {
+pub fn build(
+    settings: &BackendSettings,
+) -> Result<(Backends, Option<Arc<Simulator>>), super::SetupError> {
     settings.validate()?;
     let simulator = if settings.routing_url.is_none() || settings.chat_url.is_none() {
         Some(Simulator::new(&settings.simulator)?)
@@ -109,12 +111,12 @@ pub fn build(settings: &BackendSettings) -> Result<(Backends, Option<Arc<Simulat
     let routing: Arc<dyn RoutingBackend> = match (&settings.routing_url, &simulator) {
         (Some(url), _) => Arc::new(HttpRouting::new(url)?),
         (None, Some(sim)) => sim.routing_backend(),
-        (None, None) => return Err("no routing backend".to_string()),
+        (None, None) => return Err(super::SetupError::Settings("no routing backend".into())),
     };
     let chat: Arc<dyn ChatBackend> = match (&settings.chat_url, &simulator) {
         (Some(url), _) => Arc::new(HttpChat::new(url)?),
         (None, Some(sim)) => sim.chat_backend(),
-        (None, None) => return Err("no chat backend".to_string()),
+        (None, None) => return Err(super::SetupError::Settings("no chat backend".into())),
     };
     Ok((Backends { routing, chat }, simulator))
 }

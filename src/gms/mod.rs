@@ -152,8 +152,8 @@ impl Extension for ContactCentre {
             message,
         };
         self.settings.validate().map_err(|e| fail(e.to_string()))?;
-        let (backends, simulator) =
-            crate::backends::simulator::build(&self.settings.backends).map_err(fail)?;
+        let (backends, simulator) = crate::backends::simulator::build(&self.settings.backends)
+            .map_err(|e| fail(e.to_string()))?;
         let comet = cometd::CometHub::new(self.settings.gms.cometd.clone());
         let services = self
             .settings
