@@ -66,33 +66,31 @@ impl UrlPolicy {
     }
 
     /// Whether a resolved URL or path may be read; the error says why not.
-    pub fn check(&self, url: &str) -> Result<(), String> {
+    pub fn check(&self, url: &str) -> Result<(), PolicyError> {
         if is_http(url) {
-            let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL '{url}': {e}"))?;
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| PolicyError::BadUrl(format!("bad URL '{url}': {e}")))?;
             return self.check_url(&parsed);
         }
         let Some(path) = file_path(url) else {
             let scheme = url.split(':').next().unwrap_or_default();
-            return Err(format!("scheme '{scheme}' is not allowed"));
+            return Err(PolicyError::Scheme(scheme.to_string()));
         };
         if !self.schemes.iter().any(|s| s == "file") {
-            return Err("scheme 'file' is not allowed".into());
+            return Err(PolicyError::Scheme("file".into()));
         }
         let path = absolute(&path);
         if self.dirs.iter().any(|d| path.starts_with(d)) {
             Ok(())
         } else {
-            Err(format!(
-                "'{}' is outside the allowed directories",
-                path.display()
-            ))
+            Err(PolicyError::OutsideDirs(path))
         }
     }
 
     /// Whether a parsed HTTP(S) URL may be fetched.
-    fn check_url(&self, url: &reqwest::Url) -> Result<(), String> {
+    fn check_url(&self, url: &reqwest::Url) -> Result<(), PolicyError> {
         if !self.schemes.iter().any(|s| s == url.scheme()) {
-            return Err(format!("scheme '{}' is not allowed", url.scheme()));
+            return Err(PolicyError::Scheme(url.scheme().to_string()));
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let allowed = self.hosts.iter().any(|pattern| {
@@ -105,9 +103,27 @@ impl UrlPolicy {
         if allowed {
             Ok(())
         } else {
-            Err(format!("host '{host}' is not in the allow-list"))
+            Err(PolicyError::Host(host))
         }
     }
+}
+
+/// Why the allow-list refuses a URL or path.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// Not a URL that can be read (the text says why).
+    #[error("{0}")]
+    BadUrl(String),
+    /// Its scheme is not in `security.allowed_schemes`.
+    #[error("scheme '{0}' is not allowed")]
+    Scheme(String),
+    /// Its host matches no pattern of `security.allowed_hosts`.
+    #[error("host '{0}' is not in the allow-list")]
+    Host(String),
+    /// The path, made absolute, is outside `security.allowed_dirs`.
+    #[error("'{}' is outside the allowed directories", .0.display())]
+    OutsideDirs(PathBuf),
 }
 
 /// A path made absolute with symbolic links and `..` resolved as far as the
@@ -295,7 +311,8 @@ impl Default for Loader {
 impl Loader {
     /// A loader with its own cache.
     pub fn new(config: LoaderConfig) -> Loader {
-        let client = crate::io::http::http_client_no_redirects(config.timeout);
+        let client = crate::io::http::http_client_no_redirects(config.timeout)
+            .map_err(|e| format!("cannot build the HTTP client: {e}"));
         Loader {
             inner: Arc::new(Inner {
                 config,
@@ -311,7 +328,7 @@ impl Loader {
     }
 
     /// Whether the allow-list lets `uri` (resolved) be read.
-    pub fn check(&self, uri: &str) -> Result<(), String> {
+    pub fn check(&self, uri: &str) -> Result<(), PolicyError> {
         match &self.inner.config.policy {
             Some(p) => p.check(uri),
             None => Ok(()),
@@ -331,7 +348,7 @@ impl Loader {
     fn allowed(&self, uri: &str) -> Result<(), FetchError> {
         self.check(uri).map_err(|reason| FetchError::NotAllowed {
             url: uri.to_string(),
-            reason,
+            reason: reason.to_string(),
         })
     }
 

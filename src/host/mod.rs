@@ -74,7 +74,7 @@ struct LoadingChild {
 
 /// Delivers an event to a session id this host does not hold (one on
 /// another worker thread); the error becomes `error.communication`.
-pub type RemoteRouter = Box<dyn FnMut(&str, Event) -> Result<(), String>>;
+pub type RemoteRouter = Box<dyn FnMut(&str, Event) -> Result<(), DispatchError>>;
 
 struct Slot {
     id: Arc<str>,
@@ -744,7 +744,7 @@ impl Host for LocalHost {
     fn dispatch(&mut self, session_id: &str, outbound: Outbound) -> Result<(), DispatchError> {
         if crate::io::basichttp::is_basichttp_type(&outbound.type_) {
             return match &self.basichttp {
-                Some(client) => client.send(session_id, outbound).map_err(DispatchError),
+                Some(client) => client.send(session_id, outbound),
                 None => Err(DispatchError(
                     "the Basic HTTP processor is not enabled".into(),
                 )),
@@ -772,7 +772,7 @@ impl Host for LocalHost {
                 Some((k, _)) => k.clone(),
                 None => {
                     return match &mut self.remote {
-                        Some(route) => route(id, event).map_err(DispatchError),
+                        Some(route) => route(id, event),
                         None => Err(DispatchError(format!("no session '{id}'"))),
                     };
                 }

@@ -14,7 +14,7 @@ use axum::routing::any;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::interpreter::{Event, EventKind, Outbound};
+use crate::interpreter::{DispatchError, Event, EventKind, Outbound};
 
 /// The processor's type URI.
 pub const BASICHTTP_TYPE: &str = "http://www.w3.org/TR/scxml/#BasicHTTPEventProcessor";
@@ -301,15 +301,15 @@ impl Client {
     }
 
     /// Validates the target and starts the POST in the background.
-    pub fn send(&self, from_session: &str, outbound: Outbound) -> Result<(), String> {
+    pub fn send(&self, from_session: &str, outbound: Outbound) -> Result<(), DispatchError> {
         let url = outbound.target.clone();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!(
+            return Err(DispatchError(format!(
                 "basic HTTP target must be an http(s) URL, not '{url}'"
-            ));
+            )));
         }
         if let Some(filter) = &self.target_filter {
-            filter(&url)?;
+            filter(&url).map_err(DispatchError)?;
         }
         let event = outbound.event;
         let enc = encode(&event);

@@ -28,11 +28,10 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 /// of being followed, so that each hop can be checked. Unlike
 /// [`http_client`] there is no fallback to a default client (which would
 /// follow redirects): the error says why the client could not be built.
-pub fn http_client_no_redirects(timeout: Duration) -> Result<reqwest::Client, String> {
+pub fn http_client_no_redirects(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     install_tls_provider();
     reqwest::Client::builder()
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }

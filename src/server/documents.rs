@@ -235,7 +235,7 @@ impl Documents {
     /// [`Documents::load_child`] must fetch it.
     pub fn child_now(&self, url: &str) -> Option<Result<Arc<Document>, String>> {
         if let Err(e) = self.loader.check(url) {
-            return Some(Err(e));
+            return Some(Err(e.to_string()));
         }
         let entry = self.cached(url)?;
         match self.loader.fetch_now(url)? {

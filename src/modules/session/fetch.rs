@@ -79,7 +79,12 @@ impl CustomActionHandler for Fetch {
             headers,
             params,
         };
-        let allowed = ctx.sessions.documents().policy().check(&request_data.url);
+        let allowed = ctx
+            .sessions
+            .documents()
+            .policy()
+            .check(&request_data.url)
+            .map_err(|e| e.to_string());
         let sessions = ctx.sessions.clone();
         request(
             scope,

@@ -442,7 +442,7 @@ impl Worker {
             route_ctx
                 .sessions
                 .post_event(id, event)
-                .map_err(|e| e.message)
+                .map_err(|e| crate::interpreter::DispatchError(e.message))
         }));
         // Basic HTTP sends go out from this worker; a failed POST comes back
         // as error.communication through the pool like any other event.
@@ -450,7 +450,9 @@ impl Worker {
         let policy = ctx.documents.policy().clone();
         host.set_basichttp(
             crate::io::basichttp::Client::new(Some(ctx.basichttp_base.clone()), failures)
-                .with_target_filter(Arc::new(move |url| policy.check(url))),
+                .with_target_filter(Arc::new(move |url| {
+                    policy.check(url).map_err(|e| e.to_string())
+                })),
         );
         let failure_ctx = ctx.clone();
         tokio::task::spawn_local(async move {
