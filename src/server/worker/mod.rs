@@ -405,6 +405,11 @@ fn run_worker(index: usize, ctx: Arc<WorkerContext>, mut rx: mpsc::UnboundedRece
         }
         tracing::debug!(worker = index, "worker stopped");
     });
+    // Jobs still pending (a store query of a deferred action, say) are
+    // dropped with the task set; some release resources by spawning a
+    // task (sqlx returns a connection to its pool), which needs a runtime.
+    let _context = runtime.enter();
+    drop(local);
 }
 
 impl Worker {
