@@ -181,13 +181,15 @@ impl Extension for ContactCentre {
             base_url: server.base_url.clone(),
         });
         modules::register(actions, &gms);
-        tokio::spawn(purge_callbacks(gms.clone()));
-        tokio::spawn(interactions::follow_chats(gms.clone()));
-        tokio::spawn(chat_api::push_chat_updates(gms.clone()));
         Ok(Plugged {
             router: router(&gms),
             public_paths: vec![DOCUMENT_PATH.to_string()],
             session_hook: Some(Arc::new(interactions::Mirror)),
+            tasks: vec![
+                Box::pin(purge_callbacks(gms.clone())),
+                Box::pin(interactions::follow_chats(gms.clone())),
+                Box::pin(chat_api::push_chat_updates(gms.clone())),
+            ],
         })
     }
 }

@@ -57,6 +57,10 @@ pub struct Plugged {
     pub public_paths: Vec<String>,
     /// Sees every external event before a session processes it.
     pub session_hook: Option<Arc<dyn SessionHook>>,
+    /// Its background tasks; the core spawns them on the multi-threaded
+    /// runtime once every extension has registered its custom actions (so
+    /// nothing they start is parsed against an incomplete action table).
+    pub tasks: Vec<futures_util::future::BoxFuture<'static, ()>>,
 }
 
 /// Runs on a session's worker thread, with the session's data model,
@@ -84,9 +88,9 @@ pub trait Extension: Send + Sync {
         Vec::new()
     }
 
-    /// Plugs in: registers its custom actions in `actions`, spawns its
-    /// background tasks on the current (multi-threaded) runtime, and
-    /// returns its routes. Called once, before the workers start.
+    /// Plugs in: registers its custom actions in `actions` and returns its
+    /// routes, hook and background tasks. Called once, before the workers
+    /// start.
     fn start(
         &self,
         server: &ServerHandles,

@@ -236,6 +236,12 @@ pub async fn build(
     }
     let custom_actions = Arc::new(actions);
     let _ = claims.0.set(custom_actions.clone());
+    for task in plugged
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.tasks))
+    {
+        tokio::spawn(task);
+    }
     let hooks = plugged
         .iter_mut()
         .filter_map(|p| p.session_hook.take())
