@@ -815,3 +815,53 @@ async fn the_routes_answer_in_process_without_a_socket() {
     assert_eq!(r.status, 404, "{}", r.body);
     server.stop().await;
 }
+
+/// A JSON body nesting deeper than the door's limit is refused with 400,
+/// on the ORS API and the GMS API alike (the 125-level user field a
+/// customer could send made a session that could not be restored after
+/// hibernation); a body within the limit starts a session as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_nested_too_deep_are_refused_at_the_door() {
+    let server = spawn_server(base_config()).await;
+    let api = server.api();
+    let nest = |levels: usize| {
+        let mut v = json!("x");
+        for _ in 0..levels {
+            v = json!({ "k": v });
+        }
+        v
+    };
+    let deep_callback = json!({ "_customer_number": "5551234", "usr_deep": nest(125) });
+    let r = api
+        .json("/genesys/1/service/callback/chat-immediate", &deep_callback)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"], "json_too_deep");
+    let src = fixture("counter.scxml");
+    let r = api
+        .json(
+            "/scxml/session/start",
+            &json!({ "src": src, "deep": nest(125) }),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"], "json_too_deep");
+    let r = api
+        .json(
+            "/scxml/session/start",
+            &json!({ "src": src, "deep": nest(20) }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.body["sessionid"]
+        .as_str()
+        .expect("a session id")
+        .to_string();
+    let data = api.query_ok(&id).await;
+    let mut v = &data["data"]["deep"];
+    for _ in 0..20 {
+        v = &v["k"];
+    }
+    assert_eq!(*v, json!("x"), "{data}");
+    server.stop().await;
+}

@@ -65,6 +65,13 @@ pub async fn read_params(
         "application/json" | "text/json" => {
             let value: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::bad_parameter(format!("the JSON body is malformed: {e}")))?;
+            if json_depth(&value) > MAX_JSON_DEPTH {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "json_too_deep",
+                    format!("the JSON body nests deeper than {MAX_JSON_DEPTH} levels"),
+                ));
+            }
             match value {
                 Value::Object(map) => params.extend(map),
                 _ => return Err(ApiError::bad_parameter("the JSON body must be an object")),
@@ -106,6 +113,29 @@ pub async fn read_params(
     Ok(params)
 }
 
+/// How deep a JSON body may nest (the body object is level 1). Values go
+/// into session data, which snapshots wrap in a few more levels; serde_json
+/// refuses to read back more than 128, so a value accepted here always
+/// survives hibernation and restarts.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// The nesting depth of a JSON value (a scalar is 0, `{}` and `[]` are 1),
+/// computed without recursion.
+pub fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Object(m) => Box::new(m.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
+}
+
 /// Takes a parameter out as a string (JSON numbers and booleans are
 /// written out; other values are refused).
 pub fn take_string(params: &mut Params, name: &str) -> Result<Option<String>, ApiError> {
@@ -130,4 +160,21 @@ fn is_length_limit(e: &axum::Error) -> bool {
         current = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_depth_counts_nesting_levels() {
+        assert_eq!(json_depth(&serde_json::json!(1)), 0);
+        assert_eq!(json_depth(&serde_json::json!({})), 1);
+        assert_eq!(json_depth(&serde_json::json!({"a": [1, {"b": []}]})), 4);
+        let mut deep = serde_json::json!(0);
+        for _ in 0..100 {
+            deep = serde_json::json!([deep]);
+        }
+        assert_eq!(json_depth(&deep), 100);
+    }
 }
