@@ -585,3 +585,36 @@ async fn the_cometd_javascript_client_receives_the_chat_pushes() {
     assert_eq!(events, expected);
     api.stop().await;
 }
+
+/// Options holding secrets (a name with password, api_key, token, …, or
+/// one listed in `[gms] secret_options`) never reach the callback
+/// session's data, which an operator query or the session's own scripts
+/// could read; the other options still do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_service_options_never_reach_the_session() {
+    let mut config = config();
+    config.contact_centre.gms.secret_options = vec!["crm_pin".into()];
+    let options = config
+        .contact_centre
+        .gms
+        .services
+        .get_mut("chat-immediate")
+        .expect("the demo service");
+    options.insert("password".into(), json!("hunter2-secret-value"));
+    options.insert("_provider_api_key".into(), json!("key-secret-value"));
+    options.insert("_crm_pin".into(), json!("pin-secret-value"));
+    options.insert("_crm_region".into(), json!("emea"));
+    let api = Api::start(config).await;
+    let id = api.create_callback(&[]).await;
+    let session = api.record(&id).await["_ors_session_id"]
+        .as_str()
+        .expect("session")
+        .to_string();
+    let (status, view) = api.get(&format!("/scxml/session/{session}/query")).await;
+    assert_eq!(status, 200, "{view}");
+    let text = view.to_string();
+    assert!(!text.contains("secret-value"), "{text}");
+    assert_eq!(view["data"]["_data"]["_crm_region"], "emea", "{text}");
+    assert_eq!(view["data"]["_data"]["_id"], id.as_str(), "{text}");
+    api.stop().await;
+}

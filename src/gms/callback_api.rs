@@ -148,14 +148,16 @@ pub async fn create(
         .map(crate::modules::value_text)
         .unwrap_or_else(|| "None".into());
 
-    // The session's data: every option (service's, then the request's),
-    // the user data, and who and what it is.
+    // The session's data: every option (service's, then the request's)
+    // but the secret ones, the user data, and who and what it is.
     let mut data = service.options.clone();
     for (k, v) in &request.options {
         if !FIXED_OPTIONS.contains(&k.as_str()) {
             data.insert(k.clone(), v.clone());
         }
     }
+    let secret_options = &ctx.settings.gms.secret_options;
+    data.retain(|k, _| !super::service::is_secret_option(k, secret_options));
     data.insert("_id".into(), Value::from(id.clone()));
     data.insert("_service_name".into(), Value::from(name.clone()));
     data.insert(

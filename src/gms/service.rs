@@ -85,6 +85,30 @@ pub enum ServiceError {
     MissingParameter(String),
 }
 
+/// Words that mark an option as a secret (a credential or a key) wherever
+/// they appear in its name.
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "credential",
+    "private_key",
+];
+
+/// Whether a service option holds a secret: its name (ignoring case and a
+/// leading `_`) contains one of the words above or equals one of `extra`
+/// (`[gms] secret_options`). Secret options never reach a session's data.
+pub fn is_secret_option(name: &str, extra: &[String]) -> bool {
+    let bare = name.trim_start_matches('_').to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| bare.contains(w))
+        || extra
+            .iter()
+            .any(|e| e.trim_start_matches('_').eq_ignore_ascii_case(&bare))
+}
+
 /// A service ready to take requests: its options and its parsed target.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -200,6 +224,23 @@ fn as_u64(v: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_options_are_known_by_word_and_by_configured_name() {
+        let extra = vec!["crm_pin".to_string()];
+        for name in [
+            "password",
+            "_Provider_API_KEY",
+            "oauth_token",
+            "_crm_pin",
+            "CRM_PIN",
+        ] {
+            assert!(is_secret_option(name, &extra), "{name}");
+        }
+        for name in ["_target", "_ttl", "_crm_region", "_urs_virtual_queue"] {
+            assert!(!is_secret_option(name, &extra), "{name}");
+        }
+    }
 
     #[test]
     fn the_demo_service_is_chat_immediate_with_its_target() {

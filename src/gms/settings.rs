@@ -87,6 +87,10 @@ pub struct GmsSettings {
     pub chat_endpoint: String,
     /// The CometD endpoint (`/genesys/cometd`).
     pub cometd: super::cometd::CometSettings,
+    /// More option names to treat as secret, beside those
+    /// [`super::service::is_secret_option`] knows (matched ignoring case
+    /// and a leading `_`).
+    pub secret_options: Vec<String>,
 }
 
 impl Default for GmsSettings {
@@ -100,6 +104,7 @@ impl Default for GmsSettings {
             services,
             chat_endpoint: format!("Environment:{DEFAULT_CHAT_QUEUE}"),
             cometd: super::cometd::CometSettings::default(),
+            secret_options: Vec::new(),
         }
     }
 }
