@@ -56,11 +56,11 @@ fn options() -> Options {
     o
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: &str) -> Value {
+async fn post(client: &reqwest::Client, url: &str, body: &str, gms_user: &str) -> Value {
     let r = client
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
-        .header("gms_user", "bench")
+        .header("gms_user", gms_user)
         .body(body.to_string())
         .send()
         .await
@@ -81,25 +81,29 @@ fn agent_greeted(reply: &Value) -> bool {
 async fn flow(client: &reqwest::Client, base: &str, n: usize) -> [Duration; 6] {
     let start = Instant::now();
     let mut times = [Duration::ZERO; 6];
+    // Each flow is another customer's device.
+    let device = format!("bench-device-{n}");
+    let post = |url: String, body: String| {
+        let device = device.clone();
+        async move { post(client, &url, &body, &device).await }
+    };
     let created = post(
-        client,
-        &format!("{base}/genesys/1/service/callback/chat-immediate"),
-        &format!("_customer_number=555{n:07}&usr_reason=bench"),
+        format!("{base}/genesys/1/service/callback/chat-immediate"),
+        format!("_customer_number=555{n:07}&usr_reason=bench"),
     )
     .await;
     times[0] = start.elapsed();
     let id = created["_id"].as_str().expect("_id").to_string();
     let chat_url = format!("{base}/genesys/1/service/{id}/ixn/chat");
     let t = Instant::now();
-    post(client, &chat_url, "firstName=Bench&lastName=Customer").await;
+    post(chat_url.clone(), "firstName=Bench&lastName=Customer".into()).await;
     times[1] = t.elapsed();
     let t = Instant::now();
     let mut position = 1u64;
     loop {
         let reply = post(
-            client,
-            &format!("{chat_url}/refresh"),
-            &format!("transcriptPosition={position}"),
+            format!("{chat_url}/refresh"),
+            format!("transcriptPosition={position}"),
         )
         .await;
         if agent_greeted(&reply) {
@@ -111,10 +115,10 @@ async fn flow(client: &reqwest::Client, base: &str, n: usize) -> [Duration; 6] {
     }
     times[2] = t.elapsed();
     let t = Instant::now();
-    post(client, &format!("{chat_url}/send"), "message=hello").await;
+    post(format!("{chat_url}/send"), "message=hello".into()).await;
     times[3] = t.elapsed();
     let t = Instant::now();
-    post(client, &format!("{chat_url}/disconnect"), "").await;
+    post(format!("{chat_url}/disconnect"), String::new()).await;
     times[4] = t.elapsed();
     times[5] = start.elapsed();
     times
@@ -151,6 +155,10 @@ fn main() {
             config.store.url = "none".into();
         }
         config.limits.max_sessions = 1_000_000;
+        // Every simulated customer connects from 127.0.0.1: the
+        // per-address rates would measure the limiter, not the server.
+        config.contact_centre.gms.limits.creates_per_minute = 100_000_000;
+        config.contact_centre.gms.limits.chat_sends_per_minute = 100_000_000;
         config.contact_centre.backends.simulator.accept_delay_ms = 0;
         config.contact_centre.backends.simulator.agents = (0..o.agents)
             .map(|i| {

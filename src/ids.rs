@@ -78,6 +78,12 @@ pub fn token() -> String {
     hex(&random_bytes::<8>(), true)
 }
 
+/// A secret: 128 random bits as 32 lowercase hex digits (the generated
+/// operator token, a chat's `secureKey`).
+pub fn secret_token() -> String {
+    hex(&random_bytes::<16>(), false)
+}
+
 /// A request id (module actions and `/request` calls): a [`token`], a
 /// hyphen, then `seq` in decimal (the caller's running count), e.g.
 /// `0123456789ABCDEF-42`.

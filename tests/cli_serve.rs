@@ -19,6 +19,8 @@ fn http(addr: &str, request: &str) -> String {
 
 #[test]
 fn serve_runs_without_a_config_logs_json_and_stops_on_sigterm() {
+    let data_dir = std::env::temp_dir().join(format!("ors-cli-serve-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
     let mut child = common::cli::ors()
         .args([
             "serve",
@@ -30,7 +32,7 @@ fn serve_runs_without_a_config_logs_json_and_stops_on_sigterm() {
             "1",
             "--data-dir",
         ])
-        .arg(std::env::temp_dir().join(format!("ors-cli-serve-{}", std::process::id())))
+        .arg(&data_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::piped())
         .spawn()
@@ -54,14 +56,36 @@ fn serve_runs_without_a_config_logs_json_and_stops_on_sigterm() {
             break value["addr"].as_str().expect("addr field").to_string();
         }
     };
+    // With no operator credential configured, the operator API is not
+    // open: the server made a token, readable by its owner only, and
+    // logged where it keeps it.
     let body = "src=fixtures/server/counter.scxml";
-    let reply = http(
-        &addr,
-        &format!(
-            "POST /scxml/session/start HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+    let start_request = |authorization: &str| {
+        format!(
+            "POST /scxml/session/start HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{authorization}\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        ),
+        )
+    };
+    let reply = http(&addr, &start_request(""));
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    let token_file = data_dir.join("operator-token");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["file"].as_str() == Some(token_file.to_str().unwrap())),
+        "{lines:?}"
+    );
+    let token = std::fs::read_to_string(&token_file).expect("the operator token file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the token file is readable by others");
+    }
+    let reply = http(
+        &addr,
+        &start_request(&format!("Authorization: Bearer {}\r\n", token.trim())),
     );
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let json = reply.split("\r\n\r\n").nth(1).expect("body");

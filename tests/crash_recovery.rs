@@ -106,8 +106,8 @@ async fn crash_and_recover(store: Option<String>) {
         data_dir,
         store,
     };
-    let client = ors::io::http::http_client(Duration::from_secs(30));
     let mut server = setup.start().await;
+    let client = server.operator_client();
 
     // 1 000 ledgers, plus children-carrying families.
     let mut ledgers = Vec::with_capacity(LEDGERS);

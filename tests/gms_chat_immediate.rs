@@ -32,7 +32,8 @@ fn config() -> Config {
     config
 }
 
-/// The server, a client without a `gms_user` and one with the device's.
+/// The server, an operator's client (no `gms_user`) and the device's (a
+/// customer with its `gms_user`).
 struct Api {
     server: TestServer,
     base: String,
@@ -46,7 +47,7 @@ impl Api {
         let plain = server.api();
         Api {
             base: server.base.clone(),
-            device: plain.clone().with_gms_user(GMS_USER),
+            device: server.customer().with_gms_user(GMS_USER),
             plain,
             server,
         }
@@ -59,6 +60,12 @@ impl Api {
     /// POSTs a form as the device (with its `gms_user`).
     async fn form(&self, path: &str, pairs: &[(&str, &str)]) -> (u16, Value) {
         let r = self.device.form(path, pairs).await;
+        (r.status, r.body)
+    }
+
+    /// POSTs a form as the operator.
+    async fn plain_form(&self, path: &str, pairs: &[(&str, &str)]) -> (u16, Value) {
+        let r = self.plain.form(path, pairs).await;
         (r.status, r.body)
     }
 
@@ -467,7 +474,7 @@ async fn no_agent_ready_until_find_agent_timeout_ends_the_chat_with_an_apology()
     ];
     let api = Api::start(config).await;
     // The inbound strategy's script object gives the timeout.
-    let (status, body) = api.form("/sim/agents/agent-1/not-ready", &[]).await;
+    let (status, body) = api.plain_form("/sim/agents/agent-1/not-ready", &[]).await;
     assert_eq!(status, 200, "{body}");
     let id = api.create_callback(&[]).await;
     api.record(&id).await;
@@ -502,19 +509,18 @@ async fn no_agent_ready_until_find_agent_timeout_ends_the_chat_with_an_apology()
 async fn a_chat_no_waiting_service_matches_goes_to_the_selected_agent_group() {
     let api = Api::start(config()).await;
     let id = api.create_callback(&[]).await;
+    // The operator ends the callback's session while its record still
+    // waits: the chat that then arrives finds no waiting service, and the
+    // inbound strategy routes it to Chat_Overflow itself.
+    let record = api.record(&id).await;
+    let session = record["_ors_session_id"].as_str().expect("session");
+    let r = api.plain.terminate(session).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.session_status(session).await, "terminated");
     api.start_chat(&id, "Eve").await;
-    api.refresh_until(&id, Duration::from_secs(10), |r| {
-        has_entry(r, "Notice.Joined", "AGENT", None)
-    })
-    .await;
-    api.wait_record_state(&id, "COMPLETED").await;
-    api.form(&format!("/genesys/1/service/{id}/ixn/chat/disconnect"), &[])
-        .await;
-    // A second chat on the same (completed) service: the inbound strategy
-    // finds no waiting callback and routes it to Chat_Overflow itself.
-    api.start_chat(&id, "Eve").await;
+    // The strategy gives the ended session 10 s to take the chat.
     let joined = api
-        .refresh_until(&id, Duration::from_secs(10), |r| {
+        .refresh_until(&id, Duration::from_secs(25), |r| {
             has_entry(r, "Notice.Joined", "AGENT", None)
         })
         .await;
@@ -523,7 +529,12 @@ async fn a_chat_no_waiting_service_matches_goes_to_the_selected_agent_group() {
         .find(|t| t[0] == "Notice.Joined" && t[4] == "AGENT")
         .expect("agent joined");
     assert_eq!(agent[1], "Carla Diaz", "{joined}");
-    assert_eq!(api.record(&id).await["_callback_state"], "COMPLETED");
+    // The callback never took the chat.
+    assert_eq!(api.record(&id).await["_callback_state"], "QUEUED");
+    // One chat per callback: a second create is refused.
+    let r = api.device.chat_create(&id, &[("firstName", "Eve")]).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["error"], "chat_exists");
     api.stop().await;
 }
 
@@ -600,7 +611,7 @@ async fn secret_service_options_never_reach_the_session() {
         .services
         .get_mut("chat-immediate")
         .expect("the demo service");
-    options.insert("password".into(), json!("hunter2-secret-value"));
+    options.insert("_crm_password".into(), json!("hunter2-secret-value"));
     options.insert("_provider_api_key".into(), json!("key-secret-value"));
     options.insert("_crm_pin".into(), json!("pin-secret-value"));
     options.insert("_crm_region".into(), json!("emea"));

@@ -5,6 +5,8 @@
 //! host the allow-list refuses are refused for documents, `<data src>` and
 //! `<invoke src>`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +48,7 @@ fn config() -> Config {
     };
     config.security.allowed_dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
     config.security.allowed_hosts = vec!["127.0.0.1".into()];
+    config.security.bearer_token = Some(common::server::OPERATOR_TOKEN.into());
     config
 }
 
@@ -64,7 +67,7 @@ impl Api {
         Api {
             base: format!("http://{}", server.addr),
             server: Some(server),
-            client: ors::io::http::http_client(Duration::from_secs(30)),
+            client: common::client::bearer_client(common::server::OPERATOR_TOKEN),
         }
     }
 

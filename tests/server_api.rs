@@ -56,11 +56,10 @@ struct Api {
 
 impl Api {
     async fn start(config: Config) -> Api {
-        let token = config.security.bearer_token.clone();
         let server = spawn_server(config).await;
         Api {
             base: server.base.clone(),
-            client: server.api().with_token(token).requiring_json(),
+            client: server.api().requiring_json(),
             server,
         }
     }
@@ -795,7 +794,7 @@ async fn sessions_talk_over_the_basic_http_processor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_routes_answer_in_process_without_a_socket() {
     let server = common::in_process(base_config()).await;
-    let api = common::Api::in_process(server.router.clone()).requiring_json();
+    let api = server.api().requiring_json();
     let id = api
         .start_session(&[("src", &fixture("counter.scxml"))])
         .await;

@@ -598,7 +598,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
 
         assert_eq!(
             db.applied_migrations().await,
-            ["core:1", "core:2", "gms:1"],
+            ["core:1", "core:2", "gms:1", "gms:2"],
             "{label}: each migration is recorded once"
         );
     }
@@ -978,6 +978,7 @@ fn callback(id: &str, number: &str, state: &str, created_at: i64, expires_at: i6
         updated_at: created_at,
         expires_at,
         record: format!(r#"{{"_id":"{id}","_callback_state":"{state}"}}"#),
+        gms_user: format!("device-{number}"),
     }
 }
 
@@ -1035,6 +1036,12 @@ async fn callback_records_round_trip_are_queried_replaced_and_purged() {
             ["c", "a"],
             "{label}"
         );
+        let owned = CallbackQuery {
+            gms_user: Some("device-222".into()),
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(ids(records.query(&owned).await.unwrap()), ["c"], "{label}");
         assert_eq!(
             records.purge_before(now + 2_000_000).await.unwrap(),
             1,

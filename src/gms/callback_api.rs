@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::Gms;
+use super::access::{Caller, Rated, not_yours};
 use super::records::{self, iso_utc, record_json};
 use super::records::{CallbackQuery, CallbackRow};
 use super::service::{CallbackRequest, Service, ServiceError};
@@ -28,12 +29,6 @@ use crate::server::error::ApiError;
 use crate::server::params::read_request;
 
 type Ctx = State<Arc<Gms>>;
-
-/// Options a request may not change (they decide what the service is).
-const FIXED_OPTIONS: &[&str] = &["_type", "_service", "_service_type", "_media_type"];
-
-/// Most records a property query returns.
-const QUERY_LIMIT: usize = 1000;
 
 /// The `gms_user` header (also accepted with a dash).
 pub fn gms_user(headers: &HeaderMap) -> Option<String> {
@@ -64,6 +59,7 @@ pub fn public_base(headers: &HeaderMap, fallback: &str) -> String {
 fn service_error(e: ServiceError) -> ApiError {
     let code = match &e {
         ServiceError::MissingParameter(_) => "missing_parameter",
+        ServiceError::NotOverwritable(_) => "option_not_overwritable",
         _ => "bad_parameter",
     };
     ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
@@ -104,26 +100,36 @@ pub async fn create(
     let Some(service) = ctx.services.get(&name) else {
         return Err(unknown_service(&name));
     };
+    let caller = ctx.customer(request.headers(), Some(service))?;
+    if !caller.operator {
+        ctx.rates
+            .check(Rated::Create, super::access::client_ip(&request))?;
+    }
     let (parts, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
     let request = CallbackRequest::from_params(params).map_err(service_error)?;
-    // Options given with the request override the service's, except the
-    // ones that make it this kind of service; all are checked again.
-    let service = if request
-        .options
-        .keys()
-        .any(|k| service.options.contains_key(k) && !FIXED_OPTIONS.contains(&k.as_str()))
-    {
-        let mut options = service.options.clone();
-        for (k, v) in &request.options {
-            if !FIXED_OPTIONS.contains(&k.as_str()) {
-                options.insert(k.clone(), v.clone());
-            }
-        }
-        Service::new(&name, &options).map_err(service_error)?
-    } else {
+    let limits = &ctx.settings.gms.limits;
+    let user_data_bytes = Value::Object(request.user_data.clone()).to_string().len();
+    if user_data_bytes > limits.max_user_data_bytes {
+        return Err(too_large(format!(
+            "the user data is {user_data_bytes} bytes; at most {} are accepted",
+            limits.max_user_data_bytes
+        )));
+    }
+    // Options given with the request override the service's only where
+    // the service lists them in `_overwritable_options`; all are checked
+    // again.
+    let overrides = service
+        .request_overrides(&request.options)
+        .map_err(service_error)?;
+    let service = if overrides.is_empty() {
         service.clone()
+    } else {
+        let mut options = service.options.clone();
+        options.extend(overrides);
+        Service::new(&name, &options).map_err(service_error)?
     };
     let gms_user = gms_user(&parts.headers);
+    check_active(&ctx, &service, &request, gms_user.as_deref()).await?;
     let base = public_base(&parts.headers, &ctx.base_url);
     let id = crate::ids::gms_service_id();
     let now = crate::host::wall_clock_ms() as i64;
@@ -148,16 +154,20 @@ pub async fn create(
         .map(crate::modules::value_text)
         .unwrap_or_else(|| "None".into());
 
-    // The session's data: every option (service's, then the request's)
-    // but the secret ones, the user data, and who and what it is.
+    // The session's data: the service's options (with the request's
+    // overrides) and the request's own parameters, but the secret ones and
+    // the service's credentials; the user data; who and what it is.
     let mut data = service.options.clone();
     for (k, v) in &request.options {
-        if !FIXED_OPTIONS.contains(&k.as_str()) {
+        if super::service::REQUEST_PARAMETERS.contains(&k.as_str()) {
             data.insert(k.clone(), v.clone());
         }
     }
     let secret_options = &ctx.settings.gms.secret_options;
-    data.retain(|k, _| !super::service::is_secret_option(k, secret_options));
+    data.retain(|k, _| {
+        !super::service::is_secret_option(k, secret_options)
+            && !super::access::AUTH_OPTIONS.contains(&k.as_str())
+    });
     data.insert("_id".into(), Value::from(id.clone()));
     data.insert("_service_name".into(), Value::from(name.clone()));
     data.insert(
@@ -210,6 +220,7 @@ pub async fn create(
         updated_at: now,
         expires_at,
         record: Value::Object(record).to_string(),
+        gms_user: gms_user.clone().unwrap_or_default(),
     };
     // The record first, so a chat that starts the moment the reply
     // arrives finds it; then the session, which waits for that chat.
@@ -256,48 +267,163 @@ pub async fn create(
     Ok(no_cache_json(StatusCode::OK, &Value::Object(reply)))
 }
 
-/// `GET /genesys/1/service/callback/{service}?...`: records by properties.
+/// 413-like refusal of a field over its cap (a 400 naming the limit).
+fn too_large(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "too_large", message)
+}
+
+/// Refuses a create that would give one customer number, or one device,
+/// more unfinished callbacks than allowed: GMS's `_enable_in_queue_checking`
+/// (`true`: a third is refused; `strict`: a second; `false`: the
+/// `max_active_per_number` cap), and `max_active_per_device`.
+async fn check_active(
+    ctx: &Gms,
+    service: &Service,
+    request: &CallbackRequest,
+    gms_user: Option<&str>,
+) -> Result<(), ApiError> {
+    let limits = &ctx.settings.gms.limits;
+    let number = crate::modules::value_text(&request.options["_customer_number"]);
+    let number = number.trim();
+    if number.chars().count() > limits.max_field_chars {
+        return Err(too_large(format!(
+            "_customer_number is longer than {} characters",
+            limits.max_field_chars
+        )));
+    }
+    let per_number = match service.options.get("_enable_in_queue_checking") {
+        None => 2,
+        Some(v) => match crate::modules::value_text(v)
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "false" => limits.max_active_per_number,
+            "strict" => 1,
+            _ => 2,
+        },
+    };
+    let unfinished =
+        |rows: Vec<CallbackRow>| rows.iter().filter(|r| !records::is_final(&r.state)).count();
+    let by_number = CallbackQuery {
+        service: Some(service.name.clone()),
+        customer_number: Some(number.to_string()),
+        limit: per_number + 64,
+        ..CallbackQuery::default()
+    };
+    let active = unfinished(
+        ctx.records
+            .query(&by_number)
+            .await
+            .map_err(ApiError::from)?,
+    );
+    if active >= per_number {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_callbacks",
+            format!(
+                "customer number {number} already has {active} callback(s) in progress on this service"
+            ),
+        ));
+    }
+    if let Some(user) = gms_user {
+        let by_device = CallbackQuery {
+            gms_user: Some(user.to_string()),
+            limit: limits.max_active_per_device + 64,
+            ..CallbackQuery::default()
+        };
+        let active = unfinished(
+            ctx.records
+                .query(&by_device)
+                .await
+                .map_err(ApiError::from)?,
+        );
+        if active >= limits.max_active_per_device {
+            return Err(ApiError::too_many(
+                "too_many_callbacks",
+                format!("this device already has {active} callbacks in progress"),
+                60,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A record as `caller` may see it: the ORS session id is for operators.
+fn shown(caller: &Caller, row: &CallbackRow) -> Value {
+    let mut v = record_json(row);
+    if !caller.operator
+        && let Value::Object(m) = &mut v
+    {
+        m.remove("_ors_session_id");
+    }
+    v
+}
+
+/// `GET /genesys/1/service/callback/{service}?...`: records by properties;
+/// a device sees only its own (by its `gms_user`), an operator every
+/// device's.
 pub async fn query(
     State(ctx): Ctx,
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    if !ctx.services.contains_key(&name) {
+    let Some(service) = ctx.services.get(&name) else {
         return Err(unknown_service(&name));
-    }
-    let q = query_of(request.uri().query(), Some(name));
-    records_reply(&ctx, &q).await
+    };
+    let caller = ctx.customer(request.headers(), Some(service))?;
+    let q = query_of(&ctx, &caller, request.uri().query(), Some(name))?;
+    records_reply(&ctx, &caller, &q).await
 }
 
-/// `GET /genesys/1/service/callback?_id=...` (or by properties across services).
+/// `GET /genesys/1/service/callback?_id=...`: one record by id (a list of
+/// one); without `_id`, records by properties across services, which is
+/// an operator call.
 pub async fn query_any(State(ctx): Ctx, request: Request) -> Result<Response, ApiError> {
-    let query = request.uri().query().unwrap_or_default();
+    let query = request.uri().query().unwrap_or_default().to_string();
     let id = form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "_id")
         .map(|(_, v)| v.into_owned());
     match id {
         Some(id) => {
-            let rows: Vec<Value> = ctx
-                .records
-                .get(&id)
-                .await
-                .map_err(ApiError::from)?
-                .iter()
-                .map(record_json)
-                .collect();
-            if rows.is_empty() {
-                return Err(unknown_record(&id));
+            let row = ctx.records.get(&id).await.map_err(ApiError::from)?;
+            let service = row.as_ref().and_then(|r| ctx.services.get(&r.service));
+            let caller = ctx.customer(request.headers(), service)?;
+            match row {
+                Some(row) if caller.owns(&row.gms_user) => Ok(no_cache_json(
+                    StatusCode::OK,
+                    &Value::Array(vec![shown(&caller, &row)]),
+                )),
+                _ => Err(not_yours(&id)),
             }
-            Ok(no_cache_json(StatusCode::OK, &Value::Array(rows)))
         }
-        None => records_reply(&ctx, &query_of(Some(query), None)).await,
+        None => {
+            if !ctx.config.security.is_operator(request.headers()) {
+                return Err(crate::server::auth::challenge(
+                    "ors operator",
+                    "listing callbacks across services and devices is an operator call",
+                ));
+            }
+            let caller = Caller {
+                operator: true,
+                gms_user: None,
+            };
+            let q = query_of(&ctx, &caller, Some(&query), None)?;
+            records_reply(&ctx, &caller, &q).await
+        }
     }
 }
 
-fn query_of(query: Option<&str>, service: Option<String>) -> CallbackQuery {
+fn query_of(
+    ctx: &Gms,
+    caller: &Caller,
+    query: Option<&str>,
+    service: Option<String>,
+) -> Result<CallbackQuery, ApiError> {
+    let cap = ctx.settings.gms.limits.max_listed_records.max(1);
     let mut q = CallbackQuery {
         service,
-        limit: QUERY_LIMIT,
+        limit: cap,
         ..CallbackQuery::default()
     };
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -306,63 +432,86 @@ fn query_of(query: Option<&str>, service: Option<String>) -> CallbackQuery {
             "_callback_state" => q.state = Some(v.into_owned()),
             "_max" | "max" => {
                 if let Ok(n) = v.parse::<usize>() {
-                    q.limit = n.clamp(1, QUERY_LIMIT);
+                    q.limit = n.clamp(1, cap);
                 }
             }
             _ => {}
         }
     }
-    q
+    if !caller.operator {
+        match &caller.gms_user {
+            Some(user) => q.gms_user = Some(user.clone()),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "gms_user_required",
+                    "a query by properties returns the device's own callbacks: send its \
+                     gms_user header (or an operator credential)",
+                ));
+            }
+        }
+    }
+    Ok(q)
 }
 
-async fn records_reply(ctx: &Gms, q: &CallbackQuery) -> Result<Response, ApiError> {
-    let rows: Vec<Value> = ctx
-        .records
-        .query(q)
-        .await
-        .map_err(ApiError::from)?
-        .iter()
-        .map(record_json)
-        .collect();
+/// The matching records, newest first, at most `max_listed_bytes` of them.
+async fn records_reply(
+    ctx: &Gms,
+    caller: &Caller,
+    q: &CallbackQuery,
+) -> Result<Response, ApiError> {
+    let max_bytes = ctx.settings.gms.limits.max_listed_bytes;
+    let mut bytes = 0usize;
+    let mut rows = Vec::new();
+    for row in ctx.records.query(q).await.map_err(ApiError::from)? {
+        let v = shown(caller, &row);
+        bytes += v.to_string().len();
+        if bytes > max_bytes && !rows.is_empty() {
+            break;
+        }
+        rows.push(v);
+    }
     Ok(no_cache_json(StatusCode::OK, &Value::Array(rows)))
 }
 
-fn unknown_record(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "callback_not_found",
-        format!("no callback '{id}'"),
-    )
-}
-
-/// The record `id` of service `name`, or 404.
-async fn record_of(ctx: &Gms, name: &str, id: &str) -> Result<CallbackRow, ApiError> {
-    if !ctx.services.contains_key(name) {
+/// The record `id` of service `name` if `caller` may reach it, or 404.
+async fn record_of(
+    ctx: &Gms,
+    headers: &axum::http::HeaderMap,
+    name: &str,
+    id: &str,
+) -> Result<(Caller, CallbackRow), ApiError> {
+    let Some(service) = ctx.services.get(name) else {
         return Err(unknown_service(name));
-    }
-    ctx.records
+    };
+    let caller = ctx.customer(headers, Some(service))?;
+    let row = ctx
+        .records
         .get(id)
         .await
         .map_err(ApiError::from)?
-        .filter(|r| r.service == name)
-        .ok_or_else(|| unknown_record(id))
+        .filter(|r| r.service == name && caller.owns(&r.gms_user))
+        .ok_or_else(|| not_yours(id))?;
+    Ok((caller, row))
 }
 
 /// `GET /genesys/1/service/callback/{service}/{id}`.
 pub async fn get_one(
     State(ctx): Ctx,
     Path((name, id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let row = record_of(&ctx, &name, &id).await?;
-    Ok(no_cache_json(StatusCode::OK, &record_json(&row)))
+    let (caller, row) = record_of(&ctx, &headers, &name, &id).await?;
+    Ok(no_cache_json(StatusCode::OK, &shown(&caller, &row)))
 }
 
 /// `DELETE /genesys/1/service/callback/{service}/{id}`: cancel.
 pub async fn cancel(
     State(ctx): Ctx,
     Path((name, id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    let row = record_of(&ctx, &name, &id).await?;
+    let (caller, row) = record_of(&ctx, &headers, &name, &id).await?;
     if records::is_final(&row.state) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -375,7 +524,7 @@ pub async fn cancel(
         .update(&id, records::CANCELLED, Some("cancelled"), Map::new())
         .await
         .map_err(ApiError::from)?
-        .ok_or_else(|| unknown_record(&id))?;
+        .ok_or_else(|| not_yours(&id))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     if ctx
         .sessions
@@ -391,7 +540,7 @@ pub async fn cancel(
         // A session that already ended is fine: the record is what counts.
         let _ = rx.await;
     }
-    Ok(no_cache_json(StatusCode::OK, &record_json(&row)))
+    Ok(no_cache_json(StatusCode::OK, &shown(&caller, &row)))
 }
 
 /// `GET /genesys/1/document/service_template/callback/src/{file}`.

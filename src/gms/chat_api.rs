@@ -52,6 +52,16 @@ pub struct Binding {
     pub party_id: String,
     /// The device owner, for pushes.
     pub gms_user: Option<String>,
+    /// The callback's owner (its record's `gms_user`; empty: a device
+    /// that sent none).
+    pub owner: String,
+    /// The service the callback was created on.
+    pub service_name: String,
+    /// The chat's secret, handed to the device in the create reply
+    /// (`secureKey`); a request that names one must name this one.
+    pub secure_key: String,
+    /// Messages the customer has sent.
+    pub messages_sent: usize,
     /// Whether to push (`notify_by=comet`).
     pub push: bool,
     /// The last position shown over HTTP.
@@ -82,6 +92,26 @@ impl ChatBindings {
         }
     }
 
+    /// Reserves a service id for a chat being created: false when one is
+    /// already bound or being created.
+    fn claim(&self, binding: Binding) -> bool {
+        let Ok(mut m) = self.by_service.lock() else {
+            return false;
+        };
+        if m.contains_key(&binding.service_id) {
+            return false;
+        }
+        m.insert(binding.service_id.clone(), binding);
+        true
+    }
+
+    /// Drops a claim whose chat could not be created.
+    fn release(&self, service_id: &str) {
+        if let Ok(mut m) = self.by_service.lock() {
+            m.remove(service_id);
+        }
+    }
+
     /// The chat of a service.
     pub fn get(&self, service_id: &str) -> Option<Binding> {
         self.by_service
@@ -94,6 +124,21 @@ impl ChatBindings {
     pub fn of_chat(&self, chat_id: &str) -> Option<Binding> {
         let service = self.by_chat.lock().ok()?.get(chat_id).cloned()?;
         self.get(&service)
+    }
+
+    /// Counts one customer message against `max`; false when the chat
+    /// already has `max`.
+    fn count_message(&self, service_id: &str, max: usize) -> bool {
+        let Ok(mut m) = self.by_service.lock() else {
+            return false;
+        };
+        match m.get_mut(service_id) {
+            Some(b) if b.messages_sent < max => {
+                b.messages_sent += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn mark_shown(&self, service_id: &str, position: u64) {
@@ -201,6 +246,7 @@ fn chat_reply(
     );
     if let Some(base) = verbose {
         m.insert("userId".into(), Value::from(binding.party_id.clone()));
+        m.insert("secureKey".into(), Value::from(binding.secure_key.clone()));
         let url = format!("{base}/genesys/1/service/{}/ixn/chat", binding.service_id);
         for (key, suffix) in [
             ("_chatIxnAPI-SEND-URL", "/send"),
@@ -235,37 +281,110 @@ fn text_param(params: &Map<String, Value>, name: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// `POST /genesys/1/service/{id}/ixn/chat`.
+/// The 404 for a chat that does not exist or is not the caller's.
+fn no_chat(service_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "chat_not_found",
+        format!("no chat was started for service '{service_id}'"),
+    )
+}
+
+/// Refuses a text parameter longer than `max` characters.
+fn check_chars(name: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_large",
+            format!("'{name}' is longer than {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a chat message over the byte cap.
+fn check_message(ctx: &Gms, message: &str) -> Result<(), ApiError> {
+    let max = ctx.settings.gms.limits.max_message_bytes;
+    if message.len() > max {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_large",
+            format!(
+                "the message is {} bytes; at most {max} are accepted",
+                message.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /genesys/1/service/{id}/ixn/chat`: the callback's owner starts
+/// its one chat.
 pub async fn create(
     State(ctx): Ctx,
     Path(service_id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let client = super::access::client_ip(&request);
+    let record = ctx.records.get(&service_id).await.map_err(ApiError::from)?;
+    let service = record.as_ref().and_then(|r| ctx.services.get(&r.service));
+    let caller = ctx.customer(request.headers(), service)?;
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "service_not_found",
+            format!("no service instance '{service_id}'"),
+        )
+    };
+    let record = record
+        .filter(|r| caller.owns(&r.gms_user))
+        .ok_or_else(not_found)?;
+    if ctx.chats.get(&service_id).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "chat_exists",
+            format!("a chat was already started for service '{service_id}'"),
+        ));
+    }
+    if super::records::is_final(&record.state) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "callback_finished",
+            format!("callback '{service_id}' is already {}", record.state),
+        ));
+    }
+    if !caller.operator {
+        ctx.rates.check(super::access::Rated::ChatSend, client)?;
+    }
     let (parts, mut params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
-    let record = ctx
-        .records
-        .get(&service_id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "service_not_found",
-                format!("no service instance '{service_id}'"),
-            )
-        })?;
+    let limits = &ctx.settings.gms.limits;
     let first_name = text_param(&params, "firstName").unwrap_or_default();
     let last_name = text_param(&params, "lastName").unwrap_or_default();
-    let nickname = text_param(&params, "userDisplayName")
+    let display_name = text_param(&params, "userDisplayName");
+    for (name, value) in [
+        ("firstName", Some(&first_name)),
+        ("lastName", Some(&last_name)),
+        ("userDisplayName", display_name.as_ref()),
+    ] {
+        check_chars(
+            name,
+            value.map_or("", |v| v.as_str()),
+            limits.max_nickname_chars,
+        )?;
+    }
+    let nickname = display_name
         .or_else(|| {
             let full = format!("{first_name} {last_name}").trim().to_string();
             (!full.is_empty()).then_some(full)
         })
         .unwrap_or_else(|| "Customer".into());
+    check_chars("nickname", &nickname, limits.max_nickname_chars)?;
     let push = text_param(&params, "notify_by").is_some_and(|n| n.eq_ignore_ascii_case("comet"));
     let verbose = text_param(&params, "_verbose").is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let email = text_param(&params, "email").unwrap_or_default();
     let subject = text_param(&params, "subject").unwrap_or_default();
+    check_chars("email", &email, limits.max_field_chars)?;
+    check_chars("subject", &subject, limits.max_field_chars)?;
     for known in [
         "firstName",
         "lastName",
@@ -276,6 +395,17 @@ pub async fn create(
         "subject",
     ] {
         params.remove(known);
+    }
+    let extra_bytes = Value::Object(params.clone()).to_string().len();
+    if extra_bytes > limits.max_user_data_bytes {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_large",
+            format!(
+                "the chat's user data is {extra_bytes} bytes; at most {} are accepted",
+                limits.max_user_data_bytes
+            ),
+        ));
     }
     // The chat carries the callback's user data, then this request's.
     let mut user_data = Map::new();
@@ -303,7 +433,30 @@ pub async fn create(
         .map(crate::modules::value_text)
         .unwrap_or_else(|| ctx.settings.gms.chat_endpoint.clone());
     let queue = queue.rsplit(':').next().unwrap_or_default().to_string();
-    let chat = ctx
+    let binding = Binding {
+        service_id: service_id.clone(),
+        chat_id: String::new(),
+        party_id: String::new(),
+        gms_user: gms_user(&parts.headers),
+        owner: record.gms_user.clone(),
+        service_name: record.service.clone(),
+        secure_key: crate::ids::secret_token(),
+        messages_sent: 0,
+        push,
+        shown: 0,
+        pushed: 0,
+        started_at: 0,
+    };
+    // Claimed before the backend is asked, so two creates racing for the
+    // same service id cannot both start a chat.
+    if !ctx.chats.claim(binding.clone()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "chat_exists",
+            format!("a chat was already started for service '{service_id}'"),
+        ));
+    }
+    let chat = match ctx
         .backends
         .chat
         .create(NewChat {
@@ -316,16 +469,18 @@ pub async fn create(
             user_data,
         })
         .await
-        .map_err(chat_error)?;
+    {
+        Ok(chat) => chat,
+        Err(e) => {
+            ctx.chats.release(&service_id);
+            return Err(chat_error(e));
+        }
+    };
     let binding = Binding {
-        service_id: service_id.clone(),
         chat_id: chat.chat_id.clone(),
         party_id: chat.customer_party_id.clone(),
-        gms_user: gms_user(&parts.headers),
-        push,
-        shown: 0,
-        pushed: 0,
         started_at: chat.started_at_ms,
+        ..binding
     };
     ctx.chats.insert(binding.clone());
     // Entries made before the binding existed (the customer's join) are
@@ -336,15 +491,19 @@ pub async fn create(
         }
     }
     let base = public_base(&parts.headers, &ctx.base_url);
-    reply_from(&ctx, &binding, 1, verbose.then_some(base.as_str())).await
+    // The chat's secret goes to its creator with the first reply.
+    reply_from(&ctx, &binding, 1, verbose.then_some(base.as_str()), true).await
 }
 
-/// The reply with entries from `from` on; marks them shown.
+/// The reply with entries from `from` on, one page at most
+/// (`transcript_page_entries`, `transcript_page_bytes`); marks them shown.
+/// The reply's `transcriptPosition` is where the next page starts.
 async fn reply_from(
     ctx: &Gms,
     binding: &Binding,
     from: u64,
     verbose: Option<&str>,
+    with_secure_key: bool,
 ) -> Result<Response, ApiError> {
     let page = ctx
         .backends
@@ -352,32 +511,54 @@ async fn reply_from(
         .transcript(&binding.chat_id, from.max(1))
         .await
         .map_err(chat_error)?;
-    ctx.chats
-        .mark_shown(&binding.service_id, page.last_position);
-    let body = chat_reply(
-        binding,
-        page.state,
-        &page.entries,
-        page.last_position,
-        verbose,
-    );
+    let limits = &ctx.settings.gms.limits;
+    let mut bytes = 0usize;
+    let mut entries = Vec::new();
+    for entry in page.entries {
+        bytes += entry.text.len() + entry.nickname.len();
+        if !entries.is_empty()
+            && (entries.len() >= limits.transcript_page_entries.max(1)
+                || bytes > limits.transcript_page_bytes)
+        {
+            break;
+        }
+        entries.push(entry);
+    }
+    let last = entries
+        .last()
+        .map(|e| e.position)
+        .unwrap_or_else(|| page.last_position.min(from.max(1) - 1));
+    ctx.chats.mark_shown(&binding.service_id, last);
+    let mut body = chat_reply(binding, page.state, &entries, last, verbose);
+    if with_secure_key && let Value::Object(m) = &mut body {
+        m.insert("secureKey".into(), Value::from(binding.secure_key.clone()));
+    }
     Ok(axum::Json(body).into_response())
 }
 
-/// `POST /genesys/1/service/{id}/ixn/chat/{operation}`.
+/// `POST /genesys/1/service/{id}/ixn/chat/{operation}`: only the chat's
+/// owner (its `gms_user`, and its `secureKey` when the request names one)
+/// reaches it; anyone else gets the 404 of a chat that does not exist.
 pub async fn operation(
     State(ctx): Ctx,
     Path((service_id, op)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let client = super::access::client_ip(&request);
+    let binding = ctx.chats.get(&service_id).filter(|b| !b.chat_id.is_empty());
+    let service = binding
+        .as_ref()
+        .and_then(|b| ctx.services.get(&b.service_name));
+    let caller = ctx.customer(request.headers(), service)?;
+    let binding = binding
+        .filter(|b| caller.owns(&b.owner))
+        .ok_or_else(|| no_chat(&service_id))?;
     let (parts, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
-    let binding = ctx.chats.get(&service_id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "chat_not_found",
-            format!("no chat was started for service '{service_id}'"),
-        )
-    })?;
+    if let Some(key) = text_param(&params, "secureKey")
+        && key != binding.secure_key
+    {
+        return Err(no_chat(&service_id));
+    }
     let base = public_base(&parts.headers, &ctx.base_url);
     let verbose = text_param(&params, "_verbose")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
@@ -385,19 +566,39 @@ pub async fn operation(
     let chat = &ctx.backends.chat;
     let (chat_id, party) = (&binding.chat_id, &binding.party_id);
     let mut from = binding.shown + 1;
+    let is_operator = caller.operator;
+    let send = |message: String| {
+        let ctx = ctx.clone();
+        let binding = binding.clone();
+        async move {
+            check_message(&ctx, &message)?;
+            if !is_operator {
+                ctx.rates.check(super::access::Rated::ChatSend, client)?;
+            }
+            let max = ctx.settings.gms.limits.max_messages_per_chat;
+            if !ctx.chats.count_message(&binding.service_id, max) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "too_many_messages",
+                    format!("this chat already has {max} messages from the customer"),
+                ));
+            }
+            ctx.backends
+                .chat
+                .send(&binding.chat_id, &binding.party_id, &message)
+                .await
+                .map_err(chat_error)
+        }
+    };
     match op.as_str() {
         "send" => {
             let message = text_param(&params, "message")
                 .ok_or_else(|| ApiError::bad_parameter("'message' is mandatory"))?;
-            chat.send(chat_id, party, &message)
-                .await
-                .map_err(chat_error)?;
+            send(message).await?;
         }
         "refresh" => {
             if let Some(message) = text_param(&params, "message") {
-                chat.send(chat_id, party, &message)
-                    .await
-                    .map_err(chat_error)?;
+                send(message).await?;
             }
             if let Some(p) = text_param(&params, "transcriptPosition") {
                 from = p.parse::<u64>().map_err(|_| {
@@ -426,7 +627,7 @@ pub async fn operation(
             ));
         }
     }
-    reply_from(&ctx, &binding, from, verbose).await
+    reply_from(&ctx, &binding, from, verbose, false).await
 }
 
 /// Pushes every new transcript entry of a Chat API chat to its device

@@ -12,6 +12,7 @@
 //! `/genesys/1/document/service_template/callback/src/`). Routing and chat
 //! go through the backends of [`crate::backends`].
 
+pub mod access;
 pub mod callback_api;
 pub mod chat_api;
 pub mod cometd;
@@ -104,6 +105,8 @@ pub struct Gms {
     /// The server's own base URL (`http://<listen address>`), for the
     /// documents it serves itself.
     pub base_url: String,
+    /// Per-client rate limits of the customer routes.
+    pub rates: access::Rates,
 }
 
 impl Gms {
@@ -179,11 +182,11 @@ impl Extension for ContactCentre {
             simulator,
             interactions: interactions::Interactions::default(),
             base_url: server.base_url.clone(),
+            rates: access::Rates::new(&self.settings.gms.limits),
         });
         modules::register(actions, &gms);
         Ok(Plugged {
             router: router(&gms),
-            public_paths: vec![DOCUMENT_PATH.to_string()],
             session_hook: Some(Arc::new(interactions::Mirror)),
             tasks: vec![
                 Box::pin(purge_callbacks(gms.clone())),
@@ -217,9 +220,20 @@ fn router(gms: &Arc<Gms>) -> Router {
             get(callback_api::document),
         )
         .with_state(gms.clone())
-        .merge(gms.comet.router());
+        .merge(
+            gms.comet
+                .router()
+                .route_layer(axum::middleware::from_fn_with_state(
+                    gms.clone(),
+                    access::any_customer,
+                )),
+        );
     if let Some(sim) = &gms.simulator {
-        router = router.merge(crate::backends::admin::admin_router(sim.clone()));
+        router = router.merge(
+            crate::backends::admin::admin_router(sim.clone()).route_layer(
+                axum::middleware::from_fn_with_state(gms.clone(), access::admin_only),
+            ),
+        );
     }
     router
 }
@@ -230,6 +244,7 @@ async fn purge_callbacks(gms: Arc<Gms>) {
     let every = std::time::Duration::from_secs(gms.config.store.purge_interval_secs.max(1));
     loop {
         tokio::time::sleep(every).await;
+        gms.rates.forget_idle();
         match gms.records.purge().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "expired callback records purged"),

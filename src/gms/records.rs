@@ -16,11 +16,12 @@ use crate::store::{CommitHandle, Migration, SqlValue, Statement, Store, WriteBat
 /// The callback table, in the store's SQL (the same for SQLite and
 /// PostgreSQL). A database made before GMS became an extension already has
 /// it, hence `IF NOT EXISTS`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "gms",
-    version: 1,
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS ors_callbacks (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "gms",
+        version: 1,
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS ors_callbacks (
             id TEXT PRIMARY KEY,
             service TEXT NOT NULL,
             customer_number TEXT NOT NULL,
@@ -30,16 +31,25 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             updated_at BIGINT NOT NULL,
             expires_at BIGINT NOT NULL,
             record TEXT NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS ors_callbacks_customer \
+            "CREATE INDEX IF NOT EXISTS ors_callbacks_customer \
             ON ors_callbacks (customer_number, created_at)",
-        "CREATE INDEX IF NOT EXISTS ors_callbacks_state \
+            "CREATE INDEX IF NOT EXISTS ors_callbacks_state \
             ON ors_callbacks (service, state, created_at)",
-        "CREATE INDEX IF NOT EXISTS ors_callbacks_expiry ON ors_callbacks (expires_at)",
-    ],
-}];
+            "CREATE INDEX IF NOT EXISTS ors_callbacks_expiry ON ors_callbacks (expires_at)",
+        ],
+    },
+    Migration {
+        component: "gms",
+        version: 2,
+        statements: &[
+            "ALTER TABLE ors_callbacks ADD COLUMN gms_user TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX IF NOT EXISTS ors_callbacks_owner ON ors_callbacks (gms_user, created_at)",
+        ],
+    },
+];
 
 const COLUMNS: &str = "id, service, customer_number, state, session_id, created_at, \
-     updated_at, expires_at, record";
+     updated_at, expires_at, record, gms_user";
 
 /// A callback record: the columns it is queried by, and the whole record
 /// as JSON.
@@ -63,6 +73,9 @@ pub struct CallbackRow {
     pub expires_at: i64,
     /// The record as a JSON object.
     pub record: String,
+    /// The device that created it (its `gms_user` header; empty when it
+    /// sent none): the callback's owner.
+    pub gms_user: String,
 }
 
 impl CallbackRow {
@@ -71,7 +84,7 @@ impl CallbackRow {
         Statement::new(
             format!(
                 "INSERT INTO ors_callbacks ({COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
                  session_id = excluded.session_id, updated_at = excluded.updated_at, \
                  expires_at = excluded.expires_at, record = excluded.record"
@@ -86,6 +99,7 @@ impl CallbackRow {
                 self.updated_at.into(),
                 self.expires_at.into(),
                 self.record.as_str().into(),
+                self.gms_user.as_str().into(),
             ],
         )
     }
@@ -108,14 +122,13 @@ impl CallbackRow {
             ))),
         };
         let (created_at, updated_at, expires_at) = (int()?, int()?, int()?);
-        let record = match v.next() {
-            Some(SqlValue::Text(t)) => t,
-            other => {
-                return Err(RecordsError::Corrupt(format!(
-                    "callback row: expected text, found {other:?}"
-                )));
-            }
+        let mut text = || match v.next() {
+            Some(SqlValue::Text(t)) => Ok(t),
+            other => Err(RecordsError::Corrupt(format!(
+                "callback row: expected text, found {other:?}"
+            ))),
         };
+        let (record, gms_user) = (text()?, text()?);
         Ok(CallbackRow {
             id,
             service,
@@ -126,6 +139,7 @@ impl CallbackRow {
             updated_at,
             expires_at,
             record,
+            gms_user,
         })
     }
 }
@@ -139,6 +153,8 @@ pub struct CallbackQuery {
     pub customer_number: Option<String>,
     /// `_callback_state`.
     pub state: Option<String>,
+    /// The owning device's `gms_user`.
+    pub gms_user: Option<String>,
     /// At most this many rows, newest first.
     pub limit: usize,
 }
@@ -155,6 +171,7 @@ impl CallbackQuery {
                 .state
                 .as_ref()
                 .is_none_or(|st| st.eq_ignore_ascii_case(&row.state))
+            && self.gms_user.as_ref().is_none_or(|u| *u == row.gms_user)
     }
 
     /// The query in SQL.
@@ -164,6 +181,7 @@ impl CallbackQuery {
         for (column, value) in [
             ("service", &self.service),
             ("customer_number", &self.customer_number),
+            ("gms_user", &self.gms_user),
             (
                 "UPPER(state)",
                 &self.state.as_ref().map(|s| s.to_ascii_uppercase()),
@@ -459,6 +477,7 @@ mod tests {
             updated_at: created,
             expires_at: i64::MAX,
             record: format!(r#"{{"_id":"{id}","_callback_state":"{state}"}}"#),
+            gms_user: String::new(),
         }
     }
 

@@ -3,7 +3,10 @@
 //! options are its default configuration overlaid with what is configured,
 //! mandatory options must be present and well formed, and the request must
 //! carry `_customer_number`. Request keys starting with `_` go to the
-//! session as options; the others are the customer's user data.
+//! session as options; the others are the customer's user data. A request
+//! may change only the options its service lists in
+//! `_overwritable_options`; numeric options are range-checked wherever
+//! they come from.
 
 use serde_json::{Map, Value};
 
@@ -21,6 +24,43 @@ pub const MANDATORY_OPTIONS: &[&str] = &[
     "_ttl",
     "_target",
     "_urs_virtual_queue",
+];
+
+/// `_`-parameters every create request may carry: they describe the
+/// request (who, which device), not the service.
+pub const REQUEST_PARAMETERS: &[&str] = &[
+    "_customer_number",
+    "_desired_time",
+    "_device_os",
+    "_device_notification_id",
+    "_verbose",
+    "_subject",
+];
+
+/// Options no request may change, even when listed as overwritable: they
+/// decide what the service is and which document runs it.
+pub const FIXED_OPTIONS: &[&str] = &[
+    "_type",
+    "_service",
+    "_service_type",
+    "_media_type",
+    "_overwritable_options",
+];
+
+/// Numeric options and the range each must lie in (inclusive), in the
+/// option's own unit (seconds, a count, a priority).
+pub const NUMERIC_OPTIONS: &[(&str, i64, i64)] = &[
+    // Kept after the desired time: a minute to 30 days.
+    ("_ttl", 60, 2_592_000),
+    // A virtual request's life in the queue: up to 7 days.
+    ("_urs_queued_ttl", 1, 604_800),
+    ("_agent_reserve_timeout", 1, 3_600),
+    ("_user_confirm_timeout", 1, 3_600),
+    ("_urs_request_timeout", 1, 3_600),
+    ("_urs_vq_priority", 0, 1_000_000),
+    ("_urs_vq_priority_increment", 0, 1_000_000),
+    ("_urs_vq_priority_increment_interval", 1, 86_400),
+    ("_max_ors_submit_attempts", 1, 10),
 ];
 
 /// The *Chat-Immediate* default configuration of GMS's Service
@@ -83,6 +123,12 @@ pub enum ServiceError {
     /// The request lacks a mandatory parameter.
     #[error("parameter {0} is mandatory")]
     MissingParameter(String),
+    /// The request sets an option its service does not let it change.
+    #[error(
+        "option {0} may not be set by a request to this service (it is not in the \
+         service's _overwritable_options)"
+    )]
+    NotOverwritable(String),
 }
 
 /// Words that mark an option as a secret (a credential or a key) wherever
@@ -154,6 +200,27 @@ impl Service {
         if as_u64(&options["_ttl"]).is_none() {
             return Err(bad("_ttl", "must be a whole number of seconds".into()));
         }
+        for (option, min, max) in NUMERIC_OPTIONS {
+            let value = match options.get(*option) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) if s.trim().is_empty() => continue,
+                Some(v) => v,
+            };
+            let n = match value {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            match n {
+                Some(n) if (*min..=*max).contains(&n) => {}
+                _ => {
+                    return Err(bad(
+                        option,
+                        format!("must be a whole number from {min} to {max}, not {value}"),
+                    ));
+                }
+            }
+        }
         match options["_media_type"].as_str() {
             Some("chat" | "voice") => {}
             _ => return Err(bad("_media_type", "must be chat or voice".into())),
@@ -168,6 +235,56 @@ impl Service {
             options,
             target,
         })
+    }
+
+    /// The option names this service lets a request change: its
+    /// `_overwritable_options` (names separated by commas or spaces, or a
+    /// list), less the [`FIXED_OPTIONS`].
+    pub fn overwritable(&self) -> Vec<String> {
+        let names: Vec<String> = match self.options.get("_overwritable_options") {
+            Some(Value::Array(items)) => items.iter().map(value_name).collect(),
+            Some(v) => value_name(v)
+                .split([',', ' ', ';'])
+                .map(str::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
+        names
+            .into_iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty() && !FIXED_OPTIONS.contains(&n.as_str()))
+            .collect()
+    }
+
+    /// The options of a create request that change this service's, once
+    /// checked: a [`REQUEST_PARAMETERS`] entry is not an override; an
+    /// option listed in `_overwritable_options` is; any other `_` option
+    /// is refused ([`ServiceError::NotOverwritable`], naming it) unless it
+    /// repeats the service's own value (stock clients send their
+    /// scenario's options with every create).
+    pub fn request_overrides(
+        &self,
+        request_options: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, ServiceError> {
+        let overwritable = self.overwritable();
+        let mut overrides = Map::new();
+        for (k, v) in request_options {
+            if REQUEST_PARAMETERS.contains(&k.as_str()) {
+                continue;
+            }
+            if overwritable.iter().any(|o| o == k) {
+                overrides.insert(k.clone(), v.clone());
+                continue;
+            }
+            let same = self
+                .options
+                .get(k)
+                .is_some_and(|mine| value_name(mine).trim() == value_name(v).trim());
+            if !same {
+                return Err(ServiceError::NotOverwritable(k.clone()));
+            }
+        }
+        Ok(overrides)
     }
 
     /// A boolean option (`true`/`false`, also as strings).
@@ -201,6 +318,14 @@ impl CallbackRequest {
             return Err(ServiceError::MissingParameter("_customer_number".into()));
         }
         Ok(CallbackRequest { options, user_data })
+    }
+}
+
+/// An option's value as text (strings as they are, others as JSON).
+fn value_name(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

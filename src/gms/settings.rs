@@ -41,6 +41,29 @@ impl Settings {
             super::service::Service::new(name, options)
                 .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
         }
+        let l = &self.gms.limits;
+        for (name, value) in [
+            ("max_user_data_bytes", l.max_user_data_bytes),
+            ("max_message_bytes", l.max_message_bytes),
+            ("max_nickname_chars", l.max_nickname_chars),
+            ("max_field_chars", l.max_field_chars),
+            ("max_messages_per_chat", l.max_messages_per_chat),
+            ("transcript_page_entries", l.transcript_page_entries),
+            ("transcript_page_bytes", l.transcript_page_bytes),
+            ("max_listed_records", l.max_listed_records),
+            ("max_listed_bytes", l.max_listed_bytes),
+            ("max_active_per_number", l.max_active_per_number),
+            ("max_active_per_device", l.max_active_per_device),
+            ("creates_per_minute", l.creates_per_minute as usize),
+            ("chat_sends_per_minute", l.chat_sends_per_minute as usize),
+            ("burst", l.burst as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "gms.limits.{name} must be at least 1"
+                )));
+            }
+        }
         self.backends
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("backends: {e}")))
@@ -91,6 +114,85 @@ pub struct GmsSettings {
     /// [`super::service::is_secret_option`] knows (matched ignoring case
     /// and a leading `_`).
     pub secret_options: Vec<String>,
+    /// The realm of the HTTP Basic challenge devices get (GMS's
+    /// `[server] realm`).
+    pub realm: String,
+    /// Server-level HTTP Basic user name for every service (GMS's
+    /// `[server] username`); a service's own `username` option wins.
+    pub username: Option<String>,
+    /// Server-level HTTP Basic password: setting it turns Basic
+    /// authentication on for every service (GMS's `[server] password`); a
+    /// service's own `password` option wins.
+    pub password: Option<String>,
+    /// A bearer token devices may present instead of Basic credentials,
+    /// for every service.
+    pub bearer_token: Option<String>,
+    /// What one customer may make the server hold, and how fast.
+    pub limits: CustomerLimits,
+}
+
+/// Bounds on what a customer controls through the GMS routes. Each
+/// refusal is a 4xx JSON error naming the limit (429 with `Retry-After`
+/// for the rates).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CustomerLimits {
+    /// Largest user data of a callback or a chat create (the JSON of its
+    /// non-`_` fields), in bytes.
+    pub max_user_data_bytes: usize,
+    /// Longest chat message, in bytes.
+    pub max_message_bytes: usize,
+    /// Longest nickname, first or last name, in characters.
+    pub max_nickname_chars: usize,
+    /// Longest e-mail address or subject, in characters.
+    pub max_field_chars: usize,
+    /// Most messages a customer may send in one chat.
+    pub max_messages_per_chat: usize,
+    /// Most transcript entries in one chat reply; the reply's
+    /// `transcriptPosition` says where the next page starts.
+    pub transcript_page_entries: usize,
+    /// Most transcript text in one chat reply, in bytes (at least one
+    /// entry is always returned).
+    pub transcript_page_bytes: usize,
+    /// Most records one callback query returns (`_max` may ask for fewer).
+    pub max_listed_records: usize,
+    /// Most record JSON one callback query returns, in bytes.
+    pub max_listed_bytes: usize,
+    /// Most callbacks not yet finished for one customer number and
+    /// service when the service's `_enable_in_queue_checking` is `true`
+    /// (GMS refuses the third); `strict` allows one, `false` this cap
+    /// only.
+    pub max_active_per_number: usize,
+    /// Most callbacks not yet finished for one device (`gms_user`).
+    pub max_active_per_device: usize,
+    /// Callback creates one client address may make per minute.
+    pub creates_per_minute: u32,
+    /// Chat creates, sends and refreshes carrying a message one client
+    /// address may make per minute.
+    pub chat_sends_per_minute: u32,
+    /// Requests beyond the per-minute rate a client may make in a burst.
+    pub burst: u32,
+}
+
+impl Default for CustomerLimits {
+    fn default() -> Self {
+        CustomerLimits {
+            max_user_data_bytes: 16 * 1024,
+            max_message_bytes: 8 * 1024,
+            max_nickname_chars: 64,
+            max_field_chars: 256,
+            max_messages_per_chat: 500,
+            transcript_page_entries: 100,
+            transcript_page_bytes: 256 * 1024,
+            max_listed_records: 100,
+            max_listed_bytes: 1024 * 1024,
+            max_active_per_number: 2,
+            max_active_per_device: 5,
+            creates_per_minute: 30,
+            chat_sends_per_minute: 300,
+            burst: 20,
+        }
+    }
 }
 
 impl Default for GmsSettings {
@@ -105,6 +207,11 @@ impl Default for GmsSettings {
             chat_endpoint: format!("Environment:{DEFAULT_CHAT_QUEUE}"),
             cometd: super::cometd::CometSettings::default(),
             secret_options: Vec::new(),
+            realm: "GMS".into(),
+            username: None,
+            password: None,
+            bearer_token: None,
+            limits: CustomerLimits::default(),
         }
     }
 }

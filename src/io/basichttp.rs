@@ -277,6 +277,9 @@ pub struct Client {
     listener_base: Option<Arc<str>>,
     failures: mpsc::Sender<(String, Event)>,
     target_filter: Option<TargetFilter>,
+    /// The `Authorization` header value sent with posts to the listener's
+    /// own URLs (the server's operator credential).
+    own_authorization: Option<Arc<str>>,
 }
 
 /// Decides whether a Basic HTTP target URL may be posted to.
@@ -291,7 +294,16 @@ impl Client {
             listener_base: listener_base.map(Arc::from),
             failures,
             target_filter: None,
+            own_authorization: None,
         }
+    }
+
+    /// Sends `authorization` (an `Authorization` header value) with every
+    /// post to a URL under the listener's own base, so sessions reach the
+    /// sessions of their own server through its guarded Basic HTTP route.
+    pub fn with_own_authorization(mut self, authorization: String) -> Client {
+        self.own_authorization = Some(Arc::from(authorization));
+        self
     }
 
     /// Refuses targets `filter` rejects (a server's URL allow-list).
@@ -324,6 +336,11 @@ impl Client {
             .body(enc.body);
         if let Some(base) = &self.listener_base {
             request = request.header(ORIGIN_HEADER, format!("{base}{from_session}"));
+            if let Some(auth) = &self.own_authorization
+                && url.starts_with(&**base)
+            {
+                request = request.header("authorization", &**auth);
+            }
         }
         let failures = self.failures.clone();
         let from = from_session.to_string();

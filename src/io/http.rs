@@ -6,8 +6,9 @@ use std::sync::Once;
 use std::time::Duration;
 
 /// Installs the rustls crypto provider once per process (reqwest is built
-/// without a default provider).
-fn install_tls_provider() {
+/// without a default provider); call it before building a client of one's
+/// own with `reqwest::Client::builder()`.
+pub fn install_tls_provider() {
     static TLS: Once = Once::new();
     TLS.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

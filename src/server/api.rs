@@ -22,11 +22,9 @@ use super::worker::{Command, SessionView};
 use super::{Plugged, ServerHandles};
 use crate::interpreter::{Event, EventKind};
 
-/// What the core's handlers and the guard use.
+/// What the core's handlers and the guards use.
 struct ApiState {
     handles: ServerHandles,
-    /// Path prefixes reachable without credentials (from extensions).
-    public_paths: Vec<String>,
 }
 
 impl std::ops::Deref for ApiState {
@@ -39,20 +37,18 @@ impl std::ops::Deref for ApiState {
 type Ctx = State<Arc<ApiState>>;
 type ApiResult = Result<Response, ApiError>;
 
-/// Every route of the server: the core's, and those `plugged` in by the
-/// extensions.
+/// Every route of the server: the core's, behind the operator guard
+/// (`/health` excepted), and those `plugged` in by the extensions, which
+/// guard their own (customer, admin) routes; every answer is counted.
 pub fn router(handles: &ServerHandles, plugged: Vec<Plugged>) -> Router {
-    let mut public_paths = Vec::new();
     let mut extra = Router::new();
     for p in plugged {
-        public_paths.extend(p.public_paths);
         extra = extra.merge(p.router);
     }
     let ctx = Arc::new(ApiState {
         handles: handles.clone(),
-        public_paths,
     });
-    Router::new()
+    let operator = Router::new()
         .route("/scxml/session/start", post(start_session))
         .route("/scxml/session/{id}/event/{name}", any(send_event))
         .route("/scxml/session/{id}/request/{name}", any(send_request))
@@ -60,43 +56,37 @@ pub fn router(handles: &ServerHandles, plugged: Vec<Plugged>) -> Router {
         .route("/scxml/session/{id}/terminate", any(terminate_session))
         .route("/scxml/sessions", get(list_sessions))
         .route("/basichttp/{id}", any(basichttp_event))
-        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/ors/help", get(help))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), operator_guard))
+        .with_state(ctx.clone());
+    Router::new()
+        .route("/health", get(health))
         .with_state(ctx.clone())
+        .merge(operator)
         .merge(extra)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(ctx, guard))
+        .layer(middleware::from_fn_with_state(ctx, count))
 }
 
-/// Checks the bearer token, counts responses, and turns axum's own plain
-/// rejections (405) into JSON errors.
-async fn guard(State(ctx): Ctx, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_string();
-    // Documents extensions serve are public: strategies fetch them by URL.
-    if let Some(token) = &ctx.config.security.bearer_token
-        && path != "/health"
-        && !ctx
-            .public_paths
-            .iter()
-            .any(|p| path.starts_with(p.as_str()))
-    {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        if given != Some(token.as_str()) {
-            let e = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid 'Authorization: Bearer <token>' header is required",
-            );
-            ctx.metrics.count_response(e.status.as_u16());
-            return e.into_response();
-        }
+/// The operator role's door: an operator credential (bearer or Basic, see
+/// [`super::auth`]) or 401 with a Basic challenge.
+async fn operator_guard(State(ctx): Ctx, request: Request, next: Next) -> Response {
+    if ctx.config.security.is_operator(request.headers()) {
+        return next.run(request).await;
     }
+    super::auth::challenge(
+        "ors operator",
+        "this is an operator API: an operator credential ('Authorization: Bearer <token>' \
+         or HTTP Basic) is required",
+    )
+    .into_response()
+}
+
+/// Counts responses and turns axum's own plain rejections (405) into JSON
+/// errors.
+async fn count(State(ctx): Ctx, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
     let response = next.run(request).await;
     let status = response.status();
     ctx.metrics.count_response(status.as_u16());

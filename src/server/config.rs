@@ -160,8 +160,17 @@ impl Default for DocumentSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Security {
-    /// When set, every API call but `/health` needs `Authorization: Bearer <token>`.
+    /// The operator's bearer token (the older spelling of
+    /// `[security.operator] bearer_token`; both are accepted).
     pub bearer_token: Option<String>,
+    /// The operator role: the ORS REST API, `/basichttp/`, `/metrics`,
+    /// cross-customer queries (see [`super::auth`]). With no credential
+    /// configured, `ors serve` generates a token into
+    /// `<data_dir>/operator-token`.
+    pub operator: super::auth::Credentials,
+    /// The admin role: administration APIs such as the simulator's
+    /// `/sim/`. Unset, the operator's credentials guard them.
+    pub admin: super::auth::Credentials,
     /// Whether `listen` may be an address other than loopback.
     pub allow_non_loopback: bool,
     /// URL schemes documents and fetches may use (`file`, `http`, `https`).
@@ -177,11 +186,36 @@ impl Default for Security {
     fn default() -> Self {
         Security {
             bearer_token: None,
+            operator: super::auth::Credentials::default(),
+            admin: super::auth::Credentials::default(),
             allow_non_loopback: false,
             allowed_schemes: vec!["file".into(), "http".into(), "https".into()],
             allowed_hosts: vec!["*".into()],
             allowed_dirs: vec![PathBuf::from(".")],
         }
+    }
+}
+
+impl Security {
+    /// The operator's credentials: `[security.operator]`, with
+    /// `security.bearer_token` as its bearer token when that section names
+    /// none.
+    pub fn operator_credentials(&self) -> super::auth::Credentials {
+        let mut c = self.operator.clone();
+        if c.bearer_token.as_deref().is_none_or(str::is_empty) {
+            c.bearer_token = self.bearer_token.clone();
+        }
+        c
+    }
+
+    /// Whether `headers` carry an operator credential.
+    pub fn is_operator(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.operator_credentials().accepts_headers(headers)
+    }
+
+    /// Whether `headers` carry an admin credential (or an operator's).
+    pub fn is_admin(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.admin.accepts_headers(headers) || self.is_operator(headers)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The one error type of the HTTP API: a status code, a stable `error` code
 //! and a human `message`, always answered as a JSON body.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -15,6 +15,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for a person.
     pub message: String,
+    /// Headers the answer carries beside the body (`WWW-Authenticate`,
+    /// `Retry-After`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -24,7 +27,23 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// 429: the caller went over a rate or a quota; `retry_after_secs`
+    /// becomes the `Retry-After` header (at least 1).
+    pub fn too_many(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_secs: u64,
+    ) -> ApiError {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+        e.headers.push((
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs.max(1)),
+        ));
+        e
     }
 
     /// 404: no session with this id.
@@ -69,6 +88,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.code, "message": self.message });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().append(name, value);
+        }
+        response
     }
 }

@@ -49,12 +49,10 @@ impl ServerHandles {
 /// What an extension adds to the server once started.
 #[derive(Default)]
 pub struct Plugged {
-    /// Its routes, with their state applied; merged beside the ORS API
-    /// and behind the same guard (authentication, response counting).
+    /// Its routes, with their state applied; merged beside the ORS API.
+    /// The extension guards them itself (customer and admin credentials,
+    /// with [`super::auth`]); the core only counts their answers.
     pub router: Router,
-    /// Path prefixes reachable without credentials (documents that
-    /// strategies fetch by URL).
-    pub public_paths: Vec<String>,
     /// Sees every external event before a session processes it.
     pub session_hook: Option<Arc<dyn SessionHook>>,
     /// Its background tasks; the core spawns them on the multi-threaded

@@ -8,6 +8,7 @@
 //! routes separately from serving.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod documents;
 pub mod error;
@@ -173,6 +174,16 @@ pub async fn build(
     addr: std::net::SocketAddr,
 ) -> std::io::Result<Server> {
     let base_url = format!("http://{addr}");
+    let mut operator = config.security.operator_credentials();
+    match auth::ensure_operator_token(&mut operator, &config.data_dir) {
+        Ok(Some(path)) => tracing::info!(
+            file = %path.display(),
+            "no operator credential is configured: the operator API takes the bearer token kept in this file"
+        ),
+        Ok(None) => {}
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    }
+    config.security.operator = operator;
     for extension in extensions {
         for (name, object) in extension.script_objects(&base_url) {
             if config.script(&name).is_none() {
@@ -320,9 +331,12 @@ pub async fn run(
         store = server.handles.store.as_ref().map_or("none", |s| s.backend()),
         extensions = %extensions.iter().map(|e| e.name()).collect::<Vec<_>>().join(","),
         "ors serve listening");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     tracing::info!("HTTP stopped; stopping workers");
     server.stop_workers().await;
     served

@@ -20,6 +20,18 @@ pub struct Reply {
     pub content_type: String,
     /// The parsed body.
     pub body: Value,
+    /// Every response header, names in lowercase.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    /// The first value of header `name` (lowercase), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[derive(Clone)]
@@ -36,8 +48,26 @@ enum Transport {
 pub struct Api {
     transport: Transport,
     token: Option<String>,
+    basic: Option<(String, String)>,
     gms_user: Option<String>,
     require_json: bool,
+}
+
+/// A plain `reqwest` client (30 s timeout) that sends
+/// `Authorization: Bearer <token>` with every request.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("a token"),
+    );
+    ors::io::http::install_tls_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
 }
 
 /// Form-encodes `pairs` (`application/x-www-form-urlencoded`).
@@ -57,6 +87,30 @@ impl Api {
                 base: base.trim_end_matches('/').to_string(),
             },
             token: None,
+            basic: None,
+            gms_user: None,
+            require_json: false,
+        }
+    }
+
+    /// A client of the server at `base` whose connections leave from
+    /// `local` (another loopback address, such as 127.0.0.2, is another
+    /// client to the server's per-address limits).
+    pub fn from_address(base: &str, local: std::net::IpAddr) -> Api {
+        ors::io::http::install_tls_provider();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .local_address(local)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client");
+        Api {
+            transport: Transport::Http {
+                client,
+                base: base.trim_end_matches('/').to_string(),
+            },
+            token: None,
+            basic: None,
             gms_user: None,
             require_json: false,
         }
@@ -67,6 +121,7 @@ impl Api {
         Api {
             transport: Transport::Router(router),
             token: None,
+            basic: None,
             gms_user: None,
             require_json: false,
         }
@@ -75,6 +130,13 @@ impl Api {
     /// The same client sending `Authorization: Bearer <token>`.
     pub fn with_token(mut self, token: Option<String>) -> Api {
         self.token = token;
+        self
+    }
+
+    /// The same client sending HTTP Basic credentials (instead of any
+    /// bearer token).
+    pub fn with_basic(mut self, user: &str, password: &str) -> Api {
+        self.basic = Some((user.to_string(), password.to_string()));
         self
     }
 
@@ -110,13 +172,23 @@ impl Api {
         if let Some(t) = content_type {
             headers.push((axum::http::header::CONTENT_TYPE, t.to_string()));
         }
-        if let Some(t) = &self.token {
+        if let Some((user, password)) = &self.basic {
+            use base64::Engine as _;
+            let raw = format!("{user}:{password}");
+            headers.push((
+                axum::http::header::AUTHORIZATION,
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ),
+            ));
+        } else if let Some(t) = &self.token {
             headers.push((axum::http::header::AUTHORIZATION, format!("Bearer {t}")));
         }
         if let Some(u) = &self.gms_user {
             headers.push((HeaderName::from_static("gms_user"), u.clone()));
         }
-        let (status, content_type, text) = match &self.transport {
+        let (status, content_type, headers, text) = match &self.transport {
             Transport::Http { client, base } => {
                 let mut request = client.request(method, format!("{base}{path}"));
                 for (k, v) in headers {
@@ -125,7 +197,13 @@ impl Api {
                 let response = request.body(body).send().await.expect("request sent");
                 let status = response.status().as_u16();
                 let content_type = header_text(response.headers().get("content-type"));
-                (status, content_type, response.text().await.expect("body"))
+                let headers = header_list(response.headers());
+                (
+                    status,
+                    content_type,
+                    headers,
+                    response.text().await.expect("body"),
+                )
             }
             Transport::Router(router) => {
                 let mut request = axum::http::Request::builder().method(method).uri(path);
@@ -142,12 +220,14 @@ impl Api {
                     .expect("the router answers");
                 let status = response.status().as_u16();
                 let content_type = header_text(response.headers().get("content-type"));
+                let headers = header_list(response.headers());
                 let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
                     .await
                     .expect("body");
                 (
                     status,
                     content_type,
+                    headers,
                     String::from_utf8_lossy(&bytes).into_owned(),
                 )
             }
@@ -163,6 +243,7 @@ impl Api {
             status,
             content_type,
             body,
+            headers,
         }
     }
 
@@ -384,6 +465,13 @@ impl Api {
         )
         .await
     }
+}
+
+fn header_list(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), header_text(Some(v))))
+        .collect()
 }
 
 fn header_text(value: Option<&HeaderValue>) -> String {

@@ -22,6 +22,7 @@ pub struct ServeProcess {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     log: PathBuf,
+    data_dir: PathBuf,
 }
 
 impl ServeProcess {
@@ -49,6 +50,7 @@ impl ServeProcess {
             .expect("ors serve starts");
         let server = ServeProcess {
             child,
+            data_dir: data_dir.to_path_buf(),
             base: format!("http://127.0.0.1:{port}"),
             log,
         };
@@ -73,8 +75,25 @@ impl ServeProcess {
         server
     }
 
-    /// A client of this server.
+    /// An operator's client of this server: the token `ors serve` keeps
+    /// in `<data_dir>/operator-token` when none is configured.
     pub fn api(&self) -> Api {
+        let token = std::fs::read_to_string(self.data_dir.join("operator-token"))
+            .ok()
+            .map(|t| t.trim().to_string());
+        Api::new(&self.base).with_token(token)
+    }
+
+    /// A plain `reqwest` client sending the operator's token with every
+    /// request (for tests that build their own requests).
+    pub fn operator_client(&self) -> reqwest::Client {
+        let token = std::fs::read_to_string(self.data_dir.join("operator-token"))
+            .expect("ors serve keeps its operator token in the data directory");
+        super::client::bearer_client(token.trim())
+    }
+
+    /// A customer's client: no credential.
+    pub fn customer(&self) -> Api {
         Api::new(&self.base)
     }
 

@@ -15,10 +15,25 @@ use ors::server::{RunningServer, Server};
 use super::client::Api;
 use super::wait::eventually;
 
+/// The operator token test servers get when their configuration names no
+/// operator credential (so that no token file is written).
+pub const OPERATOR_TOKEN: &str = "test-operator-token";
+
+/// Gives `config` the test operator token unless it names an operator
+/// credential; returns the operator's bearer token, if any.
+fn with_operator(config: &mut Config) -> Option<String> {
+    if !config.security.operator_credentials().is_set() {
+        config.security.bearer_token = Some(OPERATOR_TOKEN.to_string());
+    }
+    config.security.operator_credentials().bearer_token
+}
+
 /// A server serving on a loopback socket; stop it with [`TestServer::stop`]
 /// (dropping it leaves the server running until the test's runtime ends).
 pub struct TestServer {
     server: Option<RunningServer>,
+    /// The operator's bearer token.
+    pub operator_token: Option<String>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// `http://<addr>`.
@@ -28,7 +43,8 @@ pub struct TestServer {
 /// Binds `127.0.0.1:0`, starts the server there with `config`, and waits
 /// (at most 20 s) until it answers `/health`: the store opens and recovers
 /// before the API answers. Call inside a multi-threaded tokio runtime.
-pub async fn spawn_server(config: Config) -> TestServer {
+pub async fn spawn_server(mut config: Config) -> TestServer {
+    let operator_token = with_operator(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");
@@ -49,14 +65,21 @@ pub async fn spawn_server(config: Config) -> TestServer {
     .await;
     TestServer {
         server: Some(server),
+        operator_token,
         addr,
         base,
     }
 }
 
 impl TestServer {
-    /// A client of this server's API (no `gms_user`, no bearer token).
+    /// An operator's client of this server (its bearer token, no
+    /// `gms_user`).
     pub fn api(&self) -> Api {
+        Api::new(&self.base).with_token(self.operator_token.clone())
+    }
+
+    /// A customer's client: no credential, no `gms_user`.
+    pub fn customer(&self) -> Api {
         Api::new(&self.base)
     }
 
@@ -74,24 +97,33 @@ impl TestServer {
 pub struct InProcess {
     /// Every route of the server.
     pub router: axum::Router,
+    /// The operator's bearer token.
+    pub operator_token: Option<String>,
     server: Server,
 }
 
 /// Builds the server (store, workers, extensions) with `config` and its
 /// router, as `ors serve` would, without binding a socket. `addr` only
 /// names the sessions' Basic HTTP locations, so a closed port is used.
-pub async fn in_process(config: Config) -> InProcess {
+pub async fn in_process(mut config: Config) -> InProcess {
+    let operator_token = with_operator(&mut config);
     let addr: SocketAddr = "127.0.0.1:9".parse().expect("an address");
     let server = ors::app::build(config, addr)
         .await
         .expect("server state builds");
     InProcess {
         router: server.router(),
+        operator_token,
         server,
     }
 }
 
 impl InProcess {
+    /// An operator's client straight into the router.
+    pub fn api(&self) -> Api {
+        Api::in_process(self.router.clone()).with_token(self.operator_token.clone())
+    }
+
     /// Stops the session workers and waits (at most 15 s) for them to
     /// finish their last batch.
     pub async fn stop(self) {

@@ -453,12 +453,15 @@ impl Worker {
         // as error.communication through the pool like any other event.
         let (failures, mut failed) = mpsc::channel::<(String, Event)>(256);
         let policy = ctx.documents.policy().clone();
-        host.set_basichttp(
+        let mut client =
             crate::io::basichttp::Client::new(Some(ctx.basichttp_base.clone()), failures)
                 .with_target_filter(Arc::new(move |url| {
                     policy.check(url).map_err(|e| e.to_string())
-                })),
-        );
+                }));
+        if let Some(auth) = ctx.config.security.operator.authorization_header() {
+            client = client.with_own_authorization(auth);
+        }
+        host.set_basichttp(client);
         let failure_ctx = ctx.clone();
         tokio::task::spawn_local(async move {
             while let Some((session, event)) = failed.recv().await {
