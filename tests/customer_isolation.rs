@@ -451,6 +451,27 @@ async fn what_one_customer_controls_is_capped() {
     let r = device.callback_query("chat-immediate", "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body.as_array().map(Vec::len), Some(2), "{}", r.body);
+
+    // Creates racing for one number: the quota still holds.
+    let anonymous = server.customer();
+    let racing = (0..10).map(|_| {
+        let a = anonymous.clone();
+        async move {
+            a.callback_create("chat-immediate", &[("_customer_number", "6502388530")])
+                .await
+                .status
+        }
+    });
+    let statuses = futures_util::future::join_all(racing).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 409),
+        "{statuses:?}"
+    );
     server.stop().await;
 }
 

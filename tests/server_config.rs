@@ -38,6 +38,18 @@ fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
         config.security.allowed_hosts,
         defaults.security.allowed_hosts
     );
+    assert_eq!(
+        config.connections.header_timeout_ms,
+        defaults.connections.header_timeout_ms
+    );
+    assert_eq!(
+        config.connections.max_connections,
+        defaults.connections.max_connections
+    );
+    assert_eq!(
+        config.connections.max_connections_per_ip,
+        defaults.connections.max_connections_per_ip
+    );
     let (script, spelled) = config.script("counterdemo").expect("script object");
     assert_eq!(spelled, Some("CounterDemo"));
     assert_eq!(script.url, "fixtures/server/counter.scxml");

@@ -77,7 +77,7 @@ pub fn serve(options: ServeOptions) -> i32 {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        let listener = match crate::server::connections::bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("ors serve: cannot listen on {}: {e}", config.listen);

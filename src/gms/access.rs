@@ -16,6 +16,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -203,13 +204,38 @@ impl Rates {
     }
 }
 
+/// Locks by key (a customer number, a device), so that checking a quota
+/// and recording what it counts happen as one step for each key while
+/// requests for other keys go on.
+#[derive(Default)]
+pub struct KeyedLocks {
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    /// Waits for the lock of `key`; it is held until the guard drops.
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(key.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// Forgets the locks nobody holds or waits for (bounds memory).
+    pub fn forget_idle(&self) {
+        if let Ok(mut locks) = self.locks.lock() {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+    }
+}
+
 /// The door of routes not tied to one service (CometD): server-level
 /// customer credentials, or 401.
-pub async fn any_customer(
-    State(gms): State<std::sync::Arc<Gms>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn any_customer(State(gms): State<Arc<Gms>>, request: Request, next: Next) -> Response {
     match gms.customer(request.headers(), None) {
         Ok(_) => next.run(request).await,
         Err(e) => e.into_response(),
@@ -218,11 +244,7 @@ pub async fn any_customer(
 
 /// The door of admin routes (the simulator's `/sim/`): an admin or
 /// operator credential, or 401.
-pub async fn admin_only(
-    State(gms): State<std::sync::Arc<Gms>>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub async fn admin_only(State(gms): State<Arc<Gms>>, request: Request, next: Next) -> Response {
     if gms.config.security.is_admin(request.headers()) {
         return next.run(request).await;
     }

@@ -129,6 +129,19 @@ pub async fn create(
         Service::new(&name, &options).map_err(service_error)?
     };
     let gms_user = gms_user(&parts.headers);
+    // One create at a time per customer number and per device, from the
+    // quota check until the record is saved (numbers first, then
+    // devices: always in that order, so two creates never wait on each
+    // other).
+    let number_key = format!(
+        "number:{name}:{}",
+        crate::modules::value_text(&request.options["_customer_number"]).trim()
+    );
+    let _number_lock = ctx.creating.lock(&number_key).await;
+    let _device_lock = match &gms_user {
+        Some(user) => Some(ctx.creating.lock(&format!("device:{user}")).await),
+        None => None,
+    };
     check_active(&ctx, &service, &request, gms_user.as_deref()).await?;
     let base = public_base(&parts.headers, &ctx.base_url);
     let id = crate::ids::gms_service_id();

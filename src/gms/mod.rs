@@ -107,6 +107,9 @@ pub struct Gms {
     pub base_url: String,
     /// Per-client rate limits of the customer routes.
     pub rates: access::Rates,
+    /// Held while a create checks and records what its customer number
+    /// and device count against their quotas.
+    pub creating: access::KeyedLocks,
 }
 
 impl Gms {
@@ -183,6 +186,7 @@ impl Extension for ContactCentre {
             interactions: interactions::Interactions::default(),
             base_url: server.base_url.clone(),
             rates: access::Rates::new(&self.settings.gms.limits),
+            creating: access::KeyedLocks::default(),
         });
         modules::register(actions, &gms);
         Ok(Plugged {
@@ -245,6 +249,7 @@ async fn purge_callbacks(gms: Arc<Gms>) {
     loop {
         tokio::time::sleep(every).await;
         gms.rates.forget_idle();
+        gms.creating.forget_idle();
         match gms.records.purge().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "expired callback records purged"),

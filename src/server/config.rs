@@ -33,6 +33,84 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Session persistence and hibernation.
     pub store: StoreSettings,
+    /// HTTP connections: timeouts, limits, load shedding.
+    pub connections: ConnectionSettings,
+}
+
+/// HTTP connections (`[connections]`): how long the server waits for a
+/// client, and how many connections it keeps open (see
+/// `server::connections`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// Time to receive a request's head (request line and headers), in ms;
+    /// also how long an idle keep-alive connection waits for its next
+    /// request. The connection is closed after it.
+    pub header_timeout_ms: u64,
+    /// Time to receive a request's whole body, counted from its head, in
+    /// ms; a request still waiting for its body then is answered 408
+    /// `body_timeout` and its connection closed.
+    pub body_timeout_ms: u64,
+    /// Longest a response write may make no progress (a client that stops
+    /// reading), in ms; the connection is closed after it.
+    pub write_timeout_ms: u64,
+    /// Most connections open at once, the reserve included; beyond it a
+    /// new connection is closed as soon as it is accepted. Capped at start
+    /// by the process's open-file limit (less what the store and the
+    /// workers need).
+    pub max_connections: usize,
+    /// The last connections under `max_connections`, kept for `/health`
+    /// and operators (requests with the bearer token): on them any other
+    /// request is answered 503 `overloaded` with `Retry-After` and the
+    /// connection is closed. One client address holds at most an eighth
+    /// of them (at least 1).
+    pub reserve_connections: usize,
+    /// Most connections one client address may hold; 0 means no cap (set
+    /// 0 or raise it when all clients come through one proxy).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            write_timeout_ms: 30_000,
+            max_connections: 10_000,
+            reserve_connections: 64,
+            max_connections_per_ip: 1_000,
+        }
+    }
+}
+
+impl ConnectionSettings {
+    /// Checks what serde cannot: timeouts above 0, a reserve smaller than
+    /// the cap.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("write_timeout_ms", self.write_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "connections.{name} must be above 0"
+                )));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "connections.max_connections must be above 0".into(),
+            ));
+        }
+        if self.reserve_connections >= self.max_connections {
+            return Err(ConfigError::Invalid(format!(
+                "connections.reserve_connections ({}) must be below max_connections ({})",
+                self.reserve_connections, self.max_connections
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Session persistence: where, how durable, and when idle sessions sleep.
@@ -88,6 +166,7 @@ impl Default for Config {
             scripts: BTreeMap::new(),
             data_dir: PathBuf::from("ors-data"),
             store: StoreSettings::default(),
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -312,6 +391,7 @@ impl Config {
             )));
         }
         self.store_location()?;
+        self.connections.validate()?;
         for (name, script) in &self.scripts {
             if script.url.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!(

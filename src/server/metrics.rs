@@ -41,6 +41,32 @@ pub struct Metrics {
     pub fetches: AtomicU64,
     /// HTTP requests answered, by class.
     pub http_requests: [AtomicU64; 5],
+    /// HTTP connections open now.
+    pub connections_open: AtomicU64,
+    /// HTTP connections accepted and served (reserve ones included).
+    pub connections_accepted: AtomicU64,
+    /// Of those, the ones accepted in reserve mode (`/health` and
+    /// operators only).
+    pub connections_reserve: AtomicU64,
+    /// Connections closed at accept: `max_connections` were open.
+    pub connections_shed_full: AtomicU64,
+    /// Connections closed at accept: their peer address held
+    /// `max_connections_per_ip`.
+    pub connections_shed_per_ip: AtomicU64,
+    /// Connections closed at accept: the server was in its reserve and
+    /// their peer address held its share of it.
+    pub connections_shed_reserve_per_ip: AtomicU64,
+    /// Requests on reserve connections answered 503 `overloaded`.
+    pub requests_shed: AtomicU64,
+    /// Connections closed because a request's head did not arrive within
+    /// the header timeout (idle keep-alive connections included).
+    pub connection_timeouts_header: AtomicU64,
+    /// Requests answered 408 because their body did not arrive within the
+    /// body timeout.
+    pub connection_timeouts_body: AtomicU64,
+    /// Connections closed because a response write made no progress
+    /// within the write timeout.
+    pub connection_timeouts_write: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -184,6 +210,67 @@ impl Metrics {
                 get(c)
             );
         }
+        self.render_connections(&mut out);
         out
+    }
+
+    /// The connection gauge and counters (see [`super::connections`]).
+    fn render_connections(&self, out: &mut String) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP ors_connections_open HTTP connections open now."
+        );
+        let _ = writeln!(out, "# TYPE ors_connections_open gauge");
+        let _ = writeln!(out, "ors_connections_open {}", get(&self.connections_open));
+        let _ = writeln!(
+            out,
+            "# HELP ors_connections_total HTTP connections accepted and served, and those of them in reserve mode."
+        );
+        let _ = writeln!(out, "# TYPE ors_connections_total counter");
+        for (label, c) in [
+            ("accepted", &self.connections_accepted),
+            ("reserve", &self.connections_reserve),
+        ] {
+            let _ = writeln!(out, "ors_connections_total{{mode=\"{label}\"}} {}", get(c));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ors_connections_shed_total Connections closed at accept, by the limit reached."
+        );
+        let _ = writeln!(out, "# TYPE ors_connections_shed_total counter");
+        for (label, c) in [
+            ("max_connections", &self.connections_shed_full),
+            ("max_connections_per_ip", &self.connections_shed_per_ip),
+            ("reserve_per_ip", &self.connections_shed_reserve_per_ip),
+        ] {
+            let _ = writeln!(
+                out,
+                "ors_connections_shed_total{{limit=\"{label}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ors_requests_shed_total Requests answered 503 overloaded on reserve connections."
+        );
+        let _ = writeln!(out, "# TYPE ors_requests_shed_total counter");
+        let _ = writeln!(out, "ors_requests_shed_total {}", get(&self.requests_shed));
+        let _ = writeln!(
+            out,
+            "# HELP ors_connection_timeouts_total Connections timed out, by what was awaited."
+        );
+        let _ = writeln!(out, "# TYPE ors_connection_timeouts_total counter");
+        for (label, c) in [
+            ("header", &self.connection_timeouts_header),
+            ("body", &self.connection_timeouts_body),
+            ("write", &self.connection_timeouts_write),
+        ] {
+            let _ = writeln!(
+                out,
+                "ors_connection_timeouts_total{{phase=\"{label}\"}} {}",
+                get(c)
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `ors serve`: the orchestration server. It owns the worker pool that
 //! hosts sessions ([`worker`]), the ORS REST API ([`api`]), where
 //! documents come from ([`documents`]), settings ([`config`]) and
-//! operations ([`metrics`], logging, shutdown).
+//! operations ([`metrics`], logging, shutdown), and the HTTP front door
+//! with its timeouts and connection limits ([`connections`]).
 //!
 //! [`run`] serves on a listener until a shutdown future completes; tests
 //! bind port 0 and call the same function. [`api::router`] builds the
@@ -10,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod documents;
 pub mod error;
 pub mod extension;
@@ -316,8 +318,10 @@ async fn purge_halted(store: Arc<dyn crate::store::Store>, config: Arc<Config>) 
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops the
-/// workers (two phases: no new requests, then workers finish their batch
-/// and wait for its commit).
+/// workers (two phases: no new requests, and open ones finish within
+/// [`connections::SHUTDOWN_GRACE`]; then workers finish their batch and
+/// wait for its commit). Raises the process's open-file limit first and
+/// caps `connections.max_connections` by it (see [`connections`]).
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: Config,
@@ -325,17 +329,39 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let nofile = connections::raise_file_limit();
+    // Files the rest of the server may hold at once: the store's pool
+    // (and SQLite's journal files), a few per worker thread.
+    let kept_back = u64::from(config.store.max_connections) * 2 + 4 * config.worker_count() as u64;
+    let limits = connections::ConnectionLimits::new(&config.connections, nofile, kept_back);
+    if limits.max_connections < config.connections.max_connections {
+        tracing::warn!(
+            configured = config.connections.max_connections,
+            max_connections = limits.max_connections,
+            reserve_connections = limits.reserve_connections,
+            nofile = ?nofile,
+            "connections capped by the open-file limit"
+        );
+    }
     let server = build(config, &extensions, addr).await?;
-    let app = server.router();
+    // The reserve admits operators: the same check as the operator API's.
+    let checked = server.handles.config.clone();
+    let operator: connections::OperatorCheck =
+        Arc::new(move |parts| checked.security.is_operator(&parts.headers));
     tracing::info!(%addr, workers = server.handles.sessions.pool().len(),
         store = server.handles.store.as_ref().map_or("none", |s| s.backend()),
         extensions = %extensions.iter().map(|e| e.name()).collect::<Vec<_>>().join(","),
+        max_connections = limits.max_connections,
+        reserve_connections = limits.reserve_connections,
         "ors serve listening");
-    let served = axum::serve(
+    let served = connections::serve(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        server.router(),
+        limits,
+        operator,
+        server.handles.metrics.clone(),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await;
     tracing::info!("HTTP stopped; stopping workers");
     server.stop_workers().await;

@@ -8,6 +8,9 @@
 //! - [`process`] and [`cli`]: `ors serve` and `ors run` as child processes;
 //! - [`hosts`]: engine hosts for driving a `Session` directly;
 //! - [`node`]: the CometD JavaScript client under node;
+//! - [`raw`]: HTTP/1.1 by hand on a socket (chosen source address, slow
+//!   or unfinished requests, when the server closed), the process's RSS
+//!   and open-file limit;
 //! - [`skips`]: the one place a test decides to skip (PostgreSQL, node);
 //! - [`files`]: fixture paths and scratch directories.
 //!
@@ -30,6 +33,7 @@ pub mod files;
 pub mod hosts;
 pub mod node;
 pub mod process;
+pub mod raw;
 pub mod server;
 pub mod skips;
 pub mod stores;

@@ -3,8 +3,8 @@
 //! `tower::ServiceExt::oneshot` ([`in_process`]).
 //!
 //! These two functions are the only places the tests name the server's
-//! entry points (`ors::app::spawn`, `ors::app::build`), so a change of
-//! those is adapted here once.
+//! entry points (`ors::server::connections::bind`, `ors::app::spawn`,
+//! `ors::app::build`), so a change of those is adapted here once.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,14 +40,14 @@ pub struct TestServer {
     pub base: String,
 }
 
-/// Binds `127.0.0.1:0`, starts the server there with `config`, and waits
+/// Binds `127.0.0.1:0` as `ors serve` binds (a deep accept queue), starts
+/// the server there with `config`, and waits
 /// (at most 20 s) until it answers `/health`: the store opens and recovers
 /// before the API answers. Call inside a multi-threaded tokio runtime.
 pub async fn spawn_server(mut config: Config) -> TestServer {
     let operator_token = with_operator(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
+    let listener =
+        ors::server::connections::bind(([127, 0, 0, 1], 0).into()).expect("bind a loopback port");
     let server = ors::app::spawn(listener, config).expect("server starts");
     let addr = server.addr;
     let base = format!("http://{addr}");
