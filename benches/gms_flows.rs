@@ -159,6 +159,7 @@ fn main() {
         // per-address rates would measure the limiter, not the server.
         config.contact_centre.gms.limits.creates_per_minute = 100_000_000;
         config.contact_centre.gms.limits.chat_sends_per_minute = 100_000_000;
+        config.contact_centre.gms.limits.burst = 1_000_000;
         config.contact_centre.backends.simulator.accept_delay_ms = 0;
         config.contact_centre.backends.simulator.agents = (0..o.agents)
             .map(|i| {

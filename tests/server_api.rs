@@ -544,6 +544,22 @@ async fn every_error_is_a_json_body_with_a_stable_code() {
         .form("/scxml/session/start", &[("src", "/etc/hostname")])
         .await;
     assert_error(&r, 403, "url_not_allowed");
+    // A link inside an allowed directory that leads out of them is
+    // refused, and the answer does not say where it leads.
+    #[cfg(unix)]
+    {
+        let dir = common::scratch_dir("links");
+        let link = dir.join("innocent.scxml");
+        std::os::unix::fs::symlink("/etc/hostname", &link).expect("a symbolic link");
+        let r = api
+            .form(
+                "/scxml/session/start",
+                &[("src", &link.display().to_string())],
+            )
+            .await;
+        assert_error(&r, 403, "url_not_allowed");
+        assert!(!r.body.to_string().contains("/etc"), "{}", r.body);
+    }
     let r = api
         .form(
             "/scxml/session/start",

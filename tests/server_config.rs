@@ -16,6 +16,16 @@ fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
         config.contact_centre.gms.services,
         defaults.contact_centre.gms.services
     );
+    assert_eq!(
+        config.contact_centre.gms.limits,
+        defaults.contact_centre.gms.limits
+    );
+    assert_eq!(
+        config.contact_centre.gms.realm,
+        defaults.contact_centre.gms.realm
+    );
+    assert_eq!(config.security.operator, defaults.security.operator);
+    assert_eq!(config.security.admin, defaults.security.admin);
     assert_eq!(config.store.url, defaults.store.url);
     assert_eq!(
         config.store.hibernate_after_secs,
@@ -171,4 +181,22 @@ fn an_unknown_top_level_key_is_refused_with_its_line_and_column() {
     assert!(message.contains("unknown field `listn`"), "{message}");
     // Sections of the contact-centre extension are known keys.
     Config::parse("[gms]\nchat_endpoint = \"Environment:q\"\n", "t.toml").expect("gms is known");
+}
+
+#[test]
+fn credentials_and_customer_limits_are_read_and_checked() {
+    let text = "[security.operator]\nusername = \"ops\"\npassword = \"pw\"\n\
+                [security.admin]\nbearer_token = \"adm\"\n\
+                [gms]\npassword = \"dev\"\nrealm = \"Shop\"\n\
+                [gms.limits]\nmax_message_bytes = 100\n";
+    let config = Config::parse(text, "t.toml").expect("parses");
+    assert_eq!(config.security.operator.username.as_deref(), Some("ops"));
+    assert!(config.security.operator_credentials().is_set());
+    assert_eq!(config.security.admin.bearer_token.as_deref(), Some("adm"));
+    assert_eq!(config.contact_centre.gms.password.as_deref(), Some("dev"));
+    assert_eq!(config.contact_centre.gms.limits.max_message_bytes, 100);
+    let zero = Config::parse("[gms.limits]\nburst = 0\n", "t.toml").unwrap_err();
+    assert!(zero.to_string().contains("gms.limits.burst"), "{zero}");
+    let unknown = Config::parse("[security.operator]\ntoken = \"x\"\n", "t.toml").unwrap_err();
+    assert!(unknown.to_string().contains("token"), "{unknown}");
 }

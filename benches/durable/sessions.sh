@@ -76,6 +76,10 @@ done
 base="http://127.0.0.1:$PORT"
 
 work="$(mktemp -d)"
+# The ORS API is an operator's: the server gets this token, wrk and curl send it.
+ORS_BENCH_TOKEN="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+export ORS_BENCH_TOKEN
+auth="Authorization: Bearer $ORS_BENCH_TOKEN"
 server_pid=""
 wrk_pid=""
 alive() { # a process of ours that has not exited (zombies do not count)
@@ -107,7 +111,7 @@ esac
 
 # --- helpers ------------------------------------------------------------------
 metric() { # the value of one /metrics series, e.g. metric 'ors_sessions{state="running"}'
-  curl -fsS "$base/metrics" | awk -v k="$1" '$1 == k {print $2}'
+  curl -fsS -H "$auth" "$base/metrics" | awk -v k="$1" '$1 == k {print $2}'
 }
 rss_mib() {
   awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$server_pid/status"
@@ -122,6 +126,9 @@ max_sessions = $((N * 4 + 1000))
 [store]
 hibernate_after_secs = $after
 $(store_toml)
+
+[security]
+bearer_token = "$ORS_BENCH_TOKEN"
 TOML
   store_prepare "$phase"
   "$ors" serve --listen "127.0.0.1:$PORT" --config "$work/ors-$phase.toml" "${store_args[@]}" \
@@ -200,7 +207,7 @@ start_sessions() {
 check_sample() { # ids first step limit expect
   local ids="$1" first="$2" step="$3" limit="$4" expect="$5" checked=0 q c
   while read -r id; do
-    q="$(curl -fsS "$base/scxml/session/$id/query")"
+    q="$(curl -fsS -H "$auth" "$base/scxml/session/$id/query")"
     c="$(sed -n 's/.*"count":\([0-9]*\).*/\1/p' <<<"$q")"
     [ "$c" = "$expect" ] || fail "session $id: count '$c', expected $expect: $q"
     grep -q '"status":"running"' <<<"$q" || fail "session $id is not running: $q"

@@ -32,7 +32,10 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local form = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+-- The operator's token the script's server was given (sessions.sh exports it).
+local auth = "Bearer " .. (os.getenv("ORS_BENCH_TOKEN") or "")
+wrk.headers["Authorization"] = auth
+local form = { ["Content-Type"] = "application/x-www-form-urlencoded", ["Authorization"] = auth }
 
 function init(args)
   mode, phase = args[1], args[2]

@@ -4,6 +4,10 @@
 
 threads = {}
 
+-- The operator's token the script's server was given (load.sh exports it).
+AUTH = "Bearer " .. (os.getenv("ORS_BENCH_TOKEN") or "")
+wrk.headers["Authorization"] = AUTH
+
 function register_thread(thread)
   table.insert(threads, thread)
 end

@@ -20,7 +20,7 @@ function init(args)
   if not file then
     error("events.lua: pass the ids file after '--'")
   end
-  local headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+  local headers = { ["Content-Type"] = "application/x-www-form-urlencoded", ["Authorization"] = AUTH }
   reqs = {}
   for line in io.lines(file) do
     local id = line:match("^%s*(.-)%s*$")

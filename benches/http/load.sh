@@ -71,6 +71,10 @@ done
 base="http://127.0.0.1:$PORT"
 
 work="$(mktemp -d)"
+# The ORS API is an operator's: the server gets this token, wrk and curl send it.
+ORS_BENCH_TOKEN="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+export ORS_BENCH_TOKEN
+auth="Authorization: Bearer $ORS_BENCH_TOKEN"
 server_pid=""
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
@@ -93,6 +97,9 @@ max_sessions = $MAX_SESSIONS
 
 [store]
 $(store_toml)
+
+[security]
+bearer_token = "$ORS_BENCH_TOKEN"
 TOML
 # Each phase gets a fresh server and a fresh store (data dir, or PostgreSQL
 # database), so the events figure is not skewed by the sessions the starts
@@ -157,7 +164,7 @@ start_server events
 ids="$work/ids.txt"
 : >"$ids"
 for _ in $(seq 1 "$SESSIONS"); do
-  reply="$(curl -fsS -X POST -H 'Content-Type: application/x-www-form-urlencoded' \
+  reply="$(curl -fsS -X POST -H "$auth" -H 'Content-Type: application/x-www-form-urlencoded' \
     --data 'src=benches/http/tiny.scxml' "$base/scxml/session/start")"
   id="$(sed -n 's/.*"sessionid":"\([^"]*\)".*/\1/p' <<<"$reply")"
   [ -n "$id" ] || { echo "load.sh: no sessionid in: $reply" >&2; exit 1; }
@@ -172,7 +179,7 @@ events_line="$(cat "$work/events.json")"
 completed="$(sed -n 's/.*"requests":\([0-9]*\).*/\1/p' <<<"$events_line")"
 total=0
 while read -r id; do
-  q="$(curl -fsS "$base/scxml/session/$id/query")"
+  q="$(curl -fsS -H "$auth" "$base/scxml/session/$id/query")"
   c="$(sed -n 's/.*"count":\([0-9]*\).*/\1/p' <<<"$q")"
   [ -n "$c" ] || { echo "load.sh: no count for session $id: $q" >&2; exit 1; }
   total=$((total + c))
@@ -184,7 +191,7 @@ if [ "$total" -lt "$completed" ] || [ "$total" -gt $((completed + CONNS)) ]; the
 fi
 
 # --- server side ---------------------------------------------------------------
-curl -fsS "$base/metrics" | grep '^ors_events_processed_total' || {
+curl -fsS -H "$auth" "$base/metrics" | grep '^ors_events_processed_total' || {
   echo "load.sh: /metrics has no ors_events_processed_total" >&2; exit 1; }
 # (Log lines carry ANSI colour codes, so no word boundaries here.)
 warns="$(grep -c 'WARN' "$work/server.log" || true)"

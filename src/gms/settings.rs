@@ -134,7 +134,7 @@ pub struct GmsSettings {
 /// Bounds on what a customer controls through the GMS routes. Each
 /// refusal is a 4xx JSON error naming the limit (429 with `Retry-After`
 /// for the rates).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CustomerLimits {
     /// Largest user data of a callback or a chat create (the JSON of its

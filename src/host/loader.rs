@@ -79,10 +79,14 @@ impl UrlPolicy {
         if !self.schemes.iter().any(|s| s == "file") {
             return Err(PolicyError::Scheme("file".into()));
         }
-        let path = absolute(&path);
-        if self.dirs.iter().any(|d| path.starts_with(d)) {
+        let resolved = absolute(&path);
+        if self.dirs.iter().any(|d| resolved.starts_with(d)) {
             Ok(())
         } else {
+            // The answer names the path as given: where links lead is for
+            // the log only.
+            tracing::debug!(path = %path.display(), resolved = %resolved.display(),
+                "file outside the allowed directories");
             Err(PolicyError::OutsideDirs(path))
         }
     }
@@ -121,7 +125,9 @@ pub enum PolicyError {
     /// Its host matches no pattern of `security.allowed_hosts`.
     #[error("host '{0}' is not in the allow-list")]
     Host(String),
-    /// The path, made absolute, is outside `security.allowed_dirs`.
+    /// The path, made absolute with its links resolved, is outside
+    /// `security.allowed_dirs`; the error holds (and shows) the path as
+    /// given, never where a link leads.
     #[error("'{}' is outside the allowed directories", .0.display())]
     OutsideDirs(PathBuf),
 }
