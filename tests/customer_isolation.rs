@@ -35,6 +35,7 @@ fn config() -> Config {
     // Every client here is 127.0.0.1; the rate test sets its own rates.
     config.contact_centre.gms.limits.creates_per_minute = 6000;
     config.contact_centre.gms.limits.chat_sends_per_minute = 6000;
+    config.contact_centre.gms.limits.burst = 1000;
     config
 }
 
@@ -403,6 +404,16 @@ async fn what_one_customer_controls_is_capped() {
     for n in 0..12 {
         assert!(seen.contains(&format!("message {n}")), "{seen:?}");
     }
+    // Typing notices are capped too (twice the messages).
+    for n in 0..28 {
+        let r = device.chat_typing(&id, n % 2 == 0).await;
+        assert_eq!(r.status, 200, "typing {n}: {}", r.body);
+    }
+    assert_error(
+        &device.chat_typing(&id, true).await,
+        409,
+        "too_many_messages",
+    );
     // Messages per chat.
     let r = device.chat_send(&id, "one").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -452,8 +463,43 @@ async fn what_one_customer_controls_is_capped() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body.as_array().map(Vec::len), Some(2), "{}", r.body);
 
-    // Creates racing for one number: the quota still holds.
+    // The request's own `_` parameters are capped like user data.
     let anonymous = server.customer();
+    let long = "A".repeat(2000);
+    let r = anonymous
+        .callback_create(
+            "chat-immediate",
+            &[
+                ("_customer_number", "6502388540"),
+                ("_device_notification_id", &long),
+            ],
+        )
+        .await;
+    assert_error(&r, 400, "too_large");
+    // One number however it is written; and it must be one.
+    for spelling in ["+1 650 238 8541", "16502388541"] {
+        let r = anonymous
+            .callback_create("chat-immediate", &[("_customer_number", spelling)])
+            .await;
+        assert_eq!(r.status, 200, "{spelling}: {}", r.body);
+    }
+    let r = anonymous
+        .callback_create("chat-immediate", &[("_customer_number", "1-650-238-8541")])
+        .await;
+    assert_error(&r, 409, "too_many_callbacks");
+    let r = anonymous
+        .json(
+            "/genesys/1/service/callback/chat-immediate",
+            &json!({"_customer_number": 6.5e9}),
+        )
+        .await;
+    assert_error(&r, 400, "bad_parameter");
+    let r = anonymous
+        .callback_create("chat-immediate", &[("_customer_number", "call me")])
+        .await;
+    assert_error(&r, 400, "bad_parameter");
+
+    // Creates racing for one number: the quota still holds.
     let racing = (0..10).map(|_| {
         let a = anonymous.clone();
         async move {

@@ -133,11 +133,21 @@ impl Gms {
 
 /// The peer address of a request (set by the server's accept loop), if
 /// known.
+/// An IPv6 peer counts as its /64 (one subscriber's prefix), so that a
+/// client cannot mint new limiter keys from its own address range.
 pub fn client_ip(request: &Request) -> Option<IpAddr> {
     request
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| match c.0.ip() {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(std::net::Ipv6Addr::from(
+                    u128::from(v6) & !((1u128 << 64) - 1),
+                )),
+            },
+            v4 => v4,
+        })
 }
 
 /// Per-client rate limits of the customer routes.
@@ -151,7 +161,7 @@ pub struct Rates {
 pub enum Rated {
     /// Callback creates.
     Create,
-    /// Chat creates and messages.
+    /// Chat creates, messages and typing notices.
     ChatSend,
 }
 

@@ -108,6 +108,30 @@ pub async fn create(
     let (parts, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
     let request = CallbackRequest::from_params(params).map_err(service_error)?;
     let limits = &ctx.settings.gms.limits;
+    check_number(&request.options["_customer_number"])?;
+    for name in super::service::REQUEST_PARAMETERS {
+        if let Some(v) = request.options.get(*name) {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(ApiError::bad_parameter(format!("{name} must be text"))),
+            };
+            if text.chars().count() > limits.max_field_chars {
+                return Err(too_large(format!(
+                    "{name} is longer than {} characters",
+                    limits.max_field_chars
+                )));
+            }
+        }
+    }
+    let options_bytes = Value::Object(request.options.clone()).to_string().len();
+    if options_bytes > limits.max_user_data_bytes {
+        return Err(too_large(format!(
+            "the request's options are {options_bytes} bytes; at most {} are accepted",
+            limits.max_user_data_bytes
+        )));
+    }
     let user_data_bytes = Value::Object(request.user_data.clone()).to_string().len();
     if user_data_bytes > limits.max_user_data_bytes {
         return Err(too_large(format!(
@@ -156,10 +180,9 @@ pub async fn create(
         })
         .unwrap_or(86_400);
     let expires_at = now.saturating_add(ttl_secs.saturating_mul(1000));
-    let customer_number = match &request.options["_customer_number"] {
-        Value::String(s) => s.trim().to_string(),
-        other => other.to_string(),
-    };
+    let customer_number = records::normalize_number(&crate::modules::value_text(
+        &request.options["_customer_number"],
+    ));
     let subject = request
         .user_data
         .get("subject")
@@ -280,6 +303,22 @@ pub async fn create(
     Ok(no_cache_json(StatusCode::OK, &Value::Object(reply)))
 }
 
+/// A customer number must be text or a whole number with some digits.
+fn check_number(number: &Value) -> Result<(), ApiError> {
+    let ok = match number {
+        Value::String(s) => !records::normalize_number(s).is_empty(),
+        Value::Number(n) => n.is_u64(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_parameter(
+            "_customer_number must be a phone number (text with digits, or a whole number)",
+        ))
+    }
+}
+
 /// 413-like refusal of a field over its cap (a 400 naming the limit).
 fn too_large(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "too_large", message)
@@ -296,14 +335,9 @@ async fn check_active(
     gms_user: Option<&str>,
 ) -> Result<(), ApiError> {
     let limits = &ctx.settings.gms.limits;
-    let number = crate::modules::value_text(&request.options["_customer_number"]);
-    let number = number.trim();
-    if number.chars().count() > limits.max_field_chars {
-        return Err(too_large(format!(
-            "_customer_number is longer than {} characters",
-            limits.max_field_chars
-        )));
-    }
+    let number = records::normalize_number(&crate::modules::value_text(
+        &request.options["_customer_number"],
+    ));
     let per_number = match service.options.get("_enable_in_queue_checking") {
         None => 2,
         Some(v) => match crate::modules::value_text(v)
@@ -316,20 +350,12 @@ async fn check_active(
             _ => 2,
         },
     };
-    let unfinished =
-        |rows: Vec<CallbackRow>| rows.iter().filter(|r| !records::is_final(&r.state)).count();
     let by_number = CallbackQuery {
         service: Some(service.name.clone()),
-        customer_number: Some(number.to_string()),
-        limit: per_number + 64,
+        customer_number: Some(number.clone()),
         ..CallbackQuery::default()
     };
-    let active = unfinished(
-        ctx.records
-            .query(&by_number)
-            .await
-            .map_err(ApiError::from)?,
-    );
+    let active = unfinished(ctx, by_number, per_number).await?;
     if active >= per_number {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -342,15 +368,9 @@ async fn check_active(
     if let Some(user) = gms_user {
         let by_device = CallbackQuery {
             gms_user: Some(user.to_string()),
-            limit: limits.max_active_per_device + 64,
             ..CallbackQuery::default()
         };
-        let active = unfinished(
-            ctx.records
-                .query(&by_device)
-                .await
-                .map_err(ApiError::from)?,
-        );
+        let active = unfinished(ctx, by_device, limits.max_active_per_device).await?;
         if active >= limits.max_active_per_device {
             return Err(ApiError::too_many(
                 "too_many_callbacks",
@@ -360,6 +380,22 @@ async fn check_active(
         }
     }
     Ok(())
+}
+
+/// How many callbacks matching `query` are not finished (`QUEUED` or
+/// `ROUTING`), counted up to `cap` each (the only question is whether the
+/// cap is reached).
+async fn unfinished(ctx: &Gms, query: CallbackQuery, cap: usize) -> Result<usize, ApiError> {
+    let mut n = 0;
+    for state in [records::QUEUED, records::ROUTING] {
+        let q = CallbackQuery {
+            state: Some(state.to_string()),
+            limit: cap.saturating_add(1),
+            ..query.clone()
+        };
+        n += ctx.records.query(&q).await.map_err(ApiError::from)?.len();
+    }
+    Ok(n)
 }
 
 /// A record as `caller` may see it: the ORS session id is for operators.
@@ -441,7 +477,7 @@ fn query_of(
     };
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match &*k {
-            "_customer_number" => q.customer_number = Some(v.into_owned()),
+            "_customer_number" => q.customer_number = Some(records::normalize_number(&v)),
             "_callback_state" => q.state = Some(v.into_owned()),
             "_max" | "max" => {
                 if let Ok(n) = v.parse::<usize>() {

@@ -62,6 +62,8 @@ pub struct Binding {
     pub secure_key: String,
     /// Messages the customer has sent.
     pub messages_sent: usize,
+    /// Typing notices the customer has sent.
+    pub typing_sent: usize,
     /// Whether to push (`notify_by=comet`).
     pub push: bool,
     /// The last position shown over HTTP.
@@ -135,6 +137,21 @@ impl ChatBindings {
         match m.get_mut(service_id) {
             Some(b) if b.messages_sent < max => {
                 b.messages_sent += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Counts one typing notice against `max`; false when the chat
+    /// already has `max`.
+    fn count_typing(&self, service_id: &str, max: usize) -> bool {
+        let Ok(mut m) = self.by_service.lock() else {
+            return false;
+        };
+        match m.get_mut(service_id) {
+            Some(b) if b.typing_sent < max => {
+                b.typing_sent += 1;
                 true
             }
             _ => false,
@@ -442,6 +459,7 @@ pub async fn create(
         service_name: record.service.clone(),
         secure_key: crate::ids::secret_token(),
         messages_sent: 0,
+        typing_sent: 0,
         push,
         shown: 0,
         pushed: 0,
@@ -609,6 +627,23 @@ pub async fn operation(
             }
         }
         "startTyping" | "stopTyping" => {
+            if !is_operator {
+                ctx.rates.check(super::access::Rated::ChatSend, client)?;
+            }
+            // Typing notices are transcript entries too.
+            let max = ctx
+                .settings
+                .gms
+                .limits
+                .max_messages_per_chat
+                .saturating_mul(2);
+            if !ctx.chats.count_typing(&binding.service_id, max) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "too_many_messages",
+                    format!("this chat already has {max} typing notices from the customer"),
+                ));
+            }
             chat.typing(chat_id, party, op == "startTyping")
                 .await
                 .map_err(chat_error)?;

@@ -78,6 +78,14 @@ pub struct CometSettings {
     /// The `interval` advice, in ms: how long a client waits between a
     /// connect reply and its next connect (default 0).
     pub interval_ms: u64,
+    /// Most clients at once (default 20 000); a handshake beyond is
+    /// refused (`503::Too many clients`).
+    pub max_clients: usize,
+    /// Most clients one `gms_user` may hold (default 8); a new handshake
+    /// beyond drops that user's oldest client.
+    pub max_clients_per_user: usize,
+    /// Most messages in one request (default 16); a larger batch is a 400.
+    pub max_batch: usize,
 }
 
 impl Default for CometSettings {
@@ -87,6 +95,9 @@ impl Default for CometSettings {
             client_timeout_ms: 60_000,
             max_queue: 1000,
             interval_ms: 0,
+            max_clients: 20_000,
+            max_clients_per_user: 8,
+            max_batch: 16,
         }
     }
 }
@@ -510,6 +521,35 @@ impl CometHub {
         let now = Instant::now();
         let id = {
             let mut st = self.lock();
+            // A user's oldest clients make room for the new one; the hub
+            // as a whole refuses past its cap.
+            let mine: Vec<(Instant, String)> = st
+                .by_user
+                .get(&gms_user)
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| st.clients.get(id).map(|c| (c.last_seen, id.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if mine.len() >= self.settings.max_clients_per_user.max(1) {
+                let mut mine = mine;
+                mine.sort();
+                let excess = mine.len() + 1 - self.settings.max_clients_per_user.max(1);
+                for (_, old) in mine.into_iter().take(excess) {
+                    st.remove(&old);
+                }
+            }
+            if st.clients.len() >= self.settings.max_clients {
+                drop(st);
+                r.insert("successful".into(), Value::from(false));
+                r.insert("error".into(), Value::from("503::Too many clients"));
+                r.insert(
+                    "advice".into(),
+                    json!({"reconnect": "handshake", "interval": 5000}),
+                );
+                return Value::Object(r);
+            }
             let mut id = self.new_client_id();
             while st.clients.contains_key(&id) {
                 id = self.new_client_id();
@@ -774,7 +814,7 @@ impl HubState {
 
 /// Reads a request body: a JSON array of messages or one message, as the
 /// body itself or in the form field `message`.
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Value>, String> {
+fn parse_body(headers: &HeaderMap, body: &[u8], max_batch: usize) -> Result<Vec<Value>, String> {
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -791,8 +831,18 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Value>, String> {
     } else {
         serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?
     };
+    if crate::server::params::json_depth(&parsed) > crate::server::params::MAX_JSON_DEPTH {
+        return Err(format!(
+            "the JSON nests deeper than {} levels",
+            crate::server::params::MAX_JSON_DEPTH
+        ));
+    }
     match parsed {
         Value::Array(a) if a.is_empty() => Err("no messages".into()),
+        Value::Array(a) if a.len() > max_batch => Err(format!(
+            "{} messages in one request; at most {max_batch} are accepted",
+            a.len()
+        )),
         Value::Array(a) => Ok(a),
         m @ Value::Object(_) => Ok(vec![m]),
         _ => Err("expected a message object or an array of them".into()),
@@ -812,16 +862,13 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 async fn handle(State(hub): State<Arc<CometHub>>, headers: HeaderMap, body: Bytes) -> Response {
-    let messages = match parse_body(&headers, &body) {
+    let messages = match parse_body(&headers, &body, hub.settings.max_batch.max(1)) {
         Ok(m) => m,
         Err(e) => {
             return json_response(StatusCode::BAD_REQUEST, json!({"error": e}).to_string());
         }
     };
-    let user = headers
-        .get(GMS_USER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let user = super::callback_api::gms_user(&headers);
     let parts = hub.process(user.as_deref(), messages).await;
     json_response(StatusCode::OK, render(&parts))
 }
@@ -840,6 +887,7 @@ mod tests {
             client_timeout_ms,
             max_queue,
             interval_ms: 0,
+            ..CometSettings::default()
         })
     }
 
@@ -1273,18 +1321,72 @@ mod tests {
             "application/x-www-form-urlencoded".parse().unwrap(),
         );
         let one = br#"{"channel":"/meta/handshake"}"#;
-        assert_eq!(parse_body(&json_headers, one).unwrap().len(), 1);
+        assert_eq!(parse_body(&json_headers, one, 16).unwrap().len(), 1);
         let two = br#"[{"channel":"/a"},{"channel":"/b"}]"#;
-        assert_eq!(parse_body(&json_headers, two).unwrap().len(), 2);
+        assert_eq!(parse_body(&json_headers, two, 16).unwrap().len(), 2);
         let form: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("message", r#"[{"channel":"/meta/connect"}]"#)
             .finish();
-        assert_eq!(parse_body(&form_headers, form.as_bytes()).unwrap().len(), 1);
-        assert_eq!(parse_body(&json_headers, form.as_bytes()).unwrap().len(), 1);
-        assert!(parse_body(&form_headers, b"other=1").is_err());
-        assert!(parse_body(&json_headers, b"[").is_err());
-        assert!(parse_body(&json_headers, b"[]").is_err());
-        assert!(parse_body(&json_headers, b"3").is_err());
-        assert!(parse_body(&json_headers, b"").is_err());
+        assert_eq!(
+            parse_body(&form_headers, form.as_bytes(), 16)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse_body(&json_headers, form.as_bytes(), 16)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(parse_body(&form_headers, b"other=1", 16).is_err());
+        assert!(parse_body(&json_headers, b"[", 16).is_err());
+        assert!(parse_body(&json_headers, b"[]", 16).is_err());
+        assert!(parse_body(&json_headers, b"3", 16).is_err());
+        assert!(parse_body(&json_headers, b"", 16).is_err());
+        let many = format!(
+            "[{}]",
+            vec![r#"{"channel":"/meta/handshake"}"#; 17].join(",")
+        );
+        let e = parse_body(&json_headers, many.as_bytes(), 16).unwrap_err();
+        assert!(e.contains("17 messages"), "{e}");
+        let mut deep = String::from("1");
+        for _ in 0..40 {
+            deep = format!("[{deep}]");
+        }
+        let deep = format!(r#"[{{"channel":"/a","id":{deep}}}]"#);
+        assert!(
+            parse_body(&json_headers, deep.as_bytes(), 16)
+                .unwrap_err()
+                .contains("deeper")
+        );
+    }
+
+    #[tokio::test]
+    async fn clients_are_capped_per_user_and_in_all() {
+        let hub = CometHub::new(CometSettings {
+            max_clients: 3,
+            max_clients_per_user: 2,
+            ..CometSettings::default()
+        });
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(handshake(&hub, Some("a")).await);
+        }
+        // The user keeps its two newest clients.
+        assert_eq!(hub.clients(), 2);
+        let gone = connect(&hub, Some("a"), &ids[0]).await;
+        assert_eq!(gone[0]["successful"], false, "{gone:?}");
+        handshake(&hub, Some("b")).await;
+        let r = send(
+            &hub,
+            Some("c"),
+            json!([{"channel": "/meta/handshake", "version": "1.0",
+                    "supportedConnectionTypes": ["long-polling"], "id": "1"}]),
+        )
+        .await;
+        assert_eq!(r[0]["successful"], false, "{r:?}");
+        assert_eq!(r[0]["error"], "503::Too many clients");
+        assert_eq!(hub.clients(), 3);
     }
 }

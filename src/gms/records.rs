@@ -407,6 +407,12 @@ impl Records {
     }
 }
 
+/// A customer number as records are keyed and counted by it: its digits
+/// only (`+1 (650) 238-8511` and `16502388511` are one number).
+pub fn normalize_number(number: &str) -> String {
+    number.chars().filter(char::is_ascii_digit).collect()
+}
+
 /// A record's JSON object as the API returns it.
 pub fn record_json(row: &CallbackRow) -> Value {
     serde_json::from_str(&row.record).unwrap_or_else(|_| {

@@ -22,6 +22,16 @@ pub(super) async fn open(
                 dir.display()
             ))
         })?;
+        // The database holds customers' data: only the server's own user
+        // may enter the directory (its files keep the process's umask).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+                tracing::warn!(dir = %dir.display(), error = %e,
+                    "cannot make the data directory private to this user");
+            }
+        }
     }
     let Some(file) = path.to_str() else {
         return Err(StoreError::Config(format!(
