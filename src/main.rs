@@ -39,6 +39,10 @@ enum Command {
         /// Print every state entry/exit and transition taken to stderr.
         #[arg(long)]
         trace: bool,
+        /// Read the document as this SCXML dialect (ors or w3c); by
+        /// default `<scxml>` decides (profile without datamodel: ors).
+        #[arg(long)]
+        dialect: Option<ors::model::Dialect>,
     },
     /// Run the orchestration server (ORS REST API) until SIGTERM or Ctrl-C.
     Serve(cli::serve::ServeOptions),
@@ -47,6 +51,10 @@ enum Command {
         /// Documents to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Read the documents as this SCXML dialect (ors or w3c); by
+        /// default each `<scxml>` decides.
+        #[arg(long)]
+        dialect: Option<ors::model::Dialect>,
     },
     /// Run the benchmark workloads in-process and print JSON lines.
     Bench {
@@ -119,7 +127,8 @@ fn main() {
             basichttp_listen,
             no_basichttp,
             trace,
-        } => match cli::run::load_for_cli(&file) {
+            dialect,
+        } => match cli::run::load_for_cli(&file, dialect) {
             Some(doc) => {
                 let options = cli::run::RunOptions {
                     timeout: timeout.map(Duration::from_secs_f64),
@@ -131,7 +140,7 @@ fn main() {
             }
             None => 2,
         },
-        Command::Validate { files } => cli::validate(&files),
+        Command::Validate { files, dialect } => cli::validate(&files, dialect),
         Command::Bench {
             workloads,
             dir,

@@ -217,3 +217,46 @@ fn trace_reports_exits_transitions_and_entries_in_order() {
         "{stderr}"
     );
 }
+
+/// A document in the ORS dialect (`profile`, no `datamodel`): `<send>`'s
+/// event, delay, target and targettype are expressions, as Composer writes
+/// them; the events arrive by their evaluated names. Read as W3C SCXML
+/// (`--dialect w3c`) the same document waits for an event named with
+/// quotes that never comes.
+#[test]
+fn the_ors_dialect_evaluates_send_attributes_as_expressions() {
+    let chart = fixture("ors/send_expressions.scxml");
+    let out = ors()
+        .arg("run")
+        .arg(&chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (stdout, lines) = cli::json_lines(&out.stdout);
+    let last = lines.last().expect("a line");
+    assert_eq!(last["configuration"], json!(["done"]), "{stdout}");
+    assert!(
+        stderr.contains("seen: application.start,internal.note,Entry1.done"),
+        "{stderr}"
+    );
+    let w3c = ors()
+        .args(["run", "--dialect", "w3c", "--timeout", "1"])
+        .arg(&chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let (stdout, lines) = cli::json_lines(&w3c.stdout);
+    assert!(
+        lines.iter().all(|l| l["configuration"] != json!(["done"])),
+        "{stdout}"
+    );
+    let validated = ors().args(["validate"]).arg(&chart).output().expect("runs");
+    assert_eq!(validated.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&validated.stdout).contains("dialect ors"),
+        "{}",
+        String::from_utf8_lossy(&validated.stdout)
+    );
+}

@@ -66,6 +66,7 @@ fn registered_handler_runs_and_unclaimed_action_raises_error_execution() {
     registry.register("urn:test", "set", Arc::new(SetAction));
     let options = LoadOptions {
         custom_actions: &registry,
+        dialect: None,
     };
     let doc = Arc::new(parse_document(CHART, None, &options).expect("loads"));
     assert_eq!(

@@ -378,6 +378,7 @@ async fn script_objects_fall_back_to_their_alternate_url_and_pass_their_paramete
             url: format!("{origin}/docs/missing.scxml"),
             alternate_url: Some(fixture("counter.scxml")),
             params,
+            dialect: None,
         },
     );
     let api = Api::start(config).await;
@@ -879,4 +880,48 @@ async fn json_bodies_nested_too_deep_are_refused_at_the_door() {
     }
     assert_eq!(*v, json!("x"), "{data}");
     server.stop().await;
+}
+
+/// The dialect a script object names wins over what `<scxml>` calls for:
+/// an ORS document (quoted `<send>` expressions) runs to its end through
+/// a plain URL, and is refused when a script object reads it as W3C SCXML
+/// (a quoted delay is no W3C delay); the two readings are cached apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_object_can_name_the_dialect_its_documents_are_read_as() {
+    let mut config = base_config();
+    let url = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/ors/send_expressions.scxml")
+        .display()
+        .to_string();
+    config
+        .security
+        .allowed_dirs
+        .push(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures"));
+    config.scripts.insert(
+        "AsRec".into(),
+        ScriptObject {
+            url: url.clone(),
+            alternate_url: None,
+            params: serde_json::Map::new(),
+            dialect: Some(ors::model::Dialect::W3c),
+        },
+    );
+    let api = Api::start(config).await;
+    let id = api.start_session(&[("src", &url)]).await;
+    let q = api.wait_for(&id, |q| q["status"] != "running").await;
+    assert_eq!(q["configuration"], json!([]), "{q}");
+    assert_eq!(q["status"], "completed", "{q}");
+    let r = api
+        .form("/scxml/session/start", &[("src", "script:AsRec")])
+        .await;
+    assert_error(&r, 422, "document_invalid");
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not a valid delay"),
+        "{}",
+        r.body
+    );
+    api.stop().await;
 }

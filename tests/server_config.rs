@@ -195,6 +195,15 @@ fn credentials_and_customer_limits_are_read_and_checked() {
     assert_eq!(config.security.admin.bearer_token.as_deref(), Some("adm"));
     assert_eq!(config.contact_centre.gms.password.as_deref(), Some("dev"));
     assert_eq!(config.contact_centre.gms.limits.max_message_bytes, 100);
+    let ors = Config::parse(
+        "[documents]\ndialect = \"ors\"\n[scripts.S]\nurl = \"x.scxml\"\ndialect = \"w3c\"\n",
+        "t.toml",
+    )
+    .expect("dialects parse");
+    assert_eq!(ors.documents.dialect, Some(ors::model::Dialect::Ors));
+    assert_eq!(ors.scripts["S"].dialect, Some(ors::model::Dialect::W3c));
+    let bad = Config::parse("[documents]\ndialect = \"scxml2009\"\n", "t.toml").unwrap_err();
+    assert!(bad.to_string().contains("scxml2009"), "{bad}");
     let zero = Config::parse("[gms.limits]\nburst = 0\n", "t.toml").unwrap_err();
     assert!(zero.to_string().contains("gms.limits.burst"), "{zero}");
     let unknown = Config::parse("[security.operator]\ntoken = \"x\"\n", "t.toml").unwrap_err();

@@ -7,20 +7,29 @@ pub mod serve;
 
 use std::path::PathBuf;
 
-/// `ors validate FILE...`: prints diagnostics; returns 1 when any file has errors.
-pub fn validate(files: &[PathBuf]) -> i32 {
+/// `ors validate FILE...`: prints diagnostics; returns 1 when any file has
+/// errors. `dialect` overrides what each `<scxml>` calls for.
+pub fn validate(files: &[PathBuf], dialect: Option<crate::model::Dialect>) -> i32 {
     let mut failed = false;
+    let options = crate::parser::LoadOptions {
+        dialect,
+        ..crate::parser::LoadOptions::default()
+    };
     for f in files {
-        match crate::host::loader::load_file_blocking(f, &crate::parser::LoadOptions::default()) {
+        match crate::host::loader::load_file_blocking(f, &options) {
             Ok(doc) => {
                 for w in &doc.warnings {
                     eprintln!("{w}");
                 }
                 println!(
-                    "{}: ok ({} states, {} transitions)",
+                    "{}: ok ({} states, {} transitions, dialect {})",
                     f.display(),
                     doc.states.len() - 1,
-                    doc.transitions.len()
+                    doc.transitions.len(),
+                    match doc.dialect {
+                        crate::model::Dialect::Ors => "ors",
+                        crate::model::Dialect::W3c => "w3c",
+                    }
                 );
             }
             Err(e) => {

@@ -297,9 +297,14 @@ fn deliver_input(host: &mut LocalHost, root: &str, line: &str) {
 }
 
 /// Loads a document and its references for the CLI (through the host's
-/// loader, on a runtime of its own), printing diagnostics and warnings.
-pub fn load_for_cli(path: &Path) -> Option<Arc<Document>> {
-    match crate::host::loader::load_file_blocking(path, &crate::parser::LoadOptions::default()) {
+/// loader, on a runtime of its own), printing diagnostics and warnings;
+/// `dialect` overrides what `<scxml>` calls for.
+pub fn load_for_cli(path: &Path, dialect: Option<crate::model::Dialect>) -> Option<Arc<Document>> {
+    let options = crate::parser::LoadOptions {
+        dialect,
+        ..crate::parser::LoadOptions::default()
+    };
+    match crate::host::loader::load_file_blocking(path, &options) {
         Ok(doc) => {
             for w in &doc.warnings {
                 eprintln!("{w}");

@@ -144,6 +144,7 @@ impl Extension for ContactCentre {
                 url: format!("{base_url}{DOCUMENT_PATH}/inbound_chat.scxml"),
                 alternate_url: None,
                 params,
+                dialect: None,
             },
         )]
     }

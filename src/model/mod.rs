@@ -258,6 +258,55 @@ pub struct Expr {
     pub position: Position,
 }
 
+/// Which SCXML a document is written in.
+///
+/// - `W3c`: the W3C Recommendation of 1 September 2015, exactly.
+/// - `Ors`: the dialect of Genesys Orchestration Server: the W3C working
+///   draft of 7 May 2009 (ECMAScript profile) with Genesys extensions, as
+///   Composer generates it. `<send>`'s `event`, `target`,
+///   `type`/`targettype` and `delay` are value expressions
+///   (`event="'app.start'"`, `delay="waitTime"`), and `sendid` names the
+///   send like `id`.
+///
+/// A document is in the ORS dialect when its `<scxml>` has a `profile`
+/// attribute and no `datamodel` attribute, unless its loader says
+/// otherwise (`docs/ors-dialect.md`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// The W3C Recommendation.
+    #[default]
+    W3c,
+    /// Orchestration Server's dialect.
+    Ors,
+}
+
+impl Dialect {
+    /// The dialect `<scxml>`'s attributes call for: ORS when it has
+    /// `profile` and no `datamodel`.
+    pub fn detect(has_profile: bool, has_datamodel: bool) -> Dialect {
+        if has_profile && !has_datamodel {
+            Dialect::Ors
+        } else {
+            Dialect::W3c
+        }
+    }
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = String;
+    /// `ors` or `w3c` (any case).
+    fn from_str(s: &str) -> Result<Dialect, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ors" => Ok(Dialect::Ors),
+            "w3c" => Ok(Dialect::W3c),
+            other => Err(format!("unknown dialect '{other}' (ors or w3c)")),
+        }
+    }
+}
+
 /// A parsed, validated SCXML document.
 #[derive(Debug)]
 pub struct Document {
@@ -268,6 +317,8 @@ pub struct Document {
     pub location: Option<String>,
     /// The data model kind.
     pub datamodel: DataModelKind,
+    /// The SCXML it was read as.
+    pub dialect: Dialect,
     /// Early or late data binding.
     pub binding: Binding,
     /// All states in document order; `states[0]` is the `<scxml>` root.
@@ -328,6 +379,7 @@ impl Document {
             persist: true,
             source: None,
             application_type: None,
+            dialect: Dialect::W3c,
             by_name,
         };
         for t in transitions.iter_mut() {

@@ -42,12 +42,16 @@ pub use crate::model::{CustomActionClaims, NoCustomActions};
 pub struct LoadOptions<'a> {
     /// Which custom actions have handlers (others produce warnings).
     pub custom_actions: &'a (dyn CustomActionClaims + Sync),
+    /// The dialect to read the document as; `None` detects it from
+    /// `<scxml>` ([`Dialect::detect`]).
+    pub dialect: Option<Dialect>,
 }
 
 impl Default for LoadOptions<'_> {
     fn default() -> Self {
         LoadOptions {
             custom_actions: &NoCustomActions,
+            dialect: None,
         }
     }
 }
@@ -269,6 +273,8 @@ struct Builder<'a> {
     errors: Vec<Diagnostic>,
     warnings: Vec<String>,
     ids: HashMap<String, Position>,
+    /// The dialect the document is read as (decided at `<scxml>`).
+    dialect: Dialect,
 }
 
 /// What an `initial` on a state was given as, resolved after all states exist.
@@ -299,6 +305,7 @@ impl<'a> Builder<'a> {
             errors: Vec::new(),
             warnings: Vec::new(),
             ids: HashMap::new(),
+            dialect: Dialect::W3c,
         }
     }
 
@@ -332,6 +339,23 @@ impl<'a> Builder<'a> {
                 format!("root element must be <scxml>, found <{}>", root.name),
             );
             return Err(LoadError(self.errors));
+        }
+        self.dialect = self.options.dialect.unwrap_or_else(|| {
+            Dialect::detect(
+                root.attr("profile").is_some(),
+                root.attr("datamodel").is_some(),
+            )
+        });
+        if self.dialect == Dialect::Ors
+            && let Some(profile) = root.attr("profile")
+            && !profile.trim().eq_ignore_ascii_case("ecmascript")
+        {
+            self.error(
+                root.pos,
+                format!(
+                    "unsupported profile '{profile}' (ORS supports the ecmascript profile only)"
+                ),
+            );
         }
         let datamodel = match root.attr("datamodel") {
             None | Some("ecmascript") => DataModelKind::Ecmascript,
@@ -423,6 +447,7 @@ impl<'a> Builder<'a> {
             self.warnings,
         );
         doc.persist = persist;
+        doc.dialect = self.dialect;
         doc.application_type = application_type;
         Ok(doc)
     }
@@ -1093,12 +1118,49 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A value the ORS dialect writes as an expression in `attr` (or, as
+    /// in the Rec, in `expr_attr`).
+    fn ors_value(&mut self, el: &Element, attrs: &[&str], expr_attr: &str) -> Option<ValueSource> {
+        let given: Vec<(&str, &str)> = attrs
+            .iter()
+            .filter_map(|a| el.attr(a).map(|v| (*a, v)))
+            .chain(el.attr(expr_attr).map(|v| (expr_attr, v)))
+            .collect();
+        match given.as_slice() {
+            [] => None,
+            [(_, source)] => Some(ValueSource::Expr(self.expr(
+                source,
+                ExprKind::Value,
+                el.pos,
+            ))),
+            [(a, _), (b, _), ..] => {
+                self.error(
+                    el.pos,
+                    format!("<{}> must not have both '{a}' and '{b}'", el.name),
+                );
+                None
+            }
+        }
+    }
+
     fn build_send(&mut self, el: &Element) -> Option<SendAction> {
         let pos = el.pos;
-        let event = self.value_source(el, "event", "eventexpr");
-        let target = self.value_source(el, "target", "targetexpr");
-        let type_ = self.value_source(el, "type", "typeexpr");
-        let delay = self.value_source(el, "delay", "delayexpr");
+        let ors = self.dialect == Dialect::Ors;
+        let (event, target, type_, delay) = if ors {
+            (
+                self.ors_value(el, &["event"], "eventexpr"),
+                self.ors_value(el, &["target"], "targetexpr"),
+                self.ors_value(el, &["type", "targettype"], "typeexpr"),
+                self.ors_value(el, &["delay"], "delayexpr"),
+            )
+        } else {
+            (
+                self.value_source(el, "event", "eventexpr"),
+                self.value_source(el, "target", "targetexpr"),
+                self.value_source(el, "type", "typeexpr"),
+                self.value_source(el, "delay", "delayexpr"),
+            )
+        };
         let MessageParts {
             idlocation,
             namelist,
@@ -1128,7 +1190,10 @@ impl<'a> Builder<'a> {
             event,
             target,
             type_,
-            id: el.attr("id").map(Arc::from),
+            id: el
+                .attr("id")
+                .or_else(|| if ors { el.attr("sendid") } else { None })
+                .map(Arc::from),
             idlocation,
             delay,
             namelist,

@@ -209,3 +209,90 @@ fn truncated_input_is_an_error_not_a_panic() {
     }
     assert!(parse(&text).is_ok());
 }
+
+mod dialect {
+    use super::*;
+    use crate::model::{Action, Dialect, ValueSource};
+
+    fn send_of(doc: &Document) -> &crate::model::SendAction {
+        let s = doc.state(id(doc, "s"));
+        match &s.onentry[0][0] {
+            Action::Send(send) => send,
+            other => panic!("not a send: {other:?}"),
+        }
+    }
+
+    const SEND: &str = r#"<state id="s"><onentry>
+        <send event="'app.start'" delay="'200ms'" target="'#_internal'" targettype="'scxml'" sendid="t1"/>
+      </onentry></state>"#;
+
+    #[test]
+    fn profile_without_datamodel_is_the_ors_dialect() {
+        let plain = r#"<state id="s"/>"#;
+        assert_eq!(doc(SEND, r#"profile="ecmascript""#).dialect, Dialect::Ors);
+        assert_eq!(
+            doc(plain, r#"profile="ecmascript" datamodel="ecmascript""#).dialect,
+            Dialect::W3c
+        );
+        assert_eq!(doc(plain, "").dialect, Dialect::W3c);
+    }
+
+    #[test]
+    fn ors_send_attributes_are_expressions() {
+        let d = doc(SEND, r#"profile="ecmascript""#);
+        let send = send_of(&d);
+        let expr = |v: &Option<ValueSource>| match v {
+            Some(ValueSource::Expr(e)) => d.exprs[e.0 as usize].source.to_string(),
+            other => panic!("not an expression: {other:?}"),
+        };
+        assert_eq!(expr(&send.event), "'app.start'");
+        assert_eq!(expr(&send.delay), "'200ms'");
+        assert_eq!(expr(&send.target), "'#_internal'");
+        assert_eq!(expr(&send.type_), "'scxml'");
+        assert_eq!(send.id.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn the_w3c_dialect_keeps_literals_and_can_be_forced() {
+        let text = format!(
+            r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" profile="ecmascript">{SEND}</scxml>"#
+        );
+        let w3c = parse_document(
+            &text,
+            None,
+            &LoadOptions {
+                dialect: Some(Dialect::W3c),
+                ..LoadOptions::default()
+            },
+        );
+        // Read as the Rec, the literal '200ms' (with quotes) is no delay.
+        let e = w3c.expect_err("a quoted delay is not a W3C delay");
+        assert!(e.to_string().contains("not a valid delay"), "{e}");
+        let plain = doc(
+            r#"<state id="s"><onentry><send event="'x'"/></onentry></state>"#,
+            "",
+        );
+        match &send_of(&plain).event {
+            Some(ValueSource::Literal(l)) => assert_eq!(&**l, "'x'"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ors_documents_name_each_attribute_once_and_use_the_ecmascript_profile() {
+        let (_, m) = first_error(
+            r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" profile="ecmascript"><state id="s"><onentry>
+               <send event="'a'" eventexpr="'b'"/></onentry></state></scxml>"#,
+        );
+        assert!(m.contains("'event'") && m.contains("'eventexpr'"), "{m}");
+        let (_, m) = first_error(
+            r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" profile="ecmascript"><state id="s"><onentry>
+               <send event="'a'" type="'scxml'" targettype="'scxml'"/></onentry></state></scxml>"#,
+        );
+        assert!(m.contains("'type'") && m.contains("'targettype'"), "{m}");
+        let (_, m) = first_error(
+            r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" profile="xpath"><state id="s"/></scxml>"#,
+        );
+        assert!(m.contains("unsupported profile 'xpath'"), "{m}");
+    }
+}

@@ -222,6 +222,10 @@ pub struct DocumentSettings {
     /// The largest document, `<data src>` or `<script src>` body accepted,
     /// in bytes; a larger one is refused without being read whole.
     pub max_body_bytes: u64,
+    /// The SCXML dialect documents are read as: `"ors"` or `"w3c"`; unset,
+    /// each document's `<scxml>` decides (`profile` without `datamodel`:
+    /// ORS; see `crate::model::Dialect`).
+    pub dialect: Option<crate::model::Dialect>,
 }
 
 impl Default for DocumentSettings {
@@ -231,6 +235,7 @@ impl Default for DocumentSettings {
             max_age_cap_secs: 3600,
             fetch_timeout_ms: 10_000,
             max_body_bytes: crate::host::loader::MAX_BODY_BYTES,
+            dialect: None,
         }
     }
 }
@@ -340,6 +345,9 @@ pub struct ScriptObject {
     /// (start parameters override them).
     #[serde(alias = "ApplicationParms")]
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// The SCXML dialect its documents are read as (`"ors"` or `"w3c"`);
+    /// unset, `[documents] dialect`, else each document decides.
+    pub dialect: Option<crate::model::Dialect>,
 }
 
 /// Why a configuration could not be used.

@@ -116,7 +116,7 @@ impl Documents {
         if src.is_empty() {
             return Err(ApiError::bad_parameter("'src' is empty"));
         }
-        let (candidates, params) = if let Some(name) = src.strip_prefix("script:") {
+        let (candidates, params, dialect) = if let Some(name) = src.strip_prefix("script:") {
             let name = name.trim();
             let Some((script, spelled)) = self.config.script(name) else {
                 return Err(ApiError::new(
@@ -139,7 +139,7 @@ impl Documents {
                     .clone()
                     .filter(|u| !u.trim().is_empty()),
             );
-            (c, script.params.clone())
+            (c, script.params.clone(), script.dialect)
         } else {
             let parts: Vec<String> = src.split_whitespace().map(str::to_string).collect();
             if parts.len() > 2 {
@@ -147,11 +147,11 @@ impl Documents {
                     "'src' takes at most two URLs (the second is the fallback)",
                 ));
             }
-            (parts, Map::new())
+            (parts, Map::new(), None)
         };
         let mut failures: Vec<Failure> = Vec::new();
         for url in &candidates {
-            match self.load(url).await {
+            match self.load_as(url, dialect).await {
                 Ok(doc) => {
                     if !failures.is_empty() {
                         tracing::warn!(url = %candidates[0], fallback = %url, reason = %failures[0].message, "using the fallback document");
@@ -176,9 +176,20 @@ impl Documents {
 
     /// Loads one URL through the loader and the compiled-document cache.
     async fn load(&self, url: &str) -> Result<Arc<Document>, Failure> {
+        self.load_as(url, None).await
+    }
+
+    /// Loads one URL read as `dialect` (`None`: the server's default, else
+    /// the document decides); documents read as different dialects are
+    /// cached apart.
+    async fn load_as(
+        &self,
+        url: &str,
+        dialect: Option<crate::model::Dialect>,
+    ) -> Result<Arc<Document>, Failure> {
         let url = url.trim();
         let fetched = self.loader.fetch(url).await.map_err(|e| failure(url, e))?;
-        self.compiled(url, fetched).await
+        self.compiled(url, fetched, dialect).await
     }
 
     fn cached(&self, url: &str) -> Option<Entry> {
@@ -187,8 +198,17 @@ impl Documents {
 
     /// The compiled document for a fetched text: the cached one while the
     /// text is unchanged, else compiled (its references fetched) and stored.
-    async fn compiled(&self, url: &str, fetched: Fetched) -> Result<Arc<Document>, Failure> {
-        if let Some(entry) = self.cached(url)
+    async fn compiled(
+        &self,
+        url: &str,
+        fetched: Fetched,
+        dialect: Option<crate::model::Dialect>,
+    ) -> Result<Arc<Document>, Failure> {
+        let key = match dialect {
+            Some(d) => format!("{d:?}|{url}"),
+            None => url.to_string(),
+        };
+        if let Some(entry) = self.cached(&key)
             && Arc::ptr_eq(&entry.text, &fetched.text)
         {
             Metrics::inc(match fetched.freshness {
@@ -199,7 +219,7 @@ impl Documents {
         }
         Metrics::inc(&self.metrics.document_cache_misses);
         let doc = self
-            .build(&fetched.text, url)
+            .build_as(&fetched.text, url, dialect)
             .await
             .map(Arc::new)
             .map_err(|e| Failure {
@@ -209,7 +229,7 @@ impl Documents {
             })?;
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(
-                url.to_string(),
+                key,
                 Entry {
                     text: fetched.text,
                     doc: doc.clone(),
@@ -222,8 +242,20 @@ impl Documents {
     /// Parses and validates a document from `location` (a URL, path or
     /// `stored:` name), fetching its references through the loader.
     pub async fn build(&self, text: &str, location: &str) -> Result<Document, LoadError> {
+        self.build_as(text, location, None).await
+    }
+
+    /// [`Documents::build`] read as `dialect` (`None`: the server's
+    /// `[documents] dialect`, else the document decides).
+    pub async fn build_as(
+        &self,
+        text: &str,
+        location: &str,
+        dialect: Option<crate::model::Dialect>,
+    ) -> Result<Document, LoadError> {
         let options = LoadOptions {
             custom_actions: &*self.custom_actions,
+            dialect: dialect.or(self.config.documents.dialect),
         };
         self.loader
             .build_document(text, Some(location), &options)
