@@ -261,6 +261,48 @@ pub fn is_identifier(name: &str) -> bool {
         && !RESERVED.contains(&name)
 }
 
+/// What ORS's SpiderMonkey engine offered that strategies still use, for
+/// documents in the ORS dialect: `toSource()` on every value (Composer's
+/// error handlers log `_event.toSource()`), written as SpiderMonkey writes
+/// it (`({name:"x", data:{a:1}})`, `[1, 2]`, `(new String("s"))`).
+/// Non-enumerable, so no data, snapshot or JSON ever shows it.
+const SPIDERMONKEY_EXTENSIONS: &str = r#"
+Object.defineProperty(Object.prototype, 'toSource', {
+  value: function toSource() {
+    var seen = [];
+    function src(v) {
+      if (v === null) return 'null';
+      switch (typeof v) {
+        case 'undefined': return '(void 0)';
+        case 'string': return JSON.stringify(v);
+        case 'number': case 'boolean': return String(v);
+        case 'function': return String(v);
+      }
+      if (seen.indexOf(v) >= 0) return '{}';
+      seen.push(v);
+      var out;
+      if (Array.isArray(v)) {
+        out = '[' + v.map(src).join(', ') + ']';
+      } else {
+        out = '{' + Object.keys(v).map(function (k) {
+          var key = /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(k) ? k : JSON.stringify(k);
+          return key + ':' + src(v[k]);
+        }).join(', ') + '}';
+      }
+      seen.pop();
+      return out;
+    }
+    var self = this;
+    if (self instanceof String) return '(new String(' + JSON.stringify(String(self)) + '))';
+    if (self instanceof Number) return '(new Number(' + Number(self) + '))';
+    if (self instanceof Boolean) return '(new Boolean(' + (self == true) + '))';
+    if (Array.isArray(self) || typeof self === 'function') return src(self);
+    return '(' + src(self) + ')';
+  },
+  writable: true, configurable: true, enumerable: false
+});
+"#;
+
 impl EcmaScriptDataModel {
     /// A fresh context for `doc` with the given limits.
     pub fn new(doc: Arc<Document>, limits: &ScriptLimits) -> Self {
@@ -319,6 +361,12 @@ impl EcmaScriptDataModel {
             text_setters: HashMap::new(),
             owner: None,
         };
+        if dm.doc.dialect == crate::model::Dialect::Ors {
+            let source = Source::from_bytes(SPIDERMONKEY_EXTENSIONS.as_bytes());
+            if let Err(e) = dm.ctx.eval(source) {
+                tracing::warn!(error = %e, "the SpiderMonkey extensions failed to install");
+            }
+        }
         dm.baseline_globals = dm.global_names();
         dm
     }
@@ -1042,6 +1090,35 @@ mod tests {
       <datamodel><data id="n" expr="0"/></datamodel>
       <state id="s"><transition event="t" cond="n &gt;= 0 &amp;&amp; In('s')">
         <assign location="n" expr="n + 1"/></transition></state></scxml>"#;
+
+    #[test]
+    fn ors_documents_have_spidermonkeys_to_source_and_w3c_ones_do_not() {
+        let ors = r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" profile="ecmascript">
+          <state id="s"/></scxml>"#;
+        let (_, mut dm) = model(ors);
+        let text = |dm: &mut EcmaScriptDataModel, src: &str| dm.eval_text(src).unwrap().unwrap();
+        assert_eq!(
+            text(
+                &mut dm,
+                r#"({name: "error.x", data: {a: 1, "b-c": [1, "two"]}}).toSource()"#
+            ),
+            serde_json::json!(r#"({name:"error.x", data:{a:1, "b-c":[1, "two"]}})"#)
+        );
+        assert_eq!(
+            text(&mut dm, "[1, 2].toSource()"),
+            serde_json::json!("[1, 2]")
+        );
+        assert_eq!(
+            text(&mut dm, "'s'.toSource()"),
+            serde_json::json!(r#"(new String("s"))"#)
+        );
+        assert_eq!(
+            text(&mut dm, "Object.keys({}).length + JSON.stringify({a: 1})"),
+            serde_json::json!("0{\"a\":1}")
+        );
+        let (_, mut w3c) = model(CHART);
+        assert!(w3c.eval_text("({}).toSource()").is_err());
+    }
 
     #[test]
     fn each_expression_compiles_once_per_context() {
