@@ -260,3 +260,43 @@ fn the_ors_dialect_evaluates_send_attributes_as_expressions() {
         String::from_utf8_lossy(&validated.stdout)
     );
 }
+
+/// `<script><xi:include href=… parse="text"/></script>`: the included file
+/// is fetched relative to the document and becomes script text where the
+/// include stands; an include that cannot be read rejects the document
+/// with the include's file, line and column.
+#[test]
+fn scripts_take_text_from_xinclude() {
+    let out = ors()
+        .arg("run")
+        .arg(fixture("ors/script_include.scxml"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (stdout, lines) = cli::json_lines(&out.stdout);
+    assert_eq!(
+        lines.last().expect("a line")["configuration"],
+        json!(["done"]),
+        "{stdout}"
+    );
+    let broken = write_temp(
+        "broken_include.scxml",
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" xmlns:xi="http://www.w3.org/2001/XInclude" profile="ecmascript">
+  <script>
+    <xi:include href="no/such/file.js" parse="text"/>
+  </script>
+  <state id="s"/>
+</scxml>"#,
+    );
+    let out = ors().arg("validate").arg(&broken).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("broken_include.scxml:3:"), "{text}");
+    assert!(text.contains("file.js"), "{text}");
+}

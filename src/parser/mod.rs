@@ -19,6 +19,19 @@ use xml::{Element, Node};
 /// The SCXML namespace URI.
 pub const SCXML_NS: &str = "http://www.w3.org/2005/07/scxml";
 
+/// The XInclude 1.0 namespace URI.
+pub const XINCLUDE_NS: &str = "http://www.w3.org/2001/XInclude";
+
+/// The `<xi:include parse="text">` children of a `<script>`: their `href`s
+/// and positions (`parse` defaults to `xml`, which a script cannot hold).
+fn script_includes(script: &Element) -> Vec<(&str, Position, Option<&str>)> {
+    script
+        .elements()
+        .filter(|e| e.ns.as_deref() == Some(XINCLUDE_NS) && e.name == "include")
+        .map(|e| (e.attr("href").unwrap_or_default(), e.pos, e.attr("parse")))
+        .collect()
+}
+
 /// One problem found while loading a document.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{file}:{pos}: {message}")]
@@ -176,6 +189,18 @@ fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Refere
             "invoke" => Some(ReferenceKind::Invoke),
             _ => None,
         };
+        if child.name == "script" {
+            for (href, pos, parse) in script_includes(child) {
+                if parse.is_some_and(|p| p.trim() == "text") && !href.is_empty() {
+                    out.push(Reference {
+                        kind: ReferenceKind::Script,
+                        src: href.to_string(),
+                        uri: uri::resolve(href, location),
+                        pos,
+                    });
+                }
+            }
+        }
         if let Some(kind) = kind
             && let Some(src) = child.attr("src")
         {
@@ -887,7 +912,41 @@ impl<'a> Builder<'a> {
                 }
             }
         } else {
-            let body = el.text();
+            // Text, and the texts of `<xi:include parse="text">` children,
+            // in document order (XInclude 1.0 §4.3: a text include
+            // becomes character content where it stands).
+            let mut body = String::new();
+            for node in &el.children {
+                match node {
+                    xml::Node::Text(t) => body.push_str(t),
+                    xml::Node::Element(e)
+                        if e.ns.as_deref() == Some(XINCLUDE_NS) && e.name == "include" =>
+                    {
+                        let href = e.attr("href").unwrap_or_default();
+                        if e.attr("parse").map(str::trim) != Some("text") {
+                            self.error(e.pos, "<xi:include> in <script> must have parse=\"text\"");
+                            continue;
+                        }
+                        if href.is_empty() {
+                            self.error(e.pos, "<xi:include> requires an 'href'");
+                            continue;
+                        }
+                        match self.fetched(href) {
+                            Some(Ok(text)) => body.push_str(&text),
+                            Some(Err(err)) => {
+                                self.error(e.pos, format!("<xi:include href=\"{href}\">: {err}"))
+                            }
+                            None => self.error(
+                                e.pos,
+                                format!("<xi:include href=\"{href}\">: it was not fetched"),
+                            ),
+                        }
+                    }
+                    xml::Node::Element(e) => {
+                        self.error(e.pos, format!("<{}> is not allowed in <script>", e.name))
+                    }
+                }
+            }
             Some(self.expr(&body, ExprKind::Script, el.pos))
         }
     }
