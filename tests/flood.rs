@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::client::has_entry;
 use common::raw::{self, Closed, RawConn};
 use common::{eventually, spawn_server};
 use ors::app::Config;
@@ -158,19 +159,6 @@ async fn flood(base: String, stop: Arc<AtomicBool>, tally: Arc<FloodTally>) {
     for t in tasks {
         let _ = t.await;
     }
-}
-
-fn transcript(reply: &Value) -> Vec<Value> {
-    reply["transcriptToShow"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn has_entry(reply: &Value, event: &str, party_type: &str, text: Option<&str>) -> bool {
-    transcript(reply).iter().any(|t| {
-        t[0] == event && t[4] == party_type && text.is_none_or(|x| t[2].as_str() == Some(x))
-    })
 }
 
 /// Refreshes the chat until `done` holds (at most `limit`).

@@ -12,6 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::client::{has_entry, transcript};
 use common::{TestServer, eventually, spawn_server};
 use ors::app::Config;
 use serde_json::{Value, json};
@@ -173,19 +174,6 @@ impl Api {
             .cloned()
             .collect()
     }
-}
-
-fn transcript(reply: &Value) -> Vec<Value> {
-    reply["transcriptToShow"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn has_entry(reply: &Value, event: &str, party_type: &str, text: Option<&str>) -> bool {
-    transcript(reply).iter().any(|t| {
-        t[0] == event && t[4] == party_type && text.is_none_or(|x| t[2].as_str() == Some(x))
-    })
 }
 
 /// Writes raw bytes to the server and reads one HTTP/1.1 response.

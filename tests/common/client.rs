@@ -53,6 +53,23 @@ pub struct Api {
     require_json: bool,
 }
 
+/// The `transcriptToShow` entries of a Chat API v1 reply
+/// (`[event, nickname, text, partyId, partyType]` tuples).
+pub fn transcript(reply: &Value) -> Vec<Value> {
+    reply["transcriptToShow"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether a Chat API v1 reply shows an entry of this event and party type
+/// (and text, when given).
+pub fn has_entry(reply: &Value, event: &str, party_type: &str, text: Option<&str>) -> bool {
+    transcript(reply).iter().any(|t| {
+        t[0] == event && t[4] == party_type && text.is_none_or(|x| t[2].as_str() == Some(x))
+    })
+}
+
 /// A plain `reqwest` client (30 s timeout) that sends
 /// `Authorization: Bearer <token>` with every request.
 pub fn bearer_client(token: &str) -> reqwest::Client {
