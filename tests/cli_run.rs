@@ -300,3 +300,46 @@ fn scripts_take_text_from_xinclude() {
     assert!(text.contains("broken_include.scxml:3:"), "{text}");
     assert!(text.contains("file.js"), "{text}");
 }
+
+/// An interaction-process page that includes one workflow page twice
+/// (`xi:include parse="xml" xpointer resolveid`), which itself includes a
+/// subflow: the trace shows each copy's states under its own prefix, and
+/// the page read on its own boots into its "no boot" final at once.
+#[test]
+fn workflow_pages_are_included_under_their_prefix() {
+    let out = ors()
+        .args(["run", "--trace"])
+        .arg(fixture("ors/include_workflow.scxml"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (stdout, lines) = cli::json_lines(&out.stdout);
+    assert_eq!(
+        lines.last().expect("a line")["configuration"],
+        json!(["done"]),
+        "{stdout}"
+    );
+    for wanted in [
+        "enter First._composer_entry",
+        "enter First.Sub.Step",
+        "transition Second.Inner -> [Second.Leave]",
+        "flow: greeting under Second",
+        "visits: First.Sub,Second.Sub",
+    ] {
+        assert!(stderr.contains(wanted), "missing '{wanted}' in:\n{stderr}");
+    }
+    let alone = ors()
+        .arg("run")
+        .arg(fixture("ors/include/GreetingFlow.scxml"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let (stdout, lines) = cli::json_lines(&alone.stdout);
+    assert_eq!(
+        lines.last().expect("a line")["configuration"],
+        json!(["_composer_no_boot"]),
+        "{stdout}"
+    );
+}

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 pub use crate::io::http::http_client;
 use crate::model::{Document, Position};
 pub use crate::parser::uri::{file_path, has_scheme, is_http, resolve};
-use crate::parser::{Diagnostic, LoadError, LoadOptions, Parsed, Reference, Sources};
+use crate::parser::{
+    Diagnostic, LoadError, LoadOptions, Parsed, Reference, ReferenceKind, Sources, include,
+};
 
 /// How long one fetch (all its redirect hops) may take by default.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -662,32 +664,36 @@ impl Loader {
         age.min(config.max_age_cap)
     }
 
-    /// Fetches, concurrently, the texts a parsed document needs to be built.
+    /// Fetches, concurrently, the texts a parsed document needs to be built,
+    /// and then, round by round, what the documents its `<xi:include>`s
+    /// bring in need (at most [`include::MAX_DEPTH`] rounds and
+    /// [`MAX_INCLUDE_FETCHES`] documents).
     pub async fn fetch_sources(&self, parsed: &Parsed) -> Sources {
-        // One fetch per resolved URI, named in errors as first written.
-        let mut refs: Vec<&Reference> = Vec::new();
-        for r in parsed.references().iter().filter(|r| r.needed_for_build()) {
-            if !refs.iter().any(|seen| seen.uri == r.uri) {
-                refs.push(r);
-            }
+        let mut sources = Sources::new();
+        let mut round = first_round(parsed);
+        let mut depth = 0;
+        while !round.is_empty() {
+            let results =
+                futures_util::future::join_all(round.iter().map(|r| self.fetch(&r.uri))).await;
+            let fetched = round.into_iter().zip(results).collect();
+            round = next_round(fetched, &mut sources, &mut depth);
         }
-        let results = futures_util::future::join_all(refs.iter().map(|r| self.fetch(&r.uri))).await;
-        refs.into_iter()
-            .zip(results)
-            .map(|(r, result)| (r.uri.clone(), source(r, result)))
-            .collect()
+        sources
     }
 
-    /// The texts a parsed document needs, if none needs the network;
-    /// `None` otherwise.
+    /// The texts a parsed document (and what it includes) needs, if none
+    /// needs the network; `None` otherwise.
     pub fn sources_now(&self, parsed: &Parsed) -> Option<Sources> {
         let mut sources = Sources::new();
-        for r in parsed.references().iter().filter(|r| r.needed_for_build()) {
-            if sources.contains_key(&r.uri) {
-                continue;
+        let mut round = first_round(parsed);
+        let mut depth = 0;
+        while !round.is_empty() {
+            let mut fetched = Vec::with_capacity(round.len());
+            for r in round {
+                let result = self.fetch_now(&r.uri)?;
+                fetched.push((r, result));
             }
-            let result = self.fetch_now(&r.uri)?;
-            sources.insert(r.uri.clone(), source(r, result));
+            round = next_round(fetched, &mut sources, &mut depth);
         }
         Some(sources)
     }
@@ -734,6 +740,58 @@ impl Loader {
         let sources = self.sources_now(&parsed)?;
         Some(parsed.build(&sources, options))
     }
+}
+
+/// How many distinct documents and texts one document may pull in through
+/// its references and includes.
+pub const MAX_INCLUDE_FETCHES: usize = 512;
+
+/// The references a parsed document needs to be built, once per URI.
+fn first_round(parsed: &Parsed) -> Vec<Reference> {
+    let mut refs: Vec<Reference> = Vec::new();
+    for r in parsed.references().iter().filter(|r| r.needed_for_build()) {
+        if !refs.iter().any(|seen| seen.uri == r.uri) {
+            refs.push(r.clone());
+        }
+    }
+    refs
+}
+
+/// Files one round's results into `sources` and returns the next round:
+/// the needed references of the included documents just fetched that are
+/// not fetched yet. Stops after [`include::MAX_DEPTH`] rounds or
+/// [`MAX_INCLUDE_FETCHES`] texts; what is left unfetched is reported by the
+/// build at the include that needs it.
+fn next_round(
+    fetched: Vec<(Reference, Result<Fetched, FetchError>)>,
+    sources: &mut Sources,
+    depth: &mut usize,
+) -> Vec<Reference> {
+    let mut next: Vec<Reference> = Vec::new();
+    for (r, result) in fetched {
+        if r.kind == ReferenceKind::Include
+            && let Ok(f) = &result
+        {
+            for nested in include::references_of(&f.text, &r.uri) {
+                if nested.needed_for_build()
+                    && !sources.contains_key(&nested.uri)
+                    && nested.uri != r.uri
+                    && !next.iter().any(|n| n.uri == nested.uri)
+                {
+                    next.push(nested);
+                }
+            }
+        }
+        sources.insert(r.uri.clone(), source(&r, result));
+    }
+    *depth += 1;
+    next.retain(|n| !sources.contains_key(&n.uri));
+    let room = MAX_INCLUDE_FETCHES.saturating_sub(sources.len());
+    if *depth >= include::MAX_DEPTH || room == 0 {
+        return Vec::new();
+    }
+    next.truncate(room);
+    next
 }
 
 /// A reference's entry in [`Sources`]: its text, or why it could not be

@@ -3,6 +3,7 @@
 //! the Recommendation (ids, targets, `initial`, history), each failure
 //! reported with `file:line:column` and a one-line reason.
 
+pub mod include;
 pub mod uri;
 pub mod xml;
 
@@ -83,6 +84,9 @@ pub enum ReferenceKind {
     /// A static `<invoke src>`: a child document, fetched when the invoke
     /// runs; building the document does not need its text.
     Invoke,
+    /// `<xi:include parse="xml">`: a document whose element is inlined
+    /// ([`include`]); a failed fetch rejects the including document.
+    Include,
 }
 
 /// One external reference found while parsing.
@@ -101,7 +105,10 @@ pub struct Reference {
 impl Reference {
     /// Whether [`Parsed::build`] needs this reference's text.
     pub fn needed_for_build(&self) -> bool {
-        matches!(self.kind, ReferenceKind::Data | ReferenceKind::Script)
+        matches!(
+            self.kind,
+            ReferenceKind::Data | ReferenceKind::Script | ReferenceKind::Include
+        )
     }
 }
 
@@ -125,6 +132,10 @@ impl Parsed {
     /// (a path or URL) anchors relative `src` values.
     pub fn new(text: &str, file: String, location: Option<String>) -> Result<Parsed, LoadError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // Read on its own, a document is its own top level for Composer's
+        // prefix macro (`include`).
+        let text = include::substitute_prefix(text, None);
+        let text = text.as_ref();
         let root = xml::parse_tree(text).map_err(|e| {
             LoadError(vec![Diagnostic {
                 file: file.clone(),
@@ -163,6 +174,14 @@ impl Parsed {
     /// references it needs ([`Reference::needed_for_build`]). A needed
     /// reference missing from `sources` is a diagnostic at its element.
     pub fn build(&self, sources: &Sources, options: &LoadOptions) -> Result<Document, LoadError> {
+        let expanded;
+        let root = if include::has_xml_includes(&self.root) {
+            expanded = include::expand(&self.root, &self.file, self.location.as_deref(), sources)
+                .map_err(LoadError)?;
+            &expanded
+        } else {
+            &self.root
+        };
         let mut doc = Builder::new(
             self.file.clone(),
             &self.text,
@@ -170,7 +189,7 @@ impl Parsed {
             options,
             sources,
         )
-        .build(&self.root)?;
+        .build(root)?;
         doc.source = Some(self.text.as_str().into());
         Ok(doc)
     }
@@ -180,6 +199,21 @@ impl Parsed {
 /// other than an inline child `<scxml>`.
 fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Reference>) {
     for child in el.elements() {
+        if include::is_include(child) && include::parses_xml(child) {
+            if let Some(href) = child.attr("href").map(str::trim).filter(|h| !h.is_empty()) {
+                out.push(Reference {
+                    kind: ReferenceKind::Include,
+                    src: href.to_string(),
+                    uri: uri::resolve(href, location),
+                    pos: child.pos,
+                });
+            }
+            // A fallback's own references are needed when the include fails.
+            for fallback in child.elements().filter(|e| e.name == "fallback") {
+                collect_references(fallback, location, out);
+            }
+            continue;
+        }
         if !is_scxml(child) {
             continue;
         }
@@ -300,6 +334,12 @@ struct Builder<'a> {
     ids: HashMap<String, Position>,
     /// The dialect the document is read as (decided at `<scxml>`).
     dialect: Dialect,
+    /// Where the included element being built was included from
+    /// (`file:line:column`), while building one.
+    included_at: Option<String>,
+    /// For each transition, the file its errors name and where it was
+    /// included from (targets are resolved after the whole tree is built).
+    transition_files: Vec<(String, Option<String>)>,
 }
 
 /// What an `initial` on a state was given as, resolved after all states exist.
@@ -331,20 +371,64 @@ impl<'a> Builder<'a> {
             warnings: Vec::new(),
             ids: HashMap::new(),
             dialect: Dialect::W3c,
+            included_at: None,
+            transition_files: Vec::new(),
         }
     }
 
     fn error(&mut self, pos: Position, message: impl Into<String>) {
+        let message = match &self.included_at {
+            Some(at) => format!("{} (included from {at})", message.into()),
+            None => message.into(),
+        };
         self.errors.push(Diagnostic {
             file: self.file.clone(),
             pos,
-            message: message.into(),
+            message,
         });
     }
 
+    /// An error about a transition, named in the file it was written in.
+    fn transition_error(&mut self, t: TransitionId, pos: Position, message: String) {
+        let (file, at) = self.transition_files[t.index()].clone();
+        let saved = (
+            std::mem::replace(&mut self.file, file),
+            std::mem::replace(&mut self.included_at, at),
+        );
+        self.error(pos, message);
+        (self.file, self.included_at) = saved;
+    }
+
     fn warn(&mut self, pos: Position, message: impl Into<String>) {
-        let m = format!("{}:{}: warning: {}", self.file, pos, message.into());
+        let m = match &self.included_at {
+            Some(at) => format!(
+                "{}:{}: warning: {} (included from {at})",
+                self.file,
+                pos,
+                message.into()
+            ),
+            None => format!("{}:{}: warning: {}", self.file, pos, message.into()),
+        };
         self.warnings.push(m);
+    }
+
+    /// Builds a state an `<xi:include>` brought in, reading it as part of
+    /// its own document (its text, location and file name).
+    fn build_included_state(
+        &mut self,
+        el: &'a Element,
+        origin: &'a include::Origin,
+        parent: StateId,
+    ) -> StateId {
+        let saved = (
+            std::mem::replace(&mut self.file, origin.file.clone()),
+            std::mem::replace(&mut self.text, &origin.text),
+            self.location.replace(origin.location.clone()),
+            self.included_at.replace(origin.included_at.clone()),
+        );
+        let id = self.build_state_here(el, parent);
+        (self.file, self.text, self.location, self.included_at) = saved;
+        id
     }
 
     fn expr(&mut self, source: &str, kind: ExprKind, pos: Position) -> ExprId {
@@ -357,7 +441,7 @@ impl<'a> Builder<'a> {
         id
     }
 
-    fn build(mut self, root: &Element) -> Result<Document, LoadError> {
+    fn build(mut self, root: &'a Element) -> Result<Document, LoadError> {
         if root.name != "scxml" || !is_scxml(root) {
             self.error(
                 root.pos,
@@ -544,7 +628,14 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn build_state(&mut self, el: &Element, parent: StateId) -> StateId {
+    fn build_state(&mut self, el: &'a Element, parent: StateId) -> StateId {
+        match &el.origin {
+            Some(origin) => self.build_included_state(el, origin, parent),
+            None => self.build_state_here(el, parent),
+        }
+    }
+
+    fn build_state_here(&mut self, el: &'a Element, parent: StateId) -> StateId {
         let name = self.state_name(el);
         let has_child_states = el
             .elements()
@@ -705,6 +796,8 @@ impl<'a> Builder<'a> {
 
     fn new_transition(&mut self, source: StateId, pos: Position) -> TransitionId {
         let id = TransitionId(self.transitions.len() as u32);
+        self.transition_files
+            .push((self.file.clone(), self.included_at.clone()));
         self.transitions.push(Transition {
             id,
             source,
@@ -772,7 +865,11 @@ impl<'a> Builder<'a> {
             for n in &p.names {
                 match by_name.get(n.as_str()) {
                     Some(&s) if s != Document::ROOT => targets.push(s),
-                    _ => self.error(p.pos, format!("unknown target state '{n}'")),
+                    _ => self.transition_error(
+                        p.transition,
+                        p.pos,
+                        format!("unknown target state '{n}'"),
+                    ),
                 }
             }
             self.transitions[p.transition.index()].targets = targets;
@@ -798,7 +895,7 @@ impl<'a> Builder<'a> {
                             tgt.parent == Some(parent) && !tgt.is_history()
                         };
                         if !ok {
-                            problems.push((t.position, format!(
+                            problems.push((t.id, t.position, format!(
                                 "history '{}' default transition target '{}' must be a {} of '{}'",
                                 s.name, tgt.name, if deep { "descendant" } else { "child" },
                                 self.states[parent.index()].name
@@ -811,6 +908,7 @@ impl<'a> Builder<'a> {
                         let tgt = &self.states[target.index()];
                         if !(tgt.id > s.id && tgt.id <= s.last_descendant) {
                             problems.push((
+                                t.id,
                                 t.position,
                                 format!(
                                     "initial target '{}' is not a descendant of '{}'",
@@ -821,6 +919,7 @@ impl<'a> Builder<'a> {
                     }
                     if !targets_are_consistent(&self.states, &t.targets) {
                         problems.push((
+                            t.id,
                             t.position,
                             format!(
                                 "initial targets of '{}' do not form a legal configuration",
@@ -831,8 +930,8 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        for (pos, msg) in problems {
-            self.error(pos, msg);
+        for (t, pos, msg) in problems {
+            self.transition_error(t, pos, msg);
         }
     }
 

@@ -25,6 +25,10 @@ pub struct Element {
     pub outer: (usize, usize),
     /// Byte range between the start and end tags (empty for `<a/>`).
     pub inner: (usize, usize),
+    /// For an element an `<xi:include>` brought in: the document it came
+    /// from, whose text `outer` and `inner` index (`None`: the document
+    /// being read).
+    pub origin: Option<std::sync::Arc<super::include::Origin>>,
 }
 
 /// An attribute with its resolved namespace.
@@ -205,6 +209,7 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                     pos: lines.position(text, tag_start),
                     outer: (tag_start, after),
                     inner: (after, after),
+                    origin: None,
                 };
                 if is_empty {
                     attach(&mut stack, &mut root, element, &err)?;

@@ -1,0 +1,410 @@
+//! XML inclusion as ORS and Composer use it (XInclude 1.0, W3C
+//! Recommendation 15 November 2006, with the Composer prefix convention;
+//! `docs/ors-dialect.md` has the rules and their sources).
+//!
+//! `<xi:include href="Flow.scxml" parse="xml" xpointer="ID" resolveid="P"/>`
+//! in `<scxml>`, `<state>` or `<parallel>` stands for the element whose
+//! `id` is `ID` in the document at `href` (resolved against the including
+//! document's location and fetched by the host's loader like any other
+//! reference). In the included text `$$_MY_PREFIX_$$` stands for `P`; the
+//! included states' ids that do not already start with `P.` take it as a
+//! prefix, and bare references among them (`target`, `initial`) follow.
+//! A document read on its own resolves the macro as its own top level:
+//! `$$_MY_PREFIX_$$.x` is `x`.
+//!
+//! Includes nest (each resolved against its own document), are checked
+//! for cycles, and are bounded in depth and in total size, so a document
+//! cannot make the server build an exponential tree. The included element
+//! carries its [`Origin`] so the builder reports problems in it with the
+//! included file's line and column and the place it was included from.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::xml::{self, Element, Node};
+use super::{Diagnostic, Sources, XINCLUDE_NS, is_scxml, uri};
+use crate::model::Position;
+
+/// Composer's macro for the including state's `resolveid`.
+pub const PREFIX_MACRO: &str = "$$_MY_PREFIX_$$";
+
+/// How deep includes may nest.
+pub const MAX_DEPTH: usize = 16;
+
+/// How many elements all the includes of one document may bring in
+/// together (a document including a page twice that includes another
+/// twice, … would otherwise grow exponentially).
+pub const MAX_INCLUDED_ELEMENTS: usize = 200_000;
+
+/// Where an included element came from.
+#[derive(Debug)]
+pub struct Origin {
+    /// The included document as diagnostics name it (its resolved URI).
+    pub file: String,
+    /// Its location, against which its own relative references resolve.
+    pub location: String,
+    /// Its text after prefix substitution; the element's byte ranges index
+    /// into it.
+    pub text: Arc<str>,
+    /// `file:line:column` of the `<xi:include>` that brought it in.
+    pub included_at: String,
+}
+
+/// `text` with Composer's prefix macro resolved: `$$_MY_PREFIX_$$` becomes
+/// `prefix`; with no prefix (a document read on its own) `$$_MY_PREFIX_$$.`
+/// and `$$_MY_PREFIX_$$` disappear.
+pub fn substitute_prefix<'t>(text: &'t str, prefix: Option<&str>) -> std::borrow::Cow<'t, str> {
+    if !text.contains(PREFIX_MACRO) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    match prefix {
+        Some(p) if !p.is_empty() => std::borrow::Cow::Owned(text.replace(PREFIX_MACRO, p)),
+        _ => std::borrow::Cow::Owned(
+            text.replace(&format!("{PREFIX_MACRO}."), "")
+                .replace(PREFIX_MACRO, ""),
+        ),
+    }
+}
+
+/// Whether `el` is an `<xi:include>`.
+pub fn is_include(el: &Element) -> bool {
+    el.ns.as_deref() == Some(XINCLUDE_NS) && el.name == "include"
+}
+
+/// Whether an `<xi:include>` includes XML (its `parse`, default `xml`).
+pub fn parses_xml(el: &Element) -> bool {
+    el.attr("parse").map(str::trim).unwrap_or("xml") == "xml"
+}
+
+/// The element id an `xpointer` names: a shorthand pointer (`ID`), or the
+/// `element(ID)` and `xpointer(id('ID'))` schemes.
+fn pointer_id(xpointer: &str) -> Option<&str> {
+    let x = xpointer.trim();
+    let id = if let Some(rest) = x.strip_prefix("element(") {
+        rest.strip_suffix(')')?
+    } else if let Some(rest) = x.strip_prefix("xpointer(id(") {
+        rest.strip_suffix("))")?
+            .trim_matches(|c| c == '\'' || c == '"')
+    } else {
+        x
+    };
+    let valid = !id.is_empty()
+        && !id.contains('/')
+        && !id
+            .chars()
+            .any(|c| c.is_whitespace() || c == '(' || c == ')');
+    valid.then_some(id)
+}
+
+/// The first element below (or at) `el` whose `id` is `id`.
+fn find_by_id<'e>(el: &'e Element, id: &str) -> Option<&'e Element> {
+    if el.attr("id") == Some(id) {
+        return Some(el);
+    }
+    el.elements().find_map(|c| find_by_id(c, id))
+}
+
+fn count_elements(el: &Element) -> usize {
+    1 + el.elements().map(count_elements).sum::<usize>()
+}
+
+fn is_state_like(el: &Element) -> bool {
+    is_scxml(el) && matches!(el.name.as_str(), "state" | "parallel" | "final" | "history")
+}
+
+/// Gives the states of `el` the prefix `P.` and makes bare references to
+/// them (`target`, `initial`) follow. Nested includes are left to their
+/// own expansion.
+fn prefix_ids(el: &mut Element, prefix: &str) {
+    let dotted = format!("{prefix}.");
+    let mut renamed = HashMap::new();
+    collect_renames(el, &dotted, &mut renamed);
+    apply_renames(el, &renamed);
+}
+
+fn collect_renames(el: &Element, dotted: &str, out: &mut HashMap<String, String>) {
+    if is_include(el) {
+        return;
+    }
+    if is_state_like(el)
+        && let Some(id) = el.attr("id")
+        && !id.starts_with(dotted)
+    {
+        out.insert(id.to_string(), format!("{dotted}{id}"));
+    }
+    for c in el.elements() {
+        collect_renames(c, dotted, out);
+    }
+}
+
+fn apply_renames(el: &mut Element, renamed: &HashMap<String, String>) {
+    if is_include(el) {
+        return;
+    }
+    let state_like = is_state_like(el);
+    let scxml = is_scxml(el);
+    for a in el.attrs.iter_mut().filter(|a| a.ns.is_none()) {
+        let rename_all = |v: &str| {
+            v.split_whitespace()
+                .map(|t| renamed.get(t).map(String::as_str).unwrap_or(t))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match a.name.as_str() {
+            "id" if state_like => {
+                if let Some(new) = renamed.get(&a.value) {
+                    a.value = new.clone();
+                }
+            }
+            "target" | "initial" if scxml => a.value = rename_all(&a.value),
+            _ => {}
+        }
+    }
+    for c in el.children.iter_mut() {
+        if let Node::Element(e) = c {
+            apply_renames(e, renamed);
+        }
+    }
+}
+
+/// What an expansion is working from.
+struct Context<'s> {
+    sources: &'s Sources,
+    /// (uri, id) of the includes being expanded, outermost first.
+    stack: Vec<(String, String)>,
+    budget: usize,
+    errors: Vec<Diagnostic>,
+}
+
+/// Where the element being expanded lives: its file, location and origin.
+struct Place<'p> {
+    file: &'p str,
+    location: Option<&'p str>,
+    origin: Option<&'p Arc<Origin>>,
+}
+
+impl Place<'_> {
+    fn diagnostic(&self, pos: Position, message: String) -> Diagnostic {
+        let message = match self.origin {
+            Some(o) => format!("{message} (included from {})", o.included_at),
+            None => message,
+        };
+        Diagnostic {
+            file: self.file.to_string(),
+            pos,
+            message,
+        }
+    }
+}
+
+/// Whether the tree below `el` holds an XML `<xi:include>` (outside
+/// `<script>`, whose text includes the builder reads itself).
+pub fn has_xml_includes(el: &Element) -> bool {
+    el.elements().any(|c| {
+        (is_include(c) && parses_xml(c))
+            || (!(is_scxml(c) && c.name == "script") && has_xml_includes(c))
+    })
+}
+
+/// `root` with every XML include replaced by the element it names, or the
+/// diagnostics of the includes that could not be resolved. `sources` holds
+/// the fetched documents by resolved URI.
+pub fn expand(
+    root: &Element,
+    file: &str,
+    location: Option<&str>,
+    sources: &Sources,
+) -> Result<Element, Vec<Diagnostic>> {
+    let mut cx = Context {
+        sources,
+        stack: Vec::new(),
+        budget: MAX_INCLUDED_ELEMENTS,
+        errors: Vec::new(),
+    };
+    let mut out = root.clone();
+    let place = Place {
+        file,
+        location,
+        origin: None,
+    };
+    expand_children(&mut out, &place, &mut cx);
+    if cx.errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(cx.errors)
+    }
+}
+
+fn expand_children(el: &mut Element, place: &Place<'_>, cx: &mut Context<'_>) {
+    if is_scxml(el) && el.name == "script" {
+        return;
+    }
+    let may_include = is_scxml(el) && matches!(el.name.as_str(), "scxml" | "state" | "parallel");
+    let children = std::mem::take(&mut el.children);
+    let mut kept = Vec::with_capacity(children.len());
+    for node in children {
+        match node {
+            Node::Element(inc) if is_include(&inc) && parses_xml(&inc) => {
+                if !may_include {
+                    cx.errors.push(place.diagnostic(
+                        inc.pos,
+                        format!(
+                            "<xi:include parse=\"xml\"> may stand only in <scxml>, <state> or \
+                             <parallel>, not in <{}>",
+                            el.name
+                        ),
+                    ));
+                    continue;
+                }
+                if let Some(included) = include(&inc, place, cx) {
+                    kept.extend(included.into_iter().map(Node::Element));
+                }
+            }
+            Node::Element(mut child) => {
+                expand_children(&mut child, place, cx);
+                kept.push(Node::Element(child));
+            }
+            text => kept.push(text),
+        }
+    }
+    el.children = kept;
+}
+
+/// The elements one `<xi:include>` stands for (its target, or its
+/// `<xi:fallback>`'s children when the target cannot be fetched), or `None`
+/// after recording why not.
+fn include(inc: &Element, place: &Place<'_>, cx: &mut Context<'_>) -> Option<Vec<Element>> {
+    let fail = |cx: &mut Context<'_>, message: String| {
+        cx.errors.push(place.diagnostic(inc.pos, message));
+        None
+    };
+    let href = inc.attr("href").unwrap_or_default().trim();
+    if href.is_empty() {
+        return fail(cx, "<xi:include> requires an 'href'".into());
+    }
+    let Some(xpointer) = inc.attr("xpointer") else {
+        return fail(
+            cx,
+            format!("<xi:include href=\"{href}\"> needs an 'xpointer' naming the state to include"),
+        );
+    };
+    let Some(id) = pointer_id(xpointer) else {
+        return fail(
+            cx,
+            format!(
+                "<xi:include href=\"{href}\">: unsupported xpointer '{xpointer}' (an id, \
+                 element(id) or xpointer(id('id')))"
+            ),
+        );
+    };
+    let uri = uri::resolve(href, place.location);
+    let at = format!("{}:{}", place.file, inc.pos);
+    if cx.stack.iter().any(|(u, i)| *u == uri && i == id) {
+        let chain: Vec<String> = cx
+            .stack
+            .iter()
+            .map(|(u, i)| format!("{u}#{i}"))
+            .chain(std::iter::once(format!("{uri}#{id}")))
+            .collect();
+        return fail(cx, format!("include cycle: {}", chain.join(" -> ")));
+    }
+    if cx.stack.len() >= MAX_DEPTH {
+        return fail(
+            cx,
+            format!("includes nest deeper than {MAX_DEPTH} levels at '{href}'"),
+        );
+    }
+    let text = match cx.sources.get(&uri) {
+        Some(Ok(text)) => text.clone(),
+        other => {
+            if let Some(fallback) = inc
+                .elements()
+                .find(|e| e.ns.as_deref() == Some(XINCLUDE_NS) && e.name == "fallback")
+            {
+                let mut f = fallback.clone();
+                expand_children(&mut f, place, cx);
+                return Some(f.elements().cloned().collect());
+            }
+            let why = match other {
+                Some(Err(e)) => e.clone(),
+                _ => "it was not fetched".to_string(),
+            };
+            return fail(cx, format!("<xi:include href=\"{href}\">: {why}"));
+        }
+    };
+    let resolveid = inc
+        .attr("resolveid")
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let substituted: Arc<str> = Arc::from(substitute_prefix(&text, resolveid).as_ref());
+    let tree = match xml::parse_tree(&substituted) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.errors.push(Diagnostic {
+                file: uri.clone(),
+                pos: e.pos,
+                message: format!("{} (included from {at})", e.message),
+            });
+            return None;
+        }
+    };
+    let Some(found) = find_by_id(&tree, id) else {
+        return fail(
+            cx,
+            format!("<xi:include href=\"{href}\">: no element with id '{id}' in it"),
+        );
+    };
+    if !is_state_like(found) || found.name == "history" {
+        return fail(
+            cx,
+            format!(
+                "<xi:include href=\"{href}\" xpointer=\"{id}\"> names a <{}>; only a <state>, \
+                 <parallel> or <final> may be included",
+                found.name
+            ),
+        );
+    }
+    let size = count_elements(found);
+    if size > cx.budget {
+        return fail(
+            cx,
+            format!(
+                "includes bring in more than {MAX_INCLUDED_ELEMENTS} elements; refusing '{href}'"
+            ),
+        );
+    }
+    cx.budget -= size;
+    let mut element = found.clone();
+    if let Some(p) = resolveid {
+        prefix_ids(&mut element, p);
+    }
+    let origin = Arc::new(Origin {
+        file: uri.clone(),
+        location: uri.clone(),
+        text: substituted,
+        included_at: at,
+    });
+    cx.stack.push((uri.clone(), id.to_string()));
+    let inner = Place {
+        file: &origin.file,
+        location: Some(&origin.location),
+        origin: Some(&origin),
+    };
+    expand_children(&mut element, &inner, cx);
+    cx.stack.pop();
+    element.origin = Some(origin.clone());
+    Some(vec![element])
+}
+
+/// The references of a document brought in by an include (`uri` is where
+/// it was fetched), for the loader's next round of fetches. A document
+/// that does not parse has none; its build reports why.
+pub fn references_of(text: &str, uri: &str) -> Vec<super::Reference> {
+    let mut out = Vec::new();
+    if let Ok(tree) = xml::parse_tree(text) {
+        super::collect_references(&tree, Some(uri), &mut out);
+    }
+    let mut seen = HashSet::new();
+    out.retain(|r| seen.insert((r.kind, r.uri.clone())));
+    out
+}
