@@ -43,6 +43,13 @@ enum Command {
         /// default `<scxml>` decides (profile without datamodel: ors).
         #[arg(long)]
         dialect: Option<ors::model::Dialect>,
+        /// Run the session on the server's platform (every ORS module and
+        /// service, with the embedded simulators) instead of a bare engine.
+        #[arg(long, value_enum)]
+        platform: Option<cli::platform::PlatformKind>,
+        /// The server configuration file the platform uses (with --platform).
+        #[arg(long, requires = "platform")]
+        config: Option<PathBuf>,
     },
     /// Run the orchestration server (ORS REST API) until SIGTERM or Ctrl-C.
     Serve(cli::serve::ServeOptions),
@@ -55,6 +62,10 @@ enum Command {
         /// default each `<scxml>` decides.
         #[arg(long)]
         dialect: Option<ors::model::Dialect>,
+        /// The server configuration whose extensions' actions count as
+        /// implemented (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run the benchmark workloads in-process and print JSON lines.
     Bench {
@@ -124,10 +135,30 @@ fn main() {
             file,
             timeout,
             max_microsteps,
+            trace,
+            dialect,
+            platform: Some(cli::platform::PlatformKind::Sim),
+            config,
+            ..
+        } => cli::platform::run_file(
+            &file,
+            &cli::platform::PlatformOptions {
+                config,
+                timeout: timeout.map(Duration::from_secs_f64),
+                max_microsteps,
+                trace,
+                dialect,
+            },
+        ),
+        Command::Run {
+            file,
+            timeout,
+            max_microsteps,
             basichttp_listen,
             no_basichttp,
             trace,
             dialect,
+            ..
         } => match cli::run::load_for_cli(&file, dialect) {
             Some(doc) => {
                 let options = cli::run::RunOptions {
@@ -140,7 +171,11 @@ fn main() {
             }
             None => 2,
         },
-        Command::Validate { files, dialect } => cli::validate(&files, dialect),
+        Command::Validate {
+            files,
+            dialect,
+            config,
+        } => cli::validate(&files, dialect, config),
         Command::Bench {
             workloads,
             dir,

@@ -325,6 +325,7 @@ fn workflow_pages_are_included_under_their_prefix() {
         "enter First._composer_entry",
         "enter First.Sub.Step",
         "transition Second.Inner -> [Second.Leave]",
+        "flow: greeting under First",
         "flow: greeting under Second",
         "visits: First.Sub,Second.Sub",
     ] {
@@ -342,4 +343,49 @@ fn workflow_pages_are_included_under_their_prefix() {
         json!(["_composer_no_boot"]),
         "{stdout}"
     );
+}
+
+/// An ORS module action nothing implements loads with a warning naming the
+/// event it will raise, and at run time raises `error.<module>.<action>`
+/// with `error: "unsupported"` while the rest of its block runs. `ors
+/// validate` knows the platform's actions: `<session:fetch>` draws no
+/// warning there, though the bare engine of plain `ors run` has none.
+#[test]
+fn unsupported_module_actions_answer_with_their_error_event() {
+    let chart = fixture("ors/unsupported_action.scxml");
+    let validated = ors().arg("validate").arg(&chart).output().expect("runs");
+    assert_eq!(validated.status.code(), Some(0));
+    let warnings = String::from_utf8_lossy(&validated.stderr);
+    assert!(
+        warnings.contains("unsupported_action.scxml:15:7")
+            && warnings.contains("error.resource.acquire"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("<fetch>"), "{warnings}");
+    for platform in [true, false] {
+        let mut command = ors();
+        command.args(["run", "--timeout", "10"]);
+        if platform {
+            command.args(["--platform", "sim"]);
+        }
+        let out = command
+            .arg(&chart)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        let (stdout, lines) = cli::json_lines(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert_eq!(
+            lines.last().expect("a line")["final"],
+            json!("done"),
+            "{stdout}"
+        );
+    }
+    let bare = ors()
+        .args(["run", "--timeout", "10"])
+        .arg(&chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("<fetch> of the ORS session module"));
 }

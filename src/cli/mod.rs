@@ -2,18 +2,31 @@
 
 pub mod conformance;
 pub mod manual;
+pub mod platform;
 pub mod run;
 pub mod serve;
 
 use std::path::PathBuf;
 
 /// `ors validate FILE...`: prints diagnostics; returns 1 when any file has
-/// errors. `dialect` overrides what each `<scxml>` calls for.
-pub fn validate(files: &[PathBuf], dialect: Option<crate::model::Dialect>) -> i32 {
+/// errors. `dialect` overrides what each `<scxml>` calls for. Custom
+/// actions are checked against the platform's registered actions (every
+/// extension's, started with `config` or the defaults), so only actions
+/// nothing implements are warned about.
+pub fn validate(
+    files: &[PathBuf],
+    dialect: Option<crate::model::Dialect>,
+    config: Option<PathBuf>,
+) -> i32 {
     let mut failed = false;
+    let actions = platform::registered_actions(&platform::PlatformOptions {
+        config,
+        ..Default::default()
+    })
+    .unwrap_or_default();
     let options = crate::parser::LoadOptions {
         dialect,
-        ..crate::parser::LoadOptions::default()
+        custom_actions: &actions,
     };
     for f in files {
         match crate::host::loader::load_file_blocking(f, &options) {

@@ -137,6 +137,24 @@ impl Session {
                     .get(&custom.namespace, &custom.name)
                     .cloned();
                 let Some(handler) = handler else {
+                    if let Some(module) = crate::model::ors_module(&custom.namespace) {
+                        // An ORS module action nothing implements answers
+                        // like a failed request of that module, and the
+                        // block goes on (issue 16; docs/ors-dialect.md).
+                        let name = format!("error.{module}.{}", custom.name);
+                        let message = format!(
+                            "<{}> of the ORS {module} module is not supported by this server",
+                            custom.name
+                        );
+                        tracing::debug!(session = %self.id, error = %name, "{message}");
+                        let mut ev = Event::new(name.as_str(), EventKind::Platform);
+                        ev.data = Some(serde_json::json!({
+                            "error": "unsupported",
+                            "message": message,
+                        }));
+                        self.internal_queue.push_back(ev);
+                        return Ok(());
+                    }
                     return Err(self.fail(DataModelError::new(format!(
                         "no handler for custom action <{}> in namespace '{}'",
                         custom.name, custom.namespace

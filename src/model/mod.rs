@@ -295,6 +295,21 @@ impl Dialect {
     }
 }
 
+/// The ORS functional module a custom action's namespace names
+/// (`www.genesyslab.com/modules/<module>`, as the vendor documents print
+/// it, or with `http://`/`https://` as Composer writes it), if it names one
+/// (ORS Developer's Guide, *Orchestration Extensions*).
+pub fn ors_module(namespace: &str) -> Option<&str> {
+    let rest = namespace
+        .strip_prefix("http://")
+        .or_else(|| namespace.strip_prefix("https://"))
+        .unwrap_or(namespace);
+    let module = rest
+        .strip_prefix("www.genesyslab.com/modules/")?
+        .trim_end_matches('/');
+    (!module.is_empty() && !module.contains('/')).then_some(module)
+}
+
 impl std::str::FromStr for Dialect {
     type Err = String;
     /// `ors` or `w3c` (any case).

@@ -1079,10 +1079,19 @@ impl<'a> Builder<'a> {
         if !is_scxml(el) {
             let ns = el.ns.clone().unwrap_or_default();
             if !self.options.custom_actions.claims(&ns, &el.name) {
-                self.warn(
-                    el.pos,
-                    format!("no handler for custom action <{}> in namespace '{ns}'; it raises error.execution when run", el.name),
-                );
+                let message = match ors_module(&ns) {
+                    Some(module) => format!(
+                        "<{}> of the ORS {module} module is not supported; it raises \
+                         error.{module}.{} (error \"unsupported\") when run",
+                        el.name, el.name
+                    ),
+                    None => format!(
+                        "no handler for custom action <{}> in namespace '{ns}'; it raises \
+                         error.execution when run",
+                        el.name
+                    ),
+                };
+                self.warn(el.pos, message);
             }
             return Some(Action::Custom(Box::new(CustomAction {
                 namespace: ns.into(),

@@ -15,7 +15,7 @@ use super::metrics::Metrics;
 use super::sessions::Sessions;
 use super::{PendingResponses, http_client};
 use crate::datamodel::DataModel;
-use crate::interpreter::CustomActions;
+use crate::interpreter::{CustomActions, Session};
 use crate::model::Event;
 use crate::store::{CommitHandle, Migration, Store};
 
@@ -64,9 +64,38 @@ pub struct Plugged {
 /// Runs on a session's worker thread, with the session's data model,
 /// before the session processes an external event (an extension keeps an
 /// object model such as `_genesys.ixn` in step with the events it sends).
+///
+/// The other methods let a host watching sessions (`ors run --platform`)
+/// see what they do; each defaults to nothing.
 pub trait SessionHook: Send + Sync {
     /// Called for every external event delivered to a session.
-    fn before_event(&self, datamodel: &mut dyn DataModel, event: &Event);
+    fn before_event(&self, datamodel: &mut dyn DataModel, event: &Event) {
+        let _ = (datamodel, event);
+    }
+
+    /// Called after a session's initial macrostep (`event` `None`) and
+    /// after each external event it processed, with the session as it
+    /// stands.
+    fn after_macrostep(&self, session_id: &str, session: &Session, event: Option<&Event>) {
+        let _ = (session_id, session, event);
+    }
+
+    /// A `<log>` of a session (`label` as written, if any).
+    fn on_log(&self, session_id: &str, label: Option<&str>, message: &str) {
+        let _ = (session_id, label, message);
+    }
+
+    /// Whether the hook wants [`SessionHook::on_trace`] lines (tracing
+    /// every state entry and exit costs time, so it is off unless a hook
+    /// asks for it).
+    fn wants_trace(&self) -> bool {
+        false
+    }
+
+    /// One trace line: a state entered or exited, a transition taken.
+    fn on_trace(&self, session_id: &str, line: &str) {
+        let _ = (session_id, line);
+    }
 }
 
 /// A service that plugs into the server; see the module docs.

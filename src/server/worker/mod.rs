@@ -418,9 +418,15 @@ impl Worker {
         ctx: Arc<WorkerContext>,
         wake_tx: mpsc::UnboundedSender<durable::Woken>,
     ) -> Worker {
-        let log: crate::host::LogSink = Box::new(|session, label, message| match label {
-            Some(label) => tracing::info!(session, label, "{message}"),
-            None => tracing::info!(session, "{message}"),
+        let log_hooks = ctx.hooks.clone();
+        let log: crate::host::LogSink = Box::new(move |session, label, message| {
+            match label {
+                Some(label) => tracing::info!(session, label, "{message}"),
+                None => tracing::info!(session, "{message}"),
+            }
+            for hook in &log_hooks {
+                hook.on_log(session, label, message);
+            }
         });
         let config = &ctx.config;
         let options = SessionOptions {
@@ -441,6 +447,19 @@ impl Worker {
             prelude: Some(ctx.prelude.clone()),
         };
         let mut host = LocalHost::new(options.clone(), log);
+        let tracers: Vec<_> = ctx
+            .hooks
+            .iter()
+            .filter(|h| h.wants_trace())
+            .cloned()
+            .collect();
+        if !tracers.is_empty() {
+            host.set_trace(Box::new(move |session, _, line| {
+                for hook in &tracers {
+                    hook.on_trace(session, line);
+                }
+            }));
+        }
         host.set_id_generator(Box::new(move || crate::ids::session_id(index)));
         let route_ctx = ctx.clone();
         host.set_remote_router(Box::new(move |id, event| {
@@ -586,6 +605,13 @@ impl Worker {
                 Metrics::inc(&self.ctx.metrics.sessions_started);
                 tracing::info!(session = %key, "session started");
                 self.host.start(&key);
+                if !self.ctx.hooks.is_empty()
+                    && let Some(session) = self.host.session(&key)
+                {
+                    for hook in &self.ctx.hooks {
+                        hook.after_macrostep(&key, session, None);
+                    }
+                }
                 if let Some(reply) = reply {
                     self.acks.push((id, reply));
                 }
@@ -687,10 +713,14 @@ impl Worker {
         self.wake_due_sleepers(now);
         self.host.fire_due_timers(now);
         let metrics = self.ctx.metrics.clone();
+        let hooks = &self.ctx.hooks;
         let meta = &mut self.meta;
         let mut last = Instant::now();
         let mut ran = false;
-        self.host.run_until_idle(&mut |id, _session, _event| {
+        self.host.run_until_idle(&mut |id, session, event| {
+            for hook in hooks {
+                hook.after_macrostep(id, session, Some(event));
+            }
             ran = true;
             let now = Instant::now();
             metrics.observe_macrostep(now.duration_since(last).as_micros() as u64);
