@@ -50,6 +50,14 @@ enum Command {
         /// The server configuration file the platform uses (with --platform).
         #[arg(long, requires = "platform")]
         config: Option<PathBuf>,
+        /// With --platform: start the document as the strategy of an
+        /// interaction of this media (voice, chat or email) arriving at a
+        /// routing point of its own.
+        #[arg(long, requires = "platform")]
+        interaction: Option<String>,
+        /// With --interaction: the interaction's attached data (a JSON object).
+        #[arg(long, requires = "interaction", value_parser = parse_udata)]
+        udata: Option<serde_json::Map<String, serde_json::Value>>,
     },
     /// Run the orchestration server (ORS REST API) until SIGTERM or Ctrl-C.
     Serve(cli::serve::ServeOptions),
@@ -139,6 +147,8 @@ fn main() {
             dialect,
             platform: Some(cli::platform::PlatformKind::Sim),
             config,
+            interaction,
+            udata,
             ..
         } => cli::platform::run_file(
             &file,
@@ -148,6 +158,8 @@ fn main() {
                 max_microsteps,
                 trace,
                 dialect,
+                interaction,
+                udata,
             },
         ),
         Command::Run {
@@ -223,3 +235,12 @@ fn main() {
 /// them); mimalloc is markedly faster than the system allocator for that.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `--udata`: a JSON object.
+fn parse_udata(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err("attached data must be a JSON object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}

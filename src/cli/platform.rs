@@ -42,7 +42,17 @@ pub struct PlatformOptions {
     pub trace: bool,
     /// Read documents as this dialect instead of letting `<scxml>` decide.
     pub dialect: Option<crate::model::Dialect>,
+    /// Start the document as the strategy of an interaction of this media
+    /// (`voice`, `chat`, `email`) arriving at a routing point of its own,
+    /// instead of as a bare session: it is presented the interaction
+    /// (`interaction.added`, `interaction.present`) as under `ors serve`.
+    pub interaction: Option<String>,
+    /// The arriving interaction's attached data (a JSON object).
+    pub udata: Option<serde_json::Map<String, Value>>,
 }
+
+/// The routing point `--interaction` makes for the document.
+const CLI_QUEUE: &str = "ors-run";
 
 /// One macrostep of a watched session.
 struct Step {
@@ -125,7 +135,10 @@ impl SessionHook for WatchHook {
 /// the defaults), with no store, one worker, files readable anywhere (the
 /// user runs their own documents), and an operator token of its own so
 /// nothing is written to the data directory.
-fn platform_config(options: &PlatformOptions) -> Result<crate::app::Config, String> {
+fn platform_config(
+    options: &PlatformOptions,
+    src: Option<&str>,
+) -> Result<crate::app::Config, String> {
     let mut config = match &options.config {
         Some(path) => crate::app::Config::load(path).map_err(|e| e.to_string())?,
         None => crate::app::Config::default(),
@@ -147,6 +160,20 @@ fn platform_config(options: &PlatformOptions) -> Result<crate::app::Config, Stri
     if options.dialect.is_some() {
         config.documents.dialect = options.dialect;
     }
+    if let (Some(media), Some(src)) = (&options.interaction, src) {
+        if crate::gms::interactions::media_named(media).is_none() {
+            return Err(format!(
+                "--interaction must be voice, chat or email, not '{media}'"
+            ));
+        }
+        config.contact_centre.queues.insert(
+            CLI_QUEUE.to_string(),
+            crate::gms::settings::RoutingPoint {
+                application: src.to_string(),
+                media: media.clone(),
+            },
+        );
+    }
     Ok(config)
 }
 
@@ -156,11 +183,14 @@ struct Running {
     steps: mpsc::UnboundedReceiver<Step>,
     stop: oneshot::Sender<()>,
     done: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The operator's bearer token (also an admin credential).
+    token: Option<String>,
 }
 
 impl Running {
-    async fn start(options: &PlatformOptions) -> Result<Running, String> {
-        let config = platform_config(options)?;
+    async fn start(options: &PlatformOptions, src: Option<&str>) -> Result<Running, String> {
+        let config = platform_config(options, src)?;
+        let token = config.security.operator_credentials().bearer_token;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|e| format!("cannot bind a loopback port: {e}"))?;
@@ -196,6 +226,7 @@ impl Running {
             steps,
             stop,
             done,
+            token,
         })
     }
 
@@ -231,27 +262,37 @@ pub fn run_file(file: &Path, options: &PlatformOptions) -> i32 {
 
 async fn run_async(file: &Path, options: &PlatformOptions) -> i32 {
     let deadline = options.timeout.map(|t| Instant::now() + t);
-    let mut running = match Running::start(options).await {
+    let src = std::path::absolute(file)
+        .unwrap_or_else(|_| file.to_path_buf())
+        .display()
+        .to_string();
+    let mut running = match Running::start(options, Some(&src)).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ors: {e}");
             return 2;
         }
     };
-    let src = std::path::absolute(file)
-        .unwrap_or_else(|_| file.to_path_buf())
-        .display()
-        .to_string();
     let sessions = running.started.handles.sessions.clone();
-    let root = sessions.new_session_id();
-    if let Err(e) = sessions
-        .start_with_id(root.clone(), &src, serde_json::Map::new(), None)
-        .await
-    {
-        eprintln!("{}", e.message);
-        running.stop().await;
-        return 1;
-    }
+    let started = match &options.interaction {
+        Some(_) => arrive(&running, options).await,
+        None => {
+            let root = sessions.new_session_id();
+            sessions
+                .start_with_id(root.clone(), &src, serde_json::Map::new(), None)
+                .await
+                .map(|_| root)
+                .map_err(|e| e.message)
+        }
+    };
+    let root = match started {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!("{e}");
+            running.stop().await;
+            return 1;
+        }
+    };
     let (input_tx, mut input) = mpsc::channel::<String>(1024);
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
@@ -302,13 +343,53 @@ async fn run_async(file: &Path, options: &PlatformOptions) -> i32 {
     code
 }
 
+/// Makes an interaction arrive at the document's routing point through
+/// the server's own admin API; returns the session it started.
+async fn arrive(running: &Running, options: &PlatformOptions) -> Result<String, String> {
+    let url = format!("{}/sim/interactions", running.started.handles.base_url);
+    let mut body = serde_json::Map::new();
+    body.insert("queue".into(), Value::from(CLI_QUEUE));
+    if let Some(udata) = &options.udata {
+        body.insert("udata".into(), Value::Object(udata.clone()));
+    }
+    let mut request = reqwest::Client::new()
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(Value::Object(body).to_string());
+    if let Some(token) = &running.token {
+        request = request.bearer_auth(token);
+    }
+    let reply = request
+        .send()
+        .await
+        .map_err(|e| format!("ors: the interaction could not arrive: {e}"))?;
+    let status = reply.status();
+    let text = reply
+        .text()
+        .await
+        .map_err(|e| format!("ors: the interaction could not arrive: {e}"))?;
+    let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    match answer.get("sessionid").and_then(Value::as_str) {
+        Some(id) if status.is_success() => {
+            if let Some(ixn) = answer.get("interactionid").and_then(Value::as_str) {
+                eprintln!("ors: interaction {ixn} arrived; session {id}");
+            }
+            Ok(id.to_string())
+        }
+        _ => Err(format!(
+            "ors: the interaction could not arrive: {}",
+            answer.get("message").and_then(Value::as_str).unwrap_or("")
+        )),
+    }
+}
+
 /// Every custom action the platform's extensions register, for `ors
 /// validate` (so it warns only about actions nothing implements); `None`
 /// with a message on stderr when the platform cannot start.
 pub fn registered_actions(options: &PlatformOptions) -> Option<CustomActions> {
     let runtime = runtime()?;
     let actions = runtime.block_on(async {
-        match Running::start(options).await {
+        match Running::start(options, None).await {
             Ok(running) => {
                 let actions = running.started.actions.clone();
                 running.stop().await;

@@ -29,11 +29,11 @@ use crate::server::SessionHook;
 /// One interaction under the server's control.
 #[derive(Debug, Clone)]
 pub struct Interaction {
-    /// Interaction id (the chat id).
+    /// Interaction id (for a chat, the chat id).
     pub id: String,
-    /// `chat`.
+    /// `voice`, `chat` or `email`.
     pub media: &'static str,
-    /// The interaction queue it arrived in.
+    /// The routing point or interaction queue it arrived at.
     pub queue: String,
     /// The session that controls it.
     pub owner: Option<String>,
@@ -45,29 +45,66 @@ pub struct Interaction {
     pub state: &'static str,
     /// Arrival time, ms since the Unix epoch.
     pub created_at: u64,
+    /// Who it is from (a voice call's ANI, an e-mail's sender).
+    pub from: String,
+    /// Where it was addressed (a voice call's DNIS, an e-mail's recipient).
+    pub to: String,
+    /// Whether the chat backend hosts it (a chat that came through the
+    /// backend); others (voice, e-mail, injected through `/sim`) exist only
+    /// here.
+    pub hosted: bool,
+}
+
+/// The media an interaction may have.
+pub const MEDIA: [&str; 3] = ["voice", "chat", "email"];
+
+/// The media named `name` (any case), as the static name.
+pub fn media_named(name: &str) -> Option<&'static str> {
+    MEDIA
+        .into_iter()
+        .find(|m| m.eq_ignore_ascii_case(name.trim()))
 }
 
 impl Interaction {
-    /// The interaction as `_genesys.ixn.interactions[id]` shows it.
+    /// The interaction as `_genesys.ixn.interactions[id]` shows it
+    /// (ORS *Interaction Interface* object model: `voice` for calls,
+    /// `msgbased` for chats and e-mails, `chat` for chats).
     pub fn object_model(&self) -> Value {
-        let mut chat = Map::new();
-        chat.insert("type".into(), Value::from("chat"));
-        chat.insert("state".into(), Value::from(self.state));
-        chat.insert("media".into(), Value::from("chat"));
-        let mut msgbased = Map::new();
-        msgbased.insert("type".into(), Value::from("chat"));
-        msgbased.insert("state".into(), Value::from(self.state));
-        msgbased.insert("media".into(), Value::from("chat"));
-        msgbased.insert("queue".into(), Value::from(self.queue.clone()));
         let mut m = Map::new();
         m.insert("interactionid".into(), Value::from(self.id.clone()));
         m.insert("g_uid".into(), Value::from(self.id.clone()));
         m.insert("media".into(), Value::from(self.media));
         m.insert("udata".into(), Value::Object(self.user_data.clone()));
         m.insert("tenantid".into(), Value::from(1));
-        m.insert("chat".into(), Value::Object(chat));
-        m.insert("msgbased".into(), Value::Object(msgbased));
         m.insert("created".into(), Value::from(self.created_at));
+        m.insert("queue".into(), Value::from(self.queue.clone()));
+        if self.media == "voice" {
+            let mut voice = Map::new();
+            voice.insert("callid".into(), Value::from(self.id.clone()));
+            voice.insert("connid".into(), Value::from(self.id.clone()));
+            voice.insert("ani".into(), Value::from(self.from.clone()));
+            voice.insert("dnis".into(), Value::from(self.to.clone()));
+            voice.insert("type".into(), Value::from("inbound"));
+            voice.insert("media".into(), Value::from("voice"));
+            voice.insert("state".into(), Value::from(self.state));
+            m.insert("voice".into(), Value::Object(voice));
+            return Value::Object(m);
+        }
+        let mut msgbased = Map::new();
+        msgbased.insert("type".into(), Value::from(self.media));
+        msgbased.insert("state".into(), Value::from(self.state));
+        msgbased.insert("media".into(), Value::from(self.media));
+        msgbased.insert("queue".into(), Value::from(self.queue.clone()));
+        msgbased.insert("from".into(), Value::from(self.from.clone()));
+        msgbased.insert("to".into(), Value::from(self.to.clone()));
+        m.insert("msgbased".into(), Value::Object(msgbased));
+        if self.media == "chat" {
+            let mut chat = Map::new();
+            chat.insert("type".into(), Value::from("chat"));
+            chat.insert("state".into(), Value::from(self.state));
+            chat.insert("media".into(), Value::from("chat"));
+            m.insert("chat".into(), Value::Object(chat));
+        }
         Value::Object(m)
     }
 }
@@ -117,9 +154,9 @@ impl Interactions {
         self.len() == 0
     }
 
-    /// Records a new chat.
+    /// Records a new chat the chat backend hosts.
     pub fn register(&self, chat: &ChatInfo) -> Interaction {
-        let ixn = Interaction {
+        self.insert(Interaction {
             id: chat.chat_id.clone(),
             media: "chat",
             queue: chat.queue.clone(),
@@ -128,11 +165,46 @@ impl Interactions {
             user_data: chat.user_data.clone(),
             state: "queued",
             created_at: chat.started_at_ms,
-        };
+            from: String::new(),
+            to: String::new(),
+            hosted: true,
+        })
+    }
+
+    /// Records an interaction that arrived from outside the chat backend
+    /// (`POST /sim/interactions`): a new id, state `queued`.
+    pub fn inject(&self, arrival: Arrival) -> Interaction {
+        self.insert(Interaction {
+            id: crate::ids::object_id(),
+            media: arrival.media,
+            queue: arrival.queue,
+            owner: None,
+            reservation: None,
+            user_data: arrival.user_data,
+            state: "queued",
+            created_at: crate::host::wall_clock_ms(),
+            from: arrival.from,
+            to: arrival.to,
+            hosted: false,
+        })
+    }
+
+    fn insert(&self, ixn: Interaction) -> Interaction {
         if let Ok(mut m) = self.map.lock() {
             m.insert(ixn.id.clone(), ixn.clone());
         }
         ixn
+    }
+
+    /// Copies of every interaction, oldest first.
+    pub fn list(&self) -> Vec<Interaction> {
+        let mut all: Vec<Interaction> = self
+            .map
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        all
     }
 
     /// Makes `session` the owner; returns the previous owner.
@@ -179,6 +251,21 @@ impl Interactions {
     }
 }
 
+/// An interaction arriving from outside (the simulator's admin API).
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// `voice`, `chat` or `email`.
+    pub media: &'static str,
+    /// The routing point or interaction queue (a `[queues.NAME]`).
+    pub queue: String,
+    /// Attached data.
+    pub user_data: Map<String, Value>,
+    /// ANI or sender.
+    pub from: String,
+    /// DNIS or recipient.
+    pub to: String,
+}
+
 /// An interaction event for a session: `name` with `interactionid`, the
 /// interaction's object model under `interaction`, and `extra` fields.
 pub fn interaction_event(name: &str, ixn: &Interaction, extra: Map<String, Value>) -> Event {
@@ -213,7 +300,7 @@ pub fn present(ctx: &Gms, id: &str, session: &str, reason: &str) -> Result<(), I
 }
 
 /// Tells `session` it no longer controls the interaction.
-fn withdraw(ctx: &Gms, ixn: &Interaction, session: &str, reason: &str) {
+pub fn withdraw(ctx: &Gms, ixn: &Interaction, session: &str, reason: &str) {
     let mut extra = Map::new();
     extra.insert("resultof".into(), Value::from(reason));
     for name in ["interaction.deleted", "interaction.notcontrolled"] {
@@ -253,9 +340,10 @@ pub async fn follow_chats(ctx: Arc<Gms>) {
 /// the interaction presented to it.
 async fn arrive(ctx: Arc<Gms>, chat: ChatInfo) {
     let ixn = ctx.interactions.register(&chat);
-    let Some(queue) = ctx.settings.interaction_queues.get(&chat.queue) else {
+    let Some(application) = ctx.settings.application_for(&chat.queue) else {
         tracing::warn!(queue = %chat.queue, chat = %chat.chat_id,
             "chat arrived in an interaction queue with no application; ending it");
+        ctx.interactions.remove(&ixn.id);
         let _ = ctx
             .backends
             .chat
@@ -263,26 +351,63 @@ async fn arrive(ctx: Arc<Gms>, chat: ChatInfo) {
             .await;
         return;
     };
+    if let Err(e) = start_strategy(&ctx, &ixn, &application).await {
+        tracing::warn!(chat = %ixn.id, queue = %chat.queue, error = %e,
+            "the interaction queue's strategy could not start; ending the chat");
+        let _ = ctx
+            .backends
+            .chat
+            .terminate(&chat.chat_id, "the routing strategy could not start")
+            .await;
+    }
+}
+
+/// Starts `application` (a `script:` object or document URLs) for an
+/// interaction that arrived, with `interactionid`, `queue` and `media` in
+/// its data, and presents the interaction to it. Returns the session id;
+/// on failure the interaction is forgotten and the reason returned.
+pub async fn start_strategy(
+    ctx: &Gms,
+    ixn: &Interaction,
+    application: &str,
+) -> Result<String, String> {
     let mut data = Map::new();
     data.insert("interactionid".into(), Value::from(ixn.id.clone()));
-    data.insert("queue".into(), Value::from(chat.queue.clone()));
-    match ctx.sessions.start(&queue.application, data, None).await {
+    data.insert("queue".into(), Value::from(ixn.queue.clone()));
+    data.insert("media".into(), Value::from(ixn.media));
+    match ctx.sessions.start(application, data, None).await {
         Ok(view) => {
-            if let Err(e) = present(&ctx, &ixn.id, &view.sessionid, "arrival") {
-                tracing::warn!(chat = %ixn.id, error = %e.message, "presenting a chat failed");
-            }
+            present(ctx, &ixn.id, &view.sessionid, "arrival").map_err(|e| e.message)?;
+            Ok(view.sessionid)
         }
         Err(e) => {
-            tracing::warn!(chat = %ixn.id, queue = %chat.queue, error = %e.message,
-                "the interaction queue's strategy could not start; ending the chat");
             ctx.interactions.remove(&ixn.id);
-            let _ = ctx
-                .backends
-                .chat
-                .terminate(&chat.chat_id, "the routing strategy could not start")
-                .await;
+            Err(e.message)
         }
     }
+}
+
+/// Ends an interaction: a hosted chat through the chat backend (whose
+/// `Ended` update withdraws it), any other at once: its owner gets
+/// `interaction.deleted` (`resultof` = `reason`) and its agent is released.
+pub async fn end(ctx: &Gms, id: &str, reason: &str) -> Result<(), IxnError> {
+    let ixn = ctx
+        .interactions
+        .get(id)
+        .ok_or_else(|| IxnError::unknown(id))?;
+    if ixn.hosted {
+        return ctx
+            .backends
+            .chat
+            .terminate(id, reason)
+            .await
+            .map_err(|e| IxnError {
+                code: "remote".into(),
+                message: e.to_string(),
+            });
+    }
+    ended(ctx, id, reason).await;
+    Ok(())
 }
 
 /// A chat ended: withdraw it from its owner, release its agent.
@@ -327,25 +452,50 @@ pub async fn route_to_agent(
             code: "invaliddestination".into(),
             message: e.to_string(),
         })?;
-    let agent = crate::backends::chat::AgentRef {
-        agent_id: reservation.agent_id.clone(),
-        nickname: reservation.agent_name.clone(),
-    };
-    ctx.backends
-        .chat
-        .deliver(id, agent)
-        .await
-        .map_err(|e| IxnError {
-            code: match e {
-                crate::backends::chat::ChatError::NotFound(_) => "unknown".into(),
-                crate::backends::chat::ChatError::Ended => "invalidstate.ended".into(),
-                _ => "remote".into(),
-            },
-            message: e.to_string(),
-        })?;
+    if ixn.hosted {
+        let agent = crate::backends::chat::AgentRef {
+            agent_id: reservation.agent_id.clone(),
+            nickname: reservation.agent_name.clone(),
+        };
+        ctx.backends
+            .chat
+            .deliver(id, agent)
+            .await
+            .map_err(|e| IxnError {
+                code: match e {
+                    crate::backends::chat::ChatError::NotFound(_) => "unknown".into(),
+                    crate::backends::chat::ChatError::Ended => "invalidstate.ended".into(),
+                    _ => "remote".into(),
+                },
+                message: e.to_string(),
+            })?;
+    }
     let _ = ctx.interactions.set_reservation(id, reservation.clone());
     let _ = ctx.interactions.set_state(id, "routed");
     Ok(())
+}
+
+/// After an interaction the chat backend does not host was routed to an
+/// agent it has left the routing point: its owner gets
+/// `interaction.deleted` (`resultof` `routed`) and no longer controls it.
+/// The interaction stays known, with its agent busy, until it ends
+/// (`DELETE /sim/interactions/{id}`). A hosted chat stays with its session
+/// until the chat ends.
+pub fn leave_after_routing(ctx: &Gms, id: &str) {
+    let Some(ixn) = ctx.interactions.get(id) else {
+        return;
+    };
+    if ixn.hosted {
+        return;
+    }
+    if let Ok(Some(owner)) = ctx.interactions.set_owner(id, None) {
+        let mut extra = Map::new();
+        extra.insert("resultof".into(), Value::from("routed"));
+        let _ = ctx.sessions.post_event(
+            &owner,
+            interaction_event("interaction.deleted", &ixn, extra),
+        );
+    }
 }
 
 /// Moves a pending interaction change into `_genesys.ixn.interactions`

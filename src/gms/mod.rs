@@ -13,6 +13,7 @@
 //! go through the backends of [`crate::backends`].
 
 pub mod access;
+pub mod arrivals;
 pub mod callback_api;
 pub mod chat_api;
 pub mod cometd;
@@ -102,6 +103,8 @@ pub struct Gms {
     pub simulator: Option<Arc<Simulator>>,
     /// Interactions under the server's control.
     pub interactions: interactions::Interactions,
+    /// `<queue:submit>`s still waiting (for `<queue:query>`).
+    pub submits: modules::queue::Submits,
     /// The server's own base URL (`http://<listen address>`), for the
     /// documents it serves itself.
     pub base_url: String,
@@ -185,6 +188,7 @@ impl Extension for ContactCentre {
             backends,
             simulator,
             interactions: interactions::Interactions::default(),
+            submits: modules::queue::Submits::default(),
             base_url: server.base_url.clone(),
             rates: access::Rates::new(&self.settings.gms.limits),
             creating: access::KeyedLocks::default(),
@@ -233,6 +237,12 @@ fn router(gms: &Arc<Gms>) -> Router {
                     access::any_customer,
                 )),
         );
+    router = router.merge(
+        arrivals::router(gms).route_layer(axum::middleware::from_fn_with_state(
+            gms.clone(),
+            access::admin_only,
+        )),
+    );
     if let Some(sim) = &gms.simulator {
         router = router.merge(
             crate::backends::admin::admin_router(sim.clone()).route_layer(

@@ -1,6 +1,8 @@
 //! The contact-centre extension's configuration sections: `[gms]` (the
-//! services and the CometD endpoint), `[interaction_queues.NAME]` (which
-//! strategy handles a chat entering each queue), and `[backends]` (the
+//! services and the CometD endpoint), `[queues.NAME]` (routing points and
+//! interaction queues: which strategy handles an interaction arriving at
+//! each, and its media), `[interaction_queues.NAME]` (the older spelling
+//! for chat queues), and `[backends]` (the
 //! routing and chat backends, the embedded simulator by default).
 
 use std::collections::BTreeMap;
@@ -20,6 +22,10 @@ pub struct Settings {
     /// Interaction queues by name: which strategy handles a chat that
     /// enters each one.
     pub interaction_queues: BTreeMap<String, InteractionQueue>,
+    /// Routing points and interaction queues by name: the strategy that
+    /// handles an interaction arriving there, and the media it takes
+    /// (ORS's DN-level `Orchestration/application` option).
+    pub queues: BTreeMap<String, RoutingPoint>,
     /// The routing and chat backends (the embedded simulator by default).
     pub backends: BackendSettings,
 }
@@ -29,14 +35,50 @@ impl Default for Settings {
         Settings {
             gms: GmsSettings::default(),
             interaction_queues: default_interaction_queues(),
+            queues: BTreeMap::new(),
             backends: BackendSettings::default(),
         }
     }
 }
 
 impl Settings {
+    /// The application of the routing point or interaction queue `name`:
+    /// `[queues.NAME]` first, then `[interaction_queues.NAME]`.
+    pub fn application_for(&self, name: &str) -> Option<String> {
+        self.queues
+            .get(name)
+            .map(|q| q.application.clone())
+            .or_else(|| {
+                self.interaction_queues
+                    .get(name)
+                    .map(|q| q.application.clone())
+            })
+    }
+
+    /// The media an interaction arriving at `name` has: the queue's
+    /// `media`, `chat` for an `[interaction_queues]` entry.
+    pub fn media_of(&self, name: &str) -> Option<&'static str> {
+        match self.queues.get(name) {
+            Some(q) => super::interactions::media_named(&q.media),
+            None => self.interaction_queues.get(name).map(|_| "chat"),
+        }
+    }
+
     /// Checks what serde cannot: every service's options, the backends.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, q) in &self.queues {
+            if super::interactions::media_named(&q.media).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "queues.{name}.media must be voice, chat or email, not '{}'",
+                    q.media
+                )));
+            }
+            if q.application.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "queues.{name}.application must name a strategy"
+                )));
+            }
+        }
         for (name, options) in &self.gms.services {
             super::service::Service::new(name, options)
                 .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
@@ -76,6 +118,24 @@ impl Settings {
 pub struct InteractionQueue {
     /// The strategy: `script:<name>`, or one or two document URLs.
     pub application: String,
+}
+
+/// A routing point or interaction queue (`[queues.NAME]`): what ORS reads
+/// from the DN's `Orchestration/application` option (ORS Deployment Guide,
+/// *DN-Level Options*), and the media of what arrives there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingPoint {
+    /// The strategy: `script:<name>`, or one or two document URLs.
+    pub application: String,
+    /// `voice` (a routing point; the default), `chat` or `email` (an
+    /// interaction queue).
+    #[serde(default = "voice")]
+    pub media: String,
+}
+
+fn voice() -> String {
+    "voice".to_string()
 }
 
 /// The interaction queue the demo chat service's chats enter.

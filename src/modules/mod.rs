@@ -266,20 +266,46 @@ pub fn answer(
     data: Map<String, Value>,
     work: impl Future<Output = Result<Map<String, Value>, Failure>> + 'static,
 ) -> Result<(), ActionError> {
+    answer_then(
+        scope,
+        action,
+        sessions,
+        (name, requestid, data),
+        work,
+        |_| {},
+    )
+}
+
+/// [`answer`], then `after(succeeded)` once the answer is posted (for
+/// events that must follow it, such as `interaction.deleted` after a
+/// redirect). `request` is the action's name, request id and data.
+pub fn answer_then(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    sessions: &Sessions,
+    request: (&'static str, String, Map<String, Value>),
+    work: impl Future<Output = Result<Map<String, Value>, Failure>> + 'static,
+    after: impl FnOnce(bool) + 'static,
+) -> Result<(), ActionError> {
+    let (name, requestid, data) = request;
     let session = scope.session_id.to_string();
     let sessions = sessions.clone();
     let mut reply = Map::new();
     reply.insert("requestid".into(), Value::String(requestid));
     reply.extend(data);
     defer(scope, action, async move {
-        let event = match work.await {
+        let (event, succeeded) = match work.await {
             Ok(extra) => {
                 reply.extend(extra);
-                result_event(&format!("{name}.done"), reply)
+                (result_event(&format!("{name}.done"), reply), true)
             }
-            Err(f) => failure_event(&format!("error.{name}"), reply, &f.code, f.message),
+            Err(f) => (
+                failure_event(&format!("error.{name}"), reply, &f.code, f.message),
+                false,
+            ),
         };
         let _ = sessions.post_event(&session, event);
+        after(succeeded);
     })
 }
 

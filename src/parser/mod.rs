@@ -1427,7 +1427,17 @@ impl<'a> Builder<'a> {
     fn build_invoke(&mut self, el: &Element) -> Invoke {
         let pos = el.pos;
         let type_ = self.value_source(el, "type", "typeexpr");
-        let src = self.value_source(el, "src", "srcexpr");
+        let mut src = self.value_source(el, "src", "srcexpr");
+        // In included content a literal `src` is relative to the included
+        // document, not the including one (XInclude 1.0 §4.5, base URI
+        // fixup).
+        if self.included_at.is_some()
+            && let Some(ValueSource::Literal(s)) = &src
+        {
+            src = Some(ValueSource::Literal(
+                uri::resolve(s, self.location.as_deref()).into(),
+            ));
+        }
         let MessageParts {
             idlocation,
             namelist,

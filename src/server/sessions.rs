@@ -76,6 +76,22 @@ impl Sessions {
         self.inner.pool.post_event(id, event)
     }
 
+    /// The session's view with its data (404 `session_not_found` when
+    /// there is none).
+    pub async fn query(&self, id: &str) -> Result<SessionView, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            id,
+            Command::Query {
+                id: id.to_string(),
+                reply,
+            },
+        )?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(ApiError::session_not_found(id)))
+    }
+
     /// Sends a command to the worker that owns `id`.
     pub fn send(&self, id: &str, command: Command) -> Result<(), ApiError> {
         self.inner.pool.send(id, command)

@@ -1,7 +1,8 @@
 //! The ORS modules the contact-centre services bring, as custom actions
 //! (one action per file under its module's folder; [`register`] is the
-//! one table that lists them): `queue` (submit, cancel), `interaction`
-//! (redirect, accept, attach, detach, terminate), `chat`
+//! one table that lists them): `queue` (submit, cancel, query),
+//! `interaction` (redirect, accept, attach, detach, terminate, associate),
+//! `chat`
 //! (sendchatmessage), and our `gms` records module (lookup, update). Each
 //! handler holds the running [`Gms`] it acts on.
 
@@ -19,9 +20,15 @@ use crate::modules::register as register_action;
 /// Registers every action of these modules, acting on `gms`.
 pub fn register(actions: &mut CustomActions, gms: &Arc<Gms>) {
     let g = || gms.clone();
-    let table: [(&str, &str, Arc<dyn CustomActionHandler>); 10] = [
+    let table: [(&str, &str, Arc<dyn CustomActionHandler>); 12] = [
         ("queue", "submit", Arc::new(queue::submit::Submit(g()))),
         ("queue", "cancel", Arc::new(queue::cancel::Cancel(g()))),
+        ("queue", "query", Arc::new(queue::query::Query(g()))),
+        (
+            "interaction",
+            "associate",
+            Arc::new(ixn::associate::Associate(g())),
+        ),
         (
             "interaction",
             "redirect",

@@ -17,6 +17,7 @@
 //! - `<ixn:terminate interactionid reason>`: ends the interaction.
 
 pub mod accept;
+pub mod associate;
 pub mod attach;
 pub mod detach;
 pub mod redirect;
@@ -31,7 +32,7 @@ use crate::gms::Gms;
 use crate::gms::interactions::IxnError;
 use crate::interpreter::{ActionError, ActionScope};
 use crate::model::CustomAction;
-use crate::modules::{Failure, interaction_attr, request};
+use crate::modules::{Failure, answer_then, assign_request_id, interaction_attr};
 
 impl From<IxnError> for Failure {
     fn from(e: IxnError) -> Failure {
@@ -54,10 +55,33 @@ where
     Fut: Future<Output = Result<Map<String, Value>, IxnError>> + 'static,
 {
     let interaction_id = interaction_attr(scope, action)?;
+    run_action_then(gms, scope, action, (name, interaction_id), |_| {}, work)
+}
+
+/// [`run_action`] for an interaction id already evaluated, calling
+/// `after(succeeded)` once the answer is posted.
+pub fn run_action_then<F, Fut>(
+    gms: &Arc<Gms>,
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    (name, interaction_id): (&'static str, String),
+    after: impl FnOnce(bool) + 'static,
+    work: F,
+) -> Result<(), ActionError>
+where
+    F: FnOnce(Arc<Gms>, String, String) -> Fut,
+    Fut: Future<Output = Result<Map<String, Value>, IxnError>> + 'static,
+{
     let mut data = Map::new();
     data.insert("interactionid".into(), Value::from(interaction_id.clone()));
     let work = work(gms.clone(), interaction_id, scope.session_id.to_string());
-    request(scope, action, &gms.sessions, name, data, |_| async move {
-        work.await.map_err(Failure::from)
-    })
+    let requestid = assign_request_id(scope, action, &gms.sessions)?;
+    answer_then(
+        scope,
+        action,
+        &gms.sessions,
+        (name, requestid, data),
+        async move { work.await.map_err(Failure::from) },
+        after,
+    )
 }

@@ -1,11 +1,12 @@
 //! `<ixn:terminate interactionid reason>`: ends an interaction this
-//! session controls (for a chat: the chat is closed for every party).
+//! session controls (a hosted chat is closed for every party; any other
+//! interaction ends at once and its agent is released).
 
 use serde_json::{Map, Value};
 
 use super::run_action;
 use crate::gms::Gms;
-use crate::gms::interactions::IxnError;
+use crate::gms::interactions;
 use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{eval_attr, value_text};
@@ -30,14 +31,7 @@ impl CustomActionHandler for Terminate {
             "interaction.terminate",
             move |ctx, id, session| async move {
                 ctx.interactions.check_owner(&id, &session)?;
-                ctx.backends
-                    .chat
-                    .terminate(&id, &reason)
-                    .await
-                    .map_err(|e| IxnError {
-                        code: "remote".into(),
-                        message: e.to_string(),
-                    })?;
+                interactions::end(&ctx, &id, &reason).await?;
                 let mut extra = Map::new();
                 extra.insert("reason".into(), Value::from(reason));
                 Ok(extra)

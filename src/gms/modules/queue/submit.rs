@@ -16,8 +16,12 @@
 //! `targetcomponentselected` (the place), `waited` (ms) and `resource`
 //! (usable as the `to` of `<ixn:redirect>`); or `error.queue.submit`
 //! with `requestid`, `error` (`timeout`, `cancelled`, `invalidattribute`,
-//! `unknown`, `remote`, or a redirect error) and `message`. Unlike ORS no
-//! `queue.submit.requestid` event is sent first: the id is assigned at once.
+//! `unknown`, `remote`, or a redirect error) and `message`. As in ORS a
+//! `queue.submit.requestid` event (`requestid`, `interactionid`) comes
+//! first. `media` defaults to the interaction's. After routing an
+//! interaction the chat backend does not host (a call, an e-mail) the
+//! session gets `interaction.deleted` (`resultof` `routed`) after the
+//! `done`: the interaction has left the routing point.
 
 use serde_json::{Map, Value};
 
@@ -26,9 +30,11 @@ use crate::gms::{Gms, interactions};
 use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{
-    Failure, answer, assign_request_id, attr, descendant_elements, eval_attr, interaction_attr,
-    seconds_attr, seconds_value, value_text,
+    Failure, answer_then, assign_request_id, attr, descendant_elements, eval_attr,
+    interaction_attr, result_event, seconds_attr, seconds_value, value_text,
 };
+
+use super::Outstanding;
 
 /// The `<queue:submit>` handler.
 pub struct Submit(pub std::sync::Arc<Gms>);
@@ -77,10 +83,12 @@ impl CustomActionHandler for Submit {
             Some(v) => seconds_value(v)
                 .ok_or_else(|| format!("hints.reserve_timeout must be seconds, not {v}"))?,
         };
-        let media = hints
-            .get("media")
-            .map(value_text)
-            .unwrap_or_else(|| "chat".into());
+        let media = hints.get("media").map(value_text).unwrap_or_else(|| {
+            ctx.interactions
+                .get(&interaction_id)
+                .map_or("chat", |i| i.media)
+                .to_string()
+        });
         let target = targets(scope, action)?;
         let requestid = assign_request_id(scope, action, &ctx.sessions)?;
         let request = ReserveRequest {
@@ -96,7 +104,33 @@ impl CustomActionHandler for Submit {
         let mut data = Map::new();
         data.insert("interactionid".into(), Value::from(interaction_id.clone()));
         let sessions = ctx.sessions.clone();
+        let session = scope.session_id.to_string();
+        let announced = result_event("queue.submit.requestid", {
+            let mut d = data.clone();
+            d.insert("requestid".into(), Value::from(requestid.clone()));
+            d
+        });
+        let outstanding = Outstanding {
+            requestid: requestid.clone(),
+            interaction_id: interaction_id.clone(),
+            virtual_queue: request.virtual_queue.clone(),
+            target: request.target.clone(),
+            priority,
+            since_ms: crate::host::wall_clock_ms(),
+        };
+        let after_ctx = ctx.clone();
+        let after_id = interaction_id.clone();
+        let after_request = requestid.clone();
+        let after = move |ok: bool| {
+            after_ctx.submits.finish(&after_request);
+            if ok && route {
+                interactions::leave_after_routing(&after_ctx, &after_id);
+            }
+        };
         let work = async move {
+            // ORS names the request before it answers it.
+            let _ = ctx.sessions.post_event(&session, announced);
+            ctx.submits.begin(outstanding);
             let reservation = ctx
                 .backends
                 .routing
@@ -125,14 +159,13 @@ impl CustomActionHandler for Submit {
                 }
             }
         };
-        answer(
+        answer_then(
             scope,
             action,
             &sessions,
-            "queue.submit",
-            requestid,
-            data,
+            ("queue.submit", requestid, data),
             work,
+            after,
         )
     }
 }
