@@ -1,0 +1,198 @@
+//! A Composer-style strategy on the ORS platform, end to end under a real
+//! server: a voice call (and then a chat) is made to arrive at a routing
+//! point whose application is a `script:` object
+//! (`POST /sim/interactions`); the interaction-process page
+//! (`fixtures/ors/routing/RoutingIPD.scxml`) starts the workflow page it
+//! includes by `xi:include … resolveid`, which calls a subroutine for a
+//! skill target, `queue:submit`s to it and `ixn:redirect`s to the agent the
+//! routing simulator picked; the interaction leaves the routing point and
+//! the session ends. The agent stays busy until the call ends
+//! (`DELETE /sim/interactions/{id}`). Then the admin routes' refusals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, eventually, fixture, spawn_server};
+use ors::app::Config;
+use serde_json::{Value, json};
+
+fn config() -> Config {
+    let mut config = Config {
+        server: ors::server::Config {
+            workers: 2,
+            data_dir: common::scratch_dir("ors-platform"),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    config.scripts.insert(
+        "RoutingIPD".into(),
+        ors::server::config::ScriptObject {
+            url: fixture("ors/routing", "RoutingIPD.scxml"),
+            alternate_url: None,
+            params: Default::default(),
+            dialect: None,
+        },
+    );
+    for (name, media) in [("RP_Sales", "voice"), ("IQ_Chat", "chat")] {
+        config.contact_centre.queues.insert(
+            name.into(),
+            ors::gms::settings::RoutingPoint {
+                application: "script:RoutingIPD".into(),
+                media: media.into(),
+            },
+        );
+    }
+    config
+}
+
+/// Waits until the session has ended; its final view.
+async fn ended(server: &TestServer, id: &str) -> Value {
+    let api = server.api();
+    eventually(
+        "the session did not end",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || {
+            let api = api.clone();
+            let id = id.to_string();
+            async move {
+                let view = api.query(&id).await;
+                match view.body["status"].as_str() {
+                    Some("running") | None => Err(format!("{}", view.body)),
+                    Some(_) => Ok(view.body),
+                }
+            }
+        },
+    )
+    .await
+}
+
+async fn agent_load(server: &TestServer, agent: &str, media: &str) -> u64 {
+    let reply = server.api().get(&format!("/sim/agents/{agent}")).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["load"][media].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_chats_arrive_run_the_strategy_and_reach_an_agent() {
+    let server = spawn_server(config()).await;
+    let api = server.api();
+    for (queue, media) in [("RP_Sales", "voice"), ("IQ_Chat", "chat")] {
+        let arrived = api
+            .json(
+                "/sim/interactions",
+                &json!({"queue": queue, "udata": {"Language": "English"},
+                        "from": "5551234", "to": "8005550100"}),
+            )
+            .await;
+        assert_eq!(arrived.status, 201, "{}", arrived.body);
+        assert_eq!(arrived.body["media"], media);
+        let ixn = arrived.body["interactionid"]
+            .as_str()
+            .expect("an id")
+            .to_string();
+        let session = arrived.body["sessionid"]
+            .as_str()
+            .expect("a session")
+            .to_string();
+
+        let view = ended(&server, &session).await;
+        assert_eq!(view["status"], "completed", "{view}");
+        let data = &view["data"];
+        assert_eq!(data["system"]["InteractionID"], json!(ixn), "{data}");
+        assert_eq!(
+            data["App_Target"],
+            json!("?:English>=5@StatServer.GA"),
+            "the subroutine's target: {data}"
+        );
+        assert!(
+            data["system"]["LastError"].is_null(),
+            "no error event reached the page: {data}"
+        );
+
+        let routed = api.get(&format!("/sim/interactions/{ixn}")).await;
+        assert_eq!(routed.status, 200, "{}", routed.body);
+        assert_eq!(routed.body["state"], "routed", "{}", routed.body);
+        assert!(routed.body["sessionid"].is_null(), "it left the session");
+        let agent = routed.body["agentid"]
+            .as_str()
+            .expect("an agent")
+            .to_string();
+        assert_eq!(data["App_Resource"]["agent_id"], json!(agent), "{data}");
+        assert_eq!(agent_load(&server, &agent, media).await, 1);
+
+        let released = api.delete(&format!("/sim/interactions/{ixn}")).await;
+        assert_eq!(released.status, 204, "{}", released.body);
+        assert_eq!(agent_load(&server, &agent, media).await, 0);
+        assert_eq!(
+            api.get(&format!("/sim/interactions/{ixn}")).await.status,
+            404
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arrival_route_refuses_what_it_cannot_do() {
+    let server = spawn_server(config()).await;
+    let api = server.api();
+    let cases = [
+        (json!({"queue": "RP_Nowhere"}), 404, "unknown_queue"),
+        (
+            json!({"queue": "RP_Sales", "media": "chat"}),
+            400,
+            "bad_interaction",
+        ),
+        (
+            json!({"queue": "RP_Sales", "media": "fax"}),
+            400,
+            "bad_interaction",
+        ),
+        (
+            json!({"queue": "RP_Sales", "udata": [1]}),
+            400,
+            "bad_interaction",
+        ),
+        (
+            json!({"queue": "RP_Sales", "colour": "red"}),
+            400,
+            "bad_interaction",
+        ),
+        (
+            json!({"queue": "RP_Sales", "from": "9".repeat(300)}),
+            400,
+            "bad_interaction",
+        ),
+        (
+            json!({"queue": "RP_Sales", "udata": {"big": "x".repeat(20_000)}}),
+            400,
+            "bad_interaction",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let reply = api.json("/sim/interactions", &body).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+        assert_eq!(reply.body["error"], code, "{body}: {}", reply.body);
+    }
+    let not_json = api
+        .call(
+            axum::http::Method::POST,
+            "/sim/interactions",
+            Some("application/json"),
+            "{not json".into(),
+        )
+        .await;
+    assert_eq!(not_json.status, 400, "{}", not_json.body);
+    assert_eq!(api.delete("/sim/interactions/nope").await.status, 404);
+    let customer = server.customer();
+    let refused = customer
+        .json("/sim/interactions", &json!({"queue": "RP_Sales"}))
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert_eq!(customer.get("/sim/interactions").await.status, 401);
+    let listed = api.get("/sim/interactions").await;
+    assert_eq!(listed.body, json!([]), "nothing arrived: {}", listed.body);
+    server.stop().await;
+}
