@@ -489,3 +489,27 @@ impl CustomActionClaims for NoCustomActions {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ors_module;
+
+    #[test]
+    fn ors_module_namespaces_are_recognised_in_both_spellings() {
+        for ns in [
+            "www.genesyslab.com/modules/dialog",
+            "http://www.genesyslab.com/modules/dialog",
+            "https://www.genesyslab.com/modules/dialog/",
+        ] {
+            assert_eq!(ors_module(ns), Some("dialog"), "{ns}");
+        }
+        for ns in [
+            "http://www.w3.org/2005/07/scxml",
+            "http://www.genesyslab.com/modules/",
+            "http://www.genesyslab.com/modules/a/b",
+            "http://example.com/modules/dialog",
+        ] {
+            assert_eq!(ors_module(ns), None, "{ns}");
+        }
+    }
+}

@@ -408,3 +408,30 @@ pub fn references_of(text: &str, uri: &str) -> Vec<super::Reference> {
     out.retain(|r| seen.insert((r.kind, r.uri.clone())));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_macro_takes_the_prefix_or_disappears() {
+        let text = "a=\"$$_MY_PREFIX_$$.x\" b=\"'$$_MY_PREFIX_$$'\"";
+        assert_eq!(substitute_prefix(text, Some("W")), "a=\"W.x\" b=\"'W'\"");
+        assert_eq!(substitute_prefix(text, None), "a=\"x\" b=\"''\"");
+        assert_eq!(substitute_prefix(text, Some("")), "a=\"x\" b=\"''\"");
+        assert!(matches!(
+            substitute_prefix("plain", Some("W")),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn pointers_name_one_element() {
+        assert_eq!(pointer_id("entry"), Some("entry"));
+        assert_eq!(pointer_id(" element(entry) "), Some("entry"));
+        assert_eq!(pointer_id("xpointer(id('entry'))"), Some("entry"));
+        for refused in ["", "/1/2", "element(/1/2)", "xpointer(//state)", "a b"] {
+            assert_eq!(pointer_id(refused), None, "{refused}");
+        }
+    }
+}
