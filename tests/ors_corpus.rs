@@ -102,7 +102,7 @@ fn every_queue_and_interaction_action_answers() {
     assert_eq!(lines.last().expect("a step")["final"], json!("Done"));
     assert!(
         stderr.contains(
-            "seen: requestid, query, cancel, submit cancelled, query after cancel: unknown, \
+            "seen: requestid, query, subroutine query, cancel, submit cancelled, query after cancel: unknown, \
              accept, detach, attach, associate refused, associate, deleted, terminate"
         ),
         "{stderr}"
