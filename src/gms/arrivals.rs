@@ -10,7 +10,7 @@
 //!   `interaction.added` then `interaction.present`. `media` defaults to the
 //!   queue's and must match it. 400 `bad_interaction` for a malformed body,
 //!   404 `unknown_queue`, 502 `strategy_failed` when the strategy cannot
-//!   start.
+//!   start, 503 `too_many_interactions` beyond [`MAX_INTERACTIONS`].
 //! - `GET /sim/interactions`: every interaction the server knows, oldest
 //!   first; `GET /sim/interactions/{id}`: one (404 `interaction_not_found`).
 //! - `DELETE /sim/interactions/{id}[?reason=…]`: the interaction ends (the
@@ -86,7 +86,22 @@ fn view(ixn: &Interaction) -> Value {
     })
 }
 
+/// Most interactions the server keeps at once; beyond it an arrival is
+/// refused (503 `too_many_interactions`) until some end, so a driver that
+/// never ends its calls cannot grow the table without bound.
+pub const MAX_INTERACTIONS: usize = 10_000;
+
 async fn arrive(State(gms): State<Arc<Gms>>, body: Bytes) -> Result<Response, ApiError> {
+    if gms.interactions.len() >= MAX_INTERACTIONS {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_interactions",
+            format!(
+                "{MAX_INTERACTIONS} interactions are in progress; end some \
+                 (DELETE /sim/interactions/{{id}}) first"
+            ),
+        ));
+    }
     let request: NewInteraction =
         serde_json::from_slice(&body).map_err(|e| bad(format!("not an interaction: {e}")))?;
     let limits = &gms.settings.gms.limits;
