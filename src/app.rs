@@ -12,9 +12,9 @@ use crate::modules::Platform;
 use crate::server::config::{ConfigError, check_top_level, fields, parse_sections, read_file};
 use crate::server::{Extension, RunningServer, Server};
 
-/// Everything `ors serve` can be told: the core's settings and the
-/// contact-centre extension's sections (`[gms]`, `[interaction_queues]`,
-/// `[backends]`). Derefs to the core's settings, so `config.limits` and
+/// Everything `ors serve` can be told: the core's settings, the platform
+/// modules' `[platform]` and the contact-centre extension's sections
+/// (`[gms]`, `[interaction_queues]`, `[backends]`). Derefs to the core's settings, so `config.limits` and
 /// `config.store` read as before.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -22,6 +22,8 @@ pub struct Config {
     pub server: crate::server::Config,
     /// The contact-centre extension's sections.
     pub contact_centre: crate::gms::Settings,
+    /// The platform modules' section (`[platform]`).
+    pub platform: crate::modules::settings::Settings,
 }
 
 impl std::ops::Deref for Config {
@@ -52,26 +54,29 @@ impl Config {
             &[
                 fields::<crate::server::Config>(),
                 fields::<crate::gms::Settings>(),
+                fields::<crate::modules::settings::Settings>(),
             ],
         )?;
         let config = Config {
             server: parse_sections(text, name)?,
             contact_centre: parse_sections(text, name)?,
+            platform: parse_sections(text, name)?,
         };
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks what serde cannot, for the core and the extension.
+    /// Checks what serde cannot, for the core and the extensions.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.platform.validate()?;
         self.contact_centre.validate()
     }
 
     /// The extensions this configuration runs.
     pub fn extensions(&self) -> Vec<Arc<dyn Extension>> {
         vec![
-            Arc::new(Platform),
+            Arc::new(Platform::new(self.platform.platform.clone())),
             Arc::new(ContactCentre::new(self.contact_centre.clone())),
         ]
     }

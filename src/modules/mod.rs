@@ -11,7 +11,14 @@
 //! (`www.genesyslab.com/modules/session`) and as Composer writes them
 //! (`http://www.genesyslab.com/modules/session`).
 
+pub mod classification;
+pub mod dialog;
+pub mod enums;
 pub mod session;
+pub mod settings;
+pub mod statistic;
+pub mod ws;
+pub mod zones;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,12 +32,43 @@ use crate::interpreter::{
 use crate::model::CustomAction;
 use crate::server::{Extension, ExtensionError, Plugged, ServerHandles, Sessions};
 
-/// The ORS platform modules (`session` so far) as an extension.
-pub struct Platform;
+/// The ORS platform modules as an extension: `session`, `dialog`,
+/// `classification`, `ws` and `statistic` actions, and the prelude pieces
+/// that define their `_genesys` members, over the simulators
+/// `[platform]` configures.
+#[derive(Default)]
+pub struct Platform {
+    settings: settings::PlatformSettings,
+}
+
+impl Platform {
+    /// The platform modules with these `[platform]` settings.
+    pub fn new(settings: settings::PlatformSettings) -> Platform {
+        Platform { settings }
+    }
+
+    /// The prelude pieces, in order: the routing enumerations, the
+    /// `_genesys.session` helpers (zone table made from `now` on), the
+    /// statistic functions, and the modules' (so far empty) roots.
+    pub fn prelude_at(&self, now: jiff::Timestamp) -> Vec<String> {
+        vec![
+            enums::prelude(),
+            session::helpers::prelude(&self.settings, now),
+            statistic::prelude(&self.settings.statistics),
+            "(function (G) { G.dialog = G.dialog || {}; G.ws = G.ws || {}; \
+             G.classification = G.classification || {}; })(globalThis._genesys)"
+                .to_string(),
+        ]
+    }
+}
 
 impl Extension for Platform {
     fn name(&self) -> &'static str {
         "ors-modules"
+    }
+
+    fn prelude(&self) -> Vec<String> {
+        self.prelude_at(jiff::Timestamp::now())
     }
 
     fn start(
@@ -61,7 +99,72 @@ impl Extension for Platform {
             actions,
             "session",
             "response",
-            Arc::new(session::response::Response(s)),
+            Arc::new(session::response::Response(s.clone())),
+        );
+        let d = Arc::new(dialog::Dialog::new(s.clone(), self.settings.dialog.clone()));
+        register(
+            actions,
+            "dialog",
+            "play",
+            Arc::new(dialog::play::Play(d.clone())),
+        );
+        register(
+            actions,
+            "dialog",
+            "collect",
+            Arc::new(dialog::collect::Collect(d.clone())),
+        );
+        register(
+            actions,
+            "dialog",
+            "playandcollect",
+            Arc::new(dialog::playandcollect::PlayAndCollect(d.clone())),
+        );
+        register(
+            actions,
+            "dialog",
+            "playsound",
+            Arc::new(dialog::playsound::PlaySound(d.clone())),
+        );
+        register(
+            actions,
+            "dialog",
+            "start",
+            Arc::new(dialog::start::Start(d.clone())),
+        );
+        register(
+            actions,
+            "dialog",
+            "runtreatments",
+            Arc::new(dialog::runtreatments::RunTreatments(d.clone())),
+        );
+        register(actions, "dialog", "stop", Arc::new(dialog::stop::Stop(d)));
+        register(
+            actions,
+            "classification",
+            "classify",
+            Arc::new(classification::classify::Classify(
+                s.clone(),
+                Arc::new(self.settings.classification.clone()),
+            )),
+        );
+        register(
+            actions,
+            "ws",
+            "invoke",
+            Arc::new(ws::invoke::Invoke(
+                s.clone(),
+                Arc::new(self.settings.ws.clone()),
+            )),
+        );
+        register(
+            actions,
+            "statistic",
+            "subscribe",
+            Arc::new(statistic::subscribe::Subscribe(
+                s,
+                Arc::new(self.settings.statistics.clone()),
+            )),
         );
         Ok(Plugged::default())
     }
@@ -391,6 +494,143 @@ fn child_element(e: &quick_xml::events::BytesStart<'_>) -> ChildElement {
                 (a.key.local_name().as_ref().to_string(), value)
             })
             .collect(),
+    }
+}
+
+/// An element of a custom action's XML with its subtree (local names,
+/// unescaped attributes), for actions whose children carry their own
+/// children (`<dialog:play>` > `<dialog:prompts>` > `<dialog:prompt>`).
+#[derive(Debug, Clone, Default)]
+pub struct XmlElement {
+    /// Local name.
+    pub name: String,
+    /// Attributes by local name, in document order.
+    pub attributes: Vec<(String, String)>,
+    /// Child elements in document order.
+    pub children: Vec<XmlElement>,
+}
+
+impl XmlElement {
+    /// An attribute's raw text.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every element below this one, in document order.
+    pub fn descendants(&self) -> Vec<&XmlElement> {
+        let mut out = Vec::new();
+        let mut stack: Vec<&XmlElement> = self.children.iter().rev().collect();
+        while let Some(e) = stack.pop() {
+            out.push(e);
+            stack.extend(e.children.iter().rev());
+        }
+        out
+    }
+}
+
+/// The root element of `xml` with its subtree; `None` when `xml` holds no
+/// element.
+pub fn element_tree(xml: &str) -> Option<XmlElement> {
+    use quick_xml::events::Event as X;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut stack: Vec<XmlElement> = Vec::new();
+    let mut root = None;
+    let element = |e: &quick_xml::events::BytesStart<'_>| {
+        let c = child_element(e);
+        XmlElement {
+            name: c.name,
+            attributes: c.attributes,
+            children: Vec::new(),
+        }
+    };
+    loop {
+        let done = match reader.read_event() {
+            Ok(X::Start(e)) => {
+                stack.push(element(&e));
+                None
+            }
+            Ok(X::Empty(e)) => Some(element(&e)),
+            Ok(X::End(_)) => stack.pop(),
+            Ok(X::Eof) | Err(_) => break,
+            Ok(_) => None,
+        };
+        if let Some(e) = done {
+            match stack.last_mut() {
+                Some(parent) => parent.children.push(e),
+                None => {
+                    root = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    root
+}
+
+/// Evaluates an attribute's text as an ECMAScript expression; a failure is
+/// the ORS `invalidattribute` error naming `element:attribute` and the text.
+pub fn eval_checked(
+    scope: &mut ActionScope<'_>,
+    element: &str,
+    attribute: &str,
+    source: Option<&str>,
+) -> Result<Option<Value>, Failure> {
+    let Some(src) = source else { return Ok(None) };
+    scope.datamodel.eval_text(src).map_err(|e| {
+        Failure::new(
+            "invalidattribute",
+            format!(
+                "the attribute {element}:{attribute} has an invalid value ({src}): {}",
+                e.message
+            ),
+        )
+    })
+}
+
+/// The `invalidattribute` failure for a value of the wrong kind.
+pub fn invalid_attribute(element: &str, attribute: &str, value: &Value, wanted: &str) -> Failure {
+    Failure::new(
+        "invalidattribute",
+        format!("the attribute {element}:{attribute} has an invalid value ({value}): {wanted}"),
+    )
+}
+
+/// Runs an asynchronous action `name` whose attributes are checked first:
+/// assigns the request id (stored at the `requestid` location), then runs
+/// `parse`. When it succeeds, answers (see [`answer`]) with the future
+/// `work` makes from the request id and what `parse` gave, with the data
+/// map `parse` returned in both outcomes; when it fails, answers
+/// `error.<name>` with that failure (typically `invalidattribute`). Only a
+/// `requestid` location that cannot be assigned is an `error.execution`.
+pub fn checked_request<T, Fut>(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    sessions: &Sessions,
+    name: &'static str,
+    parse: impl FnOnce(&mut ActionScope<'_>) -> Result<(Map<String, Value>, T), Failure>,
+    work: impl FnOnce(String, T) -> Fut,
+) -> Result<(), ActionError>
+where
+    Fut: Future<Output = Result<Map<String, Value>, Failure>> + 'static,
+{
+    let requestid = assign_request_id(scope, action, sessions)?;
+    match parse(scope) {
+        Ok((data, parsed)) => {
+            let work = work(requestid.clone(), parsed);
+            answer(scope, action, sessions, name, requestid, data, work)
+        }
+        Err(failure) => answer(
+            scope,
+            action,
+            sessions,
+            name,
+            requestid,
+            Map::new(),
+            async move { Err(failure) },
+        ),
     }
 }
 

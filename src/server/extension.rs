@@ -115,6 +115,21 @@ pub trait Extension: Send + Sync {
         Vec::new()
     }
 
+    /// ECMAScript pieces every session runs after the core prelude (which
+    /// defines `_genesys.session` and `_genesys.ixn`), in order, before its
+    /// data is initialised: each defines its module's `_genesys.<module>`
+    /// members. Each piece is one expression, typically an immediately
+    /// called function (`(function (G) { … })(globalThis._genesys)`),
+    /// since the prelude is evaluated as one comma expression. Asked once, when the server starts; extensions' pieces run
+    /// in the order the extensions are listed. They run again when a
+    /// hibernated session wakes, so they must only define things; a piece
+    /// that throws is an `error.execution` in the session, as the core
+    /// prelude is. A trait method rather than a field of [`Plugged`], so
+    /// that extensions that bring none need not change.
+    fn prelude(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Plugs in: registers its custom actions in `actions` and returns its
     /// routes, hook and background tasks. Called once, before the workers
     /// start.

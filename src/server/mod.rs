@@ -259,6 +259,12 @@ pub async fn build(
         .iter_mut()
         .filter_map(|p| p.session_hook.take())
         .collect();
+    let session_prelude = std::iter::once(prelude::prelude(&config.server_name))
+        .chain(extensions.iter().flat_map(|e| e.prelude()))
+        .collect::<Vec<_>>()
+        // The prelude is evaluated as one expression: pieces are joined
+        // by the comma operator.
+        .join(",\n");
     let worker_ctx = Arc::new(WorkerContext {
         config: config.clone(),
         sessions: sessions.clone(),
@@ -267,7 +273,7 @@ pub async fn build(
         store: store.clone(),
         commits,
         custom_actions,
-        prelude: prelude::prelude(&config.server_name).into(),
+        prelude: session_prelude.into(),
         basichttp_base: format!("http://{addr}/basichttp/"),
         runtime: tokio::runtime::Handle::current(),
         stored_documents: Mutex::new(HashMap::new()),
