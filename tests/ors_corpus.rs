@@ -69,6 +69,7 @@ fn the_routing_strategy_routes_calls_and_chats_to_an_agent() {
             "interaction.present",
             "application.start",
             "done.invoke.ChooseTarget1",
+            "dialog.playsound.done",
             "queue.submit.requestid",
             "queue.submit.done",
             "interaction.redirect.done",
@@ -80,6 +81,7 @@ fn the_routing_strategy_routes_calls_and_chats_to_an_agent() {
         for wanted in [
             added.as_str(),
             "ChooseTarget: ",
+            "workflow: treatment played",
             "workflow: agent selected: agent-",
             "workflow: redirected to agent-",
             "ipd: interaction left: routed",

@@ -4,7 +4,7 @@
 //! (`POST /sim/interactions`); the interaction-process page
 //! (`fixtures/ors/routing/RoutingIPD.scxml`) starts the workflow page it
 //! includes by `xi:include … resolveid`, which calls a subroutine for a
-//! skill target, `queue:submit`s to it and `ixn:redirect`s to the agent the
+//! skill target, plays a treatment, `queue:submit`s to it and `ixn:redirect`s to the agent the
 //! routing simulator picked; the interaction leaves the routing point and
 //! the session ends. The agent stays busy until the call ends
 //! (`DELETE /sim/interactions/{id}`). Then the admin routes' refusals.
@@ -31,7 +31,9 @@ fn config() -> Config {
         ors::server::config::ScriptObject {
             url: fixture("ors/routing", "RoutingIPD.scxml"),
             alternate_url: None,
-            params: Default::default(),
+            // A project variable supplied from outside wins over the
+            // page's default (Composer's `typeof _data.X == "undefined"`).
+            params: serde_json::Map::from_iter([("App_TreatmentSecs".to_string(), json!(0.05))]),
             dialect: None,
         },
     );
@@ -106,6 +108,11 @@ async fn calls_and_chats_arrive_run_the_strategy_and_reach_an_agent() {
             data["App_Target"],
             json!("?:English>=5@StatServer.GA"),
             "the subroutine's target: {data}"
+        );
+        assert_eq!(data["App_TreatmentSecs"], json!(0.05), "{data}");
+        assert!(
+            data["App_TreatmentRequest"].is_string(),
+            "the treatment was requested: {data}"
         );
         assert!(
             data["system"]["LastError"].is_null(),
