@@ -151,3 +151,53 @@ fn a_strategy_that_cannot_load_is_reported() {
         "{stderr}"
     );
 }
+
+/// The dialog, classification, web-service and statistic fixtures and the
+/// `_genesys` object model, traced on the platform with the `[platform]`
+/// simulator rules they are written against: every answer arrives as the
+/// ORS event it should, and each document reaches its final state.
+#[test]
+fn the_module_fixtures_run_on_the_platform() {
+    let config = fixture("modules/platform.toml");
+    let cases: [(&str, &[&str]); 3] = [
+        (
+            "modules/dialog.scxml",
+            &[
+                "dialog.play.done",
+                "dialog.playsound.done",
+                "dialog.collect.done",
+                "dialog.playandcollect.done",
+                "dialog.start.requestid",
+                "dialog.start.done",
+                "dialog.runtreatments.done",
+                "error.dialog.playsound",
+                "dialog.stop.done",
+            ],
+        ),
+        (
+            "modules/services.scxml",
+            &[
+                "classification.classify.done",
+                "ws.invoke.done",
+                "error.ws.invoke",
+                "statistic.subscribe.done",
+                "error.statistic.subscribe",
+            ],
+        ),
+        ("modules/object_model.scxml", &[]),
+    ];
+    for (name, wanted) in cases {
+        let (lines, stderr, events) = steps(&run(&fixture(name), &["--config", &config]));
+        assert_eq!(
+            lines.last().expect("a step")["final"],
+            json!("done"),
+            "{name}: {stderr}"
+        );
+        for event in wanted {
+            assert!(
+                events.iter().any(|e| e == event),
+                "{name}: no {event} in {events:?}"
+            );
+        }
+    }
+}

@@ -12,86 +12,9 @@ use common::{eventually, in_process};
 use ors::app::Config;
 use serde_json::{Value, json};
 
-const PLATFORM: &str = r#"
-[store]
-url = "none"
-
-[platform]
-time_zone = "UTC"
-
-[platform.time_zones]
-HQ = "Europe/Berlin"
-
-[platform.dialog]
-default_duration_ms = 5
-digits = "4219#7"
-
-[platform.dialog.durations]
-collect = 20
-playandcollect = 20
-
-[platform.dialog.prompt_digits]
-"7777" = "55"
-
-[platform.dialog.interaction_digits]
-"ixn-1" = "98#1"
-
-[[platform.classification.rules]]
-category = "Billing"
-keywords = ["invoice", "bill"]
-relevancy = 70
-
-[[platform.classification.rules]]
-category = "Support"
-id = "cat-support"
-keywords = ["broken"]
-relevancy = 90
-root = "Service"
-
-[[platform.classification.rules]]
-category = "Sales"
-keywords = ["wrong"]
-root = "Commerce"
-
-[[platform.ws.rules]]
-method = "GET"
-url = "http://crm.example/customers/*"
-content = { name = "Bob Markel", tier = "gold" }
-
-[[platform.ws.rules]]
-url = "http://crm.example/orders"
-error = "remote"
-message = "orders service down"
-
-[[platform.ws.rules]]
-url = "http://slow.example/*"
-delay_ms = 60000
-
-[platform.statistics]
-default = -1
-
-[platform.statistics.values."Billing@StatServer.GA"]
-StatAgentsAvailable = 3
-
-[platform.statistics.values."Sales@StatServer.GA"]
-StatAgentsAvailable = 7
-
-[platform.lists.LG_ROUTING_TABLE."5551000"]
-destination-dn = "7001"
-prefix = "9"
-
-[platform.lists.Flags]
-open = true
-
-[[platform.special_days]]
-table = "Calendar"
-day = "Always"
-
-[[platform.special_days]]
-table = "Calendar"
-day = "Never"
-dates = ["2001-01-01"]
-"#;
+/// The `[platform]` rules the fixtures run against (the same file
+/// `ors run --platform sim --config` takes in `tests/ors_corpus.rs`).
+const PLATFORM: &str = include_str!("../fixtures/ors/modules/platform.toml");
 
 fn config() -> Config {
     let mut config =
