@@ -37,11 +37,24 @@ fn config() -> Config {
             dialect: None,
         },
     );
-    for (name, media) in [("RP_Sales", "voice"), ("IQ_Chat", "chat")] {
+    for (name, media, application) in [
+        ("RP_Sales", "voice", "script:RoutingIPD".to_string()),
+        ("IQ_Chat", "chat", "script:RoutingIPD".to_string()),
+        (
+            "RP_End",
+            "voice",
+            fixture("ors/platform", "ends_at_once.scxml"),
+        ),
+        (
+            "RP_GiveUp",
+            "voice",
+            fixture("ors/platform", "submit_then_end.scxml"),
+        ),
+    ] {
         config.contact_centre.queues.insert(
             name.into(),
             ors::gms::settings::RoutingPoint {
-                application: "script:RoutingIPD".into(),
+                application,
                 media: media.into(),
             },
         );
@@ -192,6 +205,29 @@ async fn the_arrival_route_refuses_what_it_cannot_do() {
         )
         .await;
     assert_eq!(not_json.status, 400, "{}", not_json.body);
+    let plain = api
+        .call(
+            axum::http::Method::POST,
+            "/sim/interactions",
+            Some("text/plain"),
+            r#"{"queue":"RP_Sales"}"#.into(),
+        )
+        .await;
+    assert_eq!(plain.status, 415, "{}", plain.body);
+    let array = api.json("/sim/interactions", &json!(["RP_Sales"])).await;
+    assert_eq!(array.status, 400, "{}", array.body);
+    let mut deep = json!("bottom");
+    for _ in 0..40 {
+        deep = json!({ "a": deep });
+    }
+    let too_deep = api
+        .json(
+            "/sim/interactions",
+            &json!({"queue": "RP_Sales", "udata": deep}),
+        )
+        .await;
+    assert_eq!(too_deep.status, 400, "{}", too_deep.body);
+    assert_eq!(too_deep.body["error"], "json_too_deep");
     assert_eq!(api.delete("/sim/interactions/nope").await.status, 404);
     let customer = server.customer();
     let refused = customer
@@ -201,5 +237,96 @@ async fn the_arrival_route_refuses_what_it_cannot_do() {
     assert_eq!(customer.get("/sim/interactions").await.status, 401);
     let listed = api.get("/sim/interactions").await;
     assert_eq!(listed.body, json!([]), "nothing arrived: {}", listed.body);
+    server.stop().await;
+}
+
+/// A strategy that ends leaves nothing behind: an interaction it never
+/// got to is ended at once, and a `queue:submit` still waiting when its
+/// session ends is cancelled, so it cannot take the agent a live call
+/// frees later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_strategy_lets_go_of_its_interactions_and_requests() {
+    let server = spawn_server(config()).await;
+    let api = server.api();
+
+    let gone = api
+        .json("/sim/interactions", &json!({"queue": "RP_End"}))
+        .await;
+    assert_eq!(gone.status, 201, "{}", gone.body);
+    let gone_id = gone.body["interactionid"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    eventually(
+        "the orphaned interaction was not ended",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let api = api.clone();
+            let path = format!("/sim/interactions/{gone_id}");
+            async move {
+                match api.get(&path).await.status {
+                    404 => Ok(()),
+                    other => Err(format!("still there ({other})")),
+                }
+            }
+        },
+    )
+    .await;
+
+    // A call reaches agent-1 and keeps them busy.
+    let first = api
+        .json("/sim/interactions", &json!({"queue": "RP_Sales"}))
+        .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let first_id = first.body["interactionid"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    ended(
+        &server,
+        first.body["sessionid"].as_str().expect("a session"),
+    )
+    .await;
+    let routed = api.get(&format!("/sim/interactions/{first_id}")).await;
+    assert_eq!(routed.body["agentid"], "agent-1", "{}", routed.body);
+
+    // A second strategy asks for agent-1, waits, and gives up.
+    let second = api
+        .json("/sim/interactions", &json!({"queue": "RP_GiveUp"}))
+        .await;
+    assert_eq!(second.status, 201, "{}", second.body);
+    let second_id = second.body["interactionid"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let view = ended(
+        &server,
+        second.body["sessionid"].as_str().expect("a session"),
+    )
+    .await;
+    assert_eq!(view["status"], "completed", "{view}");
+    eventually(
+        "the abandoned interaction was not ended",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let api = api.clone();
+            let path = format!("/sim/interactions/{second_id}");
+            async move {
+                match api.get(&path).await.status {
+                    404 => Ok(()),
+                    other => Err(format!("still there ({other})")),
+                }
+            }
+        },
+    )
+    .await;
+
+    // Agent-1 is freed: the abandoned request must not take them.
+    let released = api.delete(&format!("/sim/interactions/{first_id}")).await;
+    assert_eq!(released.status, 204, "{}", released.body);
+    assert_eq!(agent_load(&server, "agent-1", "voice").await, 0);
+    assert_eq!(api.get("/sim/interactions").await.body, json!([]));
     server.stop().await;
 }

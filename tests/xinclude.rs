@@ -310,3 +310,68 @@ fn a_page_read_on_its_own_is_its_own_top_level() {
     assert!(format!("{:?}", t.events[0]).contains("done.state.entry"));
     assert_eq!(doc.state(t.targets[0]).name.as_ref(), "boot");
 }
+
+#[tokio::test]
+async fn a_fan_of_self_includes_is_refused_without_reparsing_the_page() {
+    // One page whose states each include the next state of the same page
+    // twice under new prefixes, padded with a large comment: without a
+    // parse cache and a byte budget this took tens of seconds and gigabytes.
+    let dir = scratch_dir("xinclude-fan");
+    let mut text = format!("{HEAD} initial=\"s0\">\n<!-- {} -->\n", "y".repeat(20_000));
+    for i in 0..16 {
+        text.push_str(&format!("<state id=\"s{i}\">\n"));
+        if i < 15 {
+            for k in 0..2 {
+                text.push_str(&format!(
+                    "<xi:include href=\"fan.scxml\" parse=\"xml\" xpointer=\"s{}\" resolveid=\"$$_MY_PREFIX_$$.k{k}\"/>\n",
+                    i + 1
+                ));
+            }
+        }
+        text.push_str("</state>\n");
+    }
+    text.push_str("</scxml>\n");
+    let fan = write(&dir, "fan.scxml", &text);
+    let err = load(&fan).await.expect_err("refused");
+    assert!(err.contains("more than"), "{err}");
+}
+
+#[tokio::test]
+async fn a_resolveid_must_be_an_id_prefix() {
+    let dir = scratch_dir("xinclude-resolveid");
+    write(
+        &dir,
+        "Flow.scxml",
+        &format!(r#"{HEAD}><state id="entry"/></scxml>"#),
+    );
+    let main = write(
+        &dir,
+        "Main.scxml",
+        &format!(
+            "{HEAD}>\n  <state id=\"W\">\n    <xi:include href=\"Flow.scxml\" parse=\"xml\" xpointer=\"entry\" resolveid=\"a&quot;/&gt;&lt;b\"/>\n  </state>\n</scxml>"
+        ),
+    );
+    let err = load(&main).await.expect_err("refused");
+    assert!(
+        err.contains("Main.scxml:3:5") && err.contains("is not a state id prefix"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_w3c_document_keeps_the_macro_as_written() {
+    let doc = ors::parser::parse_document(
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript">
+  <state id="s"><onentry><log expr="'cost: $$_MY_PREFIX_$$.5'"/></onentry></state>
+</scxml>"#,
+        None,
+        &LoadOptions::default(),
+    )
+    .expect("loads");
+    assert!(
+        doc.exprs
+            .iter()
+            .any(|e| e.source.contains("$$_MY_PREFIX_$$.5")),
+        "the literal survives"
+    );
+}

@@ -274,19 +274,33 @@ async fn run_async(file: &Path, options: &PlatformOptions) -> i32 {
         }
     };
     let sessions = running.started.handles.sessions.clone();
-    let started = match &options.interaction {
-        Some(_) => arrive(&running, options).await,
-        None => {
-            let root = sessions.new_session_id();
-            sessions
-                .start_with_id(root.clone(), &src, serde_json::Map::new(), None)
-                .await
-                .map(|_| root)
-                .map_err(|e| e.message)
+    let starting = async {
+        match &options.interaction {
+            Some(_) => arrive(&running, options).await,
+            None => {
+                let root = sessions.new_session_id();
+                sessions
+                    .start_with_id(root.clone(), &src, serde_json::Map::new(), None)
+                    .await
+                    .map(|_| root)
+                    .map_err(|e| e.message)
+            }
         }
+    };
+    // The timeout covers the start too (its first macrostep may be long).
+    let started = match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), starting)
+            .await
+            .unwrap_or_else(|_| Err(String::new())),
+        None => starting.await,
     };
     let root = match started {
         Ok(root) => root,
+        Err(e) if e.is_empty() => {
+            eprintln!("ors: timed out");
+            running.stop().await;
+            return EXIT_TIMEOUT;
+        }
         Err(e) => {
             eprintln!("{e}");
             running.stop().await;
@@ -311,6 +325,12 @@ async fn run_async(file: &Path, options: &PlatformOptions) -> i32 {
             }
         };
         tokio::select! {
+            // A deadline that has passed wins over steps still queued.
+            biased;
+            _ = stop => {
+                eprintln!("ors: timed out");
+                break EXIT_TIMEOUT;
+            }
             step = running.steps.recv() => match step {
                 Some(step) if step.session == root => {
                     println!("{}", step.line);
@@ -333,10 +353,6 @@ async fn run_async(file: &Path, options: &PlatformOptions) -> i32 {
                 },
                 None => input_open = false,
             },
-            _ = stop => {
-                eprintln!("ors: timed out");
-                break EXIT_TIMEOUT;
-            }
         }
     };
     running.stop().await;

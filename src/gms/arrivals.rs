@@ -10,7 +10,9 @@
 //!   `interaction.added` then `interaction.present`. `media` defaults to the
 //!   queue's and must match it. 400 `bad_interaction` for a malformed body,
 //!   404 `unknown_queue`, 502 `strategy_failed` when the strategy cannot
-//!   start, 503 `too_many_interactions` beyond [`MAX_INTERACTIONS`].
+//!   start, 503 `too_many_interactions` beyond [`MAX_INTERACTIONS`], 415
+//!   for a body that is not JSON, 400 `json_too_deep` past the API's
+//!   nesting limit.
 //! - `GET /sim/interactions`: every interaction the server knows, oldest
 //!   first; `GET /sim/interactions/{id}`: one (404 `interaction_not_found`).
 //! - `DELETE /sim/interactions/{id}[?reason=…]`: the interaction ends (the
@@ -91,7 +93,24 @@ fn view(ixn: &Interaction) -> Value {
 /// never ends its calls cannot grow the table without bound.
 pub const MAX_INTERACTIONS: usize = 10_000;
 
-async fn arrive(State(gms): State<Arc<Gms>>, body: Bytes) -> Result<Response, ApiError> {
+async fn arrive(
+    State(gms): State<Arc<Gms>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mime = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if mime != "application/json" && mime != "text/json" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "an arriving interaction is a JSON object (Content-Type: application/json)",
+        ));
+    }
     if gms.interactions.len() >= MAX_INTERACTIONS {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -102,8 +121,23 @@ async fn arrive(State(gms): State<Arc<Gms>>, body: Bytes) -> Result<Response, Ap
             ),
         ));
     }
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if crate::server::params::json_depth(&value) > crate::server::params::MAX_JSON_DEPTH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "json_too_deep",
+            format!(
+                "the JSON body nests deeper than {} levels",
+                crate::server::params::MAX_JSON_DEPTH
+            ),
+        ));
+    }
+    if !value.is_object() {
+        return Err(bad("an arriving interaction is a JSON object"));
+    }
     let request: NewInteraction =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("not an interaction: {e}")))?;
+        serde_json::from_value(value).map_err(|e| bad(format!("not an interaction: {e}")))?;
     let limits = &gms.settings.gms.limits;
     for (field, value) in [
         ("from", &request.from),

@@ -196,6 +196,27 @@ impl Interactions {
         ixn
     }
 
+    /// Copies of the interactions `session` controls.
+    pub fn owned_by(&self, session: &str) -> Vec<Interaction> {
+        self.map
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|i| i.owner.as_deref() == Some(session))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `session` controls any interaction.
+    pub fn any_owned_by(&self, session: &str) -> bool {
+        self.map
+            .lock()
+            .map(|m| m.values().any(|i| i.owner.as_deref() == Some(session)))
+            .unwrap_or(false)
+    }
+
     /// Copies of every interaction, oldest first.
     pub fn list(&self) -> Vec<Interaction> {
         let mut all: Vec<Interaction> = self
@@ -378,6 +399,11 @@ pub async fn start_strategy(
     match ctx.sessions.start(application, data, None).await {
         Ok(view) => {
             present(ctx, &ixn.id, &view.sessionid, "arrival").map_err(|e| e.message)?;
+            if view.status != "running" && !ixn.hosted {
+                // The strategy ended in its first macrostep, before the
+                // interaction reached it: nothing controls it any more.
+                ended(ctx, &ixn.id, "strategy_ended").await;
+            }
             Ok(view.sessionid)
         }
         Err(e) => {
@@ -498,6 +524,25 @@ pub fn leave_after_routing(ctx: &Gms, id: &str) {
     }
 }
 
+/// A session ended: its waiting `queue:submit`s are cancelled (so they
+/// cannot take an agent for a strategy that is gone), and the interactions
+/// it still controlled are let go: a hosted chat stays in its chat with no
+/// controlling session, any other interaction ends (`resultof`
+/// `strategy_ended`) and its agent, if one was reserved, is released.
+pub async fn session_ended(ctx: Arc<Gms>, session: String) {
+    for requestid in ctx.submits.of_session(&session) {
+        ctx.backends.routing.cancel(&requestid).await;
+        ctx.submits.finish(&requestid);
+    }
+    for ixn in ctx.interactions.owned_by(&session) {
+        if ixn.hosted {
+            let _ = ctx.interactions.set_owner(&ixn.id, None);
+        } else {
+            ended(&ctx, &ixn.id, "strategy_ended").await;
+        }
+    }
+}
+
 /// Moves a pending interaction change into `_genesys.ixn.interactions`
 /// (fixed text, so it is compiled once per context).
 const MIRROR_SCRIPT: &str = "(function (ixn) { var d = ixn.incoming; delete ixn.incoming; \
@@ -506,10 +551,19 @@ const MIRROR_SCRIPT: &str = "(function (ixn) { var d = ixn.incoming; delete ixn.
      if (ixn.firstixnid === undefined) { ixn.firstixnid = d.id; } } })(_genesys.ixn)";
 
 /// Mirrors `interaction.added`/`present`/`deleted` events into the
-/// session's `_genesys.ixn` object model before the session sees them.
-pub struct Mirror;
+/// session's `_genesys.ixn` object model before the session sees them, and
+/// lets go of what a session that ended held ([`session_ended`]).
+pub struct Mirror(pub Arc<Gms>);
 
 impl SessionHook for Mirror {
+    fn session_ended(&self, session_id: &str) {
+        let owns_something = self.0.interactions.any_owned_by(session_id)
+            || !self.0.submits.of_session(session_id).is_empty();
+        if owns_something && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(session_ended(self.0.clone(), session_id.to_string()));
+        }
+    }
+
     fn before_event(&self, dm: &mut dyn DataModel, event: &Event) {
         let deleted = &*event.name == "interaction.deleted";
         if !deleted && !matches!(&*event.name, "interaction.added" | "interaction.present") {

@@ -196,7 +196,7 @@ impl Extension for ContactCentre {
         modules::register(actions, &gms);
         Ok(Plugged {
             router: router(&gms),
-            session_hook: Some(Arc::new(interactions::Mirror)),
+            session_hook: Some(Arc::new(interactions::Mirror(gms.clone()))),
             tasks: vec![
                 Box::pin(purge_callbacks(gms.clone())),
                 Box::pin(interactions::follow_chats(gms.clone())),

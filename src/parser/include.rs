@@ -36,6 +36,11 @@ pub const MAX_DEPTH: usize = 16;
 /// twice, … would otherwise grow exponentially).
 pub const MAX_INCLUDED_ELEMENTS: usize = 200_000;
 
+/// How many bytes of included text one document's includes may parse in
+/// all. Each distinct (document, `resolveid`) is parsed once and reused;
+/// this bounds the work of many distinct prefixes of a large page.
+pub const MAX_INCLUDED_BYTES: usize = 32 * 1024 * 1024;
+
 /// Where an included element came from.
 #[derive(Debug)]
 pub struct Origin {
@@ -94,6 +99,15 @@ fn pointer_id(xpointer: &str) -> Option<&str> {
             .chars()
             .any(|c| c.is_whitespace() || c == '(' || c == ')');
     valid.then_some(id)
+}
+
+/// Whether a `resolveid` can prefix state ids: letters, digits, `_`, `-`
+/// and `.` (an XML name's characters: no markup, quotes or spaces).
+fn valid_prefix(p: &str) -> bool {
+    p.chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !p.starts_with('.')
+        && !p.ends_with('.')
 }
 
 /// The first element below (or at) `el` whose `id` is `id`.
@@ -172,9 +186,17 @@ struct Context<'s> {
     sources: &'s Sources,
     /// (uri, id) of the includes being expanded, outermost first.
     stack: Vec<(String, String)>,
+    /// Elements the includes may still bring in.
     budget: usize,
+    /// Bytes of included text that may still be parsed.
+    bytes: usize,
+    /// Included documents already parsed, by (uri, `resolveid`): the
+    /// substituted text and its tree.
+    parsed: ParsedIncludes,
     errors: Vec<Diagnostic>,
 }
+
+type ParsedIncludes = HashMap<(String, Option<String>), (Arc<str>, Arc<Element>)>;
 
 /// Where the element being expanded lives: its file, location and origin.
 struct Place<'p> {
@@ -219,6 +241,8 @@ pub fn expand(
         sources,
         stack: Vec::new(),
         budget: MAX_INCLUDED_ELEMENTS,
+        bytes: MAX_INCLUDED_BYTES,
+        parsed: HashMap::new(),
         errors: Vec::new(),
     };
     let mut out = root.clone();
@@ -336,16 +360,41 @@ fn include(inc: &Element, place: &Place<'_>, cx: &mut Context<'_>) -> Option<Vec
         .attr("resolveid")
         .map(str::trim)
         .filter(|p| !p.is_empty());
-    let substituted: Arc<str> = Arc::from(substitute_prefix(&text, resolveid).as_ref());
-    let tree = match xml::parse_tree(&substituted) {
-        Ok(t) => t,
-        Err(e) => {
-            cx.errors.push(Diagnostic {
-                file: uri.clone(),
-                pos: e.pos,
-                message: format!("{} (included from {at})", e.message),
-            });
-            return None;
+    if let Some(p) = resolveid
+        && !valid_prefix(p)
+    {
+        return fail(
+            cx,
+            format!("resolveid '{p}' is not a state id prefix (letters, digits, '_', '-' and '.')"),
+        );
+    }
+    let key = (uri.clone(), resolveid.map(str::to_string));
+    let (substituted, tree) = match cx.parsed.get(&key) {
+        Some((text, tree)) => (text.clone(), tree.clone()),
+        None => {
+            let substituted: Arc<str> = Arc::from(substitute_prefix(&text, resolveid).as_ref());
+            if substituted.len() > cx.bytes {
+                return fail(
+                    cx,
+                    format!(
+                        "includes would parse more than {MAX_INCLUDED_BYTES} bytes; refusing '{href}'"
+                    ),
+                );
+            }
+            cx.bytes -= substituted.len();
+            let tree = match xml::parse_tree(&substituted) {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    cx.errors.push(Diagnostic {
+                        file: uri.clone(),
+                        pos: e.pos,
+                        message: format!("{} (included from {at})", e.message),
+                    });
+                    return None;
+                }
+            };
+            cx.parsed.insert(key, (substituted.clone(), tree.clone()));
+            (substituted, tree)
         }
     };
     let Some(found) = find_by_id(&tree, id) else {

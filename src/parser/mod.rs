@@ -132,17 +132,27 @@ impl Parsed {
     /// (a path or URL) anchors relative `src` values.
     pub fn new(text: &str, file: String, location: Option<String>) -> Result<Parsed, LoadError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let parse = |text: &str| {
+            xml::parse_tree(text).map_err(|e| {
+                LoadError(vec![Diagnostic {
+                    file: file.clone(),
+                    pos: e.pos,
+                    message: e.message,
+                }])
+            })
+        };
+        let mut root = parse(text)?;
         // Read on its own, a document is its own top level for Composer's
-        // prefix macro (`include`).
-        let text = include::substitute_prefix(text, None);
-        let text = text.as_ref();
-        let root = xml::parse_tree(text).map_err(|e| {
-            LoadError(vec![Diagnostic {
-                file: file.clone(),
-                pos: e.pos,
-                message: e.message,
-            }])
-        })?;
+        // prefix macro (`include`); a document that names its `datamodel`
+        // is W3C SCXML and keeps its text as written.
+        let substituted = include::substitute_prefix(text, None);
+        if matches!(substituted, std::borrow::Cow::Owned(_)) && root.attr("datamodel").is_none() {
+            root = parse(&substituted)?;
+        }
+        let text = match &substituted {
+            std::borrow::Cow::Owned(t) if root.attr("datamodel").is_none() => t.as_str(),
+            _ => text,
+        };
         let mut references = Vec::new();
         collect_references(&root, location.as_deref(), &mut references);
         Ok(Parsed {

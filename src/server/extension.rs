@@ -96,6 +96,13 @@ pub trait SessionHook: Send + Sync {
     fn on_trace(&self, session_id: &str, line: &str) {
         let _ = (session_id, line);
     }
+
+    /// The session has ended (completed, terminated or failed): what an
+    /// extension keeps for it (requests, interactions it controls) can be
+    /// let go. Runs on the session's worker thread, inside its runtime.
+    fn session_ended(&self, session_id: &str) {
+        let _ = session_id;
+    }
 }
 
 /// A service that plugs into the server; see the module docs.

@@ -761,6 +761,9 @@ impl Worker {
             && m.status == Status::Running
         {
             m.status = status;
+            for hook in &self.ctx.hooks {
+                hook.session_ended(id);
+            }
             let now = Instant::now();
             m.ended = Some((now, wall_clock_ms()));
             self.awake.remove(id);

@@ -26,6 +26,8 @@ pub struct Outstanding {
     pub priority: i64,
     /// When it began, ms since the Unix epoch.
     pub since_ms: u64,
+    /// The session that made it.
+    pub session: String,
 }
 
 /// The submits still waiting, by request id.
@@ -47,6 +49,19 @@ impl Submits {
         if let Ok(mut m) = self.map.lock() {
             m.remove(requestid);
         }
+    }
+
+    /// The request ids of the submits `session` still has waiting.
+    pub fn of_session(&self, session: &str) -> Vec<String> {
+        self.map
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|o| o.session == session)
+                    .map(|o| o.requestid.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A waiting submit and its 1-based position in its virtual queue

@@ -16,7 +16,8 @@
 //! `targetcomponentselected` (the place), `waited` (ms) and `resource`
 //! (usable as the `to` of `<ixn:redirect>`); or `error.queue.submit`
 //! with `requestid`, `error` (`timeout`, `cancelled`, `invalidattribute`,
-//! `unknown`, `remote`, or a redirect error) and `message`. As in ORS a
+//! `unknown`, `remote`, `invalidstate.notcontrolled` for an interaction
+//! another session controls, or a redirect error) and `message`. As in ORS a
 //! `queue.submit.requestid` event (`requestid`, `interactionid`) comes
 //! first. `media` defaults to the interaction's. After routing an
 //! interaction the chat backend does not host (a call, an e-mail) the
@@ -117,6 +118,7 @@ impl CustomActionHandler for Submit {
             target: request.target.clone(),
             priority,
             since_ms: crate::host::wall_clock_ms(),
+            session: session.clone(),
         };
         let after_ctx = ctx.clone();
         let after_id = interaction_id.clone();
@@ -130,6 +132,17 @@ impl CustomActionHandler for Submit {
         let work = async move {
             // ORS names the request before it answers it.
             let _ = ctx.sessions.post_event(&session, announced);
+            // An interaction another session controls is not this one's
+            // to route (one the server does not know, such as a callback's
+            // own id, is allowed: the reservation is kept for it).
+            if let Some(ixn) = ctx.interactions.get(&interaction_id)
+                && ixn.owner.as_deref().is_some_and(|owner| owner != session)
+            {
+                return Err(Failure::new(
+                    "invalidstate.notcontrolled",
+                    format!("interaction '{interaction_id}' is controlled by another session"),
+                ));
+            }
             ctx.submits.begin(outstanding);
             let reservation = ctx
                 .backends
