@@ -256,7 +256,11 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 pub fn run_file(file: &Path, options: &PlatformOptions) -> i32 {
     let Some(runtime) = runtime() else { return 1 };
     let code = runtime.block_on(run_async(file, options));
-    runtime.shutdown_timeout(Duration::from_secs(2));
+    if code == EXIT_TIMEOUT {
+        runtime.shutdown_background();
+    } else {
+        runtime.shutdown_timeout(Duration::from_secs(2));
+    }
     code
 }
 
@@ -298,7 +302,7 @@ async fn run_async(file: &Path, options: &PlatformOptions) -> i32 {
         Ok(root) => root,
         Err(e) if e.is_empty() => {
             eprintln!("ors: timed out");
-            running.stop().await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), running.stop()).await;
             return EXIT_TIMEOUT;
         }
         Err(e) => {
@@ -355,7 +359,13 @@ async fn run_async(file: &Path, options: &PlatformOptions) -> i32 {
             },
         }
     };
-    running.stop().await;
+    if code == EXIT_TIMEOUT {
+        // A session still busy (a runaway cascade) would hold the workers'
+        // stop for seconds; a timed-out run does not wait for it.
+        let _ = tokio::time::timeout(Duration::from_millis(500), running.stop()).await;
+    } else {
+        running.stop().await;
+    }
     code
 }
 
