@@ -389,3 +389,39 @@ fn unsupported_module_actions_answer_with_their_error_event() {
         .expect("runs");
     assert!(String::from_utf8_lossy(&bare.stderr).contains("<fetch> of the ORS session module"));
 }
+
+/// A delay too long to represent saturates (it never fires) instead of
+/// wrapping around to "now"; an unparsable delay is `error.execution`.
+#[test]
+fn huge_delays_saturate_and_bad_ones_are_errors() {
+    let chart = write_temp(
+        "huge_delay.scxml",
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">
+  <state id="s">
+    <onentry>
+      <send event="late" delay="99999999999999999999s"/>
+      <send event="late" delayexpr="'18446744073709551615ms'"/>
+      <send event="soon" delay="50ms"/>
+    </onentry>
+    <transition event="late" target="wrong"/>
+    <transition event="soon" target="t"/>
+  </state>
+  <state id="t">
+    <onentry><send event="never" delayexpr="'NaNs'"/></onentry>
+    <transition event="error.execution" target="done"/>
+    <transition event="never" target="wrong"/>
+  </state>
+  <final id="done"/>
+  <final id="wrong"/>
+</scxml>"#,
+    );
+    let out = ors()
+        .args(["run", "--timeout", "10"])
+        .arg(&chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let (stdout, lines) = cli::json_lines(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(lines.last().expect("a line")["final"], json!("done"), "{stdout}");
+}

@@ -408,7 +408,8 @@ impl Session {
         if delay_ms > 0 {
             let seq = self.next_send;
             self.next_send += 1;
-            let due_ms = host.now_ms() + delay_ms;
+            // Saturating: a delay of 1e20 s is "never", not a wrapped "now".
+            let due_ms = host.now_ms().saturating_add(delay_ms);
             self.delayed.push(DelayedSend {
                 sendid,
                 due_ms,

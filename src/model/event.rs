@@ -99,8 +99,18 @@ pub fn parse_delay(text: &str) -> Option<u64> {
         return None;
     }
     let value: f64 = number.parse().ok()?;
-    Some((value * scale).round() as u64)
+    let ms = value * scale;
+    if !ms.is_finite() {
+        return None;
+    }
+    // Saturates at [`MAX_DELAY_MS`] (a due time must stay representable as
+    // a signed 64-bit millisecond timestamp in the store).
+    Some(ms.round().min(MAX_DELAY_MS as f64) as u64)
 }
+
+/// The longest delay a `<send>` can have: 100 years, in ms. Longer ones
+/// are taken as this (they never fire in practice).
+pub const MAX_DELAY_MS: u64 = 100 * 365 * 24 * 3_600_000;
 
 #[cfg(test)]
 mod tests {
@@ -115,5 +125,11 @@ mod tests {
         assert_eq!(parse_delay("0"), Some(0));
         assert_eq!(parse_delay("fast"), None);
         assert_eq!(parse_delay("-1s"), None);
+        assert_eq!(parse_delay("NaN"), None);
+        assert_eq!(parse_delay("99999999999999999999s"), Some(super::MAX_DELAY_MS));
+        assert_eq!(
+            parse_delay("18446744073709551615ms"),
+            Some(super::MAX_DELAY_MS)
+        );
     }
 }
