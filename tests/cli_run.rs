@@ -423,5 +423,62 @@ fn huge_delays_saturate_and_bad_ones_are_errors() {
         .expect("runs");
     let (stdout, lines) = cli::json_lines(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert_eq!(lines.last().expect("a line")["final"], json!("done"), "{stdout}");
+    assert_eq!(
+        lines.last().expect("a line")["final"],
+        json!("done"),
+        "{stdout}"
+    );
+}
+
+/// An empty `<finalize/>` copies the values a child returns into the
+/// variables the invoke names (`namelist`, `<param location>`); with no
+/// `<finalize>` they are left alone (SCXML 1.0 §6.5).
+#[test]
+fn an_empty_finalize_updates_the_named_variables() {
+    for (finalize, expected) in [("<finalize/>", "done"), ("", "unchanged")] {
+        let chart = write_temp(
+            &format!("finalize_{}.scxml", finalize.len()),
+            &format!(
+                r##"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">
+  <datamodel><data id="x" expr="1"/><data id="y" expr="1"/></datamodel>
+  <state id="s">
+    <invoke type="scxml" namelist="x">
+      <param name="y" location="y"/>
+      <content>
+        <scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="c">
+          <state id="c">
+            <onentry>
+              <send target="#_parent" event="result">
+                <param name="x" expr="42"/>
+                <param name="y" expr="'forty-two'"/>
+              </send>
+            </onentry>
+          </state>
+        </scxml>
+      </content>
+      {finalize}
+    </invoke>
+    <transition event="result" cond="x === 42 &amp;&amp; y === 'forty-two'" target="done"/>
+    <transition event="result" cond="x === 1 &amp;&amp; y === 1" target="unchanged"/>
+    <transition event="result" target="wrong"/>
+  </state>
+  <final id="done"/>
+  <final id="unchanged"/>
+  <final id="wrong"/>
+</scxml>"##
+            ),
+        );
+        let out = ors()
+            .args(["run", "--timeout", "10"])
+            .arg(&chart)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        let (stdout, lines) = cli::json_lines(&out.stdout);
+        assert_eq!(
+            lines.last().expect("a line")["final"],
+            json!(expected),
+            "{finalize}: {stdout}"
+        );
+    }
 }

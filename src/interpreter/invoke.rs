@@ -172,6 +172,33 @@ impl Session {
         }
     }
 
+    /// An empty `<finalize/>`: each variable the invoke names in its
+    /// `namelist` or in a `<param location>` takes the value the child
+    /// returned under that name, if it returned one (SCXML 1.0 §6.5).
+    fn update_from_child(&mut self, doc: &Document, inv: &Invoke, event: &Event) {
+        let Some(Value::Object(data)) = &event.data else {
+            return;
+        };
+        let locations =
+            inv.namelist
+                .iter()
+                .map(|(n, e)| (n.clone(), *e))
+                .chain(inv.params.iter().filter_map(|p| {
+                    p.expr
+                        .filter(|e| doc.expr(*e).kind == crate::model::ExprKind::Location)
+                        .map(|e| (p.name.clone(), e))
+                }));
+        for (name, location) in locations.collect::<Vec<_>>() {
+            if let Some(v) = data.get(&*name)
+                && let Err(e) = self
+                    .datamodel
+                    .assign_value(location, &InitialValue::Json(v.clone()))
+            {
+                self.raise_error("error.execution", &e.message, None);
+            }
+        }
+    }
+
     /// Runs `<finalize>` for an event from an invoked child and forwards
     /// the event to children with `autoforward`.
     pub(super) fn finalize_and_autoforward(
@@ -188,7 +215,11 @@ impl Session {
             && self.configuration.contains(active.state)
         {
             let inv = &doc.state(active.state).invokes[active.index];
-            self.execute_block(doc, &inv.finalize, host);
+            match &inv.finalize {
+                Some(block) if !block.is_empty() => self.execute_block(doc, block, host),
+                Some(_) => self.update_from_child(doc, inv, event),
+                None => {}
+            }
         }
         let forward: Vec<Arc<str>> = self
             .invokes

@@ -204,8 +204,10 @@ pub struct Invoke {
     pub params: Vec<Param>,
     /// `<content>`.
     pub content: Option<Content>,
-    /// `<finalize>` body.
-    pub finalize: Block,
+    /// `<finalize>`: `None` when absent; an empty block for `<finalize/>`,
+    /// which updates the namelist and `<param location>` variables from
+    /// the child's returned data (SCXML 1.0 §6.5).
+    pub finalize: Option<Block>,
     /// An inline `<content><scxml>...</scxml></content>` child, built at
     /// load time (or why it could not be).
     pub inline_document: Option<Result<Arc<super::Document>, Arc<str>>>,

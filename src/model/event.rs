@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(parse_delay("fast"), None);
         assert_eq!(parse_delay("-1s"), None);
         assert_eq!(parse_delay("NaN"), None);
-        assert_eq!(parse_delay("99999999999999999999s"), Some(super::MAX_DELAY_MS));
+        assert_eq!(
+            parse_delay("99999999999999999999s"),
+            Some(super::MAX_DELAY_MS)
+        );
         assert_eq!(
             parse_delay("18446744073709551615ms"),
             Some(super::MAX_DELAY_MS)

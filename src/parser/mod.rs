@@ -1460,8 +1460,7 @@ impl<'a> Builder<'a> {
         let finalize = el
             .elements()
             .find(|c| is_scxml(c) && c.name == "finalize")
-            .map(|f| self.build_block(f))
-            .unwrap_or_default();
+            .map(|f| self.build_block(f));
         // An inline child <scxml> is built once here, with the namespaces it
         // inherits, and shared by every invocation.
         let inline_document = el
