@@ -482,3 +482,39 @@ fn an_empty_finalize_updates_the_named_variables() {
         );
     }
 }
+
+/// A session the microstep limit stops has not finished: its last line
+/// says why, and `ors run` exits 3 (bare engine and platform alike).
+#[test]
+fn a_session_stopped_by_the_microstep_limit_exits_3() {
+    let chart = write_temp(
+        "runaway.scxml",
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="a">
+  <datamodel><data id="n" expr="0"/></datamodel>
+  <state id="a"><transition target="b"><assign location="n" expr="n + 1"/></transition></state>
+  <state id="b"><transition target="a"/></state>
+</scxml>"#,
+    );
+    for platform in [false, true] {
+        let mut command = ors();
+        command.args(["run", "--timeout", "20", "--max-microsteps", "1000"]);
+        if platform {
+            command.args(["--platform", "sim"]);
+        }
+        let out = command
+            .arg(&chart)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs");
+        let (stdout, lines) = cli::json_lines(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "platform {platform}: {stdout}");
+        let last = lines.last().expect("a line");
+        assert_eq!(last["final"], Value::Null, "{stdout}");
+        assert!(
+            last["stopped"]
+                .as_str()
+                .is_some_and(|r| r.contains("1000 microsteps")),
+            "{stdout}"
+        );
+    }
+}

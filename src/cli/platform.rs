@@ -339,7 +339,11 @@ async fn run_async(file: &Path, options: &PlatformOptions) -> i32 {
                 Some(step) if step.session == root => {
                     println!("{}", step.line);
                     if step.line["done"] == Value::Bool(true) {
-                        break 0;
+                        break if step.line.get("stopped").is_some() {
+                            super::run::EXIT_STOPPED
+                        } else {
+                            0
+                        };
                     }
                 }
                 Some(_) => {}

@@ -31,6 +31,20 @@ pub struct RunOptions {
 /// Exit code when `--timeout` stops the run.
 pub const EXIT_TIMEOUT: i32 = 124;
 
+/// Exit code when a limit (the microstep limit) stopped the session before
+/// it reached a final state.
+pub const EXIT_STOPPED: i32 = 3;
+
+/// The exit code for a session that is no longer running: 0 when it
+/// reached a final state, [`EXIT_STOPPED`] when a limit stopped it.
+pub fn halted_code(session: &Session) -> i32 {
+    if session.stop_reason().is_some() {
+        EXIT_STOPPED
+    } else {
+        0
+    }
+}
+
 /// Writes a `<log>` line to stderr as `label: message`.
 pub fn log_to_stderr(label: Option<&str>, message: &str) {
     let mut err = std::io::stderr().lock();
@@ -67,6 +81,9 @@ pub fn step_line(session: &Session, cause: &str, event: Option<&Event>) -> Value
             line["atomic"] = json!(Vec::<String>::new());
             line["done"] = json!(true);
             line["final"] = Value::Null;
+            if let Some(reason) = session.stop_reason() {
+                line["stopped"] = json!(reason);
+            }
         }
         _ => {
             line["configuration"] = json!(session.configuration_names());
@@ -185,7 +202,7 @@ async fn serve_session(
         let running = host.session(&root).is_some_and(Session::is_running);
         if !running {
             let _ = out.flush();
-            return 0;
+            return host.session(&root).map_or(0, halted_code);
         }
         // Take input that is already waiting without blocking.
         if input_open {

@@ -62,11 +62,9 @@ impl Session {
                 microsteps += 1;
                 let limit = self.options.max_microsteps;
                 if limit > 0 && microsteps >= limit {
-                    host.log(
-                        &self.id,
-                        Some("error"),
-                        &format!("macrostep exceeded {limit} microsteps; session stopped"),
-                    );
+                    let reason = format!("macrostep exceeded {limit} microsteps; session stopped");
+                    host.log(&self.id, Some("error"), &reason);
+                    self.stop_reason = Some(reason);
                     self.running = false;
                 }
             }

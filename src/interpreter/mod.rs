@@ -280,6 +280,9 @@ pub struct Session {
     started: bool,
     next_send: u64,
     final_info: Option<FinalInfo>,
+    /// Why the session was stopped before reaching a final state (a
+    /// limit), if it was.
+    stop_reason: Option<String>,
     done_data: Option<Value>,
     invokes: BTreeMap<Arc<str>, ActiveInvoke>,
     scratch_enabled: Vec<crate::model::TransitionId>,
@@ -313,6 +316,7 @@ impl Session {
             started: false,
             next_send: 0,
             final_info: None,
+            stop_reason: None,
             done_data: None,
             invokes: BTreeMap::new(),
             scratch_enabled: Vec::new(),
@@ -354,6 +358,12 @@ impl Session {
     /// Set when the session entered a top-level final state.
     pub fn final_info(&self) -> Option<&FinalInfo> {
         self.final_info.as_ref()
+    }
+
+    /// Why the session was stopped without reaching a final state (the
+    /// microstep limit), if it was.
+    pub fn stop_reason(&self) -> Option<&str> {
+        self.stop_reason.as_deref()
     }
 
     /// The `<donedata>` of the top-level final state, once halted.
