@@ -143,3 +143,46 @@ fn documents_with_lexical_declarations_get_their_own_context() {
         );
     }
 }
+
+/// Start parameters that no `<data>` declares become variables of their
+/// own session only; ones that name a built-in (`JSON`, `__proto__`,
+/// `Object`) or a system variable do not become variables (the server
+/// keeps them in `_data`) and change nothing, for that session or any
+/// later one sharing the context.
+#[test]
+fn start_parameters_never_replace_built_ins_or_leak_between_sessions() {
+    let doc = doc();
+    let start = |id: &str, data: serde_json::Value| {
+        let mut s = Session::new(
+            doc.clone(),
+            SessionOptions {
+                session_id: Some(id.to_string()),
+                initial_data: data.as_object().expect("an object").clone(),
+                declare_undeclared_data: true,
+                ..SessionOptions::default()
+            },
+        );
+        s.start(&mut QuietHost);
+        s
+    };
+    let mut hostile = start(
+        "h",
+        json!({"JSON": 1, "__proto__": {"polluted": true}, "Object": "x", "_sessionid": "forged", "customer": "alice"}),
+    );
+    assert_eq!(
+        value(&mut hostile, "JSON.stringify({a: 1})"),
+        json!("{\"a\":1}")
+    );
+    assert_eq!(value(&mut hostile, "typeof Object.keys"), json!("function"));
+    assert_eq!(value(&mut hostile, "_sessionid"), json!("h"));
+    assert_eq!(
+        value(&mut hostile, "({}).polluted === undefined"),
+        json!(true)
+    );
+    assert_eq!(value(&mut hostile, "typeof JSON"), json!("object"));
+    assert_eq!(value(&mut hostile, "customer"), json!("alice"));
+    let mut next = start("n", json!({"customer": "bob"}));
+    assert_eq!(value(&mut next, "customer"), json!("bob"));
+    assert_eq!(value(&mut next, "JSON.stringify([1])"), json!("[1]"));
+    assert_eq!(value(&mut hostile, "customer"), json!("alice"));
+}

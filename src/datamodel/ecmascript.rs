@@ -827,6 +827,16 @@ impl DataModel for EcmaScriptDataModel {
         Ok(())
     }
 
+    fn is_free_name(&mut self, name: &str) -> bool {
+        if !is_identifier(name) || name == "__proto__" {
+            return false;
+        }
+        let global = self.ctx.global_object();
+        !global
+            .has_property(JsString::from(name), &mut self.ctx)
+            .unwrap_or(true)
+    }
+
     fn declare(&mut self, name: &str, value: &InitialValue) -> DmResult<()> {
         let v = match self.initial_to_js(value) {
             Ok(v) => v,

@@ -69,6 +69,15 @@ pub trait DataModel {
     fn set_system_variables(&mut self, vars: &SystemVariables) -> DmResult<()>;
     /// Declares a variable and gives it its initial value.
     fn declare(&mut self, name: &str, value: &InitialValue) -> DmResult<()>;
+    /// Whether `name` may become a new global variable from outside the
+    /// document (a start parameter no `<data>` declares): a plain
+    /// identifier that names nothing yet, so that it can neither shadow
+    /// a built-in (`JSON`, `Object`, `__proto__`, …) nor a system or
+    /// platform variable. By default any name may.
+    fn is_free_name(&mut self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
     /// Evaluates a condition to a boolean.
     fn eval_cond(&mut self, expr: ExprId) -> DmResult<bool>;
     /// Evaluates an expression to data (`None` for undefined).

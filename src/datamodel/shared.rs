@@ -137,6 +137,9 @@ impl DataModel for SharedEcmaScript {
     fn declare(&mut self, name: &str, value: &InitialValue) -> DmResult<()> {
         self.installed().declare(name, value)
     }
+    fn is_free_name(&mut self, name: &str) -> bool {
+        self.installed().is_free_name(name)
+    }
     fn eval_cond(&mut self, expr: ExprId) -> DmResult<bool> {
         self.installed().eval_cond(expr)
     }

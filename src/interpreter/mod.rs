@@ -441,7 +441,10 @@ impl Session {
             self.raise_error("error.execution", &e.message, None);
         }
         // Start parameters that no <data> declares still become variables,
-        // first, so that `<data expr>` can read them (`_data.x`).
+        // first, so that `<data expr>` can read them (`_data.x`) — unless
+        // the name is taken (a built-in such as `JSON` or `__proto__`, a
+        // system or platform variable): those stay in `_data` only, so a
+        // caller can never replace what the document relies on.
         let extra: Vec<(String, Value)> = self
             .options
             .initial_data
@@ -455,6 +458,11 @@ impl Session {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (k, v) in extra {
+            if !self.datamodel.is_free_name(&k) {
+                tracing::debug!(session = %self.id, name = %k,
+                    "a start parameter names a built-in or system variable; kept in _data only");
+                continue;
+            }
             if let Err(e) = self
                 .datamodel
                 .declare(&k, &datamodel::InitialValue::Json(v))
