@@ -518,3 +518,34 @@ fn a_session_stopped_by_the_microstep_limit_exits_3() {
         );
     }
 }
+
+/// `error.execution` says which element failed and where: `_event.data`
+/// has the `message`, the `tagname`, and the element's `line` and
+/// `column` in the document.
+#[test]
+fn execution_errors_name_the_element_and_its_place() {
+    let chart = write_temp(
+        "error_place.scxml",
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">
+  <state id="s">
+    <onentry>
+      <log expr="'fine'"/>
+      <assign location="nosuch.deep.x" expr="1"/>
+    </onentry>
+    <transition event="error.execution" target="done">
+      <log label="where" expr="[_event.data.tagname, _event.data.line, _event.data.column].join(':')"/>
+    </transition>
+  </state>
+  <final id="done"/>
+</scxml>"#,
+    );
+    let out = ors()
+        .args(["run", "--timeout", "10"])
+        .arg(&chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("where: assign:5:7"), "{stderr}");
+}

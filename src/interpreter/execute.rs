@@ -33,6 +33,7 @@ impl Session {
     /// `error.execution` and stops the block.
     pub(super) fn execute_block(&mut self, doc: &Document, block: &[Action], host: &mut dyn Host) {
         let _ = self.run_actions(doc, block, host);
+        self.current_action = None;
     }
 
     fn run_actions(
@@ -47,9 +48,56 @@ impl Session {
         Ok(())
     }
 
+    /// Raises `error.execution` for an element that failed: `_event.data`
+    /// has the `message`, and the element's `tagname`, `line` and `column`
+    /// in the document when known.
     fn fail(&mut self, e: DataModelError) -> BlockError {
-        self.raise_error("error.execution", &e.message, None);
+        tracing::debug!(session = %self.id, error = "error.execution", message = %e.message);
+        let mut data = serde_json::Map::new();
+        data.insert("message".into(), serde_json::Value::from(e.message));
+        if let Some((tag, pos)) = &self.current_action {
+            data.insert("tagname".into(), serde_json::Value::from(tag.as_ref()));
+            if let Some(p) = pos {
+                data.insert("line".into(), serde_json::Value::from(p.line));
+                data.insert("column".into(), serde_json::Value::from(p.column));
+            }
+        }
+        let mut ev = Event::new("error.execution", EventKind::Platform);
+        ev.data = Some(serde_json::Value::Object(data));
+        self.internal_queue.push_back(ev);
         BlockError
+    }
+
+    /// The tag name and place of an action, for its errors.
+    fn locate(
+        doc: &Document,
+        action: &Action,
+    ) -> (
+        std::borrow::Cow<'static, str>,
+        Option<crate::model::Position>,
+    ) {
+        use std::borrow::Cow;
+        let at = |e: &ExprId| Some(doc.expr(*e).position);
+        match action {
+            Action::Raise { .. } => (Cow::Borrowed("raise"), None),
+            Action::Send(s) => (Cow::Borrowed("send"), Some(s.position)),
+            Action::Cancel { sendid } => (
+                Cow::Borrowed("cancel"),
+                match sendid {
+                    ValueSource::Expr(e) => at(e),
+                    ValueSource::Literal(_) => None,
+                },
+            ),
+            Action::Log { expr, .. } => (Cow::Borrowed("log"), expr.as_ref().and_then(at)),
+            Action::Assign { location, .. } => (Cow::Borrowed("assign"), at(location)),
+            Action::Script(e) => (Cow::Borrowed("script"), at(e)),
+            Action::If { branches } => (
+                Cow::Borrowed("if"),
+                branches.first().and_then(|b| b.cond.as_ref()).and_then(at),
+            ),
+            Action::Foreach(f) => (Cow::Borrowed("foreach"), Some(f.position)),
+            Action::Custom(c) => (Cow::Owned(c.name.to_string()), Some(c.position)),
+        }
     }
 
     fn value_string(&mut self, v: &ValueSource) -> Result<String, BlockError> {
@@ -65,6 +113,7 @@ impl Session {
         action: &Action,
         host: &mut dyn Host,
     ) -> Result<(), BlockError> {
+        self.current_action = Some(Self::locate(doc, action));
         match action {
             Action::Raise { event } => {
                 self.internal_queue

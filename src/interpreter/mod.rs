@@ -283,6 +283,12 @@ pub struct Session {
     /// Why the session was stopped before reaching a final state (a
     /// limit), if it was.
     stop_reason: Option<String>,
+    /// The executable-content element running now (its tag name and
+    /// where it is), for the `error.execution` it may raise.
+    current_action: Option<(
+        std::borrow::Cow<'static, str>,
+        Option<crate::model::Position>,
+    )>,
     done_data: Option<Value>,
     invokes: BTreeMap<Arc<str>, ActiveInvoke>,
     scratch_enabled: Vec<crate::model::TransitionId>,
@@ -317,6 +323,7 @@ impl Session {
             next_send: 0,
             final_info: None,
             stop_reason: None,
+            current_action: None,
             done_data: None,
             invokes: BTreeMap::new(),
             scratch_enabled: Vec::new(),
