@@ -659,6 +659,59 @@ async fn the_session_module_fetches_starts_and_terminates() {
     api.stop().await;
 }
 
+/// A redirect is checked against the allow-list at every hop: a fetch to
+/// an allowed host that redirects to a refused one fails, and nothing is
+/// fetched from the refused host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_fetch_checks_every_redirect_hop() {
+    let refused_hits = Arc::new(AtomicUsize::new(0));
+    let hits = refused_hits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/hop",
+            axum::routing::get(|headers: HeaderMap| async move {
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let port = host.rsplit(':').next().unwrap_or_default().to_string();
+                axum::response::Redirect::temporary(&format!("http://localhost:{port}/data.json"))
+            }),
+        )
+        .route(
+            "/data.json",
+            axum::routing::get(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async { axum::Json(json!({"secret": true})) }
+            }),
+        );
+    let origin = common::serve_router(app).await;
+    let mut config = base_config();
+    config.security.allowed_hosts = vec!["127.0.0.1".into()];
+    let api = Api::start(config).await;
+    let id = api
+        .start_session(&[
+            ("src", &fixture("fetcher.scxml")),
+            ("url", &format!("{origin}/hop")),
+        ])
+        .await;
+    let q = api
+        .wait_for(&id, |q| {
+            q["configuration"] == json!(["failed"]) || q["configuration"] == json!(["starting"])
+        })
+        .await;
+    assert_eq!(q["configuration"], json!(["failed"]), "{q}");
+    assert!(
+        q["data"]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("redirect")),
+        "{q}"
+    );
+    assert_eq!(refused_hits.load(Ordering::SeqCst), 0);
+    api.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_on_different_workers_message_each_other_and_timers_fire() {
     let api = Api::start(base_config()).await;

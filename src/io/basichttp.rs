@@ -308,6 +308,12 @@ impl Client {
 
     /// Refuses targets `filter` rejects (a server's URL allow-list).
     pub fn with_target_filter(mut self, filter: TargetFilter) -> Client {
+        // Redirect hops pass the same filter (a 307 would replay the event
+        // to wherever it points).
+        self.http = crate::io::http::http_client_checked(
+            std::time::Duration::from_secs(30),
+            filter.clone(),
+        );
         self.target_filter = Some(filter);
         self
     }

@@ -25,6 +25,40 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// Most redirects a checked client follows.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Like [`http_client`], but every redirect hop is checked with `allow`
+/// (the allow-list) before it is followed, and at most [`MAX_REDIRECTS`]
+/// are: a hop `allow` refuses fails the request with its reason.
+pub fn http_client_checked(
+    timeout: Duration,
+    allow: std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+) -> reqwest::Client {
+    install_tls_provider();
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        match allow(attempt.url().as_str()) {
+            Ok(()) => attempt.follow(),
+            Err(reason) => attempt.error(format!("redirect refused: {reason}")),
+        }
+    });
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(policy)
+        .build()
+        .unwrap_or_else(|_| {
+            // Never fall back to a client that follows redirects unchecked.
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default()
+        })
+}
+
 /// Like [`http_client`], but redirects are returned to the caller instead
 /// of being followed, so that each hop can be checked. Unlike
 /// [`http_client`] there is no fallback to a default client (which would

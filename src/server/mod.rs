@@ -89,6 +89,28 @@ thread_local! {
     static HTTP_CLIENT: std::cell::OnceCell<reqwest::Client> = const { std::cell::OnceCell::new() };
 }
 
+thread_local! {
+    static CHECKED_CLIENT: std::cell::OnceCell<reqwest::Client> = const { std::cell::OnceCell::new() };
+}
+
+/// Like [`http_client`], but every redirect hop must pass `policy` (the
+/// server's allow-list; the first call on a thread decides it).
+pub fn checked_http_client(
+    timeout_ms: u64,
+    policy: &crate::host::loader::UrlPolicy,
+) -> reqwest::Client {
+    CHECKED_CLIENT.with(|c| {
+        c.get_or_init(|| {
+            let policy = policy.clone();
+            crate::io::http::http_client_checked(
+                std::time::Duration::from_millis(timeout_ms),
+                std::sync::Arc::new(move |url: &str| policy.check(url).map_err(|e| e.to_string())),
+            )
+        })
+        .clone()
+    })
+}
+
 /// An HTTP client for the current thread with a `timeout_ms` timeout (the
 /// first call on a thread decides it; each worker runtime keeps its own
 /// connections).

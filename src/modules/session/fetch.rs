@@ -96,9 +96,15 @@ impl CustomActionHandler for Fetch {
                 Metrics::inc(&ctx.metrics.fetches);
                 match allowed {
                     Err(message) => Err(Failure::new("notallowed", message)),
-                    Ok(()) => perform(&ctx.http_client(), request_data)
-                        .await
-                        .map_err(|(code, message)| Failure::new(code, message)),
+                    Ok(()) => perform(
+                        &crate::server::checked_http_client(
+                            ctx.config.limits.fetch_timeout_ms,
+                            ctx.sessions.documents().policy(),
+                        ),
+                        request_data,
+                    )
+                    .await
+                    .map_err(|(code, message)| Failure::new(code, message)),
                 }
             },
         )
