@@ -283,7 +283,7 @@ pub struct Client {
 }
 
 /// Decides whether a Basic HTTP target URL may be posted to.
-pub type TargetFilter = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+pub type TargetFilter = crate::io::http::UrlCheck;
 
 impl Client {
     /// A client; `listener_base` fills the origin header of what it sends.

@@ -25,16 +25,16 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// Decides whether a URL may be requested: `Ok`, or the reason not.
+pub type UrlCheck = std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Most redirects a checked client follows.
 pub const MAX_REDIRECTS: usize = 5;
 
 /// Like [`http_client`], but every redirect hop is checked with `allow`
 /// (the allow-list) before it is followed, and at most [`MAX_REDIRECTS`]
 /// are: a hop `allow` refuses fails the request with its reason.
-pub fn http_client_checked(
-    timeout: Duration,
-    allow: std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
-) -> reqwest::Client {
+pub fn http_client_checked(timeout: Duration, allow: UrlCheck) -> reqwest::Client {
     install_tls_provider();
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= MAX_REDIRECTS {
