@@ -549,3 +549,35 @@ fn execution_errors_name_the_element_and_its_place() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("where: assign:5:7"), "{stderr}");
 }
+
+/// Thousands of nested states are refused where the text is read, with
+/// the place of the first element too deep, instead of overflowing a
+/// thread's stack while the document is built (which aborted the process).
+#[test]
+fn documents_nested_too_deep_are_refused_not_a_crash() {
+    let n = 5000;
+    let mut text = String::from(
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript">"#,
+    );
+    for i in 0..n {
+        text.push_str(&format!("<state id=\"s{i}\">"));
+    }
+    text.push_str(&"</state>".repeat(n));
+    text.push_str("</scxml>");
+    let chart = write_temp("deep.scxml", &text);
+    let out = ors().arg("validate").arg(&chart).output().expect("runs");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("deep.scxml:1:") && said.contains("nest deeper than 200 levels"),
+        "{said}"
+    );
+    let out = ors()
+        .args(["run", "--platform", "sim", "--timeout", "20"])
+        .arg(&chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nest deeper than 200 levels"));
+}

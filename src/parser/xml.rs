@@ -134,8 +134,16 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
     })
 }
 
+/// How deep elements may nest in a document. Every walk over the tree
+/// (building the model, references, includes, dropping it) is recursive,
+/// so the depth is bounded here, where the text is read: thousands of
+/// nested `<state>`s once overflowed a thread's stack and aborted the
+/// process.
+pub const MAX_DEPTH: usize = 200;
+
 /// Parses a whole document into its root element. `text` must already have
-/// had any byte-order mark removed.
+/// had any byte-order mark removed. Elements nested deeper than
+/// [`MAX_DEPTH`] are an error at the first one too deep.
 pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
     let lines = LineIndex::new(text);
     let mut reader = NsReader::from_str(text);
@@ -211,6 +219,12 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                     inner: (after, after),
                     origin: None,
                 };
+                if stack.len() >= MAX_DEPTH {
+                    return Err(err(
+                        tag_start,
+                        format!("elements nest deeper than {MAX_DEPTH} levels"),
+                    ));
+                }
                 if is_empty {
                     attach(&mut stack, &mut root, element, &err)?;
                 } else {
