@@ -776,6 +776,34 @@ async fn a_runaway_script_is_stopped_and_other_sessions_carry_on() {
     api.stop().await;
 }
 
+/// A session that sends itself an event on every entry never goes idle;
+/// its worker still serves every other session and the API between its
+/// batches, and terminating it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_feeding_itself_events_does_not_freeze_its_worker() {
+    let mut config = base_config();
+    config.workers = 1;
+    let api = Api::start(config).await;
+    let busy = api
+        .start_session(&[("src", &fixture("self_feeding.scxml"))])
+        .await;
+    let other = api
+        .start_session(&[("src", &fixture("counter.scxml"))])
+        .await;
+    let r = api
+        .form(&format!("/scxml/session/{other}/event/add"), &[("n", "1")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let q = api.query(&busy).await;
+    assert!(q["data"]["turns"].as_u64().unwrap_or(0) > 1, "{q}");
+    let r = api
+        .form(&format!("/scxml/session/{busy}/terminate"), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.query(&busy).await["status"], "terminated");
+    api.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_list_pages_and_filters() {
     let api = Api::start(base_config()).await;

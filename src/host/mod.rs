@@ -488,8 +488,26 @@ impl LocalHost {
     /// `observe` after each event a session processed. Sessions with queued
     /// events take turns, one event each.
     pub fn run_until_idle(&mut self, observe: &mut dyn FnMut(&str, &Session, &Event)) {
+        self.run_for(usize::MAX, observe);
+    }
+
+    /// Like [`LocalHost::run_until_idle`], but stops after `max_steps`
+    /// macrosteps (taken round-robin across sessions); returns whether
+    /// sessions are still ready. A host serving other work between batches
+    /// uses it so that a session feeding itself events forever cannot keep
+    /// the thread from everything else.
+    pub fn run_for(
+        &mut self,
+        max_steps: usize,
+        observe: &mut dyn FnMut(&str, &Session, &Event),
+    ) -> bool {
+        let mut steps = 0usize;
         loop {
             self.flush();
+            if steps >= max_steps {
+                return !self.ready.is_empty();
+            }
+            steps += 1;
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
@@ -512,6 +530,7 @@ impl LocalHost {
                 self.ready.push_back(id);
             }
         }
+        false
     }
 
     /// The earliest pending timer of any session.

@@ -290,6 +290,9 @@ struct Meta {
 }
 
 struct Worker {
+    /// Sessions were still ready when the last batch's step budget ran
+    /// out: the worker comes back for them without waiting.
+    more_ready: bool,
     index: usize,
     ctx: Arc<WorkerContext>,
     host: LocalHost,
@@ -334,6 +337,11 @@ const HIBERNATE_PER_BATCH: usize = 64;
 /// within one millisecond.
 static START_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Most macrosteps one batch runs before the worker answers what it has
+/// and looks at its channel again: a session that sends itself events
+/// forever slows its worker down but cannot freeze it.
+const STEPS_PER_BATCH: usize = 10_000;
+
 fn run_worker(index: usize, ctx: Arc<WorkerContext>, mut rx: mpsc::UnboundedReceiver<Command>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -356,7 +364,7 @@ fn run_worker(index: usize, ctx: Arc<WorkerContext>, mut rx: mpsc::UnboundedRece
                 (a, b) => a.or(b),
             };
             let mut wait = due.map(|d| Duration::from_millis(d.saturating_sub(wall_clock_ms())));
-            if !worker.hibernate_queue.is_empty() {
+            if !worker.hibernate_queue.is_empty() || worker.more_ready {
                 // Idle sessions are waiting to be put to sleep: come back
                 // at once for the next few, unless a command arrives.
                 wait = Some(Duration::ZERO);
@@ -523,6 +531,7 @@ impl Worker {
             last_gc: Instant::now(),
             gc_took: Duration::ZERO,
             ran_since_gc: false,
+            more_ready: false,
             awake: HashSet::new(),
             ended_order: VecDeque::new(),
             waking: HashMap::new(),
@@ -717,19 +726,21 @@ impl Worker {
         let meta = &mut self.meta;
         let mut last = Instant::now();
         let mut ran = false;
-        self.host.run_until_idle(&mut |id, session, event| {
-            for hook in hooks {
-                hook.after_macrostep(id, session, Some(event));
-            }
-            ran = true;
-            let now = Instant::now();
-            metrics.observe_macrostep(now.duration_since(last).as_micros() as u64);
-            last = now;
-            Metrics::inc(&metrics.events_processed);
-            if let Some(m) = meta.get_mut(id) {
-                m.events += 1;
-            }
-        });
+        self.more_ready = self
+            .host
+            .run_for(STEPS_PER_BATCH, &mut |id, session, event| {
+                for hook in hooks {
+                    hook.after_macrostep(id, session, Some(event));
+                }
+                ran = true;
+                let now = Instant::now();
+                metrics.observe_macrostep(now.duration_since(last).as_micros() as u64);
+                last = now;
+                Metrics::inc(&metrics.events_processed);
+                if let Some(m) = meta.get_mut(id) {
+                    m.events += 1;
+                }
+            });
         for id in self.host.take_halted() {
             if self
                 .meta
