@@ -581,3 +581,37 @@ fn documents_nested_too_deep_are_refused_not_a_crash() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nest deeper than 200 levels"));
 }
+
+/// A document that invokes itself stops at the invoke depth limit: the
+/// innermost invoke fails with `error.execution` instead of the chain
+/// growing until memory runs out.
+#[test]
+fn a_document_invoking_itself_stops_at_the_depth_limit() {
+    let chart = write_temp(
+        "self_invoke.scxml",
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">
+  <state id="s">
+    <invoke type="scxml" src="self_invoke.scxml"/>
+    <transition event="error.execution" target="refused">
+      <log label="refused" expr="_event.data.message"/>
+    </transition>
+  </state>
+  <final id="refused"/>
+</scxml>"#,
+    );
+    let out = ors()
+        .args(["run", "--no-basichttp", "--timeout", "3"])
+        .arg(&chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The chain of 31 sessions stays (each waits on its child), so the
+    // run ends by its timeout; what matters is that it stopped growing.
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert_eq!(
+        stderr.matches("nest deeper than 32 levels").count(),
+        1,
+        "{stderr}"
+    );
+}

@@ -40,6 +40,10 @@ use crate::interpreter::{
 use crate::model::Document;
 use crate::parser::{LoadOptions, parse_document};
 
+/// How deep invoked sessions may nest (a document that invokes itself
+/// would otherwise grow a chain of children without end).
+pub const MAX_INVOKE_DEPTH: usize = 32;
+
 /// Receives `<log>` output: session id, label, message.
 pub type LogSink = Box<dyn FnMut(&str, Option<&str>, &str)>;
 
@@ -824,6 +828,17 @@ impl Host for LocalHost {
     }
 
     fn invoke(&mut self, parent_id: &str, request: InvokeRequest) -> Result<(), DispatchError> {
+        let mut depth = 1;
+        let mut at = self.slots.get(parent_id).and_then(|s| s.parent.clone());
+        while let Some((p, _)) = at {
+            depth += 1;
+            if depth >= MAX_INVOKE_DEPTH {
+                return Err(DispatchError(format!(
+                    "invoked sessions nest deeper than {MAX_INVOKE_DEPTH} levels"
+                )));
+            }
+            at = self.slots.get(&p).and_then(|s| s.parent.clone());
+        }
         let doc = match self.load_child(&request.source) {
             ChildLoad::Ready(doc) => doc.map_err(DispatchError)?,
             ChildLoad::Pending(fetch) => {
