@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn http(addr: &str, request: &str) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect");
@@ -118,4 +118,86 @@ fn serve_runs_without_a_config_logs_json_and_stops_on_sigterm() {
         "no 'session started' line with the session id: {lines:?}"
     );
     assert!(lines.iter().any(|l| l["message"] == "shutdown requested"));
+}
+
+/// SIGTERM stops the server within a bounded time even when a worker is
+/// stuck inside a script that never returns (a backtracking regular
+/// expression): open requests get their grace period, the workers theirs,
+/// and then the process exits.
+#[test]
+fn sigterm_stops_the_server_even_with_a_stuck_worker() {
+    let data_dir = std::env::temp_dir().join(format!("ors-cli-serve-stuck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let config = data_dir.join("ors.toml");
+    std::fs::write(&config, "[security]\nbearer_token = \"stuck-token\"\n").expect("config");
+    let mut child = common::cli::ors()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--workers",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--config")
+        .arg(&config)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ors serve starts");
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server logs that it listens");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if value["message"] == "ors serve listening" {
+            break value["addr"].as_str().expect("addr field").to_string();
+        }
+    };
+    // Start the stuck session without waiting for a reply that never comes.
+    let body = "src=fixtures/server/regex_hang.scxml";
+    let mut stream = TcpStream::connect(&addr).expect("connects");
+    write!(
+        stream,
+        "POST /scxml/session/start HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer stuck-token\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request sent");
+    std::thread::sleep(Duration::from_millis(500));
+    let term = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let mut exited = None;
+    while term.elapsed() < Duration::from_secs(60) {
+        if let Some(s) = child.try_wait().expect("wait") {
+            exited = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = term.elapsed();
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    assert!(
+        exited.is_some(),
+        "ors serve did not stop within 60 s of SIGTERM"
+    );
+    eprintln!("stopped {took:?} after SIGTERM with a stuck worker");
+    drop(stream);
 }

@@ -76,7 +76,7 @@ pub fn serve(options: ServeOptions) -> i32 {
             return 1;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let listener = match crate::server::connections::bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
@@ -91,7 +91,11 @@ pub fn serve(options: ServeOptions) -> i32 {
                 1
             }
         }
-    })
+    });
+    // A worker stuck in a script (a backtracking regular expression, say)
+    // never finishes; dropping the runtime would wait for it for ever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }
 
 fn init_logging(config: &Config) {

@@ -162,7 +162,14 @@ impl Server {
                 let _ = w.join();
             }
         });
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), joined).await;
+        if tokio::time::timeout(std::time::Duration::from_secs(15), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "a worker did not stop within 15 s (a session stuck in a script); leaving it"
+            );
+        }
     }
 }
 
