@@ -194,6 +194,7 @@ fn sigterm_stops_the_server_even_with_a_stuck_worker() {
     if exited.is_none() {
         let _ = child.kill();
     }
+    let _ = child.wait();
     assert!(
         exited.is_some(),
         "ors serve did not stop within 60 s of SIGTERM"
