@@ -12,6 +12,16 @@ use common::cli::{self, ors, spawn_ors, write_temp};
 
 use serde_json::{Value, json};
 
+/// `ors ARGS CHART` with no input; its output.
+fn run_chart(args: &[&str], chart: &Path) -> std::process::Output {
+    ors()
+        .args(args)
+        .arg(chart)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs")
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
@@ -112,12 +122,7 @@ fn at_end_of_input_pending_delayed_sends_still_fire() {
   <state id="b"/>
 </scxml>"#,
     );
-    let out = ors()
-        .arg("run")
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = run_chart(&["run"], &chart);
     assert_eq!(out.status.code(), Some(0));
     let (stdout, lines) = cli::json_lines(&out.stdout);
     assert_eq!(lines.len(), 2, "{stdout}");
@@ -157,12 +162,7 @@ fn a_document_that_fails_to_load_exits_2_with_its_position() {
         "broken.scxml",
         "<scxml xmlns=\"http://www.w3.org/2005/07/scxml\" version=\"1.0\">\n  <state id=\"a\">\n    <transition target=\"missing\"/>\n  </state>\n</scxml>",
     );
-    let out = ors()
-        .arg("run")
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = run_chart(&["run"], &chart);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -226,12 +226,7 @@ fn trace_reports_exits_transitions_and_entries_in_order() {
 #[test]
 fn the_ors_dialect_evaluates_send_attributes_as_expressions() {
     let chart = fixture("ors/send_expressions.scxml");
-    let out = ors()
-        .arg("run")
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = run_chart(&["run"], &chart);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let (stdout, lines) = cli::json_lines(&out.stdout);
@@ -241,12 +236,7 @@ fn the_ors_dialect_evaluates_send_attributes_as_expressions() {
         stderr.contains("seen: application.start,internal.note,Entry1.done"),
         "{stderr}"
     );
-    let w3c = ors()
-        .args(["run", "--dialect", "w3c", "--timeout", "1"])
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let w3c = run_chart(&["run", "--dialect", "w3c", "--timeout", "1"], &chart);
     let (stdout, lines) = cli::json_lines(&w3c.stdout);
     assert!(
         lines.iter().all(|l| l["configuration"] != json!(["done"])),
@@ -267,12 +257,7 @@ fn the_ors_dialect_evaluates_send_attributes_as_expressions() {
 /// with the include's file, line and column.
 #[test]
 fn scripts_take_text_from_xinclude() {
-    let out = ors()
-        .arg("run")
-        .arg(fixture("ors/script_include.scxml"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = run_chart(&["run"], &fixture("ors/script_include.scxml"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let (stdout, lines) = cli::json_lines(&out.stdout);
@@ -307,12 +292,7 @@ fn scripts_take_text_from_xinclude() {
 /// the page read on its own boots into its "no boot" final at once.
 #[test]
 fn workflow_pages_are_included_under_their_prefix() {
-    let out = ors()
-        .args(["run", "--trace"])
-        .arg(fixture("ors/include_workflow.scxml"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = run_chart(&["run", "--trace"], &fixture("ors/include_workflow.scxml"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let (stdout, lines) = cli::json_lines(&out.stdout);
@@ -331,12 +311,7 @@ fn workflow_pages_are_included_under_their_prefix() {
     ] {
         assert!(stderr.contains(wanted), "missing '{wanted}' in:\n{stderr}");
     }
-    let alone = ors()
-        .arg("run")
-        .arg(fixture("ors/include/GreetingFlow.scxml"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let alone = run_chart(&["run"], &fixture("ors/include/GreetingFlow.scxml"));
     let (stdout, lines) = cli::json_lines(&alone.stdout);
     assert_eq!(
         lines.last().expect("a line")["configuration"],
@@ -381,12 +356,7 @@ fn unsupported_module_actions_answer_with_their_error_event() {
             "{stdout}"
         );
     }
-    let bare = ors()
-        .args(["run", "--timeout", "10"])
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let bare = run_chart(&["run", "--timeout", "10"], &chart);
     assert!(String::from_utf8_lossy(&bare.stderr).contains("<fetch> of the ORS session module"));
 }
 
@@ -415,12 +385,7 @@ fn huge_delays_saturate_and_bad_ones_are_errors() {
   <final id="wrong"/>
 </scxml>"#,
     );
-    let out = ors()
-        .args(["run", "--timeout", "10"])
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = run_chart(&["run", "--timeout", "10"], &chart);
     let (stdout, lines) = cli::json_lines(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert_eq!(
@@ -468,12 +433,7 @@ fn an_empty_finalize_updates_the_named_variables() {
 </scxml>"##
             ),
         );
-        let out = ors()
-            .args(["run", "--timeout", "10"])
-            .arg(&chart)
-            .stdin(Stdio::null())
-            .output()
-            .expect("runs");
+        let out = run_chart(&["run", "--timeout", "10"], &chart);
         let (stdout, lines) = cli::json_lines(&out.stdout);
         assert_eq!(
             lines.last().expect("a line")["final"],
@@ -539,12 +499,7 @@ fn execution_errors_name_the_element_and_its_place() {
   <final id="done"/>
 </scxml>"#,
     );
-    let out = ors()
-        .args(["run", "--timeout", "10"])
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = run_chart(&["run", "--timeout", "10"], &chart);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("where: assign:5:7"), "{stderr}");
@@ -572,12 +527,7 @@ fn documents_nested_too_deep_are_refused_not_a_crash() {
         said.contains("deep.scxml:1:") && said.contains("nest deeper than 200 levels"),
         "{said}"
     );
-    let out = ors()
-        .args(["run", "--platform", "sim", "--timeout", "20"])
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = run_chart(&["run", "--platform", "sim", "--timeout", "20"], &chart);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nest deeper than 200 levels"));
 }
@@ -599,12 +549,7 @@ fn a_document_invoking_itself_stops_at_the_depth_limit() {
   <final id="refused"/>
 </scxml>"#,
     );
-    let out = ors()
-        .args(["run", "--no-basichttp", "--timeout", "3"])
-        .arg(&chart)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runs");
+    let out = run_chart(&["run", "--no-basichttp", "--timeout", "3"], &chart);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The chain of 31 sessions stays (each waits on its child), so the
     // run ends by its timeout; what matters is that it stopped growing.
