@@ -560,3 +560,33 @@ fn a_document_invoking_itself_stops_at_the_depth_limit() {
         "{stderr}"
     );
 }
+
+/// Nested `<foreach>`es are bounded per macrostep: past a million
+/// iterations the `<foreach>` fails with `error.execution` instead of
+/// running for minutes.
+#[test]
+fn nested_foreach_is_bounded() {
+    let chart = write_temp(
+        "foreach_bomb.scxml",
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="ecmascript" initial="s">
+  <datamodel><data id="big" expr="Array.apply(null, Array(2000)).map(function (_, i) { return i; })"/></datamodel>
+  <state id="s">
+    <onentry>
+      <foreach array="big" item="x">
+        <foreach array="big" item="y"/>
+      </foreach>
+    </onentry>
+    <transition event="error.execution" cond="_event.data.tagname === 'foreach'" target="done"/>
+  </state>
+  <final id="done"/>
+</scxml>"#,
+    );
+    let out = run_chart(&["run", "--timeout", "60"], &chart);
+    let (stdout, lines) = cli::json_lines(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        lines.last().expect("a line")["final"],
+        json!("done"),
+        "{stdout}"
+    );
+}

@@ -804,6 +804,32 @@ async fn a_session_feeding_itself_events_does_not_freeze_its_worker() {
     api.stop().await;
 }
 
+/// An eventless loop whose every microstep runs a long script is stopped
+/// by the macrostep time budget (`limits.max_macrostep_ms`), long before
+/// the microstep limit, and the worker goes on serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_macrostep_past_its_time_budget_stops_the_session() {
+    let mut config = base_config();
+    config.workers = 1;
+    config.limits.max_macrostep_ms = 200;
+    let api = Api::start(config).await;
+    let slow = api
+        .start_session(&[("src", &fixture("slow_loop.scxml"))])
+        .await;
+    let other = api
+        .start_session(&[("src", &fixture("counter.scxml"))])
+        .await;
+    let r = api
+        .form(&format!("/scxml/session/{other}/event/add"), &[("n", "1")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let q = api.query(&slow).await;
+    assert_ne!(q["status"], "running", "{q}");
+    let turns = q["data"]["turns"].as_u64().unwrap_or(0);
+    assert!(turns > 1 && turns < 100_000, "{q}");
+    api.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_list_pages_and_filters() {
     let api = Api::start(base_config()).await;

@@ -41,6 +41,9 @@ impl Session {
     /// Eventless transitions and internal events until none is left.
     fn run_to_completion(&mut self, doc: &Document, host: &mut dyn Host) {
         let mut microsteps: u64 = 0;
+        self.foreach_iterations = 0;
+        let time_limit = self.options.max_macrostep_ms;
+        let started = if time_limit > 0 { host.now_ms() } else { 0 };
         while self.running {
             let mut enabled = self.select_transitions(doc, None);
             if enabled.is_empty() {
@@ -61,8 +64,18 @@ impl Session {
                 self.scratch_enabled = enabled;
                 microsteps += 1;
                 let limit = self.options.max_microsteps;
-                if limit > 0 && microsteps >= limit {
-                    let reason = format!("macrostep exceeded {limit} microsteps; session stopped");
+                let reason = if limit > 0 && microsteps >= limit {
+                    Some(format!(
+                        "macrostep exceeded {limit} microsteps; session stopped"
+                    ))
+                } else if time_limit > 0 && host.now_ms().saturating_sub(started) > time_limit {
+                    Some(format!(
+                        "macrostep ran longer than {time_limit} ms; session stopped"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
                     host.log(&self.id, Some("error"), &reason);
                     self.stop_reason = Some(reason);
                     self.running = false;

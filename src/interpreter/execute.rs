@@ -17,6 +17,11 @@ use crate::model::{
 };
 
 /// An error inside a block: the rest of the block is skipped.
+/// Most `<foreach>` iterations (nested ones counted) one macrostep may
+/// run; past it the `<foreach>` fails with `error.execution` (a foreach in
+/// a foreach over 30 000 items once froze a worker).
+pub const MAX_FOREACH_ITERATIONS: u64 = 1_000_000;
+
 struct BlockError;
 
 impl Session {
@@ -162,6 +167,13 @@ impl Session {
                     .map_err(|e| self.fail(e))?;
                 let mut result = Ok(());
                 for i in 0..len {
+                    self.foreach_iterations += 1;
+                    if self.foreach_iterations > MAX_FOREACH_ITERATIONS {
+                        result = Err(self.fail(DataModelError::new(format!(
+                            "<foreach> ran more than {MAX_FOREACH_ITERATIONS} iterations in one macrostep"
+                        ))));
+                        break;
+                    }
                     if let Err(e) = self.datamodel.foreach_step(&f.item, f.index.as_deref(), i) {
                         result = Err(self.fail(e));
                         break;

@@ -222,6 +222,11 @@ pub struct SessionOptions {
     /// Most microsteps one macrostep may take before the session is
     /// stopped as runaway (an eventless loop); 0 means no limit.
     pub max_microsteps: u64,
+    /// Longest one macrostep may run, in ms of the host's clock, before
+    /// the session is stopped as runaway (checked between microsteps; a
+    /// single script is bounded by the data model's own limits); 0 means
+    /// no limit.
+    pub max_macrostep_ms: u64,
     /// Values that override the document's `<data>` of the same id at
     /// initialisation (invoke parameters, session start parameters).
     pub initial_data: serde_json::Map<String, Value>,
@@ -283,6 +288,8 @@ pub struct Session {
     /// Why the session was stopped before reaching a final state (a
     /// limit), if it was.
     stop_reason: Option<String>,
+    /// `<foreach>` iterations run in the current macrostep.
+    foreach_iterations: u64,
     /// The executable-content element running now (its tag name and
     /// where it is), for the `error.execution` it may raise.
     current_action: Option<(
@@ -323,6 +330,7 @@ impl Session {
             next_send: 0,
             final_info: None,
             stop_reason: None,
+            foreach_iterations: 0,
             current_action: None,
             done_data: None,
             invokes: BTreeMap::new(),

@@ -185,6 +185,9 @@ pub struct Limits {
     pub halted_retention_secs: u64,
     /// Most microsteps in one macrostep before a session is stopped.
     pub max_microsteps: u64,
+    /// Longest one macrostep may run, in ms, before the session is
+    /// stopped (checked between microsteps); 0: no limit.
+    pub max_macrostep_ms: u64,
     /// Most iterations of one script loop.
     pub script_loop_iterations: u64,
     /// Deepest script recursion.
@@ -201,6 +204,7 @@ impl Default for Limits {
             request_timeout_ms: 10_000,
             halted_retention_secs: 300,
             max_microsteps: 100_000,
+            max_macrostep_ms: 10_000,
             script_loop_iterations: 1_000_000,
             script_recursion: 400,
             fetch_timeout_ms: 10_000,

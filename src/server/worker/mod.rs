@@ -450,6 +450,7 @@ impl Worker {
                 .map(|k| (k.to_string(), ctx.basichttp_base.clone()))
                 .collect(),
             max_microsteps: config.limits.max_microsteps,
+            max_macrostep_ms: config.limits.max_macrostep_ms,
             initial_data: Map::new(),
             declare_undeclared_data: true,
             prelude: Some(ctx.prelude.clone()),
