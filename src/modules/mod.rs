@@ -658,6 +658,22 @@ pub fn seconds_value(v: &Value) -> Option<u64> {
     (secs.is_finite() && secs >= 0.0).then(|| (secs.min(31_536_000.0) * 1000.0) as u64)
 }
 
+/// A required attribute, evaluated, as text (`Missing` when absent or
+/// null).
+pub fn required_text(
+    scope: &mut ActionScope<'_>,
+    action: &CustomAction,
+    name: &str,
+) -> Result<String, ActionError> {
+    match eval_attr(scope, action, name)? {
+        Some(Value::Null) | None => Err(ActionError::Missing {
+            element: action.name.to_string(),
+            what: format!("'{name}'"),
+        }),
+        Some(v) => Ok(value_text(&v)),
+    }
+}
+
 /// The `interactionid` attribute, evaluated; it must name an interaction.
 pub fn interaction_attr(
     scope: &mut ActionScope<'_>,

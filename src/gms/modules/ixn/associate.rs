@@ -14,7 +14,7 @@ use crate::gms::Gms;
 use crate::gms::interactions::{self, IxnError};
 use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::{eval_attr, value_text};
+use crate::modules::required_text;
 
 /// The `<ixn:associate>` handler.
 pub struct Associate(pub std::sync::Arc<Gms>);
@@ -25,15 +25,7 @@ impl CustomActionHandler for Associate {
         action: &CustomAction,
         scope: &mut ActionScope<'_>,
     ) -> Result<(), ActionError> {
-        let target = match eval_attr(scope, action, "sessionid")? {
-            None | Some(Value::Null) => {
-                return Err(ActionError::Missing {
-                    element: action.name.to_string(),
-                    what: "'sessionid'".into(),
-                });
-            }
-            Some(v) => value_text(&v),
-        };
+        let target = required_text(scope, action, "sessionid")?;
         run_action(
             &self.0,
             scope,

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::gms::Gms;
 use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::{defer, eval_attr, result_event, value_text};
+use crate::modules::{defer, required_text, result_event};
 
 /// The `<queue:cancel>` handler.
 pub struct Cancel(pub std::sync::Arc<Gms>);
@@ -21,10 +21,7 @@ impl CustomActionHandler for Cancel {
         scope: &mut ActionScope<'_>,
     ) -> Result<(), ActionError> {
         let ctx = self.0.clone();
-        let requestid = match eval_attr(scope, action, "requestid")? {
-            Some(Value::Null) | None => return Err("<queue:cancel> needs 'requestid'".into()),
-            Some(v) => value_text(&v),
-        };
+        let requestid = required_text(scope, action, "requestid")?;
         let session = scope.session_id.to_string();
         let job = async move {
             let cancelled = ctx.backends.routing.cancel(&requestid).await;

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::gms::Gms;
 use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
-use crate::modules::{defer, eval_attr, failure_event, result_event, value_text};
+use crate::modules::{defer, failure_event, required_text, result_event};
 
 /// The `<queue:query>` handler.
 pub struct Query(pub std::sync::Arc<Gms>);
@@ -25,10 +25,7 @@ impl CustomActionHandler for Query {
         scope: &mut ActionScope<'_>,
     ) -> Result<(), ActionError> {
         let ctx = self.0.clone();
-        let requestid = match eval_attr(scope, action, "requestid")? {
-            Some(Value::Null) | None => return Err("<queue:query> needs 'requestid'".into()),
-            Some(v) => value_text(&v),
-        };
+        let requestid = required_text(scope, action, "requestid")?;
         let session = scope.session_id.to_string();
         let job = async move {
             let mut data = Map::new();
