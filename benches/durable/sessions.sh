@@ -131,7 +131,7 @@ $(store_toml)
 bearer_token = "$ORS_BENCH_TOKEN"
 TOML
   store_prepare "$phase"
-  "$ors" serve --listen "127.0.0.1:$PORT" --config "$work/ors-$phase.toml" "${store_args[@]}" \
+  "$ors" serve --no-supervisor --listen "127.0.0.1:$PORT" --config "$work/ors-$phase.toml" "${store_args[@]}" \
     >>"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 300); do

@@ -108,7 +108,7 @@ TOML
 start_server() {
   local phase="$1"
   store_prepare "$phase"
-  "$ors" serve --listen "127.0.0.1:$PORT" --config "$work/ors.toml" "${store_args[@]}" \
+  "$ors" serve --no-supervisor --listen "127.0.0.1:$PORT" --config "$work/ors.toml" "${store_args[@]}" \
     >>"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do

@@ -5,6 +5,7 @@ pub mod manual;
 pub mod platform;
 pub mod run;
 pub mod serve;
+pub mod supervise;
 
 use std::path::PathBuf;
 

@@ -31,6 +31,14 @@ pub struct ServeOptions {
     /// under the data directory).
     #[arg(long)]
     pub store: Option<String>,
+    /// Run the server in this process, without the supervisor that
+    /// restarts it when it crashes (for a host that supervises it itself).
+    #[arg(long)]
+    pub no_supervisor: bool,
+    /// Set by the supervisor on the server it starts (stops when stdin
+    /// closes).
+    #[arg(long, hide = true)]
+    pub supervised: bool,
 }
 
 /// Runs the server; returns the process exit code.
@@ -65,6 +73,18 @@ pub fn serve(options: ServeOptions) -> i32 {
         return 2;
     }
     init_logging(&config);
+    if !options.supervised && !options.no_supervisor {
+        if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+            eprintln!(
+                "ors serve: cannot make the data directory {}: {e}",
+                config.data_dir.display()
+            );
+            return 1;
+        }
+        return super::supervise::supervise(&config.data_dir);
+    }
+    config.server.watchdog = true;
+    let supervised = options.supervised;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ors-http")
@@ -84,7 +104,19 @@ pub fn serve(options: ServeOptions) -> i32 {
                 return 1;
             }
         };
-        match crate::app::run(listener, config, crate::server::shutdown_signal()).await {
+        let shutdown = async move {
+            if supervised {
+                tokio::select! {
+                    _ = crate::server::shutdown_signal() => {}
+                    _ = supervisor_gone() => {
+                        tracing::info!("the supervisor closed the server's stdin; stopping");
+                    }
+                }
+            } else {
+                crate::server::shutdown_signal().await;
+            }
+        };
+        match crate::app::run(listener, config, shutdown).await {
             Ok(()) => 0,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
@@ -96,6 +128,20 @@ pub fn serve(options: ServeOptions) -> i32 {
     // never finishes; dropping the runtime would wait for it for ever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     code
+}
+
+/// Resolves when stdin reaches its end: the supervisor asks the server
+/// to stop, or is gone.
+async fn supervisor_gone() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 fn init_logging(config: &Config) {

@@ -6,12 +6,14 @@
 //! scope, as the Recommendation requires); system variables are read-only
 //! properties, so assigning to them fails.
 
+mod codec;
+
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use boa_engine::object::builtins::{JsArray, JsDate};
+use boa_engine::object::builtins::JsArray;
 use boa_engine::property::{PropertyDescriptor, PropertyKey};
 use boa_engine::{
     Context, JsError, JsObject, JsResult, JsString, JsValue, NativeFunction, Script, Source,
@@ -53,8 +55,101 @@ pub struct EcmaScriptDataModel {
     compilations: u64,
     text_scripts: HashMap<String, Script>,
     text_setters: HashMap<String, JsObject>,
+    snapshot_budget: codec::SnapshotBudget,
     /// The session whose variables are installed (when the context is shared).
     pub(super) owner: Option<std::rc::Weak<RefCell<super::shared::SessionScope>>>,
+}
+
+/// Deepest nesting of brackets, parentheses and braces a script may have
+/// (boa's parser recurses on it; ten million `[` overflow any stack).
+pub const MAX_SOURCE_NESTING: usize = 1000;
+
+/// The largest `ArrayBuffer` a script may make, in bytes.
+pub const MAX_BUFFER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Whether `source` nests brackets, parentheses or braces deeper than
+/// `max`, outside string literals and comments (template literals and
+/// regular expressions are counted as code: that can only overcount).
+pub fn nests_deeper_than(source: &str, max: usize) -> bool {
+    let bytes = source.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != q && bytes[i] != b'\n' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+fn nesting_error(max: usize) -> boa_engine::JsNativeError {
+    boa_engine::JsNativeError::syntax().with_message(format!(
+        "the script nests brackets deeper than {max} levels"
+    ))
+}
+
+/// Compiles a script after checking its nesting.
+fn parse_checked(source: &str, ctx: &mut Context) -> DmResult<Script> {
+    if nests_deeper_than(source, MAX_SOURCE_NESTING) {
+        return Err(DataModelError::new(
+            nesting_error(MAX_SOURCE_NESTING).to_string(),
+        ));
+    }
+    Script::parse(Source::from_bytes(source.as_bytes()), None, ctx).map_err(|e| js_err(e, ctx))
+}
+
+/// The host hooks of every session context: `eval` and `new Function`
+/// get the same nesting check as the document's scripts, and array
+/// buffers are bounded.
+struct ScriptHooks;
+
+impl boa_engine::context::HostHooks for ScriptHooks {
+    fn ensure_can_compile_strings(
+        &self,
+        _realm: boa_engine::realm::Realm,
+        parameters: &[JsString],
+        body: &JsString,
+        _direct: bool,
+        _context: &mut Context,
+    ) -> JsResult<()> {
+        let deep = |s: &JsString| nests_deeper_than(&s.to_std_string_escaped(), MAX_SOURCE_NESTING);
+        if deep(body) || parameters.iter().any(deep) {
+            return Err(nesting_error(MAX_SOURCE_NESTING).into());
+        }
+        Ok(())
+    }
+
+    fn max_buffer_size(&self, _context: &mut Context) -> u64 {
+        MAX_BUFFER_BYTES
+    }
 }
 
 /// The DOM implementation exposed for XML values.
@@ -306,7 +401,10 @@ Object.defineProperty(Object.prototype, 'toSource', {
 impl EcmaScriptDataModel {
     /// A fresh context for `doc` with the given limits.
     pub fn new(doc: Arc<Document>, limits: &ScriptLimits) -> Self {
-        let mut ctx = Context::default();
+        let mut ctx = Context::builder()
+            .host_hooks(Rc::new(ScriptHooks))
+            .build()
+            .expect("a context with the default realm builds");
         ctx.runtime_limits_mut()
             .set_loop_iteration_limit(limits.loop_iterations);
         ctx.runtime_limits_mut()
@@ -359,6 +457,10 @@ impl EcmaScriptDataModel {
             compilations: 0,
             text_scripts: HashMap::new(),
             text_setters: HashMap::new(),
+            snapshot_budget: codec::SnapshotBudget {
+                depth: limits.snapshot_depth,
+                bytes: limits.snapshot_bytes,
+            },
             owner: None,
         };
         if dm.doc.dialect == crate::model::Dialect::Ors {
@@ -487,8 +589,7 @@ impl EcmaScriptDataModel {
             }
         };
         self.compilations += 1;
-        let script = Script::parse(Source::from_bytes(source.as_bytes()), None, &mut self.ctx)
-            .map_err(|e| js_err(e, &mut self.ctx))?;
+        let script = parse_checked(&source, &mut self.ctx)?;
         self.compiled[id.index()] = Some(script.clone());
         Ok(script)
     }
@@ -520,9 +621,8 @@ impl EcmaScriptDataModel {
         let source =
             format!("(function (__ors_value) {{ 'use strict';\n({loc}\n) = __ors_value; }})");
         self.compilations += 1;
-        let f = self
-            .ctx
-            .eval(Source::from_bytes(source.as_bytes()))
+        let f = parse_checked(&source, &mut self.ctx)?
+            .evaluate(&mut self.ctx)
             .map_err(|e| js_err(e, &mut self.ctx))?;
         f.as_object()
             .filter(|o| o.is_callable())
@@ -618,164 +718,6 @@ impl EcmaScriptDataModel {
             .map(Some)
             .map_err(|e| DataModelError::new(format!("value cannot be converted to data: {e}")))
     }
-
-    /// Encodes a value for a snapshot: JSON where it fits, tagged objects for
-    /// `undefined`, non-finite numbers and dates; functions are dropped.
-    fn encode(&mut self, value: &JsValue, seen: &mut Vec<JsObject>) -> DmResult<Option<Value>> {
-        use boa_engine::JsVariant as V;
-        Ok(Some(match value.variant() {
-            V::Undefined => tag("$undefined", Value::Bool(true)),
-            V::Null => Value::Null,
-            V::Boolean(b) => Value::Bool(b),
-            V::Integer32(i) => Value::from(i),
-            V::Float64(f) if f.is_finite() => Value::from(f),
-            V::Float64(f) => tag("$number", Value::String(f.to_string())),
-            V::String(s) => Value::String(s.to_std_string_escaped()),
-            V::BigInt(b) => tag("$bigint", Value::String(b.to_string())),
-            V::Symbol(_) => return Ok(None),
-            V::Object(obj) => {
-                if obj.is_callable() {
-                    return Ok(None);
-                }
-                if seen.iter().any(|o| JsObject::equals(o, &obj)) {
-                    return Err(DataModelError::new(
-                        "cyclic object values cannot be captured in a snapshot",
-                    ));
-                }
-                if obj
-                    .has_property(js_string!("__orsDom"), &mut self.ctx)
-                    .unwrap_or(false)
-                {
-                    let to_xml = obj
-                        .get(js_string!("toXML"), &mut self.ctx)
-                        .map_err(|e| js_err(e, &mut self.ctx))?;
-                    if let Some(f) = to_xml.as_object().filter(|f| f.is_callable()) {
-                        let xml = f
-                            .call(&value.clone(), &[], &mut self.ctx)
-                            .and_then(|v| v.to_string(&mut self.ctx))
-                            .map_err(|e| js_err(e, &mut self.ctx))?;
-                        return Ok(Some(tag(
-                            "$xml",
-                            Value::String(xml.to_std_string_escaped()),
-                        )));
-                    }
-                }
-                if let Ok(date) = JsDate::from_object(obj.clone()) {
-                    let t = date
-                        .get_time(&mut self.ctx)
-                        .map_err(|e| js_err(e, &mut self.ctx))?;
-                    return Ok(Some(tag(
-                        "$date",
-                        Value::from(t.as_number().unwrap_or(f64::NAN)),
-                    )));
-                }
-                seen.push(obj.clone());
-                let result = if obj.is_array() {
-                    let arr =
-                        JsArray::from_object(obj.clone()).map_err(|e| js_err(e, &mut self.ctx))?;
-                    let len = arr
-                        .length(&mut self.ctx)
-                        .map_err(|e| js_err(e, &mut self.ctx))?;
-                    let mut out = Vec::with_capacity(len as usize);
-                    for i in 0..len {
-                        let v = arr
-                            .get(i, &mut self.ctx)
-                            .map_err(|e| js_err(e, &mut self.ctx))?;
-                        out.push(self.encode(&v, seen)?.unwrap_or(Value::Null));
-                    }
-                    Value::Array(out)
-                } else {
-                    let keys = obj
-                        .own_property_keys(&mut self.ctx)
-                        .map_err(|e| js_err(e, &mut self.ctx))?;
-                    let mut map = Map::new();
-                    for key in keys {
-                        let name = match &key {
-                            PropertyKey::String(s) => s.to_std_string_escaped(),
-                            PropertyKey::Index(i) => i.get().to_string(),
-                            PropertyKey::Symbol(_) => continue,
-                        };
-                        let enumerable = obj
-                            .borrow()
-                            .properties()
-                            .get(&key)
-                            .and_then(|d| d.enumerable())
-                            .unwrap_or(true);
-                        if !enumerable {
-                            continue;
-                        }
-                        let v = obj
-                            .get(key, &mut self.ctx)
-                            .map_err(|e| js_err(e, &mut self.ctx))?;
-                        if let Some(v) = self.encode(&v, seen)? {
-                            map.insert(escape_key(name), v);
-                        }
-                    }
-                    Value::Object(map)
-                };
-                seen.pop();
-                result
-            }
-        }))
-    }
-
-    fn decode(&mut self, value: &Value) -> DmResult<JsValue> {
-        match value {
-            Value::Object(map) if map.len() == 1 => {
-                let (k, v) = map.iter().next().expect("one entry");
-                match (k.as_str(), v) {
-                    ("$undefined", _) => return Ok(JsValue::undefined()),
-                    ("$number", Value::String(s)) => {
-                        let f = match s.as_str() {
-                            "inf" => f64::INFINITY,
-                            "-inf" => f64::NEG_INFINITY,
-                            _ => f64::NAN,
-                        };
-                        return Ok(JsValue::from(f));
-                    }
-                    ("$xml", Value::String(xml)) => {
-                        return xml_to_js(xml, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx));
-                    }
-                    ("$date", t) => {
-                        let t = t.as_f64().unwrap_or(f64::NAN);
-                        let date_ctor = self
-                            .ctx
-                            .global_object()
-                            .get(js_string!("Date"), &mut self.ctx)
-                            .map_err(|e| js_err(e, &mut self.ctx))?;
-                        let ctor = date_ctor
-                            .as_object()
-                            .ok_or_else(|| DataModelError::new("Date is missing"))?;
-                        return ctor
-                            .construct(&[JsValue::from(t)], None, &mut self.ctx)
-                            .map(JsValue::from)
-                            .map_err(|e| js_err(e, &mut self.ctx));
-                    }
-                    _ => {}
-                }
-                self.decode_object(map)
-            }
-            Value::Object(map) => self.decode_object(map),
-            Value::Array(items) => {
-                let mut values = Vec::with_capacity(items.len());
-                for v in items {
-                    values.push(self.decode(v)?);
-                }
-                Ok(JsArray::from_iter(values, &mut self.ctx).into())
-            }
-            other => JsValue::from_json(other, &mut self.ctx).map_err(|e| js_err(e, &mut self.ctx)),
-        }
-    }
-
-    fn decode_object(&mut self, map: &Map<String, Value>) -> DmResult<JsValue> {
-        let obj = JsObject::with_object_proto(self.ctx.intrinsics());
-        for (k, v) in map {
-            let v = self.decode(v)?;
-            obj.create_data_property_or_throw(JsString::from(unescape_key(k)), v, &mut self.ctx)
-                .map_err(|e| js_err(e, &mut self.ctx))?;
-        }
-        Ok(obj.into())
-    }
 }
 
 /// Whether `{"$xml": ...}` occurs anywhere in a value.
@@ -785,12 +727,6 @@ fn contains_xml_tag(v: &Value) -> bool {
         Value::Array(a) => a.iter().any(contains_xml_tag),
         _ => false,
     }
-}
-
-fn tag(name: &str, v: Value) -> Value {
-    let mut m = Map::new();
-    m.insert(name.to_string(), v);
-    Value::Object(m)
 }
 
 /// Keys starting with `$` are escaped with a second `$` so they are never
@@ -902,8 +838,7 @@ impl DataModel for EcmaScriptDataModel {
                 self.compilations += 1;
                 let body = source.trim().trim_end_matches(';');
                 let wrapped = format!("(\n{body}\n)");
-                let s = Script::parse(Source::from_bytes(wrapped.as_bytes()), None, &mut self.ctx)
-                    .map_err(|e| js_err(e, &mut self.ctx))?;
+                let s = parse_checked(&wrapped, &mut self.ctx)?;
                 self.text_scripts.insert(source.to_string(), s.clone());
                 s
             }
@@ -1014,11 +949,14 @@ impl DataModel for EcmaScriptDataModel {
         let names = self.user_global_names();
         let global = self.ctx.global_object();
         let mut map = Map::new();
+        // One encoder for all variables: an object two variables share is
+        // written once.
+        let mut encoder = codec::Encoder::new(self.snapshot_budget);
         for name in names {
             let v = global
                 .get(JsString::from(name.as_str()), &mut self.ctx)
                 .map_err(|e| js_err(e, &mut self.ctx))?;
-            match self.encode(&v, &mut Vec::new())? {
+            match encoder.encode(&v, &mut self.ctx)? {
                 Some(enc) => {
                     map.insert(escape_key(name), enc);
                 }
@@ -1037,8 +975,9 @@ impl DataModel for EcmaScriptDataModel {
             return Err(DataModelError::new("data model snapshot must be an object"));
         };
         let global = self.ctx.global_object();
+        let mut decoder = codec::Decoder::new(self.snapshot_budget);
         for (k, v) in map {
-            let v = self.decode(v)?;
+            let v = decoder.decode(v, &mut self.ctx)?;
             let key = JsString::from(unescape_key(k));
             // Functions cannot be saved; the ones the prelude and the
             // document's scripts put on objects are carried over onto the
@@ -1100,6 +1039,99 @@ mod tests {
       <datamodel><data id="n" expr="0"/></datamodel>
       <state id="s"><transition event="t" cond="n &gt;= 0 &amp;&amp; In('s')">
         <assign location="n" expr="n + 1"/></transition></state></scxml>"#;
+
+    fn truth(dm: &mut EcmaScriptDataModel, src: &str) -> bool {
+        run(dm, src).as_boolean() == Some(true)
+    }
+
+    /// Runs statements in the model's context; the completion value.
+    fn run(dm: &mut EcmaScriptDataModel, src: &str) -> JsValue {
+        dm.ctx
+            .eval(Source::from_bytes(src.as_bytes()))
+            .expect("the script runs")
+    }
+
+    #[test]
+    fn snapshots_keep_shared_objects_shared_and_cycles_whole() {
+        let (_, mut dm) = model(CHART);
+        run(
+            &mut dm,
+            "var leaf = {v: 1}; var a = leaf; \
+             for (var i = 0; i < 40; i++) a = {x: a, y: a}; \
+             var b = [a, a]; var c = {name: 'c'}; c.self = c; c.list = [c, leaf];",
+        );
+        let snap = dm.snapshot().expect("a shared graph is captured");
+        let text = serde_json::to_string(&snap).unwrap();
+        // Unfolded, `a` would be 2^40 leaves; shared, it is one object per level.
+        assert!(text.len() < 8_000, "snapshot is {} bytes", text.len());
+
+        let (_, mut restored) = model(CHART);
+        restored.restore(&snap).expect("restores");
+        assert!(truth(&mut restored, "b[0] === b[1] && b[0].x === b[0].y"));
+        assert!(truth(
+            &mut restored,
+            "var d = 0, o = a; while (o.x) { if (o.x !== o.y) break; o = o.x; d++; } \
+             d === 40 && o === leaf && o.v === 1"
+        ));
+        assert!(truth(
+            &mut restored,
+            "c.self === c && c.list[0] === c && c.list[1] === leaf && c.name === 'c'"
+        ));
+    }
+
+    #[test]
+    fn snapshots_refuse_values_nested_past_the_limit_without_recursing() {
+        let (_, mut dm) = model(CHART);
+        // Deep enough to overflow a recursive encoder's stack.
+        run(
+            &mut dm,
+            "var deep = []; for (var i = 0; i < 200000; i++) deep = [deep];",
+        );
+        let err = dm.snapshot().expect_err("too deep to capture");
+        assert!(err.message.contains("100 levels"), "{}", err.message);
+
+        let (_, mut dm) = model(CHART);
+        run(
+            &mut dm,
+            "var ok = []; for (var i = 0; i < 99; i++) ok = [ok];",
+        );
+        let snap = dm.snapshot().expect("99 levels are within the limit");
+        let text = serde_json::to_string(&snap).unwrap();
+        let read: Value = serde_json::from_str(&text).expect("serde_json reads it back");
+        let (_, mut restored) = model(CHART);
+        restored.restore(&read).unwrap();
+        assert!(truth(
+            &mut restored,
+            "var n = 0, o = ok; while (Array.isArray(o) && o.length) { o = o[0]; n++; } n === 99"
+        ));
+    }
+
+    #[test]
+    fn snapshots_refuse_data_models_larger_than_the_limit() {
+        let (_, mut dm) = model(CHART);
+        run(
+            &mut dm,
+            "var s = 'x'; for (var i = 0; i < 24; i++) s = s + s;",
+        );
+        let err = dm.snapshot().expect_err("16 Mi characters are over 16 MiB");
+        assert!(err.message.contains("larger than"), "{}", err.message);
+    }
+
+    #[test]
+    fn restore_refuses_dangling_references_and_runaway_nesting() {
+        let (_, mut dm) = model(CHART);
+        let dangling = serde_json::json!({"a": {"$ref": 7}});
+        let err = dm.restore(&dangling).expect_err("object 7 is not defined");
+        assert!(err.message.contains("object 7"), "{}", err.message);
+        let mut deep = Value::Null;
+        for _ in 0..300 {
+            deep = Value::Array(vec![deep]);
+        }
+        let err = dm
+            .restore(&serde_json::json!({ "deep": deep }))
+            .expect_err("too deep to restore");
+        assert!(err.message.contains("nests too deeply"), "{}", err.message);
+    }
 
     #[test]
     fn ors_documents_have_spidermonkeys_to_source_and_w3c_ones_do_not() {

@@ -137,6 +137,13 @@ pub struct ScriptLimits {
     pub recursion: usize,
     /// VM stack size (values).
     pub stack_size: usize,
+    /// How deeply arrays and objects may nest in a variable when the
+    /// session is captured (levels; a deeper value fails the snapshot).
+    /// Kept under serde_json's 128-level reading limit.
+    pub snapshot_depth: usize,
+    /// The most a session's data model may take in a snapshot (bytes,
+    /// approximate: strings count two bytes a code unit).
+    pub snapshot_bytes: usize,
 }
 
 impl Default for ScriptLimits {
@@ -145,6 +152,8 @@ impl Default for ScriptLimits {
             loop_iterations: 1_000_000,
             recursion: 400,
             stack_size: 1024 * 1024,
+            snapshot_depth: 100,
+            snapshot_bytes: 16 * 1024 * 1024,
         }
     }
 }

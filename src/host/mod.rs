@@ -130,7 +130,16 @@ pub struct LocalHost {
     /// Invoked children that ended or were cancelled since
     /// [`LocalHost::take_removed`].
     removed: Vec<Arc<str>>,
+    /// Told which session runs (see [`LocalHost::set_run_observer`]).
+    run_observer: Option<RunObserver>,
+    /// Sessions running now, innermost last.
+    running: Vec<Arc<str>>,
 }
+
+/// Told the session whose code is about to run on this host's thread
+/// (`Some`), and `None` when none is (a watchdog's view of which session
+/// a stuck or crashed thread was running).
+pub type RunObserver = Box<dyn FnMut(Option<&Arc<str>>)>;
 
 /// Milliseconds since the Unix epoch.
 pub fn wall_clock_ms() -> u64 {
@@ -167,7 +176,24 @@ impl LocalHost {
             halted: Vec::new(),
             touched: Vec::new(),
             removed: Vec::new(),
+            run_observer: None,
+            running: Vec::new(),
         }
+    }
+
+    /// Forgets which sessions were running (after a panic unwound out of
+    /// one) and tells the observer none is.
+    pub fn reset_running(&mut self) {
+        self.running.clear();
+        if let Some(observe) = &mut self.run_observer {
+            observe(None);
+        }
+    }
+
+    /// Tells `observer` whenever a session's code starts or stops running
+    /// on this host (every macrostep, timer, start and cancel).
+    pub fn set_run_observer(&mut self, observer: RunObserver) {
+        self.run_observer = Some(observer);
     }
 
     /// Loads invoked children's documents with `loader` instead of the
@@ -342,6 +368,34 @@ impl LocalHost {
         running
     }
 
+    /// Stops a session where it stands for `reason`, running nothing more
+    /// (no `onexit`, no `done.invoke` to a parent): its invoked children
+    /// are dropped (reported by [`LocalHost::take_removed`]) and a
+    /// top-level one is reported halted. For a session whose state cannot
+    /// be kept, or one an operator's supervisor quarantined.
+    pub fn fail(&mut self, id: &str, reason: &str) -> bool {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return false;
+        };
+        let Some(session) = slot.session.as_mut() else {
+            return false;
+        };
+        session.stop_with_reason(reason);
+        let children: Vec<Arc<str>> = slot.children.drain().map(|(_, c)| c).collect();
+        let top = slot.parent.is_none();
+        let id: Arc<str> = slot.id.clone();
+        if !std::mem::replace(&mut slot.touched, true) {
+            self.touched.push(id.clone());
+        }
+        for child in children {
+            self.remove_tree(&child, true);
+        }
+        if top {
+            self.halted.push(id);
+        }
+        true
+    }
+
     /// Lets sessions `<send>` with the Basic HTTP Event I/O Processor.
     pub fn set_basichttp(&mut self, client: crate::io::basichttp::Client) {
         self.basichttp = Some(client);
@@ -414,7 +468,15 @@ impl LocalHost {
             slot.touched = true;
             self.touched.push(slot.id.clone());
         }
+        if let Some(observe) = &mut self.run_observer {
+            observe(Some(&slot.id));
+            self.running.push(slot.id.clone());
+        }
         let r = f(&mut session, self);
+        if let Some(observe) = &mut self.run_observer {
+            self.running.pop();
+            observe(self.running.last());
+        }
         let due = session.next_timer_due();
         let queued = session.is_running() && session.has_external();
         if let Some(slot) = self.slots.get_mut(id) {

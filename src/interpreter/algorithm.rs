@@ -36,6 +36,7 @@ impl Session {
         if !self.running {
             self.exit_interpreter(doc, host);
         }
+        self.macrostep_started_ms = 0;
     }
 
     /// Eventless transitions and internal events until none is left.
@@ -43,7 +44,11 @@ impl Session {
         let mut microsteps: u64 = 0;
         self.foreach_iterations = 0;
         let time_limit = self.options.max_macrostep_ms;
-        let started = if time_limit > 0 { host.now_ms() } else { 0 };
+        let started = match self.macrostep_started_ms {
+            0 if time_limit > 0 => host.now_ms(),
+            t => t,
+        };
+        self.macrostep_started_ms = started;
         while self.running {
             let mut enabled = self.select_transitions(doc, None);
             if enabled.is_empty() {

@@ -174,6 +174,16 @@ impl Session {
                         ))));
                         break;
                     }
+                    let limit = self.options.max_macrostep_ms;
+                    if limit > 0
+                        && self.foreach_iterations.is_multiple_of(1024)
+                        && host.now_ms().saturating_sub(self.macrostep_started_ms) > limit
+                    {
+                        result = Err(self.fail(DataModelError::new(format!(
+                            "<foreach> ran past the macrostep's {limit} ms"
+                        ))));
+                        break;
+                    }
                     if let Err(e) = self.datamodel.foreach_step(&f.item, f.index.as_deref(), i) {
                         result = Err(self.fail(e));
                         break;
@@ -440,6 +450,7 @@ impl Session {
             && self.own_location("basichttp").is_some_and(|own| own == t)
             && let Some(ev) = host.loopback(ty, t, &event)
         {
+            self.fed_self = true;
             self.external_queue.push_back(ev);
             return Ok(());
         }
@@ -494,7 +505,10 @@ impl Session {
         host: &mut dyn Host,
     ) {
         match outbound {
-            None => self.external_queue.push_back(event),
+            None => {
+                self.fed_self = true;
+                self.external_queue.push_back(event)
+            }
             Some(o) => {
                 if let Err(e) = host.dispatch(&self.id, o) {
                     self.raise_error("error.communication", &e.0, Some(sendid));

@@ -227,6 +227,10 @@ pub struct SessionOptions {
     /// single script is bounded by the data model's own limits); 0 means
     /// no limit.
     pub max_macrostep_ms: u64,
+    /// Most events in a row a session may send itself without delay (each
+    /// macrostep queueing the next) with no event from anywhere else in
+    /// between, before it is stopped as runaway; 0 means no limit.
+    pub max_self_events: u64,
     /// Values that override the document's `<data>` of the same id at
     /// initialisation (invoke parameters, session start parameters).
     pub initial_data: serde_json::Map<String, Value>,
@@ -290,6 +294,16 @@ pub struct Session {
     stop_reason: Option<String>,
     /// `<foreach>` iterations run in the current macrostep.
     foreach_iterations: u64,
+    /// Whether the current macrostep sent this session an event without
+    /// delay, whether the previous one did, and how many macrosteps in a
+    /// row ran on an event the one before sent (see
+    /// [`SessionOptions::max_self_events`]).
+    fed_self: bool,
+    fed_self_before: bool,
+    self_fed_streak: u64,
+    /// When the current macrostep began, by the host's clock (ms; 0: none
+    /// is running), for the macrostep time budget inside `<foreach>`.
+    macrostep_started_ms: u64,
     /// The executable-content element running now (its tag name and
     /// where it is), for the `error.execution` it may raise.
     current_action: Option<(
@@ -331,6 +345,10 @@ impl Session {
             final_info: None,
             stop_reason: None,
             foreach_iterations: 0,
+            fed_self: false,
+            fed_self_before: false,
+            self_fed_streak: 0,
+            macrostep_started_ms: 0,
             current_action: None,
             done_data: None,
             invokes: BTreeMap::new(),
@@ -445,6 +463,9 @@ impl Session {
         }
         self.started = true;
         self.running = true;
+        if self.options.max_macrostep_ms > 0 {
+            self.macrostep_started_ms = host.now_ms().max(1);
+        }
         let doc = self.doc.clone();
         let vars = self.system_variables();
         if let Err(e) = self.datamodel.set_system_variables(&vars) {
@@ -526,6 +547,30 @@ impl Session {
         }
         let event = self.external_queue.pop_front()?;
         let doc = self.doc.clone();
+        let from_self = self.fed_self_before
+            && event
+                .origin
+                .as_deref()
+                .is_some_and(|o| o.strip_prefix("#_scxml_") == Some(&*self.id));
+        self.self_fed_streak = if from_self {
+            self.self_fed_streak + 1
+        } else {
+            0
+        };
+        let limit = self.options.max_self_events;
+        if limit > 0 && self.self_fed_streak > limit {
+            let reason = format!(
+                "sent itself {limit} events in a row with nothing from outside; session stopped"
+            );
+            host.log(&self.id, Some("error"), &reason);
+            self.stop_reason = Some(reason);
+            self.running = false;
+            return Some((event, self.outcome()));
+        }
+        self.fed_self = false;
+        if self.options.max_macrostep_ms > 0 {
+            self.macrostep_started_ms = host.now_ms().max(1);
+        }
         if let Err(e) = self.datamodel.set_event(&event) {
             self.raise_error("error.execution", &e.message, None);
         }
@@ -537,6 +582,7 @@ impl Session {
         enabled.clear();
         self.scratch_enabled = enabled;
         self.run_macrostep(&doc, host);
+        self.fed_self_before = std::mem::take(&mut self.fed_self);
         Some((event, self.outcome()))
     }
 

@@ -58,6 +58,10 @@ pub struct SessionSnapshot {
     pub invokes: BTreeMap<String, (String, usize)>,
     /// The data model's variables.
     pub datamodel: Value,
+    /// Why the session was stopped without reaching a final state (a
+    /// limit, a snapshot it could not take, a quarantine), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 /// Why a snapshot could not be taken or restored.
@@ -113,7 +117,38 @@ impl Session {
                 .map(|(id, a)| (id.to_string(), (name(a.state), a.index)))
                 .collect(),
             datamodel,
+            stop_reason: self.stop_reason.clone(),
         })
+    }
+
+    /// Stops the session for `reason` without running anything more (its
+    /// state could not be kept, or it was quarantined): it is no longer
+    /// running and [`Session::stop_reason`] says why.
+    pub fn stop_with_reason(&mut self, reason: impl Into<String>) {
+        self.running = false;
+        self.stop_reason = Some(reason.into());
+        self.delayed.clear();
+    }
+
+    /// What is left of a stopped session when its data cannot be captured:
+    /// its id, name and stop reason, nothing to run.
+    pub fn stopped_snapshot(&self) -> SessionSnapshot {
+        SessionSnapshot {
+            session_id: self.id.to_string(),
+            document_name: self.doc.name.clone(),
+            running: false,
+            configuration: Vec::new(),
+            history: BTreeMap::new(),
+            initialized: Vec::new(),
+            states_to_invoke: Vec::new(),
+            internal_queue: Vec::new(),
+            external_queue: Vec::new(),
+            delayed: Vec::new(),
+            next_send: self.next_send,
+            invokes: BTreeMap::new(),
+            datamodel: Value::Object(Default::default()),
+            stop_reason: self.stop_reason.clone(),
+        }
     }
 
     /// Rebuilds a session from a snapshot: a fresh data model gets the system
@@ -195,6 +230,7 @@ impl Session {
             );
         }
         session.running = snapshot.running;
+        session.stop_reason = snapshot.stop_reason.clone();
         session.started = true;
         if !snapshot.running {
             session.final_info = None::<FinalInfo>;

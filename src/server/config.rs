@@ -35,6 +35,12 @@ pub struct Config {
     pub store: StoreSettings,
     /// HTTP connections: timeouts, limits, load shedding.
     pub connections: ConnectionSettings,
+    /// Whether this process runs the watchdog (`server::watchdog`) that
+    /// ends it when a session is stuck or memory runs over; `ors serve`
+    /// sets it, servers embedded in other programs (and tests) do not.
+    /// Not read from the configuration file.
+    #[serde(skip)]
+    pub watchdog: bool,
 }
 
 /// HTTP connections (`[connections]`): how long the server waits for a
@@ -167,6 +173,7 @@ impl Default for Config {
             data_dir: PathBuf::from("ors-data"),
             store: StoreSettings::default(),
             connections: ConnectionSettings::default(),
+            watchdog: false,
         }
     }
 }
@@ -188,12 +195,34 @@ pub struct Limits {
     /// Longest one macrostep may run, in ms, before the session is
     /// stopped (checked between microsteps); 0: no limit.
     pub max_macrostep_ms: u64,
+    /// Most events in a row a session may send itself without delay, with
+    /// nothing from outside in between, before it is stopped (failed, with
+    /// the reason); 0: no limit.
+    pub max_self_events: u64,
     /// Most iterations of one script loop.
     pub script_loop_iterations: u64,
     /// Deepest script recursion.
     pub script_recursion: usize,
     /// Longest a `session:fetch` may take when it names no timeout, in ms.
     pub fetch_timeout_ms: u64,
+    /// Longest one session may keep a worker without returning, in ms (a
+    /// script stuck in a backtracking regular expression or a huge native
+    /// call, which no check between microsteps can stop): the watchdog
+    /// then records the session and ends the server process, which the
+    /// supervisor of `ors serve` restarts; 0: no watchdog for time.
+    pub max_run_ms: u64,
+    /// Resident memory the server process may use, in MiB, before the
+    /// watchdog records the sessions running and ends the process (as for
+    /// `max_run_ms`); 0: half of the machine's memory.
+    pub max_memory_mb: u64,
+    /// How deeply arrays and objects may nest in a session's data when it
+    /// is saved (levels); a session holding deeper data fails with the
+    /// reason. At most 120 (stored snapshots are read back with
+    /// serde_json's 128-level limit).
+    pub max_data_depth: usize,
+    /// The most a session's data may take when it is saved, in bytes
+    /// (approximate); a session holding more fails with the reason.
+    pub max_data_bytes: usize,
 }
 
 impl Default for Limits {
@@ -205,9 +234,14 @@ impl Default for Limits {
             halted_retention_secs: 300,
             max_microsteps: 100_000,
             max_macrostep_ms: 10_000,
+            max_self_events: 100_000,
             script_loop_iterations: 1_000_000,
             script_recursion: 400,
             fetch_timeout_ms: 10_000,
+            max_run_ms: 20_000,
+            max_memory_mb: 0,
+            max_data_depth: 100,
+            max_data_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -404,6 +438,12 @@ impl Config {
         }
         self.store_location()?;
         self.connections.validate()?;
+        if !(1..=120).contains(&self.limits.max_data_depth) {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_data_depth ({}) must be between 1 and 120",
+                self.limits.max_data_depth
+            )));
+        }
         for (name, script) in &self.scripts {
             if script.url.trim().is_empty() {
                 return Err(ConfigError::Invalid(format!(

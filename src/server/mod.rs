@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod params;
 pub mod prelude;
 pub mod sessions;
+pub mod watchdog;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -239,6 +240,27 @@ pub async fn build(
         tokio::spawn(committer.run());
         handle
     });
+    if let Some(store) = &store {
+        watchdog::quarantine(store, &config.data_dir)
+            .await
+            .map_err(|e| std::io::Error::other(format!("cannot quarantine sessions: {e}")))?;
+    }
+    let watch = if config.watchdog {
+        let journal = store
+            .as_ref()
+            .map(|_| config.data_dir.join(watchdog::JOURNAL_FILE));
+        let watch = Arc::new(watchdog::Watch::new(
+            config.worker_count(),
+            journal.as_deref(),
+        )?);
+        watchdog::spawn(
+            watch.clone(),
+            watchdog::WatchdogLimits::from_config(&config),
+        )?;
+        Some(watch)
+    } else {
+        None
+    };
     let recovered = match &store {
         Some(store) => store
             .running_roots()
@@ -307,6 +329,7 @@ pub async fn build(
         runtime: tokio::runtime::Handle::current(),
         stored_documents: Mutex::new(HashMap::new()),
         hooks,
+        watch,
     });
     let n = recovered.len() as u64;
     metrics.sessions_running.fetch_add(n, Ordering::Relaxed);

@@ -26,11 +26,26 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
-    /// Starts `ors serve --workers 2 --listen 127.0.0.1:<port> --data-dir
-    /// <data_dir>` plus `extra` arguments, from the crate directory, its
-    /// stderr appended to `<data_dir>/server.log`, and waits (at most
-    /// 60 s) until `/health` answers 200.
+    /// Starts `ors serve --no-supervisor --workers 2 (unless `extra` sets
+    /// them) --listen
+    /// 127.0.0.1:<port> --data-dir <data_dir>` plus `extra` arguments,
+    /// from the crate directory, its stderr appended to
+    /// `<data_dir>/server.log`, and waits (at most 60 s) until `/health`
+    /// answers 200. Without the supervisor, [`ServeProcess::kill`] kills
+    /// the server itself.
     pub async fn start(port: u16, data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        let mut args = vec!["--no-supervisor"];
+        args.extend_from_slice(extra);
+        ServeProcess::start_with(port, data_dir, &args).await
+    }
+
+    /// As [`ServeProcess::start`], but under the supervisor that restarts
+    /// the server when it crashes (killing this process stops both).
+    pub async fn start_supervised(port: u16, data_dir: &Path, extra: &[&str]) -> ServeProcess {
+        ServeProcess::start_with(port, data_dir, extra).await
+    }
+
+    async fn start_with(port: u16, data_dir: &Path, extra: &[&str]) -> ServeProcess {
         let log = data_dir.join("server.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -38,7 +53,13 @@ impl ServeProcess {
             .open(&log)
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ors"))
-            .args(["serve", "--workers", "2", "--listen"])
+            .arg("serve")
+            .args(if extra.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "2"][..]
+            })
+            .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data_dir)
@@ -54,6 +75,13 @@ impl ServeProcess {
             base: format!("http://127.0.0.1:{port}"),
             log,
         };
+        server.wait_healthy().await;
+        server
+    }
+
+    /// Waits (at most 60 s) until `/health` answers 200.
+    pub async fn wait_healthy(&self) {
+        let server = self;
         let probe = ors::io::http::http_client(Duration::from_secs(5));
         let health = format!("{}/health", server.base);
         eventually(
@@ -72,7 +100,11 @@ impl ServeProcess {
             },
         )
         .await;
-        server
+    }
+
+    /// The server's log so far (its stderr).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// An operator's client of this server: the token `ors serve` keeps

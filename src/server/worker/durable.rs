@@ -426,6 +426,7 @@ impl Worker {
         ids.extend(touched);
         let now = Instant::now();
         let mut seen = std::collections::HashSet::new();
+        let mut failed: Vec<Arc<str>> = Vec::new();
         for id in ids {
             if !seen.insert(id.clone()) {
                 continue;
@@ -441,7 +442,33 @@ impl Worker {
                 continue;
             }
             meta.last_batch = batch_no;
-            if let Some(row) = self.session_row(&id, &root, &mut batch.documents) {
+            if failed.contains(&root) {
+                continue;
+            }
+            match self.session_row(&id, &root, &mut batch.documents) {
+                Ok(Some(row)) => {
+                    batch.upserts.push(row);
+                    roots.push(root);
+                }
+                Ok(None) => {}
+                Err(()) => failed.push(root),
+            }
+        }
+        let mut removed = removed;
+        for root in failed {
+            // Its state cannot be kept: the tree stops here, and what is
+            // written (and acknowledged) is that it failed and why.
+            let reason = self
+                .host
+                .session(&root)
+                .and_then(|s| s.stop_reason().map(str::to_string))
+                .unwrap_or_default();
+            self.host.fail(&root, &reason);
+            tracing::error!(session = %root, %reason, "session failed: its state cannot be kept");
+            self.mark_failed(&root, reason);
+            removed.extend(self.host.take_removed());
+            batch.upserts.retain(|r| *r.root != *root);
+            if let Ok(Some(row)) = self.session_row(&root, &root, &mut batch.documents) {
                 batch.upserts.push(row);
                 roots.push(root);
             }
@@ -476,8 +503,10 @@ impl Worker {
         id: &Arc<str>,
         root: &Arc<str>,
         documents: &mut Vec<DocumentRow>,
-    ) -> Option<SessionRow> {
-        let meta = self.meta.get(root)?;
+    ) -> Result<Option<SessionRow>, ()> {
+        let Some(meta) = self.meta.get(root) else {
+            return Ok(None);
+        };
         let is_root = id == root;
         let (src, status, events) = if is_root {
             (meta.src.clone(), meta.status.label(), meta.events as i64)
@@ -491,15 +520,29 @@ impl Worker {
             meta.idealtime.map(|t| t as i64),
         );
         let parent = self.host.parent_of(id);
-        let session = self.host.session_mut(id)?;
-        let snapshot = match session.snapshot() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(session = %id, error = %e, "cannot snapshot a session; it is not persisted");
-                return None;
-            }
+        let Some(session) = self.host.session_mut(id) else {
+            return Ok(None);
         };
-        let snapshot = serde_json::to_string(&snapshot).ok()?;
+        let snapshot = if session.is_running() {
+            match session.snapshot() {
+                Ok(s) => s,
+                Err(e) => {
+                    // The tree's root is stopped with this reason by the caller.
+                    let reason = format!("the session's state cannot be kept: {e}");
+                    if let Some(root) = self.host.session_mut(root) {
+                        root.stop_with_reason(reason);
+                    }
+                    return Err(());
+                }
+            }
+        } else {
+            session
+                .snapshot()
+                .unwrap_or_else(|_| session.stopped_snapshot())
+        };
+        let Ok(snapshot) = serde_json::to_string(&snapshot) else {
+            return Ok(None);
+        };
         let wake_at = if !session.is_running() {
             None
         } else if session.has_external() {
@@ -514,7 +557,7 @@ impl Worker {
             doc.location.clone().unwrap_or_else(|| "inline".into())
         };
         let doc_hash = self.document_hash(&doc, documents);
-        Some(SessionRow {
+        Ok(Some(SessionRow {
             id: id.to_string(),
             root: root.to_string(),
             parent: parent.as_ref().map(|(p, _)| p.to_string()),
@@ -529,7 +572,7 @@ impl Worker {
             events,
             wake_at,
             snapshot,
-        })
+        }))
     }
 
     /// The stored hash of a document with text; its text goes with the
@@ -663,6 +706,7 @@ fn stored_meta(root: RootSummary, sleeping: Option<Sleeping>) -> Meta {
         last_batch: 0,
         persist: true,
         sleeping,
+        reason: None,
     }
 }
 
@@ -670,6 +714,7 @@ fn stored_meta(root: RootSummary, sleeping: Option<Sleeping>) -> Meta {
 /// from its last snapshot).
 fn view_from_row(row: &SessionRow) -> SessionView {
     let snapshot: Option<SessionSnapshot> = serde_json::from_str(&row.snapshot).ok();
+    let reason = snapshot.as_ref().and_then(|s| s.stop_reason.clone());
     let status = match row.status.as_str() {
         "completed" => Status::Completed,
         "terminated" => Status::Terminated,
@@ -699,5 +744,6 @@ fn view_from_row(row: &SessionRow) -> SessionView {
         pending_timers: None,
         invokes: None,
         hibernated: false,
+        reason,
     }
 }

@@ -62,6 +62,8 @@ pub struct WorkerContext {
     pub stored_documents: std::sync::Mutex<HashMap<String, Arc<Document>>>,
     /// Extensions' hooks, run before a session processes an external event.
     pub hooks: Vec<Arc<dyn super::SessionHook>>,
+    /// The watchdog, told which session each worker runs (`ors serve`).
+    pub watch: Option<Arc<super::watchdog::Watch>>,
 }
 
 /// A request to a worker.
@@ -160,6 +162,10 @@ pub struct SessionView {
     /// event, timer or query).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub hibernated: bool,
+    /// Why a `failed` session was stopped (a limit it ran into, a state
+    /// that could not be kept, a quarantine after crashing the server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Handles to the workers; cheap to share.
@@ -233,6 +239,9 @@ impl Pool {
     }
 }
 
+/// The stack of a worker thread, in bytes.
+const WORKER_STACK_BYTES: usize = 256 * 1024 * 1024;
+
 /// Starts one thread per receiver; they stop when every sender is gone.
 pub fn spawn_workers(
     ctx: Arc<WorkerContext>,
@@ -245,6 +254,10 @@ pub fn spawn_workers(
             let ctx = ctx.clone();
             std::thread::Builder::new()
                 .name(format!("ors-worker-{index}"))
+                // boa's parser and some built-ins recurse on what a script
+                // nests; a roomy stack (address space, touched only as
+                // used) keeps that an error rather than an overflow.
+                .stack_size(WORKER_STACK_BYTES)
                 .spawn(move || run_worker(index, ctx, rx))
                 .expect("spawning a worker thread")
         })
@@ -287,6 +300,8 @@ struct Meta {
     persist: bool,
     /// Set while it sleeps in the store.
     sleeping: Option<durable::Sleeping>,
+    /// Why it failed, once it has.
+    reason: Option<String>,
 }
 
 struct Worker {
@@ -442,6 +457,8 @@ impl Worker {
             limits: crate::datamodel::ScriptLimits {
                 loop_iterations: config.limits.script_loop_iterations,
                 recursion: config.limits.script_recursion,
+                snapshot_depth: config.limits.max_data_depth.min(120),
+                snapshot_bytes: config.limits.max_data_bytes,
                 ..Default::default()
             },
             custom_actions: ctx.custom_actions.clone(),
@@ -451,11 +468,15 @@ impl Worker {
                 .collect(),
             max_microsteps: config.limits.max_microsteps,
             max_macrostep_ms: config.limits.max_macrostep_ms,
+            max_self_events: config.limits.max_self_events,
             initial_data: Map::new(),
             declare_undeclared_data: true,
             prelude: Some(ctx.prelude.clone()),
         };
         let mut host = LocalHost::new(options.clone(), log);
+        if let Some(watch) = &ctx.watch {
+            host.set_run_observer(watch.observer(index));
+        }
         let tracers: Vec<_> = ctx
             .hooks
             .iter()
@@ -550,6 +571,7 @@ impl Worker {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
             tracing::error!(worker = self.index, panic = %what, "a session failed inside the engine");
+            self.host.reset_running();
             Metrics::inc(&self.ctx.metrics.sessions_failed);
             // Sessions that lost their state are marked failed.
             let lost: Vec<Arc<str>> = self
@@ -609,6 +631,7 @@ impl Worker {
                         last_batch: 0,
                         persist,
                         sleeping: None,
+                        reason: None,
                     },
                 );
                 // `sessions_running` was raised when the start was admitted.
@@ -748,8 +771,17 @@ impl Worker {
                 .get(&id)
                 .is_some_and(|m| m.status == Status::Running)
             {
-                tracing::info!(session = %id, "session completed");
-                self.mark_ended(&id, Status::Completed);
+                match self.host.session(&id).and_then(Session::stop_reason) {
+                    Some(reason) => {
+                        let reason = reason.to_string();
+                        tracing::warn!(session = %id, %reason, "session failed");
+                        self.mark_failed(&id, reason);
+                    }
+                    None => {
+                        tracing::info!(session = %id, "session completed");
+                        self.mark_ended(&id, Status::Completed);
+                    }
+                }
             }
         }
         let mut replies = std::mem::take(&mut self.ready_replies);
@@ -766,6 +798,16 @@ impl Worker {
             self.sweep();
         }
         self.hibernate_some(HIBERNATE_PER_BATCH);
+    }
+
+    /// Marks a session failed and keeps why.
+    fn mark_failed(&mut self, id: &Arc<str>, reason: String) {
+        if let Some(m) = self.meta.get_mut(id)
+            && m.status == Status::Running
+        {
+            m.reason = Some(reason);
+        }
+        self.mark_ended(id, Status::Failed);
     }
 
     fn mark_ended(&mut self, id: &Arc<str>, status: Status) {
@@ -835,6 +877,7 @@ impl Worker {
                     pending_timers: None,
                     invokes: None,
                     hibernated: true,
+                    reason: None,
                 }),
                 Some(m) if m.status == Status::Failed => Ok(SessionView {
                     sessionid: id.to_string(),
@@ -851,6 +894,7 @@ impl Worker {
                     pending_timers: None,
                     invokes: None,
                     hibernated: false,
+                    reason: m.reason.clone(),
                 }),
                 _ => Err(ApiError::session_not_found(id)),
             };
@@ -875,6 +919,9 @@ impl Worker {
             pending_timers: None,
             invokes: None,
             hibernated: false,
+            reason: meta
+                .and_then(|m| m.reason.clone())
+                .or_else(|| session.stop_reason().map(str::to_string)),
         };
         if with_data {
             view.pending_timers = Some(session.pending_timers());

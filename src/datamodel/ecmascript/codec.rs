@@ -1,0 +1,472 @@
+//! The data model's snapshot encoding: ECMAScript values to JSON and back,
+//! without recursion (an explicit stack of frames), within a depth and a
+//! size budget, and with shared references kept shared.
+//!
+//! Encoding: JSON where a value fits; `{"$undefined": true}`,
+//! `{"$number": "NaN"|"inf"|"-inf"}`, `{"$bigint": "123"}`,
+//! `{"$date": ms}` and `{"$xml": text}` for the rest; functions and symbols
+//! are dropped. Every array and plain object is numbered in the order the
+//! encoder first meets it (pre-order, across all variables of one
+//! snapshot); meeting it again writes `{"$ref": n}`, so an object graph
+//! with shared parts stays the size of the graph, not of its unfolding,
+//! and cycles are captured rather than refused. The decoder numbers the
+//! objects it creates in the same order. Keys starting with `$` are
+//! escaped with a second `$`.
+
+use std::collections::HashMap;
+
+use boa_engine::object::builtins::{JsArray, JsDate};
+use boa_engine::property::PropertyKey;
+use boa_engine::{Context, JsObject, JsString, JsValue, js_string};
+use serde_json::{Map, Value};
+
+use super::{escape_key, js_err, unescape_key, xml_to_js};
+use crate::datamodel::{DataModelError, DmResult};
+
+/// The bounds one snapshot must keep (from [`crate::datamodel::ScriptLimits`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SnapshotBudget {
+    /// Nesting of arrays and objects inside one variable.
+    pub depth: usize,
+    /// Approximate encoded size of the whole data model, in bytes.
+    pub bytes: usize,
+}
+
+/// One snapshot's encoding state: objects met so far and bytes spent.
+pub(super) struct Encoder {
+    budget: SnapshotBudget,
+    refs: HashMap<JsObject, usize>,
+    spent: usize,
+}
+
+/// What one value encodes to: a finished value, or a container whose
+/// members are still to be visited.
+enum Step {
+    Done(Option<Value>),
+    Open(Frame),
+}
+
+/// A container being encoded.
+enum Frame {
+    Array {
+        array: JsArray,
+        len: u64,
+        next: u64,
+        out: Vec<Value>,
+    },
+    Object {
+        object: JsObject,
+        keys: std::vec::IntoIter<PropertyKey>,
+        key: String,
+        out: Map<String, Value>,
+    },
+}
+
+impl Frame {
+    /// Takes a member's encoding (`None`: dropped; in an array, `null`).
+    fn accept(&mut self, value: Option<Value>) {
+        match self {
+            Frame::Array { out, .. } => out.push(value.unwrap_or(Value::Null)),
+            Frame::Object { out, key, .. } => {
+                if let Some(v) = value {
+                    out.insert(escape_key(std::mem::take(key)), v);
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Value {
+        match self {
+            Frame::Array { out, .. } => Value::Array(out),
+            Frame::Object { out, .. } => Value::Object(out),
+        }
+    }
+}
+
+impl Encoder {
+    pub(super) fn new(budget: SnapshotBudget) -> Encoder {
+        Encoder {
+            budget,
+            refs: HashMap::new(),
+            spent: 0,
+        }
+    }
+
+    fn spend(&mut self, bytes: usize) -> DmResult<()> {
+        self.spent = self.spent.saturating_add(bytes);
+        if self.spent > self.budget.bytes {
+            return Err(DataModelError::new(format!(
+                "the data model is larger than the snapshot limit of {} bytes",
+                self.budget.bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Encodes one variable's value (`None`: it cannot be captured, e.g. a
+    /// function).
+    pub(super) fn encode(&mut self, value: &JsValue, ctx: &mut Context) -> DmResult<Option<Value>> {
+        let mut stack: Vec<Frame> = Vec::new();
+        match self.step(value, ctx)? {
+            Step::Done(v) => return Ok(v),
+            Step::Open(frame) => stack.push(frame),
+        }
+        loop {
+            let top = stack.last_mut().expect("a frame is open");
+            let member = match top {
+                Frame::Array {
+                    array, len, next, ..
+                } => {
+                    if *next < *len {
+                        let v = array.get(*next, ctx).map_err(|e| js_err(e, ctx))?;
+                        *next += 1;
+                        Some(v)
+                    } else {
+                        None
+                    }
+                }
+                Frame::Object {
+                    object, keys, key, ..
+                } => next_enumerable(object, keys, key, ctx)?,
+            };
+            match member {
+                Some(v) => match self.step(&v, ctx)? {
+                    Step::Done(enc) => top.accept(enc),
+                    Step::Open(frame) => {
+                        if stack.len() >= self.budget.depth {
+                            return Err(DataModelError::new(format!(
+                                "a value nests deeper than the snapshot limit of {} levels",
+                                self.budget.depth
+                            )));
+                        }
+                        stack.push(frame);
+                    }
+                },
+                None => {
+                    let done = stack.pop().expect("a frame is open").finish();
+                    match stack.last_mut() {
+                        Some(parent) => parent.accept(Some(done)),
+                        None => return Ok(Some(done)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Encodes a value that is not a container, or opens a container.
+    fn step(&mut self, value: &JsValue, ctx: &mut Context) -> DmResult<Step> {
+        use boa_engine::JsVariant as V;
+        let done = |v: Value| Ok(Step::Done(Some(v)));
+        match value.variant() {
+            V::Undefined => {
+                self.spend(16)?;
+                done(tag("$undefined", Value::Bool(true)))
+            }
+            V::Null => {
+                self.spend(4)?;
+                done(Value::Null)
+            }
+            V::Boolean(b) => {
+                self.spend(5)?;
+                done(Value::Bool(b))
+            }
+            V::Integer32(i) => {
+                self.spend(8)?;
+                done(Value::from(i))
+            }
+            V::Float64(f) if f.is_finite() => {
+                self.spend(8)?;
+                done(Value::from(f))
+            }
+            V::Float64(f) => {
+                self.spend(16)?;
+                done(tag("$number", Value::String(f.to_string())))
+            }
+            V::String(s) => {
+                self.spend(s.len().saturating_mul(2).saturating_add(2))?;
+                done(Value::String(s.to_std_string_escaped()))
+            }
+            V::BigInt(b) => {
+                let text = b.to_string();
+                self.spend(text.len() + 12)?;
+                done(tag("$bigint", Value::String(text)))
+            }
+            V::Symbol(_) => Ok(Step::Done(None)),
+            V::Object(obj) => {
+                if obj.is_callable() {
+                    return Ok(Step::Done(None));
+                }
+                if let Some(&n) = self.refs.get(&obj) {
+                    self.spend(12)?;
+                    return done(tag("$ref", Value::from(n)));
+                }
+                if obj
+                    .has_property(js_string!("__orsDom"), ctx)
+                    .unwrap_or(false)
+                {
+                    let to_xml = obj
+                        .get(js_string!("toXML"), ctx)
+                        .map_err(|e| js_err(e, ctx))?;
+                    if let Some(f) = to_xml.as_object().filter(|f| f.is_callable()) {
+                        let xml = f
+                            .call(value, &[], ctx)
+                            .and_then(|v| v.to_string(ctx))
+                            .map_err(|e| js_err(e, ctx))?
+                            .to_std_string_escaped();
+                        self.spend(xml.len() + 10)?;
+                        return done(tag("$xml", Value::String(xml)));
+                    }
+                }
+                if let Ok(date) = JsDate::from_object(obj.clone()) {
+                    let t = date.get_time(ctx).map_err(|e| js_err(e, ctx))?;
+                    self.spend(16)?;
+                    return done(tag("$date", Value::from(t.as_number().unwrap_or(f64::NAN))));
+                }
+                self.spend(2)?;
+                let n = self.refs.len();
+                self.refs.insert(obj.clone(), n);
+                if obj.is_array() {
+                    let array = JsArray::from_object(obj.clone()).map_err(|e| js_err(e, ctx))?;
+                    let len = array.length(ctx).map_err(|e| js_err(e, ctx))?;
+                    Ok(Step::Open(Frame::Array {
+                        array,
+                        len,
+                        next: 0,
+                        out: Vec::new(),
+                    }))
+                } else {
+                    let keys = obj.own_property_keys(ctx).map_err(|e| js_err(e, ctx))?;
+                    Ok(Step::Open(Frame::Object {
+                        object: obj.clone(),
+                        keys: keys.into_iter(),
+                        key: String::new(),
+                        out: Map::new(),
+                    }))
+                }
+            }
+        }
+    }
+}
+
+/// The next enumerable string-keyed member of an object (its name goes
+/// into `key`), or `None` when there is none left.
+fn next_enumerable(
+    object: &JsObject,
+    keys: &mut std::vec::IntoIter<PropertyKey>,
+    key: &mut String,
+    ctx: &mut Context,
+) -> DmResult<Option<JsValue>> {
+    for k in keys.by_ref() {
+        let name = match &k {
+            PropertyKey::String(s) => s.to_std_string_escaped(),
+            PropertyKey::Index(i) => i.get().to_string(),
+            PropertyKey::Symbol(_) => continue,
+        };
+        let enumerable = object
+            .borrow()
+            .properties()
+            .get(&k)
+            .and_then(|d| d.enumerable())
+            .unwrap_or(true);
+        if !enumerable {
+            continue;
+        }
+        let v = object.get(k, ctx).map_err(|e| js_err(e, ctx))?;
+        *key = name;
+        return Ok(Some(v));
+    }
+    Ok(None)
+}
+
+fn tag(name: &str, v: Value) -> Value {
+    let mut m = Map::new();
+    m.insert(name.to_string(), v);
+    Value::Object(m)
+}
+
+/// One snapshot's decoding state: the objects created so far, numbered as
+/// the encoder numbered them.
+pub(super) struct Decoder {
+    budget: SnapshotBudget,
+    objects: Vec<JsObject>,
+}
+
+/// A container being decoded.
+enum DecodeFrame<'a> {
+    Array {
+        items: std::slice::Iter<'a, Value>,
+        array: JsArray,
+    },
+    Object {
+        entries: serde_json::map::Iter<'a>,
+        object: JsObject,
+        key: &'a str,
+    },
+}
+
+enum DecodeStep<'a> {
+    Done(JsValue),
+    Open(DecodeFrame<'a>),
+}
+
+impl<'a> DecodeFrame<'a> {
+    fn next(&mut self) -> Option<&'a Value> {
+        match self {
+            DecodeFrame::Array { items, .. } => items.next(),
+            DecodeFrame::Object { entries, key, .. } => {
+                let (k, v) = entries.next()?;
+                *key = unescape_key(k);
+                Some(v)
+            }
+        }
+    }
+
+    fn accept(&mut self, value: JsValue, ctx: &mut Context) -> DmResult<()> {
+        match self {
+            DecodeFrame::Array { array, .. } => {
+                array.push(value, ctx).map_err(|e| js_err(e, ctx))?;
+            }
+            DecodeFrame::Object { object, key, .. } => {
+                object
+                    .create_data_property_or_throw(JsString::from(*key), value, ctx)
+                    .map_err(|e| js_err(e, ctx))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn value(&self) -> JsValue {
+        match self {
+            DecodeFrame::Array { array, .. } => array.clone().into(),
+            DecodeFrame::Object { object, .. } => object.clone().into(),
+        }
+    }
+}
+
+impl Decoder {
+    pub(super) fn new(budget: SnapshotBudget) -> Decoder {
+        Decoder {
+            budget,
+            objects: Vec::new(),
+        }
+    }
+
+    /// Decodes one variable's value.
+    pub(super) fn decode(&mut self, value: &Value, ctx: &mut Context) -> DmResult<JsValue> {
+        let mut stack: Vec<DecodeFrame<'_>> = Vec::new();
+        match self.step(value, ctx)? {
+            DecodeStep::Done(v) => return Ok(v),
+            DecodeStep::Open(frame) => stack.push(frame),
+        }
+        loop {
+            let top = stack.last_mut().expect("a frame is open");
+            match top.next() {
+                Some(member) => match self.step(member, ctx)? {
+                    DecodeStep::Done(v) => top.accept(v, ctx)?,
+                    DecodeStep::Open(frame) => {
+                        // The decoder takes a little more than the encoder
+                        // gives, for snapshots written with other limits.
+                        if stack.len() >= self.budget.depth.saturating_mul(2).max(256) {
+                            return Err(DataModelError::new(
+                                "a snapshot value nests too deeply to restore",
+                            ));
+                        }
+                        stack.push(frame);
+                    }
+                },
+                None => {
+                    let done = stack.pop().expect("a frame is open").value();
+                    match stack.last_mut() {
+                        Some(parent) => parent.accept(done, ctx)?,
+                        None => return Ok(done),
+                    }
+                }
+            }
+        }
+    }
+
+    fn register(&mut self, object: JsObject) {
+        self.objects.push(object);
+    }
+
+    fn step<'a>(&mut self, value: &'a Value, ctx: &mut Context) -> DmResult<DecodeStep<'a>> {
+        let done = |v: JsValue| Ok(DecodeStep::Done(v));
+        match value {
+            Value::Object(map) if map.len() == 1 => {
+                let (k, v) = map.iter().next().expect("one entry");
+                match (k.as_str(), v) {
+                    ("$undefined", _) => return done(JsValue::undefined()),
+                    ("$number", Value::String(s)) => {
+                        let f = match s.as_str() {
+                            "inf" => f64::INFINITY,
+                            "-inf" => f64::NEG_INFINITY,
+                            _ => f64::NAN,
+                        };
+                        return done(JsValue::from(f));
+                    }
+                    ("$bigint", Value::String(s)) => {
+                        if let Some(b) = boa_engine::JsBigInt::from_string(s) {
+                            return done(JsValue::from(b));
+                        }
+                    }
+                    ("$xml", Value::String(xml)) => {
+                        return xml_to_js(xml, ctx)
+                            .map(DecodeStep::Done)
+                            .map_err(|e| js_err(e, ctx));
+                    }
+                    ("$date", t) => {
+                        let t = t.as_f64().unwrap_or(f64::NAN);
+                        let ctor = ctx.intrinsics().constructors().date().constructor();
+                        return ctor
+                            .construct(&[JsValue::from(t)], None, ctx)
+                            .map(|d| DecodeStep::Done(d.into()))
+                            .map_err(|e| js_err(e, ctx));
+                    }
+                    ("$ref", n) => {
+                        let object = n
+                            .as_u64()
+                            .and_then(|n| self.objects.get(usize::try_from(n).ok()?))
+                            .ok_or_else(|| {
+                                DataModelError::new(format!(
+                                    "a snapshot refers to object {n}, which it does not define"
+                                ))
+                            })?;
+                        return done(object.clone().into());
+                    }
+                    _ => {}
+                }
+                Ok(self.open_object(map, ctx))
+            }
+            Value::Object(map) => Ok(self.open_object(map, ctx)),
+            Value::Array(items) => {
+                let array = JsArray::new(ctx).map_err(|e| js_err(e, ctx))?;
+                self.register(array.clone().into());
+                Ok(DecodeStep::Open(DecodeFrame::Array {
+                    items: items.iter(),
+                    array,
+                }))
+            }
+            Value::Null => done(JsValue::null()),
+            Value::Bool(b) => done(JsValue::from(*b)),
+            Value::Number(n) => done(match n.as_i64().and_then(|i| i32::try_from(i).ok()) {
+                Some(i) => JsValue::from(i),
+                None => JsValue::from(n.as_f64().unwrap_or(f64::NAN)),
+            }),
+            Value::String(s) => done(JsValue::from(JsString::from(s.as_str()))),
+        }
+    }
+
+    fn open_object<'a>(
+        &mut self,
+        map: &'a Map<String, Value>,
+        ctx: &mut Context,
+    ) -> DecodeStep<'a> {
+        let object = JsObject::with_object_proto(ctx.intrinsics());
+        self.register(object.clone());
+        DecodeStep::Open(DecodeFrame::Object {
+            entries: map.iter(),
+            object,
+            key: "",
+        })
+    }
+}
