@@ -76,7 +76,12 @@ impl Bench {
     async fn start(supervised: bool) -> Bench {
         let data_dir = unique_dir("server");
         let config = data_dir.join("ors.toml");
-        std::fs::write(&config, CONFIG).expect("config written");
+        // Documents the test makes live in the data directory.
+        let security = format!(
+            "\n[security]\nallowed_dirs = [\".\", {:?}]\n",
+            data_dir.to_string_lossy()
+        );
+        std::fs::write(&config, format!("{CONFIG}{security}")).expect("config written");
         let config = config.to_string_lossy().to_string();
         let args = [
             "--workers",
@@ -237,15 +242,12 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
     }
     deep.push_str(&"</state>".repeat(2000));
     deep.push_str("</scxml>\n");
-    let deep_file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join(format!("hostile-deep-{}.scxml", std::process::id()));
+    let deep_file = bench.data_dir().join("deep.scxml");
     std::fs::write(&deep_file, &deep).unwrap();
     let refused = bench
         .start_session(&deep_file.to_string_lossy(), &[])
         .await
         .expect_err("too deep to load");
-    let _ = std::fs::remove_file(&deep_file);
     assert!(refused.starts_with('4'), "{refused}");
     assert!(
         refused.contains(".scxml:2:"),

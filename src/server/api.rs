@@ -367,6 +367,20 @@ async fn health(State(ctx): Ctx) -> Response {
         .metrics
         .sessions_running
         .load(std::sync::atomic::Ordering::Relaxed);
+    // A store that refuses writes means nothing new is acknowledged.
+    if let Some(failure) = ctx.commits.as_ref().and_then(|c| c.failure()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "status": "unhealthy",
+                "store": failure,
+                "workers": ctx.sessions.pool().len(),
+                "sessions_running": running,
+                "version": env!("CARGO_PKG_VERSION"),
+            })),
+        )
+            .into_response();
+    }
     json_ok(json!({
         "status": "ok",
         "workers": ctx.sessions.pool().len(),

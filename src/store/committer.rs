@@ -27,6 +27,7 @@ pub enum CommitError {
 #[derive(Clone)]
 pub struct CommitHandle {
     tx: mpsc::UnboundedSender<Pending>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 struct Pending {
@@ -43,6 +44,15 @@ impl CommitHandle {
         }
         rx
     }
+
+    /// Why the last write failed, while no write has succeeded since
+    /// (`/health` reports the server unhealthy then).
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// The committer task's state.
@@ -51,6 +61,7 @@ pub struct Committer {
     rx: mpsc::UnboundedReceiver<Pending>,
     /// Most session changes merged into one transaction.
     max_rows: usize,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 enum Change {
@@ -63,13 +74,15 @@ impl Committer {
     /// [`Committer::run`] on a multi-threaded runtime.
     pub fn new(store: Arc<dyn Store>) -> (Committer, CommitHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let failure = Arc::new(std::sync::Mutex::new(None));
         (
             Committer {
                 store,
                 rx,
                 max_rows: 20_000,
+                failure: failure.clone(),
             },
-            CommitHandle { tx },
+            CommitHandle { tx, failure },
         )
     }
 
@@ -96,6 +109,8 @@ impl Committer {
             if let Err(e) = &result {
                 tracing::error!(error = %e, "store write failed; its events are refused");
             }
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                result.as_ref().err().map(ToString::to_string);
             for p in group {
                 let _ = p.done.send(result.clone());
             }

@@ -40,6 +40,10 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database file this server opened was removed or replaced while
+    /// it ran: writing on would go to a file nobody will read again.
+    #[error("the store is lost: {0}")]
+    Lost(String),
 }
 
 /// One persisted session (top-level or invoked child).

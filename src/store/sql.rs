@@ -59,15 +59,120 @@ const ROWS_PER_STATEMENT: usize = 200;
 pub struct SqlStore {
     pool: AnyPool,
     backend: &'static str,
+    /// SQLite: the database file and its write-ahead log as opened.
+    files: Option<FileIdentity>,
+}
+
+/// Which files a SQLite store opened (device and inode), so that one
+/// removed or replaced under the running server is noticed before the
+/// next write rather than after a restart (SQLite itself writes on into
+/// the unlinked file it still holds open).
+struct FileIdentity {
+    db: std::path::PathBuf,
+    db_id: (u64, u64),
+    wal: std::path::PathBuf,
+    wal_id: std::sync::Mutex<Option<(u64, u64)>>,
+    lost: std::sync::Mutex<Option<String>>,
+    /// A connection held open for the store's life: SQLite deletes the
+    /// write-ahead log when its last connection closes, and makes a new
+    /// one on the next open, which would look like a replaced file.
+    _keeper: std::sync::Mutex<sqlx::AnyConnection>,
+}
+
+#[cfg(unix)]
+fn file_id(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    std::fs::metadata(path).map(|_| (0, 0))
+}
+
+impl FileIdentity {
+    /// `Err` (for good, once seen) when either file is gone or another.
+    fn check(&self) -> Result<(), StoreError> {
+        let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(why) = &*lost {
+            return Err(StoreError::Lost(why.clone()));
+        }
+        let why = match file_id(&self.db) {
+            Err(_) => Some(format!("{} was removed", self.db.display())),
+            Ok(id) if id != self.db_id => Some(format!("{} was replaced", self.db.display())),
+            Ok(_) => {
+                let mut wal_id = self.wal_id.lock().unwrap_or_else(|e| e.into_inner());
+                match (file_id(&self.wal).ok(), *wal_id) {
+                    (Some(now), None) => {
+                        *wal_id = Some(now);
+                        None
+                    }
+                    (Some(now), Some(was)) if now != was => {
+                        Some(format!("{} was replaced", self.wal.display()))
+                    }
+                    (None, Some(_)) => Some(format!("{} was removed", self.wal.display())),
+                    _ => None,
+                }
+            }
+        };
+        match why {
+            Some(why) => {
+                let why =
+                    format!("{why} while the server ran; writes are refused until it restarts");
+                tracing::error!(reason = %why, "the session store is lost");
+                *lost = Some(why.clone());
+                Err(StoreError::Lost(why))
+            }
+            None => Ok(()),
+        }
+    }
 }
 
 impl SqlStore {
     /// Wraps a connected pool and brings its schema up to date.
     pub(super) async fn new(pool: AnyPool, backend: &'static str) -> Result<Self, StoreError> {
-        let store = SqlStore { pool, backend };
+        let store = SqlStore {
+            pool,
+            backend,
+            files: None,
+        };
         store.migrate().await?;
         store.rekey_documents().await?;
         Ok(store)
+    }
+
+    /// Watches the SQLite database file at `db` (and its `-wal`): a write
+    /// after either was removed or replaced fails with
+    /// [`StoreError::Lost`].
+    ///
+    /// # Errors
+    /// The database file cannot be read.
+    pub(super) async fn watch_files(&mut self, db: &std::path::Path) -> Result<(), StoreError> {
+        let keeper = self.pool.acquire().await?.detach();
+        let db_id = file_id(db)
+            .map_err(|e| StoreError::Config(format!("cannot read {}: {e}", db.display())))?;
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        self.files = Some(FileIdentity {
+            db: db.to_path_buf(),
+            db_id,
+            wal_id: std::sync::Mutex::new(file_id(&wal).ok()),
+            wal,
+            lost: std::sync::Mutex::new(None),
+            _keeper: std::sync::Mutex::new(keeper),
+        });
+        Ok(())
+    }
+
+    /// The identity check of [`SqlStore::watch_files`] (nothing to check
+    /// on PostgreSQL).
+    fn check_files(&self) -> Result<(), StoreError> {
+        match &self.files {
+            Some(files) => files.check(),
+            None => Ok(()),
+        }
     }
 
     /// Re-keys documents stored under the old 128-bit FNV-1a hash (32 hex
@@ -220,58 +325,82 @@ impl SqlStore {
         Ok(parents_first(rows))
     }
 
+    /// Writes a batch in one transaction. A write that fails (a full
+    /// disk, a database file taken away) may leave its connection inside
+    /// the transaction and holding the write lock — SQLite keeps a
+    /// transaction open when its COMMIT fails with `SQLITE_FULL`, and a
+    /// later `BEGIN` on that connection would only open a savepoint inside
+    /// it, so later "commits" would never reach the disk. So the failed
+    /// connection is closed, never handed back to the pool, and the next
+    /// write starts on a fresh one.
     async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // Documents are written with every batch that uses them; touching
-        // `stored_at` keeps a concurrent purge from deleting one that a
-        // session in this batch is about to reference.
-        for doc in &batch.documents {
-            sqlx::query(
-                "INSERT INTO ors_documents (hash, location, text, stored_at) \
+        self.check_files()?;
+        let mut conn = self.pool.acquire().await?;
+        match write_in(&mut conn, batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let raw = conn.detach();
+                if let Err(close) = sqlx::Connection::close(raw).await {
+                    tracing::debug!(error = %close, "closing a connection after a failed write");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The statements of one batch, in one transaction on `conn`.
+async fn write_in(conn: &mut sqlx::AnyConnection, batch: WriteBatch) -> Result<(), StoreError> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    // Documents are written with every batch that uses them; touching
+    // `stored_at` keeps a concurrent purge from deleting one that a
+    // session in this batch is about to reference.
+    for doc in &batch.documents {
+        sqlx::query(
+            "INSERT INTO ors_documents (hash, location, text, stored_at) \
                  VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (hash) DO UPDATE SET stored_at = excluded.stored_at",
-            )
-            .bind(&doc.hash)
-            .bind(&doc.location)
-            .bind(&*doc.text)
-            .bind(now_ms())
+        )
+        .bind(&doc.hash)
+        .bind(&doc.location)
+        .bind(&*doc.text)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    }
+    // One row per id (the last), as PostgreSQL refuses to update a row
+    // twice in one statement.
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, row) in batch.upserts.iter().enumerate() {
+        last.insert(row.id.as_str(), i);
+    }
+    let upserts: Vec<&SessionRow> = batch
+        .upserts
+        .iter()
+        .enumerate()
+        .filter(|(i, row)| last.get(row.id.as_str()) == Some(i))
+        .map(|(_, row)| row)
+        .collect();
+    upsert_sessions(&mut tx, &upserts).await?;
+    for chunk in batch.deletes.chunks(ROWS_PER_STATEMENT) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "DELETE FROM ors_sessions WHERE id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for statement in &batch.statements {
+        bind_all(sqlx::query(&statement.sql), &statement.args)
             .execute(&mut *tx)
             .await?;
-        }
-        // One row per id (the last), as PostgreSQL refuses to update a row
-        // twice in one statement.
-        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for (i, row) in batch.upserts.iter().enumerate() {
-            last.insert(row.id.as_str(), i);
-        }
-        let upserts: Vec<&SessionRow> = batch
-            .upserts
-            .iter()
-            .enumerate()
-            .filter(|(i, row)| last.get(row.id.as_str()) == Some(i))
-            .map(|(_, row)| row)
-            .collect();
-        upsert_sessions(&mut tx, &upserts).await?;
-        for chunk in batch.deletes.chunks(ROWS_PER_STATEMENT) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "DELETE FROM ors_sessions WHERE id IN ({})",
-                marks.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for statement in &batch.statements {
-            bind_all(sqlx::query(&statement.sql), &statement.args)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Binds an extension's arguments to a query, in order.

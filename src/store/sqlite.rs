@@ -73,7 +73,9 @@ pub(super) async fn open(
         .await?;
     tokio::spawn(checkpoint_in_background(pool.clone()));
     tracing::info!(path = %path.display(), synchronous = sync, "SQLite store opened");
-    SqlStore::new(pool, "sqlite").await
+    let mut store = SqlStore::new(pool, "sqlite").await?;
+    store.watch_files(path).await?;
+    Ok(store)
 }
 
 /// Copies the write-ahead log into the database file every 200 ms on a

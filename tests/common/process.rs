@@ -36,17 +36,31 @@ impl ServeProcess {
     pub async fn start(port: u16, data_dir: &Path, extra: &[&str]) -> ServeProcess {
         let mut args = vec!["--no-supervisor"];
         args.extend_from_slice(extra);
-        ServeProcess::start_with(port, data_dir, &args).await
+        ServeProcess::start_with(port, data_dir, &data_dir.join("server.log"), &args).await
+    }
+
+    /// As [`ServeProcess::start`], with the server's stderr appended to
+    /// `log` (for a data directory that may fill up).
+    pub async fn start_logging_to(
+        port: u16,
+        data_dir: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> ServeProcess {
+        let mut args = vec!["--no-supervisor"];
+        args.extend_from_slice(extra);
+        ServeProcess::start_with(port, data_dir, log, &args).await
     }
 
     /// As [`ServeProcess::start`], but under the supervisor that restarts
     /// the server when it crashes (killing this process stops both).
     pub async fn start_supervised(port: u16, data_dir: &Path, extra: &[&str]) -> ServeProcess {
-        ServeProcess::start_with(port, data_dir, extra).await
+        ServeProcess::start_with(port, data_dir, &data_dir.join("server.log"), extra).await
     }
 
-    async fn start_with(port: u16, data_dir: &Path, extra: &[&str]) -> ServeProcess {
-        let log = data_dir.join("server.log");
+    async fn start_with(port: u16, data_dir: &Path, log: &Path, extra: &[&str]) -> ServeProcess {
+        std::fs::create_dir_all(data_dir).expect("data directory");
+        let log = log.to_path_buf();
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
