@@ -22,6 +22,7 @@ pub mod backends;
 pub mod bench;
 pub mod cli;
 pub mod datamodel;
+pub mod fuzzing;
 pub mod gms;
 pub mod host;
 pub mod ids;

@@ -9,7 +9,7 @@
 //! - session host: `io` → `host`
 //! - server core: `store` → `server`
 //! - services (extensions): `modules`, `backends` → `gms`
-//! - application: `app` → `cli`, `bench` (and the binary, `main.rs`)
+//! - application: `app` → `cli`, `bench`, `fuzzing` (and the binary, `main.rs`)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ const RANKS: &[(&str, u32)] = &[
     ("app", 11),
     ("cli", 12),
     ("bench", 12),
+    ("fuzzing", 12),
 ];
 
 fn rank(module: &str) -> Option<u32> {

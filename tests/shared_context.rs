@@ -186,3 +186,41 @@ fn start_parameters_never_replace_built_ins_or_leak_between_sessions() {
     assert_eq!(value(&mut next, "JSON.stringify([1])"), json!("[1]"));
     assert_eq!(value(&mut hostile, "customer"), json!("alice"));
 }
+
+/// One customer's data written onto a built-in's prototype must not reach
+/// another customer's session of the same document: a document that may
+/// change a built-in gets a context of its own.
+#[test]
+fn a_document_that_patches_builtins_shares_nothing_through_them() {
+    const PATCHING: &str = r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="s">
+      <datamodel><data id="seen" expr="null"/></datamodel>
+      <state id="s">
+        <transition event="set"><script>Object.prototype[_event.data.k] = _event.data.v;</script></transition>
+        <transition event="mathset"><assign location="Math.secret" expr="_event.data.v"/></transition>
+        <transition event="peek"><assign location="seen" expr="[({}).card, Math.secret]"/></transition>
+      </state>
+    </scxml>"#;
+    let doc = Arc::new(parse_document(PATCHING, None, &LoadOptions::default()).expect("loads"));
+    assert!(!ors::datamodel::shared::shareable(&doc));
+    let start = |id: &str| {
+        let mut s = Session::new(
+            doc.clone(),
+            SessionOptions {
+                session_id: Some(id.into()),
+                ..SessionOptions::default()
+            },
+        );
+        s.start(&mut QuietHost);
+        s
+    };
+    let mut alice = start("alice");
+    let mut bob = start("bob");
+    send(&mut alice, "set", json!({"k": "card", "v": "4111-alice"}));
+    send(&mut alice, "mathset", json!({"v": "alice's"}));
+    send(&mut bob, "peek", json!({}));
+    assert_eq!(value(&mut bob, "seen"), json!([null, null]));
+    send(&mut alice, "peek", json!({}));
+    assert_eq!(value(&mut alice, "seen"), json!(["4111-alice", "alice's"]));
+    // A document that only reads built-ins keeps sharing.
+    assert!(ors::datamodel::shared::shareable(&self::doc()));
+}

@@ -1080,6 +1080,26 @@ mod tests {
     }
 
     #[test]
+    fn plain_views_write_shared_objects_out_and_stop_at_cycles_and_size() {
+        let (_, mut dm) = model(CHART);
+        run(
+            &mut dm,
+            "var item = {dn: '7001'}; var list = [item, item]; var c = {name: 'c'}; c.self = c; \
+             var a = {leaf: 1}; for (var i = 0; i < 40; i++) a = {x: a, y: a};",
+        );
+        let view = crate::datamodel::plain_json(&dm.snapshot().unwrap());
+        assert_eq!(
+            view["list"],
+            serde_json::json!([{"dn": "7001"}, {"dn": "7001"}])
+        );
+        assert_eq!(view["c"]["self"], "[circular]");
+        assert_eq!(view["c"]["name"], "c");
+        let text = view["a"].to_string();
+        assert!(text.contains("[…]"), "the 2^40-path graph is cut short");
+        assert!(text.len() < 4_000_000, "{} bytes", text.len());
+    }
+
+    #[test]
     fn snapshots_refuse_values_nested_past_the_limit_without_recursing() {
         let (_, mut dm) = model(CHART);
         // Deep enough to overflow a recursive encoder's stack.

@@ -176,46 +176,141 @@ pub fn text_value(text: &str) -> InitialValue {
     }
 }
 
-/// Turns a data model snapshot into plain JSON for people to read: tagged
-/// values (`{"$undefined": true}`, `{"$number": "NaN"}`, `{"$date": ...}`,
-/// `{"$xml": ...}`) become `null`, strings and dates, and escaped `$$` keys
-/// lose their escape.
+/// Turns a data model snapshot (the map of variables) into plain JSON for
+/// people to read: tagged values (`{"$undefined": true}`, `{"$number":
+/// "NaN"}`, `{"$date": ...}`, `{"$xml": ...}`) become `null`, strings and
+/// dates, escaped `$$` keys lose their escape, and a shared object
+/// (`{"$ref": n}`) is written out again where it recurs — `"[circular]"`
+/// inside itself, and `"[…]"` once a variable's view has 100 000 values, so a
+/// graph with 2^40 paths cannot make a view of that size.
 pub fn plain_json(value: &Value) -> Value {
+    let mut table: Vec<&Value> = Vec::new();
+    let vars = match value {
+        Value::Object(map) if tag_of(map).is_none() => Some(map),
+        _ => None,
+    };
+    match vars {
+        Some(map) => map.values().for_each(|v| number_objects(v, &mut table)),
+        None => number_objects(value, &mut table),
+    }
+    let mut view = PlainView {
+        table,
+        open: Vec::new(),
+        budget: VIEW_VALUES,
+    };
+    match vars {
+        Some(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    view.budget = VIEW_VALUES;
+                    (unescape_key(k).to_string(), view.render(v))
+                })
+                .collect(),
+        ),
+        None => view.render(value),
+    }
+}
+
+/// Values a plain view writes out per variable.
+const VIEW_VALUES: usize = 100_000;
+
+/// A tag's name, when `map` is a tagged value rather than an object.
+fn tag_of(map: &serde_json::Map<String, Value>) -> Option<&str> {
+    if map.len() != 1 {
+        return None;
+    }
+    let key = map.keys().next()?.as_str();
+    matches!(
+        key,
+        "$undefined" | "$number" | "$bigint" | "$xml" | "$date" | "$ref"
+    )
+    .then_some(key)
+}
+
+fn unescape_key(k: &str) -> &str {
+    if k.starts_with("$$") { &k[1..] } else { k }
+}
+
+/// Numbers arrays and objects in the order the snapshot encoder did
+/// (pre-order, tags excluded). Stored snapshots nest at most 128 levels
+/// (serde_json's limit when they are read), which bounds the recursion.
+fn number_objects<'v>(value: &'v Value, table: &mut Vec<&'v Value>) {
     match value {
-        Value::Array(items) => Value::Array(items.iter().map(plain_json).collect()),
-        Value::Object(map) => {
-            if map.len() == 1 {
-                let (k, v) = map.iter().next().expect("one entry");
-                match k.as_str() {
-                    "$undefined" => return Value::Null,
-                    "$number" | "$bigint" | "$xml" => return v.clone(),
-                    "$date" => {
-                        return match v {
-                            Value::Number(_) | Value::String(_) => v.clone(),
-                            other => plain_json(other),
-                        };
-                    }
-                    _ => {}
-                }
-            }
-            Value::Object(
-                map.iter()
-                    .map(|(k, v)| {
-                        let key = if k.starts_with("$$") {
-                            &k[1..]
-                        } else {
-                            k.as_str()
-                        };
-                        (key.to_string(), plain_json(v))
-                    })
-                    .collect(),
-            )
+        Value::Array(items) => {
+            table.push(value);
+            items.iter().for_each(|v| number_objects(v, table));
         }
-        Value::Number(n) => match n.as_f64() {
-            // ECMAScript numbers are doubles; whole ones read better as integers.
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-            _ => value.clone(),
-        },
-        other => other.clone(),
+        Value::Object(map) if tag_of(map).is_none() => {
+            table.push(value);
+            map.values().for_each(|v| number_objects(v, table));
+        }
+        _ => {}
+    }
+}
+
+struct PlainView<'v> {
+    table: Vec<&'v Value>,
+    /// Containers being written, innermost last.
+    open: Vec<*const Value>,
+    budget: usize,
+}
+
+impl<'v> PlainView<'v> {
+    fn render(&mut self, value: &'v Value) -> Value {
+        if self.budget == 0 {
+            return Value::String("[…]".into());
+        }
+        self.budget -= 1;
+        match value {
+            Value::Array(items) => {
+                self.open.push(value);
+                let out = Value::Array(items.iter().map(|v| self.render(v)).collect());
+                self.open.pop();
+                out
+            }
+            Value::Object(map) => match tag_of(map) {
+                Some("$undefined") => Value::Null,
+                Some("$number" | "$bigint" | "$xml") => {
+                    map.values().next().cloned().unwrap_or(Value::Null)
+                }
+                Some("$date") => match map.values().next() {
+                    Some(v @ (Value::Number(_) | Value::String(_))) => v.clone(),
+                    Some(other) => self.render(other),
+                    None => Value::Null,
+                },
+                Some(_) => {
+                    let target = map
+                        .values()
+                        .next()
+                        .and_then(Value::as_u64)
+                        .and_then(|n| self.table.get(usize::try_from(n).ok()?).copied());
+                    match target {
+                        Some(t) if self.open.contains(&(t as *const Value)) => {
+                            Value::String("[circular]".into())
+                        }
+                        Some(t) => self.render(t),
+                        None => Value::Null,
+                    }
+                }
+                None => {
+                    self.open.push(value);
+                    let out = Value::Object(
+                        map.iter()
+                            .map(|(k, v)| (unescape_key(k).to_string(), self.render(v)))
+                            .collect(),
+                    );
+                    self.open.pop();
+                    out
+                }
+            },
+            Value::Number(n) => match n.as_f64() {
+                // ECMAScript numbers are doubles; whole ones read better as integers.
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    Value::from(f as i64)
+                }
+                _ => value.clone(),
+            },
+            other => other.clone(),
+        }
     }
 }

@@ -37,16 +37,162 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
-/// Whether a document's scripts can run in a shared context.
+/// Whether a document's scripts can run in a shared context: none
+/// declares with `let`, `const` or `class` (bindings the context would
+/// keep), and nothing in it may change a built-in (see
+/// [`may_patch_builtins`]) — a change one session made would be seen by
+/// every other session of the document on that worker.
 pub fn shareable(doc: &Document) -> bool {
-    doc.exprs
+    let declares = doc
+        .exprs
         .iter()
         .filter(|e| e.kind == ExprKind::Script)
-        .all(|e| {
-            !e.source
+        .any(|e| {
+            e.source
                 .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
                 .any(|w| matches!(w, "let" | "const" | "class"))
-        })
+        });
+    // A location is assigned to by the data model itself (`<assign
+    // location="Math.random">`).
+    let names_builtin = |e: &crate::model::Expr| {
+        let first = e
+            .source
+            .trim_start()
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+            .next()
+            .unwrap_or("");
+        e.kind == ExprKind::Location && BUILTINS.contains(&first)
+    };
+    let patches = doc
+        .exprs
+        .iter()
+        .any(|e| names_builtin(e) || may_patch_builtins(&e.source))
+        || doc.source.as_deref().is_some_and(may_patch_builtins);
+    !declares && !patches
+}
+
+/// Built-in globals a script could replace or change.
+const BUILTINS: &[&str] = &[
+    "Object",
+    "Array",
+    "String",
+    "Number",
+    "Boolean",
+    "Math",
+    "JSON",
+    "Date",
+    "RegExp",
+    "Error",
+    "TypeError",
+    "RangeError",
+    "SyntaxError",
+    "Symbol",
+    "Promise",
+    "Map",
+    "Set",
+    "WeakMap",
+    "WeakSet",
+    "Intl",
+    "BigInt",
+    "ArrayBuffer",
+    "DataView",
+    "parseInt",
+    "parseFloat",
+    "isNaN",
+    "isFinite",
+    "encodeURI",
+    "encodeURIComponent",
+    "decodeURI",
+    "decodeURIComponent",
+    "escape",
+    "unescape",
+    "In",
+    "undefined",
+    "NaN",
+    "Infinity",
+];
+
+/// Whether `source` may change a built-in: it names a prototype or a
+/// reflective door (`prototype`, `__proto__`, `defineProperty`,
+/// `setPrototypeOf`, `globalThis`, `eval`, `Function`, `Reflect`,
+/// `Proxy`, `constructor`), or assigns to a built-in global or a member
+/// of one (`JSON = …`, `Math.random = …`, `Array.isArray += …`). Errs
+/// on the side of yes: the price of a false yes is a context of the
+/// document's own.
+pub fn may_patch_builtins(source: &str) -> bool {
+    let bytes = source.as_bytes();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_word(bytes[i]) || (i > 0 && is_word(bytes[i - 1])) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && is_word(bytes[i]) {
+            i += 1;
+        }
+        let word = &source[start..i];
+        if matches!(
+            word,
+            "prototype"
+                | "__proto__"
+                | "defineProperty"
+                | "defineProperties"
+                | "setPrototypeOf"
+                | "globalThis"
+                | "eval"
+                | "Function"
+                | "Reflect"
+                | "Proxy"
+                | "constructor"
+        ) {
+            return true;
+        }
+        let member = source[..start].trim_end().ends_with('.');
+        if member || !BUILTINS.contains(&word) {
+            continue;
+        }
+        // A built-in global, perhaps followed by `.name` or `[…]`, then
+        // an assignment operator?
+        let mut j = i;
+        loop {
+            while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            match bytes.get(j) {
+                Some(b'.') => {
+                    j += 1;
+                    while j < bytes.len() && (bytes[j].is_ascii_whitespace() || is_word(bytes[j])) {
+                        j += 1;
+                    }
+                }
+                Some(b'[') => {
+                    while j < bytes.len() && bytes[j] != b']' {
+                        j += 1;
+                    }
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+        let rest = &bytes[j.min(bytes.len())..];
+        let assigns = match rest {
+            [b'=', b'=' | b'>', ..] => false,
+            [b'=', ..] => true,
+            [
+                b'+' | b'-' | b'*' | b'/' | b'%' | b'&' | b'|' | b'^',
+                b'=',
+                ..,
+            ] => true,
+            [b'+', b'+', ..] | [b'-', b'-', ..] => true,
+            _ => false,
+        };
+        if assigns {
+            return true;
+        }
+    }
+    false
 }
 
 /// A session's ECMAScript data model over a (possibly shared) context.
@@ -190,5 +336,42 @@ impl DataModel for SharedEcmaScript {
     }
     fn restore(&mut self, snapshot: &Value) -> DmResult<()> {
         self.installed().restore(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_patch_builtins;
+
+    #[test]
+    fn changes_to_builtins_are_seen_and_plain_use_is_not() {
+        for patch in [
+            "Object.prototype.polluted = 1",
+            "x.__proto__.y = 2",
+            "JSON = null",
+            "Math.random = function () { return 4; }",
+            "Array .isArray= 1",
+            "Math['ra' + 'ndom'] = 1",
+            "String.x += 'y'",
+            "Object.defineProperty(Object, 'k', {})",
+            "globalThis.JSON = 1",
+            "eval(text)",
+            "new Function('return this')().JSON = 1",
+            "({}).constructor.assign = 1",
+            "Number.EPSILON++",
+        ] {
+            assert!(may_patch_builtins(patch), "{patch}");
+        }
+        for plain in [
+            "JSON.stringify(x) == '{}'",
+            "var total = Math.max(a, b); x.JSON = 1",
+            "if (Array.isArray(list) && list.length === 0) { n = Number(s); }",
+            "Math.PI >= 3 ? 'pi' : 'no'",
+            "var f = (Date) => Date; var t = Date.now();",
+            "parseInt(x, 10) === 3",
+            "mathematics = 1; Objective = 2",
+        ] {
+            assert!(!may_patch_builtins(plain), "{plain}");
+        }
     }
 }

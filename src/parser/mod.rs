@@ -188,6 +188,20 @@ impl Parsed {
         let root = if include::has_xml_includes(&self.root) {
             expanded = include::expand(&self.root, &self.file, self.location.as_deref(), sources)
                 .map_err(LoadError)?;
+            // Each included text was bounded as it was read; together
+            // they may nest deeper than one document may.
+            let (depth, pos) = xml::nesting(&expanded);
+            let limit = xml::depth_limit();
+            if depth > limit {
+                return Err(LoadError(vec![Diagnostic {
+                    file: self.file.clone(),
+                    pos,
+                    message: format!(
+                        "with its includes, elements nest deeper than {limit} levels \
+                         (documents.max_nesting)"
+                    ),
+                }]));
+            }
             &expanded
         } else {
             &self.root

@@ -134,16 +134,52 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
     })
 }
 
-/// How deep elements may nest in a document. Every walk over the tree
-/// (building the model, references, includes, dropping it) is recursive,
-/// so the depth is bounded here, where the text is read: thousands of
-/// nested `<state>`s once overflowed a thread's stack and aborted the
-/// process.
+/// How deep elements may nest in a document by default. Every walk over
+/// the tree (building the model, references, includes, dropping it) is
+/// recursive, so the depth is bounded here, where the text is read, and
+/// again once includes are inlined: thousands of nested `<state>`s once
+/// overflowed a thread's stack and aborted the process.
 pub const MAX_DEPTH: usize = 200;
+
+/// The highest nesting limit a server may configure: a document nested
+/// this deep still builds on a 2 MiB thread (`tests` below).
+pub const MAX_DEPTH_CEILING: usize = 500;
+
+static DEPTH_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_DEPTH);
+
+/// The nesting limit in force (elements; [`MAX_DEPTH`] unless a server
+/// set another with [`set_depth_limit`]).
+pub fn depth_limit() -> usize {
+    DEPTH_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets the nesting limit for every document this process reads from now
+/// on (`documents.max_nesting`), clamped to 2..=[`MAX_DEPTH_CEILING`].
+pub fn set_depth_limit(levels: usize) {
+    DEPTH_LIMIT.store(
+        levels.clamp(2, MAX_DEPTH_CEILING),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// How deep `root`'s elements nest (1: no child elements), and the
+/// position of the first element at that depth; counted without
+/// recursion.
+pub fn nesting(root: &Element) -> (usize, Position) {
+    let mut deepest = (1, root.pos);
+    let mut stack: Vec<(&Element, usize)> = vec![(root, 1)];
+    while let Some((el, depth)) = stack.pop() {
+        if depth > deepest.0 {
+            deepest = (depth, el.pos);
+        }
+        stack.extend(el.elements().map(|c| (c, depth + 1)));
+    }
+    deepest
+}
 
 /// Parses a whole document into its root element. `text` must already have
 /// had any byte-order mark removed. Elements nested deeper than
-/// [`MAX_DEPTH`] are an error at the first one too deep.
+/// [`depth_limit`] are an error at the first one too deep.
 pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
     let lines = LineIndex::new(text);
     let mut reader = NsReader::from_str(text);
@@ -219,10 +255,11 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                     inner: (after, after),
                     origin: None,
                 };
-                if stack.len() >= MAX_DEPTH {
+                let limit = depth_limit();
+                if stack.len() >= limit {
                     return Err(err(
                         tag_start,
-                        format!("elements nest deeper than {MAX_DEPTH} levels"),
+                        format!("elements nest deeper than {limit} levels (documents.max_nesting)"),
                     ));
                 }
                 if is_empty {

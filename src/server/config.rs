@@ -264,6 +264,10 @@ pub struct DocumentSettings {
     /// each document's `<scxml>` decides (`profile` without `datamodel`:
     /// ORS; see `crate::model::Dialect`).
     pub dialect: Option<crate::model::Dialect>,
+    /// How deeply elements may nest in a document, includes inlined
+    /// (levels, at most 500); a deeper one is refused with file, line and
+    /// column.
+    pub max_nesting: usize,
 }
 
 impl Default for DocumentSettings {
@@ -274,6 +278,7 @@ impl Default for DocumentSettings {
             fetch_timeout_ms: 10_000,
             max_body_bytes: crate::host::loader::MAX_BODY_BYTES,
             dialect: None,
+            max_nesting: crate::parser::xml::MAX_DEPTH,
         }
     }
 }
@@ -438,6 +443,13 @@ impl Config {
         }
         self.store_location()?;
         self.connections.validate()?;
+        let ceiling = crate::parser::xml::MAX_DEPTH_CEILING;
+        if !(2..=ceiling).contains(&self.documents.max_nesting) {
+            return Err(ConfigError::Invalid(format!(
+                "documents.max_nesting ({}) must be between 2 and {ceiling}",
+                self.documents.max_nesting
+            )));
+        }
         if !(1..=120).contains(&self.limits.max_data_depth) {
             return Err(ConfigError::Invalid(format!(
                 "limits.max_data_depth ({}) must be between 1 and 120",

@@ -206,6 +206,7 @@ pub async fn build(
     addr: std::net::SocketAddr,
 ) -> std::io::Result<Server> {
     let base_url = format!("http://{addr}");
+    crate::parser::xml::set_depth_limit(config.documents.max_nesting);
     let mut operator = config.security.operator_credentials();
     match auth::ensure_operator_token(&mut operator, &config.data_dir) {
         Ok(Some(path)) => tracing::info!(

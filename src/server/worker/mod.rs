@@ -944,13 +944,12 @@ impl Worker {
             return Value::Null;
         };
         match session.datamodel_mut().snapshot() {
-            Ok(Value::Object(vars)) => Value::Object(
-                vars.into_iter()
-                    .filter(|(k, _)| k != "_genesys")
-                    .map(|(k, v)| (k, crate::datamodel::plain_json(&v)))
-                    .collect(),
-            ),
-            Ok(other) => crate::datamodel::plain_json(&other),
+            Ok(vars) => match crate::datamodel::plain_json(&vars) {
+                Value::Object(vars) => {
+                    Value::Object(vars.into_iter().filter(|(k, _)| k != "_genesys").collect())
+                }
+                other => other,
+            },
             Err(e) => {
                 tracing::warn!(session = id, error = %e, "cannot read the data model");
                 Value::Null
