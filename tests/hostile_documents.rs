@@ -333,6 +333,22 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
     assert!(by_count || by_time, "{q}");
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
 
+    // Twenty thousand events queued in one macrostep: the ten
+    // thousand-and-first <send> fails; the ten thousand queued arrive.
+    let id = bench
+        .start_session(&hostile("send_storm.scxml"), &[])
+        .await
+        .unwrap()["sessionid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let q = bench
+        .wait_for(&id, PROMPT, |q| q["data"]["got"] == 10_000)
+        .await;
+    assert_eq!(q["configuration"], serde_json::json!(["refused"]), "{q}");
+    assert_eq!(q["data"]["failure"]["tagname"], "send", "{q}");
+    assert!(bench.bystander_answers(PROMPT).await < PROMPT);
+
     // Sending itself events for ever: stopped after max_self_events.
     let id = bench
         .start_session("fixtures/server/self_feeding.scxml", &[])

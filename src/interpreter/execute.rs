@@ -22,6 +22,11 @@ use crate::model::{
 /// a foreach over 30 000 items once froze a worker).
 pub const MAX_FOREACH_ITERATIONS: u64 = 1_000_000;
 
+/// Most events one macrostep may queue for its own session (`<raise>`,
+/// and `<send>`s to itself without delay); past it the action fails with
+/// `error.execution` and queues nothing.
+pub const MAX_EVENTS_PER_MACROSTEP: u64 = 10_000;
+
 struct BlockError;
 
 impl Session {
@@ -32,6 +37,19 @@ impl Session {
         ev.sendid = sendid;
         ev.data = Some(serde_json::json!({ "message": message }));
         self.internal_queue.push_back(ev);
+    }
+
+    /// Counts one more event this macrostep queues for its own session;
+    /// `Err` (after raising `error.execution`) past
+    /// [`MAX_EVENTS_PER_MACROSTEP`].
+    fn count_queued(&mut self) -> Result<(), BlockError> {
+        self.queued_in_macrostep += 1;
+        if self.queued_in_macrostep > MAX_EVENTS_PER_MACROSTEP {
+            return Err(self.fail(DataModelError::new(format!(
+                "more than {MAX_EVENTS_PER_MACROSTEP} events queued for the session in one macrostep"
+            ))));
+        }
+        Ok(())
     }
 
     /// Runs a block of executable content; an error raises
@@ -121,6 +139,7 @@ impl Session {
         self.current_action = Some(Self::locate(doc, action));
         match action {
             Action::Raise { event } => {
+                self.count_queued()?;
                 self.internal_queue
                     .push_back(Event::new(event.clone(), EventKind::Internal));
             }
@@ -455,6 +474,13 @@ impl Session {
             return Ok(());
         }
         let self_target = format!("#_scxml_{}", self.id);
+        let to_self = match target.as_deref() {
+            None => is_scxml_type,
+            Some(t) => is_scxml_type && (t == self_target || t == "#_internal"),
+        };
+        if to_self && delay_ms == 0 {
+            self.count_queued()?;
+        }
         let outbound = match target.as_deref() {
             None if is_scxml_type => None,
             Some(t) if is_scxml_type && t == self_target => None,

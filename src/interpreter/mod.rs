@@ -304,6 +304,8 @@ pub struct Session {
     /// When the current macrostep began, by the host's clock (ms; 0: none
     /// is running), for the macrostep time budget inside `<foreach>`.
     macrostep_started_ms: u64,
+    /// Events the current macrostep queued for this session itself.
+    queued_in_macrostep: u64,
     /// The executable-content element running now (its tag name and
     /// where it is), for the `error.execution` it may raise.
     current_action: Option<(
@@ -349,6 +351,7 @@ impl Session {
             fed_self_before: false,
             self_fed_streak: 0,
             macrostep_started_ms: 0,
+            queued_in_macrostep: 0,
             current_action: None,
             done_data: None,
             invokes: BTreeMap::new(),
@@ -463,6 +466,7 @@ impl Session {
         }
         self.started = true;
         self.running = true;
+        self.queued_in_macrostep = 0;
         if self.options.max_macrostep_ms > 0 {
             self.macrostep_started_ms = host.now_ms().max(1);
         }
@@ -568,6 +572,7 @@ impl Session {
             return Some((event, self.outcome()));
         }
         self.fed_self = false;
+        self.queued_in_macrostep = 0;
         if self.options.max_macrostep_ms > 0 {
             self.macrostep_started_ms = host.now_ms().max(1);
         }
