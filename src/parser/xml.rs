@@ -200,8 +200,12 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
             }
         };
         let after = reader.buffer_position() as usize;
-        let tag_start = text[before..after]
-            .find('<')
+        // quick-xml's positions need not fall on a character boundary
+        // (it skips a byte-order mark the caller left in: fuzzing found
+        // one slice that panicked here), so the slice is checked.
+        let tag_start = text
+            .get(before..after.min(text.len()))
+            .and_then(|s| s.find('<'))
             .map(|i| before + i)
             .unwrap_or(before);
         match event {
