@@ -35,6 +35,26 @@ pub struct SessionScope {
 thread_local! {
     static ENGINES: RefCell<HashMap<usize, Weak<RefCell<EcmaScriptDataModel>>>> =
         RefCell::new(HashMap::new());
+    /// [`shareable`]'s answer per document (it reads the whole text).
+    static SHAREABLE: RefCell<HashMap<usize, (std::sync::Weak<Document>, bool)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// [`shareable`], asked once per document and thread.
+fn shareable_cached(doc: &Arc<Document>) -> bool {
+    let key = Arc::as_ptr(doc) as usize;
+    SHAREABLE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((weak, answer)) = cache.get(&key)
+            && weak.upgrade().is_some_and(|d| Arc::ptr_eq(&d, doc))
+        {
+            return *answer;
+        }
+        cache.retain(|_, (weak, _)| weak.strong_count() > 0);
+        let answer = shareable(doc);
+        cache.insert(key, (Arc::downgrade(doc), answer));
+        answer
+    })
 }
 
 /// Whether a document's scripts can run in a shared context: none
@@ -208,7 +228,7 @@ impl SharedEcmaScript {
     /// The data model for a new session of `doc`: the thread's shared
     /// context for that document when it can be shared, else a new one.
     pub fn new(doc: Arc<Document>, limits: &ScriptLimits) -> SharedEcmaScript {
-        let engine = if shareable(&doc) {
+        let engine = if shareable_cached(&doc) {
             let key = Arc::as_ptr(&doc) as usize;
             ENGINES.with(|engines| {
                 let mut engines = engines.borrow_mut();
