@@ -358,11 +358,15 @@ async fn a_full_disk_loses_no_acknowledged_write_on_postgres() {
     let data_dir = std::env::temp_dir().join(format!("ors-full-pg-{name}"));
     let _ = std::fs::remove_dir_all(&data_dir);
     fill_kill_restart(&data_dir, &fs, &["--store", &url]).await;
-    let _ = conn
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
-    let _ = conn
-        .execute(format!("DROP TABLESPACE IF EXISTS {name}").as_str())
-        .await;
+    // A tablespace left on a filesystem that is gone would stop the
+    // PostgreSQL server from recovering after its next crash.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("DROP TABLESPACE IF EXISTS {name}"),
+    ] {
+        if let Err(e) = conn.execute(sqlx::raw_sql(&sql)).await {
+            panic!("cleanup '{sql}' failed: {e}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&data_dir);
 }
