@@ -144,6 +144,18 @@ impl Bench {
         }
     }
 
+    /// Starts a session that must start; its id.
+    async fn start_id(&self, src: &str) -> String {
+        let started = self
+            .start_session(src, &[])
+            .await
+            .expect("the session starts");
+        started["sessionid"]
+            .as_str()
+            .expect("a session id")
+            .to_string()
+    }
+
     async fn query(&self, id: &str) -> Result<Value, String> {
         let r = self
             .client
@@ -257,13 +269,7 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
 
     // Data nested past the save limit: failed, with why.
-    let id = bench
-        .start_session(&hostile("nested_array.scxml"), &[])
-        .await
-        .unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id(&hostile("nested_array.scxml")).await;
     let (status, _) = bench
         .post(&format!("/scxml/session/{id}/event/build"), &[])
         .await
@@ -276,13 +282,7 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
 
     // A graph with 2^40 paths and 41 objects is saved as the graph.
-    let id = bench
-        .start_session(&hostile("shared_graph.scxml"), &[])
-        .await
-        .unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id(&hostile("shared_graph.scxml")).await;
     let (status, _) = bench
         .post(&format!("/scxml/session/{id}/event/count"), &[])
         .await
@@ -294,13 +294,7 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
 
     // A million nested brackets in eval: error.execution, with where.
-    let id = bench
-        .start_session(&hostile("bracket_bomb.scxml"), &[])
-        .await
-        .unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id(&hostile("bracket_bomb.scxml")).await;
     let q = bench.query(&id).await.unwrap();
     assert_eq!(q["configuration"], serde_json::json!(["refused"]), "{q}");
     let failure = &q["data"]["failure"];
@@ -316,13 +310,7 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
 
     // 900 million <foreach> iterations: stopped by the iteration budget.
-    let id = bench
-        .start_session(&hostile("nested_foreach.scxml"), &[])
-        .await
-        .unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id(&hostile("nested_foreach.scxml")).await;
     let q = bench.query(&id).await.unwrap();
     // Whichever budget comes first on this machine: the iteration count
     // (error.execution, handled) or the macrostep's time (inside the
@@ -335,13 +323,7 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
 
     // Twenty thousand events queued in one macrostep: the ten
     // thousand-and-first <send> fails; the ten thousand queued arrive.
-    let id = bench
-        .start_session(&hostile("send_storm.scxml"), &[])
-        .await
-        .unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id(&hostile("send_storm.scxml")).await;
     let q = bench
         .wait_for(&id, PROMPT, |q| q["data"]["got"] == 10_000)
         .await;
@@ -350,13 +332,7 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
 
     // Sending itself events for ever: stopped after max_self_events.
-    let id = bench
-        .start_session("fixtures/server/self_feeding.scxml", &[])
-        .await
-        .unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id("fixtures/server/self_feeding.scxml").await;
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
     let q = bench
         .wait_for(&id, PROMPT * 4, |q| q["status"] == "failed")
@@ -365,13 +341,7 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
     assert!(q["data"]["turns"].as_u64().unwrap_or(0) >= 2000, "{q}");
 
     // An eventless loop of slow scripts: stopped by the macrostep budget.
-    let id = bench
-        .start_session("fixtures/server/slow_loop.scxml", &[])
-        .await
-        .unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id("fixtures/server/slow_loop.scxml").await;
     let q = bench
         .wait_for(&id, PROMPT, |q| q["status"] == "failed")
         .await;
@@ -380,25 +350,13 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
 
     // A document that invokes itself: the chain ends at the invoke depth
     // limit with an error in the deepest child; the root keeps running.
-    let id = bench
-        .start_session(&hostile("invokes_itself.scxml"), &[])
-        .await
-        .unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id(&hostile("invokes_itself.scxml")).await;
     let q = bench.query(&id).await.unwrap();
     assert_eq!(q["status"], "running", "{q}");
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
 
     // Delays past any clock never fire.
-    let id = bench
-        .start_session(&hostile("huge_delay.scxml"), &[])
-        .await
-        .unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id(&hostile("huge_delay.scxml")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let q = bench.query(&id).await.unwrap();
     assert_eq!(q["configuration"], serde_json::json!(["waiting"]), "{q}");
@@ -420,13 +378,7 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
                 "{name} became a variable: {q}"
             );
         }
-        let next = bench
-            .start_session("fixtures/server/counter.scxml", &[])
-            .await
-            .unwrap()["sessionid"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let next = bench.start_id("fixtures/server/counter.scxml").await;
         let (status, _) = bench
             .post(&format!("/scxml/session/{next}/event/add"), &[("n", "2")])
             .await
@@ -456,10 +408,7 @@ async fn crash_cycle(
     reason_part: &str,
     kill_while_running: bool,
 ) {
-    let id = bench.start_session(&hostile(fixture), &[]).await.unwrap()["sessionid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = bench.start_id(&hostile(fixture)).await;
     if kill_while_running {
         for _ in 0..2 {
             let pid = bench.wait_for_server_pid(RECOVERY).await;
