@@ -3,8 +3,10 @@
 //! run (entered to its deepest state, exited, re-entered, snapshotted and
 //! restored) and dropped on a thread with a 2 MiB stack — the size of the
 //! HTTP runtime's threads, where documents are loaded. One past the limit
-//! is refused with its line and column. Its own test binary, as the limit
-//! is process-wide.
+//! is refused with its line and column. Includes that each stay within
+//! the limit but together nest past it are refused before the expansion
+//! walks them. Its own test binary, as the limit is process-wide (both
+//! tests set it to the ceiling).
 
 use std::sync::Arc;
 
@@ -29,6 +31,26 @@ fn nested(levels: usize) -> String {
         doc.push_str("</state>");
     }
     doc.push_str("\n</scxml>\n");
+    doc
+}
+
+/// `<if>`s nested to the ceiling inside one `<onentry>`, the innermost
+/// assigning `reached`.
+fn nested_ifs(levels: usize) -> String {
+    let mut doc = String::from(
+        "<scxml xmlns=\"http://www.w3.org/2005/07/scxml\" version=\"1.0\" datamodel=\"ecmascript\">\n\
+         <datamodel><data id=\"reached\" expr=\"false\"/></datamodel><state id=\"s\"><onentry>",
+    );
+    // <scxml>, <state> and <onentry> are three levels, <assign> the last.
+    let ifs = levels - 4;
+    for _ in 0..ifs {
+        doc.push_str("<if cond=\"true\">");
+    }
+    doc.push_str("<assign location=\"reached\" expr=\"true\"/>");
+    for _ in 0..ifs {
+        doc.push_str("</if>");
+    }
+    doc.push_str("</onentry></state>\n</scxml>\n");
     doc
 }
 
@@ -58,6 +80,26 @@ fn a_document_nested_to_the_ceiling_runs_on_a_small_stack() {
             assert_eq!(restored.configuration_names().last(), Some(&deepest));
             drop(host);
             drop(restored);
+
+            // Executable content nested as deep: built, run and dropped.
+            let doc = Arc::new(
+                parse_document(
+                    &nested_ifs(MAX_DEPTH_CEILING),
+                    None,
+                    &LoadOptions::default(),
+                )
+                .expect("loads"),
+            );
+            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _| {}));
+            let id = host.add(Session::new(doc, SessionOptions::default()));
+            host.start(&id);
+            let reached = host
+                .session_mut(&id)
+                .unwrap()
+                .snapshot()
+                .expect("snapshots");
+            let data = serde_json::to_string(&reached).expect("json");
+            assert!(data.contains("\"reached\":true"), "{data}");
         })
         .expect("a thread")
         .join();
@@ -75,4 +117,74 @@ fn a_document_nested_to_the_ceiling_runs_on_a_small_stack() {
         "{said}"
     );
     assert!(said.contains(":2:"), "{said}");
+}
+
+/// A chain of four included documents, each 300 levels deep (within the
+/// limit on its own), would nest 1 200 levels once expanded: the build
+/// refuses it at the include that crosses the limit, on a 2 MiB stack.
+#[test]
+fn includes_that_together_nest_past_the_limit_are_refused_before_they_are_walked() {
+    use ors::parser::{Parsed, Sources};
+    set_depth_limit(MAX_DEPTH_CEILING);
+    const DEPTH: usize = 300;
+    // Document k: a state chain DEPTH - 1 deep whose innermost state
+    // includes document k + 1 (the last one includes nothing).
+    let chained = |k: usize, last: bool| {
+        let mut doc = String::from(
+            "<scxml xmlns=\"http://www.w3.org/2005/07/scxml\" \
+             xmlns:xi=\"http://www.w3.org/2001/XInclude\" version=\"1.0\">",
+        );
+        for i in 0..DEPTH - 2 {
+            doc.push_str(&format!("<state id=\"d{k}s{i}\">"));
+        }
+        if !last {
+            doc.push_str(&format!(
+                "<xi:include href=\"doc{}.scxml\" xpointer=\"d{}s0\"/>",
+                k + 1,
+                k + 1
+            ));
+        }
+        for _ in 0..DEPTH - 2 {
+            doc.push_str("</state>");
+        }
+        doc.push_str("</scxml>");
+        doc
+    };
+    let outcome = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            let mut sources = Sources::new();
+            let parsed = Parsed::new(
+                &chained(0, false),
+                "doc0.scxml".into(),
+                Some("/charts/doc0.scxml".into()),
+            )
+            .expect("each text is within the limit");
+            for k in 1..4 {
+                let text = chained(k, k == 3);
+                sources.insert(
+                    format!("/charts/doc{k}.scxml"),
+                    Ok(std::sync::Arc::from(text.as_str())),
+                );
+            }
+            assert_eq!(parsed.references()[0].uri, "/charts/doc1.scxml");
+            let refused = parsed
+                .build(&sources, &LoadOptions::default())
+                .expect_err("together they nest too deep");
+            refused.to_string()
+        })
+        .expect("a thread")
+        .join()
+        .expect("the build ran on a 2 MiB stack");
+    assert!(
+        outcome.contains(&format!(
+            "with its includes, elements nest deeper than {MAX_DEPTH_CEILING} levels"
+        )),
+        "{outcome}"
+    );
+    // doc0 and doc1 together already nest ~600 levels.
+    assert!(
+        outcome.contains("at 'doc1.scxml'"),
+        "refused at the include that crosses it: {outcome}"
+    );
 }

@@ -197,9 +197,15 @@ impl Session {
     }
 
     /// `getEffectiveTargetStates`: targets with history replaced by its
-    /// recorded value (or its default transition's targets).
+    /// recorded value (or its default transition's targets, followed with
+    /// a stack of transitions rather than recursion).
     fn effective_target_states(&self, doc: &Document, tid: TransitionId, out: &mut Vec<StateId>) {
-        for &s in &doc.transition(tid).targets {
+        let mut pending = vec![(tid, 0usize)];
+        while let Some((tid, next)) = pending.pop() {
+            let Some(&s) = doc.transition(tid).targets.get(next) else {
+                continue;
+            };
+            pending.push((tid, next + 1));
             if doc.state(s).is_history() {
                 match self.history_values.get(&s) {
                     Some(v) => {
@@ -211,7 +217,7 @@ impl Session {
                     }
                     None => {
                         let default = doc.state(s).initial.expect("history has a transition");
-                        self.effective_target_states(doc, default, out);
+                        pending.push((default, 0));
                     }
                 }
             } else if !out.contains(&s) {
@@ -376,20 +382,36 @@ impl Session {
         self.scratch_entry = entry;
     }
 
-    /// `isInFinalState`.
+    /// `isInFinalState`. The regions of nested parallel states are
+    /// checked with a stack rather than recursion; the answer is the same
+    /// conjunction Appendix D computes.
     fn is_in_final_state(&self, doc: &Document, s: StateId) -> bool {
+        let has_final_child = |state: &crate::model::State| {
+            state
+                .children
+                .iter()
+                .any(|&c| doc.state(c).kind == StateKind::Final && self.configuration.contains(c))
+        };
         let state = doc.state(s);
         match state.kind {
-            StateKind::Compound | StateKind::Root => state
-                .children
-                .iter()
-                .any(|&c| doc.state(c).kind == StateKind::Final && self.configuration.contains(c)),
-            StateKind::Parallel => state
-                .children
-                .iter()
-                .all(|&c| self.is_in_final_state(doc, c)),
-            _ => false,
+            StateKind::Compound | StateKind::Root => return has_final_child(state),
+            StateKind::Parallel => {}
+            _ => return false,
         }
+        let mut regions: Vec<StateId> = state.children.iter().rev().copied().collect();
+        while let Some(r) = regions.pop() {
+            let region = doc.state(r);
+            match region.kind {
+                StateKind::Compound | StateKind::Root => {
+                    if !has_final_child(region) {
+                        return false;
+                    }
+                }
+                StateKind::Parallel => regions.extend(region.children.iter().rev()),
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// `computeEntrySet`.
@@ -399,10 +421,12 @@ impl Session {
         transitions: &[TransitionId],
         entry: &mut EntrySet,
     ) {
+        let mut steps = Vec::new();
         for &tid in transitions {
             let t = doc.transition(tid);
             for &s in &t.targets {
-                self.add_descendant_states_to_enter(doc, s, entry);
+                steps.push(EntryStep::Descendants(s));
+                self.run_entry_steps(doc, &mut steps, entry);
             }
             // The document's initial transition has the root as its domain.
             let ancestor = if t.source == Document::ROOT {
@@ -410,83 +434,98 @@ impl Session {
             } else {
                 self.transition_domain(doc, tid).unwrap_or(Document::ROOT)
             };
+            let mut add_ancestors = |s: StateId, steps: &mut Vec<EntryStep>| {
+                steps.push(EntryStep::Ancestors {
+                    state: s,
+                    ancestor,
+                    next: 0,
+                });
+                self.run_entry_steps(doc, steps, entry);
+            };
             if t.targets_history {
                 let mut targets = Vec::new();
                 self.effective_target_states(doc, tid, &mut targets);
                 for s in targets {
-                    self.add_ancestor_states_to_enter(doc, s, ancestor, entry);
+                    add_ancestors(s, &mut steps);
                 }
             } else {
                 for &s in &t.targets {
-                    self.add_ancestor_states_to_enter(doc, s, ancestor, entry);
+                    add_ancestors(s, &mut steps);
                 }
             }
         }
     }
 
-    /// `addDescendantStatesToEnter`.
-    fn add_descendant_states_to_enter(&self, doc: &Document, s: StateId, entry: &mut EntrySet) {
-        let state = doc.state(s);
-        if state.is_history() {
-            let parent = state.parent.expect("history has a parent");
-            if let Some(values) = self.history_values.get(&s) {
-                for &v in values {
-                    self.add_descendant_states_to_enter(doc, v, entry);
-                }
-                for &v in values {
-                    self.add_ancestor_states_to_enter(doc, v, parent, entry);
-                }
-            } else {
-                let default = state.initial.expect("history has a transition");
-                entry.default_history_content.insert(parent, default);
-                for &t in &doc.transition(default).targets {
-                    self.add_descendant_states_to_enter(doc, t, entry);
-                }
-                for &t in &doc.transition(default).targets {
-                    self.add_ancestor_states_to_enter(doc, t, parent, entry);
-                }
-            }
-            return;
+    /// Runs `addDescendantStatesToEnter` and `addAncestorStatesToEnter`
+    /// from the steps on `steps` until it is empty. The two procedures call
+    /// each other as deep as the document nests; here each pending call is
+    /// a step on an explicit stack, pushed in reverse so they run in
+    /// Appendix D's order (that order matters: a parallel region is entered
+    /// by default only if no state below it was added before).
+    fn run_entry_steps(&self, doc: &Document, steps: &mut Vec<EntryStep>, entry: &mut EntrySet) {
+        // `targets` entered below `ancestor`: every descendant walk first,
+        // then every ancestor walk, as the procedures do.
+        fn enter_all(steps: &mut Vec<EntryStep>, targets: &[StateId], ancestor: StateId) {
+            steps.extend(targets.iter().rev().map(|&t| EntryStep::Ancestors {
+                state: t,
+                ancestor,
+                next: 0,
+            }));
+            steps.extend(targets.iter().rev().map(|&t| EntryStep::Descendants(t)));
         }
-        entry.states_to_enter.insert(s);
-        if state.is_compound() {
-            entry.states_for_default_entry.insert(s);
-            let init = state
-                .initial
-                .expect("compound state has an initial transition");
-            for &t in &doc.transition(init).targets {
-                self.add_descendant_states_to_enter(doc, t, entry);
-            }
-            for &t in &doc.transition(init).targets {
-                self.add_ancestor_states_to_enter(doc, t, s, entry);
-            }
-        } else if state.kind == StateKind::Parallel {
-            for &child in &state.children {
-                if !any_descendant_in(doc, &entry.states_to_enter, child) {
-                    self.add_descendant_states_to_enter(doc, child, entry);
+        while let Some(step) = steps.pop() {
+            match step {
+                EntryStep::Descendants(s) => {
+                    let state = doc.state(s);
+                    if state.is_history() {
+                        let parent = state.parent.expect("history has a parent");
+                        match self.history_values.get(&s) {
+                            Some(values) => enter_all(steps, values, parent),
+                            None => {
+                                let default = state.initial.expect("history has a transition");
+                                entry.default_history_content.insert(parent, default);
+                                enter_all(steps, &doc.transition(default).targets, parent);
+                            }
+                        }
+                        continue;
+                    }
+                    entry.states_to_enter.insert(s);
+                    if state.is_compound() {
+                        entry.states_for_default_entry.insert(s);
+                        let init = state
+                            .initial
+                            .expect("compound state has an initial transition");
+                        enter_all(steps, &doc.transition(init).targets, s);
+                    } else if state.kind == StateKind::Parallel {
+                        steps.extend(state.children.iter().rev().map(|&c| EntryStep::Region(c)));
+                    }
                 }
-            }
-        }
-    }
-
-    /// `addAncestorStatesToEnter`: proper ancestors of `s` below `ancestor`.
-    fn add_ancestor_states_to_enter(
-        &self,
-        doc: &Document,
-        s: StateId,
-        ancestor: StateId,
-        entry: &mut EntrySet,
-    ) {
-        for &anc in &doc.state(s).ancestors {
-            if anc == ancestor {
-                break;
-            }
-            entry.states_to_enter.insert(anc);
-            let a = doc.state(anc);
-            if a.kind == StateKind::Parallel {
-                for &child in &a.children {
+                EntryStep::Ancestors {
+                    state,
+                    ancestor,
+                    next,
+                } => {
+                    // Proper ancestors of `state` below `ancestor`, one per step.
+                    let Some(&anc) = doc.state(state).ancestors.get(next) else {
+                        continue;
+                    };
+                    if anc == ancestor {
+                        continue;
+                    }
+                    entry.states_to_enter.insert(anc);
+                    steps.push(EntryStep::Ancestors {
+                        state,
+                        ancestor,
+                        next: next + 1,
+                    });
+                    let a = doc.state(anc);
+                    if a.kind == StateKind::Parallel {
+                        steps.extend(a.children.iter().rev().map(|&c| EntryStep::Region(c)));
+                    }
+                }
+                EntryStep::Region(child) => {
                     if !any_descendant_in(doc, &entry.states_to_enter, child) {
-                        self.add_descendant_states_to_enter(doc, child, entry);
+                        steps.push(EntryStep::Descendants(child));
                     }
                 }
             }
@@ -517,6 +556,23 @@ pub(super) struct EntrySet {
     states_for_default_entry: StateSet,
     /// Parent state → the history transition whose content runs on entry.
     default_history_content: HashMap<StateId, TransitionId>,
+}
+
+/// One pending call of the entry procedures ([`Session::run_entry_steps`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum EntryStep {
+    /// `addDescendantStatesToEnter(s)`.
+    Descendants(StateId),
+    /// `addAncestorStatesToEnter(state, ancestor)` from the `next`-th
+    /// proper ancestor of `state` on.
+    Ancestors {
+        state: StateId,
+        ancestor: StateId,
+        next: usize,
+    },
+    /// A region of a parallel state: entered by default unless a state
+    /// below it is already to be entered.
+    Region(StateId),
 }
 
 /// `statesToEnter.some(s => isDescendant(s, child))`.

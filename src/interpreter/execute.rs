@@ -2,6 +2,7 @@
 //! initialisation, `<donedata>` evaluation, and `<send>` through the SCXML
 //! Event I/O Processor.
 
+use crate::model::Foreach;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -59,16 +60,123 @@ impl Session {
         self.current_action = None;
     }
 
+    /// Runs `block` to its end or its first error. Nested `<if>` and
+    /// `<foreach>` bodies are frames on an explicit stack, not recursive
+    /// calls, so deeply nested executable content never deepens Rust's
+    /// stack. On an error every `<foreach>` still open ends its scope.
     fn run_actions(
         &mut self,
         doc: &Document,
         block: &[Action],
         host: &mut dyn Host,
     ) -> Result<(), BlockError> {
-        for action in block {
-            self.run_action(doc, action, host)?;
+        let mut frames = vec![BlockFrame::Block {
+            actions: block,
+            next: 0,
+        }];
+        let outcome = self.run_frames(doc, &mut frames, host);
+        if outcome.is_err() {
+            for frame in frames.iter().rev() {
+                if let BlockFrame::Foreach { .. } = frame {
+                    self.datamodel.foreach_end();
+                }
+            }
+        }
+        outcome
+    }
+
+    fn run_frames<'d>(
+        &mut self,
+        doc: &Document,
+        frames: &mut Vec<BlockFrame<'d>>,
+        host: &mut dyn Host,
+    ) -> Result<(), BlockError> {
+        while let Some(top) = frames.last_mut() {
+            match top {
+                BlockFrame::Block { actions, next } => {
+                    let actions: &'d [Action] = actions;
+                    let Some(action) = actions.get(*next) else {
+                        frames.pop();
+                        continue;
+                    };
+                    *next += 1;
+                    match action {
+                        Action::If { branches } => {
+                            self.current_action = Some(Self::locate(doc, action));
+                            for branch in branches {
+                                let take = match branch.cond {
+                                    None => true,
+                                    Some(c) => {
+                                        self.datamodel.eval_cond(c).map_err(|e| self.fail(e))?
+                                    }
+                                };
+                                if take {
+                                    frames.push(BlockFrame::Block {
+                                        actions: &branch.body,
+                                        next: 0,
+                                    });
+                                    break;
+                                }
+                            }
+                        }
+                        Action::Foreach(f) => {
+                            self.current_action = Some(Self::locate(doc, action));
+                            let len = self
+                                .datamodel
+                                .foreach_begin(f.array, &f.item, f.index.as_deref())
+                                .map_err(|e| self.fail(e))?;
+                            frames.push(BlockFrame::Foreach { f, len, done: 0 });
+                        }
+                        other => self.run_action(doc, other, host)?,
+                    }
+                }
+                BlockFrame::Foreach { f, len, done } => {
+                    let f: &'d Foreach = f;
+                    if *done >= *len {
+                        frames.pop();
+                        self.datamodel.foreach_end();
+                        continue;
+                    }
+                    let i = *done;
+                    *done += 1;
+                    self.foreach_iterations += 1;
+                    if self.foreach_iterations > MAX_FOREACH_ITERATIONS {
+                        self.current_action = Some(Self::locate_foreach(f));
+                        return Err(self.fail(DataModelError::new(format!(
+                            "<foreach> ran more than {MAX_FOREACH_ITERATIONS} iterations in one macrostep"
+                        ))));
+                    }
+                    let limit = self.options.max_macrostep_ms;
+                    if limit > 0
+                        && self.foreach_iterations.is_multiple_of(1024)
+                        && host.now_ms().saturating_sub(self.macrostep_started_ms) > limit
+                    {
+                        self.current_action = Some(Self::locate_foreach(f));
+                        return Err(self.fail(DataModelError::new(format!(
+                            "<foreach> ran past the macrostep's {limit} ms"
+                        ))));
+                    }
+                    if let Err(e) = self.datamodel.foreach_step(&f.item, f.index.as_deref(), i) {
+                        self.current_action = Some(Self::locate_foreach(f));
+                        return Err(self.fail(e));
+                    }
+                    frames.push(BlockFrame::Block {
+                        actions: &f.body,
+                        next: 0,
+                    });
+                }
+            }
         }
         Ok(())
+    }
+
+    fn locate_foreach(
+        f: &Foreach,
+    ) -> (
+        std::borrow::Cow<'static, str>,
+        Option<crate::model::Position>,
+    ) {
+        (std::borrow::Cow::Borrowed("foreach"), Some(f.position))
     }
 
     /// Raises `error.execution` for an element that failed: `_event.data`
@@ -168,52 +276,9 @@ impl Session {
                 r.map_err(|e| self.fail(e))?;
             }
             Action::Script(s) => self.datamodel.run_script(*s).map_err(|e| self.fail(e))?,
-            Action::If { branches } => {
-                for branch in branches {
-                    let take = match branch.cond {
-                        None => true,
-                        Some(c) => self.datamodel.eval_cond(c).map_err(|e| self.fail(e))?,
-                    };
-                    if take {
-                        return self.run_actions(doc, &branch.body, host);
-                    }
-                }
-            }
-            Action::Foreach(f) => {
-                let len = self
-                    .datamodel
-                    .foreach_begin(f.array, &f.item, f.index.as_deref())
-                    .map_err(|e| self.fail(e))?;
-                let mut result = Ok(());
-                for i in 0..len {
-                    self.foreach_iterations += 1;
-                    if self.foreach_iterations > MAX_FOREACH_ITERATIONS {
-                        result = Err(self.fail(DataModelError::new(format!(
-                            "<foreach> ran more than {MAX_FOREACH_ITERATIONS} iterations in one macrostep"
-                        ))));
-                        break;
-                    }
-                    let limit = self.options.max_macrostep_ms;
-                    if limit > 0
-                        && self.foreach_iterations.is_multiple_of(1024)
-                        && host.now_ms().saturating_sub(self.macrostep_started_ms) > limit
-                    {
-                        result = Err(self.fail(DataModelError::new(format!(
-                            "<foreach> ran past the macrostep's {limit} ms"
-                        ))));
-                        break;
-                    }
-                    if let Err(e) = self.datamodel.foreach_step(&f.item, f.index.as_deref(), i) {
-                        result = Err(self.fail(e));
-                        break;
-                    }
-                    if let Err(e) = self.run_actions(doc, &f.body, host) {
-                        result = Err(e);
-                        break;
-                    }
-                }
-                self.datamodel.foreach_end();
-                result?;
+            // Nested content runs on `run_actions`' explicit stack.
+            Action::If { .. } | Action::Foreach(_) => {
+                return self.run_actions(doc, std::slice::from_ref(action), host);
             }
             Action::Cancel { sendid } => {
                 let id = self.value_string(sendid)?;
@@ -550,4 +615,17 @@ pub fn is_scxml_type_uri(t: &str) -> bool {
         t,
         SCXML_PROCESSOR | "scxml" | "http://www.w3.org/TR/scxml/" | "http://www.w3.org/TR/scxml"
     )
+}
+
+/// A block of executable content being run, or a `<foreach>` between its
+/// iterations ([`Session::run_actions`]).
+enum BlockFrame<'d> {
+    /// The actions of a block and the index of the next one to run.
+    Block { actions: &'d [Action], next: usize },
+    /// A `<foreach>` over `len` items, `done` of them started.
+    Foreach {
+        f: &'d Foreach,
+        len: usize,
+        done: usize,
+    },
 }

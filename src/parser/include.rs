@@ -110,16 +110,29 @@ fn valid_prefix(p: &str) -> bool {
         && !p.ends_with('.')
 }
 
-/// The first element below (or at) `el` whose `id` is `id`.
+/// The first element below (or at) `el` whose `id` is `id`, in document
+/// order (walked with a stack, not recursion).
 fn find_by_id<'e>(el: &'e Element, id: &str) -> Option<&'e Element> {
-    if el.attr("id") == Some(id) {
-        return Some(el);
+    let mut stack = vec![el];
+    while let Some(e) = stack.pop() {
+        if e.attr("id") == Some(id) {
+            return Some(e);
+        }
+        let at = stack.len();
+        stack.extend(e.elements());
+        stack[at..].reverse();
     }
-    el.elements().find_map(|c| find_by_id(c, id))
+    None
 }
 
 fn count_elements(el: &Element) -> usize {
-    1 + el.elements().map(count_elements).sum::<usize>()
+    let mut stack = vec![el];
+    let mut n = 0;
+    while let Some(e) = stack.pop() {
+        n += 1;
+        stack.extend(e.elements());
+    }
+    n
 }
 
 fn is_state_like(el: &Element) -> bool {
@@ -137,47 +150,50 @@ fn prefix_ids(el: &mut Element, prefix: &str) {
 }
 
 fn collect_renames(el: &Element, dotted: &str, out: &mut HashMap<String, String>) {
-    if is_include(el) {
-        return;
-    }
-    if is_state_like(el)
-        && let Some(id) = el.attr("id")
-        && !id.starts_with(dotted)
-    {
-        out.insert(id.to_string(), format!("{dotted}{id}"));
-    }
-    for c in el.elements() {
-        collect_renames(c, dotted, out);
+    let mut stack = vec![el];
+    while let Some(e) = stack.pop() {
+        if is_include(e) {
+            continue;
+        }
+        if is_state_like(e)
+            && let Some(id) = e.attr("id")
+            && !id.starts_with(dotted)
+        {
+            out.insert(id.to_string(), format!("{dotted}{id}"));
+        }
+        stack.extend(e.elements());
     }
 }
 
 fn apply_renames(el: &mut Element, renamed: &HashMap<String, String>) {
-    if is_include(el) {
-        return;
-    }
-    let state_like = is_state_like(el);
-    let scxml = is_scxml(el);
-    for a in el.attrs.iter_mut().filter(|a| a.ns.is_none()) {
-        let rename_all = |v: &str| {
-            v.split_whitespace()
-                .map(|t| renamed.get(t).map(String::as_str).unwrap_or(t))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        match a.name.as_str() {
-            "id" if state_like => {
-                if let Some(new) = renamed.get(&a.value) {
-                    a.value = new.clone();
+    let rename_all = |v: &str| {
+        v.split_whitespace()
+            .map(|t| renamed.get(t).map(String::as_str).unwrap_or(t))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut stack = vec![el];
+    while let Some(e) = stack.pop() {
+        if is_include(e) {
+            continue;
+        }
+        let state_like = is_state_like(e);
+        let scxml = is_scxml(e);
+        for a in e.attrs.iter_mut().filter(|a| a.ns.is_none()) {
+            match a.name.as_str() {
+                "id" if state_like => {
+                    if let Some(new) = renamed.get(&a.value) {
+                        a.value = new.clone();
+                    }
                 }
+                "target" | "initial" if scxml => a.value = rename_all(&a.value),
+                _ => {}
             }
-            "target" | "initial" if scxml => a.value = rename_all(&a.value),
-            _ => {}
         }
-    }
-    for c in el.children.iter_mut() {
-        if let Node::Element(e) = c {
-            apply_renames(e, renamed);
-        }
+        stack.extend(e.children.iter_mut().filter_map(|c| match c {
+            Node::Element(child) => Some(child),
+            Node::Text(_) => None,
+        }));
     }
 }
 
@@ -222,10 +238,18 @@ impl Place<'_> {
 /// Whether the tree below `el` holds an XML `<xi:include>` (outside
 /// `<script>`, whose text includes the builder reads itself).
 pub fn has_xml_includes(el: &Element) -> bool {
-    el.elements().any(|c| {
-        (is_include(c) && parses_xml(c))
-            || (!(is_scxml(c) && c.name == "script") && has_xml_includes(c))
-    })
+    let mut stack = vec![el];
+    while let Some(e) = stack.pop() {
+        for c in e.elements() {
+            if is_include(c) && parses_xml(c) {
+                return true;
+            }
+            if !(is_scxml(c) && c.name == "script") {
+                stack.push(c);
+            }
+        }
+    }
+    false
 }
 
 /// `root` with every XML include replaced by the element it names, or the
@@ -251,7 +275,7 @@ pub fn expand(
         location,
         origin: None,
     };
-    expand_children(&mut out, &place, &mut cx);
+    expand_children(&mut out, &place, &mut cx, 1);
     if cx.errors.is_empty() {
         Ok(out)
     } else {
@@ -259,45 +283,104 @@ pub fn expand(
     }
 }
 
-fn expand_children(el: &mut Element, place: &Place<'_>, cx: &mut Context<'_>) {
-    if is_scxml(el) && el.name == "script" {
+/// Expands the includes below `el`, which stands `depth` levels deep in
+/// the expanded tree (the root is 1). An included element that would nest
+/// the tree deeper than [`xml::depth_limit`] is refused before it is
+/// walked, so the walk's own depth stays within the limit.
+fn expand_children(el: &mut Element, place: &Place<'_>, cx: &mut Context<'_>, depth: usize) {
+    /// An element whose children are being expanded: the element (its
+    /// children taken out), the nodes still to look at, those kept, and
+    /// its depth.
+    struct Frame {
+        el: Element,
+        rest: std::vec::IntoIter<Node>,
+        kept: Vec<Node>,
+        depth: usize,
+    }
+    fn open(mut el: Element, depth: usize) -> Frame {
+        let children = std::mem::take(&mut el.children);
+        Frame {
+            el,
+            kept: Vec::with_capacity(children.len()),
+            rest: children.into_iter(),
+            depth,
+        }
+    }
+    let is_script = |e: &Element| is_scxml(e) && e.name == "script";
+    if is_script(el) {
         return;
     }
-    let may_include = is_scxml(el) && matches!(el.name.as_str(), "scxml" | "state" | "parallel");
-    let children = std::mem::take(&mut el.children);
-    let mut kept = Vec::with_capacity(children.len());
-    for node in children {
-        match node {
-            Node::Element(inc) if is_include(&inc) && parses_xml(&inc) => {
+    let root = std::mem::replace(
+        el,
+        Element {
+            ns: None,
+            name: String::new(),
+            attrs: Vec::new(),
+            children: Vec::new(),
+            pos: el.pos,
+            outer: el.outer,
+            inner: el.inner,
+            origin: None,
+        },
+    );
+    let mut stack = vec![open(root, depth)];
+    loop {
+        let top = stack.last_mut().expect("the element being expanded");
+        match top.rest.next() {
+            Some(Node::Element(inc)) if is_include(&inc) && parses_xml(&inc) => {
+                let parent = &top.el;
+                let may_include = is_scxml(parent)
+                    && matches!(parent.name.as_str(), "scxml" | "state" | "parallel");
                 if !may_include {
                     cx.errors.push(place.diagnostic(
                         inc.pos,
                         format!(
                             "<xi:include parse=\"xml\"> may stand only in <scxml>, <state> or \
                              <parallel>, not in <{}>",
-                            el.name
+                            parent.name
                         ),
                     ));
                     continue;
                 }
-                if let Some(included) = include(&inc, place, cx) {
-                    kept.extend(included.into_iter().map(Node::Element));
+                let at = top.depth + 1;
+                if let Some(included) = include(&inc, place, cx, at) {
+                    let top = stack.last_mut().expect("the element being expanded");
+                    top.kept.extend(included.into_iter().map(Node::Element));
                 }
             }
-            Node::Element(mut child) => {
-                expand_children(&mut child, place, cx);
-                kept.push(Node::Element(child));
+            Some(Node::Element(child)) if is_script(&child) => {
+                top.kept.push(Node::Element(child));
             }
-            text => kept.push(text),
+            Some(Node::Element(child)) => {
+                let at = top.depth + 1;
+                stack.push(open(child, at));
+            }
+            Some(text) => top.kept.push(text),
+            None => {
+                let mut done = stack.pop().expect("the element being expanded");
+                done.el.children = done.kept;
+                match stack.last_mut() {
+                    Some(parent) => parent.kept.push(Node::Element(done.el)),
+                    None => {
+                        *el = done.el;
+                        return;
+                    }
+                }
+            }
         }
     }
-    el.children = kept;
 }
 
 /// The elements one `<xi:include>` stands for (its target, or its
 /// `<xi:fallback>`'s children when the target cannot be fetched), or `None`
 /// after recording why not.
-fn include(inc: &Element, place: &Place<'_>, cx: &mut Context<'_>) -> Option<Vec<Element>> {
+/// `depth` is the level the included elements take in the expanded tree.
+fn include(
+    inc: &Element,
+    place: &Place<'_>,
+    cx: &mut Context<'_>,
+    depth: usize,
+) -> Option<Vec<Element>> {
     let fail = |cx: &mut Context<'_>, message: String| {
         cx.errors.push(place.diagnostic(inc.pos, message));
         None
@@ -346,7 +429,7 @@ fn include(inc: &Element, place: &Place<'_>, cx: &mut Context<'_>) -> Option<Vec
                 .find(|e| e.ns.as_deref() == Some(XINCLUDE_NS) && e.name == "fallback")
             {
                 let mut f = fallback.clone();
-                expand_children(&mut f, place, cx);
+                expand_children(&mut f, place, cx, depth - 1);
                 return Some(f.elements().cloned().collect());
             }
             let why = match other {
@@ -423,6 +506,16 @@ fn include(inc: &Element, place: &Place<'_>, cx: &mut Context<'_>) -> Option<Vec
         );
     }
     cx.budget -= size;
+    let limit = xml::depth_limit();
+    if depth - 1 + xml::nesting(found).0 > limit {
+        return fail(
+            cx,
+            format!(
+                "with its includes, elements nest deeper than {limit} levels \
+                 (documents.max_nesting) at '{href}'"
+            ),
+        );
+    }
     let mut element = found.clone();
     if let Some(p) = resolveid {
         prefix_ids(&mut element, p);
@@ -439,7 +532,7 @@ fn include(inc: &Element, place: &Place<'_>, cx: &mut Context<'_>) -> Option<Vec
         location: Some(&origin.location),
         origin: Some(&origin),
     };
-    expand_children(&mut element, &inner, cx);
+    expand_children(&mut element, &inner, cx, depth);
     cx.stack.pop();
     element.origin = Some(origin.clone());
     Some(vec![element])

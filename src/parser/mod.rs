@@ -222,7 +222,15 @@ impl Parsed {
 /// Collects the `src` references under `el`, skipping `<content>` payloads
 /// other than an inline child `<scxml>`.
 fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Reference>) {
-    for child in el.elements() {
+    // The children still to read, one iterator per open element, so the
+    // references come out in document order without recursion.
+    type Children<'e> = Box<dyn Iterator<Item = &'e Element> + 'e>;
+    let mut open: Vec<Children<'_>> = vec![Box::new(el.elements())];
+    while let Some(children) = open.last_mut() {
+        let Some(child) = children.next() else {
+            open.pop();
+            continue;
+        };
         if include::is_include(child) && include::parses_xml(child) {
             if let Some(href) = child.attr("href").map(str::trim).filter(|h| !h.is_empty()) {
                 out.push(Reference {
@@ -232,10 +240,14 @@ fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Refere
                     pos: child.pos,
                 });
             }
-            // A fallback's own references are needed when the include fails.
-            for fallback in child.elements().filter(|e| e.name == "fallback") {
-                collect_references(fallback, location, out);
-            }
+            // A fallback's own references are needed when the include
+            // fails: its children are read as if they stood here.
+            open.push(Box::new(
+                child
+                    .elements()
+                    .filter(|e| e.name == "fallback")
+                    .flat_map(Element::elements),
+            ));
             continue;
         }
         if !is_scxml(child) {
@@ -270,14 +282,16 @@ fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Refere
             });
         }
         if child.name == "content" {
-            for nested in child
-                .elements()
-                .filter(|e| is_scxml(e) && e.name == "scxml")
-            {
-                collect_references(nested, location, out);
-            }
+            // Only an inline <scxml> under <content> is a document whose
+            // references count; its own children are read next.
+            open.push(Box::new(
+                child
+                    .elements()
+                    .filter(|e| is_scxml(e) && e.name == "scxml")
+                    .flat_map(Element::elements),
+            ));
         } else {
-            collect_references(child, location, out);
+            open.push(Box::new(child.elements()));
         }
     }
 }
@@ -367,6 +381,35 @@ struct Builder<'a> {
 }
 
 /// What an `initial` on a state was given as, resolved after all states exist.
+/// A state being built whose children are still to be read.
+struct StateFrame<'a> {
+    el: &'a Element,
+    id: StateId,
+    kind: StateKind,
+    initial: InitialSpec,
+    /// The child elements this kind of state may have.
+    allowed: &'static [&'static str],
+    /// The child nodes not read yet.
+    children: std::slice::Iter<'a, Node>,
+    /// The document being read before this included state was opened.
+    saved: Option<SavedOrigin<'a>>,
+}
+
+/// What `open_state` left: a state still open, or one already finished.
+enum Opened<'a> {
+    Open(StateFrame<'a>),
+    Closed(StateId),
+}
+
+/// The document the builder was reading before it entered a state an
+/// `<xi:include>` brought in.
+struct SavedOrigin<'a> {
+    file: String,
+    text: &'a str,
+    location: Option<String>,
+    included_at: Option<String>,
+}
+
 enum InitialSpec {
     None,
     Attr(Vec<String>, Position),
@@ -434,25 +477,6 @@ impl<'a> Builder<'a> {
             None => format!("{}:{}: warning: {}", self.file, pos, message.into()),
         };
         self.warnings.push(m);
-    }
-
-    /// Builds a state an `<xi:include>` brought in, reading it as part of
-    /// its own document (its text, location and file name).
-    fn build_included_state(
-        &mut self,
-        el: &'a Element,
-        origin: &'a include::Origin,
-        parent: StateId,
-    ) -> StateId {
-        let saved = (
-            std::mem::replace(&mut self.file, origin.file.clone()),
-            std::mem::replace(&mut self.text, &origin.text),
-            self.location.replace(origin.location.clone()),
-            self.included_at.replace(origin.included_at.clone()),
-        );
-        let id = self.build_state_here(el, parent);
-        (self.file, self.text, self.location, self.included_at) = saved;
-        id
     }
 
     fn expr(&mut self, source: &str, kind: ExprKind, pos: Position) -> ExprId {
@@ -652,14 +676,97 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Builds the state `el` and every state below it as children of
+    /// `parent`, and returns `el`'s id. Ids follow document order (a state
+    /// before its children). The walk keeps an explicit stack of open
+    /// states, so a deeply nested document never deepens Rust's stack. A
+    /// state an `<xi:include>` brought in is read as part of its own
+    /// document (its text, location and file name) until it is closed.
     fn build_state(&mut self, el: &'a Element, parent: StateId) -> StateId {
-        match &el.origin {
-            Some(origin) => self.build_included_state(el, origin, parent),
-            None => self.build_state_here(el, parent),
+        let mut stack: Vec<StateFrame<'a>> = Vec::new();
+        let top = match self.open_state(el, parent) {
+            Opened::Closed(id) => return id,
+            Opened::Open(frame) => {
+                let id = frame.id;
+                stack.push(frame);
+                id
+            }
+        };
+        while let Some(frame) = stack.last_mut() {
+            let (id, kind, owner, allowed) = (frame.id, frame.kind, frame.el, frame.allowed);
+            let Some(child) = frame.children.by_ref().find_map(|n| match n {
+                Node::Element(c) if is_scxml(c) => Some(c),
+                _ => None,
+            }) else {
+                let frame = stack.pop().expect("the frame just read");
+                self.close_state(frame);
+                continue;
+            };
+            let cname = child.name.as_str();
+            if !allowed.contains(&cname) {
+                self.error(
+                    child.pos,
+                    format!("<{cname}> is not allowed in <{}>", owner.name),
+                );
+                continue;
+            }
+            match cname {
+                "onentry" => {
+                    let b = self.build_block(child);
+                    self.states[id.index()].onentry.push(b);
+                }
+                "onexit" => {
+                    let b = self.build_block(child);
+                    self.states[id.index()].onexit.push(b);
+                }
+                "transition" => {
+                    let t = self.build_transition(child, id);
+                    self.states[id.index()].transitions.push(t);
+                }
+                "initial" => {
+                    if matches!(frame.initial, InitialSpec::Attr(..)) {
+                        self.error(child.pos, "a state must not have both an 'initial' attribute and an <initial> element");
+                    }
+                    if kind != StateKind::Compound {
+                        self.error(
+                            child.pos,
+                            "<initial> is only allowed in a <state> with child states",
+                        );
+                    }
+                    if let Some(tid) = self.default_transition(child, "<initial>", id) {
+                        frame.initial = InitialSpec::Element(tid);
+                    }
+                }
+                "state" | "parallel" | "final" | "history" => {
+                    if let Opened::Open(inner) = self.open_state(child, id) {
+                        stack.push(inner);
+                    }
+                }
+                "datamodel" => self.build_datamodel(child, id),
+                "invoke" => {
+                    let inv = self.build_invoke(child);
+                    self.states[id.index()].invokes.push(inv);
+                }
+                "donedata" => {
+                    let dd = self.build_donedata(child);
+                    self.states[id.index()].donedata = Some(dd);
+                }
+                _ => unreachable!("filtered by the allowed list"),
+            }
         }
+        top
     }
 
-    fn build_state_here(&mut self, el: &'a Element, parent: StateId) -> StateId {
+    /// Starts the state `el` under `parent`: its id, kind and `initial`
+    /// attribute. A `<history>` is finished at once (`Closed`); any other
+    /// state stays open until its children are built.
+    fn open_state(&mut self, el: &'a Element, parent: StateId) -> Opened<'a> {
+        let saved = el.origin.as_deref().map(|origin| SavedOrigin {
+            file: std::mem::replace(&mut self.file, origin.file.clone()),
+            text: std::mem::replace(&mut self.text, &origin.text),
+            location: self.location.replace(origin.location.clone()),
+            included_at: self.included_at.replace(origin.included_at.clone()),
+        });
         let name = self.state_name(el);
         let has_child_states = el
             .elements()
@@ -674,9 +781,7 @@ impl<'a> Builder<'a> {
             _ => StateKind::Atomic,
         };
         let id = self.push_state(kind, Some(parent), name, el.pos);
-        if kind == (StateKind::History { deep: false })
-            || kind == (StateKind::History { deep: true })
-        {
+        if let StateKind::History { .. } = kind {
             if let Some(t) = el.attr("type")
                 && t != "deep"
                 && t != "shallow"
@@ -691,7 +796,8 @@ impl<'a> Builder<'a> {
                 self.states[id.index()].initial = Some(tid);
             }
             self.states[id.index()].last_descendant = StateId(self.states.len() as u32 - 1);
-            return id;
+            self.restore_origin(saved);
+            return Opened::Closed(id);
         }
         self.states[parent.index()].children.push(id);
 
@@ -708,7 +814,7 @@ impl<'a> Builder<'a> {
             }
             initial = InitialSpec::Attr(split_ids(v), el.pos);
         }
-        let allowed: &[&str] = match kind {
+        let allowed: &'static [&'static str] = match kind {
             StateKind::Final => &["onentry", "onexit", "donedata"],
             StateKind::Parallel => &[
                 "onentry",
@@ -733,65 +839,35 @@ impl<'a> Builder<'a> {
                 "invoke",
             ],
         };
-        for child in el.elements() {
-            if !is_scxml(child) {
-                continue;
-            }
-            let cname = child.name.as_str();
-            if !allowed.contains(&cname) {
-                self.error(
-                    child.pos,
-                    format!("<{cname}> is not allowed in <{}>", el.name),
-                );
-                continue;
-            }
-            match cname {
-                "onentry" => {
-                    let b = self.build_block(child);
-                    self.states[id.index()].onentry.push(b);
-                }
-                "onexit" => {
-                    let b = self.build_block(child);
-                    self.states[id.index()].onexit.push(b);
-                }
-                "transition" => {
-                    let t = self.build_transition(child, id);
-                    self.states[id.index()].transitions.push(t);
-                }
-                "initial" => {
-                    if matches!(initial, InitialSpec::Attr(..)) {
-                        self.error(child.pos, "a state must not have both an 'initial' attribute and an <initial> element");
-                    }
-                    if kind != StateKind::Compound {
-                        self.error(
-                            child.pos,
-                            "<initial> is only allowed in a <state> with child states",
-                        );
-                    }
-                    if let Some(tid) = self.default_transition(child, "<initial>", id) {
-                        initial = InitialSpec::Element(tid);
-                    }
-                }
-                "state" | "parallel" | "final" | "history" => {
-                    self.build_state(child, id);
-                }
-                "datamodel" => self.build_datamodel(child, id),
-                "invoke" => {
-                    let inv = self.build_invoke(child);
-                    self.states[id.index()].invokes.push(inv);
-                }
-                "donedata" => {
-                    let dd = self.build_donedata(child);
-                    self.states[id.index()].donedata = Some(dd);
-                }
-                _ => unreachable!("filtered by the allowed list"),
-            }
-        }
+        Opened::Open(StateFrame {
+            el,
+            id,
+            kind,
+            initial,
+            allowed,
+            children: el.children.iter(),
+            saved,
+        })
+    }
+
+    /// Finishes an open state once its children are built: its last
+    /// descendant and its initial transition.
+    fn close_state(&mut self, frame: StateFrame<'a>) {
+        let id = frame.id;
         self.states[id.index()].last_descendant = StateId(self.states.len() as u32 - 1);
-        if kind == StateKind::Compound {
-            self.finish_initial(id, initial, el.pos);
+        if frame.kind == StateKind::Compound {
+            self.finish_initial(id, frame.initial, frame.el.pos);
         }
-        id
+        self.restore_origin(frame.saved);
+    }
+
+    fn restore_origin(&mut self, saved: Option<SavedOrigin<'a>>) {
+        if let Some(s) = saved {
+            self.file = s.file;
+            self.text = s.text;
+            self.location = s.location;
+            self.included_at = s.included_at;
+        }
     }
 
     /// Gives a compound state (or the root) its initial transition: from the

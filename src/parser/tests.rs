@@ -296,3 +296,54 @@ mod dialect {
         assert!(m.contains("unsupported profile 'xpath'"), "{m}");
     }
 }
+
+/// Past the nesting ceiling (which the server enforces as the text is
+/// read), loading, entering, exiting and dropping a document still never
+/// recurse on its depth: 5 000 nested states (a `<parallel>` at every
+/// level, so every level is a region entered by default and checked for
+/// completion) run on a thread with a 256 KiB stack. A recursive walk
+/// needs far more than that at this depth.
+#[test]
+fn walks_over_a_document_do_not_recurse_on_its_depth() {
+    const LEVELS: usize = 5_000;
+    let outcome = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(|| {
+            super::xml::UNBOUNDED_FOR_TEST.set(Some(LEVELS + 10));
+            let mut text = String::from(
+                r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="null">"#,
+            );
+            for i in 0..LEVELS {
+                let tag = if i % 2 == 0 { "parallel" } else { "state" };
+                text.push_str(&format!(r#"<{tag} id="s{i}">"#));
+            }
+            // The innermost region finishes at once; every enclosing
+            // parallel is then complete only if the check reaches it.
+            text.push_str(r#"<final id="done"/>"#);
+            for i in (0..LEVELS).rev() {
+                let tag = if i % 2 == 0 { "parallel" } else { "state" };
+                text.push_str(&format!("</{tag}>"));
+            }
+            text.push_str(r#"<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="absent.scxml" xpointer="x"><xi:fallback/></xi:include>"#);
+            text.push_str("</scxml>");
+            let doc = std::sync::Arc::new(parse(&text).expect("loads"));
+            assert_eq!(doc.state(id(&doc, "done")).ancestors.len(), LEVELS + 1);
+
+            let mut host = crate::host::LocalHost::new(
+                crate::interpreter::SessionOptions::default(),
+                Box::new(|_, _, _| {}),
+            );
+            let session = host.add(crate::interpreter::Session::new(
+                doc.clone(),
+                crate::interpreter::SessionOptions::default(),
+            ));
+            host.start(&session);
+            let entered = host.session(&session).unwrap().configuration_names();
+            assert_eq!(entered.len(), LEVELS + 1, "every level and the final");
+            drop(host);
+            drop(doc);
+        })
+        .expect("a thread")
+        .join();
+    assert!(outcome.is_ok(), "a walk recursed on the document's depth");
+}

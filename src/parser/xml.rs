@@ -9,7 +9,8 @@ use quick_xml::name::ResolveResult;
 use crate::model::Position;
 
 /// An XML element with its resolved namespace and source position.
-#[derive(Debug, Clone)]
+/// Cloning and dropping walk the subtree with a stack, never recursion.
+#[derive(Debug)]
 pub struct Element {
     /// Namespace URI (`None` when unqualified and no default namespace).
     pub ns: Option<String>,
@@ -29,6 +30,64 @@ pub struct Element {
     /// from, whose text `outer` and `inner` index (`None`: the document
     /// being read).
     pub origin: Option<std::sync::Arc<super::include::Origin>>,
+}
+
+impl Clone for Element {
+    fn clone(&self) -> Element {
+        /// An element being copied: its source, the child nodes still to
+        /// copy and the copies made so far.
+        struct Frame<'e> {
+            src: &'e Element,
+            rest: std::slice::Iter<'e, Node>,
+            copied: Vec<Node>,
+        }
+        fn open(src: &Element) -> Frame<'_> {
+            Frame {
+                src,
+                rest: src.children.iter(),
+                copied: Vec::with_capacity(src.children.len()),
+            }
+        }
+        let mut stack = vec![open(self)];
+        loop {
+            let top = stack.last_mut().expect("the element being copied");
+            match top.rest.next() {
+                Some(Node::Text(t)) => top.copied.push(Node::Text(t.clone())),
+                Some(Node::Element(e)) => stack.push(open(e)),
+                None => {
+                    let done = stack.pop().expect("the element being copied");
+                    let e = done.src;
+                    let copy = Element {
+                        ns: e.ns.clone(),
+                        name: e.name.clone(),
+                        attrs: e.attrs.clone(),
+                        children: done.copied,
+                        pos: e.pos,
+                        outer: e.outer,
+                        inner: e.inner,
+                        origin: e.origin.clone(),
+                    };
+                    match stack.last_mut() {
+                        Some(parent) => parent.copied.push(Node::Element(copy)),
+                        None => return copy,
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Element {
+    /// Drops the subtree with a stack instead of the compiler's recursive
+    /// drop glue, so freeing a deep tree never deepens Rust's stack.
+    fn drop(&mut self) {
+        let mut pending: Vec<Node> = std::mem::take(&mut self.children);
+        while let Some(node) = pending.pop() {
+            if let Node::Element(mut e) = node {
+                pending.append(&mut e.children);
+            }
+        }
+    }
 }
 
 /// An attribute with its resolved namespace.
@@ -150,7 +209,19 @@ static DEPTH_LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUs
 /// The nesting limit in force (elements; [`MAX_DEPTH`] unless a server
 /// set another with [`set_depth_limit`]).
 pub fn depth_limit() -> usize {
+    #[cfg(test)]
+    if let Some(levels) = UNBOUNDED_FOR_TEST.get() {
+        return levels;
+    }
     DEPTH_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// A nesting limit past the ceiling, for the tests that show the walks
+    /// over a document use no recursion (one thread only).
+    pub(crate) static UNBOUNDED_FOR_TEST: std::cell::Cell<Option<usize>> =
+        const { std::cell::Cell::new(None) };
 }
 
 /// Sets the nesting limit for every document this process reads from now
