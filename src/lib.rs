@@ -28,6 +28,7 @@ pub mod host;
 pub mod ids;
 pub mod interpreter;
 pub mod io;
+pub mod memory;
 pub mod model;
 pub mod modules;
 pub mod parser;

@@ -45,6 +45,7 @@ max_run_ms = 3000
 max_memory_mb = 768
 max_macrostep_ms = 1000
 max_self_events = 2000
+max_macrostep_memory_mb = 256
 "#;
 
 fn unique_dir(tag: &str) -> PathBuf {
@@ -346,6 +347,23 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
         .wait_for(&id, PROMPT, |q| q["status"] == "failed")
         .await;
     assert!(reason(&q).contains("longer than 1000 ms"), "{q}");
+    assert!(bench.bystander_answers(PROMPT).await < PROMPT);
+
+    // A macrostep that keeps allocating across scripts: stopped by the
+    // memory budget per macrostep, before the process-wide limit.
+    let id = bench.start_id(&hostile("memory_growth.scxml")).await;
+    let (status, _) = bench
+        .post(&format!("/scxml/session/{id}/event/grow"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let q = bench
+        .wait_for(&id, PROMPT, |q| q["status"] == "failed")
+        .await;
+    assert!(
+        reason(&q).contains("max_macrostep_memory_mb (256 MiB)"),
+        "{q}"
+    );
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
 
     // A document that invokes itself: the chain ends at the invoke depth

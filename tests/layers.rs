@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 /// Rank of each top-level module; imports must go to a strictly lower rank.
 const RANKS: &[(&str, u32)] = &[
     ("ids", 0),
+    ("memory", 0),
     ("model", 1),
     ("parser", 2),
     ("datamodel", 3),

@@ -78,7 +78,7 @@ impl Session {
                         "macrostep ran longer than {time_limit} ms; session stopped"
                     ))
                 } else {
-                    None
+                    self.memory_over_budget()
                 };
                 if let Some(reason) = reason {
                     host.log(&self.id, Some("error"), &reason);
@@ -919,5 +919,51 @@ mod tests {
         assert!(!s.is_in_final_state(&doc, p), "one region is not enough");
         send(&mut s, "b");
         assert!(s.is_in_final_state(&doc, p));
+    }
+
+    /// Past the nesting ceiling (which the server enforces as the text is
+    /// read), loading, entering, exiting and dropping a document still never
+    /// recurse on its depth: 5 000 nested states (a `<parallel>` at every
+    /// level, so every level is a region entered by default and checked for
+    /// completion) run on a thread with a 256 KiB stack. A recursive walk
+    /// needs far more than that at this depth.
+    #[test]
+    fn walks_over_a_document_do_not_recurse_on_its_depth() {
+        const LEVELS: usize = 5_000;
+        let outcome = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                crate::parser::xml::UNBOUNDED_FOR_TEST.set(Some(LEVELS + 10));
+                let mut text = String::from(
+                    r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" datamodel="null">"#,
+                );
+                for i in 0..LEVELS {
+                    let tag = if i % 2 == 0 { "parallel" } else { "state" };
+                    text.push_str(&format!(r#"<{tag} id="s{i}">"#));
+                }
+                // The innermost region finishes at once; every enclosing
+                // parallel is then complete only if the check reaches it.
+                text.push_str(r#"<final id="done"/>"#);
+                for i in (0..LEVELS).rev() {
+                    let tag = if i % 2 == 0 { "parallel" } else { "state" };
+                    text.push_str(&format!("</{tag}>"));
+                }
+                text.push_str(r#"<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="absent.scxml" xpointer="x"><xi:fallback/></xi:include>"#);
+                text.push_str("</scxml>");
+                let doc = Arc::new(
+                    parse_document(&text, None, &LoadOptions::default()).expect("loads"),
+                );
+                assert_eq!(doc.state(id(&doc, "done")).ancestors.len(), LEVELS + 1);
+
+                let mut session = started(&doc);
+                let entered = session.configuration_names();
+                assert_eq!(entered.len(), LEVELS + 1, "every level and the final");
+                assert!(session.snapshot().is_ok());
+                drop(session);
+                drop(doc);
+            })
+            .expect("a thread")
+            .join();
+        assert!(outcome.is_ok(), "a walk recursed on the document's depth");
     }
 }

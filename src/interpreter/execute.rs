@@ -129,6 +129,12 @@ impl Session {
                         }
                         other => self.run_action(doc, other, host)?,
                     }
+                    if let Some(reason) = self.memory_over_budget() {
+                        host.log(&self.id, Some("error"), &reason);
+                        self.stop_reason = Some(reason.clone());
+                        self.running = false;
+                        return Err(self.fail(DataModelError::new(reason)));
+                    }
                 }
                 BlockFrame::Foreach { f, len, done } => {
                     let f: &'d Foreach = f;
@@ -168,6 +174,25 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Why to stop the session when the process's memory has grown past
+    /// [`super::SessionOptions::max_macrostep_memory_bytes`] since the
+    /// current macrostep began (never when nothing samples it).
+    pub(super) fn memory_over_budget(&self) -> Option<String> {
+        let limit = self.options.max_macrostep_memory_bytes;
+        if limit == 0 || self.memory_mark == 0 {
+            return None;
+        }
+        let grown = crate::memory::resident_sample().saturating_sub(self.memory_mark);
+        (grown > limit).then(|| {
+            format!(
+                "the server's memory grew by {} MiB during this macrostep, past \
+                 limits.max_macrostep_memory_mb ({} MiB); session stopped",
+                grown >> 20,
+                limit >> 20
+            )
+        })
     }
 
     fn locate_foreach(

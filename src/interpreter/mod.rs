@@ -231,6 +231,12 @@ pub struct SessionOptions {
     /// macrostep queueing the next) with no event from anywhere else in
     /// between, before it is stopped as runaway; 0 means no limit.
     pub max_self_events: u64,
+    /// Most the process's resident memory may grow during one macrostep,
+    /// in bytes, before the session is stopped as runaway (checked after
+    /// every executable-content element and microstep against the
+    /// sampled figure of [`crate::memory`]; nothing is checked where
+    /// nothing samples it); 0 means no limit.
+    pub max_macrostep_memory_bytes: u64,
     /// Values that override the document's `<data>` of the same id at
     /// initialisation (invoke parameters, session start parameters).
     pub initial_data: serde_json::Map<String, Value>,
@@ -304,6 +310,9 @@ pub struct Session {
     /// When the current macrostep began, by the host's clock (ms; 0: none
     /// is running), for the macrostep time budget inside `<foreach>`.
     macrostep_started_ms: u64,
+    /// The process's sampled resident memory when the current macrostep
+    /// began ([`crate::memory::resident_sample`], bytes; 0: unknown).
+    memory_mark: u64,
     /// Events the current macrostep queued for this session itself.
     queued_in_macrostep: u64,
     /// The executable-content element running now (its tag name and
@@ -351,6 +360,7 @@ impl Session {
             fed_self_before: false,
             self_fed_streak: 0,
             macrostep_started_ms: 0,
+            memory_mark: 0,
             queued_in_macrostep: 0,
             current_action: None,
             done_data: None,
@@ -470,6 +480,7 @@ impl Session {
         if self.options.max_macrostep_ms > 0 {
             self.macrostep_started_ms = host.now_ms().max(1);
         }
+        self.memory_mark = crate::memory::resident_sample();
         let doc = self.doc.clone();
         let vars = self.system_variables();
         if let Err(e) = self.datamodel.set_system_variables(&vars) {
@@ -576,6 +587,7 @@ impl Session {
         if self.options.max_macrostep_ms > 0 {
             self.macrostep_started_ms = host.now_ms().max(1);
         }
+        self.memory_mark = crate::memory::resident_sample();
         if let Err(e) = self.datamodel.set_event(&event) {
             self.raise_error("error.execution", &e.message, None);
         }

@@ -193,11 +193,12 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
     })
 }
 
-/// How deep elements may nest in a document by default. Every walk over
-/// the tree (building the model, references, includes, dropping it) is
-/// recursive, so the depth is bounded here, where the text is read, and
-/// again once includes are inlined: thousands of nested `<state>`s once
-/// overflowed a thread's stack and aborted the process.
+/// How deep elements may nest in a document by default. The walks over
+/// the tree and the model keep explicit stacks, but boa's parser and the
+/// compiled executable content still nest with the document, so the
+/// depth is bounded here, where the text is read, and again as includes
+/// are inlined: thousands of nested `<state>`s once overflowed a thread's
+/// stack and aborted the process.
 pub const MAX_DEPTH: usize = 200;
 
 /// The highest nesting limit a server may configure: a document nested

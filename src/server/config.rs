@@ -215,6 +215,14 @@ pub struct Limits {
     /// watchdog records the sessions running and ends the process (as for
     /// `max_run_ms`); 0: half of the machine's memory.
     pub max_memory_mb: u64,
+    /// Most the server's resident memory may grow while one macrostep
+    /// runs, in MiB, before that session is stopped (failed, with the
+    /// reason) and `error.execution` raised at the element that crossed
+    /// it. Checked after every element of executable content and every
+    /// microstep against the watchdog's sample (taken every 50 ms), so
+    /// one script that allocates without end is left to `max_memory_mb`.
+    /// 0: no limit.
+    pub max_macrostep_memory_mb: u64,
     /// How deeply arrays and objects may nest in a session's data when it
     /// is saved (levels); a session holding deeper data fails with the
     /// reason. At most 120 (stored snapshots are read back with
@@ -240,6 +248,7 @@ impl Default for Limits {
             fetch_timeout_ms: 10_000,
             max_run_ms: 20_000,
             max_memory_mb: 0,
+            max_macrostep_memory_mb: 1024,
             max_data_depth: 100,
             max_data_bytes: 16 * 1024 * 1024,
         }

@@ -227,8 +227,10 @@ impl WatchdogLimits {
     }
 }
 
-/// Starts the watchdog thread; it checks every 100 ms and, past a limit,
-/// writes the culprits and exits the process with [`EXIT_WATCHDOG`].
+/// Starts the watchdog thread. Every 50 ms it samples the process's
+/// resident memory (published for the engine's budget per macrostep,
+/// [`crate::memory`]) and checks the limits; past one, it writes the
+/// culprits and exits the process with [`EXIT_WATCHDOG`].
 ///
 /// # Errors
 /// The thread cannot be spawned.
@@ -237,8 +239,12 @@ pub fn spawn(watch: Arc<Watch>, limits: WatchdogLimits) -> std::io::Result<()> {
         .name("ors-watchdog".into())
         .spawn(move || {
             loop {
-                std::thread::sleep(Duration::from_millis(100));
-                if let Some(culprits) = check(&watch, &limits) {
+                std::thread::sleep(Duration::from_millis(50));
+                let rss = resident_bytes();
+                if let Some(bytes) = rss {
+                    crate::memory::publish_resident(bytes);
+                }
+                if let Some(culprits) = check(&watch, &limits, rss) {
                     end_process(&limits.culprits_file, &culprits);
                 }
             }
@@ -248,7 +254,8 @@ pub fn spawn(watch: Arc<Watch>, limits: WatchdogLimits) -> std::io::Result<()> {
 
 /// What is over a limit now, as culprits (an empty list: over the memory
 /// limit with no session running).
-fn check(watch: &Watch, limits: &WatchdogLimits) -> Option<Vec<Culprit>> {
+/// `rss`: the resident memory just sampled, in bytes.
+fn check(watch: &Watch, limits: &WatchdogLimits, rss: Option<u64>) -> Option<Vec<Culprit>> {
     let running = watch.running();
     if let Some(max) = limits.max_run {
         let stuck: Vec<Culprit> = running
@@ -268,7 +275,7 @@ fn check(watch: &Watch, limits: &WatchdogLimits) -> Option<Vec<Culprit>> {
         }
     }
     if let Some(max) = limits.max_rss
-        && let Some(rss) = resident_bytes()
+        && let Some(rss) = rss
         && rss > max
     {
         return Some(

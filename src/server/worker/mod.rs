@@ -469,6 +469,10 @@ impl Worker {
             max_microsteps: config.limits.max_microsteps,
             max_macrostep_ms: config.limits.max_macrostep_ms,
             max_self_events: config.limits.max_self_events,
+            max_macrostep_memory_bytes: config
+                .limits
+                .max_macrostep_memory_mb
+                .saturating_mul(1 << 20),
             initial_data: Map::new(),
             declare_undeclared_data: true,
             prelude: Some(ctx.prelude.clone()),
