@@ -354,19 +354,62 @@ async fn a_full_disk_loses_no_acknowledged_write_on_postgres() {
     conn.execute(format!("ALTER DATABASE {name} SET default_tablespace = {name}").as_str())
         .await
         .expect("its tables go to the small filesystem");
+    drop(conn);
+    // Dropped before `fs` is unmounted, also when the test panics.
+    let space = PgSpace {
+        admin: admin.clone(),
+        name: name.clone(),
+    };
     let url = common::stores::url_with_database(&admin, &name);
     let data_dir = std::env::temp_dir().join(format!("ors-full-pg-{name}"));
     let _ = std::fs::remove_dir_all(&data_dir);
     fill_kill_restart(&data_dir, &fs, &["--store", &url]).await;
-    // A tablespace left on a filesystem that is gone would stop the
-    // PostgreSQL server from recovering after its next crash.
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("DROP TABLESPACE IF EXISTS {name}"),
-    ] {
-        if let Err(e) = conn.execute(sqlx::raw_sql(&sql)).await {
-            panic!("cleanup '{sql}' failed: {e}");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    drop(space);
+}
+
+/// The test database and its tablespace, dropped when this is: a
+/// tablespace left on a filesystem that is gone would stop the PostgreSQL
+/// server from recovering after its next crash. Drop panics (failing the
+/// test) if it cannot drop them, unless the test is already panicking.
+struct PgSpace {
+    admin: String,
+    name: String,
+}
+
+impl Drop for PgSpace {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop cannot await: a thread with its own runtime does the work.
+        let outcome = std::thread::spawn(move || {
+            use sqlx::{Connection, Executor};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for sql in [
+                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    format!("DROP TABLESPACE IF EXISTS {name}"),
+                ] {
+                    conn.execute(sqlx::raw_sql(&sql))
+                        .await
+                        .map_err(|e| format!("'{sql}': {e}"))?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the cleanup thread panicked".into()));
+        if let Err(e) = outcome {
+            if std::thread::panicking() {
+                eprintln!("cleanup of {} failed: {e}", self.name);
+            } else {
+                panic!("cleanup of {} failed: {e}", self.name);
+            }
         }
     }
-    let _ = std::fs::remove_dir_all(&data_dir);
 }
