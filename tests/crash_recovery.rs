@@ -51,22 +51,7 @@ impl Setup {
 }
 
 async fn post(client: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> Result<Value, String> {
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let response = client
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    common::client::post_form_ok(client, url, form, Duration::from_secs(30)).await
 }
 
 async fn query(client: &reqwest::Client, setup: &Setup, id: &str) -> Value {

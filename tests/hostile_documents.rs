@@ -116,24 +116,8 @@ impl Bench {
     }
 
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> Result<(u16, Value), String> {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let r = self
-            .client
-            .post(format!("{}{path}", self.server.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = r.status().as_u16();
-        let text = r.text().await.map_err(|e| e.to_string())?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        let url = format!("{}{path}", self.server.base);
+        common::client::post_form(&self.client, &url, form, Duration::from_secs(30)).await
     }
 
     async fn start_session(&self, src: &str, extra: &[(&str, &str)]) -> Result<Value, String> {

@@ -78,23 +78,7 @@ impl Drop for SmallFs {
 }
 
 async fn post(client: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> Result<Value, String> {
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let r = client
-        .post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status();
-    let text = r.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    common::client::post_form_ok(client, url, form, Duration::from_secs(20)).await
 }
 
 /// One ledger's client-side record: the highest seq acknowledged, and a

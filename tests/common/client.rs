@@ -87,6 +87,46 @@ pub fn bearer_client(token: &str) -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// `POST url` with a form body, for tests that kill or fill the server
+/// under load, where no answer is an outcome too: the status and the
+/// parsed body (a body that is not JSON as a string), or why nothing came
+/// back within `timeout`.
+pub async fn post_form(
+    client: &reqwest::Client,
+    url: &str,
+    pairs: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(u16, Value), String> {
+    let r = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(pairs))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// [`post_form`] where only a 2xx answer is `Ok` (its body); any other
+/// status is an `Err` with the status and body.
+pub async fn post_form_ok(
+    client: &reqwest::Client,
+    url: &str,
+    pairs: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Value, String> {
+    match post_form(client, url, pairs, timeout).await? {
+        (200..=299, body) => Ok(body),
+        (status, body) => Err(format!("{status}: {body}")),
+    }
+}
+
 /// Form-encodes `pairs` (`application/x-www-form-urlencoded`).
 pub fn form_body(pairs: &[(&str, &str)]) -> String {
     form_urlencoded::Serializer::new(String::new())
