@@ -155,19 +155,32 @@ impl boa_engine::context::HostHooks for ScriptHooks {
 /// The DOM implementation exposed for XML values.
 const DOM_PRELUDE: &str = include_str!("js/dom.js");
 
-/// Converts a parsed XML node to the plain tree the DOM prelude builds from.
-fn xml_tree(node: &crate::parser::xml::Node) -> Value {
+/// The nodes under `root` for the DOM prelude, flat in document order
+/// (a parent before its children): `{"t":"e","n","ns","a":[[name,value]],"p"}`
+/// for an element, `{"t":"x","v","p"}` for text, `p` the index of the
+/// parent element in the list (-1: the document). Flat, so neither side
+/// recurses on the fragment's depth.
+fn xml_nodes(root: &crate::parser::xml::Element) -> Value {
     use crate::parser::xml::Node;
-    match node {
-        Node::Text(t) => serde_json::json!({ "t": "x", "v": t }),
-        Node::Element(e) => serde_json::json!({
-            "t": "e",
-            "n": e.name,
-            "ns": e.ns,
-            "a": e.attrs.iter().map(|a| vec![a.name.clone(), a.value.clone()]).collect::<Vec<_>>(),
-            "c": e.children.iter().map(xml_tree).collect::<Vec<_>>(),
-        }),
+    let mut out = Vec::new();
+    let mut stack: Vec<(&Node, i64)> = root.children.iter().rev().map(|n| (n, -1)).collect();
+    while let Some((node, parent)) = stack.pop() {
+        let index = out.len() as i64;
+        match node {
+            Node::Text(t) => out.push(serde_json::json!({ "t": "x", "v": t, "p": parent })),
+            Node::Element(e) => {
+                out.push(serde_json::json!({
+                    "t": "e",
+                    "n": e.name,
+                    "ns": e.ns,
+                    "a": e.attrs.iter().map(|a| [a.name.as_str(), a.value.as_str()]).collect::<Vec<_>>(),
+                    "p": parent,
+                }));
+                stack.extend(e.children.iter().rev().map(|c| (c, index)));
+            }
+        }
     }
+    Value::Array(out)
 }
 
 fn js_err(e: JsError, ctx: &mut Context) -> DataModelError {
@@ -270,7 +283,7 @@ fn data_to_js(v: &Value, ctx: &mut Context) -> JsResult<JsValue> {
 fn xml_to_js(text: &str, ctx: &mut Context) -> JsResult<JsValue> {
     let wrapped = format!("<ors-fragment>{text}</ors-fragment>");
     let tree = match crate::parser::xml::parse_tree(&wrapped) {
-        Ok(root) => Value::Array(root.children.iter().map(xml_tree).collect()),
+        Ok(root) => xml_nodes(&root),
         Err(_) => return Ok(JsValue::from(JsString::from(text))),
     };
     let cached = ctx
@@ -1049,6 +1062,53 @@ mod tests {
         dm.ctx
             .eval(Source::from_bytes(src.as_bytes()))
             .expect("the script runs")
+    }
+
+    /// The DOM is built and walked without recursion: a fragment 190
+    /// elements deep, under a script recursion limit of 50, is built,
+    /// searched, read and written back.
+    #[test]
+    fn the_dom_never_recurses_on_the_fragments_depth() {
+        let doc = Arc::new(parse_document(CHART, None, &LoadOptions::default()).expect("loads"));
+        let limits = ScriptLimits {
+            recursion: 50,
+            ..ScriptLimits::default()
+        };
+        let mut dm = EcmaScriptDataModel::new(doc, &limits);
+        let mut text = String::new();
+        for i in 0..190 {
+            text.push_str(&format!("<a i=\"{i}\">t{i}"));
+        }
+        text.push_str("<b/>");
+        for _ in 0..190 {
+            text.push_str("</a>");
+        }
+        text.push_str("<c k=\"&amp;\">tail</c>");
+        let dom = xml_to_js(&text, &mut dm.ctx).expect("the DOM is built");
+        dm.ctx
+            .register_global_property(
+                js_string!("dom"),
+                dom,
+                boa_engine::property::Attribute::all(),
+            )
+            .unwrap();
+        assert!(truth(
+            &mut dm,
+            "dom.getElementsByTagName('a').length === 190"
+        ));
+        assert!(truth(
+            &mut dm,
+            "dom.getElementsByTagName('*')[189].getAttribute('i') === '189'"
+        ));
+        assert!(truth(
+            &mut dm,
+            "dom.textContent.indexOf('t0t1t2') === 0 && /t189tail$/.test(dom.textContent)"
+        ));
+        let written = run(&mut dm, "dom.toXML()");
+        assert_eq!(
+            written.as_string().map(|s| s.to_std_string_escaped()),
+            Some(text)
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 // A small read-mostly XML DOM for the ECMAScript data model (the parts of
 // DOM Level 2 Core that SCXML documents use). Evaluated once per context;
-// the value of this script is the function that turns the tree the Rust
-// side parsed ({t:'e', n, ns, a:[[name, value]], c:[...]} / {t:'x', v})
-// into DOM nodes.
+// the value of this script is the function that turns the nodes the Rust
+// side parsed, flat in document order ({t:'e', n, ns, a:[[name, value]], p}
+// / {t:'x', v, p}, p the index of the parent element, -1 the document),
+// into DOM nodes. No function here recurses on the tree's depth.
 (function () {
   function nodeList(items) {
     Object.defineProperty(items, 'item', {
@@ -43,7 +44,12 @@
     get: function () {
       if (this.nodeType === 3) return this.data;
       var s = '';
-      for (var i = 0; i < this.childNodes.length; i++) s += this.childNodes[i].textContent;
+      var stack = [this];
+      while (stack.length) {
+        var n = stack.pop();
+        if (n.nodeType === 3) { s += n.data; continue; }
+        for (var i = n.childNodes.length - 1; i >= 0; i--) stack.push(n.childNodes[i]);
+      }
       return s;
     }
   });
@@ -55,28 +61,42 @@
   };
   Node.prototype.getElementsByTagName = function (name) {
     var found = [];
-    (function walk(n) {
-      for (var i = 0; i < n.childNodes.length; i++) {
-        var c = n.childNodes[i];
-        if (c.nodeType === 1) {
-          if (name === '*' || c.tagName === name || c.localName === name) found.push(c);
-          walk(c);
-        }
-      }
-    })(this);
+    var stack = [];
+    for (var i = this.childNodes.length - 1; i >= 0; i--) stack.push(this.childNodes[i]);
+    while (stack.length) {
+      var c = stack.pop();
+      if (c.nodeType !== 1) continue;
+      if (name === '*' || c.tagName === name || c.localName === name) found.push(c);
+      for (var j = c.childNodes.length - 1; j >= 0; j--) stack.push(c.childNodes[j]);
+    }
     return nodeList(found);
   };
   Node.prototype.toXML = function () {
-    if (this.nodeType === 3) return escapeText(this.data);
-    var inner = '';
-    for (var i = 0; i < this.childNodes.length; i++) inner += this.childNodes[i].toXML();
-    if (this.nodeType === 9) return inner;
-    var attrs = '';
-    for (var j = 0; j < this.attributes.length; j++) {
-      attrs += ' ' + this.attributes[j].name + '="' + escapeAttr(this.attributes[j].value) + '"';
+    var out = '';
+    // Entries: a node to write, or the end of an element (its start tag
+    // began at `at`; with nothing written inside, it becomes `<a/>`).
+    var stack = [{ node: this }];
+    while (stack.length) {
+      var e = stack.pop();
+      var n = e.node;
+      if (e.end) {
+        out = out.length === e.inner ? out.slice(0, e.at) + e.open + '/>'
+          : out + '</' + n.tagName + '>';
+        continue;
+      }
+      if (n.nodeType === 3) { out += escapeText(n.data); continue; }
+      if (n.nodeType !== 9) {
+        var open = '<' + n.tagName;
+        for (var j = 0; j < n.attributes.length; j++) {
+          open += ' ' + n.attributes[j].name + '="' + escapeAttr(n.attributes[j].value) + '"';
+        }
+        var at = out.length;
+        out += open + '>';
+        stack.push({ node: n, end: true, at: at, open: open, inner: out.length });
+      }
+      for (var i = n.childNodes.length - 1; i >= 0; i--) stack.push({ node: n.childNodes[i] });
     }
-    return inner === '' ? '<' + this.tagName + attrs + '/>'
-      : '<' + this.tagName + attrs + '>' + inner + '</' + this.tagName + '>';
+    return out;
   };
   Node.prototype.toString = function () { return this.toXML(); };
   Node.prototype.toJSON = function () { return { $xml: this.toXML() }; };
@@ -132,15 +152,15 @@
     }
   });
 
-  function build(tree) {
-    if (tree.t === 'x') return new Text(tree.v);
-    var el = new Element(tree.n, tree.ns, tree.a);
-    for (var i = 0; i < tree.c.length; i++) el.appendChild(build(tree.c[i]));
-    return el;
-  }
   return function (nodes) {
     var doc = new Document();
-    for (var i = 0; i < nodes.length; i++) doc.appendChild(build(nodes[i]));
+    var made = [];
+    for (var i = 0; i < nodes.length; i++) {
+      var n = nodes[i];
+      var node = n.t === 'x' ? new Text(n.v) : new Element(n.n, n.ns, n.a);
+      made.push(node);
+      (n.p < 0 ? doc : made[n.p]).appendChild(node);
+    }
     return doc;
   };
 })()
