@@ -51,9 +51,13 @@ impl SmallFs {
             Ok(o) if o.status.success() => Some(SmallFs { dir }),
             other => {
                 let _ = std::fs::remove_dir(&dir);
+                let why = match &other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                    Err(e) => e.to_string(),
+                };
                 common::skips::skip(
                     "the full-disk test",
-                    &format!("cannot mount a tmpfs (needs root): {other:?}"),
+                    &format!("cannot mount a tmpfs ({why}); to enable: run the tests as root"),
                 );
                 None
             }

@@ -19,8 +19,7 @@ use sqlx::{ConnectOptions, Connection, Executor};
 pub const POSTGRES_URL_VAR: &str = "ORS_TEST_POSTGRES_URL";
 
 /// The PostgreSQL admin URL from `ORS_TEST_POSTGRES_URL`, or `None` after
-/// printing a note that `what` is skipped (seen with `--nocapture` only);
-/// under CI (`CI=true`) a missing URL fails the test instead.
+/// [`super::skips::skip`] (under CI a missing URL fails the test instead).
 pub fn postgres_admin_url(what: &str) -> Option<String> {
     match std::env::var(POSTGRES_URL_VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().to_string()),
@@ -28,7 +27,8 @@ pub fn postgres_admin_url(what: &str) -> Option<String> {
             super::skips::skip(
                 what,
                 &format!(
-                    "{POSTGRES_URL_VAR} is not set (e.g. postgres://ors:ors@127.0.0.1:5432/ors)"
+                    "{POSTGRES_URL_VAR} is not set; to enable: \
+                     export {POSTGRES_URL_VAR}=$(bash .ci/postgres.sh | tail -1)"
                 ),
             );
             None
