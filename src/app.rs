@@ -66,11 +66,29 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what serde cannot, for the core and the extensions.
+    /// Checks what serde cannot, for the core and the extensions; a script
+    /// object without a `url` must be one a service defines.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.platform.validate()?;
-        self.contact_centre.validate()
+        self.contact_centre.validate()?;
+        let defined: Vec<String> = self
+            .extensions()
+            .iter()
+            .flat_map(|e| e.script_objects("http://127.0.0.1"))
+            .map(|(name, _)| name)
+            .collect();
+        for (name, script) in &self.server.scripts {
+            if script.url.trim().is_empty() && !defined.iter().any(|d| d.eq_ignore_ascii_case(name))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "scripts.{name}: 'url' is empty (only a script object a service defines, \
+                     such as {}, may leave it out)",
+                    defined.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The extensions this configuration runs.

@@ -617,3 +617,85 @@ async fn secret_service_options_never_reach_the_session() {
     assert_eq!(view["data"]["_data"]["_id"], id.as_str(), "{text}");
     api.stop().await;
 }
+
+/// The example configuration routes chats on any port: its inbound chat
+/// script object takes the server's own address (here an ephemeral port,
+/// not the example's 8080).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_configuration_routes_chats_on_any_port() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ors.example.toml");
+    let mut config = Config::load(&example).expect("the example configuration loads");
+    config.server.data_dir = common::scratch_dir("gms-example");
+    config.server.store.url = "none".into();
+    config.contact_centre.backends.simulator.accept_delay_ms = 30;
+    let api = Api::start(config).await;
+    assert!(!api.base.ends_with(":8080"), "{}", api.base);
+    let id = api.create_callback(&[]).await;
+    api.start_chat(&id, "Pat").await;
+    api.refresh_until(&id, Duration::from_secs(15), |r| {
+        has_entry(r, "Notice.Joined", "AGENT", None)
+    })
+    .await;
+    let record = api.wait_record_state(&id, "COMPLETED").await;
+    assert!(
+        record["_callback_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("routed to")),
+        "{record}"
+    );
+    api.stop().await;
+}
+
+/// A chat whose strategy cannot start fails visibly: the customer reads
+/// why in the transcript and the chat ends, the callback record becomes
+/// FAILED with the reason, and the callback's session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strategy_that_cannot_start_fails_the_record_and_tells_the_customer() {
+    let mut config = config();
+    config.server.scripts.insert(
+        "GMSInbound".into(),
+        ors::server::config::ScriptObject {
+            url: "fixtures/absent/inbound_chat.scxml".into(),
+            ..Default::default()
+        },
+    );
+    let api = Api::start(config).await;
+    let id = api.create_callback(&[]).await;
+    let session = api.record(&id).await["_ors_session_id"]
+        .as_str()
+        .expect("session")
+        .to_string();
+    api.start_chat(&id, "Sam").await;
+    let ended = api
+        .refresh_until(&id, Duration::from_secs(15), |r| {
+            r["chatIxnState"] == "DISCONNECTED"
+        })
+        .await;
+    assert!(
+        transcript(&ended).iter().any(|t| t[0] == "Message.Text"
+            && t[2]
+                .as_str()
+                .is_some_and(|s| s.contains("cannot be connected"))),
+        "the customer is told: {ended}"
+    );
+    let record = api.wait_record_state(&id, "FAILED").await;
+    assert_eq!(record["_callback_reason"], "ROUTING_FAILED", "{record}");
+    let why = record["_failure_reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("could not start") && why.contains("inbound_chat.scxml"),
+        "{record}"
+    );
+    eventually(
+        "the callback's session never ended",
+        Duration::from_secs(10),
+        Duration::from_millis(25),
+        || async {
+            match api.session_status(&session).await.as_str() {
+                "terminated" => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await;
+    api.stop().await;
+}

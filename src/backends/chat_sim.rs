@@ -700,7 +700,10 @@ impl ChatBackend for ChatSim {
             r => r,
         };
         let mut state = self.inner.state();
-        let result = state.live_chat(chat_id).map(|_| ());
+        let result = state.live_chat(chat_id).map(|chat| {
+            // The customer is told why, as a message from the system.
+            chat.append(&self.inner.updates, EntryKind::Message, "system", reason);
+        });
         if result.is_ok() {
             state.end(&self.inner.updates, chat_id, reason);
         }

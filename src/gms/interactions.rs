@@ -362,25 +362,63 @@ pub async fn follow_chats(ctx: Arc<Gms>) {
 async fn arrive(ctx: Arc<Gms>, chat: ChatInfo) {
     let ixn = ctx.interactions.register(&chat);
     let Some(application) = ctx.settings.application_for(&chat.queue) else {
-        tracing::warn!(queue = %chat.queue, chat = %chat.chat_id,
-            "chat arrived in an interaction queue with no application; ending it");
         ctx.interactions.remove(&ixn.id);
-        let _ = ctx
-            .backends
-            .chat
-            .terminate(&chat.chat_id, "no strategy for the interaction queue")
-            .await;
+        let why = format!("interaction queue '{}' has no application", chat.queue);
+        unroutable(&ctx, &chat, &why).await;
         return;
     };
     if let Err(e) = start_strategy(&ctx, &ixn, &application).await {
-        tracing::warn!(chat = %ixn.id, queue = %chat.queue, error = %e,
-            "the interaction queue's strategy could not start; ending the chat");
-        let _ = ctx
-            .backends
-            .chat
-            .terminate(&chat.chat_id, "the routing strategy could not start")
-            .await;
+        let why = format!(
+            "the strategy of interaction queue '{}' ({application}) could not start: {e}",
+            chat.queue
+        );
+        unroutable(&ctx, &chat, &why).await;
     }
+}
+
+/// A chat no strategy can route: the error is logged, the callback
+/// record the chat was opened for (if any) becomes `FAILED` with
+/// `_callback_reason` `ROUTING_FAILED` and the reason in
+/// `_failure_reason`, its session is ended, and the chat is ended with a
+/// message to the customer.
+async fn unroutable(ctx: &Gms, chat: &ChatInfo, why: &str) {
+    tracing::error!(chat = %chat.chat_id, queue = %chat.queue, reason = %why,
+        "a chat could not be routed; ending it");
+    if let Some(binding) = ctx.chats.of_chat(&chat.chat_id) {
+        let mut extra = Map::new();
+        extra.insert("_failure_reason".into(), Value::from(why));
+        match ctx
+            .records
+            .update(
+                &binding.service_id,
+                super::records::FAILED,
+                Some("ROUTING_FAILED"),
+                extra,
+            )
+            .await
+        {
+            Ok(Some((row, true))) if !row.session_id.is_empty() => {
+                let _ = ctx.sessions.send(
+                    &row.session_id,
+                    crate::server::worker::Command::Terminate {
+                        id: row.session_id.clone(),
+                        reply: None,
+                    },
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(record = %binding.service_id, error = %e,
+                "the callback record of an unroutable chat could not be marked FAILED"),
+        }
+    }
+    let _ = ctx
+        .backends
+        .chat
+        .terminate(
+            &chat.chat_id,
+            "Sorry, this chat cannot be connected to an agent now. Please try again later.",
+        )
+        .await;
 }
 
 /// Starts `application` (a `script:` object or document URLs) for an

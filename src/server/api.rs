@@ -83,22 +83,79 @@ async fn operator_guard(State(ctx): Ctx, request: Request, next: Next) -> Respon
     .into_response()
 }
 
-/// Counts responses and turns axum's own plain rejections (405) into JSON
-/// errors.
+/// Counts responses, turns axum's own plain rejections (405) into JSON
+/// errors, ends every JSON reply with a newline (so a shell prompt after
+/// `curl` starts on its own line), and writes the access log line
+/// (`log.access`).
 async fn count(State(ctx): Ctx, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let status = response.status();
     ctx.metrics.count_response(status.as_u16());
     if status == StatusCode::METHOD_NOT_ALLOWED {
-        return ApiError::new(
+        response = ApiError::new(
             status,
             "method_not_allowed",
             format!("this method is not allowed on {path}"),
         )
         .into_response();
     }
+    let response = end_json_with_newline(response).await;
+    if ctx.config.log.access {
+        let session = path
+            .strip_prefix("/scxml/session/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|id| *id != "start")
+            .unwrap_or("");
+        tracing::info!(
+            target: "ors::access",
+            method = %method,
+            path = %path,
+            status = status.as_u16(),
+            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            session,
+            "request"
+        );
+    }
     response
+}
+
+/// A complete JSON body (its size known, under 16 MiB) with `\n` added at
+/// its end; any other response as it is.
+async fn end_json_with_newline(response: Response) -> Response {
+    use http_body::Body as _;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    let known = response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > 0 && n < 16 << 20);
+    if !is_json || !known {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the reply could not be read back",
+        )
+        .into_response();
+    };
+    if bytes.ends_with(b"\n") {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let mut with_newline = Vec::with_capacity(bytes.len() + 1);
+    with_newline.extend_from_slice(&bytes);
+    with_newline.push(b'\n');
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(with_newline))
 }
 
 async fn not_found(request: Request) -> ApiError {

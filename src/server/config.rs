@@ -363,6 +363,9 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `ors=debug`.
     pub level: String,
+    /// One line per HTTP request at info level (target `ors::access`):
+    /// method, path, status, time taken (ms) and the session id.
+    pub access: bool,
 }
 
 impl Default for LogSettings {
@@ -370,6 +373,7 @@ impl Default for LogSettings {
         LogSettings {
             format: LogFormat::Text,
             level: "info".into(),
+            access: true,
         }
     }
 }
@@ -388,7 +392,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScriptObject {
-    /// The document URL.
+    /// The document URL. Empty (or absent) for a script object a service
+    /// of the server defines: the server fills in its own address for it
+    /// (`http://<listen>/…`), so its documents follow the listening port,
+    /// and the rest of the section (`params`, …) is kept.
     pub url: String,
     /// Tried when `url` cannot be fetched or compiled.
     #[serde(alias = "alternate-url")]
@@ -464,13 +471,6 @@ impl Config {
                 "limits.max_data_depth ({}) must be between 1 and 120",
                 self.limits.max_data_depth
             )));
-        }
-        for (name, script) in &self.scripts {
-            if script.url.trim().is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "scripts.{name}: 'url' is empty"
-                )));
-            }
         }
         Ok(())
     }

@@ -205,7 +205,18 @@ pub async fn build(
     extensions: &[Arc<dyn Extension>],
     addr: std::net::SocketAddr,
 ) -> std::io::Result<Server> {
-    let base_url = format!("http://{addr}");
+    // The server's own address, as its documents are fetched: loopback
+    // when it listens on every interface.
+    let own = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    let base_url = format!("http://{own}");
     crate::parser::xml::set_depth_limit(config.documents.max_nesting);
     let mut operator = config.security.operator_credentials();
     match auth::ensure_operator_token(&mut operator, &config.data_dir) {
@@ -219,10 +230,38 @@ pub async fn build(
     config.security.operator = operator;
     for extension in extensions {
         for (name, object) in extension.script_objects(&base_url) {
-            if config.script(&name).is_none() {
-                config.scripts.insert(name, object);
+            let configured = config
+                .scripts
+                .iter_mut()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                .map(|(_, s)| s);
+            match configured {
+                None => {
+                    config.scripts.insert(name, object);
+                }
+                // Configured without a url: the service's own address,
+                // with the configured parameters over the service's.
+                Some(s) if s.url.trim().is_empty() => {
+                    s.url = object.url;
+                    if s.alternate_url.is_none() {
+                        s.alternate_url = object.alternate_url;
+                    }
+                    for (k, v) in object.params {
+                        s.params.entry(k).or_insert(v);
+                    }
+                    if s.dialect.is_none() {
+                        s.dialect = object.dialect;
+                    }
+                }
+                Some(_) => {}
             }
         }
+    }
+    if let Some((name, _)) = config.scripts.iter().find(|(_, s)| s.url.trim().is_empty()) {
+        return Err(std::io::Error::other(format!(
+            "scripts.{name}: 'url' is empty, and no service of this server defines a script \
+             object of that name"
+        )));
     }
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
