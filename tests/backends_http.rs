@@ -26,7 +26,7 @@ async fn serve(settings: SimulatorSettings) -> Served {
     let app = Router::new()
         .nest("/routing", routing_protocol_router(sim.routing_backend()))
         .nest("/chat", chat_protocol_router(sim.chat_backend()))
-        .merge(admin_router(sim.clone()));
+        .merge(admin_router(sim.clone()).0);
     Served {
         sim,
         base: common::serve_router(app).await,

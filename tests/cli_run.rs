@@ -172,6 +172,26 @@ fn a_document_that_fails_to_load_exits_2_with_its_position() {
     assert!(out.stdout.is_empty());
 }
 
+/// The documents the server ships validate without a warning: every
+/// module action they use is one the server registers.
+#[test]
+fn the_shipped_documents_validate_without_warnings() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scxml");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("scxml/")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "scxml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let out = ors().arg("validate").args(&files).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout.matches(": ok (").count(), files.len(), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
 #[test]
 fn validate_exit_codes() {
     let ok = ors()

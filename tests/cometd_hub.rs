@@ -24,7 +24,7 @@ async fn serve(connect_timeout_ms: u64) -> (Arc<CometHub>, String) {
         connect_timeout_ms,
         ..CometSettings::default()
     });
-    let base = common::serve_router(hub.router()).await;
+    let base = common::serve_router(hub.router().0).await;
     (hub, base)
 }
 
@@ -45,7 +45,7 @@ async fn a_published_message_ends_a_held_connect_early() {
         connect_timeout_ms: 4_000,
         ..CometSettings::default()
     });
-    let api = common::Api::in_process(hub.router()).with_gms_user("alice");
+    let api = common::Api::in_process(hub.router().0).with_gms_user("alice");
 
     let r = bayeux_array(api.cometd_handshake().await);
     assert_eq!(r[0]["successful"], true, "{r:?}");

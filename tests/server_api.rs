@@ -1032,3 +1032,68 @@ async fn a_script_object_can_name_the_dialect_its_documents_are_read_as() {
     );
     api.stop().await;
 }
+
+/// `/ors/help` lists every route of the server (ORS, GMS, CometD, the
+/// simulator's admin API, Basic HTTP) with its methods and access, and
+/// every route it lists is one the server serves with those methods;
+/// replies end with a newline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_lists_every_route_the_server_serves() {
+    let api = Api::start(base_config()).await;
+    let r = api.get("/ors/help").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let routes = r.body["routes"].as_array().expect("routes").clone();
+    let listed = |path: &str| routes.iter().any(|e| e["path"] == path);
+    for path in [
+        "/scxml/session/start",
+        "/scxml/session/{id}/event/{name}",
+        "/health",
+        "/metrics",
+        "/basichttp/{id}",
+        "/genesys/1/service/callback/{service}",
+        "/genesys/1/service/{id}/ixn/chat/{operation}",
+        "/genesys/cometd",
+        "/sim/agents/{id}/chats/{chat_id}/accept",
+        "/sim/interactions",
+    ] {
+        assert!(listed(path), "{path} is not listed: {}", r.body);
+    }
+    assert!(routes.len() >= 30, "{}", routes.len());
+    for entry in &routes {
+        let path = entry["path"].as_str().expect("path");
+        assert!(
+            entry["summary"].as_str().is_some_and(|s| !s.is_empty()),
+            "{entry}"
+        );
+        let concrete = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in entry["methods"].as_array().expect("methods") {
+            let method = match method.as_str().expect("a method") {
+                "ANY" => Method::GET,
+                m => Method::from_bytes(m.as_bytes()).expect("a method name"),
+            };
+            let reply = api
+                .server
+                .api()
+                .call(method.clone(), &concrete, None, String::new())
+                .await;
+            let text = reply.body.to_string();
+            assert!(
+                !text.contains("no route for") && reply.status != 405,
+                "{method} {concrete} is listed but not served: {} {text}",
+                reply.status
+            );
+        }
+    }
+    let raw = reqwest::get(format!("{}/health", api.base))
+        .await
+        .expect("health")
+        .text()
+        .await
+        .expect("body");
+    assert!(raw.ends_with("}\n"), "{raw:?}");
+    api.server.stop().await;
+}

@@ -37,9 +37,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -47,24 +47,94 @@ use super::protocol::{json_response, query_pairs, query_value};
 use super::routing::RoutingError;
 use super::settings::AgentSettings;
 use super::simulator::{SimError, Simulator};
+use crate::server::routes::{RouteDoc, Routes};
 
 /// The admin API over a simulator (routes under `/sim`; see the module
-/// docs).
-pub fn admin_router(sim: Arc<Simulator>) -> Router {
-    Router::new()
-        .route("/sim/agents", get(list_agents).post(add_agent))
-        .route("/sim/agents/{id}", get(get_agent).delete(remove_agent))
-        .route("/sim/agents/{id}/ready", post(ready))
-        .route("/sim/agents/{id}/not-ready", post(not_ready))
-        .route("/sim/agents/{id}/login", post(login))
-        .route("/sim/agents/{id}/logout", post(logout))
-        .route("/sim/agents/{id}/auto-accept", post(auto_accept))
-        .route("/sim/agents/{id}/chats", get(agent_chats))
-        .route("/sim/agents/{id}/chats/{chat_id}/accept", post(accept))
-        .route("/sim/agents/{id}/chats/{chat_id}/send", post(send))
-        .route("/sim/agents/{id}/chats/{chat_id}/typing", post(typing))
-        .route("/sim/agents/{id}/chats/{chat_id}/leave", post(leave))
-        .route("/sim/statistics", get(statistics))
+/// docs), with its `/ors/help` entries.
+pub fn admin_router(sim: Arc<Simulator>) -> (Router, Vec<RouteDoc>) {
+    const GET: &[Method] = &[Method::GET];
+    const POST: &[Method] = &[Method::POST];
+    Routes::new("admin")
+        .route(
+            "/sim/agents",
+            GET,
+            list_agents,
+            "the simulated agents and their state",
+        )
+        .route(
+            "/sim/agents",
+            POST,
+            add_agent,
+            "adds an agent (JSON: id, name, groups, skills, ready, capacity)",
+        )
+        .route("/sim/agents/{id}", GET, get_agent, "one agent")
+        .route(
+            "/sim/agents/{id}",
+            &[Method::DELETE],
+            remove_agent,
+            "removes an agent",
+        )
+        .route(
+            "/sim/agents/{id}/ready",
+            POST,
+            ready,
+            "makes the agent ready",
+        )
+        .route(
+            "/sim/agents/{id}/not-ready",
+            POST,
+            not_ready,
+            "makes the agent not ready",
+        )
+        .route("/sim/agents/{id}/login", POST, login, "logs the agent in")
+        .route(
+            "/sim/agents/{id}/logout",
+            POST,
+            logout,
+            "logs the agent out",
+        )
+        .route(
+            "/sim/agents/{id}/auto-accept",
+            POST,
+            auto_accept,
+            "turns auto-accept on or off (auto_accept=true|false)",
+        )
+        .route(
+            "/sim/agents/{id}/chats",
+            GET,
+            agent_chats,
+            "the agent's chats with their transcripts",
+        )
+        .route(
+            "/sim/agents/{id}/chats/{chat_id}/accept",
+            POST,
+            accept,
+            "the agent accepts a chat delivered to it",
+        )
+        .route(
+            "/sim/agents/{id}/chats/{chat_id}/send",
+            POST,
+            send,
+            "the agent sends text (text=...)",
+        )
+        .route(
+            "/sim/agents/{id}/chats/{chat_id}/typing",
+            POST,
+            typing,
+            "the agent starts or stops typing (typing=true|false)",
+        )
+        .route(
+            "/sim/agents/{id}/chats/{chat_id}/leave",
+            POST,
+            leave,
+            "the agent leaves the chat",
+        )
+        .route(
+            "/sim/statistics",
+            GET,
+            statistics,
+            "routing statistics of a target (target=..., statistic=...)",
+        )
         .with_state(sim)
 }
 
@@ -275,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn errors_are_json_with_the_right_status() {
         let sim = Simulator::new(&SimulatorSettings::default()).unwrap();
-        let base = serve_for_test(admin_router(sim)).await;
+        let base = serve_for_test(admin_router(sim).0).await;
         let (status, body) = call("GET", &format!("{base}/sim/agents/nobody"), None).await;
         assert_eq!(status, 404);
         assert_eq!(body["error"], "not_found");

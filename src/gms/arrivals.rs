@@ -36,14 +36,36 @@ use serde_json::{Map, Value, json};
 use super::Gms;
 use super::interactions::{self, Arrival, Interaction};
 use crate::server::error::ApiError;
+use crate::server::routes::{RouteDoc, Routes};
 
-/// The routes (the caller adds the admin guard).
-pub fn router(gms: &Arc<Gms>) -> Router {
-    Router::new()
-        .route("/sim/interactions", axum::routing::post(arrive).get(list))
+/// The routes and their `/ors/help` entries (the caller adds the admin
+/// guard).
+pub fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
+    use axum::http::Method;
+    Routes::new("admin")
+        .route(
+            "/sim/interactions",
+            &[Method::POST],
+            arrive,
+            "an interaction arrives at a routing point or queue (JSON: queue, media, user_data)",
+        )
+        .route(
+            "/sim/interactions",
+            &[Method::GET],
+            list,
+            "the interactions in the simulator",
+        )
         .route(
             "/sim/interactions/{id}",
-            axum::routing::get(one).delete(end),
+            &[Method::GET],
+            one,
+            "one interaction",
+        )
+        .route(
+            "/sim/interactions/{id}",
+            &[Method::DELETE],
+            end,
+            "ends an interaction",
         )
         .with_state(gms.clone())
 }

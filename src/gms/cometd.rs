@@ -42,7 +42,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
@@ -395,11 +394,23 @@ impl CometHub {
     /// CometD JavaScript client appends the message type, as in
     /// `/genesys/cometd/connect`, and a bare `/` for other messages), with
     /// this hub as its state.
-    pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .route(COMETD_PATH, post(handle))
-            .route(&format!("{COMETD_PATH}/"), post(handle))
-            .route(&format!("{COMETD_PATH}/{{*rest}}"), post(handle))
+    pub fn router(self: &Arc<Self>) -> (Router, Vec<crate::server::routes::RouteDoc>) {
+        let post = &[axum::http::Method::POST];
+        crate::server::routes::Routes::new("customer")
+            .route(
+                COMETD_PATH,
+                post,
+                handle,
+                "CometD (Bayeux): /meta/handshake, /meta/subscribe, /meta/connect, \
+                 /meta/disconnect; messages as a JSON array",
+            )
+            .route(&format!("{COMETD_PATH}/"), post, handle, "CometD, as above")
+            .route(
+                &format!("{COMETD_PATH}/{{*rest}}"),
+                post,
+                handle,
+                "CometD with the message type in the path (/connect, /handshake, …)",
+            )
             .with_state(Arc::clone(self))
     }
 

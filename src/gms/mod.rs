@@ -26,8 +26,8 @@ pub mod settings;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::server::routes::{RouteDoc, Routes};
 use axum::Router;
-use axum::routing::{get, post};
 use serde_json::Value;
 
 use crate::backends::Backends;
@@ -123,6 +123,75 @@ impl Gms {
 }
 
 impl Extension for ContactCentre {
+    fn summary(&self) -> Vec<String> {
+        let s = &self.settings;
+        let mut lines = Vec::new();
+        for (name, options) in &s.gms.services {
+            let shown: Vec<String> = options
+                .iter()
+                .filter(|(k, _)| !service::is_secret_option(k, &s.gms.secret_options))
+                .map(|(k, v)| {
+                    format!(
+                        "{k}={}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "GMS service '{name}': /genesys/1/service/callback/{name} ({})",
+                shown.join(", ")
+            ));
+        }
+        for (name, q) in &s.interaction_queues {
+            lines.push(format!(
+                "interaction queue '{name}': application {}",
+                q.application
+            ));
+        }
+        for (name, q) in &s.queues {
+            lines.push(format!(
+                "routing point '{name}': application {}",
+                q.application
+            ));
+        }
+        let b = &s.backends;
+        lines.push(format!(
+            "routing backend: {}; chat backend: {}",
+            b.routing_url.as_deref().unwrap_or("the embedded simulator"),
+            b.chat_url.as_deref().unwrap_or("the embedded simulator")
+        ));
+        if b.routing_url.is_none() || b.chat_url.is_none() {
+            let agents: Vec<String> = b
+                .simulator
+                .effective_agents()
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} ({}, {}{})",
+                        a.id,
+                        if a.name.is_empty() { &a.id } else { &a.name },
+                        a.groups.join("/"),
+                        if a.ready { ", ready" } else { "" }
+                    )
+                })
+                .collect();
+            lines.push(format!(
+                "simulator agents (accept after {} ms): {}",
+                b.simulator.accept_delay_ms,
+                agents.join("; ")
+            ));
+        }
+        lines.push(format!(
+            "GMS customer API: {}",
+            if s.gms.bearer_token.is_some() || s.gms.username.is_some() {
+                "credential required"
+            } else {
+                "open (gms_user header identifies the device)"
+            }
+        ));
+        lines
+    }
+
     fn name(&self) -> &'static str {
         "gms"
     }
@@ -194,8 +263,10 @@ impl Extension for ContactCentre {
             creating: access::KeyedLocks::default(),
         });
         modules::register(actions, &gms);
+        let (router, routes) = router(&gms);
         Ok(Plugged {
-            router: router(&gms),
+            router,
+            routes,
             session_hook: Some(Arc::new(interactions::Mirror(gms.clone()))),
             tasks: vec![
                 Box::pin(purge_callbacks(gms.clone())),
@@ -208,49 +279,82 @@ impl Extension for ContactCentre {
 
 /// Every route of the contact-centre services: the Callback and Chat
 /// APIs, the shipped documents, CometD, and the simulator's admin API.
-fn router(gms: &Arc<Gms>) -> Router {
-    let mut router = Router::new()
+fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
+    use axum::http::Method;
+    let (router, mut docs) = Routes::new("customer")
         .route(
             "/genesys/1/service/callback/{service}",
-            post(callback_api::create).get(callback_api::query),
+            &[Method::POST],
+            callback_api::create,
+            "creates a callback (_customer_number, _desired_time, user data; Chat Immediate \
+             answers with _start_chat_url at once)",
         )
-        .route("/genesys/1/service/callback", get(callback_api::query_any))
+        .route(
+            "/genesys/1/service/callback/{service}",
+            &[Method::GET],
+            callback_api::query,
+            "queries the service's callbacks (any record key, e.g. _customer_number=…)",
+        )
+        .route(
+            "/genesys/1/service/callback",
+            &[Method::GET],
+            callback_api::query_any,
+            "queries callbacks of every service",
+        )
         .route(
             "/genesys/1/service/callback/{service}/{id}",
-            get(callback_api::get_one).delete(callback_api::cancel),
+            &[Method::GET],
+            callback_api::get_one,
+            "one callback record",
         )
-        .route("/genesys/1/service/{id}/ixn/chat", post(chat_api::create))
+        .route(
+            "/genesys/1/service/callback/{service}/{id}",
+            &[Method::DELETE],
+            callback_api::cancel,
+            "cancels a callback",
+        )
+        .route(
+            "/genesys/1/service/{id}/ixn/chat",
+            &[Method::POST],
+            chat_api::create,
+            "starts the chat of a Chat Immediate callback (firstName, lastName, email, \
+             subject, notify_by=comet)",
+        )
         .route(
             "/genesys/1/service/{id}/ixn/chat/{operation}",
-            post(chat_api::operation),
+            &[Method::POST],
+            chat_api::operation,
+            "chat operations: refresh (transcriptPosition), send (message), startTyping, \
+             stopTyping, disconnect",
         )
         .route(
             &format!("{DOCUMENT_PATH}/{{file}}"),
-            get(callback_api::document),
+            &[Method::GET],
+            callback_api::document,
+            "the service documents ors ships (callback.scxml, inbound_chat.scxml)",
         )
-        .with_state(gms.clone())
-        .merge(
-            gms.comet
-                .router()
-                .route_layer(axum::middleware::from_fn_with_state(
-                    gms.clone(),
-                    access::any_customer,
-                )),
-        );
-    router = router.merge(
-        arrivals::router(gms).route_layer(axum::middleware::from_fn_with_state(
+        .with_state(gms.clone());
+    let (comet, comet_docs) = gms.comet.router();
+    docs.extend(comet_docs);
+    let mut router = router.merge(comet.route_layer(axum::middleware::from_fn_with_state(
+        gms.clone(),
+        access::any_customer,
+    )));
+    let (arrivals, arrival_docs) = arrivals::router(gms);
+    docs.extend(arrival_docs);
+    router = router.merge(arrivals.route_layer(axum::middleware::from_fn_with_state(
+        gms.clone(),
+        access::admin_only,
+    )));
+    if let Some(sim) = &gms.simulator {
+        let (admin, admin_docs) = crate::backends::admin::admin_router(sim.clone());
+        docs.extend(admin_docs);
+        router = router.merge(admin.route_layer(axum::middleware::from_fn_with_state(
             gms.clone(),
             access::admin_only,
-        )),
-    );
-    if let Some(sim) = &gms.simulator {
-        router = router.merge(
-            crate::backends::admin::admin_router(sim.clone()).route_layer(
-                axum::middleware::from_fn_with_state(gms.clone(), access::admin_only),
-            ),
-        );
+        )));
     }
-    router
+    (router, docs)
 }
 
 /// Deletes callback records past their `_ttl`, every

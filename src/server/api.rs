@@ -12,12 +12,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::error::ApiError;
 use super::params::{Params, read_request, take_string};
+use super::routes::{RouteDoc, Routes};
 use super::worker::{Command, SessionView};
 use super::{Plugged, ServerHandles};
 use crate::interpreter::{Event, EventKind};
@@ -25,6 +25,8 @@ use crate::interpreter::{Event, EventKind};
 /// What the core's handlers and the guards use.
 struct ApiState {
     handles: ServerHandles,
+    /// Every route of the server, for `/ors/help` (set once built).
+    help: Arc<std::sync::OnceLock<Vec<RouteDoc>>>,
 }
 
 impl std::ops::Deref for ApiState {
@@ -42,27 +44,79 @@ type ApiResult = Result<Response, ApiError>;
 /// guard their own (customer, admin) routes; every answer is counted.
 pub fn router(handles: &ServerHandles, plugged: Vec<Plugged>) -> Router {
     let mut extra = Router::new();
+    let mut plugged_docs = Vec::new();
     for p in plugged {
         extra = extra.merge(p.router);
+        plugged_docs.extend(p.routes);
     }
+    let help = Arc::new(std::sync::OnceLock::new());
     let ctx = Arc::new(ApiState {
         handles: handles.clone(),
+        help: help.clone(),
     });
-    let operator = Router::new()
-        .route("/scxml/session/start", post(start_session))
-        .route("/scxml/session/{id}/event/{name}", any(send_event))
-        .route("/scxml/session/{id}/request/{name}", any(send_request))
-        .route("/scxml/session/{id}/query", any(query_session))
-        .route("/scxml/session/{id}/terminate", any(terminate_session))
-        .route("/scxml/sessions", get(list_sessions))
-        .route("/basichttp/{id}", any(basichttp_event))
-        .route("/metrics", get(metrics))
-        .route("/ors/help", get(help))
-        .route_layer(middleware::from_fn_with_state(ctx.clone(), operator_guard))
+    let (public, mut docs) = Routes::new("public")
+        .route(
+            "/health",
+            &[Method::GET],
+            health,
+            "200 healthy, 503 while the store fails",
+        )
         .with_state(ctx.clone());
+    let (operator, operator_docs) = Routes::new("operator")
+        .route(
+            "/scxml/session/start",
+            &[Method::POST],
+            start_session,
+            "starts a session: src (mandatory: URL, path or script:<name>), idealtime; \
+             any other parameter becomes session data",
+        )
+        .route(
+            "/scxml/session/{id}/event/{name}",
+            &[],
+            send_event,
+            "sends the session event {name}; the parameters become _event.data",
+        )
+        .route(
+            "/scxml/session/{id}/request/{name}",
+            &[],
+            send_request,
+            "sends {name} with a requestid; the document answers with <session:response>",
+        )
+        .route(
+            "/scxml/session/{id}/query",
+            &[],
+            query_session,
+            "the session's state and data",
+        )
+        .route(
+            "/scxml/session/{id}/terminate",
+            &[],
+            terminate_session,
+            "ends the session",
+        )
+        .route(
+            "/scxml/sessions",
+            &[Method::GET],
+            list_sessions,
+            "lists sessions: offset, limit (at most 1000), status",
+        )
+        .route(
+            "/basichttp/{id}",
+            &[],
+            basichttp_event,
+            "the Basic HTTP Event I/O Processor: _scxmleventname and data to session {id}",
+        )
+        .route("/metrics", &[Method::GET], metrics, "Prometheus metrics")
+        .route("/ors/help", &[Method::GET], help_route, "this list")
+        .with_state::<()>(ctx.clone());
+    let operator =
+        operator.route_layer(middleware::from_fn_with_state(ctx.clone(), operator_guard));
+    docs.extend(operator_docs);
+    docs.extend(plugged_docs);
+    docs.sort_by(|a, b| a.path.cmp(&b.path));
+    let _ = help.set(docs);
     Router::new()
-        .route("/health", get(health))
-        .with_state(ctx.clone())
+        .merge(public)
         .merge(operator)
         .merge(extra)
         .fallback(not_found)
@@ -454,17 +508,9 @@ async fn metrics(State(ctx): Ctx) -> Response {
         .into_response()
 }
 
-async fn help() -> Response {
-    json_ok(json!({
-        "endpoints": [
-            {"method": "POST", "path": "/scxml/session/start", "params": "src (mandatory), idealtime, any other → session data"},
-            {"method": "POST", "path": "/scxml/session/{id}/event/{name}", "params": "any → _event.data"},
-            {"method": "POST", "path": "/scxml/session/{id}/request/{name}", "params": "any → _event.data, plus requestid; answered by <session:response>"},
-            {"method": "GET", "path": "/scxml/session/{id}/query"},
-            {"method": "POST", "path": "/scxml/session/{id}/terminate"},
-            {"method": "GET", "path": "/scxml/sessions", "params": "offset, limit (≤ 1000), status"},
-            {"method": "GET", "path": "/health"},
-            {"method": "GET", "path": "/metrics"},
-        ]
-    }))
+/// `GET /ors/help`: every route of the server (the core's and the
+/// services'), by path, with its methods, access and purpose.
+async fn help_route(State(ctx): Ctx) -> Response {
+    let routes = ctx.help.get().cloned().unwrap_or_default();
+    json_ok(json!({ "routes": routes }))
 }

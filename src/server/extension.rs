@@ -53,6 +53,9 @@ pub struct Plugged {
     /// The extension guards them itself (customer and admin credentials,
     /// with [`super::auth`]); the core only counts their answers.
     pub router: Router,
+    /// What `router` serves, for `/ors/help` (built with
+    /// [`super::routes::Routes`]).
+    pub routes: Vec<super::routes::RouteDoc>,
     /// Sees every external event before a session processes it.
     pub session_hook: Option<Arc<dyn SessionHook>>,
     /// Its background tasks; the core spawns them on the multi-threaded
@@ -113,6 +116,12 @@ pub trait Extension: Send + Sync {
     /// Its tables: run when the store opens, before anything starts.
     fn migrations(&self) -> &'static [Migration] {
         &[]
+    }
+
+    /// What it runs, for the block of log lines the server writes when it
+    /// starts: one line each (services, queues, backends, …).
+    fn summary(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// Script objects it provides when the configuration does not define

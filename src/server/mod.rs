@@ -18,6 +18,7 @@ pub mod extension;
 pub mod metrics;
 pub mod params;
 pub mod prelude;
+pub mod routes;
 pub mod sessions;
 pub mod watchdog;
 pub mod worker;
@@ -446,12 +447,7 @@ pub async fn run(
     let checked = server.handles.config.clone();
     let operator: connections::OperatorCheck =
         Arc::new(move |parts| checked.security.is_operator(&parts.headers));
-    tracing::info!(%addr, workers = server.handles.sessions.pool().len(),
-        store = server.handles.store.as_ref().map_or("none", |s| s.backend()),
-        extensions = %extensions.iter().map(|e| e.name()).collect::<Vec<_>>().join(","),
-        max_connections = limits.max_connections,
-        reserve_connections = limits.reserve_connections,
-        "ors serve listening");
+    log_what_runs(&server, &extensions, addr, &limits);
     let served = connections::serve(
         listener,
         server.router(),
@@ -464,6 +460,60 @@ pub async fn run(
     tracing::info!("HTTP stopped; stopping workers");
     server.stop_workers().await;
     served
+}
+
+/// The block of log lines a server writes once it is ready: where it
+/// listens, its store and data directory, workers, how the operator API
+/// is guarded, its script objects, and what each extension runs.
+fn log_what_runs(
+    server: &Server,
+    extensions: &[Arc<dyn Extension>],
+    addr: std::net::SocketAddr,
+    limits: &connections::ConnectionLimits,
+) {
+    let config = &server.handles.config;
+    tracing::info!(
+        "ors serve {}: listening on http://{addr} ({} workers, at most {} connections)",
+        env!("CARGO_PKG_VERSION"),
+        server.handles.sessions.pool().len(),
+        limits.max_connections
+    );
+    let store = match config.store_location() {
+        Ok(crate::store::StoreLocation::None) => {
+            "none: sessions live in memory and end with the server".to_string()
+        }
+        Ok(crate::store::StoreLocation::Sqlite { path, .. }) => {
+            format!("SQLite {}", path.display())
+        }
+        Ok(crate::store::StoreLocation::Postgres { url }) => {
+            let host = url.rsplit('@').next().unwrap_or_default();
+            format!("PostgreSQL {host}")
+        }
+        Err(e) => e.to_string(),
+    };
+    tracing::info!(
+        "store: {store}; data directory {}",
+        config.data_dir.display()
+    );
+    let kept = auth::operator_token_path(&config.data_dir);
+    let from_file = std::fs::read_to_string(&kept)
+        .is_ok_and(|t| config.security.operator.bearer_token.as_deref() == Some(t.trim()));
+    tracing::info!(
+        "operator API (/scxml, /metrics, /ors/help): {}",
+        if from_file {
+            format!("the bearer token in {}", kept.display())
+        } else {
+            "the credential in the configuration".to_string()
+        }
+    );
+    for (name, script) in &config.scripts {
+        tracing::info!("script object '{name}': {}", script.url);
+    }
+    for extension in extensions {
+        for line in extension.summary() {
+            tracing::info!("{line}");
+        }
+    }
 }
 
 /// Starts a server on `listener` in the current runtime (for tests and
