@@ -64,7 +64,7 @@ fn a_document_nested_to_the_ceiling_runs_on_a_small_stack() {
             let doc =
                 Arc::new(parse_document(&text, None, &LoadOptions::default()).expect("loads"));
             let deepest = format!("s{}", MAX_DEPTH_CEILING - 2);
-            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _| {}));
+            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _, _| {}));
             let id = host.add(Session::new(doc.clone(), SessionOptions::default()));
             host.start(&id);
             let entered = host.session(&id).unwrap().configuration_names();
@@ -90,7 +90,7 @@ fn a_document_nested_to_the_ceiling_runs_on_a_small_stack() {
                 )
                 .expect("loads"),
             );
-            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _| {}));
+            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _, _| {}));
             let id = host.add(Session::new(doc, SessionOptions::default()));
             host.start(&id);
             let reached = host

@@ -34,7 +34,7 @@ const CHART: &str = r##"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="
 
 fn host_with_top() -> (LocalHost, Arc<str>) {
     let doc = Arc::new(parse_document(CHART, None, &LoadOptions::default()).expect("loads"));
-    let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _| {}));
+    let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _, _| {}));
     let top = host.add(Session::new(doc, SessionOptions::default()));
     host.start(&top);
     host.run_until_idle(&mut |_, _, _| {});

@@ -100,7 +100,7 @@ async fn run_to_end(doc: ors::Document) -> Result<String, String> {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async move {
-            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _| {}));
+            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _, _| {}));
             let id = host.add(Session::new(Arc::new(doc), SessionOptions::default()));
             let mut fetches = Fetches::new();
             host.start(&id);
@@ -417,7 +417,7 @@ async fn cancelling_an_invoke_while_its_document_loads_drops_the_fetch() {
     let local = tokio::task::LocalSet::new();
     local
         .run_until(async move {
-            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _| {}));
+            let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _, _| {}));
             let id = host.add(Session::new(Arc::new(doc), SessionOptions::default()));
             let mut fetches = Fetches::new();
             host.start(&id);

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::host::{LocalHost, LogSink, wall_clock_ms};
+use crate::host::{LocalHost, SessionLogSink, wall_clock_ms};
 use crate::interpreter::{Event, Session, SessionOptions};
 use crate::io::basichttp;
 use crate::model::Document;
@@ -165,7 +165,8 @@ async fn serve_session(
         },
         None => (None, None),
     };
-    let log: LogSink = Box::new(|_session, label, message| log_to_stderr(label, message));
+    let log: SessionLogSink =
+        Box::new(|_session, _document, label, message| log_to_stderr(label, message));
     let mut host = LocalHost::new(session_options.clone(), log);
     if let Some(client) = http_client {
         host.set_basichttp(client);

@@ -47,6 +47,10 @@ pub const MAX_INVOKE_DEPTH: usize = 32;
 /// Receives `<log>` output: session id, label, message.
 pub type LogSink = Box<dyn FnMut(&str, Option<&str>, &str)>;
 
+/// Where `<log>` lines go: session id, the document's name (its
+/// `<scxml name>`, "" when it has none), label, message.
+pub type SessionLogSink = Box<dyn FnMut(&str, &str, Option<&str>, &str)>;
+
 /// A fetch of an invoked child's document, run by the host's runner; the
 /// error is a one-line reason.
 pub type ChildFetch = Pin<Box<dyn Future<Output = Result<Arc<Document>, String>>>>;
@@ -108,7 +112,10 @@ pub struct LocalHost {
     to_start: Vec<Arc<str>>,
     documents: HashMap<String, Arc<Document>>,
     options: SessionOptions,
-    log: LogSink,
+    log: SessionLogSink,
+    /// The documents of the sessions running now (innermost last), so a
+    /// log line can name its document.
+    running_docs: Vec<Arc<Document>>,
     clock: Box<dyn FnMut() -> u64>,
     basichttp: Option<crate::io::basichttp::Client>,
     trace: Option<LogSink>,
@@ -151,7 +158,7 @@ pub fn wall_clock_ms() -> u64 {
 
 impl LocalHost {
     /// A host whose sessions get `options` (ids are generated per session).
-    pub fn new(options: SessionOptions, log: LogSink) -> LocalHost {
+    pub fn new(options: SessionOptions, log: SessionLogSink) -> LocalHost {
         LocalHost {
             slots: HashMap::new(),
             ready: VecDeque::new(),
@@ -161,6 +168,7 @@ impl LocalHost {
             documents: HashMap::new(),
             options,
             log,
+            running_docs: Vec::new(),
             clock: Box::new(wall_clock_ms),
             basichttp: None,
             trace: None,
@@ -472,7 +480,9 @@ impl LocalHost {
             observe(Some(&slot.id));
             self.running.push(slot.id.clone());
         }
+        self.running_docs.push(session.document().clone());
         let r = f(&mut session, self);
+        self.running_docs.pop();
         if let Some(observe) = &mut self.run_observer {
             self.running.pop();
             observe(self.running.last());
@@ -767,7 +777,12 @@ impl Host for LocalHost {
     }
 
     fn log(&mut self, session_id: &str, label: Option<&str>, message: &str) {
-        (self.log)(session_id, label, message);
+        let document = self
+            .running_docs
+            .last()
+            .and_then(|d| d.name.as_deref())
+            .unwrap_or("");
+        (self.log)(session_id, document, label, message);
     }
 
     fn on_enter(&mut self, session_id: &str, doc: &Document, state: crate::model::StateId) {

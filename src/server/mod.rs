@@ -458,7 +458,20 @@ pub async fn run(
     )
     .await;
     tracing::info!("HTTP stopped; stopping workers");
+    let metrics = server.handles.metrics.clone();
+    let kept = server.handles.store.is_some();
     server.stop_workers().await;
+    let running = metrics
+        .sessions_running
+        .load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        "ors serve stopped; running sessions: {running}{}",
+        if kept {
+            ", saved in the store (they resume at the next start)"
+        } else {
+            ", not kept (no store)"
+        }
+    );
     served
 }
 
@@ -473,10 +486,11 @@ fn log_what_runs(
 ) {
     let config = &server.handles.config;
     tracing::info!(
-        "ors serve {}: listening on http://{addr} ({} workers, at most {} connections)",
-        env!("CARGO_PKG_VERSION"),
-        server.handles.sessions.pool().len(),
-        limits.max_connections
+        %addr,
+        version = env!("CARGO_PKG_VERSION"),
+        workers = server.handles.sessions.pool().len(),
+        max_connections = limits.max_connections,
+        "ors serve listening"
     );
     let store = match config.store_location() {
         Ok(crate::store::StoreLocation::None) => {

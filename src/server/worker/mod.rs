@@ -442,15 +442,16 @@ impl Worker {
         wake_tx: mpsc::UnboundedSender<durable::Woken>,
     ) -> Worker {
         let log_hooks = ctx.hooks.clone();
-        let log: crate::host::LogSink = Box::new(move |session, label, message| {
-            match label {
-                Some(label) => tracing::info!(session, label, "{message}"),
-                None => tracing::info!(session, "{message}"),
-            }
-            for hook in &log_hooks {
-                hook.on_log(session, label, message);
-            }
-        });
+        let log: crate::host::SessionLogSink =
+            Box::new(move |session, document, label, message| {
+                match label {
+                    Some(label) => tracing::info!(session, document, label, "{message}"),
+                    None => tracing::info!(session, document, "{message}"),
+                }
+                for hook in &log_hooks {
+                    hook.on_log(session, label, message);
+                }
+            });
         let config = &ctx.config;
         let options = SessionOptions {
             session_id: None,
@@ -616,6 +617,7 @@ impl Worker {
                     ..self.options.clone()
                 };
                 let persist = doc.persist && self.store.is_some();
+                let document = doc.name.clone().unwrap_or_default();
                 let session = Session::new(doc, options);
                 let key = self.host.add(session);
                 if persist {
@@ -640,7 +642,7 @@ impl Worker {
                 );
                 // `sessions_running` was raised when the start was admitted.
                 Metrics::inc(&self.ctx.metrics.sessions_started);
-                tracing::info!(session = %key, "session started");
+                tracing::info!(session = %key, document, src = %self.meta[&key].src, "session started");
                 self.host.start(&key);
                 if !self.ctx.hooks.is_empty()
                     && let Some(session) = self.host.session(&key)
