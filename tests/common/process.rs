@@ -58,6 +58,32 @@ impl ServeProcess {
         ServeProcess::start_with(port, data_dir, &data_dir.join("server.log"), extra).await
     }
 
+    /// `ors serve --listen 127.0.0.1:<port>` and nothing else, as the
+    /// README runs it: from `dir`, under its supervisor, on its embedded
+    /// defaults (its data in `dir/ors-data`, its stderr in
+    /// `dir/server.log`); waits until `/health` answers 200.
+    pub async fn start_supervised_in(port: u16, dir: &Path) -> ServeProcess {
+        let log = dir.join("server.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ors"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("ors serve starts");
+        let server = ServeProcess {
+            child,
+            data_dir: dir.join("ors-data"),
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        server.wait_healthy().await;
+        server
+    }
+
     async fn start_with(port: u16, data_dir: &Path, log: &Path, extra: &[&str]) -> ServeProcess {
         std::fs::create_dir_all(data_dir).expect("data directory");
         let log = log.to_path_buf();
