@@ -384,13 +384,21 @@ async fn arrive(ctx: Arc<Gms>, chat: ChatInfo) {
 async fn unroutable(ctx: &Gms, chat: &ChatInfo, why: &str) {
     tracing::error!(chat = %chat.chat_id, queue = %chat.queue, reason = %why,
         "a chat could not be routed; ending it");
-    if let Some(binding) = ctx.chats.of_chat(&chat.chat_id) {
+    // The chat carries its callback's id (the chat may arrive before
+    // the chat API has recorded its binding).
+    let service_id = chat
+        .user_data
+        .get("GMS_ServiceID")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| ctx.chats.of_chat(&chat.chat_id).map(|b| b.service_id));
+    if let Some(service_id) = service_id {
         let mut extra = Map::new();
         extra.insert("_failure_reason".into(), Value::from(why));
         match ctx
             .records
             .update(
-                &binding.service_id,
+                &service_id,
                 super::records::FAILED,
                 Some("ROUTING_FAILED"),
                 extra,
@@ -407,7 +415,7 @@ async fn unroutable(ctx: &Gms, chat: &ChatInfo, why: &str) {
                 );
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(record = %binding.service_id, error = %e,
+            Err(e) => tracing::error!(record = %service_id, error = %e,
                 "the callback record of an unroutable chat could not be marked FAILED"),
         }
     }
