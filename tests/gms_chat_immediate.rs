@@ -86,6 +86,14 @@ impl Api {
         r.body[0].clone()
     }
 
+    /// The id of the session that serves callback `id`.
+    async fn session_of(&self, id: &str) -> String {
+        self.record(id).await["_ors_session_id"]
+            .as_str()
+            .expect("the record names its session")
+            .to_string()
+    }
+
     /// Creates a callback on the demo service; returns its id.
     async fn create_callback(&self, extra: &[(&str, &str)]) -> String {
         let mut form = vec![("_customer_number", "5551234")];
@@ -440,10 +448,7 @@ async fn unknown_ids_bad_targets_and_missing_fields_are_refused() {
     assert_eq!(status, 404, "{body}");
     // A callback can be cancelled once; its session ends.
     let id = api.create_callback(&[]).await;
-    let session = api.record(&id).await["_ors_session_id"]
-        .as_str()
-        .expect("session")
-        .to_string();
+    let session = api.session_of(&id).await;
     let r = api.plain.callback_cancel("chat-immediate", &id).await;
     assert_eq!(r.status, 200);
     assert_eq!(api.record(&id).await["_callback_state"], "CANCELLED");
@@ -605,10 +610,7 @@ async fn secret_service_options_never_reach_the_session() {
     options.insert("_crm_region".into(), json!("emea"));
     let api = Api::start(config).await;
     let id = api.create_callback(&[]).await;
-    let session = api.record(&id).await["_ors_session_id"]
-        .as_str()
-        .expect("session")
-        .to_string();
+    let session = api.session_of(&id).await;
     let (status, view) = api.get(&format!("/scxml/session/{session}/query")).await;
     assert_eq!(status, 200, "{view}");
     let text = view.to_string();
@@ -661,10 +663,7 @@ async fn a_strategy_that_cannot_start_fails_the_record_and_tells_the_customer() 
     );
     let api = Api::start(config).await;
     let id = api.create_callback(&[]).await;
-    let session = api.record(&id).await["_ors_session_id"]
-        .as_str()
-        .expect("session")
-        .to_string();
+    let session = api.session_of(&id).await;
     // The chat may already have ended when its create is answered.
     let r = api.device.chat_create(&id, &[("firstName", "Sam")]).await;
     assert_eq!(r.status, 200, "chat create: {}", r.body);

@@ -129,6 +129,19 @@ impl Bench {
         }
     }
 
+    /// Starts `src`, sends it `event` (which must be acknowledged) and
+    /// waits (at most [`PROMPT`]) until the session has failed; its query.
+    async fn failed_after(&self, src: &str, event: &str) -> Value {
+        let id = self.start_id(src).await;
+        let (status, reply) = self
+            .post(&format!("/scxml/session/{id}/event/{event}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{reply}");
+        self.wait_for(&id, PROMPT, |q| q["status"] == "failed")
+            .await
+    }
+
     /// Starts a session that must start; its id.
     async fn start_id(&self, src: &str) -> String {
         let started = self
@@ -254,14 +267,8 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
 
     // Data nested past the save limit: failed, with why.
-    let id = bench.start_id(&hostile("nested_array.scxml")).await;
-    let (status, _) = bench
-        .post(&format!("/scxml/session/{id}/event/build"), &[])
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
     let q = bench
-        .wait_for(&id, PROMPT, |q| q["status"] == "failed")
+        .failed_after(&hostile("nested_array.scxml"), "build")
         .await;
     assert!(reason(&q).contains("100 levels"), "{q}");
     assert!(bench.bystander_answers(PROMPT).await < PROMPT);
@@ -335,14 +342,8 @@ async fn the_engines_budgets_stop_culprits_without_a_restart() {
 
     // A macrostep that keeps allocating across scripts: stopped by the
     // memory budget per macrostep, before the process-wide limit.
-    let id = bench.start_id(&hostile("memory_growth.scxml")).await;
-    let (status, _) = bench
-        .post(&format!("/scxml/session/{id}/event/grow"), &[])
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
     let q = bench
-        .wait_for(&id, PROMPT, |q| q["status"] == "failed")
+        .failed_after(&hostile("memory_growth.scxml"), "grow")
         .await;
     assert!(
         reason(&q).contains("max_macrostep_memory_mb (256 MiB)"),

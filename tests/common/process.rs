@@ -63,36 +63,25 @@ impl ServeProcess {
     /// defaults (its data in `dir/ors-data`, its stderr in
     /// `dir/server.log`); waits until `/health` answers 200.
     pub async fn start_supervised_in(port: u16, dir: &Path) -> ServeProcess {
-        let log = dir.join("server.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ors"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ors"));
+        command
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("ors serve starts");
-        let server = ServeProcess {
-            child,
-            data_dir: dir.join("ors-data"),
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        server.wait_healthy().await;
-        server
+            .current_dir(dir);
+        ServeProcess::spawn(
+            command,
+            port,
+            &dir.join("ors-data"),
+            &dir.join("server.log"),
+        )
+        .await
     }
 
     async fn start_with(port: u16, data_dir: &Path, log: &Path, extra: &[&str]) -> ServeProcess {
         std::fs::create_dir_all(data_dir).expect("data directory");
-        let log = log.to_path_buf();
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ors"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ors"));
+        command
             .arg("serve")
             .args(if extra.contains(&"--workers") {
                 &[][..]
@@ -104,7 +93,19 @@ impl ServeProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        ServeProcess::spawn(command, port, data_dir, log).await
+    }
+
+    /// Runs `command` with its stderr appended to `log` and waits until
+    /// the server it starts answers `/health`.
+    async fn spawn(mut command: Command, port: u16, data_dir: &Path, log: &Path) -> ServeProcess {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = command
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -113,7 +114,7 @@ impl ServeProcess {
             child,
             data_dir: data_dir.to_path_buf(),
             base: format!("http://127.0.0.1:{port}"),
-            log,
+            log: log.to_path_buf(),
         };
         server.wait_healthy().await;
         server
