@@ -421,7 +421,7 @@ impl Session {
         transitions: &[TransitionId],
         entry: &mut EntrySet,
     ) {
-        let mut steps = Vec::new();
+        let mut steps = std::mem::take(&mut entry.steps);
         for &tid in transitions {
             let t = doc.transition(tid);
             for &s in &t.targets {
@@ -454,6 +454,7 @@ impl Session {
                 }
             }
         }
+        entry.steps = steps;
     }
 
     /// Runs `addDescendantStatesToEnter` and `addAncestorStatesToEnter`
@@ -556,6 +557,9 @@ pub(super) struct EntrySet {
     states_for_default_entry: StateSet,
     /// Parent state → the history transition whose content runs on entry.
     default_history_content: HashMap<StateId, TransitionId>,
+    /// The entry procedures' stack of pending steps (empty between
+    /// uses; kept for its allocation).
+    steps: Vec<EntryStep>,
 }
 
 /// One pending call of the entry procedures ([`Session::run_entry_steps`]).
