@@ -13,6 +13,10 @@ use crate::interpreter::{Event, Host, Session, SessionOptions};
 use crate::model::Document;
 use crate::parser::{LoadOptions, load_file, parse_document};
 
+/// The document sizes (states) `load-size` and `event-size` use unless
+/// told otherwise.
+pub const DEFAULT_SIZES: &[usize] = &[10, 100, 1_000, 10_000, 100_000];
+
 /// Options of `ors bench`.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -29,6 +33,8 @@ pub struct BenchOptions {
     pub sessions: usize,
     /// Documents loaded per round (load-1000).
     pub loads: usize,
+    /// Document sizes in states (load-size, event-size).
+    pub sizes: Vec<usize>,
 }
 
 /// The names `ors bench` knows.
@@ -38,7 +44,57 @@ pub const WORKLOADS: &[&str] = &[
     "deep-wide",
     "load-1000",
     "start-sessions",
+    "load-size",
+    "event-size",
 ];
+
+/// A generated document of about `states` states (rounded down to a
+/// multiple of 10, at least 10): groups of one compound state holding nine
+/// atomic ones, as Composer lays out a strategy's blocks. Each atomic state
+/// has a `next` transition to its sibling (cycling inside the group) and a
+/// `jump` transition to the same position in the next group. With
+/// `scripted`, every atomic state also counts its visits in an `<onentry>`
+/// `<assign>` and `jump` has a condition, so loading compiles expressions
+/// in proportion to the size; without, the document has no executable
+/// content, so an event costs only the algorithm's own work.
+pub fn sized_document(states: usize, scripted: bool) -> String {
+    use std::fmt::Write;
+    let groups = (states / 10).max(1);
+    let mut out = String::with_capacity(groups * if scripted { 1_400 } else { 700 });
+    out.push_str(
+        "<scxml xmlns=\"http://www.w3.org/2005/07/scxml\" version=\"1.0\" \
+         datamodel=\"ecmascript\" initial=\"g0\">\n",
+    );
+    if scripted {
+        out.push_str("<datamodel><data id=\"visits\" expr=\"0\"/></datamodel>\n");
+    }
+    for g in 0..groups {
+        let _ = writeln!(out, "<state id=\"g{g}\" initial=\"g{g}_s0\">");
+        for s in 0..9 {
+            let next = (s + 1) % 9;
+            let jump = (g + 1) % groups;
+            let _ = write!(out, "<state id=\"g{g}_s{s}\">");
+            if scripted {
+                out.push_str(
+                    "<onentry><assign location=\"visits\" expr=\"visits + 1\"/></onentry>",
+                );
+                let _ = write!(
+                    out,
+                    "<transition event=\"jump\" cond=\"visits &gt;= 0\" target=\"g{jump}_s{s}\"/>"
+                );
+            } else {
+                let _ = write!(out, "<transition event=\"jump\" target=\"g{jump}_s{s}\"/>");
+            }
+            let _ = writeln!(
+                out,
+                "<transition event=\"next\" target=\"g{g}_s{next}\"/></state>"
+            );
+        }
+        out.push_str("</state>\n");
+    }
+    out.push_str("</scxml>\n");
+    out
+}
 
 struct QuietHost {
     now: u64,
@@ -219,6 +275,8 @@ pub fn run_workload(name: &str, opts: &BenchOptions) -> Result<Value, String> {
                 opts.sessions
             );
         }
+        "load-size" => return load_size(opts),
+        "event-size" => return event_size(opts),
         other => {
             return Err(format!(
                 "unknown workload '{other}' (known: {})",
@@ -238,6 +296,116 @@ pub fn run_workload(name: &str, opts: &BenchOptions) -> Result<Value, String> {
         o.extend(e);
     }
     Ok(out)
+}
+
+/// `load-size`: for each size, the time to parse, build and validate a
+/// [`sized_document`] (scripted), the same with the document on one line,
+/// and to start a session of it, per round; reports the median ms and µs
+/// per state of each size.
+fn load_size(opts: &BenchOptions) -> Result<Value, String> {
+    let mut sizes = Vec::new();
+    for &n in &opts.sizes {
+        let text = sized_document(n, true);
+        let mut load_ms = Vec::new();
+        let mut start_ms = Vec::new();
+        let mut states = 0;
+        for _ in 0..opts.rounds.max(1) {
+            let t = Instant::now();
+            let doc = Arc::new(
+                parse_document(&text, None, &LoadOptions::default()).map_err(|e| e.to_string())?,
+            );
+            load_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            states = doc.states.len() - 1;
+            let t = Instant::now();
+            let mut host = QuietHost { now: 0 };
+            let mut session = Session::new(doc, SessionOptions::default());
+            session.start(&mut host);
+            start_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if session.configuration_names() != ["g0", "g0_s0"] {
+                return Err(format!(
+                    "the {states}-state document did not start in g0_s0"
+                ));
+            }
+        }
+        // The same document on one line (generated or minified
+        // strategies): columns must not be counted from the line's start.
+        let one_line = text.replace('\n', " ");
+        let mut one_line_ms = Vec::new();
+        for _ in 0..opts.rounds.max(1) {
+            let t = Instant::now();
+            let doc = parse_document(&one_line, None, &LoadOptions::default())
+                .map_err(|e| e.to_string())?;
+            one_line_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if doc.states.len() - 1 != states {
+                return Err(format!("the one-line {states}-state document lost states"));
+            }
+        }
+        let load = stats(&load_ms);
+        let median = load["median"].as_f64().unwrap_or(0.0);
+        sizes.push(json!({
+            "states": states,
+            "bytes": text.len(),
+            "load_ms": load,
+            "one_line_load_ms": stats(&one_line_ms),
+            "start_ms": stats(&start_ms),
+            "load_us_per_state": median * 1e3 / states as f64,
+        }));
+    }
+    Ok(json!({
+        "engine": "ors",
+        "mode": "in-process",
+        "workload": "load-size",
+        "unit": "ms",
+        "check": "every size parsed, validated and started in g0_s0",
+        "sizes": sizes,
+    }))
+}
+
+/// `event-size`: events/s on a [`sized_document`] without executable
+/// content for each size, the active set always one group (`next` cycles
+/// its nine leaves), so any difference between sizes is work the engine
+/// does in proportion to the document rather than to the active set.
+/// Reports each size's rate and its per-event time relative to the
+/// smallest size.
+fn event_size(opts: &BenchOptions) -> Result<Value, String> {
+    let mut sizes = Vec::new();
+    let mut base_ns = None;
+    for &n in &opts.sizes {
+        let doc = Arc::new(
+            parse_document(&sized_document(n, false), None, &LoadOptions::default())
+                .map_err(|e| e.to_string())?,
+        );
+        let states = doc.states.len() - 1;
+        let events = opts.events - opts.events % 9;
+        let mut rounds = Vec::new();
+        for _ in 0..opts.rounds.max(1) {
+            let (rate, session) = drive(&doc, &["next"], events)?;
+            rounds.push(rate);
+            if session.configuration_names() != ["g0", "g0_s0"] {
+                return Err(format!(
+                    "event-size {states}: ended in {:?}",
+                    session.configuration_names()
+                ));
+            }
+        }
+        let result = stats(&rounds);
+        let ns = 1e9 / result["median"].as_f64().unwrap_or(1.0);
+        let base = *base_ns.get_or_insert(ns);
+        sizes.push(json!({
+            "states": states,
+            "events_per_s": result,
+            "ns_per_event": ns,
+            "relative_to_smallest": ns / base,
+        }));
+    }
+    Ok(json!({
+        "engine": "ors",
+        "mode": "in-process",
+        "workload": "event-size",
+        "unit": "events/s",
+        "check": format!("back in g0_s0 after every multiple of 9 events at every size"),
+        "sizes": sizes,
+    }))
 }
 
 /// Runs the selected workloads, printing a JSON line each; exit code 1 when

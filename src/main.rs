@@ -77,7 +77,7 @@ enum Command {
     },
     /// Run the benchmark workloads in-process and print JSON lines.
     Bench {
-        /// Workloads (comma-separated): ping-pong, ping-pong-data, deep-wide, load-1000, start-sessions.
+        /// Workloads (comma-separated): ping-pong, ping-pong-data, deep-wide, load-1000, start-sessions, load-size, event-size.
         #[arg(
             long,
             value_delimiter = ',',
@@ -99,6 +99,13 @@ enum Command {
         /// Documents loaded per round (load-1000).
         #[arg(long, default_value_t = 200)]
         loads: usize,
+        /// Document sizes in states (load-size, event-size; comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "10,100,1000,10000,100000"
+        )]
+        sizes: Vec<usize>,
     },
     /// Run a W3C SCXML IRP suite laid out with a manifest.tsv.
     Conformance {
@@ -196,6 +203,7 @@ fn main() {
             rounds,
             sessions,
             loads,
+            sizes,
         } => ors::bench::run(&ors::bench::BenchOptions {
             workloads,
             dir,
@@ -203,6 +211,7 @@ fn main() {
             rounds,
             sessions,
             loads,
+            sizes,
         }),
         Command::Conformance {
             dir,

@@ -99,8 +99,9 @@ impl Session {
         enabled.clear();
         // Walk the configuration word by word (copies, so that conditions
         // may borrow `self`); ids ascend, which is document order.
-        for wi in 0..self.configuration.word_count() {
-            let mut word = self.configuration.word(wi);
+        let mut cursor = self.configuration.first_word_from(0);
+        while let Some((wi, mut word)) = cursor {
+            cursor = self.configuration.first_word_from(wi + 1);
             while word != 0 {
                 let atomic = StateId((wi * 64) as u32 + word.trailing_zeros());
                 word &= word - 1;
