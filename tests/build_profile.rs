@@ -12,7 +12,16 @@ use std::process::Command;
 fn features(edges: &str) -> BTreeMap<String, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["tree", "--offline", "--prefix", "none", "-f", "{p}|{f}", "-e", edges])
+        .args([
+            "tree",
+            "--offline",
+            "--prefix",
+            "none",
+            "-f",
+            "{p}|{f}",
+            "-e",
+            edges,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");

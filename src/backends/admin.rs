@@ -97,7 +97,7 @@ pub fn admin_router(sim: Arc<Simulator>) -> (Router, Vec<RouteDoc>) {
             "/sim/agents/{id}/auto-accept",
             POST,
             auto_accept,
-            "turns auto-accept on or off (auto_accept=true|false)",
+            "turns auto-accept on or off (JSON: auto_accept true|false)",
         )
         .route(
             "/sim/agents/{id}/chats",
@@ -115,13 +115,13 @@ pub fn admin_router(sim: Arc<Simulator>) -> (Router, Vec<RouteDoc>) {
             "/sim/agents/{id}/chats/{chat_id}/send",
             POST,
             send,
-            "the agent sends text (text=...)",
+            "the agent sends a message (JSON: message, or form message=...); answers its position",
         )
         .route(
             "/sim/agents/{id}/chats/{chat_id}/typing",
             POST,
             typing,
-            "the agent starts or stops typing (typing=true|false)",
+            "the agent starts or stops typing (JSON: started true|false, default true)",
         )
         .route(
             "/sim/agents/{id}/chats/{chat_id}/leave",
@@ -133,7 +133,7 @@ pub fn admin_router(sim: Arc<Simulator>) -> (Router, Vec<RouteDoc>) {
             "/sim/statistics",
             GET,
             statistics,
-            "routing statistics of a target (target=..., statistic=...)",
+            "a routing statistic of a target (query: target=..., stat=...)",
         )
         .with_state(sim)
 }

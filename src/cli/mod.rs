@@ -35,7 +35,7 @@ pub fn validate(
                 for w in &doc.warnings {
                     eprintln!("{w}");
                 }
-                println!(
+                say(format_args!(
                     "{}: ok ({} states, {} transitions, dialect {})",
                     f.display(),
                     doc.states.len() - 1,
@@ -44,13 +44,26 @@ pub fn validate(
                         crate::model::Dialect::Ors => "ors",
                         crate::model::Dialect::W3c => "w3c",
                     }
-                );
+                ));
             }
             Err(e) => {
                 failed = true;
-                println!("{e}");
+                say(format_args!("{e}"));
             }
         }
     }
     i32::from(failed)
+}
+
+/// Writes one line to stdout. When the reader has gone (`ors validate … |
+/// head -1`), the command ends quietly with status 0, as `grep` or `ls`
+/// would, instead of panicking as `println!` does on a broken pipe.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
 }

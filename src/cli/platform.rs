@@ -337,7 +337,7 @@ async fn run_async(file: &Path, options: &PlatformOptions) -> i32 {
             }
             step = running.steps.recv() => match step {
                 Some(step) if step.session == root => {
-                    println!("{}", step.line);
+                    super::say(format_args!("{}", step.line));
                     if step.line["done"] == Value::Bool(true) {
                         break if step.line.get("stopped").is_some() {
                             super::run::EXIT_STOPPED

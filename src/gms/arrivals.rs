@@ -47,7 +47,7 @@ pub fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
             "/sim/interactions",
             &[Method::POST],
             arrive,
-            "an interaction arrives at a routing point or queue (JSON: queue, media, user_data)",
+            "an interaction arrives at a routing point or queue (JSON: queue, media, udata, from, to)",
         )
         .route(
             "/sim/interactions",
