@@ -6,14 +6,17 @@ use quick_xml::NsReader;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 
+use std::sync::Arc;
+
 use crate::model::Position;
 
 /// An XML element with its resolved namespace and source position.
 /// Cloning and dropping walk the subtree with a stack, never recursion.
 #[derive(Debug)]
 pub struct Element {
-    /// Namespace URI (`None` when unqualified and no default namespace).
-    pub ns: Option<String>,
+    /// Namespace URI (`None` when unqualified and no default namespace);
+    /// one shared string per namespace of a document.
+    pub ns: Option<Arc<str>>,
     /// Local name.
     pub name: String,
     /// Attributes in document order.
@@ -79,13 +82,21 @@ impl Clone for Element {
 
 impl Drop for Element {
     /// Drops the subtree with a stack instead of the compiler's recursive
-    /// drop glue, so freeing a deep tree never deepens Rust's stack.
+    /// drop glue, so freeing a deep tree never deepens Rust's stack. The
+    /// stack holds whole child lists, so nodes are dropped where they lie
+    /// rather than moved one by one.
     fn drop(&mut self) {
-        let mut pending: Vec<Node> = std::mem::take(&mut self.children);
-        while let Some(node) = pending.pop() {
-            if let Node::Element(mut e) = node {
-                pending.append(&mut e.children);
+        let mut pending: Vec<Vec<Node>> = vec![std::mem::take(&mut self.children)];
+        while let Some(mut nodes) = pending.pop() {
+            for node in &mut nodes {
+                if let Node::Element(e) = node
+                    && !e.children.is_empty()
+                {
+                    pending.push(std::mem::take(&mut e.children));
+                }
             }
+            // Every element in `nodes` is now childless: dropping the list
+            // runs this `drop` once per element with nothing to walk.
         }
     }
 }
@@ -94,7 +105,7 @@ impl Drop for Element {
 #[derive(Debug, Clone)]
 pub struct Attr {
     /// Namespace URI for prefixed attributes.
-    pub ns: Option<String>,
+    pub ns: Option<Arc<str>>,
     /// Local name.
     pub name: String,
     /// Normalised, unescaped value.
@@ -207,11 +218,7 @@ impl LineIndex {
 
 /// The offsets just after each `\n`.
 fn memchr_newlines(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    bytes
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i + 1)
+    memchr::memchr_iter(b'\n', bytes).map(|i| i + 1)
 }
 
 fn predefined_entity(name: &str) -> Option<&'static str> {
@@ -290,6 +297,7 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
+    let mut namespaces: Vec<Arc<str>> = Vec::new();
     let err = |offset: usize, message: String| XmlError {
         pos: lines.position(text, offset),
         message,
@@ -297,7 +305,7 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
     loop {
         let before = reader.buffer_position() as usize;
         let (ns, event) = match reader.read_resolved_event() {
-            Ok((ns, ev)) => (resolved(ns), ev),
+            Ok((ns, ev)) => (resolved(ns, &mut namespaces), ev),
             Err(e) => {
                 let at = reader.error_position() as usize;
                 return Err(err(at, format!("malformed XML: {e}")));
@@ -333,7 +341,7 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                         continue;
                     }
                     let (ans, local) = reader.resolver().resolve_attribute(key);
-                    let ans = match resolved(ans) {
+                    let ans = match resolved(ans, &mut namespaces) {
                         Ok(a) => a,
                         Err(prefix) => {
                             return Err(err(
@@ -432,9 +440,19 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
     })
 }
 
-fn resolved(ns: ResolveResult<'_>) -> Result<Option<String>, String> {
+/// A resolved namespace as a shared string: a document uses a handful, so
+/// each element refers to one of those instead of a copy of its own.
+fn resolved(ns: ResolveResult<'_>, seen: &mut Vec<Arc<str>>) -> Result<Option<Arc<str>>, String> {
     match ns {
-        ResolveResult::Bound(ns) => Ok(Some(ns.as_ref().to_string())),
+        ResolveResult::Bound(ns) => {
+            let uri: &str = ns.as_ref();
+            if let Some(known) = seen.iter().find(|k| ***k == *uri) {
+                return Ok(Some(known.clone()));
+            }
+            let new: Arc<str> = Arc::from(uri);
+            seen.push(new.clone());
+            Ok(Some(new))
+        }
         ResolveResult::Unbound => Ok(None),
         ResolveResult::Unknown(prefix) => Err(prefix),
     }
