@@ -1223,7 +1223,7 @@ impl<'a> Builder<'a> {
                 self.warn(el.pos, message);
             }
             return Some(Action::Custom(Box::new(CustomAction {
-                namespace: ns.into(),
+                namespace: ns,
                 name: el.name.as_str().into(),
                 attributes: el
                     .attrs
