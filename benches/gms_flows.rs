@@ -15,6 +15,11 @@ use ors::backends::settings::AgentSettings;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+/// The allocator `ors serve` uses (`src/main.rs`), so the server in this
+/// process allocates as the shipped binary does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const STAGES: [&str; 6] = ["create", "chat", "agent", "send", "disconnect", "flow"];
 
 struct Options {

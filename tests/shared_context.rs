@@ -224,3 +224,37 @@ fn a_document_that_patches_builtins_shares_nothing_through_them() {
     // A document that only reads built-ins keeps sharing.
     assert!(ors::datamodel::shared::shareable(&self::doc()));
 }
+
+/// Switching sessions overwrites the names both have and removes the ones
+/// only the previous session had, so a global one session created is never
+/// there for the other, not even as `undefined`; and a session's snapshot
+/// taken while another session's variables are installed is the one it
+/// would give installed.
+#[test]
+fn switching_keeps_names_one_session_lacks_out_and_snapshots_need_no_switch() {
+    let doc = doc();
+    let mut a = Session::new(doc.clone(), SessionOptions::default());
+    let mut b = Session::new(doc.clone(), SessionOptions::default());
+    a.start(&mut QuietHost);
+    b.start(&mut QuietHost);
+    send(&mut a, "add", json!({ "by": 3 }));
+    value(&mut a, "onlyA = {deep: [1, 2]}");
+    let probe = "(function () { try { extra; return 'there'; } catch (e) { return e.name; } })()";
+    for _ in 0..3 {
+        assert_eq!(value(&mut b, probe), json!("ReferenceError"));
+        assert_eq!(value(&mut b, "'onlyA' in this"), json!(false));
+        assert_eq!(value(&mut b, "n"), json!(0));
+        assert_eq!(value(&mut a, "extra"), json!(1));
+        assert_eq!(value(&mut a, "onlyA.deep[1]"), json!(2));
+        assert_eq!(value(&mut a, "n"), json!(3));
+    }
+    // `a` is installed: b's snapshot comes from the copy b keeps.
+    let b_aside = b.snapshot().expect("snapshot b while a is installed");
+    value(&mut b, "n");
+    let b_installed = b.snapshot().expect("snapshot b installed");
+    assert_eq!(b_aside.datamodel, b_installed.datamodel);
+    let a_aside = a.snapshot().expect("snapshot a while b is installed");
+    assert_eq!(a_aside.datamodel["onlyA"], json!({"deep": [1, 2]}));
+    assert_eq!(a_aside.datamodel["extra"], json!(1));
+    assert!(b_installed.datamodel.get("onlyA").is_none());
+}

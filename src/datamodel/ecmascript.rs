@@ -50,7 +50,9 @@ pub struct EcmaScriptDataModel {
     compiled: Vec<Option<Script>>,
     setters: Vec<Option<JsObject>>,
     foreach_stack: Vec<Vec<JsValue>>,
-    baseline_globals: HashSet<String>,
+    /// Names on the global object that belong to no session: the
+    /// built-ins, the prelude's and the system variables.
+    baseline_globals: HashSet<JsString>,
     stringify: Option<JsObject>,
     compilations: u64,
     text_scripts: HashMap<String, Script>,
@@ -492,34 +494,85 @@ impl EcmaScriptDataModel {
         self.compilations
     }
 
-    /// Removes the variables the current session created (everything on
-    /// the global object beyond the built-ins and system variables) and
-    /// returns them with their values. Non-deletable ones (`var` in a
-    /// script) are left as `undefined`.
-    pub(super) fn take_globals(&mut self) -> Vec<(String, JsValue)> {
+    /// The variables the current session created (everything on the
+    /// global object beyond the built-ins and system variables) with their
+    /// values, sorted by name; the context keeps them.
+    pub(super) fn read_globals(&mut self) -> Vec<(JsString, JsValue)> {
         let global = self.ctx.global_object();
         let names = self.user_global_names();
         let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            let key = JsString::from(name.as_str());
+        for key in names {
             let value = global.get(key.clone(), &mut self.ctx).unwrap_or_default();
-            let deleted = global
-                .delete_property_or_throw(key.clone(), &mut self.ctx)
-                .unwrap_or(false);
-            if !deleted {
-                let _ = global.set(key, JsValue::undefined(), false, &mut self.ctx);
-            }
-            out.push((name, value));
+            out.push((key, value));
         }
         out
     }
 
-    /// Installs a session's variables as globals.
-    pub(super) fn put_globals(&mut self, vars: Vec<(String, JsValue)>) {
+    /// Installs a session's variables (sorted by name) over those of the
+    /// session that ran before (`previous`, sorted, as [`Self::read_globals`]
+    /// gave them): a name both have is overwritten in place, one only the
+    /// previous session had is removed (left `undefined` when it cannot be,
+    /// as `var` in a script makes it), one only this session has is added.
+    /// Sessions of one document mostly share their names, so the global
+    /// object keeps its shape instead of losing and regaining every
+    /// property at each switch.
+    pub(super) fn switch_globals(
+        &mut self,
+        previous: &[(JsString, JsValue)],
+        vars: Vec<(JsString, JsValue)>,
+    ) {
         let global = self.ctx.global_object();
+        let mut old = previous.iter().map(|(k, _)| k).peekable();
         for (name, value) in vars {
-            let _ = global.set(JsString::from(name.as_str()), value, false, &mut self.ctx);
+            while let Some(gone) = old.next_if(|k| **k < name) {
+                self.remove_global(gone);
+            }
+            old.next_if(|k| **k == name);
+            let written = global
+                .set(name.clone(), value.clone(), false, &mut self.ctx)
+                .unwrap_or(false);
+            if !written {
+                // A read-only leftover of the previous session: replace it.
+                self.remove_global(&name);
+                let _ = global.set(name, value, false, &mut self.ctx);
+            }
         }
+        for gone in old {
+            self.remove_global(gone);
+        }
+    }
+
+    fn remove_global(&mut self, name: &JsString) {
+        let global = self.ctx.global_object();
+        let deleted = global
+            .delete_property_or_throw(name.clone(), &mut self.ctx)
+            .unwrap_or(false);
+        if !deleted {
+            let _ = global.set(name.clone(), JsValue::undefined(), false, &mut self.ctx);
+        }
+    }
+
+    /// The snapshot of a session's variables (name-sorted, as
+    /// [`Self::read_globals`] gives them), whether or not they are the
+    /// ones installed: one encoder for all, so an object two variables
+    /// share is written once.
+    pub(super) fn snapshot_of(&mut self, vars: &[(JsString, JsValue)]) -> DmResult<Value> {
+        let mut map = Map::new();
+        let mut encoder = codec::Encoder::new(self.snapshot_budget);
+        for (name, v) in vars {
+            let name = name.to_std_string_escaped();
+            match encoder.encode(v, &mut self.ctx)? {
+                Some(enc) => {
+                    map.insert(escape_key(name), enc);
+                }
+                None => {
+                    if !v.as_object().is_some_and(|o| o.is_callable()) {
+                        tracing::warn!(variable = %name, "value cannot be captured in a snapshot; dropped");
+                    }
+                }
+            }
+        }
+        Ok(Value::Object(map))
     }
 
     /// Makes `In()` read this active-state set (a session's own).
@@ -538,25 +591,30 @@ impl EcmaScriptDataModel {
     }
 
     /// Globals the session's document created (not built-ins or system
-    /// variables), sorted.
-    fn user_global_names(&mut self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .global_names()
+    /// variables), sorted; only these names are converted or copied.
+    fn user_global_names(&mut self) -> Vec<JsString> {
+        let global = self.ctx.global_object();
+        let mut names: Vec<JsString> = global
+            .own_property_keys(&mut self.ctx)
+            .unwrap_or_default()
             .into_iter()
-            .filter(|n| !self.baseline_globals.contains(n))
+            .filter_map(|k| match k {
+                PropertyKey::String(s) if !self.baseline_globals.contains(&s) => Some(s),
+                _ => None,
+            })
             .collect();
         names.sort();
         names
     }
 
-    fn global_names(&mut self) -> HashSet<String> {
+    fn global_names(&mut self) -> HashSet<JsString> {
         let global = self.ctx.global_object();
         global
             .own_property_keys(&mut self.ctx)
             .unwrap_or_default()
             .into_iter()
             .filter_map(|k| match k {
-                PropertyKey::String(s) => Some(s.to_std_string_escaped()),
+                PropertyKey::String(s) => Some(s),
                 _ => None,
             })
             .collect()
@@ -771,7 +829,7 @@ impl DataModel for EcmaScriptDataModel {
             .map_err(|e| js_err(e, &mut self.ctx))?;
         self.define_readonly("_ioprocessors", io)?;
         for name in ["_sessionid", "_name", "_ioprocessors"] {
-            self.baseline_globals.insert(name.to_string());
+            self.baseline_globals.insert(JsString::from(name));
         }
         Ok(())
     }
@@ -959,28 +1017,8 @@ impl DataModel for EcmaScriptDataModel {
     }
 
     fn snapshot(&mut self) -> DmResult<Value> {
-        let names = self.user_global_names();
-        let global = self.ctx.global_object();
-        let mut map = Map::new();
-        // One encoder for all variables: an object two variables share is
-        // written once.
-        let mut encoder = codec::Encoder::new(self.snapshot_budget);
-        for name in names {
-            let v = global
-                .get(JsString::from(name.as_str()), &mut self.ctx)
-                .map_err(|e| js_err(e, &mut self.ctx))?;
-            match encoder.encode(&v, &mut self.ctx)? {
-                Some(enc) => {
-                    map.insert(escape_key(name), enc);
-                }
-                None => {
-                    if !v.as_object().is_some_and(|o| o.is_callable()) {
-                        tracing::warn!(variable = %name, "value cannot be captured in a snapshot; dropped");
-                    }
-                }
-            }
-        }
-        Ok(Value::Object(map))
+        let vars = self.read_globals();
+        self.snapshot_of(&vars)
     }
 
     fn restore(&mut self, snapshot: &Value) -> DmResult<()> {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
-use boa_engine::JsValue;
+use boa_engine::{JsString, JsValue};
 use serde_json::Value;
 
 use super::ecmascript::EcmaScriptDataModel;
@@ -27,7 +27,9 @@ use crate::model::{Document, ExprId, ExprKind, StateId, StateSet};
 /// What a session owns while its variables are not installed.
 #[derive(Default)]
 pub struct SessionScope {
-    vars: Vec<(String, JsValue)>,
+    /// The session's variables while another session's are installed,
+    /// sorted by name.
+    vars: Vec<(JsString, JsValue)>,
     system: Option<SystemVariables>,
     event: Option<Event>,
 }
@@ -262,21 +264,21 @@ impl SharedEcmaScript {
         }
         // Save the previous owner's variables (or drop a finished one's).
         let previous = engine.owner.take().and_then(|w| w.upgrade());
-        let vars = engine.take_globals();
+        let theirs = engine.read_globals();
+        let mut me = self.scope.borrow_mut();
+        let my_vars = std::mem::take(&mut me.vars);
+        engine.switch_globals(&theirs, my_vars);
         match previous {
             Some(prev) => {
                 let mut prev = prev.borrow_mut();
-                prev.vars = vars;
+                prev.vars = theirs;
                 engine.swap_event(&mut prev.event);
             }
             None => engine.swap_event(&mut None),
         }
-        let mut me = self.scope.borrow_mut();
         if let Some(system) = &me.system {
             let _ = engine.set_system_variables(system);
         }
-        let vars = std::mem::take(&mut me.vars);
-        engine.put_globals(vars);
         engine.set_active(self.active.clone());
         engine.swap_event(&mut me.event);
         engine.owner = Some(mine);
@@ -351,8 +353,16 @@ impl DataModel for SharedEcmaScript {
     fn state_exited(&mut self, state: StateId) {
         self.active.borrow_mut().remove(state);
     }
+    /// A session whose variables are not installed is encoded from the
+    /// copy it keeps, without switching the context to it.
     fn snapshot(&mut self) -> DmResult<Value> {
-        self.installed().snapshot()
+        let mut engine = self.engine.borrow_mut();
+        let mine = Rc::downgrade(&self.scope);
+        if engine.owner.as_ref().is_some_and(|o| o.ptr_eq(&mine)) {
+            return engine.snapshot();
+        }
+        let scope = self.scope.borrow();
+        engine.snapshot_of(&scope.vars)
     }
     fn restore(&mut self, snapshot: &Value) -> DmResult<()> {
         self.installed().restore(snapshot)
