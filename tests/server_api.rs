@@ -302,6 +302,64 @@ async fn a_session_that_reaches_its_final_state_is_completed() {
     api.stop().await;
 }
 
+/// Once a halted session's last state is committed, the worker keeps it
+/// as a plain record and drops its engine state: queries, refused events
+/// and terminates answer exactly as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_session_is_retired_from_the_engine_and_still_answers_as_before() {
+    let api = Api::start(base_config()).await;
+    let id = api
+        .start_session(&[("src", &fixture("counter.scxml")), ("label", "kept")])
+        .await;
+    let r = api
+        .form(&format!("/scxml/session/{id}/event/add"), &[("n", "6")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api
+        .form(&format!("/scxml/session/{id}/event/stop"), &[])
+        .await;
+    assert_eq!(r.body["status"], "completed");
+    let before = api.query(&id).await;
+    assert_eq!(before["data"]["total"], 6);
+    eventually(
+        "the completed session was never retired",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let text = api.metrics_text().await;
+            if text.lines().any(|l| l == "ors_sessions_retired 1") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+    let after = api.query(&id).await;
+    assert_eq!(after, before, "a retired session's query changed");
+    let r = api
+        .form(&format!("/scxml/session/{id}/event/add"), &[("n", "1")])
+        .await;
+    assert_error(&r, 409, "session_ended");
+    let r = api
+        .form(&format!("/scxml/session/{id}/terminate"), &[])
+        .await;
+    assert_error(&r, 409, "session_ended");
+    let r = api
+        .get(&format!("/scxml/session/{id}/request/check-total"))
+        .await;
+    assert_error(&r, 409, "session_ended");
+    let listed = api.get("/scxml/sessions").await;
+    assert!(
+        listed.body["sessions"].as_array().is_some_and(|all| all
+            .iter()
+            .any(|s| s["sessionid"] == json!(id) && s["status"] == "completed")),
+        "{}",
+        listed.body
+    );
+    api.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_by_http_url_are_cached_revalidated_and_changes_reach_new_sessions_only() {
     let docs = Arc::new(DocServer::default());

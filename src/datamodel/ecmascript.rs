@@ -53,6 +53,8 @@ pub struct EcmaScriptDataModel {
     /// Names on the global object that belong to no session: the
     /// built-ins, the prelude's and the system variables.
     baseline_globals: HashSet<JsString>,
+    /// Whether the system variables' names are in `baseline_globals`.
+    system_names_known: bool,
     stringify: Option<JsObject>,
     compilations: u64,
     text_scripts: HashMap<String, Script>,
@@ -468,6 +470,7 @@ impl EcmaScriptDataModel {
             setters: (0..n).map(|_| None).collect(),
             foreach_stack: Vec::new(),
             baseline_globals: HashSet::new(),
+            system_names_known: false,
             stringify: None,
             compilations: 0,
             text_scripts: HashMap::new(),
@@ -573,6 +576,42 @@ impl EcmaScriptDataModel {
             }
         }
         Ok(Value::Object(map))
+    }
+
+    /// Defines `_sessionid`, `_name` and `_ioprocessors` (read-only) for a
+    /// session. `io` keeps the session's `_ioprocessors` object once made,
+    /// so a shared context switching back to the session reuses it instead
+    /// of building it again from JSON.
+    pub(super) fn install_system_variables(
+        &mut self,
+        vars: &SystemVariables,
+        io: &mut Option<JsValue>,
+    ) -> DmResult<()> {
+        self.define_readonly(
+            "_sessionid",
+            JsValue::from(JsString::from(&*vars.session_id)),
+        )?;
+        let name = match &vars.name {
+            Some(n) => JsValue::from(JsString::from(n.as_str())),
+            None => JsValue::undefined(),
+        };
+        self.define_readonly("_name", name)?;
+        let io = match io {
+            Some(v) => v.clone(),
+            None => {
+                let v = JsValue::from_json(&vars.ioprocessors, &mut self.ctx)
+                    .map_err(|e| js_err(e, &mut self.ctx))?;
+                io.insert(v).clone()
+            }
+        };
+        self.define_readonly("_ioprocessors", io)?;
+        if !self.system_names_known {
+            for name in ["_sessionid", "_name", "_ioprocessors"] {
+                self.baseline_globals.insert(JsString::from(name));
+            }
+            self.system_names_known = true;
+        }
+        Ok(())
     }
 
     /// Makes `In()` read this active-state set (a session's own).
@@ -816,22 +855,7 @@ fn unescape_key(k: &str) -> &str {
 
 impl DataModel for EcmaScriptDataModel {
     fn set_system_variables(&mut self, vars: &SystemVariables) -> DmResult<()> {
-        self.define_readonly(
-            "_sessionid",
-            JsValue::from(JsString::from(&*vars.session_id)),
-        )?;
-        let name = match &vars.name {
-            Some(n) => JsValue::from(JsString::from(n.as_str())),
-            None => JsValue::undefined(),
-        };
-        self.define_readonly("_name", name)?;
-        let io = JsValue::from_json(&vars.ioprocessors, &mut self.ctx)
-            .map_err(|e| js_err(e, &mut self.ctx))?;
-        self.define_readonly("_ioprocessors", io)?;
-        for name in ["_sessionid", "_name", "_ioprocessors"] {
-            self.baseline_globals.insert(JsString::from(name));
-        }
-        Ok(())
+        self.install_system_variables(vars, &mut None)
     }
 
     fn is_free_name(&mut self, name: &str) -> bool {

@@ -31,6 +31,8 @@ pub struct SessionScope {
     /// sorted by name.
     vars: Vec<(JsString, JsValue)>,
     system: Option<SystemVariables>,
+    /// The session's `_ioprocessors` object, made once.
+    io: Option<JsValue>,
     event: Option<Event>,
 }
 
@@ -276,8 +278,9 @@ impl SharedEcmaScript {
             }
             None => engine.swap_event(&mut None),
         }
+        let me = &mut *me;
         if let Some(system) = &me.system {
-            let _ = engine.set_system_variables(system);
+            let _ = engine.install_system_variables(system, &mut me.io);
         }
         engine.set_active(self.active.clone());
         engine.swap_event(&mut me.event);
@@ -298,9 +301,14 @@ impl SharedEcmaScript {
 
 impl DataModel for SharedEcmaScript {
     fn set_system_variables(&mut self, vars: &SystemVariables) -> DmResult<()> {
-        self.scope.borrow_mut().system = Some(vars.clone());
+        {
+            let mut scope = self.scope.borrow_mut();
+            scope.system = Some(vars.clone());
+            scope.io = None;
+        }
         let mut engine = self.installed();
-        engine.set_system_variables(vars)
+        let mut scope = self.scope.borrow_mut();
+        engine.install_system_variables(vars, &mut scope.io)
     }
     fn declare(&mut self, name: &str, value: &InitialValue) -> DmResult<()> {
         self.installed().declare(name, value)

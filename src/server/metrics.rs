@@ -25,6 +25,9 @@ pub struct Metrics {
     pub sessions_failed: AtomicU64,
     /// Halted sessions kept for queries.
     pub sessions_retained: AtomicU64,
+    /// Of those, the ones kept as plain records (their engine state and
+    /// ECMAScript objects dropped once their last write committed).
+    pub sessions_retired: AtomicU64,
     /// Running sessions asleep in the store.
     pub sessions_hibernated: AtomicU64,
     /// Times a session was read back from the store into memory.
@@ -126,6 +129,12 @@ impl Metrics {
             "ors_sessions{{state=\"hibernated\"}} {}",
             get(&self.sessions_hibernated)
         );
+        let _ = writeln!(
+            out,
+            "# HELP ors_sessions_retired Halted sessions kept for queries as plain records, outside the engine."
+        );
+        let _ = writeln!(out, "# TYPE ors_sessions_retired gauge");
+        let _ = writeln!(out, "ors_sessions_retired {}", get(&self.sessions_retired));
         let _ = writeln!(
             out,
             "# HELP ors_sessions_woken_total Sessions read back from the store."

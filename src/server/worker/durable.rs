@@ -707,6 +707,7 @@ fn stored_meta(root: RootSummary, sleeping: Option<Sleeping>) -> Meta {
         persist: true,
         sleeping,
         reason: None,
+        retired: None,
     }
 }
 

@@ -302,6 +302,19 @@ struct Meta {
     sleeping: Option<durable::Sleeping>,
     /// Why it failed, once it has.
     reason: Option<String>,
+    /// What queries show of it once it has halted and left the engine.
+    retired: Option<Box<Retired>>,
+}
+
+/// A halted top-level session as queries show it, kept as plain data once
+/// its last state is committed: the engine's `Session` (and every
+/// ECMAScript object of its data model) is dropped, so the sessions a
+/// worker retains for `limits.halted_retention_secs` cost the collector
+/// nothing (issue 19: the collector's work follows the running sessions).
+struct Retired {
+    name: Option<String>,
+    configuration: Vec<String>,
+    data: Value,
 }
 
 struct Worker {
@@ -333,6 +346,9 @@ struct Worker {
     awake: HashSet<Arc<str>>,
     /// Halted sessions in the order they ended, for the retention sweep.
     ended_order: VecDeque<(Instant, Arc<str>)>,
+    /// Halted sessions still in the engine, in the order they ended, to be
+    /// retired once their last write is committed.
+    to_retire: VecDeque<Arc<str>>,
     /// When the ECMAScript garbage was last collected, how long that took,
     /// and whether sessions have run since.
     last_gc: Instant,
@@ -561,6 +577,7 @@ impl Worker {
             more_ready: false,
             awake: HashSet::new(),
             ended_order: VecDeque::new(),
+            to_retire: VecDeque::new(),
             waking: HashMap::new(),
             wake_tx,
         }
@@ -638,6 +655,7 @@ impl Worker {
                         persist,
                         sleeping: None,
                         reason: None,
+                        retired: None,
                     },
                 );
                 // `sessions_running` was raised when the start was admitted.
@@ -680,7 +698,11 @@ impl Worker {
                 let _ = reply.send(self.view(&id, true));
             }
             Command::Terminate { id, reply } => {
-                let known = self.host.session(&id).is_some();
+                let known = self.host.session(&id).is_some()
+                    || self
+                        .meta
+                        .get(id.as_str())
+                        .is_some_and(|m| m.ended.is_some());
                 let result = if self.host.terminate(&id) {
                     if let Some(key) = self.meta.get_key_value(id.as_str()).map(|(k, _)| k.clone())
                     {
@@ -717,9 +739,44 @@ impl Worker {
     }
 
     fn missing(&self, id: &str) -> ApiError {
-        match self.host.session(id) {
-            Some(_) => ApiError::session_ended(id),
-            None => ApiError::session_not_found(id),
+        if self.host.session(id).is_some() || self.meta.get(id).is_some_and(|m| m.ended.is_some()) {
+            ApiError::session_ended(id)
+        } else {
+            ApiError::session_not_found(id)
+        }
+    }
+
+    /// Retires the halted sessions whose last state is committed (or that
+    /// are not persisted): each becomes a [`Retired`] record and leaves the
+    /// engine. Sessions end, and their writes commit, in order, so the
+    /// walk stops at the first one still waiting for its commit.
+    fn retire_halted(&mut self) {
+        let committed = self.committed.get();
+        while let Some(id) = self.to_retire.front().cloned() {
+            let Some(meta) = self.meta.get(&id) else {
+                self.to_retire.pop_front();
+                continue;
+            };
+            let resyncing = self.resync.borrow().iter().any(|r| *r == id);
+            if meta.persist && (meta.last_batch > committed || resyncing) {
+                break;
+            }
+            self.to_retire.pop_front();
+            if meta.ended.is_none() || self.host.session(&id).is_none() {
+                continue;
+            }
+            let Ok(view) = self.view(&id, true) else {
+                continue;
+            };
+            if let Some(m) = self.meta.get_mut(&id) {
+                m.retired = Some(Box::new(Retired {
+                    name: view.name,
+                    configuration: view.configuration,
+                    data: view.data.unwrap_or(Value::Null),
+                }));
+            }
+            self.host.remove(&id);
+            Metrics::inc(&self.ctx.metrics.sessions_retired);
         }
     }
 
@@ -804,6 +861,7 @@ impl Worker {
             self.sweep();
         }
         self.hibernate_some(HIBERNATE_PER_BATCH);
+        self.retire_halted();
     }
 
     /// Marks a session failed and keeps why.
@@ -828,6 +886,7 @@ impl Worker {
             m.ended = Some((now, wall_clock_ms()));
             self.awake.remove(id);
             self.ended_order.push_back((now, id.clone()));
+            self.to_retire.push_back(id.clone());
             let metrics = &self.ctx.metrics;
             Metrics::dec(&metrics.sessions_running);
             Metrics::inc(&metrics.sessions_retained);
@@ -853,6 +912,9 @@ impl Worker {
                 break;
             };
             if self.meta.get(&id).is_some_and(|m| m.ended.is_some()) {
+                if self.meta.get(&id).is_some_and(|m| m.retired.is_some()) {
+                    Metrics::dec(&self.ctx.metrics.sessions_retired);
+                }
                 self.meta.remove(&id);
                 self.host.remove(&id);
                 Metrics::dec(&self.ctx.metrics.sessions_retained);
@@ -864,6 +926,26 @@ impl Worker {
         let meta = self.meta.get(id);
         let Some(session) = self.host.session(id) else {
             return match meta {
+                Some(m) if m.retired.is_some() => {
+                    let retired = m.retired.as_deref().expect("retired");
+                    Ok(SessionView {
+                        sessionid: id.to_string(),
+                        status: m.status.label(),
+                        src: Some(m.src.clone()),
+                        name: retired.name.clone(),
+                        started_at: Some(m.started_at),
+                        ended_at: m.ended.map(|(_, t)| t),
+                        idealtime: m.idealtime,
+                        events: m.events,
+                        start_seq: m.seq,
+                        configuration: retired.configuration.clone(),
+                        data: with_data.then(|| retired.data.clone()),
+                        pending_timers: with_data.then_some(0),
+                        invokes: with_data.then(Vec::new),
+                        hibernated: false,
+                        reason: m.reason.clone(),
+                    })
+                }
                 Some(m) if m.sleeping.is_some() => Ok(SessionView {
                     sessionid: id.to_string(),
                     status: m.status.label(),
