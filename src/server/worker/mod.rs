@@ -757,7 +757,7 @@ impl Worker {
                 self.to_retire.pop_front();
                 continue;
             };
-            let resyncing = self.resync.borrow().iter().any(|r| *r == id);
+            let resyncing = self.resync.borrow().contains(&id);
             if meta.persist && (meta.last_batch > committed || resyncing) {
                 break;
             }
