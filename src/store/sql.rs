@@ -336,7 +336,19 @@ impl SqlStore {
     async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.check_files()?;
         let mut conn = self.pool.acquire().await?;
-        match write_in(&mut conn, batch).await {
+        // SQLite looks a numbered parameter up by a linear scan, and sqlx
+        // asks for each parameter's name as it binds, so a statement of n
+        // parameters costs O(n²): a 200-row upsert (3 000 parameters) kept
+        // the store's thread busy with name lookups. One prepared
+        // statement per row, reused from the cache, costs nothing of the
+        // kind in process; PostgreSQL keeps its multi-row statements (one
+        // round trip each).
+        let rows_per_statement = if self.backend == "sqlite" {
+            1
+        } else {
+            ROWS_PER_STATEMENT
+        };
+        match write_in(&mut conn, batch, rows_per_statement).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let raw = conn.detach();
@@ -350,7 +362,11 @@ impl SqlStore {
 }
 
 /// The statements of one batch, in one transaction on `conn`.
-async fn write_in(conn: &mut sqlx::AnyConnection, batch: WriteBatch) -> Result<(), StoreError> {
+async fn write_in(
+    conn: &mut sqlx::AnyConnection,
+    batch: WriteBatch,
+    rows_per_statement: usize,
+) -> Result<(), StoreError> {
     let mut tx = sqlx::Connection::begin(conn).await?;
     // Documents are written with every batch that uses them; touching
     // `stored_at` keeps a concurrent purge from deleting one that a
@@ -381,8 +397,8 @@ async fn write_in(conn: &mut sqlx::AnyConnection, batch: WriteBatch) -> Result<(
         .filter(|(i, row)| last.get(row.id.as_str()) == Some(i))
         .map(|(_, row)| row)
         .collect();
-    upsert_sessions(&mut tx, &upserts).await?;
-    for chunk in batch.deletes.chunks(ROWS_PER_STATEMENT) {
+    upsert_sessions(&mut tx, &upserts, rows_per_statement).await?;
+    for chunk in batch.deletes.chunks(rows_per_statement) {
         let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "DELETE FROM ors_sessions WHERE id IN ({})",
@@ -435,9 +451,10 @@ fn sql_values(row: &AnyRow) -> Result<Vec<SqlValue>, StoreError> {
 async fn upsert_sessions(
     tx: &mut Transaction<'_, sqlx::Any>,
     rows: &[&SessionRow],
+    rows_per_statement: usize,
 ) -> Result<(), StoreError> {
     let updated = now_ms();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in rows.chunks(rows_per_statement) {
         let values: Vec<String> = (0..chunk.len())
             .map(|r| {
                 let marks: Vec<String> = (1..=SESSION_PARAMS)
