@@ -521,7 +521,20 @@ fn log_what_runs(
         }
     );
     for (name, script) in &config.scripts {
-        tracing::info!("script object '{name}': {}", script.url);
+        if script.params.is_empty() {
+            tracing::info!("script object '{name}': {}", script.url);
+        } else {
+            let params: Vec<String> = script
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            tracing::info!(
+                "script object '{name}': {} (ApplicationParms {})",
+                script.url,
+                params.join(", ")
+            );
+        }
     }
     for extension in extensions {
         for line in extension.summary() {
