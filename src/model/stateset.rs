@@ -4,11 +4,14 @@
 //! ascending id order *is* entry order and descending order is exit order, so
 //! the interpreter never sorts.
 //!
-//! A second level of bits marks which 64-bit words are non-zero, so
-//! iterating, clearing and comparing cost one word per 4 096 states of the
-//! document plus the states in the set: a configuration of a handful of
-//! states in a 100 000-state document is walked in about 25 word reads, not
-//! 1 563 (issue 19: per-event cost independent of document size).
+//! In a large set (more than [`DENSE_WORDS`] words) a second level of bits
+//! marks which 64-bit words are non-zero, so iterating, clearing and
+//! comparing cost one word per 4 096 states of the document plus the states
+//! in the set: a configuration of a handful of states in a 100 000-state
+//! document is walked in about 25 word reads, not 1 563 (issue 19: per-event
+//! cost independent of document size). A small set has no second level and
+//! walks its few words directly, which is faster there (keeping the second
+//! level up to date cost a 3-state chart 15% of its events per second).
 
 use serde::{Deserialize, Serialize};
 
@@ -19,9 +22,14 @@ use super::StateId;
 pub struct StateSet {
     /// Bit `i % 64` of word `i / 64` is state `i`.
     words: Vec<u64>,
-    /// Bit `w % 64` of word `w / 64` is set exactly when `words[w] != 0`.
+    /// Bit `w % 64` of word `w / 64` is set exactly when `words[w] != 0`;
+    /// empty while the set has at most [`DENSE_WORDS`] words.
     summary: Vec<u64>,
 }
+
+/// The most words a set walks directly, without a second level (1 024
+/// states).
+pub const DENSE_WORDS: usize = 16;
 
 impl std::fmt::Debug for StateSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -35,15 +43,37 @@ impl StateSet {
         let words = capacity.div_ceil(64);
         StateSet {
             words: vec![0; words],
-            summary: vec![0; words.div_ceil(64)],
+            summary: if words > DENSE_WORDS {
+                vec![0; words.div_ceil(64)]
+            } else {
+                Vec::new()
+            },
         }
     }
 
     #[inline]
     fn grow_to(&mut self, w: usize) {
         if w >= self.words.len() {
-            self.words.resize(w + 1, 0);
+            self.grow(w);
+        }
+    }
+
+    /// Room for word `w` (sets built with [`StateSet::with_capacity`]
+    /// never need it, so it stays out of the hot path).
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, w: usize) {
+        self.words.resize(w + 1, 0);
+        if self.words.len() > DENSE_WORDS {
+            let had = self.summary.len();
             self.summary.resize((w + 1).div_ceil(64), 0);
+            if had == 0 {
+                for (i, word) in self.words.iter().enumerate() {
+                    if *word != 0 {
+                        self.summary[i / 64] |= 1 << (i % 64);
+                    }
+                }
+            }
         }
     }
 
@@ -52,9 +82,12 @@ impl StateSet {
     pub fn insert(&mut self, s: StateId) -> bool {
         let (w, b) = (s.index() / 64, s.index() % 64);
         self.grow_to(w);
-        let was = self.words[w] & (1 << b) != 0;
-        self.words[w] |= 1 << b;
-        self.summary[w / 64] |= 1 << (w % 64);
+        let word = &mut self.words[w];
+        let was = *word & (1 << b) != 0;
+        *word |= 1 << b;
+        if let Some(bits) = self.summary.get_mut(w / 64) {
+            *bits |= 1 << (w % 64);
+        }
         !was
     }
 
@@ -66,8 +99,10 @@ impl StateSet {
             Some(word) => {
                 let was = *word & (1 << b) != 0;
                 *word &= !(1 << b);
-                if *word == 0 {
-                    self.summary[w / 64] &= !(1 << (w % 64));
+                if *word == 0
+                    && let Some(bits) = self.summary.get_mut(w / 64)
+                {
+                    *bits &= !(1 << (w % 64));
                 }
                 was
             }
@@ -84,11 +119,17 @@ impl StateSet {
 
     /// The indices of the non-zero words, ascending.
     #[inline]
-    fn occupied(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
-        self.summary
-            .iter()
-            .enumerate()
-            .flat_map(|(si, &bits)| BitIter(bits).map(move |b| si * 64 + b))
+    fn occupied(&self) -> Box<dyn DoubleEndedIterator<Item = usize> + '_> {
+        if self.summary.is_empty() {
+            Box::new((0..self.words.len()).filter(|&w| self.words[w] != 0))
+        } else {
+            Box::new(
+                self.summary
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(si, &bits)| BitIter(bits).map(move |b| si * 64 + b)),
+            )
+        }
     }
 
     /// The non-zero words as `(index, word)`, ascending: word `i` holds
@@ -103,6 +144,14 @@ impl StateSet {
     /// a cursor over [`StateSet::words`] that holds no borrow between steps.
     #[inline]
     pub fn first_word_from(&self, from: usize) -> Option<(usize, u64)> {
+        if self.summary.is_empty() {
+            return self
+                .words
+                .get(from..)?
+                .iter()
+                .position(|w| *w != 0)
+                .map(|i| (from + i, self.words[from + i]));
+        }
         let mut si = from / 64;
         let mut bits = *self.summary.get(si)? & (!0u64 << (from % 64));
         loop {
@@ -117,6 +166,10 @@ impl StateSet {
 
     /// Removes every state.
     pub fn clear(&mut self) {
+        if self.summary.is_empty() {
+            self.words.iter_mut().for_each(|w| *w = 0);
+            return;
+        }
         for si in 0..self.summary.len() {
             let mut bits = std::mem::take(&mut self.summary[si]);
             while bits != 0 {
@@ -128,7 +181,11 @@ impl StateSet {
 
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.summary.iter().all(|w| *w == 0)
+        if self.summary.is_empty() {
+            self.words.iter().all(|w| *w == 0)
+        } else {
+            self.summary.iter().all(|w| *w == 0)
+        }
     }
 
     /// Number of states in the set.
@@ -138,6 +195,13 @@ impl StateSet {
 
     /// Whether the two sets share a state.
     pub fn intersects(&self, other: &StateSet) -> bool {
+        if self.summary.is_empty() || other.summary.is_empty() {
+            return self
+                .words
+                .iter()
+                .zip(other.words.iter())
+                .any(|(a, b)| a & b != 0);
+        }
         self.summary
             .iter()
             .zip(other.summary.iter())
@@ -157,23 +221,128 @@ impl StateSet {
         }
         for (w, word) in other.words() {
             self.words[w] |= word;
-            self.summary[w / 64] |= 1 << (w % 64);
+            if let Some(bits) = self.summary.get_mut(w / 64) {
+                *bits |= 1 << (w % 64);
+            }
         }
     }
 
     /// States in ascending document order (entry order).
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = StateId> + '_ {
-        self.occupied()
-            .flat_map(move |wi| BitIter(self.words[wi]).map(move |b| StateId((wi * 64 + b) as u32)))
+    #[inline]
+    pub fn iter(&self) -> Iter<'_> {
+        Iter {
+            set: self,
+            next_summary: 0,
+            summary: 0,
+            base: 0,
+            bits: 0,
+        }
     }
 
     /// States in descending document order (exit order).
-    pub fn iter_rev(&self) -> impl Iterator<Item = StateId> + '_ {
-        self.occupied().rev().flat_map(move |wi| {
-            BitIter(self.words[wi])
-                .rev()
-                .map(move |b| StateId((wi * 64 + b) as u32))
-        })
+    #[inline]
+    pub fn iter_rev(&self) -> IterRev<'_> {
+        IterRev {
+            set: self,
+            next_summary: if self.summary.is_empty() {
+                self.words.len()
+            } else {
+                self.summary.len()
+            },
+            summary: 0,
+            base: 0,
+            bits: 0,
+        }
+    }
+}
+
+/// Ascending iterator over a [`StateSet`]: summary bits, then the bits of
+/// each word they mark (a plain loop, no nested adapters, as it runs on
+/// every microstep).
+pub struct Iter<'a> {
+    set: &'a StateSet,
+    /// The summary word to load when `summary` runs out.
+    next_summary: usize,
+    /// Unvisited bits of the current summary word (index `next_summary - 1`).
+    summary: u64,
+    /// First state id of the current word.
+    base: usize,
+    /// Unvisited bits of the current word.
+    bits: u64,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = StateId;
+    #[inline]
+    fn next(&mut self) -> Option<StateId> {
+        loop {
+            if self.bits != 0 {
+                let b = self.bits.trailing_zeros() as usize;
+                self.bits &= self.bits - 1;
+                return Some(StateId((self.base + b) as u32));
+            }
+            if self.summary != 0 {
+                let w = (self.next_summary - 1) * 64 + self.summary.trailing_zeros() as usize;
+                self.summary &= self.summary - 1;
+                self.base = w * 64;
+                self.bits = self.set.words[w];
+                continue;
+            }
+            if self.set.summary.is_empty() {
+                // A small set: its words in turn (`next_summary` counts words).
+                let w = self.next_summary;
+                self.bits = *self.set.words.get(w)?;
+                self.base = w * 64;
+                self.next_summary += 1;
+                continue;
+            }
+            self.summary = *self.set.summary.get(self.next_summary)?;
+            self.next_summary += 1;
+        }
+    }
+}
+
+/// Descending iterator over a [`StateSet`] (exit order).
+pub struct IterRev<'a> {
+    set: &'a StateSet,
+    /// One past the summary word to load when `summary` runs out.
+    next_summary: usize,
+    /// Unvisited bits of the current summary word (index `next_summary`).
+    summary: u64,
+    base: usize,
+    bits: u64,
+}
+
+impl Iterator for IterRev<'_> {
+    type Item = StateId;
+    #[inline]
+    fn next(&mut self) -> Option<StateId> {
+        loop {
+            if self.bits != 0 {
+                let b = 63 - self.bits.leading_zeros() as usize;
+                self.bits &= !(1u64 << b);
+                return Some(StateId((self.base + b) as u32));
+            }
+            if self.summary != 0 {
+                let hi = 63 - self.summary.leading_zeros() as usize;
+                self.summary &= !(1u64 << hi);
+                let w = self.next_summary * 64 + hi;
+                self.base = w * 64;
+                self.bits = self.set.words[w];
+                continue;
+            }
+            if self.next_summary == 0 {
+                return None;
+            }
+            self.next_summary -= 1;
+            if self.set.summary.is_empty() {
+                // A small set: its words in turn, last first.
+                self.bits = self.set.words[self.next_summary];
+                self.base = self.next_summary * 64;
+                continue;
+            }
+            self.summary = self.set.summary[self.next_summary];
+        }
     }
 }
 
@@ -287,5 +456,18 @@ mod tests {
         assert!(set.is_empty());
         assert_eq!(set.iter().count(), 0);
         assert_eq!(set, StateSet::with_capacity(100_000));
+        // A set that starts small and grows past the dense size (as a
+        // snapshot is read back) gains its second level with what it holds.
+        let mut grown: StateSet = [3u32, 900].into_iter().map(StateId).collect();
+        for &i in &ids {
+            grown.insert(StateId(i));
+        }
+        let mut all: Vec<u32> = ids.to_vec();
+        all.extend([3, 900]);
+        all.sort();
+        assert_eq!(grown.iter().map(|s| s.0).collect::<Vec<_>>(), all);
+        assert_eq!(grown.first_word_from(2).map(|(w, _)| w), Some(14));
+        assert!(grown.remove(StateId(900)));
+        assert_eq!(grown.first_word_from(2).map(|(w, _)| w), Some(63));
     }
 }
