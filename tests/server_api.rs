@@ -122,6 +122,23 @@ impl Api {
     }
 }
 
+/// An event, a terminate and a request to a session that has ended are
+/// each refused with 409 `session_ended`.
+async fn assert_refused_as_ended(api: &Api, id: &str) {
+    let r = api
+        .form(&format!("/scxml/session/{id}/event/add"), &[("n", "1")])
+        .await;
+    assert_error(&r, 409, "session_ended");
+    let r = api
+        .form(&format!("/scxml/session/{id}/terminate"), &[])
+        .await;
+    assert_error(&r, 409, "session_ended");
+    let r = api
+        .get(&format!("/scxml/session/{id}/request/check-total"))
+        .await;
+    assert_error(&r, 409, "session_ended");
+}
+
 fn assert_error(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "unexpected status; body {}", r.body);
     assert_eq!(
@@ -264,14 +281,7 @@ async fn a_session_started_from_a_file_takes_events_requests_and_queries() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "terminated");
-    let r = api
-        .form(&format!("/scxml/session/{id}/event/add"), &[("n", "1")])
-        .await;
-    assert_error(&r, 409, "session_ended");
-    let r = api
-        .form(&format!("/scxml/session/{id}/terminate"), &[])
-        .await;
-    assert_error(&r, 409, "session_ended");
+    assert_refused_as_ended(&api, &id).await;
     let q = api.query(&id).await;
     assert_eq!(q["status"], "terminated");
     assert!(q["ended_at"].as_u64().is_some());
@@ -337,18 +347,7 @@ async fn a_halted_session_is_retired_from_the_engine_and_still_answers_as_before
     .await;
     let after = api.query(&id).await;
     assert_eq!(after, before, "a retired session's query changed");
-    let r = api
-        .form(&format!("/scxml/session/{id}/event/add"), &[("n", "1")])
-        .await;
-    assert_error(&r, 409, "session_ended");
-    let r = api
-        .form(&format!("/scxml/session/{id}/terminate"), &[])
-        .await;
-    assert_error(&r, 409, "session_ended");
-    let r = api
-        .get(&format!("/scxml/session/{id}/request/check-total"))
-        .await;
-    assert_error(&r, 409, "session_ended");
+    assert_refused_as_ended(&api, &id).await;
     let listed = api.get("/scxml/sessions").await;
     assert!(
         listed.body["sessions"].as_array().is_some_and(|all| all

@@ -322,7 +322,9 @@ impl Session {
         enabled: &[TransitionId],
         host: &mut dyn Host,
     ) {
-        let mut entry = std::mem::take(&mut self.scratch_entry);
+        // Taken out of an `Option`: `mem::take` would build a fresh
+        // `EntrySet` (a `HashMap` with new random keys) on every microstep.
+        let mut entry = self.scratch_entry.take().unwrap_or_default();
         entry.states_to_enter.clear();
         entry.states_for_default_entry.clear();
         entry.default_history_content.clear();
@@ -380,7 +382,7 @@ impl Session {
                 }
             }
         }
-        self.scratch_entry = entry;
+        self.scratch_entry = Some(entry);
     }
 
     /// `isInFinalState`. The regions of nested parallel states are
