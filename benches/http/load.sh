@@ -13,7 +13,9 @@
 #
 # Phases: "starts" (POST /scxml/session/start) and "events" (POST
 # /scxml/session/<id>/event/ping round-robin over SESSIONS sessions), each
-# on a fresh server with a fresh store. Each prints one JSON line; the
+# on a fresh server with a fresh store, then "ceiling": the events phase's
+# requests against benches/http_ceiling.rs, an axum server on the same
+# stack that only answers them, and a last line with ors ÷ ceiling. Each prints one JSON line; the
 # script exits non-zero when any reply was not 2xx, wrk saw socket errors,
 # the sessions' counters do not add up, or the server logged an error.
 set -euo pipefail
@@ -141,7 +143,7 @@ run_phase() {
   local line
   line="$(grep '^{"phase"' "$out" | tail -n 1)"
   [ -n "$line" ] || { echo "load.sh: no summary from phase $phase" >&2; return 1; }
-  line="$(sed 's/^{"phase":"\([^"]*\)",/{"phase":"\1","store":"'"$store_label"'",/' <<<"$line")"
+  line="$(sed 's/^{"phase":"[^"]*",/{"phase":"'"$phase"'","store":"'"$store_label"'",/' <<<"$line")"
   echo "$line"
   echo "$line" >"$work/$phase.json"
   local non2xx errors
@@ -204,3 +206,29 @@ if grep -qE 'ERROR|panicked' "$work/server.log"; then
   grep -E 'ERROR|panicked' "$work/server.log" | head -n 20 >&2
   exit 1
 fi
+stop_server
+
+# --- phase c: the ceiling ------------------------------------------------------
+# The same wrk script against an axum server on the same stack whose handler
+# only answers the events phase's request shape (benches/http_ceiling.rs):
+# the events phase's rate divided by this one is the share of the HTTP
+# stack's ceiling that the session engine and the store leave.
+ceiling="$(cargo bench --quiet --bench http_ceiling --no-run --message-format=json 2>/dev/null \
+  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
+[ -x "$ceiling" ] || { echo "load.sh: the ceiling server did not build" >&2; exit 1; }
+"$ceiling" --listen "127.0.0.1:$PORT" >>"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 100); do
+  if curl -fsS "$base/health" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+store_label_ors="$store_label"
+store_label="none"
+run_phase ceiling "$here/events.lua" -- "$ids"
+store_label="$store_label_ors"
+ceiling_line="$(cat "$work/ceiling.json")"
+rate() { sed -n 's/.*"requests_per_sec":\([0-9.]*\).*/\1/p' <<<"$1"; }
+p99() { sed -n 's/.*"p99_ms":\([0-9.]*\).*/\1/p' <<<"$1"; }
+awk -v o="$(rate "$events_line")" -v c="$(rate "$ceiling_line")" -v op="$(p99 "$events_line")" -v cp="$(p99 "$ceiling_line")" \
+  'BEGIN { printf "{\"phase\":\"events_vs_ceiling\",\"ors_per_sec\":%s,\"ceiling_per_sec\":%s,\"ratio\":%.3f,\"ors_p99_ms\":%s,\"ceiling_p99_ms\":%s}\n", o, c, o / c, op, cp }'
+
