@@ -8,7 +8,10 @@
 //! engine and the store leave.
 //!
 //! `cargo bench --bench http_ceiling -- --listen 127.0.0.1:PORT [--threads N]`
-//! (`load.sh` runs it); `GET /health` answers once it listens.
+//! (`load.sh` runs it); `GET /health` answers once it listens. Without
+//! `--listen` (as `cargo test --all-targets` runs it) it checks itself
+//! instead: one event request on a free port must get the reply shape,
+//! then it exits.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -38,13 +41,13 @@ async fn event(Path((id, name)): Path<(String, String)>, body: Bytes) -> impl In
 }
 
 fn main() {
-    let mut listen = "127.0.0.1:18299".to_string();
+    let mut listen: Option<String> = None;
     let mut threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
-            "--listen" => listen = args.get(i + 1).cloned().expect("--listen ADDR"),
+            "--listen" => listen = Some(args.get(i + 1).cloned().expect("--listen ADDR")),
             "--threads" => {
                 threads = args
                     .get(i + 1)
@@ -68,10 +71,40 @@ fn main() {
         let app = Router::new()
             .route("/health", get(|| async { "{\"status\":\"ok\"}\n" }))
             .route("/scxml/session/{id}/event/{name}", post(event));
+        let Some(listen) = listen else {
+            self_check(app).await;
+            return;
+        };
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .expect("bind the ceiling's address");
         eprintln!("http ceiling on {listen} ({threads} threads)");
         axum::serve(listener, app).await.expect("serve");
     });
+}
+
+/// Serves on a free port for one request, as `load.sh`'s events phase
+/// sends it, and checks the reply's shape.
+async fn self_check(app: Router) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("address");
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = ors::io::http::http_client(std::time::Duration::from_secs(10));
+    let reply = client
+        .post(format!("http://{addr}/scxml/session/S1/event/ping"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("n=1")
+        .send()
+        .await
+        .expect("the ceiling answers");
+    assert!(reply.status().is_success(), "{}", reply.status());
+    let text = reply.text().await.expect("a body");
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(body["sessionid"], "S1");
+    assert_eq!(body["event"], "ping");
+    assert_eq!(body["n"], "1");
+    server.abort();
+    println!("http ceiling: self-check passed on {addr}");
 }
