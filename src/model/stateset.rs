@@ -78,7 +78,7 @@ impl StateSet {
     }
 
     /// Adds a state; returns whether it was absent.
-    #[inline]
+    #[inline(always)]
     pub fn insert(&mut self, s: StateId) -> bool {
         let (w, b) = (s.index() / 64, s.index() % 64);
         self.grow_to(w);
@@ -92,7 +92,7 @@ impl StateSet {
     }
 
     /// Removes a state; returns whether it was present.
-    #[inline]
+    #[inline(always)]
     pub fn remove(&mut self, s: StateId) -> bool {
         let (w, b) = (s.index() / 64, s.index() % 64);
         match self.words.get_mut(w) {
@@ -162,6 +162,26 @@ impl StateSet {
             si += 1;
             bits = *self.summary.get(si)?;
         }
+    }
+
+    /// Number of 64-bit words backing the set.
+    #[inline]
+    pub fn word_count(&self) -> usize {
+        self.words.len()
+    }
+
+    /// Whether the set walks its words directly (at most [`DENSE_WORDS`]
+    /// words, no second level): then reading every word is cheaper than
+    /// looking for the non-zero ones.
+    #[inline]
+    pub fn is_dense(&self) -> bool {
+        self.summary.is_empty()
+    }
+
+    /// The `i`-th word (states `64*i .. 64*i+63`).
+    #[inline]
+    pub fn word(&self, i: usize) -> u64 {
+        self.words.get(i).copied().unwrap_or(0)
     }
 
     /// Removes every state.
@@ -273,7 +293,7 @@ pub struct Iter<'a> {
 
 impl Iterator for Iter<'_> {
     type Item = StateId;
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<StateId> {
         loop {
             if self.bits != 0 {
@@ -315,7 +335,7 @@ pub struct IterRev<'a> {
 
 impl Iterator for IterRev<'_> {
     type Item = StateId;
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<StateId> {
         loop {
             if self.bits != 0 {
