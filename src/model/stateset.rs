@@ -117,31 +117,9 @@ impl StateSet {
         self.words.get(w).is_some_and(|word| word & (1 << b) != 0)
     }
 
-    /// The indices of the non-zero words, ascending.
-    #[inline]
-    fn occupied(&self) -> Box<dyn DoubleEndedIterator<Item = usize> + '_> {
-        if self.summary.is_empty() {
-            Box::new((0..self.words.len()).filter(|&w| self.words[w] != 0))
-        } else {
-            Box::new(
-                self.summary
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(si, &bits)| BitIter(bits).map(move |b| si * 64 + b)),
-            )
-        }
-    }
-
-    /// The non-zero words as `(index, word)`, ascending: word `i` holds
-    /// states `64*i .. 64*i+63`. A caller that must not borrow the set
-    /// while it works can copy them first ([`StateSet::first_word_from`]).
-    #[inline]
-    pub fn words(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.occupied().map(|w| (w, self.words[w]))
-    }
-
-    /// The first non-zero word at index `from` or later, as `(index, word)`:
-    /// a cursor over [`StateSet::words`] that holds no borrow between steps.
+    /// The first non-zero word at index `from` or later, as `(index, word)`
+    /// (word `i` holds states `64*i .. 64*i+63`): a cursor over the set's
+    /// words that holds no borrow between steps.
     #[inline]
     pub fn first_word_from(&self, from: usize) -> Option<(usize, u64)> {
         if self.summary.is_empty() {
@@ -210,7 +188,7 @@ impl StateSet {
 
     /// Number of states in the set.
     pub fn len(&self) -> usize {
-        self.words().map(|(_, w)| w.count_ones() as usize).sum()
+        self.iter().count()
     }
 
     /// Whether the two sets share a state.
@@ -232,19 +210,6 @@ impl StateSet {
                     self.words[w] & other.words[w] != 0
                 })
             })
-    }
-
-    /// Adds every state of `other`.
-    pub fn union_with(&mut self, other: &StateSet) {
-        if let Some(last) = other.occupied().next_back() {
-            self.grow_to(last);
-        }
-        for (w, word) in other.words() {
-            self.words[w] |= word;
-            if let Some(bits) = self.summary.get_mut(w / 64) {
-                *bits |= 1 << (w % 64);
-            }
-        }
     }
 
     /// States in ascending document order (entry order).
@@ -381,18 +346,6 @@ impl Iterator for BitIter {
     }
 }
 
-impl DoubleEndedIterator for BitIter {
-    #[inline]
-    fn next_back(&mut self) -> Option<usize> {
-        if self.0 == 0 {
-            return None;
-        }
-        let b = 63 - self.0.leading_zeros() as usize;
-        self.0 &= !(1u64 << b);
-        Some(b)
-    }
-}
-
 impl FromIterator<StateId> for StateSet {
     fn from_iter<I: IntoIterator<Item = StateId>>(iter: I) -> Self {
         let mut set = StateSet::default();
@@ -456,7 +409,12 @@ mod tests {
             ids.iter().rev().copied().collect::<Vec<_>>()
         );
         assert_eq!(set.len(), ids.len());
-        let words: Vec<usize> = set.words().map(|(w, _)| w).collect();
+        let mut words = Vec::new();
+        let mut cursor = set.first_word_from(0);
+        while let Some((w, _)) = cursor {
+            words.push(w);
+            cursor = set.first_word_from(w + 1);
+        }
         assert_eq!(words, [0, 1, 63, 64, 1_093, 1_562]);
         assert_eq!(set.first_word_from(2).map(|(w, _)| w), Some(63));
         assert_eq!(set.first_word_from(65).map(|(w, _)| w), Some(1_093));
@@ -470,8 +428,8 @@ mod tests {
         other.remove(StateId(4_096));
         other.insert(StateId(4_097));
         assert!(!set.intersects(&other));
-        set.union_with(&other);
-        assert!(set.contains(StateId(4_097)));
+        set.insert(StateId(4_097));
+        assert!(set.intersects(&other));
         set.clear();
         assert!(set.is_empty());
         assert_eq!(set.iter().count(), 0);
