@@ -306,6 +306,30 @@ struct Meta {
     retired: Option<Box<Retired>>,
 }
 
+impl Meta {
+    /// What a query shows of a session the engine does not hold (asleep,
+    /// failed, retired) from this record alone; callers add what they know.
+    fn view(&self, id: &str) -> SessionView {
+        SessionView {
+            sessionid: id.to_string(),
+            status: self.status.label(),
+            src: Some(self.src.clone()),
+            name: None,
+            started_at: Some(self.started_at),
+            ended_at: self.ended.map(|(_, t)| t),
+            idealtime: self.idealtime,
+            events: self.events,
+            start_seq: self.seq,
+            configuration: Vec::new(),
+            data: None,
+            pending_timers: None,
+            invokes: None,
+            hibernated: false,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 /// A halted top-level session as queries show it, kept as plain data once
 /// its last state is committed: the engine's `Session` (and every
 /// ECMAScript object of its data model) is dropped, so the sessions a
@@ -929,61 +953,24 @@ impl Worker {
                 Some(m) if m.retired.is_some() => {
                     let retired = m.retired.as_deref().expect("retired");
                     Ok(SessionView {
-                        sessionid: id.to_string(),
-                        status: m.status.label(),
-                        src: Some(m.src.clone()),
                         name: retired.name.clone(),
-                        started_at: Some(m.started_at),
-                        ended_at: m.ended.map(|(_, t)| t),
-                        idealtime: m.idealtime,
-                        events: m.events,
-                        start_seq: m.seq,
                         configuration: retired.configuration.clone(),
                         data: with_data.then(|| retired.data.clone()),
                         pending_timers: with_data.then_some(0),
                         invokes: with_data.then(Vec::new),
-                        hibernated: false,
-                        reason: m.reason.clone(),
+                        ..m.view(id)
                     })
                 }
                 Some(m) if m.sleeping.is_some() => Ok(SessionView {
-                    sessionid: id.to_string(),
-                    status: m.status.label(),
-                    src: Some(m.src.clone()),
-                    name: None,
-                    started_at: Some(m.started_at),
-                    ended_at: None,
-                    idealtime: m.idealtime,
-                    events: m.events,
-                    start_seq: m.seq,
                     configuration: m
                         .sleeping
                         .as_ref()
                         .map(|s| s.configuration.clone())
                         .unwrap_or_default(),
-                    data: None,
-                    pending_timers: None,
-                    invokes: None,
                     hibernated: true,
-                    reason: None,
+                    ..m.view(id)
                 }),
-                Some(m) if m.status == Status::Failed => Ok(SessionView {
-                    sessionid: id.to_string(),
-                    status: Status::Failed.label(),
-                    src: Some(m.src.clone()),
-                    name: None,
-                    started_at: Some(m.started_at),
-                    ended_at: m.ended.map(|(_, t)| t),
-                    idealtime: m.idealtime,
-                    events: m.events,
-                    start_seq: m.seq,
-                    configuration: Vec::new(),
-                    data: None,
-                    pending_timers: None,
-                    invokes: None,
-                    hibernated: false,
-                    reason: m.reason.clone(),
-                }),
+                Some(m) if m.status == Status::Failed => Ok(m.view(id)),
                 _ => Err(ApiError::session_not_found(id)),
             };
         };
