@@ -11,6 +11,8 @@ mod codec;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use boa_engine::object::builtins::JsArray;
@@ -34,6 +36,107 @@ struct CurrentEvent {
 
 /// The DOM builder function, compiled on first use of XML.
 struct DomBuilder(RefCell<Option<JsObject>>);
+
+/// The name scripts call to get a shared constant: `__orsShared(name,
+/// make)` (see [`SharedConstants`]).
+pub const SHARED_CONSTANT_FUNCTION: &str = "__orsShared";
+
+/// Objects made once per context and shared by every session that runs
+/// in it: the prelude's constant tables (`_genesys.queue.rType`, …), got
+/// with `__orsShared(name, make)`, which calls `make()` the first time
+/// only. Each is frozen, with every object it holds, when it is made, so
+/// no session can change what its siblings see; a snapshot names it
+/// (`{"$shared": name}`, nested objects `name/key/…`) instead of writing
+/// it out, and a restore finds it by that name once the prelude has run.
+#[derive(Default)]
+pub(crate) struct SharedConstants {
+    by_name: RefCell<HashMap<String, JsObject>>,
+    names: RefCell<FxHashMap<JsObject, Rc<str>>>,
+}
+
+/// Most objects one shared constant may hold (the prelude's are tables of
+/// a few dozen members).
+const SHARED_CONSTANT_OBJECTS: usize = 10_000;
+
+impl SharedConstants {
+    /// The snapshot name of `object`, when it is (inside) a shared constant.
+    pub(crate) fn name_of(&self, object: &JsObject) -> Option<Rc<str>> {
+        self.names.borrow().get(object).cloned()
+    }
+
+    /// The shared object a snapshot names.
+    pub(crate) fn by_name(&self, name: &str) -> Option<JsObject> {
+        self.by_name.borrow().get(name).cloned()
+    }
+
+    /// Names `root` and every object it reaches, and freezes them all.
+    fn adopt(&self, name: &str, root: &JsObject, ctx: &mut Context) -> JsResult<()> {
+        let mut stack = vec![(root.clone(), Rc::<str>::from(name))];
+        let mut seen = 0usize;
+        while let Some((object, path)) = stack.pop() {
+            seen += 1;
+            if seen > SHARED_CONSTANT_OBJECTS {
+                return Err(boa_engine::JsNativeError::range()
+                    .with_message(format!("shared constant '{name}' holds too many objects"))
+                    .into());
+            }
+            if !object.is_callable() {
+                self.names.borrow_mut().insert(object.clone(), path.clone());
+                self.by_name
+                    .borrow_mut()
+                    .insert(path.to_string(), object.clone());
+            }
+            for key in object.own_property_keys(ctx)? {
+                let PropertyKey::String(k) = &key else {
+                    continue;
+                };
+                let value = object.get(key.clone(), ctx)?;
+                if let Some(inner) = value.as_object()
+                    && !inner.is_callable()
+                    && !self.names.borrow().contains_key(&inner)
+                {
+                    let path = Rc::from(format!("{path}/{}", k.to_std_string_escaped()));
+                    stack.push((inner.clone(), path));
+                }
+            }
+            object.set_integrity_level(boa_engine::object::IntegrityLevel::Frozen, ctx)?;
+        }
+        Ok(())
+    }
+}
+
+/// `__orsShared(name, make)`: the context's shared constant `name`, made
+/// by `make()` on the first call (see [`SharedConstants`]).
+fn shared_constant(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
+    let name = args
+        .first()
+        .cloned()
+        .unwrap_or_default()
+        .to_string(ctx)?
+        .to_std_string_escaped();
+    let Some(table) = ctx.get_data::<Rc<SharedConstants>>().cloned() else {
+        return Ok(JsValue::undefined());
+    };
+    if let Some(object) = table.by_name(&name) {
+        return Ok(object.into());
+    }
+    let make = args.get(1).and_then(JsValue::as_callable).ok_or_else(|| {
+        boa_engine::JsNativeError::typ().with_message(format!(
+            "{SHARED_CONSTANT_FUNCTION}: the second argument must be a function"
+        ))
+    })?;
+    let value = make.call(&JsValue::undefined(), &[], ctx)?;
+    let Some(root) = value.as_object() else {
+        return Ok(value);
+    };
+    if !root.is_callable() {
+        table.adopt(&name, &root, ctx)?;
+        if let Ok(Some(json)) = value.to_json(ctx) {
+            super::remember_shared_view(&name, json);
+        }
+    }
+    Ok(value)
+}
 
 /// Host data reachable from the native `In()` function.
 struct ActiveStates {
@@ -60,6 +163,9 @@ pub struct EcmaScriptDataModel {
     text_scripts: HashMap<String, Script>,
     text_setters: HashMap<String, JsObject>,
     snapshot_budget: codec::SnapshotBudget,
+    /// The context's shared constants (also in the context's data, for
+    /// `__orsShared`).
+    constants: Rc<SharedConstants>,
     /// The session whose variables are installed (when the context is shared).
     pub(super) owner: Option<std::rc::Weak<RefCell<super::shared::SessionScope>>>,
 }
@@ -439,6 +545,14 @@ impl EcmaScriptDataModel {
             object: RefCell::new(None),
         });
         ctx.insert_data(DomBuilder(RefCell::new(None)));
+        let constants = Rc::new(SharedConstants::default());
+        ctx.insert_data(constants.clone());
+        ctx.register_global_callable(
+            JsString::from(SHARED_CONSTANT_FUNCTION),
+            2,
+            NativeFunction::from_fn_ptr(shared_constant),
+        )
+        .expect("__orsShared is not yet defined");
         ctx.register_global_callable(
             js_string!("In"),
             1,
@@ -479,6 +593,7 @@ impl EcmaScriptDataModel {
                 depth: limits.snapshot_depth,
                 bytes: limits.snapshot_bytes,
             },
+            constants,
             owner: None,
         };
         if dm.doc.dialect == crate::model::Dialect::Ors {
@@ -561,7 +676,11 @@ impl EcmaScriptDataModel {
     /// share is written once.
     pub(super) fn snapshot_of(&mut self, vars: &[(JsString, JsValue)]) -> DmResult<Value> {
         let mut map = Map::new();
-        let mut encoder = codec::Encoder::new(self.snapshot_budget);
+        let dom = self
+            .ctx
+            .get_data::<DomBuilder>()
+            .is_some_and(|b| b.0.borrow().is_some());
+        let mut encoder = codec::Encoder::new(self.snapshot_budget, self.constants.clone(), dom);
         for (name, v) in vars {
             let name = name.to_std_string_escaped();
             match encoder.encode(v, &mut self.ctx)? {
@@ -1050,7 +1169,7 @@ impl DataModel for EcmaScriptDataModel {
             return Err(DataModelError::new("data model snapshot must be an object"));
         };
         let global = self.ctx.global_object();
-        let mut decoder = codec::Decoder::new(self.snapshot_budget);
+        let mut decoder = codec::Decoder::new(self.snapshot_budget, self.constants.clone());
         for (k, v) in map {
             let v = decoder.decode(v, &mut self.ctx)?;
             let key = JsString::from(unescape_key(k));
@@ -1199,6 +1318,66 @@ mod tests {
             &mut restored,
             "c.self === c && c.list[0] === c && c.list[1] === leaf && c.name === 'c'"
         ));
+    }
+
+    /// A shared constant is made once per context and frozen; a snapshot
+    /// names it (and an object inside it) instead of writing it out; a
+    /// restore after the same prelude gets the very same objects back,
+    /// and one without it is refused.
+    #[test]
+    fn shared_constants_are_made_once_frozen_and_named_in_snapshots() {
+        const PRELUDE: &str = "var made = (typeof made === 'number' ? made : 0); \
+             var T = __orsShared('t', function () { made++; \
+               return {A: 'A', B: 'B', inner: {C: 'C'}}; });";
+        let (_, mut dm) = model(CHART);
+        run(&mut dm, PRELUDE);
+        run(&mut dm, PRELUDE);
+        assert!(truth(
+            &mut dm,
+            "made === 1 && T.A === 'A' && T.inner.C === 'C'"
+        ));
+        // Frozen: a sloppy write is ignored, a strict one throws.
+        run(
+            &mut dm,
+            "T.A = 'changed'; T.inner.C = 'changed'; T.extra = 1;",
+        );
+        assert!(truth(
+            &mut dm,
+            "T.A === 'A' && T.inner.C === 'C' && !('extra' in T) && Object.isFrozen(T.inner)"
+        ));
+        assert!(truth(
+            &mut dm,
+            "(function () { 'use strict'; try { T.A = 1; return false; } catch (e) { return e instanceof TypeError; } })()"
+        ));
+        run(
+            &mut dm,
+            "var holder = {t: T, c: T.inner}; var plain = {A: 'A'};",
+        );
+        let snap = dm.snapshot().expect("snapshot");
+        assert_eq!(snap["T"], serde_json::json!({"$shared": "t"}));
+        assert_eq!(
+            snap["holder"]["c"],
+            serde_json::json!({"$shared": "t/inner"})
+        );
+        assert_eq!(snap["plain"], serde_json::json!({"A": "A"}));
+        // People read the constant's members.
+        let view = crate::datamodel::plain_json(&snap);
+        assert_eq!(view["holder"]["c"], serde_json::json!({"C": "C"}));
+
+        let (_, mut restored) = model(CHART);
+        run(&mut restored, PRELUDE);
+        restored.restore(&snap).expect("restores");
+        assert!(truth(
+            &mut restored,
+            "T === holder.t && holder.c === T.inner && T === __orsShared('t', null) && plain.A === 'A'"
+        ));
+        let (_, mut bare) = model(CHART);
+        let err = bare.restore(&snap).expect_err("no prelude made 't'");
+        assert!(
+            err.message.contains("shared constant 't'"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub fn text_value(text: &str) -> InitialValue {
 /// Turns a data model snapshot (the map of variables) into plain JSON for
 /// people to read: tagged values (`{"$undefined": true}`, `{"$number":
 /// "NaN"}`, `{"$date": ...}`, `{"$xml": ...}`) become `null`, strings and
-/// dates, escaped `$$` keys lose their escape, and a shared object
+/// dates, a shared constant (`{"$shared": name}`) its members, escaped `$$` keys lose their escape, and a shared object
 /// (`{"$ref": n}`) is written out again where it recurs — `"[circular]"`
 /// inside itself, and `"[…]"` once a variable's view has 100 000 values, so a
 /// graph with 2^40 paths cannot make a view of that size.
@@ -214,6 +214,30 @@ pub fn plain_json(value: &Value) -> Value {
 /// Values a plain view writes out per variable.
 const VIEW_VALUES: usize = 100_000;
 
+/// The plain JSON of each shared constant made so far, by name (the
+/// prelude is the same for every context of the process).
+static SHARED_VIEWS: std::sync::LazyLock<
+    std::sync::RwLock<std::collections::HashMap<String, Value>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Records what a shared constant looks like, for [`plain_json`].
+pub(crate) fn remember_shared_view(name: &str, value: Value) {
+    let mut views = SHARED_VIEWS.write().unwrap_or_else(|e| e.into_inner());
+    views.entry(name.to_string()).or_insert(value);
+}
+
+/// The plain JSON of a shared constant (or of an object inside one,
+/// `name/key/…`), when this process has made it.
+fn shared_view(path: &str) -> Option<Value> {
+    let views = SHARED_VIEWS.read().unwrap_or_else(|e| e.into_inner());
+    let mut parts = path.split('/');
+    let mut value = views.get(parts.next()?)?;
+    for key in parts {
+        value = value.get(key)?;
+    }
+    Some(value.clone())
+}
+
 /// A tag's name, when `map` is a tagged value rather than an object.
 fn tag_of(map: &serde_json::Map<String, Value>) -> Option<&str> {
     if map.len() != 1 {
@@ -222,7 +246,7 @@ fn tag_of(map: &serde_json::Map<String, Value>) -> Option<&str> {
     let key = map.keys().next()?.as_str();
     matches!(
         key,
-        "$undefined" | "$number" | "$bigint" | "$xml" | "$date" | "$ref"
+        "$undefined" | "$number" | "$bigint" | "$xml" | "$date" | "$ref" | "$shared"
     )
     .then_some(key)
 }
@@ -273,6 +297,12 @@ impl<'v> PlainView<'v> {
                 Some("$number" | "$bigint" | "$xml") => {
                     map.values().next().cloned().unwrap_or(Value::Null)
                 }
+                Some("$shared") => map
+                    .values()
+                    .next()
+                    .and_then(Value::as_str)
+                    .and_then(shared_view)
+                    .unwrap_or(Value::Null),
                 Some("$date") => match map.values().next() {
                     Some(v @ (Value::Number(_) | Value::String(_))) => v.clone(),
                     Some(other) => self.render(other),

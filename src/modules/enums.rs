@@ -58,17 +58,20 @@ pub fn enum_literal(names: &[&str]) -> String {
 
 /// The prelude piece that defines the enumerations (keeping any members
 /// another piece already put on `_genesys.queue` or `_genesys.resource`).
+/// Each table is a shared constant (`__orsShared`): made and frozen once
+/// per script context, referenced by every session's `_genesys`, and
+/// named rather than written out in snapshots.
 pub fn prelude() -> String {
     format!(
         r#"(function (G) {{
   G.queue = G.queue || {{}};
   G.resource = G.resource || {{}};
   G.voice = G.voice || {{}};
-  G.queue.rType = {route};
-  G.queue.usecapcond = {cap};
-  G.queue.overwriteType = {over};
-  G.voice.overwriteType = {over};
-  G.resource.resourceType = {res};
+  G.queue.rType = __orsShared("queue.rType", function () {{ return {route}; }});
+  G.queue.usecapcond = __orsShared("queue.usecapcond", function () {{ return {cap}; }});
+  G.queue.overwriteType = __orsShared("queue.overwriteType", function () {{ return {over}; }});
+  G.voice.overwriteType = G.queue.overwriteType;
+  G.resource.resourceType = __orsShared("resource.resourceType", function () {{ return {res}; }});
 }})(globalThis._genesys)"#,
         route = enum_literal(ROUTE_TYPES),
         cap = enum_literal(USE_CAPACITY),

@@ -13,14 +13,16 @@
 //! objects it creates in the same order. Keys starting with `$` are
 //! escaped with a second `$`.
 
-use std::collections::HashMap;
+use std::rc::Rc;
 
 use boa_engine::object::builtins::{JsArray, JsDate};
 use boa_engine::property::PropertyKey;
 use boa_engine::{Context, JsObject, JsString, JsValue, js_string};
 use serde_json::{Map, Value};
 
-use super::{escape_key, js_err, unescape_key, xml_to_js};
+use rustc_hash::FxHashMap;
+
+use super::{SharedConstants, escape_key, js_err, unescape_key, xml_to_js};
 use crate::datamodel::{DataModelError, DmResult};
 
 /// The bounds one snapshot must keep (from [`crate::datamodel::ScriptLimits`]).
@@ -35,8 +37,11 @@ pub(crate) struct SnapshotBudget {
 /// One snapshot's encoding state: objects met so far and bytes spent.
 pub(super) struct Encoder {
     budget: SnapshotBudget,
-    refs: HashMap<JsObject, usize>,
+    refs: FxHashMap<JsObject, usize>,
     spent: usize,
+    constants: Rc<SharedConstants>,
+    /// Whether the context has made a DOM, so that an object may be one.
+    dom: bool,
 }
 
 /// What one value encodes to: a finished value, or a container whose
@@ -84,11 +89,19 @@ impl Frame {
 }
 
 impl Encoder {
-    pub(super) fn new(budget: SnapshotBudget) -> Encoder {
+    /// An encoder for one snapshot of a context with these shared
+    /// constants; `dom` says whether the context has made any DOM.
+    pub(super) fn new(
+        budget: SnapshotBudget,
+        constants: Rc<SharedConstants>,
+        dom: bool,
+    ) -> Encoder {
         Encoder {
             budget,
-            refs: HashMap::new(),
+            refs: FxHashMap::default(),
             spent: 0,
+            constants,
+            dom,
         }
     }
 
@@ -184,7 +197,7 @@ impl Encoder {
             }
             V::String(s) => {
                 self.spend(s.len().saturating_mul(2).saturating_add(2))?;
-                done(Value::String(s.to_std_string_escaped()))
+                done(Value::String(std_string(&s)))
             }
             V::BigInt(b) => {
                 let text = b.to_string();
@@ -200,9 +213,14 @@ impl Encoder {
                     self.spend(12)?;
                     return done(tag("$ref", Value::from(n)));
                 }
-                if obj
-                    .has_property(js_string!("__orsDom"), ctx)
-                    .unwrap_or(false)
+                if let Some(name) = self.constants.name_of(&obj) {
+                    self.spend(name.len() + 12)?;
+                    return done(tag("$shared", Value::String(name.to_string())));
+                }
+                if self.dom
+                    && obj
+                        .has_property(js_string!("__orsDom"), ctx)
+                        .unwrap_or(false)
                 {
                     let to_xml = obj
                         .get(js_string!("toXML"), ctx)
@@ -258,7 +276,7 @@ fn next_enumerable(
 ) -> DmResult<Option<JsValue>> {
     for k in keys.by_ref() {
         let name = match &k {
-            PropertyKey::String(s) => s.to_std_string_escaped(),
+            PropertyKey::String(s) => std_string(s),
             PropertyKey::Index(i) => i.get().to_string(),
             PropertyKey::Symbol(_) => continue,
         };
@@ -278,6 +296,22 @@ fn next_enumerable(
     Ok(None)
 }
 
+/// A string's text; lone surrogates written as `\\uXXXX` (as
+/// `to_std_string_escaped` does), without its character-by-character
+/// formatting for the common case of ASCII or valid UTF-16.
+pub(super) fn std_string(s: &JsString) -> String {
+    use boa_engine::string::JsStrVariant;
+    match s.as_str().variant() {
+        JsStrVariant::Latin1(bytes) if bytes.is_ascii() => {
+            String::from_utf8(bytes.to_vec()).unwrap_or_default()
+        }
+        JsStrVariant::Latin1(bytes) => bytes.iter().map(|&b| char::from(b)).collect(),
+        JsStrVariant::Utf16(units) => {
+            String::from_utf16(units).unwrap_or_else(|_| s.to_std_string_escaped())
+        }
+    }
+}
+
 fn tag(name: &str, v: Value) -> Value {
     let mut m = Map::new();
     m.insert(name.to_string(), v);
@@ -289,6 +323,7 @@ fn tag(name: &str, v: Value) -> Value {
 pub(super) struct Decoder {
     budget: SnapshotBudget,
     objects: Vec<JsObject>,
+    constants: Rc<SharedConstants>,
 }
 
 /// A container being decoded.
@@ -344,10 +379,13 @@ impl<'a> DecodeFrame<'a> {
 }
 
 impl Decoder {
-    pub(super) fn new(budget: SnapshotBudget) -> Decoder {
+    /// A decoder for one snapshot into a context with these shared
+    /// constants.
+    pub(super) fn new(budget: SnapshotBudget, constants: Rc<SharedConstants>) -> Decoder {
         Decoder {
             budget,
             objects: Vec::new(),
+            constants,
         }
     }
 
@@ -396,6 +434,14 @@ impl Decoder {
                 let (k, v) = map.iter().next().expect("one entry");
                 match (k.as_str(), v) {
                     ("$undefined", _) => return done(JsValue::undefined()),
+                    ("$shared", Value::String(name)) => {
+                        return match self.constants.by_name(name) {
+                            Some(object) => done(object.into()),
+                            None => Err(DataModelError::new(format!(
+                                "the snapshot names the shared constant '{name}', which this server's prelude does not make"
+                            ))),
+                        };
+                    }
                     ("$number", Value::String(s)) => {
                         let f = match s.as_str() {
                             "inf" => f64::INFINITY,

@@ -72,9 +72,11 @@ pub fn prelude(settings: &PlatformSettings, now: jiff::Timestamp) -> String {
   var DEFAULT_ZONE = {default_zone};
   var hasOwn = Object.prototype.hasOwnProperty;
   s.lists = {lists};
-  s.lookupseq = {{ StartFromCDN: 'StartFromCDN', StartFromRouter: 'StartFromRouter',
-    StartFromStrategy: 'StartFromStrategy', StartFromTenant: 'StartFromTenant',
-    StartFromTserver: 'StartFromTserver' }};
+  s.lookupseq = __orsShared('session.lookupseq', function () {{
+    return {{ StartFromCDN: 'StartFromCDN', StartFromRouter: 'StartFromRouter',
+      StartFromStrategy: 'StartFromStrategy', StartFromTenant: 'StartFromTenant',
+      StartFromTserver: 'StartFromTserver' }};
+  }});
   function member(obj, name) {{
     if (obj === null || typeof obj !== 'object') return undefined;
     name = String(name);
