@@ -55,6 +55,10 @@ const SESSION_PARAMS: usize = 15;
 /// parameter limits of both databases).
 const ROWS_PER_STATEMENT: usize = 200;
 
+/// Session rows per SQLite statement (15 anonymous parameters each; the
+/// statement cache keeps one statement per chunk size up to this).
+const SQLITE_ROWS_PER_STATEMENT: usize = 32;
+
 /// A store on a SQLite or PostgreSQL pool.
 pub struct SqlStore {
     pool: AnyPool,
@@ -336,19 +340,24 @@ impl SqlStore {
     async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.check_files()?;
         let mut conn = self.pool.acquire().await?;
-        // SQLite looks a numbered parameter up by a linear scan, and sqlx
-        // asks for each parameter's name as it binds, so a statement of n
-        // parameters costs O(n²): a 200-row upsert (3 000 parameters) kept
-        // the store's thread busy with name lookups. One prepared
-        // statement per row, reused from the cache, costs nothing of the
-        // kind in process; PostgreSQL keeps its multi-row statements (one
-        // round trip each).
+        // SQLite looks a numbered parameter (`$7`) up by a linear scan,
+        // and sqlx asks for each parameter's name as it binds, so a
+        // statement of n numbered parameters costs O(n²): a 200-row upsert
+        // (3 000 parameters) kept the store's thread busy with name
+        // lookups. Anonymous `?` parameters have no name to look up, and
+        // each statement is a round trip to sqlx's SQLite thread, so
+        // SQLite gets multi-row statements of `?`s.
+        let marks = if self.backend == "sqlite" {
+            Marks::Anonymous
+        } else {
+            Marks::Numbered
+        };
         let rows_per_statement = if self.backend == "sqlite" {
-            1
+            SQLITE_ROWS_PER_STATEMENT
         } else {
             ROWS_PER_STATEMENT
         };
-        match write_in(&mut conn, batch, rows_per_statement).await {
+        match write_in(&mut conn, batch, rows_per_statement, marks).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let raw = conn.detach();
@@ -366,6 +375,7 @@ async fn write_in(
     conn: &mut sqlx::AnyConnection,
     batch: WriteBatch,
     rows_per_statement: usize,
+    marks: Marks,
 ) -> Result<(), StoreError> {
     let mut tx = sqlx::Connection::begin(conn).await?;
     // Documents are written with every batch that uses them; touching
@@ -397,9 +407,9 @@ async fn write_in(
         .filter(|(i, row)| last.get(row.id.as_str()) == Some(i))
         .map(|(_, row)| row)
         .collect();
-    upsert_sessions(&mut tx, &upserts, rows_per_statement).await?;
+    upsert_sessions(&mut tx, &upserts, rows_per_statement, marks).await?;
     for chunk in batch.deletes.chunks(rows_per_statement) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| marks.mark(i)).collect();
         let sql = format!(
             "DELETE FROM ors_sessions WHERE id IN ({})",
             marks.join(", ")
@@ -417,6 +427,25 @@ async fn write_in(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// How a statement's parameters are written.
+#[derive(Debug, Clone, Copy)]
+enum Marks {
+    /// `$1, $2, …` (PostgreSQL).
+    Numbered,
+    /// `?, ?, …`, bound in order (SQLite: no name to look up).
+    Anonymous,
+}
+
+impl Marks {
+    /// The mark of the `n`th parameter (from 1).
+    fn mark(self, n: usize) -> String {
+        match self {
+            Marks::Numbered => format!("${n}"),
+            Marks::Anonymous => "?".to_string(),
+        }
+    }
 }
 
 /// Binds an extension's arguments to a query, in order.
@@ -452,13 +481,14 @@ async fn upsert_sessions(
     tx: &mut Transaction<'_, sqlx::Any>,
     rows: &[&SessionRow],
     rows_per_statement: usize,
+    marks: Marks,
 ) -> Result<(), StoreError> {
     let updated = now_ms();
     for chunk in rows.chunks(rows_per_statement) {
         let values: Vec<String> = (0..chunk.len())
             .map(|r| {
                 let marks: Vec<String> = (1..=SESSION_PARAMS)
-                    .map(|c| format!("${}", r * SESSION_PARAMS + c))
+                    .map(|c| marks.mark(r * SESSION_PARAMS + c))
                     .collect();
                 format!("({})", marks.join(", "))
             })
