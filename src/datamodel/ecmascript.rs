@@ -69,7 +69,9 @@ impl SharedConstants {
         self.by_name.borrow().get(name).cloned()
     }
 
-    /// Names `root` and every object it reaches, and freezes them all.
+    /// Names `root` and every object it reaches through its own string-keyed
+    /// members (functions and their `prototype`s included, though only
+    /// plain objects and arrays get names), and freezes them all.
     fn adopt(&self, name: &str, root: &JsObject, ctx: &mut Context) -> JsResult<()> {
         let mut stack = vec![(root.clone(), Rc::<str>::from(name))];
         let mut seen = 0usize;
@@ -92,8 +94,8 @@ impl SharedConstants {
                 };
                 let value = object.get(key.clone(), ctx)?;
                 if let Some(inner) = value.as_object()
-                    && !inner.is_callable()
-                    && !self.names.borrow().contains_key(&inner)
+                    && !inner
+                        .test_integrity_level(boa_engine::object::IntegrityLevel::Frozen, ctx)?
                 {
                     let path = Rc::from(format!("{path}/{}", k.to_std_string_escaped()));
                     stack.push((inner.clone(), path));
@@ -1328,7 +1330,7 @@ mod tests {
     fn shared_constants_are_made_once_frozen_and_named_in_snapshots() {
         const PRELUDE: &str = "var made = (typeof made === 'number' ? made : 0); \
              var T = __orsShared('t', function () { made++; \
-               return {A: 'A', B: 'B', inner: {C: 'C'}}; });";
+               return {A: 'A', B: 'B', inner: {C: 'C'}, f: function () { return this.A; }}; });";
         let (_, mut dm) = model(CHART);
         run(&mut dm, PRELUDE);
         run(&mut dm, PRELUDE);

@@ -3,7 +3,8 @@
 
 /// ECMAScript run in every server session before its data is initialised:
 /// defines `_genesys` with the `session` basics and an empty interaction
-/// table (filled by the interaction module).
+/// table (filled by the interaction module). Its functions are made once
+/// per script context (`__orsShared`) and put on each session's object.
 pub fn prelude(server_name: &str) -> String {
     let name = serde_json::Value::String(server_name.to_string());
     format!(
@@ -14,14 +15,19 @@ pub fn prelude(server_name: &str) -> String {
     tenant: "Environment",
     tenantid: 1,
     starttime: Date.now(),
-    setTenant: function (name) {{ this.tenant = String(name); return true; }},
-    getListItemValue: function (list, item, key) {{
-      var l = g._genesys.session.lists[list];
-      var i = l && l[item];
-      return i === undefined ? undefined : (key === undefined ? i : i[key]);
-    }},
     lists: {{}}
   }};
+  var shared = __orsShared('session.basics', function () {{
+    return {{
+      setTenant: function (name) {{ this.tenant = String(name); return true; }},
+      getListItemValue: function (list, item, key) {{
+        var l = g._genesys.session.lists[list];
+        var i = l && l[item];
+        return i === undefined ? undefined : (key === undefined ? i : i[key]);
+      }}
+    }};
+  }});
+  for (var name in shared) session[name] = shared[name];
   g._genesys = {{ session: session, ixn: {{ interactions: {{}} }} }};
 }})(globalThis)"#
     )

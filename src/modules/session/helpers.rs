@@ -53,7 +53,9 @@ fn special_days(settings: &PlatformSettings) -> Value {
 }
 
 /// The prelude piece for `_genesys.session`, with the zone table made
-/// from `now` on.
+/// from `now` on. The functions are made once per script context (a
+/// shared constant, frozen) and put on each session's `_genesys.session`;
+/// they read the session's own `_genesys` through the global object.
 pub fn prelude(settings: &PlatformSettings, now: jiff::Timestamp) -> String {
     let zones = super::super::zones::table(&settings.time_zones, &settings.time_zone, now);
     let lists = Value::Object(
@@ -67,79 +69,84 @@ pub fn prelude(settings: &PlatformSettings, now: jiff::Timestamp) -> String {
     format!(
         r#"(function (g) {{
   var s = g._genesys.session;
-  var ZONES = {zones};
-  var SPECIAL = {special};
-  var DEFAULT_ZONE = {default_zone};
-  var hasOwn = Object.prototype.hasOwnProperty;
   s.lists = {lists};
   s.lookupseq = __orsShared('session.lookupseq', function () {{
     return {{ StartFromCDN: 'StartFromCDN', StartFromRouter: 'StartFromRouter',
       StartFromStrategy: 'StartFromStrategy', StartFromTenant: 'StartFromTenant',
       StartFromTserver: 'StartFromTserver' }};
   }});
-  function member(obj, name) {{
-    if (obj === null || typeof obj !== 'object') return undefined;
-    name = String(name);
-    if (hasOwn.call(obj, name)) return obj[name];
-    var lower = name.toLowerCase();
-    for (var k in obj) {{ if (hasOwn.call(obj, k) && k.toLowerCase() === lower) return obj[k]; }}
-    return undefined;
-  }}
-  function listOf(l) {{ return (l !== null && typeof l === 'object') ? l : member(g._genesys.session.lists, l); }}
-  function given(v) {{ return v !== undefined && v !== null && v !== ''; }}
-  s.getListItemValue = function (list, item, key) {{
-    var v = member(listOf(list), item);
-    if (v !== undefined && given(key)) v = member(v, key);
-    return v === undefined ? '' : v;
-  }};
-  s.listLookupValue = function (list, key) {{
-    var l = listOf(list);
-    if (l === null || typeof l !== 'object') return '';
-    for (var item in l) {{
-      if (!hasOwn.call(l, item)) continue;
-      var v = member(l[item], key);
-      if (v !== undefined) return v;
+  var shared = __orsShared('session.functions', function () {{
+    var s = {{}};
+    var ZONES = {zones};
+    var SPECIAL = {special};
+    var DEFAULT_ZONE = {default_zone};
+    var hasOwn = Object.prototype.hasOwnProperty;
+    function member(obj, name) {{
+      if (obj === null || typeof obj !== 'object') return undefined;
+      name = String(name);
+      if (hasOwn.call(obj, name)) return obj[name];
+      var lower = name.toLowerCase();
+      for (var k in obj) {{ if (hasOwn.call(obj, k) && k.toLowerCase() === lower) return obj[k]; }}
+      return undefined;
     }}
-    return '';
-  }};
-  function two(n) {{ return (n < 10 ? '0' : '') + n; }}
-  function inZone(zone) {{
-    var name = String(given(zone) ? zone : DEFAULT_ZONE);
-    var at = ZONES.indexOf(';' + name + '=');
-    if (at < 0) at = ZONES.indexOf(';' + name.toUpperCase() + '=');
-    if (at < 0) throw new RangeError('unknown time zone: ' + name);
-    var body = ZONES.substring(ZONES.indexOf('=', at) + 1, ZONES.indexOf(';', at + 1)).split(',');
-    var now = Date.now(), secs = 0;
-    for (var i = 0; i < body.length; i++) {{
-      var p = body[i].split(':');
-      if (i > 0 && Number(p[0]) > now) break;
-      secs = Number(p[1]);
+    function listOf(l) {{ return (l !== null && typeof l === 'object') ? l : member(g._genesys.session.lists, l); }}
+    function given(v) {{ return v !== undefined && v !== null && v !== ''; }}
+    s.getListItemValue = function (list, item, key) {{
+      var v = member(listOf(list), item);
+      if (v !== undefined && given(key)) v = member(v, key);
+      return v === undefined ? '' : v;
+    }};
+    s.listLookupValue = function (list, key) {{
+      var l = listOf(list);
+      if (l === null || typeof l !== 'object') return '';
+      for (var item in l) {{
+        if (!hasOwn.call(l, item)) continue;
+        var v = member(l[item], key);
+        if (v !== undefined) return v;
+      }}
+      return '';
+    }};
+    function two(n) {{ return (n < 10 ? '0' : '') + n; }}
+    function inZone(zone) {{
+      var name = String(given(zone) ? zone : DEFAULT_ZONE);
+      var at = ZONES.indexOf(';' + name + '=');
+      if (at < 0) at = ZONES.indexOf(';' + name.toUpperCase() + '=');
+      if (at < 0) throw new RangeError('unknown time zone: ' + name);
+      var body = ZONES.substring(ZONES.indexOf('=', at) + 1, ZONES.indexOf(';', at + 1)).split(',');
+      var now = Date.now(), secs = 0;
+      for (var i = 0; i < body.length; i++) {{
+        var p = body[i].split(':');
+        if (i > 0 && Number(p[0]) > now) break;
+        secs = Number(p[1]);
+      }}
+      return new Date(now + secs * 1000);
     }}
-    return new Date(now + secs * 1000);
-  }}
-  function dateOf(d) {{ return d.getUTCFullYear() + '-' + two(d.getUTCMonth() + 1) + '-' + two(d.getUTCDate()); }}
-  s.timeInZone = function (zone) {{
-    var d = inZone(zone);
-    return two(d.getUTCHours()) + ':' + two(d.getUTCMinutes()) + ':' + two(d.getUTCSeconds());
-  }};
-  s.dateInZone = function (zone) {{ return dateOf(inZone(zone)); }};
-  s.dayInZone = function (zone) {{ return inZone(zone).getUTCDay(); }};
-  s.isSpecialDay = function (table, day, zone, useTime) {{
-    var d = inZone(zone), ymd = dateOf(d), md = ymd.substring(5);
-    var wd = d.getUTCDay(), minutes = d.getUTCHours() * 60 + d.getUTCMinutes();
-    var timed = useTime === true || useTime === 1 || String(useTime).toLowerCase() === 'true';
-    var days = JSON.parse(SPECIAL);
-    for (var i = 0; i < days.length; i++) {{
-      var e = days[i];
-      if (e.table !== String(table)) continue;
-      if (given(day) && e.day !== String(day)) continue;
-      var any = e.dates.length === 0 && e.weekdays.length === 0;
-      if (!any && e.dates.indexOf(md) < 0 && e.dates.indexOf(ymd) < 0 && e.weekdays.indexOf(wd) < 0) continue;
-      if (timed && (minutes < e.from || minutes >= e.until)) continue;
-      return 1;
-    }}
-    return 0;
-  }};
+    function dateOf(d) {{ return d.getUTCFullYear() + '-' + two(d.getUTCMonth() + 1) + '-' + two(d.getUTCDate()); }}
+    s.timeInZone = function (zone) {{
+      var d = inZone(zone);
+      return two(d.getUTCHours()) + ':' + two(d.getUTCMinutes()) + ':' + two(d.getUTCSeconds());
+    }};
+    s.dateInZone = function (zone) {{ return dateOf(inZone(zone)); }};
+    s.dayInZone = function (zone) {{ return inZone(zone).getUTCDay(); }};
+    s.isSpecialDay = function (table, day, zone, useTime) {{
+      var d = inZone(zone), ymd = dateOf(d), md = ymd.substring(5);
+      var wd = d.getUTCDay(), minutes = d.getUTCHours() * 60 + d.getUTCMinutes();
+      var timed = useTime === true || useTime === 1 || String(useTime).toLowerCase() === 'true';
+      var days = JSON.parse(SPECIAL);
+      for (var i = 0; i < days.length; i++) {{
+        var e = days[i];
+        if (e.table !== String(table)) continue;
+        if (given(day) && e.day !== String(day)) continue;
+        var any = e.dates.length === 0 && e.weekdays.length === 0;
+        if (!any && e.dates.indexOf(md) < 0 && e.dates.indexOf(ymd) < 0 && e.weekdays.indexOf(wd) < 0) continue;
+        if (timed && (minutes < e.from || minutes >= e.until)) continue;
+        return 1;
+      }}
+      return 0;
+    }};
+    return s;
+  }});
+  for (var name in shared) s[name] = shared[name];
 }})(globalThis)"#,
         zones = text(zones),
         special = text(special_days(settings).to_string()),
