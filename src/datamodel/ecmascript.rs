@@ -133,8 +133,17 @@ fn shared_constant(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsRe
     };
     if !root.is_callable() {
         table.adopt(&name, &root, ctx)?;
-        if let Ok(Some(json)) = value.to_json(ctx) {
-            super::remember_shared_view(&name, json);
+        // What people see where a stored snapshot names it: encoded
+        // without names (functions dropped), then made plain.
+        let budget = codec::SnapshotBudget {
+            depth: 100,
+            bytes: 1024 * 1024,
+        };
+        let mut encoder = codec::Encoder::new(budget, Rc::default(), false);
+        if let Ok(Some(encoded)) = encoder.encode(&value, ctx) {
+            let wrapped = Value::Object(Map::from_iter([("v".to_string(), encoded)]));
+            let plain = super::plain_json(&wrapped)["v"].take();
+            super::remember_shared_view(&name, plain);
         }
     }
     Ok(value)
