@@ -325,7 +325,7 @@ pub struct Session {
     invokes: BTreeMap<Arc<str>, ActiveInvoke>,
     scratch_enabled: Vec<crate::model::TransitionId>,
     scratch_exit: StateSet,
-    scratch_entry: Option<algorithm::EntrySet>,
+    scratch_entry: Option<Box<algorithm::EntrySet>>,
 }
 
 impl Session {
@@ -367,7 +367,7 @@ impl Session {
             invokes: BTreeMap::new(),
             scratch_enabled: Vec::new(),
             scratch_exit: StateSet::with_capacity(n),
-            scratch_entry: Some(algorithm::EntrySet::default()),
+            scratch_entry: Some(Box::default()),
         }
     }
 
