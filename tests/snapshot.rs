@@ -75,6 +75,11 @@ fn run(snapshot_every_step: bool) -> (Vec<String>, Vec<String>, Option<serde_jso
             let text = serde_json::to_string(&snap).expect("serializes");
             let back: SessionSnapshot = serde_json::from_str(&text).expect("deserializes");
             assert_eq!(back, snap, "snapshot survives JSON unchanged");
+            // The text the store keeps (the data model written as text by
+            // the model) is the same snapshot.
+            let stored = session.snapshot_text().expect("the stored text");
+            let stored: SessionSnapshot = serde_json::from_str(&stored).expect("deserializes");
+            assert_eq!(stored, snap, "the stored text reads back as the snapshot");
             session = Session::restore(doc.clone(), &back, options.clone()).expect("restores");
         }
         apply(&mut session, &mut host, &step, &mut trace);

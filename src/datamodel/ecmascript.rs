@@ -21,7 +21,7 @@ use boa_engine::{
     Context, JsError, JsObject, JsResult, JsString, JsValue, NativeFunction, Script, Source,
     js_string,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{DataModel, DataModelError, DmResult, InitialValue, ScriptLimits, SystemVariables};
 use crate::model::Event;
@@ -139,9 +139,11 @@ fn shared_constant(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsRe
             depth: 100,
             bytes: 1024 * 1024,
         };
-        let mut encoder = codec::Encoder::new(budget, Rc::default(), false);
-        if let Ok(Some(encoded)) = encoder.encode(&value, ctx) {
-            let wrapped = Value::Object(Map::from_iter([("v".to_string(), encoded)]));
+        let encoder = codec::Encoder::new(budget, Rc::default(), false);
+        let vars = [(js_string!("v"), value.clone())];
+        if let Ok(text) = encoder.encode_variables(&vars, ctx)
+            && let Ok(wrapped) = serde_json::from_str::<Value>(&text)
+        {
             let plain = super::plain_json(&wrapped)["v"].take();
             super::remember_shared_view(&name, plain);
         }
@@ -683,29 +685,22 @@ impl EcmaScriptDataModel {
 
     /// The snapshot of a session's variables (name-sorted, as
     /// [`Self::read_globals`] gives them), whether or not they are the
-    /// ones installed: one encoder for all, so an object two variables
-    /// share is written once.
-    pub(super) fn snapshot_of(&mut self, vars: &[(JsString, JsValue)]) -> DmResult<Value> {
-        let mut map = Map::new();
+    /// ones installed, as JSON text: one encoder for all, so an object two
+    /// variables share is written once.
+    pub(super) fn snapshot_text_of(&mut self, vars: &[(JsString, JsValue)]) -> DmResult<String> {
         let dom = self
             .ctx
             .get_data::<DomBuilder>()
             .is_some_and(|b| b.0.borrow().is_some());
-        let mut encoder = codec::Encoder::new(self.snapshot_budget, self.constants.clone(), dom);
-        for (name, v) in vars {
-            let name = name.to_std_string_escaped();
-            match encoder.encode(v, &mut self.ctx)? {
-                Some(enc) => {
-                    map.insert(escape_key(name), enc);
-                }
-                None => {
-                    if !v.as_object().is_some_and(|o| o.is_callable()) {
-                        tracing::warn!(variable = %name, "value cannot be captured in a snapshot; dropped");
-                    }
-                }
-            }
-        }
-        Ok(Value::Object(map))
+        codec::Encoder::new(self.snapshot_budget, self.constants.clone(), dom)
+            .encode_variables(vars, &mut self.ctx)
+    }
+
+    /// [`Self::snapshot_text_of`] read back as a JSON value.
+    pub(super) fn snapshot_of(&mut self, vars: &[(JsString, JsValue)]) -> DmResult<Value> {
+        let text = self.snapshot_text_of(vars)?;
+        serde_json::from_str(&text)
+            .map_err(|e| DataModelError::new(format!("the snapshot cannot be read back: {e}")))
     }
 
     /// Defines `_sessionid`, `_name` and `_ioprocessors` (read-only) for a
@@ -969,16 +964,8 @@ fn contains_xml_tag(v: &Value) -> bool {
     }
 }
 
-/// Keys starting with `$` are escaped with a second `$` so they are never
-/// mistaken for tags.
-fn escape_key(k: String) -> String {
-    if k.starts_with('$') {
-        format!("${k}")
-    } else {
-        k
-    }
-}
-
+/// A key the snapshot escaped (a `$` key is written `$$…`, see
+/// [`codec`]) as the script knows it.
 fn unescape_key(k: &str) -> &str {
     if k.starts_with("$$") { &k[1..] } else { k }
 }
@@ -1175,6 +1162,11 @@ impl DataModel for EcmaScriptDataModel {
         self.snapshot_of(&vars)
     }
 
+    fn snapshot_text(&mut self) -> DmResult<String> {
+        let vars = self.read_globals();
+        self.snapshot_text_of(&vars)
+    }
+
     fn restore(&mut self, snapshot: &Value) -> DmResult<()> {
         let Value::Object(map) = snapshot else {
             return Err(DataModelError::new("data model snapshot must be an object"));
@@ -1328,6 +1320,46 @@ mod tests {
         assert!(truth(
             &mut restored,
             "c.self === c && c.list[0] === c && c.list[1] === leaf && c.name === 'c'"
+        ));
+    }
+
+    /// The snapshot text, written straight from the values: JSON where it
+    /// fits, tags for the rest, `$` keys escaped, functions and symbols
+    /// left out of objects and `null` in arrays, a shared object written
+    /// once and then referred to; and it restores to the same values.
+    #[test]
+    fn snapshot_text_is_the_documented_encoding_and_restores() {
+        let (_, mut dm) = model(CHART);
+        run(
+            &mut dm,
+            "var n = 1; var f = 1.5; var u = undefined; var nan = NaN; var big = 12n; \
+             var when = new Date(86400000); var bad = new Date(NaN); \
+             var o = {$k: 'dollar', 'quo\"te': 'a\\nb', f: function () {}, s: Symbol('x'), 7: true}; \
+             var a = [1, function () {}, null, 'é\\u00e9\\ud83d\\ude00']; \
+             var shared = {x: 1}; var pair = [shared, shared]; var gone = function () {};",
+        );
+        let vars = dm.read_globals();
+        let text = dm.snapshot_text_of(&vars).expect("encodes");
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"a":[1,null,null,"éé😀"],"bad":{"$date":null},"big":{"$bigint":"12"},"#,
+                r#""f":1.5,"n":1,"nan":{"$number":"NaN"},"#,
+                r#""o":{"7":true,"$$k":"dollar","quo\"te":"a\nb"},"#,
+                r#""pair":[{"x":1},{"$ref":3}],"shared":{"$ref":3},"#,
+                r#""u":{"$undefined":true},"when":{"$date":86400000.0}}"#
+            )
+        );
+        let snap: Value = serde_json::from_str(&text).expect("the text is JSON");
+        let (_, mut restored) = model(CHART);
+        restored.restore(&snap).expect("restores");
+        assert!(truth(
+            &mut restored,
+            "n === 1 && f === 1.5 && u === undefined && 'u' in globalThis && isNaN(nan) \
+             && big === 12n && when.getTime() === 86400000 && isNaN(bad.getTime()) \
+             && o.$k === 'dollar' && o['quo\"te'] === 'a\\nb' && o[7] === true && !('f' in o) \
+             && a.length === 4 && a[1] === null && a[3] === 'é\\u00e9\\ud83d\\ude00' \
+             && pair[0] === pair[1] && pair[0] === shared && typeof gone === 'undefined'"
         ));
     }
 

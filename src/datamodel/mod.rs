@@ -114,6 +114,12 @@ pub trait DataModel {
     fn state_exited(&mut self, state: StateId);
     /// Captures the variables as JSON (tagged where JSON cannot hold them).
     fn snapshot(&mut self) -> DmResult<Value>;
+    /// [`DataModel::snapshot`] as JSON text, what the store keeps (a model
+    /// may write it without building the `Value`).
+    fn snapshot_text(&mut self) -> DmResult<String> {
+        let value = self.snapshot()?;
+        serde_json::to_string(&value).map_err(|e| DataModelError::new(e.to_string()))
+    }
     /// Overwrites the variables from a snapshot.
     fn restore(&mut self, snapshot: &Value) -> DmResult<()>;
 }

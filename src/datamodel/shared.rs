@@ -372,6 +372,15 @@ impl DataModel for SharedEcmaScript {
         let scope = self.scope.borrow();
         engine.snapshot_of(&scope.vars)
     }
+    fn snapshot_text(&mut self) -> DmResult<String> {
+        let mut engine = self.engine.borrow_mut();
+        let mine = Rc::downgrade(&self.scope);
+        if engine.owner.as_ref().is_some_and(|o| o.ptr_eq(&mine)) {
+            return engine.snapshot_text();
+        }
+        let scope = self.scope.borrow();
+        engine.snapshot_text_of(&scope.vars)
+    }
     fn restore(&mut self, snapshot: &Value) -> DmResult<()> {
         self.installed().restore(snapshot)
     }

@@ -27,9 +27,12 @@ pub struct DelayedSnapshot {
     pub event: Event,
 }
 
-/// Everything needed to continue a session elsewhere or later.
+/// Everything needed to continue a session elsewhere or later. `D` is the
+/// data model's form: a JSON value (read back, or for tests and views),
+/// or the JSON text the data model wrote (`Box<RawValue>`, what is
+/// written to the store without building a value tree).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SessionSnapshot {
+pub struct SessionSnapshot<D = Value> {
     /// The session id.
     pub session_id: String,
     /// The document's `name`, as a check on restore.
@@ -57,7 +60,7 @@ pub struct SessionSnapshot {
     #[serde(default)]
     pub invokes: BTreeMap<String, (String, usize)>,
     /// The data model's variables.
-    pub datamodel: Value,
+    pub datamodel: D,
     /// Why the session was stopped without reaching a final state (a
     /// limit, a snapshot it could not take, a quarantine), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,14 +81,32 @@ pub enum SnapshotError {
 impl Session {
     /// Captures the session between macrosteps.
     pub fn snapshot(&mut self) -> Result<SessionSnapshot, SnapshotError> {
-        let doc = self.doc.clone();
-        let name = |s: StateId| doc.state(s).name.to_string();
-        let set = |set: &StateSet| set.iter().map(name).collect::<Vec<_>>();
         let datamodel = self
             .datamodel
             .snapshot()
             .map_err(|e| SnapshotError::DataModel(e.message))?;
-        Ok(SessionSnapshot {
+        Ok(self.snapshot_with(datamodel))
+    }
+
+    /// [`Session::snapshot`] as the JSON text the store keeps, the data
+    /// model written as text by the model itself.
+    pub fn snapshot_text(&mut self) -> Result<String, SnapshotError> {
+        let text = self
+            .datamodel
+            .snapshot_text()
+            .map_err(|e| SnapshotError::DataModel(e.message))?;
+        let raw = serde_json::value::RawValue::from_string(text)
+            .map_err(|e| SnapshotError::DataModel(format!("data model snapshot: {e}")))?;
+        serde_json::to_string(&self.snapshot_with(raw))
+            .map_err(|e| SnapshotError::DataModel(e.to_string()))
+    }
+
+    /// The session's snapshot around a data model already captured.
+    fn snapshot_with<D>(&self, datamodel: D) -> SessionSnapshot<D> {
+        let doc = self.doc.clone();
+        let name = |s: StateId| doc.state(s).name.to_string();
+        let set = |set: &StateSet| set.iter().map(name).collect::<Vec<_>>();
+        SessionSnapshot {
             session_id: self.id.to_string(),
             document_name: doc.name.clone(),
             running: self.running,
@@ -118,7 +139,7 @@ impl Session {
                 .collect(),
             datamodel,
             stop_reason: self.stop_reason.clone(),
-        })
+        }
     }
 
     /// Stops the session for `reason` without running anything more (its

@@ -13,6 +13,7 @@
 //! objects it creates in the same order. Keys starting with `$` are
 //! escaped with a second `$`.
 
+use std::io::Write as _;
 use std::rc::Rc;
 
 use boa_engine::object::builtins::{JsArray, JsDate};
@@ -22,7 +23,7 @@ use serde_json::{Map, Value};
 
 use rustc_hash::FxHashMap;
 
-use super::{SharedConstants, escape_key, js_err, unescape_key, xml_to_js};
+use super::{SharedConstants, js_err, unescape_key, xml_to_js};
 use crate::datamodel::{DataModelError, DmResult};
 
 /// The bounds one snapshot must keep (from [`crate::datamodel::ScriptLimits`]).
@@ -34,7 +35,8 @@ pub(crate) struct SnapshotBudget {
     pub bytes: usize,
 }
 
-/// One snapshot's encoding state: objects met so far and bytes spent.
+/// One snapshot's encoding state: the JSON text written so far, the
+/// objects met so far and the bytes spent.
 pub(super) struct Encoder {
     budget: SnapshotBudget,
     refs: FxHashMap<JsObject, usize>,
@@ -42,50 +44,28 @@ pub(super) struct Encoder {
     constants: Rc<SharedConstants>,
     /// Whether the context has made a DOM, so that an object may be one.
     dom: bool,
+    /// The text, written straight as JSON (no `Value` tree in between).
+    out: Vec<u8>,
 }
 
-/// What one value encodes to: a finished value, or a container whose
-/// members are still to be visited.
-enum Step {
-    Done(Option<Value>),
-    Open(Frame),
-}
-
-/// A container being encoded.
+/// A container being encoded; its opening bracket is written.
 enum Frame {
     Array {
         array: JsArray,
         len: u64,
         next: u64,
-        out: Vec<Value>,
     },
     Object {
         object: JsObject,
         keys: std::vec::IntoIter<PropertyKey>,
-        key: String,
-        out: Map<String, Value>,
+        /// Whether no member has been written yet.
+        first: bool,
     },
 }
 
-impl Frame {
-    /// Takes a member's encoding (`None`: dropped; in an array, `null`).
-    fn accept(&mut self, value: Option<Value>) {
-        match self {
-            Frame::Array { out, .. } => out.push(value.unwrap_or(Value::Null)),
-            Frame::Object { out, key, .. } => {
-                if let Some(v) = value {
-                    out.insert(escape_key(std::mem::take(key)), v);
-                }
-            }
-        }
-    }
-
-    fn finish(self) -> Value {
-        match self {
-            Frame::Array { out, .. } => Value::Array(out),
-            Frame::Object { out, .. } => Value::Object(out),
-        }
-    }
+/// Whether a value is left out of a snapshot (functions and symbols).
+fn is_dropped(value: &JsValue) -> bool {
+    value.is_symbol() || value.as_object().is_some_and(|o| o.is_callable())
 }
 
 impl Encoder {
@@ -102,6 +82,7 @@ impl Encoder {
             spent: 0,
             constants,
             dom,
+            out: Vec::with_capacity(512),
         }
     }
 
@@ -116,36 +97,81 @@ impl Encoder {
         Ok(())
     }
 
-    /// Encodes one variable's value (`None`: it cannot be captured, e.g. a
-    /// function).
-    pub(super) fn encode(&mut self, value: &JsValue, ctx: &mut Context) -> DmResult<Option<Value>> {
-        let mut stack: Vec<Frame> = Vec::new();
-        match self.step(value, ctx)? {
-            Step::Done(v) => return Ok(v),
-            Step::Open(frame) => stack.push(frame),
+    /// Encodes a map of variables (sorted by name, as the context gives
+    /// them) as one JSON object; functions and symbols are left out.
+    pub(super) fn encode_variables(
+        mut self,
+        vars: &[(JsString, JsValue)],
+        ctx: &mut Context,
+    ) -> DmResult<String> {
+        self.out.push(b'{');
+        let mut first = true;
+        for (name, value) in vars {
+            if is_dropped(value) {
+                if value.is_symbol() {
+                    tracing::warn!(variable = %name.to_std_string_escaped(),
+                        "value cannot be captured in a snapshot; dropped");
+                }
+                continue;
+            }
+            if !first {
+                self.out.push(b',');
+            }
+            first = false;
+            self.write_name(name);
+            self.encode(value, ctx)?;
         }
-        loop {
-            let top = stack.last_mut().expect("a frame is open");
+        self.out.push(b'}');
+        String::from_utf8(self.out)
+            .map_err(|_| DataModelError::new("the snapshot encoder wrote text that is not UTF-8"))
+    }
+
+    /// Encodes one value (not a dropped one) at the end of the text.
+    pub(super) fn encode(&mut self, value: &JsValue, ctx: &mut Context) -> DmResult<()> {
+        let mut stack: Vec<Frame> = Vec::new();
+        if let Some(frame) = self.step(value, ctx)? {
+            stack.push(frame);
+        }
+        while let Some(top) = stack.last_mut() {
             let member = match top {
-                Frame::Array {
-                    array, len, next, ..
-                } => {
+                Frame::Array { array, len, next } => {
                     if *next < *len {
                         let v = array.get(*next, ctx).map_err(|e| js_err(e, ctx))?;
+                        if *next > 0 {
+                            self.out.push(b',');
+                        }
                         *next += 1;
+                        if is_dropped(&v) {
+                            self.out.extend_from_slice(b"null");
+                            continue;
+                        }
                         Some(v)
                     } else {
+                        self.out.push(b']');
                         None
                     }
                 }
                 Frame::Object {
-                    object, keys, key, ..
-                } => next_enumerable(object, keys, key, ctx)?,
+                    object,
+                    keys,
+                    first,
+                } => match next_member(object, keys, ctx)? {
+                    Some((key, v)) => {
+                        if !std::mem::take(first) {
+                            self.out.push(b',');
+                        }
+                        self.write_key(&key);
+                        Some(v)
+                    }
+                    None => {
+                        self.out.push(b'}');
+                        None
+                    }
+                },
             };
             match member {
-                Some(v) => match self.step(&v, ctx)? {
-                    Step::Done(enc) => top.accept(enc),
-                    Step::Open(frame) => {
+                Some(v) => {
+                    if let Some(frame) = self.step(&v, ctx)? {
                         if stack.len() >= self.budget.depth {
                             return Err(DataModelError::new(format!(
                                 "a value nests deeper than the snapshot limit of {} levels",
@@ -154,132 +180,188 @@ impl Encoder {
                         }
                         stack.push(frame);
                     }
-                },
+                }
                 None => {
-                    let done = stack.pop().expect("a frame is open").finish();
-                    match stack.last_mut() {
-                        Some(parent) => parent.accept(Some(done)),
-                        None => return Ok(Some(done)),
-                    }
+                    stack.pop();
                 }
             }
         }
+        Ok(())
     }
 
-    /// Encodes a value that is not a container, or opens a container.
-    fn step(&mut self, value: &JsValue, ctx: &mut Context) -> DmResult<Step> {
+    /// Writes a member name (`$`-escaped) and its colon.
+    fn write_name(&mut self, name: &JsString) {
+        let text = str_of(name);
+        let _ = if text.starts_with('$') {
+            serde_json::to_writer(&mut self.out, &format!("${text}"))
+        } else {
+            serde_json::to_writer(&mut self.out, &*text)
+        };
+        self.out.push(b':');
+    }
+
+    /// Writes a member's key and its colon.
+    fn write_key(&mut self, key: &PropertyKey) {
+        match key {
+            PropertyKey::String(s) => self.write_name(s),
+            PropertyKey::Index(i) => {
+                let _ = write!(self.out, "\"{}\":", i.get());
+            }
+            PropertyKey::Symbol(_) => {}
+        }
+    }
+
+    /// Writes a tagged value, `{"tag":…}`, its member written by `body`.
+    fn tag(&mut self, tag: &str, body: impl FnOnce(&mut Vec<u8>)) {
+        self.out.extend_from_slice(b"{\"");
+        self.out.extend_from_slice(tag.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        body(&mut self.out);
+        self.out.push(b'}');
+    }
+
+    /// Writes a value that is not a container, or opens a container
+    /// (writing its bracket) and returns its frame.
+    fn step(&mut self, value: &JsValue, ctx: &mut Context) -> DmResult<Option<Frame>> {
         use boa_engine::JsVariant as V;
-        let done = |v: Value| Ok(Step::Done(Some(v)));
         match value.variant() {
             V::Undefined => {
                 self.spend(16)?;
-                done(tag("$undefined", Value::Bool(true)))
+                self.tag("$undefined", |o| o.extend_from_slice(b"true"));
             }
             V::Null => {
                 self.spend(4)?;
-                done(Value::Null)
+                self.out.extend_from_slice(b"null");
             }
             V::Boolean(b) => {
                 self.spend(5)?;
-                done(Value::Bool(b))
+                self.out
+                    .extend_from_slice(if b { b"true" } else { b"false" });
             }
             V::Integer32(i) => {
                 self.spend(8)?;
-                done(Value::from(i))
+                let _ = write!(self.out, "{i}");
             }
             V::Float64(f) if f.is_finite() => {
                 self.spend(8)?;
-                done(Value::from(f))
+                let _ = serde_json::to_writer(&mut self.out, &f);
             }
             V::Float64(f) => {
                 self.spend(16)?;
-                done(tag("$number", Value::String(f.to_string())))
+                self.tag("$number", |o| {
+                    let _ = serde_json::to_writer(o, &f.to_string());
+                });
             }
             V::String(s) => {
                 self.spend(s.len().saturating_mul(2).saturating_add(2))?;
-                done(Value::String(std_string(&s)))
+                let _ = serde_json::to_writer(&mut self.out, &*str_of(&s));
             }
             V::BigInt(b) => {
                 let text = b.to_string();
                 self.spend(text.len() + 12)?;
-                done(tag("$bigint", Value::String(text)))
+                self.tag("$bigint", |o| {
+                    let _ = serde_json::to_writer(o, &text);
+                });
             }
-            V::Symbol(_) => Ok(Step::Done(None)),
-            V::Object(obj) => {
-                if obj.is_callable() {
-                    return Ok(Step::Done(None));
-                }
-                if let Some(&n) = self.refs.get(&obj) {
-                    self.spend(12)?;
-                    return done(tag("$ref", Value::from(n)));
-                }
-                if let Some(name) = self.constants.name_of(&obj) {
-                    self.spend(name.len() + 12)?;
-                    return done(tag("$shared", Value::String(name.to_string())));
-                }
-                if self.dom
-                    && obj
-                        .has_property(js_string!("__orsDom"), ctx)
-                        .unwrap_or(false)
-                {
-                    let to_xml = obj
-                        .get(js_string!("toXML"), ctx)
-                        .map_err(|e| js_err(e, ctx))?;
-                    if let Some(f) = to_xml.as_object().filter(|f| f.is_callable()) {
-                        let xml = f
-                            .call(value, &[], ctx)
-                            .and_then(|v| v.to_string(ctx))
-                            .map_err(|e| js_err(e, ctx))?
-                            .to_std_string_escaped();
-                        self.spend(xml.len() + 10)?;
-                        return done(tag("$xml", Value::String(xml)));
-                    }
-                }
-                if let Ok(date) = JsDate::from_object(obj.clone()) {
-                    let t = date.get_time(ctx).map_err(|e| js_err(e, ctx))?;
-                    self.spend(16)?;
-                    return done(tag("$date", Value::from(t.as_number().unwrap_or(f64::NAN))));
-                }
-                self.spend(2)?;
-                let n = self.refs.len();
-                self.refs.insert(obj.clone(), n);
-                if obj.is_array() {
-                    let array = JsArray::from_object(obj.clone()).map_err(|e| js_err(e, ctx))?;
-                    let len = array.length(ctx).map_err(|e| js_err(e, ctx))?;
-                    Ok(Step::Open(Frame::Array {
-                        array,
-                        len,
-                        next: 0,
-                        out: Vec::new(),
-                    }))
-                } else {
-                    let keys = obj.own_property_keys(ctx).map_err(|e| js_err(e, ctx))?;
-                    Ok(Step::Open(Frame::Object {
-                        object: obj.clone(),
-                        keys: keys.into_iter(),
-                        key: String::new(),
-                        out: Map::new(),
-                    }))
-                }
+            // Dropped before they get here; `null` keeps the text whole.
+            V::Symbol(_) => self.out.extend_from_slice(b"null"),
+            V::Object(obj) => return self.step_object(value, obj, ctx),
+        }
+        Ok(None)
+    }
+
+    fn step_object(
+        &mut self,
+        value: &JsValue,
+        obj: JsObject,
+        ctx: &mut Context,
+    ) -> DmResult<Option<Frame>> {
+        if obj.is_callable() {
+            self.out.extend_from_slice(b"null");
+            return Ok(None);
+        }
+        if let Some(&n) = self.refs.get(&obj) {
+            self.spend(12)?;
+            self.tag("$ref", |o| {
+                let _ = write!(o, "{n}");
+            });
+            return Ok(None);
+        }
+        if let Some(name) = self.constants.name_of(&obj) {
+            self.spend(name.len() + 12)?;
+            self.tag("$shared", |o| {
+                let _ = serde_json::to_writer(o, &*name);
+            });
+            return Ok(None);
+        }
+        if self.dom
+            && obj
+                .has_property(js_string!("__orsDom"), ctx)
+                .unwrap_or(false)
+        {
+            let to_xml = obj
+                .get(js_string!("toXML"), ctx)
+                .map_err(|e| js_err(e, ctx))?;
+            if let Some(f) = to_xml.as_object().filter(|f| f.is_callable()) {
+                let xml = f
+                    .call(value, &[], ctx)
+                    .and_then(|v| v.to_string(ctx))
+                    .map_err(|e| js_err(e, ctx))?
+                    .to_std_string_escaped();
+                self.spend(xml.len() + 10)?;
+                self.tag("$xml", |o| {
+                    let _ = serde_json::to_writer(o, &xml);
+                });
+                return Ok(None);
             }
+        }
+        if let Ok(date) = JsDate::from_object(obj.clone()) {
+            let t = date.get_time(ctx).map_err(|e| js_err(e, ctx))?;
+            self.spend(16)?;
+            let t = t.as_number().filter(|t| t.is_finite());
+            self.tag("$date", |o| match t {
+                Some(t) => {
+                    let _ = serde_json::to_writer(o, &t);
+                }
+                None => o.extend_from_slice(b"null"),
+            });
+            return Ok(None);
+        }
+        self.spend(2)?;
+        let n = self.refs.len();
+        self.refs.insert(obj.clone(), n);
+        if obj.is_array() {
+            let array = JsArray::from_object(obj).map_err(|e| js_err(e, ctx))?;
+            let len = array.length(ctx).map_err(|e| js_err(e, ctx))?;
+            self.out.push(b'[');
+            Ok(Some(Frame::Array {
+                array,
+                len,
+                next: 0,
+            }))
+        } else {
+            let keys = obj.own_property_keys(ctx).map_err(|e| js_err(e, ctx))?;
+            self.out.push(b'{');
+            Ok(Some(Frame::Object {
+                object: obj,
+                keys: keys.into_iter(),
+                first: true,
+            }))
         }
     }
 }
 
-/// The next enumerable string-keyed member of an object (its name goes
-/// into `key`), or `None` when there is none left.
-fn next_enumerable(
+/// The next enumerable string-keyed member of an object whose value a
+/// snapshot keeps, with its key; `None` when there is none left.
+fn next_member(
     object: &JsObject,
     keys: &mut std::vec::IntoIter<PropertyKey>,
-    key: &mut String,
     ctx: &mut Context,
-) -> DmResult<Option<JsValue>> {
+) -> DmResult<Option<(PropertyKey, JsValue)>> {
     for k in keys.by_ref() {
-        let name = match &k {
-            PropertyKey::String(s) => std_string(s),
-            PropertyKey::Index(i) => i.get().to_string(),
-            PropertyKey::Symbol(_) => continue,
-        };
+        if matches!(k, PropertyKey::Symbol(_)) {
+            continue;
+        }
         let enumerable = object
             .borrow()
             .properties()
@@ -289,11 +371,25 @@ fn next_enumerable(
         if !enumerable {
             continue;
         }
-        let v = object.get(k, ctx).map_err(|e| js_err(e, ctx))?;
-        *key = name;
-        return Ok(Some(v));
+        let v = object.get(k.clone(), ctx).map_err(|e| js_err(e, ctx))?;
+        if is_dropped(&v) {
+            continue;
+        }
+        return Ok(Some((k, v)));
     }
     Ok(None)
+}
+
+/// A string's text, borrowed when it is ASCII (most are).
+fn str_of(s: &JsString) -> std::borrow::Cow<'_, str> {
+    use boa_engine::string::JsStrVariant;
+    match s.as_str().variant() {
+        JsStrVariant::Latin1(bytes) if bytes.is_ascii() => match std::str::from_utf8(bytes) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => std::borrow::Cow::Owned(std_string(s)),
+        },
+        _ => std::borrow::Cow::Owned(std_string(s)),
+    }
 }
 
 /// A string's text; lone surrogates written as `\\uXXXX` (as
@@ -310,12 +406,6 @@ pub(super) fn std_string(s: &JsString) -> String {
             String::from_utf16(units).unwrap_or_else(|_| s.to_std_string_escaped())
         }
     }
-}
-
-fn tag(name: &str, v: Value) -> Value {
-    let mut m = Map::new();
-    m.insert(name.to_string(), v);
-    Value::Object(m)
 }
 
 /// One snapshot's decoding state: the objects created so far, numbered as

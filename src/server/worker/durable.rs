@@ -524,7 +524,7 @@ impl Worker {
             return Ok(None);
         };
         let snapshot = if session.is_running() {
-            match session.snapshot() {
+            match session.snapshot_text() {
                 Ok(s) => s,
                 Err(e) => {
                     // The tree's root is stopped with this reason by the caller.
@@ -536,12 +536,13 @@ impl Worker {
                 }
             }
         } else {
-            session
-                .snapshot()
-                .unwrap_or_else(|_| session.stopped_snapshot())
-        };
-        let Ok(snapshot) = serde_json::to_string(&snapshot) else {
-            return Ok(None);
+            match session.snapshot_text() {
+                Ok(text) => text,
+                Err(_) => match serde_json::to_string(&session.stopped_snapshot()) {
+                    Ok(text) => text,
+                    Err(_) => return Ok(None),
+                },
+            }
         };
         let wake_at = if !session.is_running() {
             None
