@@ -610,3 +610,37 @@ fn nested_foreach_is_bounded() {
         "{stdout}"
     );
 }
+
+/// `ors conformance` whose reader has gone (`| head -1` after the first
+/// line, here a pipe closed before anything is written) ends quietly with
+/// status 0 instead of panicking on the broken pipe.
+#[test]
+fn conformance_output_into_a_closed_pipe_ends_quietly() {
+    let dir = std::env::temp_dir().join(format!("ors-closed-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("mandatory")).expect("suite dir");
+    std::fs::write(
+        dir.join("manifest.tsv"),
+        "test\tfile\tcategory\tspec_section\tneeds\tdescription\n\
+         t1\tmandatory/t1.scxml\tmandatory\t3.1\tnone\treaches pass\n",
+    )
+    .expect("manifest");
+    std::fs::write(
+        dir.join("mandatory/t1.scxml"),
+        r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="pass">
+             <final id="pass"/></scxml>"#,
+    )
+    .expect("test");
+    let mut child = ors()
+        .arg("conformance")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use super::say;
 use serde_json::{Value, json};
 
 /// Options of `ors conformance`.
@@ -253,10 +255,10 @@ pub fn run(opts: &ConformanceOptions) -> i32 {
                         } else {
                             format!("  {}", r.detail)
                         };
-                        println!(
+                        say(format_args!(
                             "{:<8} {:<9} {:<10} {:>6}ms  [{}]{}",
                             r.outcome, r.test, r.category, r.ms, r.needs, detail
-                        );
+                        ));
                     }
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 }
@@ -286,26 +288,26 @@ pub fn run(opts: &ConformanceOptions) -> i32 {
         }
     }
     let table = |title: &str, rows: &BTreeMap<String, Tally>| {
-        println!();
-        println!(
+        say(format_args!(""));
+        say(format_args!(
             "{title:<22} {:>6} {:>6} {:>6} {:>8} {:>6} {:>6}",
             "total", "pass", "fail", "timeout", "error", "skip"
-        );
+        ));
         for (k, t) in rows {
-            println!(
+            say(format_args!(
                 "{k:<22} {:>6} {:>6} {:>6} {:>8} {:>6} {:>6}",
                 t.total, t.pass, t.fail, t.timeout, t.error, t.skip
-            );
+            ));
         }
     };
     table("by category", &by_category);
     table("by needs", &by_needs);
-    println!();
-    println!(
+    say(format_args!(""));
+    say(format_args!(
         "conformance run took {:.1} s with {} jobs",
         elapsed.as_secs_f64(),
         opts.jobs
-    );
+    ));
 
     if let Some(path) = &opts.json {
         let report = json!({
@@ -327,10 +329,14 @@ pub fn run(opts: &ConformanceOptions) -> i32 {
     for (key, min) in &opts.min_pass {
         let got = count_passes(&results, key);
         if got < *min {
-            println!("FLOOR NOT MET: '{key}' passed {got}, needs at least {min}");
+            say(format_args!(
+                "FLOOR NOT MET: '{key}' passed {got}, needs at least {min}"
+            ));
             code = 1;
         } else {
-            println!("floor met: '{key}' passed {got} (at least {min})");
+            say(format_args!(
+                "floor met: '{key}' passed {got} (at least {min})"
+            ));
         }
     }
     code
