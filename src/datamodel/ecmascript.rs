@@ -48,8 +48,12 @@ pub const SHARED_CONSTANT_FUNCTION: &str = "__orsShared";
 /// no session can change what its siblings see; a snapshot names it
 /// (`{"$shared": name}`, nested objects `name/key/…`) instead of writing
 /// it out, and a restore finds it by that name once the prelude has run.
+/// Only the prelude makes them; a script may get one that exists.
 #[derive(Default)]
 pub(crate) struct SharedConstants {
+    /// Whether the prelude is running: only it may make a constant (a
+    /// document's script making one could pass data between sessions).
+    open: std::cell::Cell<bool>,
     by_name: RefCell<HashMap<String, JsObject>>,
     names: RefCell<FxHashMap<JsObject, Rc<str>>>,
 }
@@ -121,6 +125,13 @@ fn shared_constant(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsRe
     };
     if let Some(object) = table.by_name(&name) {
         return Ok(object.into());
+    }
+    if !table.open.get() {
+        return Err(boa_engine::JsNativeError::typ()
+            .with_message(format!(
+                "{SHARED_CONSTANT_FUNCTION}: '{name}' is not a platform constant (only the server's prelude makes them)"
+            ))
+            .into());
     }
     let make = args.get(1).and_then(JsValue::as_callable).ok_or_else(|| {
         boa_engine::JsNativeError::typ().with_message(format!(
@@ -1061,6 +1072,13 @@ impl DataModel for EcmaScriptDataModel {
         self.export_value(&v)
     }
 
+    fn eval_prelude(&mut self, source: &str) -> DmResult<()> {
+        self.constants.open.set(true);
+        let result = self.eval_text(source).map(|_| ());
+        self.constants.open.set(false);
+        result
+    }
+
     fn assign_text(&mut self, location: &str, value: &InitialValue) -> DmResult<()> {
         let f = match self.text_setters.get(location) {
             Some(f) => f.clone(),
@@ -1369,15 +1387,24 @@ mod tests {
     /// and one without it is refused.
     #[test]
     fn shared_constants_are_made_once_frozen_and_named_in_snapshots() {
-        const PRELUDE: &str = "var made = (typeof made === 'number' ? made : 0); \
-             var T = __orsShared('t', function () { made++; \
-               return {A: 'A', B: 'B', inner: {C: 'C'}, f: function () { return this.A; }}; });";
+        const PRELUDE: &str = "(function (g) { g.made = (typeof made === 'number' ? made : 0); \
+             g.T = __orsShared('t', function () { made++; \
+               return {A: 'A', B: 'B', inner: {C: 'C'}, f: function () { return this.A; }}; }); \
+             })(globalThis)";
         let (_, mut dm) = model(CHART);
-        run(&mut dm, PRELUDE);
-        run(&mut dm, PRELUDE);
+        dm.eval_prelude(PRELUDE).expect("the prelude runs");
+        dm.eval_prelude(PRELUDE).expect("the prelude runs again");
         assert!(truth(
             &mut dm,
             "made === 1 && T.A === 'A' && T.inner.C === 'C'"
+        ));
+        // A document's script gets an existing constant but makes none
+        // (it could hand data from one session to the next).
+        assert!(truth(&mut dm, "__orsShared('t', null) === T"));
+        assert!(truth(
+            &mut dm,
+            "(function () { try { __orsShared('mine', function () { return {}; }); return false; } \
+               catch (e) { return e instanceof TypeError; } })()"
         ));
         // Frozen: a sloppy write is ignored, a strict one throws.
         run(
@@ -1408,7 +1435,7 @@ mod tests {
         assert_eq!(view["holder"]["c"], serde_json::json!({"C": "C"}));
 
         let (_, mut restored) = model(CHART);
-        run(&mut restored, PRELUDE);
+        restored.eval_prelude(PRELUDE).expect("the prelude runs");
         restored.restore(&snap).expect("restores");
         assert!(truth(
             &mut restored,

@@ -95,6 +95,12 @@ pub trait DataModel {
     /// Evaluates expression text that is not part of the document's
     /// expression table (custom action attributes); compiled once per text.
     fn eval_text(&mut self, source: &str) -> DmResult<Option<Value>>;
+    /// Runs the server's prelude (the platform's object model, before the
+    /// session's data): like [`DataModel::eval_text`], and the only time
+    /// shared constants (`__orsShared`) may be made.
+    fn eval_prelude(&mut self, source: &str) -> DmResult<()> {
+        self.eval_text(source).map(|_| ())
+    }
     /// Stores a data value at a location given as text (custom actions).
     fn assign_text(&mut self, location: &str, value: &InitialValue) -> DmResult<()>;
     /// Runs a `<script>` body.

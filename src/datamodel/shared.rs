@@ -337,6 +337,9 @@ impl DataModel for SharedEcmaScript {
     fn eval_text(&mut self, source: &str) -> DmResult<Option<Value>> {
         self.installed().eval_text(source)
     }
+    fn eval_prelude(&mut self, source: &str) -> DmResult<()> {
+        self.installed().eval_prelude(source)
+    }
     fn assign_text(&mut self, location: &str, value: &InitialValue) -> DmResult<()> {
         self.installed().assign_text(location, value)
     }

@@ -487,7 +487,7 @@ impl Session {
             self.raise_error("error.execution", &e.message, None);
         }
         if let Some(prelude) = self.options.prelude.clone()
-            && let Err(e) = self.datamodel.eval_text(&prelude)
+            && let Err(e) = self.datamodel.eval_prelude(&prelude)
         {
             self.raise_error("error.execution", &e.message, None);
         }
