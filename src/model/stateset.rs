@@ -212,9 +212,31 @@ impl StateSet {
             })
     }
 
+    /// A small set's non-zero words as one summary word (it has at most
+    /// [`DENSE_WORDS`] words), so that its iterators walk it as they walk
+    /// the first summary word of a large set, with no branch of their own.
+    #[inline(always)]
+    fn dense_summary(&self) -> u64 {
+        let mut mask = 0u64;
+        for (i, w) in self.words.iter().enumerate() {
+            mask |= u64::from(*w != 0) << i;
+        }
+        mask
+    }
+
     /// States in ascending document order (entry order).
     #[inline]
     pub fn iter(&self) -> Iter<'_> {
+        if self.summary.is_empty() {
+            // The summary word loaded, as if it were summary word 0.
+            return Iter {
+                set: self,
+                next_summary: 1,
+                summary: self.dense_summary(),
+                base: 0,
+                bits: 0,
+            };
+        }
         Iter {
             set: self,
             next_summary: 0,
@@ -227,13 +249,18 @@ impl StateSet {
     /// States in descending document order (exit order).
     #[inline]
     pub fn iter_rev(&self) -> IterRev<'_> {
+        if self.summary.is_empty() {
+            return IterRev {
+                set: self,
+                next_summary: 0,
+                summary: self.dense_summary(),
+                base: 0,
+                bits: 0,
+            };
+        }
         IterRev {
             set: self,
-            next_summary: if self.summary.is_empty() {
-                self.words.len()
-            } else {
-                self.summary.len()
-            },
+            next_summary: self.summary.len(),
             summary: 0,
             base: 0,
             bits: 0,
@@ -273,14 +300,7 @@ impl Iterator for Iter<'_> {
                 self.bits = self.set.words[w];
                 continue;
             }
-            if self.set.summary.is_empty() {
-                // A small set: its words in turn (`next_summary` counts words).
-                let w = self.next_summary;
-                self.bits = *self.set.words.get(w)?;
-                self.base = w * 64;
-                self.next_summary += 1;
-                continue;
-            }
+            // (A small set has no summary words: its walk ends here.)
             self.summary = *self.set.summary.get(self.next_summary)?;
             self.next_summary += 1;
         }
@@ -316,16 +336,11 @@ impl Iterator for IterRev<'_> {
                 self.bits = self.set.words[w];
                 continue;
             }
+            // (A small set starts at summary word 0: its walk ends here.)
             if self.next_summary == 0 {
                 return None;
             }
             self.next_summary -= 1;
-            if self.set.summary.is_empty() {
-                // A small set: its words in turn, last first.
-                self.bits = self.set.words[self.next_summary];
-                self.base = self.next_summary * 64;
-                continue;
-            }
             self.summary = self.set.summary[self.next_summary];
         }
     }
