@@ -9,7 +9,7 @@
 mod codec;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
@@ -179,13 +179,13 @@ pub struct EcmaScriptDataModel {
     foreach_stack: Vec<Vec<JsValue>>,
     /// Names on the global object that belong to no session: the
     /// built-ins, the prelude's and the system variables.
-    baseline_globals: HashSet<JsString>,
+    baseline_globals: rustc_hash::FxHashSet<JsString>,
     /// Whether the system variables' names are in `baseline_globals`.
     system_names_known: bool,
     stringify: Option<JsObject>,
     compilations: u64,
-    text_scripts: HashMap<String, Script>,
-    text_setters: HashMap<String, JsObject>,
+    text_scripts: FxHashMap<String, Script>,
+    text_setters: FxHashMap<String, JsObject>,
     snapshot_budget: codec::SnapshotBudget,
     /// The context's shared constants (also in the context's data, for
     /// `__orsShared`).
@@ -607,12 +607,12 @@ impl EcmaScriptDataModel {
             compiled: (0..n).map(|_| None).collect(),
             setters: (0..n).map(|_| None).collect(),
             foreach_stack: Vec::new(),
-            baseline_globals: HashSet::new(),
+            baseline_globals: Default::default(),
             system_names_known: false,
             stringify: None,
             compilations: 0,
-            text_scripts: HashMap::new(),
-            text_setters: HashMap::new(),
+            text_scripts: FxHashMap::default(),
+            text_setters: FxHashMap::default(),
             snapshot_budget: codec::SnapshotBudget {
                 depth: limits.snapshot_depth,
                 bytes: limits.snapshot_bytes,
@@ -782,7 +782,7 @@ impl EcmaScriptDataModel {
         names
     }
 
-    fn global_names(&mut self) -> HashSet<JsString> {
+    fn global_names(&mut self) -> rustc_hash::FxHashSet<JsString> {
         let global = self.ctx.global_object();
         global
             .own_property_keys(&mut self.ctx)
