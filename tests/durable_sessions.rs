@@ -164,6 +164,93 @@ async fn idle_sessions_hibernate_and_wake_on_events_queries_and_timers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+const WARM: &str = "ors_sessions_warm";
+const WOKEN_WARM: &str = "ors_sessions_woken_warm_total";
+
+/// With a warm tier, idle sessions leave the engine but keep their state
+/// in memory: events, queries and their own timers bring them back from
+/// it (no store read) with their data and functions intact; past the
+/// tier's byte cap the longest idle leave memory and wake from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_go_warm_and_come_back_from_memory() {
+    let dir = scratch_dir();
+    let mut cfg = config(&dir);
+    cfg.store.warm_after_secs = 1;
+    cfg.store.hibernate_after_secs = 3600;
+    let api = Server::start(cfg).await;
+    let mut sleepers = Vec::new();
+    for _ in 0..3 {
+        let id = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+        api.event_ok(&id, "bump").await;
+        api.event_ok(&id, "bump").await;
+        sleepers.push(id);
+    }
+    let alarm = api
+        .start_src(&fixture("alarm.scxml"), &[("delay", "2500")])
+        .await;
+    api.wait_metric(WARM, 4).await;
+    assert_eq!(
+        api.metric(HIBERNATED).await,
+        4,
+        "warm sessions count as hibernated"
+    );
+    let listed = api.list("").await.body;
+    assert!(
+        listed["sessions"]
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .all(|s| s["hibernated"] == Value::Bool(true)),
+        "{listed}"
+    );
+
+    // An event and a query restore from memory; nothing is read back
+    // from the store.
+    api.event_ok(&sleepers[0], "bump").await;
+    let v = api.query_ok(&sleepers[0]).await;
+    assert_eq!(v["data"]["count"], 3);
+    assert_eq!(v["data"]["tenant"], "t3");
+    assert_eq!(v["data"]["label"], "bumped 3 times");
+    let v = api.query_ok(&sleepers[1]).await;
+    assert_eq!(v["data"]["label"], "bumped 2 times");
+    // The warm alarm's timers wake it and fire in order.
+    let v = eventually(
+        "alarm never rang",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let v = api.query_ok(&alarm).await;
+            if v["status"] == "completed" {
+                Ok(v)
+            } else {
+                Err(v)
+            }
+        },
+    )
+    .await;
+    assert_eq!(v["data"]["rang"], serde_json::json!(["first", "second"]));
+    assert!(api.metric(WOKEN_WARM).await >= 3);
+    assert_eq!(api.metric(WOKEN).await, 0, "no store read");
+    api.stop().await;
+
+    // A tier of at most one byte keeps nothing: the same sessions, after
+    // a restart, go to sleep in the store only and wake from it.
+    let mut cfg = config(&dir);
+    cfg.store.warm_after_secs = 1;
+    cfg.store.hibernate_after_secs = 3600;
+    cfg.store.warm_max_bytes = 1;
+    let api = Server::start(cfg).await;
+    api.event_ok(&sleepers[2], "bump").await;
+    api.wait_metric(HIBERNATED, 3).await;
+    assert_eq!(api.metric(WARM).await, 0);
+    let woken = api.metric(WOKEN).await;
+    api.event_ok(&sleepers[2], "bump").await;
+    assert_eq!(api.query_ok(&sleepers[2]).await["data"]["count"], 4);
+    assert!(api.metric(WOKEN).await > woken, "woken from the store");
+    api.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_brings_back_persisted_sessions_but_not_unpersisted_ones() {
     let dir = scratch_dir();

@@ -35,6 +35,8 @@ fn the_example_configuration_parses_to_the_defaults_plus_its_script() {
         config.store.purge_interval_secs,
         defaults.store.purge_interval_secs
     );
+    assert_eq!(config.store.warm_after_secs, defaults.store.warm_after_secs);
+    assert_eq!(config.store.warm_max_bytes, defaults.store.warm_max_bytes);
     assert_eq!(config.limits.max_body_bytes, defaults.limits.max_body_bytes);
     assert_eq!(
         config.limits.request_timeout_ms,

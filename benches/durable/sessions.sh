@@ -15,7 +15,7 @@
 # for all N to hibernate, default 1800), CARGO_TARGET_DIR (default target).
 #
 # Phases, each on a fresh server with a fresh store:
-#   live        hibernate_after_secs = 0: start N sessions (JSON line
+#   live        hibernate_after_secs = 0 (no warm tier): start N sessions (JSON line
 #               "live-starts", with the server's VmRSS), then one event to
 #               each of them ("live-events")
 #   hibernated  hibernate_after_secs = 1: start N sessions
@@ -23,6 +23,9 @@
 #               (VmRSS then), then for each WAKE_CONNS one wrk run of
 #               WAKE_DURATION whose every request wakes a different
 #               sleeping session ("wake-c8", "wake-c64")
+#   warm        (not in the default PHASES) the same with the warm tier:
+#               warm_after_secs = 1, hibernate_after_secs = 0, so every
+#               sleeping session is woken from memory ("warm-wake-c8", …)
 # Exits non-zero on any non-2xx reply, socket error or timeout, when the
 # server's counters disagree with the replies, or the server logged an error.
 set -euo pipefail
@@ -117,14 +120,15 @@ rss_mib() {
   awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$server_pid/status"
 }
 
-start_server() { # phase hibernate_after_secs
-  local phase="$1" after="$2"
+start_server() { # phase hibernate_after_secs warm_after_secs
+  local phase="$1" after="$2" warm="${3:-0}"
   cat >"$work/ors-$phase.toml" <<TOML
 [limits]
 max_sessions = $((N * 4 + 1000))
 
 [store]
 hibernate_after_secs = $after
+warm_after_secs = $warm
 $(store_toml)
 
 [security]
@@ -140,7 +144,7 @@ TOML
     sleep 0.1
   done
   curl -fsS "$base/health" >/dev/null || fail "/health never answered"
-  echo "ors serve on $base (pid $server_pid, store $store_label, hibernate_after_secs=$after)" >&2
+  echo "ors serve on $base (pid $server_pid, store $store_label, hibernate_after_secs=$after, warm_after_secs=$warm)" >&2
 }
 
 # Runs walk.lua once: name conns duration walk-args...; leaves the JSON
@@ -239,9 +243,15 @@ phase_live() {
 }
 
 # --- phase "hibernated" -------------------------------------------------------------
-phase_hibernated() {
-  start_server hibernated 1
-  start_sessions hibernated
+phase_hibernated() { # phase name ("hibernated" or "warm")
+  local phase="${1:-hibernated}" woken_metric=ors_sessions_woken_total
+  if [ "$phase" = warm ]; then
+    start_server warm 0 1
+    woken_metric=ors_sessions_woken_warm_total
+  else
+    start_server hibernated 1
+  fi
+  start_sessions "$phase"
   local rss_live
   rss_live="$(rss_mib)"
   local started_line="$line" t0 h=0 waited=0 polls=0
@@ -262,9 +272,11 @@ phase_hibernated() {
   for c in $WAKE_CONNS; do runs=$((runs + 1)); done
   local slice=$((N / runs)) first=1 w0 w1 h1
   for c in $WAKE_CONNS; do
-    w0="$(metric ors_sessions_woken_total)"
-    run_walk "wake-c$c" "$c" "$WAKE_DURATION" event "$work/ids-hibernated.txt" "$first" "$slice"
-    w1="$(metric ors_sessions_woken_total)"
+    w0="$(metric "$woken_metric")"
+    local run="wake-c$c"
+    [ "$phase" = hibernated ] || run="$phase-wake-c$c"
+    run_walk "$run" "$c" "$WAKE_DURATION" event "$work/ids-$phase.txt" "$first" "$slice"
+    w1="$(metric "$woken_metric")"
     h1="$(metric 'ors_sessions{state="hibernated"}')"
     local req
     req="$(field requests "$line")"
@@ -275,7 +287,7 @@ phase_hibernated() {
     # The first sessions of the slice (each thread's first ones) got their
     # event early in the run: count is 1 (queried after the metrics above,
     # since a query wakes a session too).
-    check_sample "$work/ids-hibernated.txt" "$first" 1 $((THREADS * 5)) 1
+    check_sample "$work/ids-$phase.txt" "$first" 1 $((THREADS * 5)) 1
     first=$((first + slice))
   done
   stop_server
@@ -284,8 +296,9 @@ phase_hibernated() {
 for phase in $PHASES; do
   case "$phase" in
     live) phase_live ;;
-    hibernated) phase_hibernated ;;
-    *) fail "unknown phase $phase (live, hibernated)" ;;
+    hibernated) phase_hibernated hibernated ;;
+    warm) phase_hibernated warm ;;
+    *) fail "unknown phase $phase (live, hibernated, warm)" ;;
   esac
 done
 

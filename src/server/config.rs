@@ -132,6 +132,16 @@ pub struct StoreSettings {
     /// A session idle this long (seconds) leaves memory and lives only in
     /// the store until an event, timer or query wakes it; 0 never.
     pub hibernate_after_secs: u64,
+    /// A session idle this long (seconds) leaves the script engine into
+    /// the warm tier: its state stays in memory as its snapshot text (no
+    /// script objects for the collector to mark), and its next event,
+    /// timer or query restores it from that text without reading the
+    /// store. At `hibernate_after_secs` it leaves memory too. 0 (or a
+    /// value not below `hibernate_after_secs`): no warm tier.
+    pub warm_after_secs: u64,
+    /// Most snapshot bytes the warm tier keeps; past it, the sessions
+    /// longest in it leave memory (they wake from the store).
+    pub warm_max_bytes: u64,
     /// Database connections.
     pub max_connections: u32,
     /// How often halted sessions older than `limits.halted_retention_secs`
@@ -145,6 +155,8 @@ impl Default for StoreSettings {
             url: String::new(),
             full_sync: false,
             hibernate_after_secs: 60,
+            warm_after_secs: 5,
+            warm_max_bytes: 256 * 1024 * 1024,
             max_connections: 8,
             purge_interval_secs: 60,
         }

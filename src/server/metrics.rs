@@ -32,6 +32,11 @@ pub struct Metrics {
     pub sessions_hibernated: AtomicU64,
     /// Times a session was read back from the store into memory.
     pub sessions_woken: AtomicU64,
+    /// Of the hibernated sessions, those in the warm tier (their snapshot
+    /// text in memory).
+    pub sessions_warm: AtomicU64,
+    /// Times a session was restored from the warm tier (no store read).
+    pub sessions_woken_warm: AtomicU64,
     /// External events processed.
     pub events_processed: AtomicU64,
     /// Document requests answered from the cache without a fetch.
@@ -135,6 +140,22 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE ors_sessions_retired gauge");
         let _ = writeln!(out, "ors_sessions_retired {}", get(&self.sessions_retired));
+        let _ = writeln!(
+            out,
+            "# HELP ors_sessions_warm Hibernated sessions whose state is kept in memory as snapshot text (the warm tier)."
+        );
+        let _ = writeln!(out, "# TYPE ors_sessions_warm gauge");
+        let _ = writeln!(out, "ors_sessions_warm {}", get(&self.sessions_warm));
+        let _ = writeln!(
+            out,
+            "# HELP ors_sessions_woken_warm_total Sessions restored from the warm tier, without a store read."
+        );
+        let _ = writeln!(out, "# TYPE ors_sessions_woken_warm_total counter");
+        let _ = writeln!(
+            out,
+            "ors_sessions_woken_warm_total {}",
+            get(&self.sessions_woken_warm)
+        );
         let _ = writeln!(
             out,
             "# HELP ors_sessions_woken_total Sessions read back from the store."

@@ -27,7 +27,7 @@ pub fn prelude(server_name: &str) -> String {
       }}
     }};
   }});
-  for (var name in shared) session[name] = shared[name];
+  Object.assign(session, shared);
   g._genesys = {{ session: session, ixn: {{ interactions: {{}} }} }};
 }})(globalThis)"#
     )

@@ -146,7 +146,7 @@ pub fn prelude(settings: &PlatformSettings, now: jiff::Timestamp) -> String {
     }};
     return s;
   }});
-  for (var name in shared) s[name] = shared[name];
+  Object.assign(s, shared);
 }})(globalThis)"#,
         zones = text(zones),
         special = text(special_days(settings).to_string()),

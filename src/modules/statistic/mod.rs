@@ -58,7 +58,7 @@ pub fn prelude(settings: &StatisticSettings) -> String {
     return st;
   }});
   var st = G.statistic = G.statistic || {{}};
-  for (var name in shared) st[name] = shared[name];
+  Object.assign(st, shared);
 }})(globalThis._genesys)"#,
         values = Value::String(values),
         default = Value::from(settings.default),

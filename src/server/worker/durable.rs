@@ -26,7 +26,26 @@ pub(super) struct Sleeping {
     pub wake_at: Option<u64>,
     /// Its active states when it went to sleep (for lists).
     pub configuration: Vec<String>,
+    /// Its tree's rows kept in memory (the warm tier), if they are.
+    pub warm: Option<Warm>,
 }
+
+/// A sleeping tree's state in memory: the rows the store also has (taken
+/// once they were committed), restored without reading the store.
+pub(super) struct Warm {
+    /// The tree, parents first, with each row's document (`None` for a
+    /// child whose document is inline in its parent), as a store read
+    /// gives it.
+    rows: TreeRows,
+    /// The rows' snapshot bytes.
+    bytes: usize,
+    /// Its number in `Worker::warm_order`.
+    entry: u64,
+}
+
+/// A tree of stored rows, parents first, with each row's document
+/// (`None` for a child whose document is inline in its parent).
+pub(super) type TreeRows = Vec<(SessionRow, Option<Arc<Document>>)>;
 
 /// What a wake job found in the store.
 pub(super) enum WakeData {
@@ -45,6 +64,8 @@ pub(super) struct Woken {
     pub id: Arc<str>,
     /// What it found.
     pub result: Result<WakeData, String>,
+    /// Whether it came from the warm tier rather than the store.
+    pub warm: bool,
 }
 
 impl Worker {
@@ -58,6 +79,7 @@ impl Worker {
             let sleeping = Sleeping {
                 wake_at,
                 configuration: Vec::new(),
+                warm: None,
             };
             self.meta
                 .insert(id.clone(), stored_meta(root, Some(sleeping)));
@@ -93,14 +115,76 @@ impl Worker {
             return Some(command);
         }
         let key: Arc<str> = id.into();
+        if !self.waking.contains_key(&key)
+            && let Some(rows) = self.take_warm(&key)
+        {
+            self.waking.insert(key.clone(), vec![command]);
+            self.finish_wake(Woken {
+                id: key,
+                result: Ok(WakeData::Tree(rows)),
+                warm: true,
+            });
+            return None;
+        }
         self.begin_wake(key.clone());
         self.waking.entry(key).or_default().push(command);
         None
     }
 
+    /// Takes a sleeping session's rows out of the warm tier.
+    fn take_warm(&mut self, id: &str) -> Option<TreeRows> {
+        let warm = self.meta.get_mut(id)?.sleeping.as_mut()?.warm.take()?;
+        self.warm_bytes = self.warm_bytes.saturating_sub(warm.bytes);
+        Metrics::dec(&self.ctx.metrics.sessions_warm);
+        Some(warm.rows)
+    }
+
+    /// Drops the rows of the sessions longest in the warm tier while they
+    /// are idle past `store.hibernate_after_secs` or the tier holds more
+    /// than `store.warm_max_bytes` (they wake from the store from then on).
+    pub(super) fn cool_warm(&mut self) {
+        let settings = &self.ctx.config.store;
+        let cold_after = settings.hibernate_after_secs;
+        let max_bytes = usize::try_from(settings.warm_max_bytes).unwrap_or(usize::MAX);
+        while let Some((id, entry)) = self.warm_order.front() {
+            let Some(m) = self.meta.get_mut(id) else {
+                self.warm_order.pop_front();
+                continue;
+            };
+            let current = m
+                .sleeping
+                .as_ref()
+                .and_then(|s| s.warm.as_ref())
+                .is_some_and(|w| w.entry == *entry);
+            if !current {
+                self.warm_order.pop_front();
+                continue;
+            }
+            let too_old =
+                cold_after > 0 && m.last_active.elapsed() >= Duration::from_secs(cold_after);
+            if !too_old && self.warm_bytes <= max_bytes {
+                break;
+            }
+            if let Some(warm) = m.sleeping.as_mut().and_then(|s| s.warm.take()) {
+                self.warm_bytes = self.warm_bytes.saturating_sub(warm.bytes);
+                Metrics::dec(&self.ctx.metrics.sessions_warm);
+            }
+            self.warm_order.pop_front();
+        }
+    }
+
     /// Starts reading a session's tree from the store (once per id).
     pub(super) fn begin_wake(&mut self, id: Arc<str>) {
         if self.waking.contains_key(&id) {
+            return;
+        }
+        if let Some(rows) = self.take_warm(&id) {
+            self.waking.insert(id.clone(), Vec::new());
+            self.finish_wake(Woken {
+                id,
+                result: Ok(WakeData::Tree(rows)),
+                warm: true,
+            });
             return;
         }
         self.waking.insert(id.clone(), Vec::new());
@@ -117,7 +201,11 @@ impl Worker {
                 .spawn(async move { read_tree(&ctx, store.as_ref(), &lookup).await })
                 .await
                 .unwrap_or_else(|e| Err(format!("store read failed: {e}")));
-            let _ = tx.send(Woken { id, result });
+            let _ = tx.send(Woken {
+                id,
+                result,
+                warm: false,
+            });
         });
     }
 
@@ -131,7 +219,7 @@ impl Worker {
                     .first()
                     .map(|(r, _)| r.root.as_str().into())
                     .unwrap_or_else(|| woken.id.clone());
-                if let Err(e) = self.restore_tree(&root, rows) {
+                if let Err(e) = self.restore_tree(&root, rows, woken.warm) {
                     tracing::error!(session = %root, error = %e, "cannot restore a session from the store");
                     if self.meta.contains_key(&root) {
                         self.wake_failed(&root);
@@ -191,6 +279,7 @@ impl Worker {
         &mut self,
         root: &Arc<str>,
         rows: Vec<(SessionRow, Option<Arc<Document>>)>,
+        warm: bool,
     ) -> Result<(), String> {
         if self.host.session(root).is_some() {
             return Ok(());
@@ -241,8 +330,12 @@ impl Worker {
             self.awake.insert(root.clone());
         }
         meta.last_active = Instant::now();
-        Metrics::inc(&self.ctx.metrics.sessions_woken);
-        tracing::debug!(session = %root, sessions = restored.len(), "session woken from the store");
+        if warm {
+            Metrics::inc(&self.ctx.metrics.sessions_woken_warm);
+        } else {
+            Metrics::inc(&self.ctx.metrics.sessions_woken);
+        }
+        tracing::debug!(session = %root, sessions = restored.len(), warm, "session woken");
         Ok(())
     }
 
@@ -311,7 +404,7 @@ impl Worker {
     }
 
     fn may_hibernate(&self, id: &str, m: &Meta) -> bool {
-        let after = self.ctx.config.store.hibernate_after_secs;
+        let after = self.leave_engine_after_secs();
         after > 0
             && self.store.is_some()
             && m.status == Status::Running
@@ -320,6 +413,24 @@ impl Worker {
             && m.last_batch <= self.committed.get()
             && m.last_active.elapsed() >= Duration::from_secs(after)
             && !self.waking.contains_key(id)
+    }
+
+    /// Idle seconds after which a session leaves the engine: into the
+    /// warm tier when there is one, else to the store only.
+    fn leave_engine_after_secs(&self) -> u64 {
+        let s = &self.ctx.config.store;
+        if self.warm_tier() {
+            s.warm_after_secs
+        } else {
+            s.hibernate_after_secs
+        }
+    }
+
+    /// Whether idle sessions pass through the warm tier.
+    fn warm_tier(&self) -> bool {
+        let s = &self.ctx.config.store;
+        s.warm_after_secs > 0
+            && (s.hibernate_after_secs == 0 || s.warm_after_secs < s.hibernate_after_secs)
     }
 
     /// Hibernates up to `limit` of the sessions found idle (each checked
@@ -360,12 +471,29 @@ impl Worker {
             return false;
         };
         let configuration = session.configuration_names();
+        let warm = if self.warm_tier() {
+            self.warm_rows(root, &tree)
+        } else {
+            None
+        };
         self.host.remove(root);
         self.awake.remove(root);
         if let Some(m) = self.meta.get_mut(root) {
+            let warm = warm.map(|(rows, bytes)| {
+                self.warm_entries += 1;
+                self.warm_bytes += bytes;
+                self.warm_order.push_back((root.clone(), self.warm_entries));
+                Metrics::inc(&self.ctx.metrics.sessions_warm);
+                Warm {
+                    rows,
+                    bytes,
+                    entry: self.warm_entries,
+                }
+            });
             m.sleeping = Some(Sleeping {
                 wake_at,
                 configuration,
+                warm,
             });
         }
         if let Some(due) = wake_at {
@@ -373,6 +501,25 @@ impl Worker {
         }
         Metrics::inc(&self.ctx.metrics.sessions_hibernated);
         true
+    }
+
+    /// A tree's rows as the store has them (it is committed), for the warm
+    /// tier, with their snapshot bytes; `None` when one cannot be made.
+    fn warm_rows(&mut self, root: &Arc<str>, tree: &[Arc<str>]) -> Option<(TreeRows, usize)> {
+        let mut rows = Vec::with_capacity(tree.len());
+        let mut bytes = 0;
+        let mut documents = Vec::new();
+        for id in tree {
+            let row = self.session_row(id, root, &mut documents).ok()??;
+            let doc = row
+                .doc_hash
+                .as_ref()
+                .and_then(|_| self.host.session(id))
+                .map(|s| s.document().clone());
+            bytes += row.snapshot.len();
+            rows.push((row, doc));
+        }
+        Some((rows, bytes))
     }
 
     /// The earliest timer of a sleeping session (stale heap entries are

@@ -382,6 +382,11 @@ struct Worker {
     hibernate_queue: VecDeque<Arc<str>>,
     /// Commands waiting for a session to be read from the store.
     waking: HashMap<Arc<str>, Vec<Command>>,
+    /// Sessions that entered the warm tier, oldest first, with the
+    /// number of their entry (stale once woken), and the bytes it holds.
+    warm_order: VecDeque<(Arc<str>, u64)>,
+    warm_bytes: usize,
+    warm_entries: u64,
     wake_tx: mpsc::UnboundedSender<durable::Woken>,
 }
 
@@ -595,6 +600,9 @@ impl Worker {
             document_hashes: HashMap::new(),
             sleepers: BinaryHeap::new(),
             hibernate_queue: VecDeque::new(),
+            warm_order: VecDeque::new(),
+            warm_bytes: 0,
+            warm_entries: 0,
             last_gc: Instant::now(),
             gc_took: Duration::ZERO,
             ran_since_gc: false,
@@ -885,6 +893,11 @@ impl Worker {
             self.sweep();
         }
         self.hibernate_some(HIBERNATE_PER_BATCH);
+        if self.warm_bytes
+            > usize::try_from(self.ctx.config.store.warm_max_bytes).unwrap_or(usize::MAX)
+        {
+            self.cool_warm();
+        }
         self.retire_halted();
     }
 
@@ -927,6 +940,7 @@ impl Worker {
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
         self.find_idle();
+        self.cool_warm();
         let keep = Duration::from_secs(self.ctx.config.limits.halted_retention_secs);
         while let Some((at, _)) = self.ended_order.front() {
             if at.elapsed() < keep {
