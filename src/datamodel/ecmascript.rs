@@ -111,6 +111,47 @@ impl SharedConstants {
     }
 }
 
+/// What the server's prelude gives a session besides data: for each
+/// global it makes, a skeleton of plain objects holding only its functions
+/// (all shared constants, the same for every session of the context).
+/// A restored session gets them grafted onto its restored values instead
+/// of running the prelude again (whose data the snapshot overwrites).
+/// The skeletons are never reachable from scripts.
+struct PreludeFunctions {
+    source: Box<str>,
+    globals: Vec<(JsString, JsObject)>,
+}
+
+/// A skeleton of `object`'s functions: plain objects down to where the
+/// functions are (a few levels deep), `None` when it holds none.
+fn function_skeleton(
+    object: &JsObject,
+    depth: usize,
+    ctx: &mut Context,
+) -> JsResult<Option<JsObject>> {
+    if depth > 8 || object.is_callable() {
+        return Ok(None);
+    }
+    let skeleton = JsObject::with_object_proto(ctx.intrinsics());
+    let mut any = false;
+    for key in object.own_property_keys(ctx)? {
+        let value = object.get(key.clone(), ctx)?;
+        let Some(inner) = value.as_object() else {
+            continue;
+        };
+        let part = if inner.is_callable() {
+            Some(inner.clone())
+        } else {
+            function_skeleton(&inner, depth + 1, ctx)?
+        };
+        if let Some(part) = part {
+            skeleton.create_data_property_or_throw(key, part, ctx)?;
+            any = true;
+        }
+    }
+    Ok(any.then_some(skeleton))
+}
+
 /// `__orsShared(name, make)`: the context's shared constant `name`, made
 /// by `make()` on the first call (see [`SharedConstants`]).
 fn shared_constant(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
@@ -190,6 +231,9 @@ pub struct EcmaScriptDataModel {
     /// The context's shared constants (also in the context's data, for
     /// `__orsShared`).
     constants: Rc<SharedConstants>,
+    /// The functions the server's prelude puts on the globals it makes,
+    /// recorded the first time it runs in this context.
+    prelude_functions: Option<PreludeFunctions>,
     /// The session whose variables are installed (when the context is shared).
     pub(super) owner: Option<std::rc::Weak<RefCell<super::shared::SessionScope>>>,
 }
@@ -618,6 +662,7 @@ impl EcmaScriptDataModel {
                 bytes: limits.snapshot_bytes,
             },
             constants,
+            prelude_functions: None,
             owner: None,
         };
         if dm.doc.dialect == crate::model::Dialect::Ors {
@@ -748,6 +793,28 @@ impl EcmaScriptDataModel {
             self.system_names_known = true;
         }
         Ok(())
+    }
+
+    /// Records the functions of the globals the prelude (`source`) just
+    /// made (those not among `before`).
+    fn record_prelude_functions(&mut self, source: &str, before: &rustc_hash::FxHashSet<JsString>) {
+        let global = self.ctx.global_object();
+        let mut globals = Vec::new();
+        for name in self.global_names() {
+            if before.contains(&name) {
+                continue;
+            }
+            let value = global.get(name.clone(), &mut self.ctx).unwrap_or_default();
+            if let Some(object) = value.as_object()
+                && let Ok(Some(skeleton)) = function_skeleton(&object, 0, &mut self.ctx)
+            {
+                globals.push((name, skeleton));
+            }
+        }
+        self.prelude_functions = Some(PreludeFunctions {
+            source: source.into(),
+            globals,
+        });
     }
 
     /// Makes `In()` read this active-state set (a session's own).
@@ -1073,10 +1140,35 @@ impl DataModel for EcmaScriptDataModel {
     }
 
     fn eval_prelude(&mut self, source: &str) -> DmResult<()> {
+        let record = self
+            .prelude_functions
+            .as_ref()
+            .is_none_or(|p| *p.source != *source);
+        let before = if record {
+            self.global_names()
+        } else {
+            Default::default()
+        };
         self.constants.open.set(true);
         let result = self.eval_text(source).map(|_| ());
         self.constants.open.set(false);
+        if record && result.is_ok() {
+            self.record_prelude_functions(source, &before);
+        }
         result
+    }
+
+    fn restore_prelude(&mut self, source: &str) -> DmResult<()> {
+        if self
+            .prelude_functions
+            .as_ref()
+            .is_some_and(|p| *p.source == *source)
+        {
+            // Its functions are grafted from the record by `restore`, and
+            // everything else it makes the snapshot overwrites.
+            return Ok(());
+        }
+        self.eval_prelude(source)
     }
 
     fn assign_text(&mut self, location: &str, value: &InitialValue) -> DmResult<()> {
@@ -1196,10 +1288,19 @@ impl DataModel for EcmaScriptDataModel {
             let key = JsString::from(unescape_key(k));
             // Functions cannot be saved; the ones the prelude and the
             // document's scripts put on objects are carried over onto the
-            // restored objects.
-            let current = global
-                .get(key.clone(), &mut self.ctx)
-                .map_err(|e| js_err(e, &mut self.ctx))?;
+            // restored objects (the prelude's from its record).
+            let recorded = self.prelude_functions.as_ref().and_then(|p| {
+                p.globals
+                    .iter()
+                    .find(|(name, _)| *name == key)
+                    .map(|(_, skeleton)| JsValue::from(skeleton.clone()))
+            });
+            let current = match recorded {
+                Some(skeleton) => skeleton,
+                None => global
+                    .get(key.clone(), &mut self.ctx)
+                    .map_err(|e| js_err(e, &mut self.ctx))?,
+            };
             if let (Some(from), Some(into)) = (current.as_object(), v.as_object()) {
                 graft_functions(&from, &into, 0, &mut self.ctx)
                     .map_err(|e| js_err(e, &mut self.ctx))?;
@@ -1379,6 +1480,37 @@ mod tests {
              && a.length === 4 && a[1] === null && a[3] === 'é\\u00e9\\ud83d\\ude00' \
              && pair[0] === pair[1] && pair[0] === shared && typeof gone === 'undefined'"
         ));
+    }
+
+    /// A session restored into a context that has run the prelude does
+    /// not run it again: the prelude's functions are grafted from its
+    /// record onto the restored values; a fresh context runs it.
+    #[test]
+    fn a_restore_grafts_the_preludes_functions_without_running_it_again() {
+        const PRELUDE: &str = "(function (g) { g.runs = (g.runs || 0) + 1; \
+             var f = __orsShared('fns', function () { \
+               return {hello: function () { return 'hi ' + this.name; }}; }); \
+             g.P = {name: 'p', inner: {}}; Object.assign(g.P, f); g.P.inner.twice = f.hello; \
+             })(globalThis)";
+        let (_, mut dm) = model(CHART);
+        dm.eval_prelude(PRELUDE).expect("the prelude runs");
+        run(&mut dm, "P.name = 'q'; P.own = function () { return 1; };");
+        let snap = dm.snapshot().expect("snapshot");
+        run(&mut dm, "runs = 100; delete P;");
+        dm.restore_prelude(PRELUDE).expect("skipped");
+        assert!(truth(&mut dm, "runs === 100 && typeof P === 'undefined'"));
+        dm.restore(&snap).expect("restores");
+        assert!(truth(
+            &mut dm,
+            "runs === 1 && P.hello() === 'hi q' && typeof P.inner.twice === 'function' \
+             && P.own === undefined"
+        ));
+
+        let (_, mut fresh) = model(CHART);
+        fresh.restore_prelude(PRELUDE).expect("runs");
+        assert!(truth(&mut fresh, "runs === 1"));
+        fresh.restore(&snap).expect("restores");
+        assert!(truth(&mut fresh, "P.hello() === 'hi q'"));
     }
 
     /// A shared constant is made once per context and frozen; a snapshot

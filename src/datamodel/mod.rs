@@ -101,6 +101,12 @@ pub trait DataModel {
     fn eval_prelude(&mut self, source: &str) -> DmResult<()> {
         self.eval_text(source).map(|_| ())
     }
+    /// The prelude for a session about to be restored from a snapshot: a
+    /// model may skip running it when it already knows what the prelude
+    /// gives besides data (see the ECMAScript model's prelude record).
+    fn restore_prelude(&mut self, source: &str) -> DmResult<()> {
+        self.eval_prelude(source)
+    }
     /// Stores a data value at a location given as text (custom actions).
     fn assign_text(&mut self, location: &str, value: &InitialValue) -> DmResult<()>;
     /// Runs a `<script>` body.

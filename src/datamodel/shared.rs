@@ -340,6 +340,9 @@ impl DataModel for SharedEcmaScript {
     fn eval_prelude(&mut self, source: &str) -> DmResult<()> {
         self.installed().eval_prelude(source)
     }
+    fn restore_prelude(&mut self, source: &str) -> DmResult<()> {
+        self.installed().restore_prelude(source)
+    }
     fn assign_text(&mut self, location: &str, value: &InitialValue) -> DmResult<()> {
         self.installed().assign_text(location, value)
     }

@@ -199,7 +199,7 @@ impl Session {
             .set_system_variables(&vars)
             .map_err(|e| SnapshotError::DataModel(e.message))?;
         if let Some(prelude) = session.options.prelude.clone()
-            && let Err(e) = session.datamodel.eval_prelude(&prelude)
+            && let Err(e) = session.datamodel.restore_prelude(&prelude)
         {
             tracing::warn!(error = %e, "the prelude failed while restoring");
         }
