@@ -90,6 +90,24 @@ impl Server {
     }
 }
 
+/// The alarm fixture's view once it has completed (its timers woke it).
+async fn alarm_completed(api: &Server, alarm: &str) -> Value {
+    eventually(
+        "alarm never rang",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let v = api.query_ok(alarm).await;
+            if v["status"] == "completed" {
+                Ok(v)
+            } else {
+                Err(v)
+            }
+        },
+    )
+    .await
+}
+
 const HIBERNATED: &str = "ors_sessions{state=\"hibernated\"}";
 const WOKEN: &str = "ors_sessions_woken_total";
 
@@ -141,20 +159,7 @@ async fn idle_sessions_hibernate_and_wake_on_events_queries_and_timers() {
     assert_eq!(v["data"]["label"], "bumped 2 times");
 
     // A sleeping session's own timers wake it, and fire in order.
-    let v = eventually(
-        "alarm never rang",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || async {
-            let v = api.query_ok(&alarm).await;
-            if v["status"] == "completed" {
-                Ok(v)
-            } else {
-                Err(v)
-            }
-        },
-    )
-    .await;
+    let v = alarm_completed(&api, &alarm).await;
     assert_eq!(v["data"]["rang"], serde_json::json!(["first", "second"]));
     // The woken ones fall asleep again once idle.
     api.wait_metric(HIBERNATED, 4).await;
@@ -214,20 +219,7 @@ async fn idle_sessions_go_warm_and_come_back_from_memory() {
     let v = api.query_ok(&sleepers[1]).await;
     assert_eq!(v["data"]["label"], "bumped 2 times");
     // The warm alarm's timers wake it and fire in order.
-    let v = eventually(
-        "alarm never rang",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || async {
-            let v = api.query_ok(&alarm).await;
-            if v["status"] == "completed" {
-                Ok(v)
-            } else {
-                Err(v)
-            }
-        },
-    )
-    .await;
+    let v = alarm_completed(&api, &alarm).await;
     assert_eq!(v["data"]["rang"], serde_json::json!(["first", "second"]));
     assert!(api.metric(WOKEN_WARM).await >= 3);
     assert_eq!(api.metric(WOKEN).await, 0, "no store read");
