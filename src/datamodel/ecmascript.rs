@@ -615,12 +615,26 @@ impl EcmaScriptDataModel {
         ctx.insert_data(DomBuilder(RefCell::new(None)));
         let constants = Rc::new(SharedConstants::default());
         ctx.insert_data(constants.clone());
-        ctx.register_global_callable(
-            JsString::from(SHARED_CONSTANT_FUNCTION),
-            2,
+        // Read-only and not deletable: sessions sharing the context all
+        // need it, so no document may replace it for its siblings.
+        let shared = boa_engine::object::FunctionObjectBuilder::new(
+            ctx.realm(),
             NativeFunction::from_fn_ptr(shared_constant),
         )
-        .expect("__orsShared is not yet defined");
+        .name(JsString::from(SHARED_CONSTANT_FUNCTION))
+        .length(2)
+        .build();
+        ctx.global_object()
+            .define_property_or_throw(
+                JsString::from(SHARED_CONSTANT_FUNCTION),
+                PropertyDescriptor::builder()
+                    .value(shared)
+                    .writable(false)
+                    .enumerable(false)
+                    .configurable(false),
+                &mut ctx,
+            )
+            .expect("__orsShared is not yet defined");
         ctx.register_global_callable(
             js_string!("In"),
             1,
@@ -1530,6 +1544,10 @@ mod tests {
             &mut dm,
             "made === 1 && T.A === 'A' && T.inner.C === 'C'"
         ));
+        // No document replaces or deletes it for the sessions it shares
+        // the context with.
+        run(&mut dm, "__orsShared = 1; delete globalThis.__orsShared;");
+        assert!(truth(&mut dm, "typeof __orsShared === 'function'"));
         // A document's script gets an existing constant but makes none
         // (it could hand data from one session to the next).
         assert!(truth(&mut dm, "__orsShared('t', null) === T"));
