@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::process::{ServeProcess, free_port};
+use common::wait::eventually;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -166,15 +167,26 @@ async fn fill_kill_restart(data_dir: &Path, fs: &SmallFs, store_args: &[&str]) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Refusing writes, the server says it is unhealthy (the last write
-    // failed); an event it accepts again would make it healthy.
-    let health = client
-        .get(format!("{base}/health"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .expect("health answers");
-    assert_eq!(health.status(), 503);
-    let health: Value = serde_json::from_str(&health.text().await.unwrap()).unwrap();
+    // failed); a write that still fits in between (a checkpoint freed a
+    // page) makes it healthy for a moment, so it is asked until it says so
+    // while the clients keep writing.
+    let health = eventually(
+        "the server never said it was unhealthy while refusing writes",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let r = client
+                .get(format!("{base}/health"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .expect("health answers");
+            let status = r.status();
+            let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            if status == 503 { Ok(body) } else { Err(body) }
+        },
+    )
+    .await;
     assert_eq!(health["status"], "unhealthy", "{health}");
     assert!(
         health["store"]
