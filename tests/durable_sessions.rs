@@ -108,6 +108,18 @@ async fn alarm_completed(api: &Server, alarm: &str) -> Value {
     .await
 }
 
+/// Starts `n` sleeper fixtures and bumps each twice.
+async fn start_sleepers(api: &Server, n: usize) -> Vec<String> {
+    let mut sleepers = Vec::new();
+    for _ in 0..n {
+        let id = api.start_src(&fixture("sleeper.scxml"), &[]).await;
+        api.event_ok(&id, "bump").await;
+        api.event_ok(&id, "bump").await;
+        sleepers.push(id);
+    }
+    sleepers
+}
+
 const HIBERNATED: &str = "ors_sessions{state=\"hibernated\"}";
 const WOKEN: &str = "ors_sessions_woken_total";
 
@@ -117,13 +129,7 @@ async fn idle_sessions_hibernate_and_wake_on_events_queries_and_timers() {
     let mut cfg = config(&dir);
     cfg.store.hibernate_after_secs = 1;
     let api = Server::start(cfg).await;
-    let mut sleepers = Vec::new();
-    for _ in 0..4 {
-        let id = api.start_src(&fixture("sleeper.scxml"), &[]).await;
-        api.event_ok(&id, "bump").await;
-        api.event_ok(&id, "bump").await;
-        sleepers.push(id);
-    }
+    let sleepers = start_sleepers(&api, 4).await;
     let alarm = api
         .start_src(&fixture("alarm.scxml"), &[("delay", "2500")])
         .await;
@@ -183,13 +189,7 @@ async fn idle_sessions_go_warm_and_come_back_from_memory() {
     cfg.store.warm_after_secs = 1;
     cfg.store.hibernate_after_secs = 3600;
     let api = Server::start(cfg).await;
-    let mut sleepers = Vec::new();
-    for _ in 0..3 {
-        let id = api.start_src(&fixture("sleeper.scxml"), &[]).await;
-        api.event_ok(&id, "bump").await;
-        api.event_ok(&id, "bump").await;
-        sleepers.push(id);
-    }
+    let sleepers = start_sleepers(&api, 3).await;
     let alarm = api
         .start_src(&fixture("alarm.scxml"), &[("delay", "2500")])
         .await;

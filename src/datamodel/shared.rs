@@ -20,7 +20,7 @@ use boa_engine::{JsString, JsValue};
 use serde_json::Value;
 
 use super::ecmascript::EcmaScriptDataModel;
-use super::{DataModel, DmResult, InitialValue, ScriptLimits, SystemVariables};
+use super::{DataModel, DataModelError, DmResult, InitialValue, ScriptLimits, SystemVariables};
 use crate::model::Event;
 use crate::model::{Document, ExprId, ExprKind, StateId, StateSet};
 
@@ -367,17 +367,14 @@ impl DataModel for SharedEcmaScript {
     fn state_exited(&mut self, state: StateId) {
         self.active.borrow_mut().remove(state);
     }
+    /// [`DataModel::snapshot_text`] read back.
+    fn snapshot(&mut self) -> DmResult<Value> {
+        let text = self.snapshot_text()?;
+        serde_json::from_str(&text)
+            .map_err(|e| DataModelError::new(format!("the snapshot cannot be read back: {e}")))
+    }
     /// A session whose variables are not installed is encoded from the
     /// copy it keeps, without switching the context to it.
-    fn snapshot(&mut self) -> DmResult<Value> {
-        let mut engine = self.engine.borrow_mut();
-        let mine = Rc::downgrade(&self.scope);
-        if engine.owner.as_ref().is_some_and(|o| o.ptr_eq(&mine)) {
-            return engine.snapshot();
-        }
-        let scope = self.scope.borrow();
-        engine.snapshot_of(&scope.vars)
-    }
     fn snapshot_text(&mut self) -> DmResult<String> {
         let mut engine = self.engine.borrow_mut();
         let mine = Rc::downgrade(&self.scope);
