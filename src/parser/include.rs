@@ -182,11 +182,11 @@ fn apply_renames(el: &mut Element, renamed: &HashMap<String, String>) {
         for a in e.attrs.iter_mut().filter(|a| a.ns.is_none()) {
             match a.name.as_str() {
                 "id" if state_like => {
-                    if let Some(new) = renamed.get(&a.value) {
-                        a.value = new.clone();
+                    if let Some(new) = renamed.get(a.value.as_str()) {
+                        a.value = new.into();
                     }
                 }
-                "target" | "initial" if scxml => a.value = rename_all(&a.value),
+                "target" | "initial" if scxml => a.value = rename_all(&a.value).into(),
                 _ => {}
             }
         }
@@ -314,7 +314,7 @@ fn expand_children(el: &mut Element, place: &Place<'_>, cx: &mut Context<'_>, de
         el,
         Element {
             ns: None,
-            name: String::new(),
+            name: Default::default(),
             attrs: Vec::new(),
             children: Vec::new(),
             pos: el.pos,

@@ -8,6 +8,8 @@ use quick_xml::name::ResolveResult;
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 use crate::model::Position;
 
 /// An XML element with its resolved namespace and source position.
@@ -17,8 +19,9 @@ pub struct Element {
     /// Namespace URI (`None` when unqualified and no default namespace);
     /// one shared string per namespace of a document.
     pub ns: Option<Arc<str>>,
-    /// Local name.
-    pub name: String,
+    /// Local name (held inline up to 24 bytes, as every SCXML and ORS
+    /// element name is).
+    pub name: CompactString,
     /// Attributes in document order.
     pub attrs: Vec<Attr>,
     /// Child nodes.
@@ -86,6 +89,9 @@ impl Drop for Element {
     /// stack holds whole child lists, so nodes are dropped where they lie
     /// rather than moved one by one.
     fn drop(&mut self) {
+        if self.children.is_empty() {
+            return;
+        }
         let mut pending: Vec<Vec<Node>> = vec![std::mem::take(&mut self.children)];
         while let Some(mut nodes) = pending.pop() {
             for node in &mut nodes {
@@ -106,10 +112,11 @@ impl Drop for Element {
 pub struct Attr {
     /// Namespace URI for prefixed attributes.
     pub ns: Option<Arc<str>>,
-    /// Local name.
-    pub name: String,
-    /// Normalised, unescaped value.
-    pub value: String,
+    /// Local name (inline up to 24 bytes).
+    pub name: CompactString,
+    /// Normalised, unescaped value (inline up to 24 bytes: most ids,
+    /// targets, events and short expressions need no allocation).
+    pub value: CompactString,
 }
 
 /// A child node.
@@ -117,8 +124,9 @@ pub struct Attr {
 pub enum Node {
     /// An element.
     Element(Element),
-    /// Character data (text, references and CDATA merged).
-    Text(String),
+    /// Character data (text, references and CDATA merged); the
+    /// whitespace between elements is held inline.
+    Text(CompactString),
 }
 
 impl Element {
@@ -323,7 +331,7 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
         match event {
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let is_empty = matches!(event, Event::Empty(_));
-                let name = start.local_name().as_ref().to_string();
+                let name = CompactString::from(start.local_name().as_ref());
                 let ns = match ns {
                     Ok(ns) => ns,
                     Err(prefix) => {
@@ -357,8 +365,8 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                         .map_err(|e| err(tag_start, format!("bad attribute value: {e}")))?;
                     attrs.push(Attr {
                         ns: ans,
-                        name: local.as_ref().to_string(),
-                        value: value.into_owned(),
+                        name: CompactString::from(local.as_ref()),
+                        value: CompactString::from(value),
                     });
                 }
                 let element = Element {
@@ -463,7 +471,7 @@ fn push_text(stack: &mut [Element], text: &str) {
         if let Some(Node::Text(t)) = top.children.last_mut() {
             t.push_str(text);
         } else {
-            top.children.push(Node::Text(text.to_string()));
+            top.children.push(Node::Text(CompactString::from(text)));
         }
     }
 }
