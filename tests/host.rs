@@ -67,3 +67,45 @@ fn leaving_the_invoking_state_removes_the_whole_subtree() {
     );
     assert!(host.session(&top).expect("top").active_invokes().is_empty());
 }
+
+/// A session that leaves memory with a timer pending (as a hibernated one
+/// does) leaves its entry in the host's timer queue until it comes due.
+/// Thousands leaving must not keep thousands of entries: the queue is swept
+/// once dead entries outnumber the sessions, and the timers of the sessions
+/// still held fire as before.
+#[test]
+fn sessions_leaving_with_timers_pending_leave_no_pile_of_dead_entries() {
+    const TIMER: &str = r#"<scxml xmlns="http://www.w3.org/2005/07/scxml" version="1.0" initial="waiting">
+      <state id="waiting">
+        <onentry><send event="tick" delay="1000s"/></onentry>
+        <transition event="tick" target="fired"/>
+      </state>
+      <state id="fired"/>
+    </scxml>"#;
+    let doc = Arc::new(parse_document(TIMER, None, &LoadOptions::default()).expect("loads"));
+    let mut host = LocalHost::new(SessionOptions::default(), Box::new(|_, _, _, _| {}));
+    let mut ids = Vec::new();
+    for _ in 0..6000 {
+        let id = host.add(Session::new(doc.clone(), SessionOptions::default()));
+        host.start(&id);
+        ids.push(id);
+    }
+    host.run_until_idle(&mut |_, _, _| {});
+    assert_eq!(host.timer_entries(), 6000, "one timer each");
+    let (leaving, staying) = ids.split_at(5500);
+    for id in leaving {
+        assert!(host.remove(id));
+    }
+    assert!(
+        host.timer_entries() <= 2 * staying.len() + 1024,
+        "{} entries left for {} sessions",
+        host.timer_entries(),
+        staying.len()
+    );
+    assert_eq!(host.fire_due_timers(u64::MAX), staying.len());
+    host.run_until_idle(&mut |_, _, _| {});
+    for id in staying {
+        let s = host.session(id).expect("still held");
+        assert_eq!(s.configuration_names(), ["fired"]);
+    }
+}

@@ -298,7 +298,33 @@ impl LocalHost {
     pub fn remove(&mut self, id: &str) -> bool {
         let present = self.slots.contains_key(id);
         self.remove_tree(id, false);
+        self.compact_timers();
         present
+    }
+
+    /// How many timer entries the host holds: one per session with a
+    /// timer pending, plus those left behind by sessions that rescheduled
+    /// or left memory and were not yet swept (for diagnostics and tests).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Drops the timer entries no session holds any more once they
+    /// outnumber the sessions by far: a session that leaves memory with a
+    /// timer pending (a hibernation) leaves its entry behind until it
+    /// comes due, and a million sessions asleep with timers set hours out
+    /// would otherwise keep a million dead entries. Each sweep leaves at
+    /// most one entry per session, so sweeps are amortised O(1) per entry.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.slots.len() + 1024 {
+            return;
+        }
+        let slots = &self.slots;
+        self.timers
+            .retain(|Reverse((due, id))| slots.get(id).and_then(|s| s.timer) == Some(*due));
+        if self.timers.capacity() > 2 * self.timers.len() + 1024 {
+            self.timers.shrink_to_fit();
+        }
     }
 
     /// Sessions that ran (started, took an event, fired a timer, were

@@ -396,6 +396,16 @@ impl Session {
         names(&self.doc, &self.configuration, false)
     }
 
+    /// The same names as [`Session::configuration_names`], shared with
+    /// the document (no copy of each name): what a host keeps of a
+    /// session it has put to sleep.
+    pub fn configuration_shared_names(&self) -> Box<[Arc<str>]> {
+        self.configuration
+            .iter()
+            .map(|s| self.doc.state(s).name.clone())
+            .collect()
+    }
+
     /// Names of the active atomic states in document order.
     pub fn atomic_names(&self) -> Vec<String> {
         names(&self.doc, &self.configuration, true)

@@ -24,10 +24,12 @@ use crate::store::{DocumentRow, RootSummary, SessionRow, WriteBatch};
 pub(super) struct Sleeping {
     /// When its tree next has a timer due (ms since the epoch).
     pub wake_at: Option<u64>,
-    /// Its active states when it went to sleep (for lists).
-    pub configuration: Vec<String>,
-    /// Its tree's rows kept in memory (the warm tier), if they are.
-    pub warm: Option<Warm>,
+    /// Its active states when it went to sleep (for lists and queries),
+    /// sharing the document's names.
+    pub configuration: Box<[Arc<str>]>,
+    /// Its tree's rows kept in memory (the warm tier), if they are (boxed:
+    /// a million sessions asleep in the store pay one pointer each).
+    pub warm: Option<Box<Warm>>,
 }
 
 /// A sleeping tree's state in memory: the rows the store also has (taken
@@ -78,11 +80,12 @@ impl Worker {
             let wake_at = root.wake_at.map(|w| w.max(0) as u64);
             let sleeping = Sleeping {
                 wake_at,
-                configuration: Vec::new(),
+                configuration: Box::default(),
                 warm: None,
             };
+            let src = self.srcs.intern(&root.src);
             self.meta
-                .insert(id.clone(), stored_meta(root, Some(sleeping)));
+                .insert(id.clone(), stored_meta(root, src, Some(sleeping)));
             if let Some(due) = wake_at {
                 self.sleepers.push(Reverse((due, id)));
             }
@@ -308,6 +311,7 @@ impl Worker {
             restored.push(row.id.clone());
         }
         let first = rows.first().map(|(r, _)| r);
+        let srcs = &mut self.srcs;
         let meta = self.meta.entry(root.clone()).or_insert_with(|| {
             // A running session the store has but this worker did not list
             // (written after the recovery scan, or by another node).
@@ -321,7 +325,8 @@ impl Worker {
                 events: first.map_or(0, |r| r.events),
                 wake_at: None,
             };
-            stored_meta(summary, None)
+            let src = srcs.intern(&summary.src);
+            stored_meta(summary, src, None)
         });
         if meta.sleeping.take().is_some() {
             Metrics::dec(&self.ctx.metrics.sessions_hibernated);
@@ -470,7 +475,7 @@ impl Worker {
         let Some(session) = self.host.session(root) else {
             return false;
         };
-        let configuration = session.configuration_names();
+        let configuration = session.configuration_shared_names();
         let warm = if self.warm_tier() {
             self.warm_rows(root, &tree)
         } else {
@@ -484,11 +489,11 @@ impl Worker {
                 self.warm_bytes += bytes;
                 self.warm_order.push_back((root.clone(), self.warm_entries));
                 Metrics::inc(&self.ctx.metrics.sessions_warm);
-                Warm {
+                Box::new(Warm {
                     rows,
                     bytes,
                     entry: self.warm_entries,
-                }
+                })
             });
             m.sleeping = Some(Sleeping {
                 wake_at,
@@ -656,14 +661,21 @@ impl Worker {
         };
         let is_root = id == root;
         let (src, status, events) = if is_root {
-            (meta.src.clone(), meta.status.label(), meta.events as i64)
+            (
+                meta.src.to_string(),
+                meta.status.label(),
+                meta.events as i64,
+            )
         } else {
             (String::new(), Status::Running.label(), 0)
         };
         let (seq, started_at, ended_at, idealtime) = (
             meta.seq as i64,
             meta.started_at as i64,
-            meta.ended.map(|(_, t)| t as i64).filter(|_| is_root),
+            meta.ended
+                .as_deref()
+                .map(|&(_, t)| t as i64)
+                .filter(|_| is_root),
             meta.idealtime.map(|t| t as i64),
         );
         let parent = self.host.parent_of(id);
@@ -840,11 +852,11 @@ fn refuse(command: Command, error: ApiError) {
 
 /// What the worker keeps about a running top-level session read from the
 /// store.
-fn stored_meta(root: RootSummary, sleeping: Option<Sleeping>) -> Meta {
+fn stored_meta(root: RootSummary, src: Arc<str>, sleeping: Option<Sleeping>) -> Box<Meta> {
     let ms = |t: i64| t.max(0) as u64;
-    Meta {
+    Box::new(Meta {
         seq: ms(root.seq),
-        src: root.src,
+        src,
         started_at: ms(root.started_at),
         idealtime: root.idealtime.map(ms),
         status: Status::Running,
@@ -856,7 +868,7 @@ fn stored_meta(root: RootSummary, sleeping: Option<Sleeping>) -> Meta {
         sleeping,
         reason: None,
         retired: None,
-    }
+    })
 }
 
 /// A halted session's view from its stored row (configuration and data

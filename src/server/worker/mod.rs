@@ -283,14 +283,44 @@ impl Status {
     }
 }
 
+/// The `src` values of a worker's sessions, each held once: a million
+/// sessions of one strategy share one string. Values no session holds any
+/// more are dropped whenever the set has doubled since the last sweep.
+#[derive(Default)]
+struct SrcNames {
+    names: HashSet<Arc<str>>,
+    /// How many names the last sweep kept.
+    kept: usize,
+}
+
+impl SrcNames {
+    /// The shared string equal to `src`.
+    fn intern(&mut self, src: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(src) {
+            return name.clone();
+        }
+        if self.names.len() >= 2 * self.kept + 64 {
+            self.names.retain(|n| Arc::strong_count(n) > 1);
+            self.kept = self.names.len();
+        }
+        let name: Arc<str> = src.into();
+        self.names.insert(name.clone());
+        name
+    }
+}
+
 /// What the worker knows about a top-level session beyond the engine.
 struct Meta {
     seq: u64,
-    src: String,
+    /// The `src` it was started with (shared: [`SrcNames`]).
+    src: Arc<str>,
     started_at: u64,
     idealtime: Option<u64>,
     status: Status,
-    ended: Option<(Instant, u64)>,
+    /// When it halted: the instant (for retention) and the wall clock (ms
+    /// since the epoch, for views); boxed, as most sessions known are
+    /// running or asleep.
+    ended: Option<Box<(Instant, u64)>>,
     events: u64,
     /// When its tree last ran.
     last_active: Instant,
@@ -301,7 +331,7 @@ struct Meta {
     /// Set while it sleeps in the store.
     sleeping: Option<durable::Sleeping>,
     /// Why it failed, once it has.
-    reason: Option<String>,
+    reason: Option<Box<str>>,
     /// What queries show of it once it has halted and left the engine.
     retired: Option<Box<Retired>>,
 }
@@ -313,10 +343,10 @@ impl Meta {
         SessionView {
             sessionid: id.to_string(),
             status: self.status.label(),
-            src: Some(self.src.clone()),
+            src: Some(self.src.to_string()),
             name: None,
             started_at: Some(self.started_at),
-            ended_at: self.ended.map(|(_, t)| t),
+            ended_at: self.ended.as_deref().map(|&(_, t)| t),
             idealtime: self.idealtime,
             events: self.events,
             start_seq: self.seq,
@@ -325,7 +355,7 @@ impl Meta {
             pending_timers: None,
             invokes: None,
             hibernated: false,
-            reason: self.reason.clone(),
+            reason: self.reason.as_deref().map(str::to_string),
         }
     }
 }
@@ -348,7 +378,11 @@ struct Worker {
     index: usize,
     ctx: Arc<WorkerContext>,
     host: LocalHost,
-    meta: HashMap<Arc<str>, Meta>,
+    /// Boxed: the table holds every session the worker knows, asleep
+    /// ones included, and hashbrown keeps up to twice as many slots as
+    /// entries, so each slot is a key and a pointer (a million sessions
+    /// asleep once took half a gigabyte of slots).
+    meta: HashMap<Arc<str>, Box<Meta>>,
     options: SessionOptions,
     acks: Vec<(String, Reply<SessionView>)>,
     /// Answers computed during the batch, sent once it is durable.
@@ -363,6 +397,9 @@ struct Worker {
     /// Roots whose last write failed (written again with the next batch).
     resync: Rc<RefCell<Vec<Arc<str>>>>,
     document_hashes: HashMap<usize, (Arc<Document>, String)>,
+    /// The `src` of every session this worker knows, one string per
+    /// distinct value ([`Worker::intern_src`]).
+    srcs: SrcNames,
     /// Timers of sleeping sessions (lazy: checked against `Meta` when due).
     sleepers: BinaryHeap<Reverse<(u64, Arc<str>)>>,
     /// Top-level sessions in memory that may go to sleep (persisted and
@@ -598,6 +635,7 @@ impl Worker {
             in_flight: Rc::new(Cell::new(0)),
             resync: Rc::new(RefCell::new(Vec::new())),
             document_hashes: HashMap::new(),
+            srcs: SrcNames::default(),
             sleepers: BinaryHeap::new(),
             hibernate_queue: VecDeque::new(),
             warm_order: VecDeque::new(),
@@ -672,9 +710,10 @@ impl Worker {
                 if persist {
                     self.awake.insert(key.clone());
                 }
+                let src = self.srcs.intern(&src);
                 self.meta.insert(
                     key.clone(),
-                    Meta {
+                    Box::new(Meta {
                         seq: START_SEQ.fetch_add(1, Ordering::Relaxed),
                         src,
                         started_at: wall_clock_ms(),
@@ -688,7 +727,7 @@ impl Worker {
                         sleeping: None,
                         reason: None,
                         retired: None,
-                    },
+                    }),
                 );
                 // `sessions_running` was raised when the start was admitted.
                 Metrics::inc(&self.ctx.metrics.sessions_started);
@@ -906,7 +945,7 @@ impl Worker {
         if let Some(m) = self.meta.get_mut(id)
             && m.status == Status::Running
         {
-            m.reason = Some(reason);
+            m.reason = Some(reason.into());
         }
         self.mark_ended(id, Status::Failed);
     }
@@ -920,7 +959,7 @@ impl Worker {
                 hook.session_ended(id);
             }
             let now = Instant::now();
-            m.ended = Some((now, wall_clock_ms()));
+            m.ended = Some(Box::new((now, wall_clock_ms())));
             self.awake.remove(id);
             self.ended_order.push_back((now, id.clone()));
             self.to_retire.push_back(id.clone());
@@ -979,7 +1018,7 @@ impl Worker {
                     configuration: m
                         .sleeping
                         .as_ref()
-                        .map(|s| s.configuration.clone())
+                        .map(|s| s.configuration.iter().map(|n| n.to_string()).collect())
                         .unwrap_or_default(),
                     hibernated: true,
                     ..m.view(id)
@@ -996,10 +1035,10 @@ impl Worker {
         let mut view = SessionView {
             sessionid: id.to_string(),
             status: status.label(),
-            src: meta.map(|m| m.src.clone()),
+            src: meta.map(|m| m.src.to_string()),
             name: session.document().name.clone(),
             started_at: meta.map(|m| m.started_at),
-            ended_at: meta.and_then(|m| m.ended.map(|(_, t)| t)),
+            ended_at: meta.and_then(|m| m.ended.as_deref().map(|&(_, t)| t)),
             idealtime: meta.and_then(|m| m.idealtime),
             events: meta.map(|m| m.events).unwrap_or(0),
             start_seq: meta.map(|m| m.seq).unwrap_or(u64::MAX),
@@ -1009,7 +1048,7 @@ impl Worker {
             invokes: None,
             hibernated: false,
             reason: meta
-                .and_then(|m| m.reason.clone())
+                .and_then(|m| m.reason.as_deref().map(str::to_string))
                 .or_else(|| session.stop_reason().map(str::to_string)),
         };
         if with_data {
