@@ -6,13 +6,14 @@
 #   benches/durable/sessions.sh --smoke    N=2000, 1 s wake runs
 #
 # Environment: N (sessions per phase, default 100000), STORE (sqlite, full,
-# none or a postgres:// admin URL; default sqlite; the hibernated phase
-# needs a store), PHASES (default "live hibernated"), CONNS (wrk -c for
+# none or a postgres:// admin URL; default sqlite; the hibernated and
+# timers phases need a store), PHASES (default "live hibernated"), CONNS (wrk -c for
 # starts and live events, default 64), THREADS (wrk -t, default 2),
 # WAKE_CONNS (wrk -c of the runs against hibernated sessions, default
 # "8 64"), WAKE_DURATION (wrk -d of each of those runs, default 5s), PORT
 # (first port tried, default 18281), HIBERNATE_TIMEOUT (seconds to wait
-# for all N to hibernate, default 1800), CARGO_TARGET_DIR (default target).
+# for all N to hibernate, default 1800), TIMER_DELAY (timers phase),
+# CARGO_TARGET_DIR (default target).
 #
 # Phases, each on a fresh server with a fresh store:
 #   live        hibernate_after_secs = 0 (no warm tier): start N sessions (JSON line
@@ -26,6 +27,12 @@
 #   warm        (not in the default PHASES) the same with the warm tier:
 #               warm_after_secs = 1, hibernate_after_secs = 0, so every
 #               sleeping session is woken from memory ("warm-wake-c8", …)
+#   timers      (not in the default PHASES) hibernate_after_secs = 1: start
+#               N sessions of timer.scxml, each with a timer TIMER_DELAY
+#               seconds out (default N / 1500 + 60), wait until all N are
+#               hibernated with their timers pending (VmRSS then), then
+#               until every timer has fired and every session is asleep
+#               again ("timers": how long the firing took, VmRSS after)
 # Exits non-zero on any non-2xx reply, socket error or timeout, when the
 # server's counters disagree with the replies, or the server logged an error.
 set -euo pipefail
@@ -34,7 +41,7 @@ smoke=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) smoke=1 ;;
-    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "sessions.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -109,7 +116,7 @@ cleanup() {
 trap cleanup EXIT
 store_init
 case " $PHASES " in
-  *" hibernated "*) [ "$store_label" != none ] || fail "the hibernated phase needs a store (STORE=none)" ;;
+  *" hibernated "*|*" timers "*) [ "$store_label" != none ] || fail "the hibernated and timers phases need a store (STORE=none)" ;;
 esac
 
 # --- helpers ------------------------------------------------------------------
@@ -188,10 +195,11 @@ add_fields() { # line ,"k":v,...  (appended before the closing brace)
   echo "${1%\}}$2}"
 }
 
-# Starts N sessions, collecting their ids into $work/ids-<phase>.txt.
+# Starts N sessions, collecting their ids into $work/ids-<phase>.txt;
+# optional: the document and the form-encoded start parameters.
 start_sessions() {
-  local phase="$1"
-  run_walk "$phase-starts" "$CONNS" 900s start "$N"
+  local phase="$1" src="${2:-benches/http/tiny.scxml}" params="${3:-}"
+  run_walk "$phase-starts" "$CONNS" 3600s start "$N" "$src" "$params"
   [ "$(field exhausted "$line")" = true ] || fail "$phase-starts did not finish"
   cat "$work/walk-$phase-starts"/ids-*.txt >"$work/ids-$phase.txt"
   local got unique
@@ -242,6 +250,25 @@ phase_live() {
   stop_server
 }
 
+# Polls /metrics until all N sessions are hibernated; sets $waited (s).
+wait_hibernated() {
+  local t0 h=0 polls=0
+  t0="$(date +%s.%N)"
+  while :; do
+    h="$(metric 'ors_sessions{state="hibernated"}')"
+    waited="$(since "$t0")"
+    [ "$h" = "$N" ] && break
+    awk -v w="$waited" -v t="$HIBERNATE_TIMEOUT" 'BEGIN {exit !(w < t)}' ||
+      fail "only $h of $N sessions hibernated after $waited s"
+    polls=$((polls + 1))
+    [ $((polls % 60)) != 0 ] || echo "waiting for hibernation: $h of $N after $waited s" >&2
+    sleep 0.5
+  done
+}
+since() { # seconds since a `date +%s.%N` reading, one decimal
+  awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'
+}
+
 # --- phase "hibernated" -------------------------------------------------------------
 phase_hibernated() { # phase name ("hibernated" or "warm")
   local phase="${1:-hibernated}" woken_metric=ors_sessions_woken_total
@@ -254,18 +281,8 @@ phase_hibernated() { # phase name ("hibernated" or "warm")
   start_sessions "$phase"
   local rss_live
   rss_live="$(rss_mib)"
-  local started_line="$line" t0 h=0 waited=0 polls=0
-  t0="$(date +%s.%N)"
-  while :; do
-    h="$(metric 'ors_sessions{state="hibernated"}')"
-    waited="$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')"
-    [ "$h" = "$N" ] && break
-    awk -v w="$waited" -v t="$HIBERNATE_TIMEOUT" 'BEGIN {exit !(w < t)}' ||
-      fail "only $h of $N sessions hibernated after $waited s"
-    polls=$((polls + 1))
-    [ $((polls % 60)) != 0 ] || echo "waiting for hibernation: $h of $N after $waited s" >&2
-    sleep 0.5
-  done
+  local started_line="$line"
+  wait_hibernated
   add_fields "$started_line" ",\"sessions\":$N,\"rss_mib_live\":$rss_live,\"rss_mib\":$(rss_mib),\"all_hibernated_after_s\":$waited"
   # Disjoint slices of the ids, one per run: no session gets two events.
   local runs=0 c
@@ -293,12 +310,58 @@ phase_hibernated() { # phase name ("hibernated" or "warm")
   stop_server
 }
 
+# --- phase "timers" -------------------------------------------------------------
+phase_timers() {
+  start_server timers 1
+  local delay="${TIMER_DELAY:-$((N / 1500 + 60))}" t_start e0
+  t_start="$(date +%s.%N)"
+  e0="$(metric ors_events_processed_total)"
+  start_sessions timers benches/durable/timer.scxml "delay=${delay}s"
+  local started_line="$line" starts_took rss_live
+  starts_took="$(since "$t_start")"
+  rss_live="$(rss_mib)"
+  wait_hibernated
+  local fired rss_pending
+  fired=$(($(metric ors_events_processed_total) - e0))
+  [ "$fired" = 0 ] ||
+    fail "timers: $fired timers fired before all $N sessions were asleep (raise TIMER_DELAY, now $delay s)"
+  rss_pending="$(rss_mib)"
+  add_fields "$started_line" ",\"sessions\":$N,\"rss_mib_live\":$rss_live,\"rss_mib\":$rss_pending,\"all_hibernated_after_s\":$waited,\"timer_delay_s\":$delay"
+  local w0 polls=0 all_fired_at
+  w0="$(metric ors_sessions_woken_total)"
+  # Every timer is due by starts_took + delay after t_start.
+  while :; do
+    fired=$(($(metric ors_events_processed_total) - e0))
+    all_fired_at="$(since "$t_start")"
+    [ "$fired" -ge "$N" ] && break
+    awk -v w="$all_fired_at" -v t="$((delay + HIBERNATE_TIMEOUT))" -v s="$starts_took" 'BEGIN {exit !(w < t + s)}' ||
+      fail "timers: only $fired of $N timers fired after $all_fired_at s"
+    polls=$((polls + 1))
+    [ $((polls % 60)) != 0 ] || echo "waiting for timers: $fired of $N fired after $all_fired_at s" >&2
+    sleep 0.5
+  done
+  [ "$fired" = "$N" ] || fail "timers: $fired events processed for $N timers"
+  # How late the last timer was: the last start was answered starts_took
+  # after t_start, so its timer was due delay after that (the poll adds up
+  # to half a second).
+  local late
+  late="$(awk -v a="$all_fired_at" -v s="$starts_took" -v d="$delay" 'BEGIN {printf "%.1f", a - s - d}')"
+  wait_hibernated
+  local woken
+  woken=$(($(metric ors_sessions_woken_total) - w0))
+  [ "$woken" -ge "$N" ] || fail "timers: $N timers fired but only $woken sessions were woken"
+  echo "{\"phase\":\"timers\",\"store\":\"$store_label\",\"sessions\":$N,\"timer_delay_s\":$delay,\"fired\":$fired,\"woken\":$woken,\"last_fired_late_s\":$late,\"rss_mib_pending\":$rss_pending,\"all_hibernated_again_after_s\":$waited,\"rss_mib\":$(rss_mib)}"
+  check_sample "$work/ids-timers.txt" 1 $((N / 100 > 0 ? N / 100 : 1)) 20 1
+  stop_server
+}
+
 for phase in $PHASES; do
   case "$phase" in
     live) phase_live ;;
     hibernated) phase_hibernated hibernated ;;
     warm) phase_hibernated warm ;;
-    *) fail "unknown phase $phase (live, hibernated, warm)" ;;
+    timers) phase_timers ;;
+    *) fail "unknown phase $phase (live, hibernated, warm, timers)" ;;
   esac
 done
 

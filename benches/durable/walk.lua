@@ -1,9 +1,10 @@
 -- wrk script for benches/durable/sessions.sh: a fixed number of requests,
 -- each for a different session, split over wrk's threads.
 --
---   wrk ... -s walk.lua URL -- start PHASE THREADS OUTDIR N
---     starts N sessions of benches/http/tiny.scxml and writes their ids,
---     one a line, to OUTDIR/ids-<thread>.txt
+--   wrk ... -s walk.lua URL -- start PHASE THREADS OUTDIR N [SRC [PARAMS]]
+--     starts N sessions of SRC (default benches/http/tiny.scxml), with the
+--     form-encoded start PARAMS if given, and writes their ids, one a
+--     line, to OUTDIR/ids-<thread>.txt
 --   wrk ... -s walk.lua URL -- event PHASE THREADS OUTDIR IDS FIRST COUNT
 --     POSTs event 'ping' (n=1) once to each of the sessions on lines
 --     FIRST .. FIRST+COUNT-1 of the file IDS (thread t of T takes lines
@@ -53,7 +54,9 @@ function init(args)
   if mode == "start" then
     local n = tonumber(args[5])
     share = math.floor(n / nthreads) + ((tid < n % nthreads) and 1 or 0)
-    start_req = wrk.format("POST", "/scxml/session/start", form, "src=benches/http/tiny.scxml")
+    local body = "src=" .. (args[6] or "benches/http/tiny.scxml")
+    if args[7] and args[7] ~= "" then body = body .. "&" .. args[7] end
+    start_req = wrk.format("POST", "/scxml/session/start", form, body)
     idfile = assert(io.open(outdir .. "/ids-" .. tid .. ".txt", "w"))
   else
     local first, count = tonumber(args[6]), tonumber(args[7])
