@@ -46,6 +46,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
     // extension now brings as its own migration; kept empty so that an
     // older `ors` opening a newer database does not try to make it again.
     (2, &[]),
+    // The retention purge looks for halted rows past their cut-off: without
+    // this index it scanned every row, and with a million sessions asleep
+    // that held SQLite's write lock for over a second each minute
+    // (`benches/durable/sessions.sh`, phase `timers`). Partial: only
+    // halted rows are in it, so writes of running sessions never touch it.
+    (
+        3,
+        &["CREATE INDEX ors_sessions_halted ON ors_sessions \
+           ((COALESCE(ended_at, updated_at))) WHERE status <> 'running'"],
+    ),
 ];
 
 const SESSION_COLUMNS: &str = "id, root, parent, invokeid, src, doc_hash, status, seq, \
@@ -676,10 +686,12 @@ impl Store for SqlStore {
             .await?
             .rows_affected();
             // Only documents no batch has used since the cut-off: a batch
-            // that references one refreshes its `stored_at` first.
+            // that references one refreshes its `stored_at` first. The
+            // sessions' hashes are listed once (and only when a document
+            // is that old), not scanned again for every old document.
             sqlx::query(
-                "DELETE FROM ors_documents WHERE stored_at < $1 AND NOT EXISTS \
-                 (SELECT 1 FROM ors_sessions s WHERE s.doc_hash = ors_documents.hash)",
+                "DELETE FROM ors_documents WHERE stored_at < $1 AND hash NOT IN \
+                 (SELECT doc_hash FROM ors_sessions WHERE doc_hash IS NOT NULL)",
             )
             .bind(ended_before)
             .execute(&mut *tx)
