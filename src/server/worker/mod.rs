@@ -398,7 +398,7 @@ struct Worker {
     resync: Rc<RefCell<Vec<Arc<str>>>>,
     document_hashes: HashMap<usize, (Arc<Document>, String)>,
     /// The `src` of every session this worker knows, one string per
-    /// distinct value ([`Worker::intern_src`]).
+    /// distinct value ([`SrcNames::intern`]).
     srcs: SrcNames,
     /// Timers of sleeping sessions (lazy: checked against `Meta` when due).
     sleepers: BinaryHeap<Reverse<(u64, Arc<str>)>>,
@@ -1083,5 +1083,35 @@ impl Worker {
                 Value::Null
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SrcNames;
+    use std::sync::Arc;
+
+    /// One string per distinct `src`, and the ones no session holds any
+    /// more are dropped once the set has grown past its last sweep.
+    #[test]
+    fn src_names_are_shared_and_forgotten_once_unused() {
+        let mut names = SrcNames::default();
+        let a = names.intern("a.scxml");
+        let again = names.intern("a.scxml");
+        assert!(Arc::ptr_eq(&a, &again), "one string for one src");
+        drop(again);
+        for i in 0..200 {
+            // Each dropped at once: only `a` is still held.
+            names.intern(&format!("once-{i}.scxml"));
+        }
+        assert!(
+            names.names.len() <= 2 * names.kept + 64 && names.names.len() < 100,
+            "{} names kept",
+            names.names.len()
+        );
+        assert!(
+            Arc::ptr_eq(&a, &names.intern("a.scxml")),
+            "a held name survives sweeps"
+        );
     }
 }
