@@ -258,3 +258,59 @@ fn switching_keeps_names_one_session_lacks_out_and_snapshots_need_no_switch() {
     assert_eq!(a_aside.datamodel["extra"], json!(1));
     assert!(b_installed.datamodel.get("onlyA").is_none());
 }
+
+/// `_ioprocessors` is built when a script first reads it; sessions that
+/// share a context each read their own (the same object each time, also
+/// after another session was installed in between), cannot replace it,
+/// and a session that never read it is unaffected.
+#[test]
+fn each_session_reads_its_own_ioprocessors_across_switches() {
+    let doc = doc();
+    let mut sessions: Vec<Session> = (0..3)
+        .map(|i| {
+            let mut s = Session::new(
+                doc.clone(),
+                SessionOptions {
+                    session_id: Some(format!("io{i}")),
+                    ..SessionOptions::default()
+                },
+            );
+            s.start(&mut QuietHost);
+            s
+        })
+        .collect();
+    for round in 0..2 {
+        for (i, s) in sessions.iter_mut().enumerate().take(2) {
+            assert_eq!(
+                value(s, "_ioprocessors.scxml.location"),
+                json!(format!("#_scxml_io{i}")),
+                "round {round}"
+            );
+            if round == 0 {
+                value(s, "_ioprocessors.scxml.mark = 'kept'");
+            }
+            // The same object as before the other sessions ran.
+            assert_eq!(value(s, "_ioprocessors.scxml.mark"), json!("kept"));
+            assert_eq!(
+                value(
+                    s,
+                    "(function () { 'use strict'; try { _ioprocessors = 1; return 'assigned'; } \
+                     catch (e) { return e.name; } })()"
+                ),
+                json!("TypeError"),
+            );
+        }
+        // The third never reads it until now, and sees its own, unmarked.
+        if round == 1 {
+            let s = &mut sessions[2];
+            assert_eq!(
+                value(s, "_ioprocessors.scxml.location"),
+                json!("#_scxml_io2")
+            );
+            assert_eq!(
+                value(s, "typeof _ioprocessors.scxml.mark"),
+                json!("undefined")
+            );
+        }
+    }
+}

@@ -59,8 +59,9 @@ pub struct SystemVariables {
     pub session_id: Arc<str>,
     /// `_name`.
     pub name: Option<String>,
-    /// `_ioprocessors` as JSON (`{"scxml": {"location": ...}, ...}`).
-    pub ioprocessors: Value,
+    /// `_ioprocessors` as JSON (`{"scxml": {"location": ...}, ...}`);
+    /// shared, since a shared context hands it from session to session.
+    pub ioprocessors: Arc<Value>,
 }
 
 /// What the interpreter needs from a data model.

@@ -31,7 +31,8 @@ pub struct SessionScope {
     /// sorted by name.
     vars: Vec<(JsString, JsValue)>,
     system: Option<SystemVariables>,
-    /// The session's `_ioprocessors` object, made once.
+    /// The session's `_ioprocessors` object while another session is
+    /// installed, if a script has read it.
     io: Option<JsValue>,
     event: Option<Event>,
 }
@@ -274,9 +275,13 @@ impl SharedEcmaScript {
             Some(prev) => {
                 let mut prev = prev.borrow_mut();
                 prev.vars = theirs;
+                prev.io = engine.take_io();
                 engine.swap_event(&mut prev.event);
             }
-            None => engine.swap_event(&mut None),
+            None => {
+                engine.take_io();
+                engine.swap_event(&mut None);
+            }
         }
         let me = &mut *me;
         if let Some(system) = &me.system {

@@ -473,7 +473,7 @@ impl Session {
         SystemVariables {
             session_id: self.id.clone(),
             name: self.doc.name.clone(),
-            ioprocessors: Value::Object(io),
+            ioprocessors: Arc::new(Value::Object(io)),
         }
     }
 
