@@ -48,22 +48,27 @@ fn value(s: &mut Session, expr: &str) -> serde_json::Value {
         .unwrap_or(json!("undefined"))
 }
 
-#[test]
-fn interleaved_sessions_of_one_document_stay_isolated() {
+/// `n` started sessions of [`CHART`], with ids `<prefix>0`, `<prefix>1`, ….
+fn started(n: usize, prefix: &str) -> Vec<Session> {
     let doc = doc();
-    let mut sessions: Vec<Session> = (0..3)
+    (0..n)
         .map(|i| {
             let mut s = Session::new(
                 doc.clone(),
                 SessionOptions {
-                    session_id: Some(format!("s{i}")),
+                    session_id: Some(format!("{prefix}{i}")),
                     ..SessionOptions::default()
                 },
             );
             s.start(&mut QuietHost);
             s
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn interleaved_sessions_of_one_document_stay_isolated() {
+    let mut sessions = started(3, "s");
     for round in 1..=4 {
         for (i, s) in sessions.iter_mut().enumerate() {
             send(s, "add", json!({ "by": (i + 1) * 10 + round }));
@@ -265,20 +270,7 @@ fn switching_keeps_names_one_session_lacks_out_and_snapshots_need_no_switch() {
 /// and a session that never read it is unaffected.
 #[test]
 fn each_session_reads_its_own_ioprocessors_across_switches() {
-    let doc = doc();
-    let mut sessions: Vec<Session> = (0..3)
-        .map(|i| {
-            let mut s = Session::new(
-                doc.clone(),
-                SessionOptions {
-                    session_id: Some(format!("io{i}")),
-                    ..SessionOptions::default()
-                },
-            );
-            s.start(&mut QuietHost);
-            s
-        })
-        .collect();
+    let mut sessions = started(3, "io");
     for round in 0..2 {
         for (i, s) in sessions.iter_mut().enumerate().take(2) {
             assert_eq!(
