@@ -397,36 +397,59 @@ fn in_predicate(_this: &JsValue, args: &[JsValue], ctx: &mut Context) -> JsResul
     Ok(JsValue::from(active))
 }
 
-fn event_getter(_this: &JsValue, _args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
-    let Some(current) = ctx.get_data::<CurrentEvent>() else {
-        return Ok(JsValue::undefined());
-    };
-    if let Some(v) = current.object.borrow().as_ref() {
-        return Ok(v.clone());
-    }
-    let Some(event) = current.event.borrow().clone() else {
-        return Ok(JsValue::undefined());
-    };
-    let obj = build_event_object(&event, ctx)?;
-    if let Some(current) = ctx.get_data::<CurrentEvent>() {
-        *current.object.borrow_mut() = Some(obj.clone());
-    }
-    Ok(obj)
+/// A global whose object an accessor builds from a source on first read
+/// and keeps until the source changes (`_event`, `_ioprocessors`).
+trait LazyGlobal: Sized + 'static {
+    type Source: Clone;
+    /// The source and the object made from it so far.
+    fn cells(&self) -> (&RefCell<Option<Self::Source>>, &RefCell<Option<JsValue>>);
+    /// Makes the object from the source.
+    fn build(source: &Self::Source, ctx: &mut Context) -> JsResult<JsValue>;
 }
 
-fn io_getter(_this: &JsValue, _args: &[JsValue], ctx: &mut Context) -> JsResult<JsValue> {
-    let Some(current) = ctx.get_data::<CurrentIo>() else {
-        return Ok(JsValue::undefined());
-    };
-    if let Some(v) = current.object.borrow().as_ref() {
-        return Ok(v.clone());
+impl LazyGlobal for CurrentEvent {
+    type Source = Event;
+    fn cells(&self) -> (&RefCell<Option<Event>>, &RefCell<Option<JsValue>>) {
+        (&self.event, &self.object)
     }
-    let Some(json) = current.json.borrow().clone() else {
+    fn build(event: &Event, ctx: &mut Context) -> JsResult<JsValue> {
+        build_event_object(event, ctx)
+    }
+}
+
+impl LazyGlobal for CurrentIo {
+    type Source = Arc<Value>;
+    fn cells(&self) -> (&RefCell<Option<Arc<Value>>>, &RefCell<Option<JsValue>>) {
+        (&self.json, &self.object)
+    }
+    fn build(json: &Arc<Value>, ctx: &mut Context) -> JsResult<JsValue> {
+        JsValue::from_json(json, ctx)
+    }
+}
+
+/// The getter of a [`LazyGlobal`]: the kept object, or one built now and
+/// kept (`undefined` without a source).
+fn lazy_getter<T: LazyGlobal>(
+    _this: &JsValue,
+    _args: &[JsValue],
+    ctx: &mut Context,
+) -> JsResult<JsValue> {
+    let source = {
+        let Some(current) = ctx.get_data::<T>() else {
+            return Ok(JsValue::undefined());
+        };
+        let (source, object) = current.cells();
+        if let Some(v) = object.borrow().as_ref() {
+            return Ok(v.clone());
+        }
+        source.borrow().clone()
+    };
+    let Some(source) = source else {
         return Ok(JsValue::undefined());
     };
-    let obj = JsValue::from_json(&json, ctx)?;
-    if let Some(current) = ctx.get_data::<CurrentIo>() {
-        *current.object.borrow_mut() = Some(obj.clone());
+    let obj = T::build(&source, ctx)?;
+    if let Some(current) = ctx.get_data::<T>() {
+        *current.cells().1.borrow_mut() = Some(obj.clone());
     }
     Ok(obj)
 }
@@ -672,7 +695,7 @@ impl EcmaScriptDataModel {
         // `_event` is a getter without a setter, so it is read-only.
         let getter = boa_engine::object::FunctionObjectBuilder::new(
             ctx.realm(),
-            NativeFunction::from_fn_ptr(event_getter),
+            NativeFunction::from_fn_ptr(lazy_getter::<CurrentEvent>),
         )
         .name(js_string!("_event"))
         .build();
@@ -693,7 +716,7 @@ impl EcmaScriptDataModel {
         // `_ioprocessors` too: read-only, built on first read.
         let getter = boa_engine::object::FunctionObjectBuilder::new(
             ctx.realm(),
-            NativeFunction::from_fn_ptr(io_getter),
+            NativeFunction::from_fn_ptr(lazy_getter::<CurrentIo>),
         )
         .name(js_string!("_ioprocessors"))
         .build();
