@@ -105,15 +105,22 @@ async fn another_device_cannot_list_read_write_take_over_or_cancel_a_callback() 
 
     let id = create(&victim, "chat-immediate", "6502388511").await;
 
-    // Listing every customer's records is an operator call.
+    // Listing across services shows a device its own records only, and
+    // every customer's to an operator.
     let r = attacker.get("/genesys/1/service/callback").await;
-    assert_error(&r, 401, "unauthorized");
-    assert!(
-        r.header("www-authenticate")
-            .is_some_and(|v| v.starts_with("Basic realm=")),
-        "{:?}",
-        r.headers
+    assert_eq!((r.status, r.body.clone()), (200, json!([])));
+    let r = attacker
+        .get("/genesys/1/service/callback?_callback_state=!COMPLETED")
+        .await;
+    assert_eq!((r.status, r.body.clone()), (200, json!([])));
+    assert_error(
+        &anonymous.get("/genesys/1/service/callback").await,
+        400,
+        "gms_user_required",
     );
+    let r = victim.get("/genesys/1/service/callback").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body.as_array().map(Vec::len), Some(1), "{}", r.body);
     let r = operator.get("/genesys/1/service/callback").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let listed = r.body.as_array().expect("a list").clone();
@@ -255,7 +262,8 @@ async fn another_device_cannot_list_read_write_take_over_or_cancel_a_callback() 
     assert_eq!(r.body["_callback_state"], "QUEUED", "{}", r.body);
     let r = victim.callback_cancel("chat-immediate", &other).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body["_callback_state"], "CANCELLED");
+    assert_eq!(r.body["_callback_state"], "COMPLETED", "{}", r.body);
+    assert_eq!(r.body["_callback_reason"], "CANCELLED", "{}", r.body);
     server.stop().await;
 }
 

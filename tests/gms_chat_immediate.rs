@@ -451,7 +451,9 @@ async fn unknown_ids_bad_targets_and_missing_fields_are_refused() {
     let session = api.session_of(&id).await;
     let r = api.plain.callback_cancel("chat-immediate", &id).await;
     assert_eq!(r.status, 200);
-    assert_eq!(api.record(&id).await["_callback_state"], "CANCELLED");
+    let record = api.record(&id).await;
+    assert_eq!(record["_callback_state"], "COMPLETED", "{record}");
+    assert_eq!(record["_callback_reason"], "CANCELLED", "{record}");
     assert_eq!(api.session_status(&session).await, "terminated");
     let r = api.plain.callback_cancel("chat-immediate", &id).await;
     assert_eq!(r.status, 409);
@@ -493,7 +495,7 @@ async fn no_agent_ready_until_find_agent_timeout_ends_the_chat_with_an_apology()
         waited >= Duration::from_secs(29),
         "gave up after {waited:?}"
     );
-    let record = api.wait_record_state(&id, "FAILED").await;
+    let record = api.wait_record_state(&id, "COMPLETED").await;
     assert_eq!(record["_callback_reason"], "no_agent_available");
     api.stop().await;
 }
@@ -679,7 +681,7 @@ async fn a_strategy_that_cannot_start_fails_the_record_and_tells_the_customer() 
                 .is_some_and(|s| s.contains("cannot be connected"))),
         "the customer is told: {ended}"
     );
-    let record = api.wait_record_state(&id, "FAILED").await;
+    let record = api.wait_record_state(&id, "COMPLETED").await;
     assert_eq!(record["_callback_reason"], "ROUTING_FAILED", "{record}");
     let why = record["_failure_reason"].as_str().unwrap_or_default();
     assert!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::stores::{each_store, test_databases};
 use futures_util::future::BoxFuture;
-use ors::gms::records::{CallbackQuery, CallbackRow};
+use ors::gms::records::{CallbackQuery, CallbackRow, KeyFilter, Operand};
 use ors::interpreter::{Event, Host, Session, SessionOptions, SessionSnapshot};
 use ors::store::{
     CommitHandle, Committer, DocumentRow, RootSummary, SessionRow, Store, StoreError, WriteBatch,
@@ -598,7 +598,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
 
         assert_eq!(
             db.applied_migrations().await,
-            ["core:1", "core:2", "core:3", "gms:1", "gms:2"],
+            ["core:1", "core:2", "core:3", "gms:1", "gms:2", "gms:3"],
             "{label}: each migration is recorded once"
         );
     }
@@ -1015,8 +1015,13 @@ async fn callback_records_round_trip_are_queried_replaced_and_purged() {
             .unwrap();
         let ids =
             |rows: Vec<CallbackRow>| -> Vec<String> { rows.into_iter().map(|r| r.id).collect() };
+        let condition = |key: &str, value: &str, negated: bool| KeyFilter {
+            key: key.into(),
+            value: value.into(),
+            negated,
+        };
         let by_number = CallbackQuery {
-            customer_number: Some("111".into()),
+            filters: vec![condition("_customer_number", "111", false)],
             limit: 10,
             ..Default::default()
         };
@@ -1027,13 +1032,48 @@ async fn callback_records_round_trip_are_queried_replaced_and_purged() {
         );
         let queued = CallbackQuery {
             service: Some("chat-immediate".into()),
-            state: Some("queued".into()),
+            states: vec!["QUEUED".into()],
             limit: 10,
             ..Default::default()
         };
         assert_eq!(
             ids(records.query(&queued).await.unwrap()),
             ["c", "a"],
+            "{label}"
+        );
+        // Conditions the SQL does not answer are checked on the records:
+        // a negation, and two conditions either of which will do.
+        let not_queued = CallbackQuery {
+            filters: vec![condition("_callback_state", "queued", true)],
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(records.query(&not_queued).await.unwrap()),
+            ["b"],
+            "{label}"
+        );
+        let either = CallbackQuery {
+            filters: vec![
+                condition("_customer_number", "222", false),
+                condition("_callback_state", "COMPLETED", false),
+            ],
+            operand: Operand::Or,
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(records.query(&either).await.unwrap()),
+            ["c", "b"],
+            "{label}"
+        );
+        let first_only = CallbackQuery {
+            limit: 1,
+            ..either.clone()
+        };
+        assert_eq!(
+            ids(records.query(&first_only).await.unwrap()),
+            ["c"],
             "{label}"
         );
         let owned = CallbackQuery {

@@ -9,7 +9,8 @@
 //!   one, like the property query).
 //! - `GET /genesys/1/service/callback/{service}/{id}`: one record.
 //! - `DELETE /genesys/1/service/callback/{service}/{id}`: cancel; the
-//!   record becomes `CANCELLED` and its session is terminated.
+//!   record becomes `COMPLETED` with `_callback_reason` `CANCELLED` and its
+//!   session is terminated.
 //! - `GET /genesys/1/document/service_template/callback/src/{file}`: the
 //!   shipped `callback.scxml` and `inbound_chat.scxml`.
 
@@ -27,6 +28,65 @@ use super::records::{CallbackQuery, CallbackRow};
 use super::service::{CallbackRequest, Service, ServiceError};
 use crate::server::error::ApiError;
 use crate::server::params::read_request;
+
+/// The exception class names GMS's error bodies carry (`exception`), as
+/// the public functional tests against GMS 8.5 assert them. Where GMS's
+/// class for a refusal is not known, the base class is named.
+pub mod exceptions {
+    /// The base class: a request the callback service refused.
+    pub const CALLBACK: &str = "com.genesyslab.gsg.services.callback.exceptions.CallbackException";
+    /// No such callback or service.
+    pub const NOT_FOUND: &str =
+        "com.genesyslab.gsg.services.callback.exceptions.CallbackExceptionNotFound";
+    /// A limit or throttle refused the request (503).
+    pub const SERVICE_UNAVAILABLE: &str =
+        "com.genesyslab.gsg.services.callback.exceptions.CallbackExceptionServiceUnavailable";
+    /// The customer number is refused (400).
+    pub const NUMBER: &str =
+        "com.genesyslab.gsg.services.callback.exceptions.CallbackExceptionNumber";
+}
+
+/// The exception an error answer of the callback API names when its
+/// handler named none, by status.
+fn exception_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 => exceptions::NOT_FOUND,
+        429 | 503 => exceptions::SERVICE_UNAVAILABLE,
+        _ => exceptions::CALLBACK,
+    }
+}
+
+/// Middleware of the callback and callback admin routes: every JSON error
+/// answer (a handler's, an extractor's, the access guard's) carries an
+/// `exception` as GMS's do, beside `error` and `message`.
+pub async fn with_gms_exception(request: Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || !json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // Error bodies are small; one that is not is passed on cut short
+    // rather than held.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let body = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(mut m)) if !m.contains_key("exception") => {
+            m.insert("exception".into(), Value::from(exception_for(status)));
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Value::Object(m).to_string().into_bytes()
+        }
+        _ => bytes.to_vec(),
+    };
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
 
 type Ctx = State<Arc<Gms>>;
 
@@ -272,8 +332,8 @@ pub async fn create(
             .records
             .update(
                 &id,
-                records::FAILED,
-                Some("session_start_failed"),
+                records::COMPLETED,
+                Some(records::SUBMIT_FAILED),
                 Map::new(),
             )
             .await;
@@ -350,12 +410,18 @@ async fn check_active(
             _ => 2,
         },
     };
-    let by_number = CallbackQuery {
-        service: Some(service.name.clone()),
-        customer_number: Some(number.clone()),
-        ..CallbackQuery::default()
-    };
-    let active = unfinished(ctx, by_number, per_number).await?;
+    let mut by_number = CallbackQuery::unfinished(Some(service.name.clone()), per_number + 1);
+    by_number.filters.push(records::KeyFilter {
+        key: "_customer_number".into(),
+        value: number.clone(),
+        negated: false,
+    });
+    let active = ctx
+        .records
+        .query(&by_number)
+        .await
+        .map_err(ApiError::from)?
+        .len();
     if active >= per_number {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -366,11 +432,14 @@ async fn check_active(
         ));
     }
     if let Some(user) = gms_user {
-        let by_device = CallbackQuery {
-            gms_user: Some(user.to_string()),
-            ..CallbackQuery::default()
-        };
-        let active = unfinished(ctx, by_device, limits.max_active_per_device).await?;
+        let mut by_device = CallbackQuery::unfinished(None, limits.max_active_per_device + 1);
+        by_device.gms_user = Some(user.to_string());
+        let active = ctx
+            .records
+            .query(&by_device)
+            .await
+            .map_err(ApiError::from)?
+            .len();
         if active >= limits.max_active_per_device {
             return Err(ApiError::too_many(
                 "too_many_callbacks",
@@ -382,21 +451,8 @@ async fn check_active(
     Ok(())
 }
 
-/// How many callbacks matching `query` are not finished (`QUEUED` or
-/// `ROUTING`), counted up to `cap` each (the only question is whether the
-/// cap is reached).
-async fn unfinished(ctx: &Gms, query: CallbackQuery, cap: usize) -> Result<usize, ApiError> {
-    let mut n = 0;
-    for state in [records::QUEUED, records::ROUTING] {
-        let q = CallbackQuery {
-            state: Some(state.to_string()),
-            limit: cap.saturating_add(1),
-            ..query.clone()
-        };
-        n += ctx.records.query(&q).await.map_err(ApiError::from)?.len();
-    }
-    Ok(n)
-}
+/// The most conditions one query by properties may carry.
+const MAX_QUERY_CONDITIONS: usize = 32;
 
 /// A record as `caller` may see it: the ORS session id is for operators.
 fn shown(caller: &Caller, row: &CallbackRow) -> Value {
@@ -426,8 +482,8 @@ pub async fn query(
 }
 
 /// `GET /genesys/1/service/callback?_id=...`: one record by id (a list of
-/// one); without `_id`, records by properties across services, which is
-/// an operator call.
+/// one, every key); without `_id`, records by properties across services
+/// (an operator's: every device's; a device's: its own).
 pub async fn query_any(State(ctx): Ctx, request: Request) -> Result<Response, ApiError> {
     let query = request.uri().query().unwrap_or_default().to_string();
     let id = form_urlencoded::parse(query.as_bytes())
@@ -447,16 +503,9 @@ pub async fn query_any(State(ctx): Ctx, request: Request) -> Result<Response, Ap
             }
         }
         None => {
-            if !ctx.config.security.is_operator(request.headers()) {
-                return Err(crate::server::auth::challenge(
-                    "ors operator",
-                    "listing callbacks across services and devices is an operator call",
-                ));
-            }
-            let caller = Caller {
-                operator: true,
-                gms_user: None,
-            };
+            // Across services: an operator sees every device's records, a
+            // device its own (by its gms_user).
+            let caller = ctx.customer(request.headers(), None)?;
             let q = query_of(&ctx, &caller, Some(&query), None)?;
             records_reply(&ctx, &caller, &q).await
         }
@@ -477,14 +526,50 @@ fn query_of(
     };
     for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match &*k {
-            "_customer_number" => q.customer_number = Some(records::normalize_number(&v)),
-            "_callback_state" => q.state = Some(v.into_owned()),
             "_max" | "max" => {
-                if let Ok(n) = v.parse::<usize>() {
-                    q.limit = n.clamp(1, cap);
+                q.limit = v.trim().parse::<usize>().map_err(|_| {
+                    ApiError::bad_parameter(format!("{k} must be a whole number, not '{v}'"))
+                })?;
+                q.limit = q.limit.clamp(1, cap);
+            }
+            "operand" | "_operand" => {
+                q.operand = match v.trim().to_ascii_uppercase().as_str() {
+                    "AND" => records::Operand::And,
+                    "OR" => records::Operand::Or,
+                    _ => {
+                        return Err(ApiError::bad_parameter(format!(
+                            "operand must be AND or OR, not '{v}'"
+                        )));
+                    }
                 }
             }
-            _ => {}
+            // A client's cache-buster, not a record key.
+            "_" => {}
+            key if key.trim().is_empty() => {
+                return Err(ApiError::bad_parameter("a query parameter has no name"));
+            }
+            key => {
+                if q.filters.len() >= MAX_QUERY_CONDITIONS {
+                    return Err(ApiError::bad_parameter(format!(
+                        "a query takes at most {MAX_QUERY_CONDITIONS} conditions"
+                    )));
+                }
+                let (negated, value) = match v.strip_prefix('!') {
+                    Some(rest) => (true, rest.to_string()),
+                    None => (false, v.into_owned()),
+                };
+                if key == "_callback_state" && records::state_named(&value).is_none() {
+                    return Err(ApiError::bad_parameter(format!(
+                        "_callback_state '{value}' is not a callback state (one of {})",
+                        records::STATES.join(", ")
+                    )));
+                }
+                q.filters.push(records::KeyFilter {
+                    key: key.to_string(),
+                    value,
+                    negated,
+                });
+            }
         }
     }
     if !caller.operator {
@@ -513,7 +598,7 @@ async fn records_reply(
     let mut bytes = 0usize;
     let mut rows = Vec::new();
     for row in ctx.records.query(q).await.map_err(ApiError::from)? {
-        let v = shown(caller, &row);
+        let v = returned_record(ctx, &row, caller.operator);
         bytes += v.to_string().len();
         if bytes > max_bytes && !rows.is_empty() {
             break;
@@ -561,19 +646,38 @@ pub async fn cancel(
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let (caller, row) = record_of(&ctx, &headers, &name, &id).await?;
-    if records::is_final(&row.state) {
-        return Err(ApiError::new(
+    let finished = || {
+        ApiError::new(
             StatusCode::CONFLICT,
             "callback_finished",
-            format!("callback '{id}' is already {}", row.state),
-        ));
+            format!("callback '{id}' is already {}", records::COMPLETED),
+        )
+    };
+    if records::is_final(&row.state) {
+        return Err(finished());
     }
-    let (row, _) = ctx
+    let row = cancel_callback(&ctx, &row, records::CANCELLED)
+        .await?
+        .ok_or_else(finished)?;
+    Ok(no_cache_json(StatusCode::OK, &shown(&caller, &row)))
+}
+
+/// Cancels a callback: its record becomes `COMPLETED` with `reason`, then
+/// its session is ended (a session already gone is fine: the record is
+/// what counts). `None` when the record was already final.
+pub async fn cancel_callback(
+    ctx: &Gms,
+    row: &CallbackRow,
+    reason: &str,
+) -> Result<Option<CallbackRow>, ApiError> {
+    let Some((row, true)) = ctx
         .records
-        .update(&id, records::CANCELLED, Some("cancelled"), Map::new())
+        .update(&row.id, records::COMPLETED, Some(reason), Map::new())
         .await
         .map_err(ApiError::from)?
-        .ok_or_else(|| not_yours(&id))?;
+    else {
+        return Ok(None);
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
     if ctx
         .sessions
@@ -586,10 +690,50 @@ pub async fn cancel(
         )
         .is_ok()
     {
-        // A session that already ended is fine: the record is what counts.
         let _ = rx.await;
     }
-    Ok(no_cache_json(StatusCode::OK, &shown(&caller, &row)))
+    Ok(Some(row))
+}
+
+/// The keys every listed record carries (GMS 8.5 Callback Services API,
+/// `returned-keys`): `_callback_reason` only where it has one.
+pub const ALWAYS_RETURNED_KEYS: &[&str] = &[
+    "_id",
+    "_desired_time",
+    "_service_name",
+    "_callback_state",
+    "_expiration_time",
+    "_customer_number",
+    "_url",
+    "_callback_reason",
+];
+
+/// A record as the queue and property queries list it: the keys GMS
+/// always returns, `[callback] returned-keys`, and its service's
+/// `_customer_lookup_keys`; `_ors_session_id` only for an operator.
+pub fn returned_record(ctx: &Gms, row: &CallbackRow, operator: bool) -> Value {
+    let Value::Object(record) = record_json(row) else {
+        return Value::Null;
+    };
+    let lookup = ctx
+        .services
+        .get(&row.service)
+        .and_then(|s| s.options.get("_customer_lookup_keys"))
+        .map(|v| super::settings::key_list(&crate::modules::value_text(v)))
+        .unwrap_or_default();
+    let returned = ctx.settings.callback.returned_keys();
+    let wanted = |k: &str| {
+        ALWAYS_RETURNED_KEYS.contains(&k)
+            || returned.iter().any(|r| r == k)
+            || lookup.iter().any(|r| r == k)
+    };
+    let mut out = Map::new();
+    for (k, v) in record {
+        if wanted(&k) && (operator || k != "_ors_session_id") {
+            out.insert(k, v);
+        }
+    }
+    Value::Object(out)
 }
 
 /// `GET /genesys/1/document/service_template/callback/src/{file}`.

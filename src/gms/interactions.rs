@@ -377,7 +377,7 @@ async fn arrive(ctx: Arc<Gms>, chat: ChatInfo) {
 }
 
 /// A chat no strategy can route: the error is logged, the callback
-/// record the chat was opened for (if any) becomes `FAILED` with
+/// record the chat was opened for (if any) becomes `COMPLETED` with
 /// `_callback_reason` `ROUTING_FAILED` and the reason in
 /// `_failure_reason`, its session is ended, and the chat is ended with a
 /// message to the customer.
@@ -399,7 +399,7 @@ async fn unroutable(ctx: &Gms, chat: &ChatInfo, why: &str) {
             .records
             .update(
                 &service_id,
-                super::records::FAILED,
+                super::records::COMPLETED,
                 Some("ROUTING_FAILED"),
                 extra,
             )
@@ -416,7 +416,7 @@ async fn unroutable(ctx: &Gms, chat: &ChatInfo, why: &str) {
             }
             Ok(_) => {}
             Err(e) => tracing::error!(record = %service_id, error = %e,
-                "the callback record of an unroutable chat could not be marked FAILED"),
+                "the callback record of an unroutable chat could not be marked COMPLETED"),
         }
     }
     let _ = ctx

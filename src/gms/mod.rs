@@ -13,6 +13,7 @@
 //! go through the backends of [`crate::backends`].
 
 pub mod access;
+pub mod admin_api;
 pub mod arrivals;
 pub mod callback_api;
 pub mod chat_api;
@@ -240,7 +241,7 @@ impl Extension for ContactCentre {
             .services
             .iter()
             .filter_map(|(name, options)| {
-                service::Service::new(name, options)
+                service::Service::configured(name, options, &self.settings.callback.options)
                     .ok()
                     .map(|s| (name.clone(), s))
             })
@@ -277,8 +278,9 @@ impl Extension for ContactCentre {
     }
 }
 
-/// Every route of the contact-centre services: the Callback and Chat
-/// APIs, the shipped documents, CometD, and the simulator's admin API.
+/// Every route of the contact-centre services: the Callback API and its
+/// admin API, the Chat API, the shipped documents, CometD, and the
+/// simulator's admin API.
 fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
     use axum::http::Method;
     let (router, mut docs) = Routes::new("customer")
@@ -313,6 +315,10 @@ fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
             callback_api::cancel,
             "cancels a callback",
         )
+        .with_state(gms.clone());
+    // GMS's error bodies name an exception; the callback routes' do too.
+    let router = router.layer(axum::middleware::from_fn(callback_api::with_gms_exception));
+    let (chat, chat_docs) = Routes::new("customer")
         .route(
             "/genesys/1/service/{id}/ixn/chat",
             &[Method::POST],
@@ -334,6 +340,18 @@ fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
             "the service documents ors ships (callback.scxml, inbound_chat.scxml)",
         )
         .with_state(gms.clone());
+    docs.extend(chat_docs);
+    let router = router.merge(chat);
+    let (admin, admin_docs) = admin_api::router(gms);
+    docs.extend(admin_docs);
+    let router = router.merge(
+        admin
+            .route_layer(axum::middleware::from_fn_with_state(
+                gms.clone(),
+                access::admin_only,
+            ))
+            .layer(axum::middleware::from_fn(callback_api::with_gms_exception)),
+    );
     let (comet, comet_docs) = gms.comet.router();
     docs.extend(comet_docs);
     let mut router = router.merge(comet.route_layer(axum::middleware::from_fn_with_state(

@@ -46,6 +46,16 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX IF NOT EXISTS ors_callbacks_owner ON ors_callbacks (gms_user, created_at)",
         ],
     },
+    Migration {
+        component: "gms",
+        version: 3,
+        statements: &[
+            // GMS's states: a cancelled or failed callback is COMPLETED
+            // (with its reason; records are read through
+            // `CallbackRow::in_gms_states`, which rewrites the record).
+            "UPDATE ors_callbacks SET state = 'COMPLETED' WHERE state IN ('CANCELLED', 'FAILED')",
+        ],
+    },
 ];
 
 const COLUMNS: &str = "id, service, customer_number, state, session_id, created_at, \
@@ -140,84 +150,302 @@ impl CallbackRow {
             expires_at,
             record,
             gms_user,
-        })
+        }
+        .in_gms_states())
+    }
+
+    /// The row with a state written before the GMS names were used
+    /// (`CANCELLED`, `FAILED`, in the column or the record) read as
+    /// `COMPLETED`, the old state becoming the reason where the record
+    /// gives none (a cancel's becomes `CANCELLED`).
+    fn in_gms_states(mut self) -> CallbackRow {
+        let legacy = |s: &str| {
+            LEGACY_FINAL_STATES
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(s))
+        };
+        let mentions_legacy = LEGACY_FINAL_STATES
+            .iter()
+            .any(|l| self.record.contains(&format!("\"{l}\"")));
+        if legacy(&self.state) {
+            self.state = COMPLETED.to_string();
+        }
+        if !mentions_legacy {
+            return self;
+        }
+        let Ok(Value::Object(mut record)) = serde_json::from_str::<Value>(&self.record) else {
+            return self;
+        };
+        let Some(old) = record
+            .get("_callback_state")
+            .and_then(Value::as_str)
+            .filter(|s| legacy(s))
+            .map(str::to_ascii_uppercase)
+        else {
+            return self;
+        };
+        record.insert("_callback_state".into(), Value::from(COMPLETED));
+        if old == CANCELLED || !record.contains_key("_callback_reason") {
+            record.insert("_callback_reason".into(), Value::from(old));
+        }
+        self.state = COMPLETED.to_string();
+        self.record = Value::Object(record).to_string();
+        self
     }
 }
 
-/// Which callback records a query wants; `None` fields match anything.
+/// One condition of a query by properties: the record's `key` equals
+/// `value` (`key=value`), or does not (`key=!value`). `_callback_state`
+/// compares without regard to case and `_customer_number` by its digits;
+/// other keys compare as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyFilter {
+    /// A record key (`_callback_state`, a user-data key, ...).
+    pub key: String,
+    /// The value it is compared with.
+    pub value: String,
+    /// `!value`: the record matches when its value differs (or it lacks
+    /// the key).
+    pub negated: bool,
+}
+
+impl KeyFilter {
+    /// Whether a row (its `record`, read as a JSON object) meets this
+    /// condition. The keys with a column of their own (`_id`,
+    /// `_service_name`, `_callback_state`, `_customer_number`) are read
+    /// from the column.
+    pub fn matches(&self, row: &CallbackRow, record: &Map<String, Value>) -> bool {
+        let column = match self.key.as_str() {
+            "_id" => Some(&row.id),
+            "_service_name" => Some(&row.service),
+            "_callback_state" => Some(&row.state),
+            "_customer_number" => Some(&row.customer_number),
+            _ => None,
+        };
+        let found = match column {
+            Some(c) => Some(c.clone()),
+            None => record
+                .get(&self.key)
+                .filter(|v| !v.is_null())
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
+        };
+        let equal = found.is_some_and(|found| match self.key.as_str() {
+            "_callback_state" => found.eq_ignore_ascii_case(&self.value),
+            "_customer_number" => normalize_number(&found) == normalize_number(&self.value),
+            _ => found == self.value,
+        });
+        equal != self.negated
+    }
+}
+
+/// How a query's [`KeyFilter`]s combine (`operand=AND|OR`; AND when
+/// absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Operand {
+    /// Every condition holds.
+    #[default]
+    And,
+    /// At least one holds.
+    Or,
+}
+
+/// The most records a query whose conditions name keys without a column
+/// of their own looks through (the newest first) to find its matches.
+pub const SCAN_ROWS: usize = 10_000;
+
+/// Which callback records a query wants. `service`, `gms_user` and
+/// `states` scope it (each, when set, must hold); `filters` are the
+/// caller's conditions, combined by `operand`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallbackQuery {
     /// Service name.
     pub service: Option<String>,
-    /// `_customer_number`.
-    pub customer_number: Option<String>,
-    /// `_callback_state`.
-    pub state: Option<String>,
     /// The owning device's `gms_user`.
     pub gms_user: Option<String>,
+    /// `_callback_state` is one of these (upper case); empty: any.
+    pub states: Vec<String>,
+    /// Desired time at or after this (ms since the Unix epoch).
+    pub desired_from: Option<i64>,
+    /// Desired time at or before this (ms since the Unix epoch).
+    pub desired_until: Option<i64>,
+    /// The caller's conditions on record keys.
+    pub filters: Vec<KeyFilter>,
+    /// How `filters` combine.
+    pub operand: Operand,
     /// At most this many rows, newest first.
     pub limit: usize,
 }
 
 impl CallbackQuery {
-    /// Whether a row matches (for in-memory records).
-    pub fn matches(&self, row: &CallbackRow) -> bool {
-        self.service.as_ref().is_none_or(|s| *s == row.service)
-            && self
-                .customer_number
-                .as_ref()
-                .is_none_or(|c| *c == row.customer_number)
-            && self
-                .state
-                .as_ref()
-                .is_none_or(|st| st.eq_ignore_ascii_case(&row.state))
-            && self.gms_user.as_ref().is_none_or(|u| *u == row.gms_user)
+    /// Records of `service` (any, when `None`) in the states that are not
+    /// final, at most `limit`.
+    pub fn unfinished(service: Option<String>, limit: usize) -> CallbackQuery {
+        CallbackQuery {
+            service,
+            states: STATES
+                .iter()
+                .filter(|s| !is_final(s))
+                .map(|s| s.to_string())
+                .collect(),
+            limit,
+            ..CallbackQuery::default()
+        }
     }
 
-    /// The query in SQL.
+    /// The customer number every match must have, when the conditions
+    /// pin one (an AND query with a positive `_customer_number`).
+    fn pinned_number(&self) -> Option<String> {
+        if self.operand != Operand::And {
+            return None;
+        }
+        self.filters
+            .iter()
+            .find(|f| f.key == "_customer_number" && !f.negated)
+            .map(|f| normalize_number(&f.value))
+    }
+
+    /// Whether the scope fields (not the filters) hold for a row.
+    fn in_scope(&self, row: &CallbackRow) -> bool {
+        self.service.as_ref().is_none_or(|s| *s == row.service)
+            && self.gms_user.as_ref().is_none_or(|u| *u == row.gms_user)
+            && (self.states.is_empty()
+                || self
+                    .states
+                    .iter()
+                    .any(|st| st.eq_ignore_ascii_case(&row.state)))
+            && self
+                .pinned_number()
+                .is_none_or(|n| n == row.customer_number)
+    }
+
+    /// Whether the caller's conditions hold for a row (its record).
+    fn filters_match(&self, row: &CallbackRow) -> bool {
+        if self.filters.is_empty() && self.desired_from.is_none() && self.desired_until.is_none() {
+            return true;
+        }
+        let record = match record_json(row) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        if self.desired_from.is_some() || self.desired_until.is_some() {
+            let desired = record
+                .get("_desired_time")
+                .and_then(Value::as_str)
+                .and_then(parse_iso_utc)
+                .unwrap_or(row.created_at);
+            if self.desired_from.is_some_and(|from| desired < from)
+                || self.desired_until.is_some_and(|until| desired > until)
+            {
+                return false;
+            }
+        }
+        if self.filters.is_empty() {
+            return true;
+        }
+        match self.operand {
+            Operand::And => self.filters.iter().all(|f| f.matches(row, &record)),
+            Operand::Or => self.filters.iter().any(|f| f.matches(row, &record)),
+        }
+    }
+
+    /// Whether a row matches the whole query.
+    pub fn matches(&self, row: &CallbackRow) -> bool {
+        self.in_scope(row) && self.filters_match(row)
+    }
+
+    /// Whether every condition is answered by the SQL itself.
+    fn answered_in_sql(&self) -> bool {
+        self.desired_from.is_none()
+            && self.desired_until.is_none()
+            && self.operand == Operand::And
+            && self
+                .filters
+                .iter()
+                .all(|f| f.key == "_customer_number" && !f.negated)
+    }
+
+    /// The query's scope in SQL (the filters are checked on the rows
+    /// read, unless [`Self::answered_in_sql`]).
     fn statement(&self) -> Statement {
         let mut conditions = Vec::new();
         let mut args = Vec::new();
         for (column, value) in [
             ("service", &self.service),
-            ("customer_number", &self.customer_number),
+            ("customer_number", &self.pinned_number()),
             ("gms_user", &self.gms_user),
-            (
-                "UPPER(state)",
-                &self.state.as_ref().map(|s| s.to_ascii_uppercase()),
-            ),
         ] {
             if let Some(v) = value {
                 args.push(SqlValue::Text(v.clone()));
                 conditions.push(format!("{column} = ${}", args.len()));
             }
         }
+        if !self.states.is_empty() {
+            let mut slots = Vec::new();
+            for state in &self.states {
+                args.push(SqlValue::Text(state.to_ascii_uppercase()));
+                slots.push(format!("${}", args.len()));
+            }
+            conditions.push(format!("state IN ({})", slots.join(", ")));
+        }
         let filter = if conditions.is_empty() {
             String::new()
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
+        let rows = if self.answered_in_sql() {
+            self.limit.max(1)
+        } else {
+            SCAN_ROWS
+        };
         Statement::new(
             format!(
                 "SELECT {COLUMNS} FROM ors_callbacks {filter} \
-                 ORDER BY created_at DESC, id LIMIT {}",
-                self.limit.max(1)
+                 ORDER BY created_at DESC, id LIMIT {rows}"
             ),
             args,
         )
     }
 }
 
-/// Waiting for the customer's chat.
+/// Created with a `_desired_time` in the future: waiting for its time.
+pub const SCHEDULED: &str = "SCHEDULED";
+/// Waiting in the queue (for the customer's chat, in Chat Immediate).
 pub const QUEUED: &str = "QUEUED";
 /// The chat arrived; an agent is being reserved and the chat routed.
 pub const ROUTING: &str = "ROUTING";
-/// The chat was routed to an agent.
+/// An agent is handling it.
+pub const PROCESSING: &str = "PROCESSING";
+/// Held while its service is suspended.
+pub const PAUSED: &str = "PAUSED";
+/// Finished, whatever the outcome: `_callback_reason` says how.
 pub const COMPLETED: &str = "COMPLETED";
-/// Cancelled by a `DELETE` before it completed.
+
+/// Every `_callback_state` GMS names (GMS 8.5 Callback Services API), in
+/// lifecycle order.
+pub const STATES: &[&str] = &[SCHEDULED, QUEUED, ROUTING, PROCESSING, PAUSED, COMPLETED];
+
+/// `_callback_reason` of a callback its customer cancelled (`DELETE`).
 pub const CANCELLED: &str = "CANCELLED";
-/// It could not complete (`_callback_reason` says why).
-pub const FAILED: &str = "FAILED";
+/// `_callback_reason` of a callback an administrator cancelled.
+pub const CANCELLED_BY_ADMIN: &str = "CANCELLED_BY_ADMIN";
+/// `_callback_reason` of a callback whose session could not be started
+/// (or restarted in time).
+pub const SUBMIT_FAILED: &str = "SUBMIT_FAILED";
+
+/// The GMS state named `name` (any case), if there is one.
+pub fn state_named(name: &str) -> Option<&'static str> {
+    STATES
+        .iter()
+        .copied()
+        .find(|s| s.eq_ignore_ascii_case(name.trim()))
+}
+
+/// States records written before the GMS names were used may hold; each
+/// reads as `COMPLETED` with itself as the reason.
+const LEGACY_FINAL_STATES: &[&str] = &["CANCELLED", "FAILED"];
 
 /// Why callback records could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -247,9 +475,10 @@ impl From<RecordsError> for crate::server::error::ApiError {
     }
 }
 
-/// Whether a state is final (no further change is accepted).
+/// Whether a state is final (no further change is accepted): only
+/// `COMPLETED` is.
 pub fn is_final(state: &str) -> bool {
-    matches!(state, COMPLETED | CANCELLED | FAILED)
+    state == COMPLETED
 }
 
 /// Callback records over the store or memory.
@@ -324,12 +553,19 @@ impl Records {
     pub async fn query(&self, query: &CallbackQuery) -> Result<Vec<CallbackRow>, RecordsError> {
         let now = crate::host::wall_clock_ms() as i64;
         let mut rows = match &self.store {
-            Some(store) => store
-                .query(&query.statement())
-                .await?
-                .into_iter()
-                .map(CallbackRow::from_values)
-                .collect::<Result<_, _>>()?,
+            Some(store) => {
+                let mut rows = Vec::new();
+                for values in store.query(&query.statement()).await? {
+                    let row = CallbackRow::from_values(values)?;
+                    if query.filters_match(&row) {
+                        rows.push(row);
+                    }
+                    if rows.len() >= query.limit.max(1) {
+                        break;
+                    }
+                }
+                rows
+            }
             None => {
                 let mut rows: Vec<CallbackRow> = self
                     .memory
@@ -378,6 +614,57 @@ impl Records {
         Ok(Some((row, true)))
     }
 
+    /// How many unexpired records each service has in one of `states`
+    /// (services without any are absent).
+    pub async fn count_by_service(
+        &self,
+        states: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, u64>, RecordsError> {
+        let now = crate::host::wall_clock_ms() as i64;
+        let mut counts = std::collections::BTreeMap::new();
+        match &self.store {
+            Some(store) => {
+                let mut args: Vec<SqlValue> = vec![now.into()];
+                let mut slots = Vec::new();
+                for state in states {
+                    args.push(SqlValue::Text(state.to_string()));
+                    slots.push(format!("${}", args.len()));
+                }
+                let select = Statement::new(
+                    format!(
+                        "SELECT service, COUNT(*) FROM ors_callbacks \
+                         WHERE expires_at >= $1 AND state IN ({}) GROUP BY service",
+                        slots.join(", ")
+                    ),
+                    args,
+                );
+                for row in store.query(&select).await? {
+                    let mut v = row.into_iter();
+                    match (v.next(), v.next()) {
+                        (Some(SqlValue::Text(service)), Some(SqlValue::Int(n))) => {
+                            counts.insert(service, n.max(0) as u64);
+                        }
+                        other => {
+                            return Err(RecordsError::Corrupt(format!(
+                                "callback count: expected a service and a number, found {other:?}"
+                            )));
+                        }
+                    }
+                }
+            }
+            None => {
+                if let Ok(m) = self.memory.lock() {
+                    for row in m.values() {
+                        if row.expires_at >= now && states.contains(&row.state.as_str()) {
+                            *counts.entry(row.service.clone()).or_insert(0) += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(counts)
+    }
+
     /// Removes expired records; returns how many.
     pub async fn purge(&self) -> Result<u64, RecordsError> {
         self.purge_before(crate::host::wall_clock_ms() as i64).await
@@ -423,40 +710,25 @@ pub fn record_json(row: &CallbackRow) -> Value {
     })
 }
 
-/// A time as ISO 8601 UTC with milliseconds (`2026-11-24T10:15:31.000Z`).
+/// A time as ISO 8601 UTC with milliseconds (`2026-11-24T10:15:31.000Z`);
+/// `ms` is since the Unix epoch (out of jiff's range: clamped to it).
 pub fn iso_utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
+    let at = jiff::Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    });
+    format!("{at:.3}")
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Shift the epoch to 0000-03-01 so leap days fall at the end of a
-    // year, then split into 400-year eras of 146 097 days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// An ISO 8601 / RFC 3339 time with a zone (`2026-11-24T10:15:31Z`,
+/// `…+01:00`, fractions allowed) as ms since the Unix epoch; `None` when
+/// it is not one.
+pub fn parse_iso_utc(text: &str) -> Option<i64> {
+    text.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond())
 }
 
 #[cfg(test)]
@@ -470,6 +742,16 @@ mod tests {
         assert_eq!(iso_utc(1_376_432_131_250), "2013-08-13T22:15:31.250Z");
         assert_eq!(iso_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso_utc(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(
+            parse_iso_utc("2013-08-13T22:15:31.250Z"),
+            Some(1_376_432_131_250)
+        );
+        assert_eq!(
+            parse_iso_utc("2013-08-14T00:15:31.250+02:00"),
+            Some(1_376_432_131_250)
+        );
+        assert_eq!(parse_iso_utc("2013-08-13 22:15"), None);
+        assert_eq!(parse_iso_utc("tomorrow"), None);
     }
 
     fn row(id: &str, number: &str, state: &str, created: i64) -> CallbackRow {
@@ -487,6 +769,56 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rows_written_with_the_old_final_states_read_as_completed() {
+        let values = |state: &str, record: &str| {
+            vec![
+                SqlValue::Text("a".into()),
+                SqlValue::Text("svc".into()),
+                SqlValue::Text("1".into()),
+                SqlValue::Text(state.into()),
+                SqlValue::Text("s".into()),
+                SqlValue::Int(1),
+                SqlValue::Int(1),
+                SqlValue::Int(i64::MAX),
+                SqlValue::Text(record.into()),
+                SqlValue::Text(String::new()),
+            ]
+        };
+        let cancelled = CallbackRow::from_values(values(
+            "CANCELLED",
+            r#"{"_id":"a","_callback_state":"CANCELLED","_callback_reason":"cancelled"}"#,
+        ))
+        .unwrap();
+        assert_eq!(cancelled.state, COMPLETED);
+        let json = record_json(&cancelled);
+        assert_eq!(json["_callback_state"], COMPLETED);
+        assert_eq!(json["_callback_reason"], CANCELLED);
+        // Migration 3 already moved the column; the record still says FAILED.
+        let failed = CallbackRow::from_values(values(
+            "COMPLETED",
+            r#"{"_id":"a","_callback_state":"FAILED","_callback_reason":"no_agent_available"}"#,
+        ))
+        .unwrap();
+        let json = record_json(&failed);
+        assert_eq!(json["_callback_state"], COMPLETED);
+        assert_eq!(json["_callback_reason"], "no_agent_available");
+        let failed_quietly = CallbackRow::from_values(values(
+            "FAILED",
+            r#"{"_id":"a","_callback_state":"FAILED"}"#,
+        ))
+        .unwrap();
+        assert_eq!(record_json(&failed_quietly)["_callback_reason"], "FAILED");
+        // A user-data value that happens to read "FAILED" is left alone.
+        let fine = CallbackRow::from_values(values(
+            "QUEUED",
+            r#"{"_id":"a","_callback_state":"QUEUED","note":"FAILED"}"#,
+        ))
+        .unwrap();
+        assert_eq!(fine.state, QUEUED);
+        assert_eq!(record_json(&fine)["note"], "FAILED");
+    }
+
     #[tokio::test]
     async fn memory_records_are_queried_updated_and_final_states_stick() {
         let records = Records::new(None, None);
@@ -494,7 +826,11 @@ mod tests {
         records.save(row("b", "1", QUEUED, 2)).await.unwrap();
         records.save(row("c", "2", QUEUED, 3)).await.unwrap();
         let q = CallbackQuery {
-            customer_number: Some("1".into()),
+            filters: vec![KeyFilter {
+                key: "_customer_number".into(),
+                value: "+1".into(),
+                negated: false,
+            }],
             limit: 10,
             ..CallbackQuery::default()
         };
@@ -514,12 +850,13 @@ mod tests {
         assert!(changed);
         assert_eq!(record_json(&r)["_callback_reason"], "routed");
         let (r, changed) = records
-            .update("a", CANCELLED, None, Map::new())
+            .update("a", QUEUED, Some(CANCELLED), Map::new())
             .await
             .unwrap()
             .unwrap();
         assert!(!changed);
         assert_eq!(r.state, COMPLETED);
+        assert_eq!(record_json(&r)["_callback_reason"], "routed");
         assert!(
             records
                 .update("zz", COMPLETED, None, Map::new())

@@ -166,7 +166,68 @@ pub struct Service {
     pub target: Vec<TargetStep>,
 }
 
+/// Whether an option value is empty (unset text or null).
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether an option value is GMS's "the default" marker, `-1`.
+fn is_default_marker(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.as_i64() == Some(-1),
+        Value::String(s) => s.trim() == "-1",
+        _ => false,
+    }
+}
+
+/// A service's options from three layers, as GMS resolves them: the
+/// built-in defaults ([`chat_immediate_defaults`]), then the server-wide
+/// `[callback]` section's `_`-options, then the service's own. An empty
+/// value in the service falls back to the section's (or the built-in);
+/// `-1` (in either layer) or an empty value in the section means the
+/// built-in default. (Precedence as the public functional tests against
+/// GMS 8.5 observe it for the throttle options.)
+pub fn resolve_options(
+    section: &Map<String, Value>,
+    configured: &Map<String, Value>,
+) -> Map<String, Value> {
+    let builtin = chat_immediate_defaults();
+    let mut options = builtin.clone();
+    // An empty value leaves what the layers below gave.
+    let put = |options: &mut Map<String, Value>, k: &String, v: &Value| {
+        if is_default_marker(v) {
+            match builtin.get(k) {
+                Some(b) => options.insert(k.clone(), b.clone()),
+                None => options.remove(k),
+            };
+        } else if !is_empty_value(v) {
+            options.insert(k.clone(), v.clone());
+        }
+    };
+    for (k, v) in section.iter().filter(|(k, _)| k.starts_with('_')) {
+        put(&mut options, k, v);
+    }
+    for (k, v) in configured {
+        put(&mut options, k, v);
+    }
+    options
+}
+
 impl Service {
+    /// Builds a service from its configured options over the `[callback]`
+    /// section's and the built-in defaults ([`resolve_options`]).
+    pub fn configured(
+        name: &str,
+        configured: &Map<String, Value>,
+        section: &Map<String, Value>,
+    ) -> Result<Service, ServiceError> {
+        Service::new(name, &resolve_options(section, configured))
+    }
+
     /// Builds a service from its configured options over the Chat-Immediate
     /// defaults, checking the mandatory ones.
     pub fn new(name: &str, configured: &Map<String, Value>) -> Result<Service, ServiceError> {
@@ -351,6 +412,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn options_resolve_service_over_section_over_built_in() {
+        let map = |pairs: &[(&str, Value)]| -> Map<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        let section = map(&[
+            ("_ttl", Value::from(600)),
+            ("_agent_reserve_timeout", Value::from(-1)),
+            ("_urs_vq_priority", Value::from(5)),
+            ("_urs_request_timeout", Value::from("")),
+            ("filter-keys", Value::from("not an option")),
+        ]);
+        let service = map(&[
+            ("_ttl", Value::from(900)),
+            ("_urs_vq_priority", Value::from("")),
+            ("_wait_for_agent", Value::from("-1")),
+            ("_target", Value::from("A@StatServer.GA")),
+        ]);
+        let o = resolve_options(&section, &service);
+        // The service's value wins.
+        assert_eq!(o["_ttl"], 900);
+        // Empty in the service: the section's.
+        assert_eq!(o["_urs_vq_priority"], 5);
+        // -1 in the section: the built-in default.
+        assert_eq!(o["_agent_reserve_timeout"], 30);
+        // -1 in the service: the built-in default, not the section's.
+        assert_eq!(o["_wait_for_agent"], false);
+        // Empty in the section, absent in the service, no built-in: unset.
+        assert!(!o.contains_key("_urs_request_timeout"));
+        // Only `_` keys of the section are options.
+        assert!(!o.contains_key("filter-keys"));
+        let no_section = resolve_options(&Map::new(), &service);
+        assert_eq!(no_section["_ttl"], 900);
+        assert!(!no_section.contains_key("_urs_vq_priority"));
+    }
+
+    #[test]
     fn secret_options_are_known_by_word_and_by_configured_name() {
         let extra = vec!["crm_pin".to_string()];
         for name in [
@@ -370,6 +470,8 @@ mod tests {
     #[test]
     fn the_demo_service_is_chat_immediate_with_its_target() {
         let s = Service::new(DEMO_SERVICE, &demo_service_options()).unwrap();
+        let same = Service::configured(DEMO_SERVICE, &demo_service_options(), &Map::new()).unwrap();
+        assert_eq!(s.options, same.options);
         assert_eq!(s.options["_type"], "ors");
         assert_eq!(s.options["_media_type"], "chat");
         assert!(!s.flag("_wait_for_agent"));

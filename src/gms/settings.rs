@@ -28,6 +28,8 @@ pub struct Settings {
     pub queues: BTreeMap<String, RoutingPoint>,
     /// The routing and chat backends (the embedded simulator by default).
     pub backends: BackendSettings,
+    /// GMS's server-level `[callback]` section.
+    pub callback: CallbackSection,
 }
 
 impl Default for Settings {
@@ -37,6 +39,7 @@ impl Default for Settings {
             interaction_queues: default_interaction_queues(),
             queues: BTreeMap::new(),
             backends: BackendSettings::default(),
+            callback: CallbackSection::default(),
         }
     }
 }
@@ -80,7 +83,7 @@ impl Settings {
             }
         }
         for (name, options) in &self.gms.services {
-            super::service::Service::new(name, options)
+            super::service::Service::configured(name, options, &self.callback.options)
                 .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
         }
         let l = &self.gms.limits;
@@ -106,9 +109,77 @@ impl Settings {
                 )));
             }
         }
+        self.callback.validate()?;
         self.backends
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("backends: {e}")))
+    }
+}
+
+/// GMS's `[callback]` section (GMS 8.5 Callback Services API,
+/// `filter-keys` and `returned-keys`; option reference, *callback*
+/// section): which keys the admin queue query filters on and which keys
+/// queries return. Options given here with a leading `_` are the
+/// server-wide defaults of the service options of the same name (a
+/// service's own value wins; see [`super::service`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct CallbackSection {
+    /// Keys `GET /genesys/1/admin/callback/queues` may filter on, comma
+    /// separated.
+    #[serde(rename = "filter-keys")]
+    pub filter_keys: String,
+    /// Keys the queue and property queries return beside the ones they
+    /// always do, comma separated.
+    #[serde(rename = "returned-keys")]
+    pub returned_keys: String,
+    /// Server-wide defaults of service options (`_`-names only).
+    #[serde(flatten)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for CallbackSection {
+    fn default() -> Self {
+        CallbackSection {
+            filter_keys: "_callback_state,_callback_reason,_request_queue_time_stat,\
+                          _request_ewt_service,_vq"
+                .into(),
+            returned_keys: "_desired_time,_callback_state,_callback_reason,_ors_session_id".into(),
+            options: serde_json::Map::new(),
+        }
+    }
+}
+
+/// The names of a comma-separated list, trimmed, without empty ones.
+pub fn key_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl CallbackSection {
+    /// [`Self::filter_keys`] as a list.
+    pub fn filter_keys(&self) -> Vec<String> {
+        key_list(&self.filter_keys)
+    }
+
+    /// [`Self::returned_keys`] as a list.
+    pub fn returned_keys(&self) -> Vec<String> {
+        key_list(&self.returned_keys)
+    }
+
+    /// Every key must be a service option (`_name`): anything else is a
+    /// typo of a key this section knows.
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.options.keys().find(|k| !k.starts_with('_')) {
+            Some(key) => Err(ConfigError::Invalid(format!(
+                "callback.{key}: unknown key (the section takes filter-keys, returned-keys \
+                 and service options, whose names start with '_')"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 

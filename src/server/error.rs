@@ -1,5 +1,6 @@
 //! The one error type of the HTTP API: a status code, a stable `error` code
-//! and a human `message`, always answered as a JSON body.
+//! and a human `message`, always answered as a JSON body (with GMS's
+//! `exception` class name too, on the GMS APIs).
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,9 @@ pub struct ApiError {
     /// Headers the answer carries beside the body (`WWW-Authenticate`,
     /// `Retry-After`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The exception class name GMS clients parse (`exception` in the
+    /// body), on the GMS APIs.
+    pub exception: Option<&'static str>,
 }
 
 impl ApiError {
@@ -28,7 +32,15 @@ impl ApiError {
             code,
             message: message.into(),
             headers: Vec::new(),
+            exception: None,
         }
+    }
+
+    /// The same error naming `exception` (a Java class name, as GMS's
+    /// error bodies do) beside `error` and `message`.
+    pub fn with_exception(mut self, exception: &'static str) -> ApiError {
+        self.exception = Some(exception);
+        self
     }
 
     /// 429: the caller went over a rate or a quota; `retry_after_secs`
@@ -87,7 +99,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.code, "message": self.message });
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let Some(exception) = self.exception {
+            body["exception"] = exception.into();
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         for (name, value) in self.headers {
             response.headers_mut().append(name, value);

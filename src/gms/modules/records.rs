@@ -7,7 +7,11 @@
 //!   it), or `error.gms.lookup` (`error`: `notfound` or `remote`).
 //! - `<gms:update serviceid state reason>` → `gms.update.done` with
 //!   `requestid`, `serviceid`, `state` and `changed` (false when the
-//!   record was already final), or `error.gms.update`.
+//!   record was already final), or `error.gms.update`. `state` is one of
+//!   GMS's states (`SCHEDULED`, `QUEUED`, `ROUTING`, `PROCESSING`,
+//!   `PAUSED`, `COMPLETED`, any case); the names documents used before
+//!   (`FAILED`, `CANCELLED`) mean `COMPLETED` with that name as the
+//!   reason when none is given. Any other state is an `error.execution`.
 
 use serde_json::{Map, Value};
 
@@ -77,10 +81,25 @@ impl CustomActionHandler for Update {
         let gms = self.0.clone();
         let service_id =
             text_attr(scope, action, "serviceid")?.ok_or("<gms:update> needs 'serviceid'")?;
-        let state = text_attr(scope, action, "state")?
-            .ok_or("<gms:update> needs 'state'")?
-            .to_ascii_uppercase();
-        let reason = text_attr(scope, action, "reason")?;
+        let named = text_attr(scope, action, "state")?.ok_or("<gms:update> needs 'state'")?;
+        let mut reason = text_attr(scope, action, "reason")?;
+        let state = match crate::gms::records::state_named(&named) {
+            Some(state) => state,
+            None if ["FAILED", "CANCELLED"]
+                .iter()
+                .any(|old| old.eq_ignore_ascii_case(named.trim())) =>
+            {
+                reason.get_or_insert_with(|| named.trim().to_ascii_uppercase());
+                crate::gms::records::COMPLETED
+            }
+            None => {
+                return Err(format!(
+                    "<gms:update>: '{named}' is not a callback state (one of {})",
+                    crate::gms::records::STATES.join(", ")
+                )
+                .into());
+            }
+        };
         let mut data = Map::new();
         data.insert("serviceid".into(), Value::from(service_id.clone()));
         let sessions = gms.sessions.clone();
@@ -93,7 +112,7 @@ impl CustomActionHandler for Update {
             |_| async move {
                 let outcome = gms
                     .records
-                    .update(&service_id, &state, reason.as_deref(), Map::new())
+                    .update(&service_id, state, reason.as_deref(), Map::new())
                     .await;
                 match outcome {
                     Ok(Some((row, changed))) => {
