@@ -165,6 +165,18 @@ fn main() {
         config.contact_centre.gms.limits.creates_per_minute = 100_000_000;
         config.contact_centre.gms.limits.chat_sends_per_minute = 100_000_000;
         config.contact_centre.gms.limits.burst = 1_000_000;
+        // GMS's throttles (500 creates per 5 minutes per service by
+        // default) would refuse most of a benchmark's flows.
+        for (option, value) in [
+            ("_throttle_callbacks_per_service_1", "100000000"),
+            ("_throttle_callbacks_per_service_2", "100000000"),
+        ] {
+            config
+                .contact_centre
+                .callback
+                .options
+                .insert(option.into(), value.into());
+        }
         config.contact_centre.backends.simulator.accept_delay_ms = 0;
         config.contact_centre.backends.simulator.agents = (0..o.agents)
             .map(|i| {

@@ -74,10 +74,10 @@ struct Setup {
     a: Api,
     b: Api,
     admin: Api,
-    /// Device A's callbacks on chat-immediate (numbers 111 and 222).
+    /// Device A's callbacks on chat-immediate.
     a1: String,
     a2: String,
-    /// Device B's on billing (number 333, account 77).
+    /// Device B's on billing (account 77).
     b1: String,
 }
 
@@ -89,20 +89,26 @@ async fn setup(store_url: String) -> Setup {
     let a1 = create(
         &a,
         "chat-immediate",
-        &[("_customer_number", "111"), ("usr_reason", "billing")],
+        &[
+            ("_customer_number", "6502388111"),
+            ("usr_reason", "billing"),
+        ],
     )
     .await;
     let a2 = create(
         &a,
         "chat-immediate",
-        &[("_customer_number", "+1 222"), ("usr_reason", "sales")],
+        &[
+            ("_customer_number", "+1 650 238 8222"),
+            ("usr_reason", "sales"),
+        ],
     )
     .await;
     let b1 = create(
         &b,
         "billing",
         &[
-            ("_customer_number", "333"),
+            ("_customer_number", "6502388333"),
             ("account", "77"),
             ("usr_note", "call after five"),
         ],
@@ -155,7 +161,7 @@ async fn states_queries_and_error_bodies_are_gms_shaped() {
         let either = a
             .callback_query(
                 "chat-immediate",
-                "_customer_number=111&_customer_number=1222&operand=OR",
+                "_customer_number=6502388111&_customer_number=16502388222&operand=OR",
             )
             .await;
         assert_eq!(either.status, 200, "{label}: {}", either.body);
@@ -163,7 +169,7 @@ async fn states_queries_and_error_bodies_are_gms_shaped() {
         let both = a
             .callback_query(
                 "chat-immediate",
-                "_customer_number=111&_customer_number=1222",
+                "_customer_number=6502388111&_customer_number=16502388222",
             )
             .await;
         assert_eq!(ids(&both.body), Vec::<String>::new(), "{label}");
@@ -367,7 +373,10 @@ async fn the_admin_api_lists_counts_cancels_and_reports() {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines,
-            ["_id,_customer_number,account", &format!("{b1},333,77")],
+            [
+                "_id,_customer_number,account",
+                &format!("{b1},6502388333,77")
+            ],
             "{label}"
         );
         server.stop().await;

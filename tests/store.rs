@@ -598,7 +598,9 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
 
         assert_eq!(
             db.applied_migrations().await,
-            ["core:1", "core:2", "core:3", "gms:1", "gms:2", "gms:3"],
+            [
+                "core:1", "core:2", "core:3", "gms:1", "gms:2", "gms:3", "gms:4"
+            ],
             "{label}: each migration is recorded once"
         );
     }

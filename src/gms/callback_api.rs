@@ -226,10 +226,23 @@ pub async fn create(
         Some(user) => Some(ctx.creating.lock(&format!("device:{user}")).await),
         None => None,
     };
-    check_active(&ctx, &service, &request, gms_user.as_deref()).await?;
+    let now = crate::host::wall_clock_ms() as i64;
+    let raw_number = crate::modules::value_text(&request.options["_customer_number"]);
+    super::admission::check_phone_number(&service, raw_number.trim())?;
+    super::admission::check_customer(
+        &ctx,
+        &service,
+        &request,
+        &records::normalize_number(&raw_number),
+        gms_user.as_deref(),
+        now,
+    )
+    .await?;
+    // Held until the record is saved: counted against the service's
+    // limits by concurrent creates meanwhile.
+    let reservation = super::admission::admit(&ctx, &service, now, true).await?;
     let base = public_base(&parts.headers, &ctx.base_url);
     let id = crate::ids::gms_service_id();
-    let now = crate::host::wall_clock_ms() as i64;
     let ttl_secs = service
         .options
         .get("_ttl")
@@ -321,6 +334,7 @@ pub async fn create(
     // The record first, so a chat that starts the moment the reply
     // arrives finds it; then the session, which waits for that chat.
     ctx.records.save(row).await.map_err(ApiError::from)?;
+    drop(reservation);
     let mut params = Map::new();
     params.insert("_data".into(), Value::Object(data));
     if let Err(e) = ctx
@@ -382,73 +396,6 @@ fn check_number(number: &Value) -> Result<(), ApiError> {
 /// 413-like refusal of a field over its cap (a 400 naming the limit).
 fn too_large(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "too_large", message)
-}
-
-/// Refuses a create that would give one customer number, or one device,
-/// more unfinished callbacks than allowed: GMS's `_enable_in_queue_checking`
-/// (`true`: a third is refused; `strict`: a second; `false`: the
-/// `max_active_per_number` cap), and `max_active_per_device`.
-async fn check_active(
-    ctx: &Gms,
-    service: &Service,
-    request: &CallbackRequest,
-    gms_user: Option<&str>,
-) -> Result<(), ApiError> {
-    let limits = &ctx.settings.gms.limits;
-    let number = records::normalize_number(&crate::modules::value_text(
-        &request.options["_customer_number"],
-    ));
-    let per_number = match service.options.get("_enable_in_queue_checking") {
-        None => 2,
-        Some(v) => match crate::modules::value_text(v)
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "false" => limits.max_active_per_number,
-            "strict" => 1,
-            _ => 2,
-        },
-    };
-    let mut by_number = CallbackQuery::unfinished(Some(service.name.clone()), per_number + 1);
-    by_number.filters.push(records::KeyFilter {
-        key: "_customer_number".into(),
-        value: number.clone(),
-        negated: false,
-    });
-    let active = ctx
-        .records
-        .query(&by_number)
-        .await
-        .map_err(ApiError::from)?
-        .len();
-    if active >= per_number {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "too_many_callbacks",
-            format!(
-                "customer number {number} already has {active} callback(s) in progress on this service"
-            ),
-        ));
-    }
-    if let Some(user) = gms_user {
-        let mut by_device = CallbackQuery::unfinished(None, limits.max_active_per_device + 1);
-        by_device.gms_user = Some(user.to_string());
-        let active = ctx
-            .records
-            .query(&by_device)
-            .await
-            .map_err(ApiError::from)?
-            .len();
-        if active >= limits.max_active_per_device {
-            return Err(ApiError::too_many(
-                "too_many_callbacks",
-                format!("this device already has {active} callbacks in progress"),
-                60,
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The most conditions one query by properties may carry.

@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod admin_api;
+pub mod admission;
 pub mod arrivals;
 pub mod callback_api;
 pub mod chat_api;
@@ -114,6 +115,8 @@ pub struct Gms {
     /// Held while a create checks and records what its customer number
     /// and device count against their quotas.
     pub creating: access::KeyedLocks,
+    /// The per-service create checks' locks and reservations.
+    pub admission: admission::Admission,
 }
 
 impl Gms {
@@ -262,6 +265,7 @@ impl Extension for ContactCentre {
             base_url: server.base_url.clone(),
             rates: access::Rates::new(&self.settings.gms.limits),
             creating: access::KeyedLocks::default(),
+            admission: admission::Admission::default(),
         });
         modules::register(actions, &gms);
         let (router, routes) = router(&gms);
@@ -383,6 +387,7 @@ async fn purge_callbacks(gms: Arc<Gms>) {
         tokio::time::sleep(every).await;
         gms.rates.forget_idle();
         gms.creating.forget_idle();
+        gms.admission.forget_idle();
         match gms.records.purge().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "expired callback records purged"),

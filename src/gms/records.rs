@@ -56,6 +56,14 @@ pub const MIGRATIONS: &[Migration] = &[
             "UPDATE ors_callbacks SET state = 'COMPLETED' WHERE state IN ('CANCELLED', 'FAILED')",
         ],
     },
+    Migration {
+        component: "gms",
+        version: 4,
+        statements: &[
+            // The throttles count a service's creates in a time window.
+            "CREATE INDEX IF NOT EXISTS ors_callbacks_created ON ors_callbacks (service, created_at)",
+        ],
+    },
 ];
 
 const COLUMNS: &str = "id, service, customer_number, state, session_id, created_at, \
@@ -267,6 +275,8 @@ pub struct CallbackQuery {
     pub gms_user: Option<String>,
     /// `_callback_state` is one of these (upper case); empty: any.
     pub states: Vec<String>,
+    /// Created at or after this (ms since the Unix epoch).
+    pub created_from: Option<i64>,
     /// Desired time at or after this (ms since the Unix epoch).
     pub desired_from: Option<i64>,
     /// Desired time at or before this (ms since the Unix epoch).
@@ -319,6 +329,7 @@ impl CallbackQuery {
             && self
                 .pinned_number()
                 .is_none_or(|n| n == row.customer_number)
+            && self.created_from.is_none_or(|from| row.created_at >= from)
     }
 
     /// Whether the caller's conditions hold for a row (its record).
@@ -381,6 +392,10 @@ impl CallbackQuery {
                 args.push(SqlValue::Text(v.clone()));
                 conditions.push(format!("{column} = ${}", args.len()));
             }
+        }
+        if let Some(from) = self.created_from {
+            args.push(SqlValue::Int(from));
+            conditions.push(format!("created_at >= ${}", args.len()));
         }
         if !self.states.is_empty() {
             let mut slots = Vec::new();
@@ -612,6 +627,73 @@ impl Records {
         row.record = Value::Object(record).to_string();
         self.save(row.clone()).await?;
         Ok(Some((row, true)))
+    }
+
+    /// What the admission checks of `service` read: how many of its
+    /// callbacks are `QUEUED`, and how many were created at or after each
+    /// of `since` (ms since the Unix epoch), in that order.
+    pub async fn service_load(
+        &self,
+        service: &str,
+        since: &[i64],
+    ) -> Result<(u64, Vec<u64>), RecordsError> {
+        match &self.store {
+            Some(store) => {
+                let mut args: Vec<SqlValue> = vec![service.into()];
+                let mut sums = vec![
+                    "COALESCE(SUM(CASE WHEN state = 'QUEUED' THEN 1 ELSE 0 END), 0)".to_string(),
+                ];
+                for from in since {
+                    args.push(SqlValue::Int(*from));
+                    sums.push(format!(
+                        "COALESCE(SUM(CASE WHEN created_at >= ${} THEN 1 ELSE 0 END), 0)",
+                        args.len()
+                    ));
+                }
+                let earliest = since.iter().copied().min().unwrap_or(i64::MAX);
+                args.push(SqlValue::Int(earliest));
+                let select = Statement::new(
+                    format!(
+                        "SELECT {} FROM ors_callbacks WHERE service = $1 \
+                         AND (state = 'QUEUED' OR created_at >= ${})",
+                        sums.join(", "),
+                        args.len()
+                    ),
+                    args,
+                );
+                let row = store
+                    .query(&select)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                let mut counts = row.into_iter().map(|v| match v {
+                    SqlValue::Int(n) => Ok(n.max(0) as u64),
+                    SqlValue::Null => Ok(0),
+                    other => Err(RecordsError::Corrupt(format!(
+                        "callback counts: expected a number, found {other:?}"
+                    ))),
+                });
+                let queued = counts.next().unwrap_or(Ok(0))?;
+                let windows = counts.collect::<Result<Vec<u64>, _>>()?;
+                if windows.len() != since.len() {
+                    return Err(RecordsError::Corrupt("callback counts: short row".into()));
+                }
+                Ok((queued, windows))
+            }
+            None => {
+                let m = self.memory.lock().map_err(|_| {
+                    RecordsError::Corrupt("callback records: a writer panicked".into())
+                })?;
+                let mine = || m.values().filter(|r| r.service == service);
+                let queued = mine().filter(|r| r.state == QUEUED).count() as u64;
+                let windows = since
+                    .iter()
+                    .map(|from| mine().filter(|r| r.created_at >= *from).count() as u64)
+                    .collect();
+                Ok((queued, windows))
+            }
+        }
     }
 
     /// How many unexpired records each service has in one of `states`

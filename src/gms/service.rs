@@ -61,12 +61,42 @@ pub const NUMERIC_OPTIONS: &[(&str, i64, i64)] = &[
     ("_urs_vq_priority_increment", 0, 1_000_000),
     ("_urs_vq_priority_increment_interval", 1, 86_400),
     ("_max_ors_submit_attempts", 1, 10),
+    // A create refused at 0 (GMS: 0 refuses every callback).
+    ("_max_queued_callbacks_per_service", 0, 1_000_000_000),
+    ("_throttle_callbacks_per_service_1", 0, 1_000_000_000),
+    ("_throttle_callbacks_per_service_2", 0, 1_000_000_000),
+    ("_throttle_ttl_1", 1, 2_592_000),
+    ("_throttle_ttl_2", 1, 2_592_000),
+    ("_throttle_request_parameters_limit", 0, 1_000_000_000),
+];
+
+/// GMS's built-in defaults of the callback options `ors` acts on beyond
+/// a service's own configuration (GMS option reference, *Callback*
+/// sections *Queue_Management* and *GMS-callback*; the throttle defaults
+/// as the public functional tests against GMS 8.5 state them): limits,
+/// throttles and phone-number checks. `_max_queued_callbacks_per_service`
+/// has no built-in value: unset, a service queues without limit.
+pub const LIMIT_OPTION_DEFAULTS: &[(&str, &str)] = &[
+    ("_throttle_callbacks_per_service_1", "500"),
+    ("_throttle_ttl_1", "300"),
+    ("_throttle_callbacks_per_service_2", "1000"),
+    ("_throttle_ttl_2", "3600"),
+    ("_throttle_request_parameters", "_customer_number"),
+    ("_throttle_request_parameters_limit", "6"),
+    ("_enable_in_queue_checking", "true"),
+    ("_disallow_premium_phone_numbers", "true"),
+    ("_disallow_impossible_phone_numbers", "true"),
+    ("_default_country", "US"),
 ];
 
 /// The *Chat-Immediate* default configuration of GMS's Service
-/// Management UI (the predefined values a service starts from).
+/// Management UI (the predefined values a service starts from), with
+/// [`LIMIT_OPTION_DEFAULTS`].
 pub fn chat_immediate_defaults() -> Map<String, Value> {
     let mut m = Map::new();
+    for (k, v) in LIMIT_OPTION_DEFAULTS {
+        m.insert(k.to_string(), Value::from(*v));
+    }
     for (k, v) in [
         ("_type", Value::from("ors")),
         ("_service_type", Value::from("callback")),
@@ -186,25 +216,31 @@ fn is_default_marker(v: &Value) -> bool {
 
 /// A service's options from three layers, as GMS resolves them: the
 /// built-in defaults ([`chat_immediate_defaults`]), then the server-wide
-/// `[callback]` section's `_`-options, then the service's own. An empty
-/// value in the service falls back to the section's (or the built-in);
-/// `-1` (in either layer) or an empty value in the section means the
-/// built-in default. (Precedence as the public functional tests against
-/// GMS 8.5 observe it for the throttle options.)
+/// `[callback]` section's `_`-options, then the service's own. `-1` in
+/// either layer means the built-in default. An empty value leaves what
+/// the layers below gave, for the options whose built-in default is a
+/// number or that have none (GMS's throttles, as the public functional
+/// tests against GMS 8.5 observe); for an option with a text default
+/// (`_default_country`), empty means empty.
 pub fn resolve_options(
     section: &Map<String, Value>,
     configured: &Map<String, Value>,
 ) -> Map<String, Value> {
     let builtin = chat_immediate_defaults();
+    let text_default = |k: &str| {
+        builtin.get(k).is_some_and(|b| match b {
+            Value::String(s) => s.trim().parse::<f64>().is_err(),
+            _ => false,
+        })
+    };
     let mut options = builtin.clone();
-    // An empty value leaves what the layers below gave.
     let put = |options: &mut Map<String, Value>, k: &String, v: &Value| {
         if is_default_marker(v) {
             match builtin.get(k) {
                 Some(b) => options.insert(k.clone(), b.clone()),
                 None => options.remove(k),
             };
-        } else if !is_empty_value(v) {
+        } else if !is_empty_value(v) || text_default(k) {
             options.insert(k.clone(), v.clone());
         }
     };
@@ -445,6 +481,10 @@ mod tests {
         assert!(!o.contains_key("_urs_request_timeout"));
         // Only `_` keys of the section are options.
         assert!(!o.contains_key("filter-keys"));
+        // An option with a text default takes an empty value as given.
+        let no_country =
+            resolve_options(&Map::new(), &map(&[("_default_country", Value::from(""))]));
+        assert_eq!(no_country["_default_country"], "");
         let no_section = resolve_options(&Map::new(), &service);
         assert_eq!(no_section["_ttl"], 900);
         assert!(!no_section.contains_key("_urs_vq_priority"));

@@ -133,7 +133,9 @@ pub struct CallbackSection {
     /// always do, comma separated.
     #[serde(rename = "returned-keys")]
     pub returned_keys: String,
-    /// Server-wide defaults of service options (`_`-names only).
+    /// Server-wide defaults of service options (`_`-names), and
+    /// `max_queued_callbacks_per_service` (GMS's server-wide queued limit,
+    /// enforced beside each service's `_max_queued_callbacks_per_service`).
     #[serde(flatten)]
     pub options: serde_json::Map<String, serde_json::Value>,
 }
@@ -170,10 +172,15 @@ impl CallbackSection {
         key_list(&self.returned_keys)
     }
 
-    /// Every key must be a service option (`_name`): anything else is a
-    /// typo of a key this section knows.
+    /// Every key must be a service option (`_name`) or
+    /// `max_queued_callbacks_per_service`: anything else is a typo of a key
+    /// this section knows.
     fn validate(&self) -> Result<(), ConfigError> {
-        match self.options.keys().find(|k| !k.starts_with('_')) {
+        match self
+            .options
+            .keys()
+            .find(|k| !k.starts_with('_') && *k != "max_queued_callbacks_per_service")
+        {
             Some(key) => Err(ConfigError::Invalid(format!(
                 "callback.{key}: unknown key (the section takes filter-keys, returned-keys \
                  and service options, whose names start with '_')"
