@@ -599,7 +599,7 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
         assert_eq!(
             db.applied_migrations().await,
             [
-                "core:1", "core:2", "core:3", "gms:1", "gms:2", "gms:3", "gms:4"
+                "core:1", "core:2", "core:3", "gms:1", "gms:2", "gms:3", "gms:4", "gms:5"
             ],
             "{label}: each migration is recorded once"
         );

@@ -227,6 +227,27 @@ pub async fn create(
         None => None,
     };
     let now = crate::host::wall_clock_ms() as i64;
+    // A desired time whose submit time (less the service's execution
+    // buffer) is still ahead makes a scheduled callback.
+    let desired = match request.options.get("_desired_time") {
+        None | Some(Value::Null) => None,
+        Some(v) if crate::modules::value_text(v).trim().is_empty() => None,
+        Some(v) => Some(super::scheduler::desired_time(
+            &service,
+            "_desired_time",
+            crate::modules::value_text(v).trim(),
+            now,
+        )?),
+    };
+    let due = desired
+        .map(|d| super::scheduler::due_time(&service, d))
+        .filter(|due| *due > now);
+    let state = if due.is_some() {
+        records::SCHEDULED
+    } else {
+        records::QUEUED
+    };
+    let desired = desired.unwrap_or(now);
     let raw_number = crate::modules::value_text(&request.options["_customer_number"]);
     super::admission::check_phone_number(&service, raw_number.trim())?;
     super::admission::check_customer(
@@ -240,7 +261,7 @@ pub async fn create(
     .await?;
     // Held until the record is saved: counted against the service's
     // limits by concurrent creates meanwhile.
-    let reservation = super::admission::admit(&ctx, &service, now, true).await?;
+    let reservation = super::admission::admit(&ctx, &service, now, due.is_none()).await?;
     let base = public_base(&parts.headers, &ctx.base_url);
     let id = crate::ids::gms_service_id();
     let ttl_secs = service
@@ -252,7 +273,8 @@ pub async fn create(
             _ => None,
         })
         .unwrap_or(86_400);
-    let expires_at = now.saturating_add(ttl_secs.saturating_mul(1000));
+    // Kept `_ttl` after its desired time.
+    let expires_at = desired.saturating_add(ttl_secs.saturating_mul(1000));
     let customer_number = records::normalize_number(&crate::modules::value_text(
         &request.options["_customer_number"],
     ));
@@ -295,12 +317,12 @@ pub async fn create(
     let mut record = Map::new();
     record.insert("_id".into(), Value::from(id.clone()));
     record.insert("_service_name".into(), Value::from(name.clone()));
-    record.insert("_callback_state".into(), Value::from(records::QUEUED));
+    record.insert("_callback_state".into(), Value::from(state));
     record.insert(
         "_customer_number".into(),
         Value::from(customer_number.clone()),
     );
-    record.insert("_desired_time".into(), Value::from(iso_utc(now)));
+    record.insert("_desired_time".into(), Value::from(iso_utc(desired)));
     record.insert("_expiration_time".into(), Value::from(iso_utc(expires_at)));
     record.insert("_created_time".into(), Value::from(iso_utc(now)));
     record.insert(
@@ -311,7 +333,9 @@ pub async fn create(
             .cloned()
             .unwrap_or(Value::Null),
     );
-    record.insert("_ors_session_id".into(), Value::from(session_id.clone()));
+    if due.is_none() {
+        record.insert("_ors_session_id".into(), Value::from(session_id.clone()));
+    }
     record.insert(
         "_url".into(),
         Value::from(format!("{base}/genesys/1/service/callback/{name}/{id}")),
@@ -323,7 +347,7 @@ pub async fn create(
         id: id.clone(),
         service: name.clone(),
         customer_number,
-        state: records::QUEUED.into(),
+        state: state.into(),
         session_id: session_id.clone(),
         created_at: now,
         updated_at: now,
@@ -331,12 +355,38 @@ pub async fn create(
         record: Value::Object(record).to_string(),
         gms_user: gms_user.clone().unwrap_or_default(),
     };
+    let mut params = Map::new();
+    params.insert("_data".into(), Value::Object(data));
+    if let Some(due) = due {
+        // On the schedule, with what its session will start with; the
+        // scheduler starts it then.
+        let start = super::scheduler::start_spec(&src, &params);
+        ctx.records
+            .save_scheduled(row, due, start)
+            .await
+            .map_err(ApiError::from)?;
+        drop(reservation);
+        ctx.schedule_changed.notify_one();
+        let mut reply = Map::new();
+        reply.insert("_dialog_id".into(), Value::from("0"));
+        reply.insert("_action".into(), Value::from("ConfirmationDialog"));
+        reply.insert(
+            "_text".into(),
+            Value::from(format!(
+                "Your callback is scheduled for {}",
+                iso_utc(desired)
+            )),
+        );
+        reply.insert("_ok_title".into(), Value::from("Ok"));
+        reply.insert("_callback_state".into(), Value::from(records::SCHEDULED));
+        reply.insert("_desired_time".into(), Value::from(iso_utc(desired)));
+        reply.insert("_id".into(), Value::from(id));
+        return Ok(no_cache_json(StatusCode::OK, &Value::Object(reply)));
+    }
     // The record first, so a chat that starts the moment the reply
     // arrives finds it; then the session, which waits for that chat.
     ctx.records.save(row).await.map_err(ApiError::from)?;
     drop(reservation);
-    let mut params = Map::new();
-    params.insert("_data".into(), Value::Object(data));
     if let Err(e) = ctx
         .sessions
         .start_with_id(session_id, &src, params, None)
@@ -607,6 +657,138 @@ pub async fn cancel(
         .await?
         .ok_or_else(finished)?;
     Ok(no_cache_json(StatusCode::OK, &shown(&caller, &row)))
+}
+
+/// `PUT /genesys/1/service/callback/{service}/{id}`: reschedules a
+/// scheduled callback (`_new_desired_time`, checked as a create's
+/// `_desired_time`) and updates its user data (any key without `_`; a key
+/// sent as `""` is removed). Other `_` keys (clients re-send
+/// `_customer_number`, `_desired_time`, ...) are ignored. Only a
+/// `SCHEDULED` callback can be rescheduled (409 otherwise); any unfinished
+/// one can have its user data updated. Answers the record.
+pub async fn update(
+    State(ctx): Ctx,
+    Path((name, id)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (caller, row) = record_of(&ctx, request.headers(), &name, &id).await?;
+    let Some(service) = ctx.services.get(&name) else {
+        return Err(unknown_service(&name));
+    };
+    let (_, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
+    let now = crate::host::wall_clock_ms() as i64;
+    let new_desired = match params.get("_new_desired_time") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(super::scheduler::desired_time(
+            service,
+            "_new_desired_time",
+            crate::modules::value_text(v).trim(),
+            now,
+        )?),
+    };
+    let changes: Map<String, Value> = params
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with('_') && !k.trim().is_empty())
+        .collect();
+    let finished = || {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "callback_finished",
+            format!("callback '{id}' is already {}", records::COMPLETED),
+        )
+    };
+    if records::is_final(&row.state) {
+        return Err(finished());
+    }
+    if new_desired.is_some() && row.state != records::SCHEDULED {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "callback_not_scheduled",
+            format!(
+                "callback '{id}' is {}: only a SCHEDULED callback can be rescheduled                  (cancel it and create another)",
+                row.state
+            ),
+        ));
+    }
+    let ttl_ms = service
+        .options
+        .get("_ttl")
+        .map(crate::modules::value_text)
+        .and_then(|t| t.trim().parse::<i64>().ok())
+        .unwrap_or(86_400)
+        .saturating_mul(1000);
+    let spec = ctx.records.scheduled(&id).await.map_err(ApiError::from)?;
+    let limit = ctx.settings.gms.limits.max_user_data_bytes;
+    let mut too_big = None;
+    let outcome = ctx
+        .records
+        .modify(&id, |row, record| {
+            if new_desired.is_some() && row.state != records::SCHEDULED {
+                return None;
+            }
+            for (k, v) in &changes {
+                let cleared = matches!(v, Value::String(s) if s.is_empty());
+                if cleared {
+                    record.remove(k);
+                } else {
+                    record.insert(k.clone(), v.clone());
+                }
+            }
+            let kept: Map<String, Value> = record
+                .iter()
+                .filter(|(k, _)| !k.starts_with('_'))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let bytes = Value::Object(kept.clone()).to_string().len();
+            if bytes > limit {
+                too_big = Some(bytes);
+                return None;
+            }
+            let mut due = spec.as_ref().map(|(due, _)| *due);
+            if let Some(desired) = new_desired {
+                record.insert("_desired_time".into(), Value::from(iso_utc(desired)));
+                row.expires_at = desired.saturating_add(ttl_ms);
+                record.insert(
+                    "_expiration_time".into(),
+                    Value::from(iso_utc(row.expires_at)),
+                );
+                due = Some(super::scheduler::due_time(service, desired));
+            }
+            // A scheduled session starts with the user data as it is then.
+            match (due, &spec) {
+                (Some(due), Some((_, start))) if row.state == records::SCHEDULED => {
+                    let mut start: Value = serde_json::from_str(start).unwrap_or(Value::Null);
+                    if let Some(Value::Object(data)) = start.pointer_mut("/params/_data") {
+                        data.insert("_user_data".into(), Value::Object(kept));
+                    }
+                    Some(records::ScheduleChange::Put(due, start.to_string()))
+                }
+                _ => Some(records::ScheduleChange::Keep),
+            }
+        })
+        .await
+        .map_err(ApiError::from)?;
+    if let Some(bytes) = too_big {
+        return Err(too_large(format!(
+            "the user data would be {bytes} bytes; at most {limit} are accepted"
+        )));
+    }
+    match outcome {
+        None => Err(not_yours(&id)),
+        Some((row, true)) => {
+            ctx.schedule_changed.notify_one();
+            Ok(no_cache_json(StatusCode::OK, &shown(&caller, &row)))
+        }
+        Some((row, false)) if records::is_final(&row.state) => Err(finished()),
+        Some((row, false)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "callback_not_scheduled",
+            format!(
+                "callback '{id}' is {} now: it can no longer be rescheduled",
+                row.state
+            ),
+        )),
+    }
 }
 
 /// Cancels a callback: its record becomes `COMPLETED` with `reason`, then

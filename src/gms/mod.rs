@@ -22,6 +22,7 @@ pub mod cometd;
 pub mod interactions;
 pub mod modules;
 pub mod records;
+pub mod scheduler;
 pub mod service;
 pub mod settings;
 
@@ -117,6 +118,9 @@ pub struct Gms {
     pub creating: access::KeyedLocks,
     /// The per-service create checks' locks and reservations.
     pub admission: admission::Admission,
+    /// Told when a callback is put on the schedule (the scheduler may
+    /// have to wake sooner).
+    pub schedule_changed: tokio::sync::Notify,
 }
 
 impl Gms {
@@ -266,6 +270,7 @@ impl Extension for ContactCentre {
             rates: access::Rates::new(&self.settings.gms.limits),
             creating: access::KeyedLocks::default(),
             admission: admission::Admission::default(),
+            schedule_changed: tokio::sync::Notify::new(),
         });
         modules::register(actions, &gms);
         let (router, routes) = router(&gms);
@@ -275,6 +280,7 @@ impl Extension for ContactCentre {
             session_hook: Some(Arc::new(interactions::Mirror(gms.clone()))),
             tasks: vec![
                 Box::pin(purge_callbacks(gms.clone())),
+                Box::pin(scheduler::run(gms.clone())),
                 Box::pin(interactions::follow_chats(gms.clone())),
                 Box::pin(chat_api::push_chat_updates(gms.clone())),
             ],
@@ -318,6 +324,13 @@ fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
             &[Method::DELETE],
             callback_api::cancel,
             "cancels a callback",
+        )
+        .route(
+            "/genesys/1/service/callback/{service}/{id}",
+            &[Method::PUT],
+            callback_api::update,
+            "reschedules a scheduled callback (_new_desired_time) and updates its user data \
+             (a key sent as \"\" is removed)",
         )
         .with_state(gms.clone());
     // GMS's error bodies name an exception; the callback routes' do too.

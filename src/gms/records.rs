@@ -64,7 +64,51 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX IF NOT EXISTS ors_callbacks_created ON ors_callbacks (service, created_at)",
         ],
     },
+    Migration {
+        component: "gms",
+        version: 5,
+        statements: &[
+            // Scheduled callbacks: when each is due to start, and how (the
+            // session's document and start parameters, as JSON).
+            "CREATE TABLE IF NOT EXISTS ors_callback_schedule (
+            id TEXT PRIMARY KEY,
+            due_at BIGINT NOT NULL,
+            start TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS ors_callback_schedule_due ON ors_callback_schedule (due_at)",
+        ],
+    },
 ];
+
+/// A scheduled callback waiting for its time: its record, when it is due
+/// (ms since the Unix epoch), and how its session starts (JSON
+/// `{"src": …, "params": {…}}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduled {
+    /// The record (state `SCHEDULED`).
+    pub row: CallbackRow,
+    /// When it is submitted: its desired time less the service's
+    /// `_request_execution_time_buffer`.
+    pub due_at: i64,
+    /// How its session starts.
+    pub start: String,
+}
+
+/// The statement that removes a callback from the schedule.
+fn unschedule_statement(id: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM ors_callback_schedule WHERE id = $1",
+        vec![id.into()],
+    )
+}
+
+/// The statement that puts (or moves) a callback on the schedule.
+fn schedule_statement(id: &str, due_at: i64, start: &str) -> Statement {
+    Statement::new(
+        "INSERT INTO ors_callback_schedule (id, due_at, start) VALUES ($1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET due_at = excluded.due_at, start = excluded.start",
+        vec![id.into(), due_at.into(), start.into()],
+    )
+}
 
 const COLUMNS: &str = "id, service, customer_number, state, session_id, created_at, \
      updated_at, expires_at, record, gms_user";
@@ -462,6 +506,18 @@ pub fn state_named(name: &str) -> Option<&'static str> {
 /// reads as `COMPLETED` with itself as the reason.
 const LEGACY_FINAL_STATES: &[&str] = &["CANCELLED", "FAILED"];
 
+/// How a record's write changes its place on the schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduleChange {
+    /// Not at all.
+    Keep,
+    /// It is due at this time (ms since the Unix epoch) and starts so
+    /// (see [`Scheduled::start`]).
+    Put(i64, String),
+    /// It leaves the schedule.
+    Remove,
+}
+
 /// Why callback records could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -501,6 +557,8 @@ pub struct Records {
     store: Option<Arc<dyn Store>>,
     commits: Option<CommitHandle>,
     memory: Mutex<HashMap<String, CallbackRow>>,
+    /// The schedule, when the records are in memory: id → (due, start).
+    memory_schedule: Mutex<HashMap<String, (i64, String)>>,
     /// Serialises read-modify-write updates of one record.
     updating: tokio::sync::Mutex<()>,
 }
@@ -517,16 +575,46 @@ impl Records {
             store,
             commits,
             memory: Mutex::new(HashMap::new()),
+            memory_schedule: Mutex::new(HashMap::new()),
             updating: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Writes a record; returns once it is durable.
     pub async fn save(&self, row: CallbackRow) -> Result<(), RecordsError> {
+        self.save_with(row, ScheduleChange::Keep).await
+    }
+
+    /// Writes a record and puts it on the schedule, in one transaction;
+    /// returns once both are durable.
+    pub async fn save_scheduled(
+        &self,
+        row: CallbackRow,
+        due_at: i64,
+        start: String,
+    ) -> Result<(), RecordsError> {
+        self.save_with(row, ScheduleChange::Put(due_at, start))
+            .await
+    }
+
+    /// Writes a record and changes its place on the schedule with it.
+    async fn save_with(
+        &self,
+        row: CallbackRow,
+        change: ScheduleChange,
+    ) -> Result<(), RecordsError> {
         match &self.commits {
             Some(commits) => {
+                let mut statements = vec![row.upsert()];
+                match &change {
+                    ScheduleChange::Keep => {}
+                    ScheduleChange::Put(due, start) => {
+                        statements.push(schedule_statement(&row.id, *due, start));
+                    }
+                    ScheduleChange::Remove => statements.push(unschedule_statement(&row.id)),
+                }
                 let batch = WriteBatch {
-                    statements: vec![row.upsert()],
+                    statements,
                     ..WriteBatch::default()
                 };
                 commits
@@ -536,8 +624,157 @@ impl Records {
                     .map_err(RecordsError::from)
             }
             None => {
+                if let Ok(mut schedule) = self.memory_schedule.lock() {
+                    match change {
+                        ScheduleChange::Keep => {}
+                        ScheduleChange::Put(due, start) => {
+                            schedule.insert(row.id.clone(), (due, start));
+                        }
+                        ScheduleChange::Remove => {
+                            schedule.remove(&row.id);
+                        }
+                    }
+                }
                 if let Ok(mut m) = self.memory.lock() {
                     m.insert(row.id.clone(), row);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The scheduled callbacks due at `now` (ms since the Unix epoch),
+    /// earliest first, at most `limit`.
+    pub async fn due(&self, now: i64, limit: usize) -> Result<Vec<Scheduled>, RecordsError> {
+        let entries: Vec<(String, i64, String)> = match &self.store {
+            Some(store) => {
+                let select = Statement::new(
+                    format!(
+                        "SELECT id, due_at, start FROM ors_callback_schedule WHERE due_at <= $1 \
+                         ORDER BY due_at, id LIMIT {}",
+                        limit.max(1)
+                    ),
+                    vec![now.into()],
+                );
+                let mut out = Vec::new();
+                for row in store.query(&select).await? {
+                    let mut v = row.into_iter();
+                    match (v.next(), v.next(), v.next()) {
+                        (
+                            Some(SqlValue::Text(id)),
+                            Some(SqlValue::Int(due)),
+                            Some(SqlValue::Text(start)),
+                        ) => {
+                            out.push((id, due, start));
+                        }
+                        other => {
+                            return Err(RecordsError::Corrupt(format!(
+                                "callback schedule: unexpected row {other:?}"
+                            )));
+                        }
+                    }
+                }
+                out
+            }
+            None => {
+                let mut out: Vec<(String, i64, String)> = self
+                    .memory_schedule
+                    .lock()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(_, (due, _))| *due <= now)
+                            .map(|(id, (due, start))| (id.clone(), *due, start.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+                out.truncate(limit.max(1));
+                out
+            }
+        };
+        let mut due = Vec::new();
+        for (id, due_at, start) in entries {
+            // Expired records are not returned by `get`; their schedule
+            // entry goes with them.
+            match self.get(&id).await? {
+                Some(row) => due.push(Scheduled { row, due_at, start }),
+                None => self.unschedule(&id).await?,
+            }
+        }
+        Ok(due)
+    }
+
+    /// A callback's place on the schedule (due time, start), if it has one.
+    pub async fn scheduled(&self, id: &str) -> Result<Option<(i64, String)>, RecordsError> {
+        match &self.store {
+            Some(store) => {
+                let select = Statement::new(
+                    "SELECT due_at, start FROM ors_callback_schedule WHERE id = $1",
+                    vec![id.into()],
+                );
+                let row = store.query(&select).await?.into_iter().next();
+                Ok(row.and_then(|r| {
+                    let mut v = r.into_iter();
+                    match (v.next(), v.next()) {
+                        (Some(SqlValue::Int(due)), Some(SqlValue::Text(start))) => {
+                            Some((due, start))
+                        }
+                        _ => None,
+                    }
+                }))
+            }
+            None => Ok(self
+                .memory_schedule
+                .lock()
+                .ok()
+                .and_then(|m| m.get(id).cloned())),
+        }
+    }
+
+    /// When the earliest scheduled callback is due, if any is scheduled.
+    pub async fn next_due(&self) -> Result<Option<i64>, RecordsError> {
+        match &self.store {
+            Some(store) => {
+                let select =
+                    Statement::new("SELECT MIN(due_at) FROM ors_callback_schedule", vec![]);
+                Ok(
+                    match store
+                        .query(&select)
+                        .await?
+                        .into_iter()
+                        .next()
+                        .and_then(|r| r.into_iter().next())
+                    {
+                        Some(SqlValue::Int(n)) => Some(n),
+                        _ => None,
+                    },
+                )
+            }
+            None => Ok(self
+                .memory_schedule
+                .lock()
+                .ok()
+                .and_then(|m| m.values().map(|(due, _)| *due).min())),
+        }
+    }
+
+    /// Takes a callback off the schedule (its record is left as it is).
+    pub async fn unschedule(&self, id: &str) -> Result<(), RecordsError> {
+        match &self.commits {
+            Some(commits) => {
+                let batch = WriteBatch {
+                    statements: vec![unschedule_statement(id)],
+                    ..WriteBatch::default()
+                };
+                commits
+                    .submit(batch)
+                    .await
+                    .map_err(|_| RecordsError::CommitterStopped)?
+                    .map_err(RecordsError::from)
+            }
+            None => {
+                if let Ok(mut m) = self.memory_schedule.lock() {
+                    m.remove(id);
                 }
                 Ok(())
             }
@@ -597,14 +834,39 @@ impl Records {
     }
 
     /// Changes a record's state (and reason, and any extra fields); a
-    /// record already in a final state is left alone. Returns the record
-    /// as it now is, `None` when there is no such record.
+    /// record already in a final state is left alone. A record leaving
+    /// `SCHEDULED` leaves the schedule in the same write. Returns the
+    /// record as it now is and whether it changed, `None` when there is
+    /// no such record.
     pub async fn update(
         &self,
         id: &str,
         state: &str,
         reason: Option<&str>,
         extra: Map<String, Value>,
+    ) -> Result<Option<(CallbackRow, bool)>, RecordsError> {
+        let state = state.to_string();
+        let reason = reason.map(str::to_string);
+        self.modify(id, move |row, record| {
+            record.insert("_callback_state".into(), Value::from(state.clone()));
+            if let Some(reason) = reason {
+                record.insert("_callback_reason".into(), Value::from(reason));
+            }
+            record.extend(extra);
+            row.state = state;
+            Some(ScheduleChange::Remove)
+        })
+        .await
+    }
+
+    /// Reads a record that is not final, lets `change` edit the row and its
+    /// record object (returning how the schedule changes with it, or
+    /// `None` to leave the record as it was), stamps `_updated_time`, and
+    /// writes both at once. Serialised with every other change.
+    pub async fn modify(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut CallbackRow, &mut Map<String, Value>) -> Option<ScheduleChange>,
     ) -> Result<Option<(CallbackRow, bool)>, RecordsError> {
         let _one_at_a_time = self.updating.lock().await;
         let Some(mut row) = self.get(id).await? else {
@@ -615,17 +877,14 @@ impl Records {
         }
         let mut record: Map<String, Value> = serde_json::from_str(&row.record)
             .map_err(|e| RecordsError::Corrupt(format!("callback record {id} is corrupt: {e}")))?;
+        let Some(schedule) = change(&mut row, &mut record) else {
+            return Ok(Some((row, false)));
+        };
         let now = crate::host::wall_clock_ms() as i64;
-        record.insert("_callback_state".into(), Value::from(state));
-        if let Some(reason) = reason {
-            record.insert("_callback_reason".into(), Value::from(reason));
-        }
         record.insert("_updated_time".into(), Value::from(iso_utc(now)));
-        record.extend(extra);
-        row.state = state.to_string();
         row.updated_at = now;
         row.record = Value::Object(record).to_string();
-        self.save(row.clone()).await?;
+        self.save_with(row.clone(), schedule).await?;
         Ok(Some((row, true)))
     }
 
@@ -761,7 +1020,16 @@ impl Records {
                     "DELETE FROM ors_callbacks WHERE expires_at < $1",
                     vec![now.into()],
                 );
-                Ok(store.execute(&delete).await?)
+                let purged = store.execute(&delete).await?;
+                if purged > 0 {
+                    let orphans = Statement::new(
+                        "DELETE FROM ors_callback_schedule \
+                         WHERE id NOT IN (SELECT id FROM ors_callbacks)",
+                        vec![],
+                    );
+                    store.execute(&orphans).await?;
+                }
+                Ok(purged)
             }
             None => Ok(self
                 .memory

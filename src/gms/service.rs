@@ -68,15 +68,17 @@ pub const NUMERIC_OPTIONS: &[(&str, i64, i64)] = &[
     ("_throttle_ttl_1", 1, 2_592_000),
     ("_throttle_ttl_2", 1, 2_592_000),
     ("_throttle_request_parameters_limit", 0, 1_000_000_000),
+    ("_request_execution_time_buffer", 0, 86_400),
 ];
 
 /// GMS's built-in defaults of the callback options `ors` acts on beyond
 /// a service's own configuration (GMS option reference, *Callback*
-/// sections *Queue_Management* and *GMS-callback*; the throttle defaults
-/// as the public functional tests against GMS 8.5 state them): limits,
-/// throttles and phone-number checks. `_max_queued_callbacks_per_service`
+/// sections *Queue_Management*, *Scheduled_Call* and *GMS-callback*; the
+/// throttle defaults as the public functional tests against GMS 8.5
+/// state them, `_request_execution_time_buffer` as their configuration
+/// sets it): limits, throttles, phone-number checks and scheduling. `_max_queued_callbacks_per_service`
 /// has no built-in value: unset, a service queues without limit.
-pub const LIMIT_OPTION_DEFAULTS: &[(&str, &str)] = &[
+pub const CALLBACK_OPTION_DEFAULTS: &[(&str, &str)] = &[
     ("_throttle_callbacks_per_service_1", "500"),
     ("_throttle_ttl_1", "300"),
     ("_throttle_callbacks_per_service_2", "1000"),
@@ -87,14 +89,22 @@ pub const LIMIT_OPTION_DEFAULTS: &[(&str, &str)] = &[
     ("_disallow_premium_phone_numbers", "true"),
     ("_disallow_impossible_phone_numbers", "true"),
     ("_default_country", "US"),
+    // Scheduling: a scheduled callback is submitted this many seconds
+    // before its desired time; one desired further ahead than this is
+    // refused; one missed (the server was down) is still submitted while
+    // its desired time is inside the far end of the recovery window
+    // (minutes relative to now), and completed as SUBMIT_FAILED after.
+    ("_request_execution_time_buffer", "120"),
+    ("_reject_future_desired_time", "1M"),
+    ("_queue_poll_period_recovery", "-1440,-120"),
 ];
 
 /// The *Chat-Immediate* default configuration of GMS's Service
 /// Management UI (the predefined values a service starts from), with
-/// [`LIMIT_OPTION_DEFAULTS`].
+/// [`CALLBACK_OPTION_DEFAULTS`].
 pub fn chat_immediate_defaults() -> Map<String, Value> {
     let mut m = Map::new();
-    for (k, v) in LIMIT_OPTION_DEFAULTS {
+    for (k, v) in CALLBACK_OPTION_DEFAULTS {
         m.insert(k.to_string(), Value::from(*v));
     }
     for (k, v) in [

@@ -1,0 +1,288 @@
+//! Scheduled callbacks over real HTTP, on SQLite and (when
+//! `ORS_TEST_POSTGRES_URL` is set) PostgreSQL: a create with a future
+//! `_desired_time` is `SCHEDULED` with no session until its time less
+//! `_request_execution_time_buffer`, then the scheduler submits it
+//! (`QUEUED`, its session started with the user data as updated);
+//! desired times are checked; `PUT` reschedules and updates user data
+//! (`""` removes a key); a cancelled one never starts. And the schedule
+//! is durable: after SIGKILL, what came due while the server was down is
+//! submitted late, and what is older than the recovery window ends
+//! `SUBMIT_FAILED`. The waits for the scheduler are real but short (the
+//! callbacks are due a second or two ahead; the far-future ones are never
+//! waited for).
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::{ServeProcess, free_port};
+use common::{Api, eventually, spawn_server};
+use ors::app::Config;
+use ors::store::{SqlValue, Statement};
+use serde_json::{Value, json};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn iso(ms: i64) -> String {
+    ors::gms::records::iso_utc(ms)
+}
+
+fn config(store_url: String) -> Config {
+    let mut config = Config {
+        server: ors::server::Config {
+            workers: 2,
+            data_dir: common::scratch_dir("callback_schedule"),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    config.store.url = store_url;
+    let services = &mut config.contact_centre.gms.services;
+    let mut later = ors::gms::service::demo_service_options();
+    later.insert("_request_execution_time_buffer".into(), json!(0));
+    later.insert("_max_queued_callbacks_per_service".into(), json!(1));
+    services.insert("later".into(), later);
+    config
+}
+
+async fn record(api: &Api, id: &str) -> Value {
+    let r = api.callback_query_any(&format!("_id={id}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body[0].clone()
+}
+
+async fn wait_state(api: &Api, id: &str, state: &str) -> Value {
+    eventually(
+        &format!("callback {id} never became {state}"),
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || async move {
+            let r = record(api, id).await;
+            if r["_callback_state"] == state {
+                Ok(r)
+            } else {
+                Err(r)
+            }
+        },
+    )
+    .await
+}
+
+async fn put(api: &Api, id: &str, body: &Value) -> common::Reply {
+    api.call(
+        axum::http::Method::PUT,
+        &format!("/genesys/1/service/callback/later/{id}"),
+        Some("application/json"),
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled() {
+    for db in common::stores::test_databases().await {
+        let label = db.label;
+        let server = spawn_server(config(db.url())).await;
+        let device = server.customer().with_gms_user("device-s1");
+        let operator = server.api();
+        let create = |number: &'static str, desired: String| {
+            let device = device.clone();
+            async move {
+                device
+                    .callback_create(
+                        "later",
+                        &[
+                            ("_customer_number", number),
+                            ("_desired_time", desired.as_str()),
+                            ("usr_note", "first"),
+                            ("account", "77"),
+                        ],
+                    )
+                    .await
+            }
+        };
+
+        // Far ahead: SCHEDULED, confirmed, no session.
+        let desired = iso(now_ms() + 2 * 86_400_000);
+        let r = create("6502388801", desired.clone()).await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        assert_eq!(r.body["_action"], "ConfirmationDialog", "{}", r.body);
+        assert_eq!(r.body["_callback_state"], "SCHEDULED", "{}", r.body);
+        let far = r.body["_id"].as_str().expect("_id").to_string();
+        let rec = record(&operator, &far).await;
+        assert_eq!(rec["_callback_state"], "SCHEDULED", "{label}: {rec}");
+        assert_eq!(rec["_desired_time"], desired, "{label}");
+        assert!(rec.get("_ors_session_id").is_none(), "{label}: {rec}");
+        // A second scheduled one: the queued limit (1) is for QUEUED ones.
+        let r = create("6502388802", iso(now_ms() + 3 * 86_400_000)).await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        let marks = operator
+            .get("/genesys/1/admin/callback/watermarks?service_name=later")
+            .await;
+        assert_eq!(marks.body["total"], 0, "{label}: {}", marks.body);
+
+        // Desired times that are refused.
+        for bad in [
+            "tomorrow".to_string(),
+            iso(now_ms() - 3_600_000),
+            iso(now_ms() + 60 * 86_400_000),
+        ] {
+            let r = create("6502388803", bad.clone()).await;
+            assert_eq!(r.status, 400, "{label}: {bad}: {}", r.body);
+            assert!(r.body["exception"].is_string(), "{}", r.body);
+        }
+
+        // User data: changed, added, removed ("").
+        let r = put(
+            &device,
+            &far,
+            &json!({"usr_note": "second", "account": "", "_customer_number": "6502388801"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        assert_eq!(r.body["usr_note"], "second", "{}", r.body);
+        assert!(r.body.get("account").is_none(), "{}", r.body);
+        let r = put(&device, &far, &json!({"_new_desired_time": "soon"})).await;
+        assert_eq!(r.status, 400, "{label}: {}", r.body);
+        // Another device cannot touch it.
+        let other = server.customer().with_gms_user("device-s2");
+        assert_eq!(
+            put(&other, &far, &json!({"usr_note": "x"})).await.status,
+            404
+        );
+
+        // Moved to a second from now: the scheduler submits it, and its
+        // session starts with the user data as updated.
+        let soon = iso(now_ms() + 1_000);
+        let r = put(&device, &far, &json!({"_new_desired_time": soon})).await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        assert_eq!(r.body["_desired_time"], soon, "{label}");
+        let rec = wait_state(&operator, &far, "QUEUED").await;
+        let session = rec["_ors_session_id"]
+            .as_str()
+            .expect("a session")
+            .to_string();
+        let data = operator.query_ok(&session).await;
+        let user_data = data
+            .pointer("/data/_data/_user_data")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(user_data["usr_note"], "second", "{label}: {data}");
+        assert!(user_data.get("account").is_none(), "{label}: {user_data}");
+        // Queued now: no longer reschedulable.
+        let r = put(
+            &device,
+            &far,
+            &json!({"_new_desired_time": iso(now_ms() + 86_400_000)}),
+        )
+        .await;
+        assert_eq!(r.status, 409, "{label}: {}", r.body);
+
+        // Cancelled before its time: it never starts.
+        let r = create("6502388804", iso(now_ms() + 1_000)).await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        let cancelled = r.body["_id"].as_str().expect("_id").to_string();
+        let r = device.callback_cancel("later", &cancelled).await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let rec = record(&operator, &cancelled).await;
+        assert_eq!(rec["_callback_state"], "COMPLETED", "{label}: {rec}");
+        assert_eq!(rec["_callback_reason"], "CANCELLED", "{label}: {rec}");
+        assert!(rec.get("_ors_session_id").is_none(), "{label}: {rec}");
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_survives_sigkill_and_late_ones_are_submitted_or_failed() {
+    let data_dir = common::scratch_dir("schedule-restart");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let config = data_dir.join("ors.toml");
+    std::fs::write(&config, "[callback]\n_request_execution_time_buffer = 0\n").unwrap();
+    let config = config.display().to_string();
+    let port = free_port();
+    let args = ["--config", config.as_str()];
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let device = server.api().with_gms_user("device-r1");
+    let operator = server.api();
+    let create = |desired: String| {
+        let device = device.clone();
+        async move {
+            let r = device
+                .callback_create(
+                    "chat-immediate",
+                    &[
+                        ("_customer_number", "6502388901"),
+                        ("_desired_time", desired.as_str()),
+                    ],
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.body["_id"].as_str().expect("_id").to_string()
+        }
+    };
+    let due_while_down = create(iso(now_ms() + 1_500)).await;
+    let far = create(iso(now_ms() + 86_400_000)).await;
+    drop(server); // SIGKILL
+    // One the scheduler missed by two days (stored as an older server
+    // would have left it).
+    let db = data_dir.join("ors.db");
+    let store = ors::store::open(
+        &ors::store::StoreLocation::Sqlite {
+            path: db.clone(),
+            full_sync: false,
+        },
+        1,
+        ors::gms::records::MIGRATIONS,
+    )
+    .await
+    .expect("the store opens")
+    .expect("a store");
+    let old = "111-00000000-0000-0000-0000-000000000001";
+    let desired = now_ms() - 2 * 86_400_000;
+    let stored = json!({"_id": old, "_service_name": "chat-immediate", "_callback_state": "SCHEDULED",
+        "_customer_number": "6502388902", "_desired_time": iso(desired)});
+    for statement in [
+        Statement::new(
+            "INSERT INTO ors_callbacks (id, service, customer_number, state, session_id, created_at, \
+             updated_at, expires_at, record, gms_user) VALUES ($1, 'chat-immediate', '6502388902', \
+             'SCHEDULED', 'session-of-old', $2, $2, $3, $4, 'device-r1')",
+            vec![
+                SqlValue::Text(old.into()),
+                SqlValue::Int(desired),
+                SqlValue::Int(now_ms() + 86_400_000),
+                SqlValue::Text(stored.to_string()),
+            ],
+        ),
+        Statement::new(
+            "INSERT INTO ors_callback_schedule (id, due_at, start) VALUES ($1, $2, $3)",
+            vec![
+                SqlValue::Text(old.into()),
+                SqlValue::Int(desired),
+                SqlValue::Text(json!({"src": "unused.scxml", "params": {}}).to_string()),
+            ],
+        ),
+    ] {
+        assert_eq!(store.execute(&statement).await.expect("insert"), 1);
+    }
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+
+    let _server = ServeProcess::start(port, &data_dir, &args).await;
+    let rec = wait_state(&operator, &due_while_down, "QUEUED").await;
+    let session = rec["_ors_session_id"].as_str().expect("session");
+    assert_eq!(
+        operator.query_ok(session).await["status"],
+        "running",
+        "{rec}"
+    );
+    let rec = wait_state(&operator, old, "COMPLETED").await;
+    assert_eq!(rec["_callback_reason"], "SUBMIT_FAILED", "{rec}");
+    let rec = record(&operator, &far).await;
+    assert_eq!(rec["_callback_state"], "SCHEDULED", "{rec}");
+}
