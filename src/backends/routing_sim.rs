@@ -66,6 +66,10 @@ use super::{BoxFuture, SimError, lock, new_id};
 use crate::backends::target::{Selector, StatCheck, Target, TargetKind, TargetStep};
 use crate::backends::target::{parse_target, parse_target_option};
 
+/// The simulator's `ExpectedWaitTime`: seconds per request waiting on a
+/// target with no free agent.
+pub const EWT_SECS_PER_WAITING: usize = 60;
+
 /// What a waiting `reserve` receives.
 type Outcome = Result<Reservation, RoutingError>;
 
@@ -488,6 +492,18 @@ impl State {
     }
 
     /// A statistic of a target.
+    /// How many requests wait with `target` among their active steps.
+    fn waiting_on(&self, target: &Target) -> usize {
+        self.waiters
+            .values()
+            .filter(|w| {
+                w.active
+                    .iter()
+                    .any(|&s| w.steps[s].target.text == target.text)
+            })
+            .count()
+    }
+
     fn statistic(&self, target: &Target, stat: &str) -> Result<f64, RoutingError> {
         let selected = || self.agents.values().filter(|a| a.selected_by(target));
         let count = match stat {
@@ -495,15 +511,17 @@ impl State {
                 selected().filter(|a| a.free_for_any()).count()
             }
             "RStatAgentsTotal" => selected().filter(|a| a.logged_in).count(),
-            "StatCallsWaiting" | "RStatCallsInQueue" => self
-                .waiters
-                .values()
-                .filter(|w| {
-                    w.active
-                        .iter()
-                        .any(|&s| w.steps[s].target.text == target.text)
-                })
-                .count(),
+            "StatCallsWaiting" | "RStatCallsInQueue" => self.waiting_on(target),
+            // The simulator's estimate, in seconds: nothing while an agent
+            // of the target is free, else a minute per request waiting on
+            // it (at least one).
+            "ExpectedWaitTime" => {
+                if selected().any(|a| a.free_for_any()) {
+                    0
+                } else {
+                    self.waiting_on(target).max(1) * EWT_SECS_PER_WAITING
+                }
+            }
             _ => match stat.strip_prefix("RStatAgentsReady") {
                 Some(media) if !media.is_empty() => {
                     selected().filter(|a| a.free_for(media)).count()
@@ -511,8 +529,8 @@ impl State {
                 _ => {
                     return Err(RoutingError::Invalid(format!(
                         "unknown statistic '{stat}' (RStatAgentsReady, RStatAgentsReady<media>, \
-                         RStatAgentsTotal, StatAgentsAvailable, StatCallsWaiting or \
-                         RStatCallsInQueue)"
+                         RStatAgentsTotal, StatAgentsAvailable, StatCallsWaiting, \
+                         RStatCallsInQueue or ExpectedWaitTime)"
                     )));
                 }
             },

@@ -21,6 +21,7 @@ pub mod chat_api;
 pub mod cometd;
 pub mod interactions;
 pub mod modules;
+pub mod queue_position;
 pub mod records;
 pub mod scheduler;
 pub mod service;
@@ -88,6 +89,8 @@ pub struct Gms {
     pub config: Arc<Config>,
     /// Starting sessions and sending them events.
     pub sessions: Sessions,
+    /// Requests to sessions waiting for their `<session:response>`.
+    pub responses: Arc<crate::server::PendingResponses>,
     /// The extension's own sections.
     pub settings: Settings,
     /// Configured services by name.
@@ -256,6 +259,7 @@ impl Extension for ContactCentre {
         let gms = Arc::new(Gms {
             config: server.config.clone(),
             sessions: server.sessions.clone(),
+            responses: server.responses.clone(),
             settings: self.settings.clone(),
             services,
             records: records::Records::new(server.store.clone(), server.commits.clone()),
@@ -324,6 +328,13 @@ fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
             &[Method::DELETE],
             callback_api::cancel,
             "cancels a callback",
+        )
+        .route(
+            "/genesys/1/service/{id}/check-queue-position",
+            &[Method::GET, Method::POST],
+            queue_position::check_queue_position,
+            "where a callback stands: _position, _total_waiting, _eta / ewt (seconds), \
+             _agent_ready_threshold_passed (answered by its session)",
         )
         .route(
             "/genesys/1/service/callback/{service}/{id}",

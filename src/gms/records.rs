@@ -955,6 +955,51 @@ impl Records {
         }
     }
 
+    /// A `QUEUED` callback's place among its service's `QUEUED` ones
+    /// (1-based, oldest first) and how many there are.
+    pub async fn queued_position(&self, row: &CallbackRow) -> Result<(u64, u64), RecordsError> {
+        match &self.store {
+            Some(store) => {
+                let select = Statement::new(
+                    "SELECT COALESCE(SUM(CASE WHEN created_at < $2 OR (created_at = $2 AND id < $3) \
+                     THEN 1 ELSE 0 END), 0), COUNT(*) FROM ors_callbacks \
+                     WHERE service = $1 AND state = 'QUEUED'",
+                    vec![
+                        row.service.as_str().into(),
+                        row.created_at.into(),
+                        row.id.as_str().into(),
+                    ],
+                );
+                let found = store
+                    .query(&select)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                let mut v = found.into_iter().map(|v| match v {
+                    SqlValue::Int(n) => n.max(0) as u64,
+                    _ => 0,
+                });
+                let ahead = v.next().unwrap_or(0);
+                let total = v.next().unwrap_or(0);
+                Ok((ahead + 1, total))
+            }
+            None => {
+                let m = self.memory.lock().map_err(|_| {
+                    RecordsError::Corrupt("callback records: a writer panicked".into())
+                })?;
+                let queued = || {
+                    m.values()
+                        .filter(|r| r.service == row.service && r.state == QUEUED)
+                };
+                let ahead = queued()
+                    .filter(|r| (r.created_at, &r.id) < (row.created_at, &row.id))
+                    .count() as u64;
+                Ok((ahead + 1, queued().count() as u64))
+            }
+        }
+    }
+
     /// How many unexpired records each service has in one of `states`
     /// (services without any are absent).
     pub async fn count_by_service(

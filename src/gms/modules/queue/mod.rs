@@ -64,6 +64,14 @@ impl Submits {
             .unwrap_or_default()
     }
 
+    /// How many submits wait in virtual queue `vq`.
+    pub fn waiting_in(&self, vq: &str) -> usize {
+        self.map
+            .lock()
+            .map(|m| m.values().filter(|o| o.virtual_queue == vq).count())
+            .unwrap_or(0)
+    }
+
     /// A waiting submit and its 1-based position in its virtual queue
     /// (higher priority first, then earlier), if it is waiting.
     pub fn position(&self, requestid: &str) -> Option<(Outstanding, usize)> {
