@@ -239,12 +239,15 @@ pub async fn admit<'a>(
         tokio::pin!(drained);
         drained.as_mut().enable();
         let one_at_a_time = ctx.admission.locks.lock(name).await;
+        // Pending first, then the store: a create whose reservation ends
+        // between the two reads has its record durable by then, so the
+        // store read counts it (it may be counted twice, never missed).
+        let pending = ctx.admission.pending(name);
         let (queued, created) = ctx
             .records
             .service_load(name, &since)
             .await
             .map_err(ApiError::from)?;
-        let pending = ctx.admission.pending(name);
         let mut refusal = None;
         if queues
             && let Some(max) = max_queued

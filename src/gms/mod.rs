@@ -21,6 +21,7 @@ pub mod chat_api;
 pub mod cometd;
 pub mod interactions;
 pub mod modules;
+pub mod notifications;
 pub mod queue_position;
 pub mod records;
 pub mod scheduler;
@@ -124,6 +125,8 @@ pub struct Gms {
     /// Told when a callback is put on the schedule (the scheduler may
     /// have to wake sooner).
     pub schedule_changed: tokio::sync::Notify,
+    /// Status notifications of the services that send them.
+    pub notifier: Arc<notifications::Notifier>,
 }
 
 impl Gms {
@@ -275,7 +278,20 @@ impl Extension for ContactCentre {
             creating: access::KeyedLocks::default(),
             admission: admission::Admission::default(),
             schedule_changed: tokio::sync::Notify::new(),
+            notifier: Arc::new(notifications::Notifier::new(
+                self.settings.gms.event_lists.clone(),
+            )),
         });
+        // Every durable change of a record may notify its service's
+        // listener.
+        let weak = Arc::downgrade(&gms);
+        gms.records.observe(Arc::new(move |row, old, rescheduled| {
+            if let Some(gms) = weak.upgrade()
+                && let Some(service) = gms.services.get(&row.service)
+            {
+                gms.notifier.changed(service, old, row, rescheduled);
+            }
+        }));
         modules::register(actions, &gms);
         let (router, routes) = router(&gms);
         Ok(Plugged {
@@ -285,6 +301,7 @@ impl Extension for ContactCentre {
             tasks: vec![
                 Box::pin(purge_callbacks(gms.clone())),
                 Box::pin(scheduler::run(gms.clone())),
+                Box::pin(gms.notifier.clone().run(server.http_client())),
                 Box::pin(interactions::follow_chats(gms.clone())),
                 Box::pin(chat_api::push_chat_updates(gms.clone())),
             ],

@@ -561,7 +561,14 @@ pub struct Records {
     memory_schedule: Mutex<HashMap<String, (i64, String)>>,
     /// Serialises read-modify-write updates of one record.
     updating: tokio::sync::Mutex<()>,
+    /// Told of every record written, once it is durable.
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// Told of every record written, once it is durable: the record as it
+/// now is, the state it had (`None`: a new record), and whether its
+/// desired time moved.
+pub type Observer = Arc<dyn Fn(&CallbackRow, Option<&str>, bool) + Send + Sync>;
 
 impl Records {
     /// Records in `store` written through `commits`, or in memory when
@@ -577,12 +584,26 @@ impl Records {
             memory: Mutex::new(HashMap::new()),
             memory_schedule: Mutex::new(HashMap::new()),
             updating: tokio::sync::Mutex::new(()),
+            observer: std::sync::OnceLock::new(),
         }
     }
 
-    /// Writes a record; returns once it is durable.
+    /// Sets the one [`Observer`] (later calls are ignored).
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn tell(&self, row: &CallbackRow, old: Option<&str>, rescheduled: bool) {
+        if let Some(observer) = self.observer.get() {
+            observer(row, old, rescheduled);
+        }
+    }
+
+    /// Writes a new record; returns once it is durable.
     pub async fn save(&self, row: CallbackRow) -> Result<(), RecordsError> {
-        self.save_with(row, ScheduleChange::Keep).await
+        self.save_with(row.clone(), ScheduleChange::Keep).await?;
+        self.tell(&row, None, false);
+        Ok(())
     }
 
     /// Writes a record and puts it on the schedule, in one transaction;
@@ -593,8 +614,10 @@ impl Records {
         due_at: i64,
         start: String,
     ) -> Result<(), RecordsError> {
-        self.save_with(row, ScheduleChange::Put(due_at, start))
-            .await
+        self.save_with(row.clone(), ScheduleChange::Put(due_at, start))
+            .await?;
+        self.tell(&row, None, false);
+        Ok(())
     }
 
     /// Writes a record and changes its place on the schedule with it.
@@ -877,14 +900,18 @@ impl Records {
         }
         let mut record: Map<String, Value> = serde_json::from_str(&row.record)
             .map_err(|e| RecordsError::Corrupt(format!("callback record {id} is corrupt: {e}")))?;
+        let old_state = row.state.clone();
+        let old_desired = record.get("_desired_time").cloned();
         let Some(schedule) = change(&mut row, &mut record) else {
             return Ok(Some((row, false)));
         };
+        let rescheduled = record.get("_desired_time") != old_desired.as_ref();
         let now = crate::host::wall_clock_ms() as i64;
         record.insert("_updated_time".into(), Value::from(iso_utc(now)));
         row.updated_at = now;
         row.record = Value::Object(record).to_string();
         self.save_with(row.clone(), schedule).await?;
+        self.tell(&row, Some(&old_state), rescheduled);
         Ok(Some((row, true)))
     }
 

@@ -267,6 +267,10 @@ pub struct GmsSettings {
     pub bearer_token: Option<String>,
     /// What one customer may make the server hold, and how fast.
     pub limits: CustomerLimits,
+    /// Callback event lists by name (`[gms.event_lists.NAME._cbe_on_…]`,
+    /// each with `notify_params`): a service's `_callback_events_list`
+    /// names one (see [`super::notifications`]).
+    pub event_lists: super::notifications::EventLists,
 }
 
 /// Bounds on what a customer controls through the GMS routes. Each
@@ -350,6 +354,7 @@ impl Default for GmsSettings {
             password: None,
             bearer_token: None,
             limits: CustomerLimits::default(),
+            event_lists: Default::default(),
         }
     }
 }
