@@ -217,6 +217,13 @@ async fn states_queries_and_error_bodies_are_gms_shaped() {
         assert_gms_error(&not_mine, 404, "CallbackExceptionNotFound");
         let no_number = a.callback_create("chat-immediate", &[]).await;
         assert_gms_error(&no_number, 400, "CallbackException");
+        let unnamed = a
+            .callback_create(
+                "chat-immediate",
+                &[("_customer_number", "6502388119"), ("", "x")],
+            )
+            .await;
+        assert_gms_error(&unnamed, 400, "CallbackException");
         server.stop().await;
     }
 }
@@ -328,6 +335,32 @@ async fn the_admin_api_lists_counts_cancels_and_reports() {
             .get("/genesys/1/admin/callback/queues?target=nope")
             .await;
         assert_gms_error(&no_target, 404, "CallbackExceptionNotFound");
+        // Repeated states add up; the list runs by desired time.
+        let both = admin
+            .get("/genesys/1/admin/callback/queues?target=chat-immediate&states=QUEUED&states=COMPLETED")
+            .await;
+        let listed = both.body["chat-immediate"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(listed.len(), 2, "{label}: {}", both.body);
+        let desired: Vec<&str> = listed
+            .iter()
+            .filter_map(|r| r["_desired_time"].as_str())
+            .collect();
+        let mut in_order = desired.clone();
+        in_order.sort();
+        assert_eq!(desired, in_order, "{label}: earliest first");
+        for query in [
+            "max=0",
+            "max=1&max=2",
+            "start_time=2026-01-01T00:00:00Z&start_time=2026-01-02T00:00:00Z",
+        ] {
+            let r = admin
+                .get(&format!("/genesys/1/admin/callback/queues?{query}"))
+                .await;
+            assert_eq!(r.status, 400, "{label}: {query}: {}", r.body);
+        }
 
         // Cancel by the admin: each id's fate is reported.
         let cancel = admin
@@ -352,6 +385,8 @@ async fn the_admin_api_lists_counts_cancels_and_reports() {
             json!({"ids": []}),
             json!({"reason": "x"}),
             json!({"ids": "  "}),
+            json!({"ids": [1, null]}),
+            json!({"ids": [a2], "reason": "x".repeat(300)}),
         ] {
             let r = admin.json("/genesys/1/admin/callback/cancel", &body).await;
             assert_eq!(r.status, 400, "{label}: {body}: {}", r.body);
@@ -378,6 +413,39 @@ async fn the_admin_api_lists_counts_cancels_and_reports() {
                 &format!("{b1},6502388333,77")
             ],
             "{label}"
+        );
+        // Values that would run in a spreadsheet are exported inert; an id
+        // named twice is cancelled once.
+        let b2 = create(
+            &server.customer().with_gms_user(DEVICE_B),
+            "billing",
+            &[("_customer_number", "6502388334"), ("account", "@risk")],
+        )
+        .await;
+        let cancel = admin
+            .json(
+                "/genesys/1/admin/callback/cancel",
+                &json!({"reason": "+1 day", "ids": [b2, b2]}),
+            )
+            .await;
+        assert_eq!(
+            cancel.body["cancelled"],
+            json!([b2]),
+            "{label}: {}",
+            cancel.body
+        );
+        assert_eq!(cancel.body["completed_already"], json!([]), "{label}");
+        let report = admin
+            .json(
+                "/genesys/1/admin/callback/reportcancelled",
+                &json!({"callback_reason": "+1 day", "exported_properties": ["_id", "account", "_callback_reason"]}),
+            )
+            .await;
+        let csv = report.body.as_str().expect("CSV text");
+        assert_eq!(
+            csv.lines().nth(1),
+            Some(format!("{b2},'@risk,'+1 day").as_str()),
+            "{label}: {csv}"
         );
         server.stop().await;
     }

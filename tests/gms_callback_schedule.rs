@@ -149,6 +149,30 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         assert!(r.body.get("account").is_none(), "{}", r.body);
         let r = put(&device, &far, &json!({"_new_desired_time": "soon"})).await;
         assert_eq!(r.status, 400, "{label}: {}", r.body);
+        // A key an update cannot change, and the wrong field for a new
+        // time, are refused; the current time sent back is fine.
+        let r = put(&device, &far, &json!({"_ttl": 60})).await;
+        assert_eq!(r.status, 400, "{label}: {}", r.body);
+        let r = put(
+            &device,
+            &far,
+            &json!({"_desired_time": iso(now_ms() + 5 * 86_400_000)}),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{label}: {}", r.body);
+        assert!(
+            r.body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("_new_desired_time")
+        );
+        let r = put(
+            &device,
+            &far,
+            &json!({"_desired_time": desired, "usr_note": "second"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
         // Another device cannot touch it.
         let other = server.customer().with_gms_user("device-s2");
         assert_eq!(
@@ -183,13 +207,24 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         .await;
         assert_eq!(r.status, 409, "{label}: {}", r.body);
 
-        // Cancelled before its time: it never starts.
+        // Cancelled before its time: it never starts. And one coming due
+        // while the service's queue is full (1, the rescheduled one) waits
+        // SCHEDULED instead of overshooting the limit.
         let r = create("6502388804", iso(now_ms() + 1_000)).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         let cancelled = r.body["_id"].as_str().expect("_id").to_string();
+        let r = create("6502388805", iso(now_ms() + 1_000)).await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        let waiting = r.body["_id"].as_str().expect("_id").to_string();
         let r = device.callback_cancel("later", &cancelled).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let rec = record(&operator, &waiting).await;
+        assert_eq!(rec["_callback_state"], "SCHEDULED", "{label}: {rec}");
+        let marks = operator
+            .get("/genesys/1/admin/callback/watermarks?service_name=later")
+            .await;
+        assert_eq!(marks.body["total"], 1, "{label}: {}", marks.body);
         let rec = record(&operator, &cancelled).await;
         assert_eq!(rec["_callback_state"], "COMPLETED", "{label}: {rec}");
         assert_eq!(rec["_callback_reason"], "CANCELLED", "{label}: {rec}");

@@ -3,11 +3,13 @@
 //! public functional tests written against real GMS use it:
 //!
 //! - `GET queues?target=&start_time=&end_time=&max=&states=&<filter key>=…`:
-//!   callbacks by service, `{"<service>": [record, …], …}`. `target` is a
-//!   service name (every service when absent); the window applies to
+//!   callbacks by service, `{"<service>": [record, …], …}`, earliest
+//!   desired time first. `target` is a service name (repeated or comma
+//!   separated: several; every service when absent); the window applies to
 //!   `_desired_time` and defaults to 15 minutes ago … 24 hours ahead
-//!   (ISO 8601 UTC); `states` is a comma-separated list (every state when
-//!   absent); `max` caps each service's list; other parameters must be
+//!   (ISO 8601 UTC); `states` is a comma-separated list, or repeated
+//!   (every state when absent); `max` (from 1) caps each service's list;
+//!   other parameters must be
 //!   `[callback] filter-keys` (`!value` negates, as in the property query).
 //!   Records carry the keys GMS always returns, `returned-keys` and the
 //!   service's `_customer_lookup_keys`.
@@ -20,7 +22,8 @@
 //!   each id (`cancelled`, `completed_already`, `not_found`).
 //! - `POST reportcancelled` `{"callback_reason": "…", "exported_properties":
 //!   ["_id", …]}`: the completed callbacks with that reason as CSV
-//!   (`CancelledCallbacks.csv`), one column per exported property.
+//!   (`CancelledCallbacks.csv`), one column per exported property; a cell
+//!   that would start like a spreadsheet formula gets a leading `'`.
 //!
 //! Bad parameters are 400s with GMS's `exception` name beside `error` and
 //! `message`.
@@ -42,6 +45,9 @@ use crate::server::routes::{RouteDoc, Routes};
 
 /// The most ids one admin cancel takes.
 pub const MAX_CANCEL_IDS: usize = 1_000;
+
+/// The longest cancel reason, in characters.
+pub const MAX_REASON_CHARS: usize = 256;
 
 /// The most rows a `reportcancelled` export holds.
 pub const MAX_EXPORT_ROWS: usize = records::SCAN_ROWS;
@@ -96,52 +102,92 @@ fn text(value: &Value) -> String {
     }
 }
 
-fn time_param(params: &Map<String, Value>, name: &str) -> Result<Option<i64>, ApiError> {
-    match params.get(name) {
+fn time_param(name: &str, value: Option<&String>) -> Result<Option<i64>, ApiError> {
+    match value {
         None => Ok(None),
-        Some(v) => parse_iso_utc(&text(v)).map(Some).ok_or_else(|| {
+        Some(v) => parse_iso_utc(v).map(Some).ok_or_else(|| {
             bad(format!(
-                "{name} must be an ISO 8601 time such as 2026-12-01T09:30:00.000Z, not '{}'",
-                text(v)
+                "{name} must be an ISO 8601 time such as 2026-12-01T09:30:00.000Z, not '{v}'"
             ))
         }),
     }
 }
 
-/// `GET /genesys/1/admin/callback/queues`.
+/// `GET /genesys/1/admin/callback/queues`. Parameters come from the
+/// query string; `states` and `target` may repeat (their values add up),
+/// the others may not.
 async fn queues(State(ctx): Ctx, request: Request) -> Result<Response, ApiError> {
-    let (_, mut params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
+    let mut single: Map<String, Value> = Map::new();
+    let mut states = Vec::new();
+    let mut targets: Vec<String> = Vec::new();
+    let mut filters = Vec::new();
+    let filter_keys = ctx.settings.callback.filter_keys();
+    for (key, value) in form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()) {
+        let value = value.into_owned();
+        match &*key {
+            "states" => {
+                for name in super::settings::key_list(&value) {
+                    let state = records::state_named(&name).ok_or_else(|| {
+                        bad(format!(
+                            "'{name}' is not a callback state (one of {})",
+                            records::STATES.join(", ")
+                        ))
+                    })?;
+                    if !states.iter().any(|s| s == state) {
+                        states.push(state.to_string());
+                    }
+                }
+            }
+            "target" => targets.extend(super::settings::key_list(&value)),
+            "max" | "start_time" | "end_time" => {
+                if single.insert(key.to_string(), Value::from(value)).is_some() {
+                    return Err(bad(format!("{key} is given more than once")));
+                }
+            }
+            key if filter_keys.iter().any(|k| k == key) => {
+                let (negated, value) = match value.strip_prefix('!') {
+                    Some(rest) => (true, rest.to_string()),
+                    None => (false, value),
+                };
+                filters.push(KeyFilter {
+                    key: key.to_string(),
+                    value,
+                    negated,
+                });
+            }
+            key => {
+                return Err(bad(format!(
+                    "'{key}' is not a parameter of this query nor a filter key of this server \
+                     (filter-keys: {})",
+                    filter_keys.join(", ")
+                )));
+            }
+        }
+    }
+    let text_of = |name: &str| single.get(name).and_then(Value::as_str).map(str::to_string);
     let now = crate::host::wall_clock_ms() as i64;
     let cap = ctx.settings.gms.limits.max_listed_records.max(1);
-    let from = time_param(&params, "start_time")?.unwrap_or(now - WINDOW_BEFORE_MS);
-    let until = time_param(&params, "end_time")?.unwrap_or(now + WINDOW_AFTER_MS);
+    let from =
+        time_param("start_time", text_of("start_time").as_ref())?.unwrap_or(now - WINDOW_BEFORE_MS);
+    let until =
+        time_param("end_time", text_of("end_time").as_ref())?.unwrap_or(now + WINDOW_AFTER_MS);
     if until < from {
         return Err(bad("end_time is before start_time"));
     }
-    let limit = match params.remove("max") {
+    let limit = match text_of("max") {
         None => cap,
-        Some(v) => text(&v)
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| bad(format!("max must be a whole number, not '{}'", text(&v))))?
-            .clamp(1, cap),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(0) | Err(_) => {
+                return Err(bad(format!("max must be a whole number from 1, not '{v}'")));
+            }
+            Ok(n) => n.min(cap),
+        },
     };
-    let mut states = Vec::new();
-    if let Some(v) = params.remove("states") {
-        for name in super::settings::key_list(&text(&v)) {
-            let state = records::state_named(&name).ok_or_else(|| {
-                bad(format!(
-                    "'{name}' is not a callback state (one of {})",
-                    records::STATES.join(", ")
-                ))
-            })?;
-            states.push(state.to_string());
-        }
-    }
-    let services: Vec<String> = match params.remove("target") {
-        Some(v) => {
-            let name = text(&v);
-            if !ctx.services.contains_key(&name) {
+    let services: Vec<String> = if targets.is_empty() {
+        ctx.services.keys().cloned().collect()
+    } else {
+        for name in &targets {
+            if !ctx.services.contains_key(name) {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "service_not_found",
@@ -149,49 +195,42 @@ async fn queues(State(ctx): Ctx, request: Request) -> Result<Response, ApiError>
                 )
                 .with_exception(exceptions::NOT_FOUND));
             }
-            vec![name]
         }
-        None => ctx.services.keys().cloned().collect(),
+        targets.dedup();
+        targets
     };
-    params.remove("start_time");
-    params.remove("end_time");
-    let filter_keys = ctx.settings.callback.filter_keys();
-    let mut filters = Vec::new();
-    for (key, value) in params {
-        if !filter_keys.contains(&key) {
-            return Err(bad(format!(
-                "'{key}' is not a filter key of this server (filter-keys: {})",
-                filter_keys.join(", ")
-            )));
-        }
-        let value = text(&value);
-        let (negated, value) = match value.strip_prefix('!') {
-            Some(rest) => (true, rest.to_string()),
-            None => (false, value),
-        };
-        filters.push(KeyFilter {
-            key,
-            value,
-            negated,
-        });
-    }
     let mut reply = Map::new();
     for name in services {
+        // Every match in the window (up to the scan bound), earliest
+        // desired time first, then the first `limit`.
         let query = CallbackQuery {
             service: Some(name.clone()),
             states: states.clone(),
             desired_from: Some(from),
             desired_until: Some(until),
             filters: filters.clone(),
-            limit,
+            limit: records::SCAN_ROWS,
             ..CallbackQuery::default()
         };
         let rows = ctx.records.query(&query).await.map_err(ApiError::from)?;
-        let shown = rows
+        let mut listed: Vec<(i64, Value)> = rows
             .iter()
-            .map(|row| returned_record(&ctx, row, true))
+            .map(|row| {
+                let shown = returned_record(&ctx, row, true);
+                let desired = shown
+                    .get("_desired_time")
+                    .and_then(Value::as_str)
+                    .and_then(parse_iso_utc)
+                    .unwrap_or(row.created_at);
+                (desired, shown)
+            })
             .collect();
-        reply.insert(name, Value::Array(shown));
+        listed.sort_by_key(|(desired, _)| *desired);
+        listed.truncate(limit);
+        reply.insert(
+            name,
+            Value::Array(listed.into_iter().map(|(_, v)| v).collect()),
+        );
     }
     Ok(axum::Json(Value::Object(reply)).into_response())
 }
@@ -238,15 +277,30 @@ async fn cancel(State(ctx): Ctx, request: Request) -> Result<Response, ApiError>
     let (_, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
     let reason = match params.get("reason") {
         None | Some(Value::Null) => records::CANCELLED_BY_ADMIN.to_string(),
-        Some(v) if text(v).trim().is_empty() => records::CANCELLED_BY_ADMIN.to_string(),
-        Some(v) => text(v).trim().to_string(),
+        Some(Value::String(v)) if v.trim().is_empty() => records::CANCELLED_BY_ADMIN.to_string(),
+        Some(Value::String(v)) if v.trim().chars().count() <= MAX_REASON_CHARS => {
+            v.trim().to_string()
+        }
+        Some(_) => {
+            return Err(bad(format!(
+                "reason must be text of at most {MAX_REASON_CHARS} characters"
+            )));
+        }
     };
-    let ids: Vec<String> = match params.get("ids") {
-        Some(Value::Array(ids)) => ids.iter().map(text).collect(),
+    let mut ids: Vec<String> = match params.get("ids") {
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|id| match id {
+                Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+                other => Err(bad(format!("ids must be callback ids (text), not {other}"))),
+            })
+            .collect::<Result<_, _>>()?,
         // A form body gives one id, or several comma-separated.
         Some(Value::String(ids)) => super::settings::key_list(ids),
         _ => return Err(bad("ids must be a list of callback ids")),
     };
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
     if ids.is_empty() {
         return Err(bad("ids is empty: name the callbacks to cancel"));
     }
@@ -274,6 +328,16 @@ async fn cancel(State(ctx): Ctx, request: Request) -> Result<Response, ApiError>
         "not_found": missing,
     }))
     .into_response())
+}
+
+/// A cell a spreadsheet will not run: text that starts like a formula
+/// (`=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`.
+fn spreadsheet_safe(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
 }
 
 /// `POST /genesys/1/admin/callback/reportcancelled`.
@@ -315,7 +379,7 @@ async fn report_cancelled(State(ctx): Ctx, request: Request) -> Result<Response,
         let record = records::record_json(row);
         let fields = columns.iter().map(|key| match record.get(key) {
             None | Some(Value::Null) => String::new(),
-            Some(v) => text(v),
+            Some(v) => spreadsheet_safe(text(v)),
         });
         out.write_record(fields).map_err(ApiError::internal)?;
     }

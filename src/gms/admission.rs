@@ -205,9 +205,30 @@ pub async fn admit<'a>(
     now: i64,
     queues: bool,
 ) -> Result<Reservation<'a>, ApiError> {
+    admit_with(ctx, service, now, queues, true).await
+}
+
+/// The queued limit alone, for a scheduled callback about to be
+/// submitted (its create already passed the rate windows).
+pub async fn admit_to_queue<'a>(
+    ctx: &'a Gms,
+    service: &Service,
+    now: i64,
+) -> Result<Reservation<'a>, ApiError> {
+    admit_with(ctx, service, now, true, false).await
+}
+
+async fn admit_with<'a>(
+    ctx: &'a Gms,
+    service: &Service,
+    now: i64,
+    queues: bool,
+    rated: bool,
+) -> Result<Reservation<'a>, ApiError> {
     let name = &service.name;
     let windows: Vec<(u64, u64)> = [1, 2]
         .iter()
+        .filter(|_| rated)
         .filter_map(|n| {
             let limit = number(service, &format!("_throttle_callbacks_per_service_{n}"))?;
             let ttl = number(service, &format!("_throttle_ttl_{n}"))?.max(1);
@@ -288,13 +309,14 @@ pub async fn check_customer(
     now: i64,
 ) -> Result<(), ApiError> {
     let limits = &ctx.settings.gms.limits;
-    let per_number = match text(service, "_enable_in_queue_checking")
-        .map(|t| t.to_ascii_lowercase())
-        .as_deref()
-    {
-        Some("false") => limits.max_active_per_number,
-        Some("strict") => 1,
-        _ => 2,
+    let checking = text(service, "_enable_in_queue_checking").map(|t| t.to_ascii_lowercase());
+    let (per_number, rule) = match checking.as_deref() {
+        Some("false") => (
+            limits.max_active_per_number,
+            "[gms.limits] max_active_per_number",
+        ),
+        Some("strict") => (1, "option _enable_in_queue_checking"),
+        _ => (2, "option _enable_in_queue_checking"),
     };
     let mut by_number =
         CallbackQuery::unfinished(Some(service.name.clone()), per_number.saturating_add(1));
@@ -312,7 +334,7 @@ pub async fn check_customer(
     if active >= per_number {
         return Err(unavailable(format!(
             "Callback for _customer_number={number} rejected: {active} callback(s) for this \
-             number are already in the queue of {} (option _enable_in_queue_checking).",
+             number are already in the queue of {} ({rule}).",
             service.name
         )));
     }
@@ -328,6 +350,8 @@ pub async fn check_customer(
                 .or_else(|| request.user_data.get(&key))
             {
                 None | Some(Value::Null) => continue,
+                // The number in the form the records are matched by.
+                Some(_) if key == "_customer_number" => number.to_string(),
                 Some(v) => crate::modules::value_text(v),
             };
             let query = CallbackQuery {

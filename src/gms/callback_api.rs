@@ -192,6 +192,7 @@ pub async fn create(
             limits.max_user_data_bytes
         )));
     }
+    check_user_data_keys(request.user_data.keys(), limits.max_field_chars)?;
     let user_data_bytes = Value::Object(request.user_data.clone()).to_string().len();
     if user_data_bytes > limits.max_user_data_bytes {
         return Err(too_large(format!(
@@ -217,10 +218,9 @@ pub async fn create(
     // quota check until the record is saved (numbers first, then
     // devices: always in that order, so two creates never wait on each
     // other).
-    let number_key = format!(
-        "number:{name}:{}",
-        crate::modules::value_text(&request.options["_customer_number"]).trim()
-    );
+    let raw_number = crate::modules::value_text(&request.options["_customer_number"]);
+    let customer_number = records::canonical_number(&raw_number, &ctx.number_country(Some(&name)));
+    let number_key = format!("number:{name}:{customer_number}");
     let _number_lock = ctx.creating.lock(&number_key).await;
     let _device_lock = match &gms_user {
         Some(user) => Some(ctx.creating.lock(&format!("device:{user}")).await),
@@ -248,13 +248,12 @@ pub async fn create(
         records::QUEUED
     };
     let desired = desired.unwrap_or(now);
-    let raw_number = crate::modules::value_text(&request.options["_customer_number"]);
     super::admission::check_phone_number(&service, raw_number.trim())?;
     super::admission::check_customer(
         &ctx,
         &service,
         &request,
-        &records::normalize_number(&raw_number),
+        &customer_number,
         gms_user.as_deref(),
         now,
     )
@@ -275,9 +274,9 @@ pub async fn create(
         .unwrap_or(86_400);
     // Kept `_ttl` after its desired time.
     let expires_at = desired.saturating_add(ttl_secs.saturating_mul(1000));
-    let customer_number = records::normalize_number(&crate::modules::value_text(
-        &request.options["_customer_number"],
-    ));
+    // The column holds the number in one form for matching; the record
+    // shows its digits as sent.
+    let shown_number = records::normalize_number(&raw_number);
     let subject = request
         .user_data
         .get("subject")
@@ -318,10 +317,7 @@ pub async fn create(
     record.insert("_id".into(), Value::from(id.clone()));
     record.insert("_service_name".into(), Value::from(name.clone()));
     record.insert("_callback_state".into(), Value::from(state));
-    record.insert(
-        "_customer_number".into(),
-        Value::from(customer_number.clone()),
-    );
+    record.insert("_customer_number".into(), Value::from(shown_number));
     record.insert("_desired_time".into(), Value::from(iso_utc(desired)));
     record.insert("_expiration_time".into(), Value::from(iso_utc(expires_at)));
     record.insert("_created_time".into(), Value::from(iso_utc(now)));
@@ -443,6 +439,25 @@ fn check_number(number: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// User-data keys must be named, and no longer than `max_chars`.
+fn check_user_data_keys<'a>(
+    keys: impl Iterator<Item = &'a String>,
+    max_chars: usize,
+) -> Result<(), ApiError> {
+    for key in keys {
+        if key.trim().is_empty() {
+            return Err(ApiError::bad_parameter("a user-data key is empty")
+                .with_exception(exceptions::CALLBACK));
+        }
+        if key.chars().count() > max_chars {
+            return Err(too_large(format!(
+                "a user-data key is longer than {max_chars} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// 413-like refusal of a field over its cap (a 400 naming the limit).
 fn too_large(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "too_large", message)
@@ -551,10 +566,14 @@ fn query_of(
                         "a query takes at most {MAX_QUERY_CONDITIONS} conditions"
                     )));
                 }
-                let (negated, value) = match v.strip_prefix('!') {
+                let (negated, mut value) = match v.strip_prefix('!') {
                     Some(rest) => (true, rest.to_string()),
                     None => (false, v.into_owned()),
                 };
+                if key == "_customer_number" {
+                    let country = ctx.number_country(q.service.as_deref());
+                    value = records::canonical_number(&value, &country);
+                }
                 if key == "_callback_state" && records::state_named(&value).is_none() {
                     return Err(ApiError::bad_parameter(format!(
                         "_callback_state '{value}' is not a callback state (one of {})",
@@ -686,9 +705,43 @@ pub async fn update(
             now,
         )?),
     };
+    // Keys clients send back unchanged with an update; any other `_` key
+    // is a mistake worth telling.
+    const ECHOED: &[&str] = &[
+        "_id",
+        "_customer_number",
+        "_service_name",
+        "_callback_state",
+        "_desired_time",
+        "_new_desired_time",
+    ];
+    if let Some(key) = params
+        .keys()
+        .find(|k| k.starts_with('_') && !ECHOED.contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_parameter(format!(
+            "{key} cannot be changed by an update (it takes _new_desired_time and user data)"
+        ))
+        .with_exception(exceptions::CALLBACK));
+    }
+    let current_desired = records::record_json(&row)
+        .get("_desired_time")
+        .and_then(Value::as_str)
+        .and_then(records::parse_iso_utc);
+    if new_desired.is_none()
+        && let Some(v) = params.get("_desired_time")
+        && records::parse_iso_utc(&crate::modules::value_text(v)) != current_desired
+    {
+        return Err(ApiError::bad_parameter(
+            "_desired_time differs from the callback's: to reschedule, send _new_desired_time",
+        )
+        .with_exception(exceptions::CALLBACK));
+    }
+    let limits = &ctx.settings.gms.limits;
+    check_user_data_keys(params.keys(), limits.max_field_chars)?;
     let changes: Map<String, Value> = params
         .into_iter()
-        .filter(|(k, _)| !k.starts_with('_') && !k.trim().is_empty())
+        .filter(|(k, _)| !k.starts_with('_'))
         .collect();
     let finished = || {
         ApiError::new(
@@ -705,7 +758,8 @@ pub async fn update(
             StatusCode::CONFLICT,
             "callback_not_scheduled",
             format!(
-                "callback '{id}' is {}: only a SCHEDULED callback can be rescheduled                  (cancel it and create another)",
+                "callback '{id}' is {}: only a SCHEDULED callback can be rescheduled \
+                 (cancel it and create another)",
                 row.state
             ),
         ));

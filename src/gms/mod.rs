@@ -130,6 +130,24 @@ pub struct Gms {
 }
 
 impl Gms {
+    /// The country a service reads national customer numbers in: its
+    /// `_default_country`, else the `[callback]` section's, else `US`
+    /// (`None`: the section's, for queries across services).
+    pub fn number_country(&self, service: Option<&str>) -> String {
+        let option = |options: &serde_json::Map<String, Value>| {
+            options
+                .get("_default_country")
+                .map(crate::modules::value_text)
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+        };
+        service
+            .and_then(|name| self.services.get(name))
+            .and_then(|s| option(&s.options))
+            .or_else(|| option(&self.settings.callback.options))
+            .unwrap_or_else(|| "US".to_string())
+    }
+
     /// The URL a shipped document is served at.
     pub fn document_url(&self, file: &str) -> String {
         format!("{}{DOCUMENT_PATH}/{file}", self.base_url)

@@ -781,6 +781,30 @@ impl Records {
         }
     }
 
+    /// Moves a callback's place on the schedule (its record is left as
+    /// it is).
+    pub async fn postpone(&self, id: &str, due_at: i64, start: &str) -> Result<(), RecordsError> {
+        match &self.commits {
+            Some(commits) => {
+                let batch = WriteBatch {
+                    statements: vec![schedule_statement(id, due_at, start)],
+                    ..WriteBatch::default()
+                };
+                commits
+                    .submit(batch)
+                    .await
+                    .map_err(|_| RecordsError::CommitterStopped)?
+                    .map_err(RecordsError::from)
+            }
+            None => {
+                if let Ok(mut m) = self.memory_schedule.lock() {
+                    m.insert(id.to_string(), (due_at, start.to_string()));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Takes a callback off the schedule (its record is left as it is).
     pub async fn unschedule(&self, id: &str) -> Result<(), RecordsError> {
         match &self.commits {
@@ -1122,6 +1146,23 @@ pub fn normalize_number(number: &str) -> String {
     number.chars().filter(char::is_ascii_digit).collect()
 }
 
+/// A customer number as the `customer_number` column holds it, so that
+/// one number however written is one number: its E.164 digits (country
+/// code first, no `+`) when it reads as a number of `country` (ISO 3166;
+/// `+…` numbers of any country), else its digits only
+/// ([`normalize_number`]).
+pub fn canonical_number(number: &str, country: &str) -> String {
+    let region = country
+        .trim()
+        .to_ascii_uppercase()
+        .parse::<phonenumber::country::Id>()
+        .ok();
+    match phonenumber::parse(region, number.trim()) {
+        Ok(parsed) => normalize_number(&parsed.format().mode(phonenumber::Mode::E164).to_string()),
+        Err(_) => normalize_number(number),
+    }
+}
+
 /// A record's JSON object as the API returns it.
 pub fn record_json(row: &CallbackRow) -> Value {
     serde_json::from_str(&row.record).unwrap_or_else(|_| {
@@ -1156,6 +1197,29 @@ pub fn parse_iso_utc(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_number_however_written_is_one_number() {
+        for spelling in [
+            "6502384100",
+            "+16502384100",
+            "16502384100",
+            "1-650-238-4100",
+            "(650) 238-4100",
+            "+1 650-238-4100",
+        ] {
+            assert_eq!(
+                canonical_number(spelling, "US"),
+                "16502384100",
+                "{spelling}"
+            );
+        }
+        assert_eq!(canonical_number("030 1234567", "DE"), "49301234567");
+        assert_eq!(canonical_number("+49 30 1234567", "US"), "49301234567");
+        // Not a number of the country: its digits.
+        assert_eq!(canonical_number("111", "US"), "111");
+        assert_eq!(canonical_number("6502384100", "nowhere"), "6502384100");
+    }
 
     #[test]
     fn times_are_iso_8601_utc() {

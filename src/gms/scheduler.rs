@@ -12,7 +12,10 @@
 //! latest every [`POLL`]), starts each due callback's session with the id
 //! chosen at create (so a submit repeated after a crash finds the session
 //! it started), and marks the record `QUEUED`, leaving the schedule in the
-//! same write. After a restart it finds what came due while the server
+//! same write. A service's `_max_queued_callbacks_per_service` holds for
+//! callbacks coming due too: while its queue is full, a due one stays
+//! `SCHEDULED` and is tried again [`QUEUE_FULL_RETRY_MS`] later. After a
+//! restart it finds what came due while the server
 //! was down: a callback whose desired time is still inside the far end of
 //! `_queue_poll_period_recovery` (minutes, default `-1440,-120`: a day) is
 //! submitted late; an older one ends `COMPLETED` with `_callback_reason`
@@ -36,6 +39,10 @@ pub const POLL: Duration = Duration::from_secs(60);
 /// How far in the past a desired time may be and still be taken (as
 /// "now"): clocks of devices differ.
 pub const PAST_TOLERANCE_MS: i64 = 60_000;
+
+/// How long a due callback whose service's queue is full waits before
+/// it is tried again, in ms.
+pub const QUEUE_FULL_RETRY_MS: i64 = 30_000;
 
 /// Due callbacks submitted per look (the scheduler looks again at once
 /// while there are more).
@@ -210,6 +217,26 @@ async fn submit(gms: &Gms, scheduled: Scheduled, now: i64) {
     let (Some(src), Some(Value::Object(params))) = (spec["src"].as_str(), spec.get("params"))
     else {
         return failed("its start parameters are unreadable".into()).await;
+    };
+    // The service's queued limit holds for callbacks coming due too: a
+    // full queue keeps this one scheduled a while longer.
+    let _reservation = match service {
+        Some(service) => match super::admission::admit_to_queue(gms, service, now).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::info!(callback = %row.id, reason = %e.message,
+                    "a due callback waits: its service's queue is full");
+                if let Err(e) = gms
+                    .records
+                    .postpone(&row.id, now + QUEUE_FULL_RETRY_MS, &scheduled.start)
+                    .await
+                {
+                    tracing::error!(callback = %row.id, error = %e, "a due callback could not be postponed");
+                }
+                return;
+            }
+        },
+        None => None,
     };
     let session_id = row.session_id.clone();
     if gms.sessions.query(&session_id).await.is_err()

@@ -328,6 +328,17 @@ impl Service {
                 }
             }
         }
+        if let Some(v) = options.get("_reject_future_desired_time") {
+            let text = value_name(v);
+            if !text.trim().is_empty() && super::scheduler::future_limit_ms(&text).is_none() {
+                return Err(bad(
+                    "_reject_future_desired_time",
+                    format!(
+                        "must be a count and a unit (y, M, w, d, h, m), such as 1M; not '{text}'"
+                    ),
+                ));
+            }
+        }
         match options["_media_type"].as_str() {
             Some("chat" | "voice") => {}
             _ => return Err(bad("_media_type", "must be chat or voice".into())),
@@ -495,6 +506,10 @@ mod tests {
         let no_country =
             resolve_options(&Map::new(), &map(&[("_default_country", Value::from(""))]));
         assert_eq!(no_country["_default_country"], "");
+        let mut banana = demo_service_options();
+        banana.insert("_reject_future_desired_time".into(), Value::from("banana"));
+        let e = Service::new("x", &banana).unwrap_err().to_string();
+        assert!(e.contains("_reject_future_desired_time"), "{e}");
         let no_section = resolve_options(&Map::new(), &service);
         assert_eq!(no_section["_ttl"], 900);
         assert!(!no_section.contains_key("_urs_vq_priority"));
