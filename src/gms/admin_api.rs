@@ -82,6 +82,18 @@ pub fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
             "cancels callbacks: {\"reason\", \"ids\": [...]}",
         )
         .route(
+            "/genesys/1/admin/callback/pause",
+            &[Method::GET],
+            super::pause::paused,
+            "the paused services",
+        )
+        .route(
+            "/genesys/1/admin/callback/pause",
+            &[Method::POST],
+            super::pause::pause,
+            "pauses or resumes a service: {\"service\": name or \"all\", \"paused\": true|false}",
+        )
+        .route(
             "/genesys/1/admin/callback/reportcancelled",
             &[Method::POST],
             report_cancelled,

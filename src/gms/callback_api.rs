@@ -157,16 +157,26 @@ pub async fn create(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let Some(service) = ctx.services.get(&name) else {
+    let Some(called) = ctx.services.get(&name) else {
         return Err(unknown_service(&name));
     };
-    let caller = ctx.customer(request.headers(), Some(service))?;
+    let caller = ctx.customer(request.headers(), Some(called))?;
     if !caller.operator {
         ctx.rates
             .check(Rated::Create, super::access::client_ip(&request))?;
     }
     let (parts, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
-    let request = CallbackRequest::from_params(params).map_err(service_error)?;
+    let mut request = CallbackRequest::from_params(params).map_err(service_error)?;
+    // `_redirect`: the request is made on another service (one hop).
+    let redirect = redirect_of(called, &mut request)?;
+    let redirected_from = redirect.as_ref().map(|_| name.clone());
+    let name = redirect.unwrap_or(name);
+    let Some(service) = ctx.services.get(&name) else {
+        return Err(ApiError::bad_parameter(format!(
+            "_redirect names no configured service ('{name}')"
+        ))
+        .with_exception(exceptions::CALLBACK));
+    };
     let limits = &ctx.settings.gms.limits;
     check_number(&request.options["_customer_number"])?;
     for name in super::service::REQUEST_PARAMETERS {
@@ -242,8 +252,11 @@ pub async fn create(
     let due = desired
         .map(|d| super::scheduler::due_time(&service, d))
         .filter(|due| *due > now);
+    let paused = due.is_none() && ctx.paused.is_paused(&ctx, &name).await;
     let state = if due.is_some() {
         records::SCHEDULED
+    } else if paused {
+        records::PAUSED
     } else {
         records::QUEUED
     };
@@ -260,7 +273,8 @@ pub async fn create(
     .await?;
     // Held until the record is saved: counted against the service's
     // limits by concurrent creates meanwhile.
-    let reservation = super::admission::admit(&ctx, &service, now, due.is_none()).await?;
+    let reservation =
+        super::admission::admit(&ctx, &service, now, due.is_none() && !paused).await?;
     let base = public_base(&parts.headers, &ctx.base_url);
     let id = crate::ids::gms_service_id();
     let ttl_secs = service
@@ -300,6 +314,9 @@ pub async fn create(
     });
     data.insert("_id".into(), Value::from(id.clone()));
     data.insert("_service_name".into(), Value::from(name.clone()));
+    if paused {
+        data.insert("_paused".into(), Value::Bool(true));
+    }
     data.insert(
         "_user_data".into(),
         Value::Object(request.user_data.clone()),
@@ -318,6 +335,9 @@ pub async fn create(
     record.insert("_service_name".into(), Value::from(name.clone()));
     record.insert("_callback_state".into(), Value::from(state));
     record.insert("_customer_number".into(), Value::from(shown_number));
+    if let Some(from) = &redirected_from {
+        record.insert("_redirected_from".into(), Value::from(from.clone()));
+    }
     record.insert("_desired_time".into(), Value::from(iso_utc(desired)));
     record.insert("_expiration_time".into(), Value::from(iso_utc(expires_at)));
     record.insert("_created_time".into(), Value::from(iso_utc(now)));
@@ -379,9 +399,14 @@ pub async fn create(
         reply.insert("_id".into(), Value::from(id));
         return Ok(no_cache_json(StatusCode::OK, &Value::Object(reply)));
     }
-    // The record first, so a chat that starts the moment the reply
-    // arrives finds it; then the session, which waits for that chat.
-    ctx.records.save(row).await.map_err(ApiError::from)?;
+    // The record first (with how its session starts, to start it again
+    // if it dies), so a chat that starts the moment the reply arrives
+    // finds it; then the session, which waits for that chat.
+    let start = super::scheduler::start_spec(&src, &params);
+    ctx.records
+        .save_new(row, start)
+        .await
+        .map_err(ApiError::from)?;
     drop(reservation);
     if let Err(e) = ctx
         .sessions
@@ -421,6 +446,36 @@ pub async fn create(
     reply.insert("_chat_parameters".into(), Value::Object(chat_parameters));
     reply.insert("_id".into(), Value::from(id));
     Ok(no_cache_json(StatusCode::OK, &Value::Object(reply)))
+}
+
+/// The service a create on `called` is redirected to, if any: its
+/// `_redirect` option, which a request may change (an empty value cancels
+/// it) only when `_redirect` is in `_overwritable_options`. The request's
+/// own `_redirect` is taken out (the target service need not allow it).
+fn redirect_of(
+    called: &Service,
+    request: &mut CallbackRequest,
+) -> Result<Option<String>, ApiError> {
+    let configured = called
+        .options
+        .get("_redirect")
+        .map(crate::modules::value_text)
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    let target = match request.options.remove("_redirect") {
+        None => configured,
+        Some(v) => {
+            let asked = crate::modules::value_text(&v).trim().to_string();
+            let allowed = called.overwritable().iter().any(|o| o == "_redirect");
+            if !allowed && Some(&asked) != configured.as_ref() {
+                return Err(service_error(ServiceError::NotOverwritable(
+                    "_redirect".into(),
+                )));
+            }
+            (!asked.is_empty()).then_some(asked)
+        }
+    };
+    Ok(target.filter(|t| *t != called.name))
 }
 
 /// A customer number must be text or a whole number with some digits.

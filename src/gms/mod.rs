@@ -22,8 +22,10 @@ pub mod cometd;
 pub mod interactions;
 pub mod modules;
 pub mod notifications;
+pub mod pause;
 pub mod queue_position;
 pub mod records;
+pub mod recovery;
 pub mod scheduler;
 pub mod service;
 pub mod settings;
@@ -127,6 +129,12 @@ pub struct Gms {
     pub schedule_changed: tokio::sync::Notify,
     /// Status notifications of the services that send them.
     pub notifier: Arc<notifications::Notifier>,
+    /// The paused services.
+    pub paused: pause::Paused,
+    /// The store, for the extension's own tables (`None`: memory only).
+    pub store: Option<Arc<dyn crate::store::Store>>,
+    /// The group committer (`None`: memory only).
+    pub commits: Option<crate::store::CommitHandle>,
 }
 
 impl Gms {
@@ -299,6 +307,9 @@ impl Extension for ContactCentre {
             notifier: Arc::new(notifications::Notifier::new(
                 self.settings.gms.event_lists.clone(),
             )),
+            paused: pause::Paused::default(),
+            store: server.store.clone(),
+            commits: server.commits.clone(),
         });
         // Every durable change of a record may notify its service's
         // listener.
@@ -319,6 +330,7 @@ impl Extension for ContactCentre {
             tasks: vec![
                 Box::pin(purge_callbacks(gms.clone())),
                 Box::pin(scheduler::run(gms.clone())),
+                Box::pin(recovery::run(gms.clone())),
                 Box::pin(gms.notifier.clone().run(server.http_client())),
                 Box::pin(interactions::follow_chats(gms.clone())),
                 Box::pin(chat_api::push_chat_updates(gms.clone())),

@@ -77,6 +77,25 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX IF NOT EXISTS ors_callback_schedule_due ON ors_callback_schedule (due_at)",
         ],
     },
+    Migration {
+        component: "gms",
+        version: 6,
+        statements: &[
+            // How each unfinished callback's session starts (JSON
+            // `{"src", "params"}`), to start it again if it dies.
+            "CREATE TABLE IF NOT EXISTS ors_callback_start (
+            id TEXT PRIMARY KEY,
+            start TEXT NOT NULL)",
+        ],
+    },
+    Migration {
+        component: "gms",
+        version: 7,
+        statements: &[
+            // The paused services (see `super::pause`).
+            "CREATE TABLE IF NOT EXISTS ors_callback_paused (service TEXT PRIMARY KEY)",
+        ],
+    },
 ];
 
 /// A scheduled callback waiting for its time: its record, when it is due
@@ -91,6 +110,23 @@ pub struct Scheduled {
     pub due_at: i64,
     /// How its session starts.
     pub start: String,
+}
+
+/// The statement that keeps how a callback's session starts.
+fn start_statement(id: &str, start: &str) -> Statement {
+    Statement::new(
+        "INSERT INTO ors_callback_start (id, start) VALUES ($1, $2) \
+         ON CONFLICT (id) DO UPDATE SET start = excluded.start",
+        vec![id.into(), start.into()],
+    )
+}
+
+/// The statement that forgets how a finished callback's session started.
+fn forget_start_statement(id: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM ors_callback_start WHERE id = $1",
+        vec![id.into()],
+    )
 }
 
 /// The statement that removes a callback from the schedule.
@@ -512,10 +548,13 @@ pub enum ScheduleChange {
     /// Not at all.
     Keep,
     /// It is due at this time (ms since the Unix epoch) and starts so
-    /// (see [`Scheduled::start`]).
+    /// (see [`Scheduled::start`]; kept as [`Self::Start`] too).
     Put(i64, String),
     /// It leaves the schedule.
     Remove,
+    /// Not on the schedule: this is how its session starts (kept while
+    /// it is unfinished, to start it again if it dies).
+    Start(String),
 }
 
 /// Why callback records could not be read or written.
@@ -559,6 +598,8 @@ pub struct Records {
     memory: Mutex<HashMap<String, CallbackRow>>,
     /// The schedule, when the records are in memory: id → (due, start).
     memory_schedule: Mutex<HashMap<String, (i64, String)>>,
+    /// How sessions start, when the records are in memory: id → start.
+    memory_starts: Mutex<HashMap<String, String>>,
     /// Serialises read-modify-write updates of one record.
     updating: tokio::sync::Mutex<()>,
     /// Told of every record written, once it is durable.
@@ -583,6 +624,7 @@ impl Records {
             commits,
             memory: Mutex::new(HashMap::new()),
             memory_schedule: Mutex::new(HashMap::new()),
+            memory_starts: Mutex::new(HashMap::new()),
             updating: tokio::sync::Mutex::new(()),
             observer: std::sync::OnceLock::new(),
         }
@@ -596,6 +638,46 @@ impl Records {
     fn tell(&self, row: &CallbackRow, old: Option<&str>, rescheduled: bool) {
         if let Some(observer) = self.observer.get() {
             observer(row, old, rescheduled);
+        }
+    }
+
+    /// Writes a new record with how its session starts (see
+    /// [`Self::start_of`]), in one transaction; returns once both are
+    /// durable.
+    pub async fn save_new(&self, row: CallbackRow, start: String) -> Result<(), RecordsError> {
+        self.save_with(row.clone(), ScheduleChange::Start(start))
+            .await?;
+        self.tell(&row, None, false);
+        Ok(())
+    }
+
+    /// How an unfinished callback's session starts (JSON `{"src",
+    /// "params"}`), if it was recorded.
+    pub async fn start_of(&self, id: &str) -> Result<Option<String>, RecordsError> {
+        match &self.store {
+            Some(store) => {
+                let select = Statement::new(
+                    "SELECT start FROM ors_callback_start WHERE id = $1",
+                    vec![id.into()],
+                );
+                Ok(
+                    match store
+                        .query(&select)
+                        .await?
+                        .into_iter()
+                        .next()
+                        .and_then(|r| r.into_iter().next())
+                    {
+                        Some(SqlValue::Text(start)) => Some(start),
+                        _ => None,
+                    },
+                )
+            }
+            None => Ok(self
+                .memory_starts
+                .lock()
+                .ok()
+                .and_then(|m| m.get(id).cloned())),
         }
     }
 
@@ -633,8 +715,15 @@ impl Records {
                     ScheduleChange::Keep => {}
                     ScheduleChange::Put(due, start) => {
                         statements.push(schedule_statement(&row.id, *due, start));
+                        statements.push(start_statement(&row.id, start));
                     }
                     ScheduleChange::Remove => statements.push(unschedule_statement(&row.id)),
+                    ScheduleChange::Start(start) => {
+                        statements.push(start_statement(&row.id, start));
+                    }
+                }
+                if is_final(&row.state) {
+                    statements.push(forget_start_statement(&row.id));
                 }
                 let batch = WriteBatch {
                     statements,
@@ -647,15 +736,24 @@ impl Records {
                     .map_err(RecordsError::from)
             }
             None => {
-                if let Ok(mut schedule) = self.memory_schedule.lock() {
+                if let (Ok(mut schedule), Ok(mut starts)) =
+                    (self.memory_schedule.lock(), self.memory_starts.lock())
+                {
                     match change {
                         ScheduleChange::Keep => {}
                         ScheduleChange::Put(due, start) => {
+                            starts.insert(row.id.clone(), start.clone());
                             schedule.insert(row.id.clone(), (due, start));
                         }
                         ScheduleChange::Remove => {
                             schedule.remove(&row.id);
                         }
+                        ScheduleChange::Start(start) => {
+                            starts.insert(row.id.clone(), start);
+                        }
+                    }
+                    if is_final(&row.state) {
+                        starts.remove(&row.id);
                     }
                 }
                 if let Ok(mut m) = self.memory.lock() {
@@ -1118,12 +1216,15 @@ impl Records {
                 );
                 let purged = store.execute(&delete).await?;
                 if purged > 0 {
-                    let orphans = Statement::new(
-                        "DELETE FROM ors_callback_schedule \
-                         WHERE id NOT IN (SELECT id FROM ors_callbacks)",
-                        vec![],
-                    );
-                    store.execute(&orphans).await?;
+                    for table in ["ors_callback_schedule", "ors_callback_start"] {
+                        let orphans = Statement::new(
+                            format!(
+                                "DELETE FROM {table} WHERE id NOT IN (SELECT id FROM ors_callbacks)"
+                            ),
+                            vec![],
+                        );
+                        store.execute(&orphans).await?;
+                    }
                 }
                 Ok(purged)
             }

@@ -213,14 +213,25 @@ async fn submit(gms: &Gms, scheduled: Scheduled, now: i64) {
         ))
         .await;
     }
-    let spec: Value = serde_json::from_str(&scheduled.start).unwrap_or(Value::Null);
+    let mut spec: Value = serde_json::from_str(&scheduled.start).unwrap_or(Value::Null);
+    let paused = gms.paused.is_paused(gms, &row.service).await;
+    if paused && let Some(Value::Object(data)) = spec.pointer_mut("/params/_data") {
+        data.insert("_paused".into(), Value::Bool(true));
+    }
     let (Some(src), Some(Value::Object(params))) = (spec["src"].as_str(), spec.get("params"))
     else {
         return failed("its start parameters are unreadable".into()).await;
     };
+    let to = if paused {
+        records::PAUSED
+    } else {
+        records::QUEUED
+    };
     // The service's queued limit holds for callbacks coming due too: a
     // full queue keeps this one scheduled a while longer.
+    // (A paused service's callbacks do not queue: they start PAUSED.)
     let _reservation = match service {
+        Some(_) if paused => None,
         Some(service) => match super::admission::admit_to_queue(gms, service, now).await {
             Ok(r) => Some(r),
             Err(e) => {
@@ -253,8 +264,8 @@ async fn submit(gms: &Gms, scheduled: Scheduled, now: i64) {
             if row.state != records::SCHEDULED {
                 return None;
             }
-            row.state = records::QUEUED.into();
-            record.insert("_callback_state".into(), Value::from(records::QUEUED));
+            row.state = to.into();
+            record.insert("_callback_state".into(), Value::from(to));
             record.insert("_ors_session_id".into(), Value::from(session_id.clone()));
             Some(records::ScheduleChange::Remove)
         })

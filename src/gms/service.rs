@@ -97,6 +97,11 @@ pub const CALLBACK_OPTION_DEFAULTS: &[(&str, &str)] = &[
     ("_request_execution_time_buffer", "120"),
     ("_reject_future_desired_time", "1M"),
     ("_queue_poll_period_recovery", "-1440,-120"),
+    // Recovery: a queued callback whose session ended is submitted again
+    // while its desired time is within the far end (minutes), at most
+    // this many submits in all.
+    ("_queue_ping_ors_period", "-120,-2"),
+    ("_max_ors_submit_attempts", "3"),
 ];
 
 /// The *Chat-Immediate* default configuration of GMS's Service

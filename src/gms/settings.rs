@@ -85,6 +85,15 @@ impl Settings {
         for (name, options) in &self.gms.services {
             super::service::Service::configured(name, options, &self.callback.options)
                 .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
+            if let Some(target) = options.get("_redirect").map(crate::modules::value_text)
+                && !target.trim().is_empty()
+                && !self.gms.services.contains_key(target.trim())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "gms.services.{name}._redirect: no service '{}' is configured",
+                    target.trim()
+                )));
+            }
         }
         let l = &self.gms.limits;
         for (name, value) in [
@@ -133,6 +142,10 @@ pub struct CallbackSection {
     /// always do, comma separated.
     #[serde(rename = "returned-keys")]
     pub returned_keys: String,
+    /// How often the queued callbacks' sessions are checked (seconds; see
+    /// [`super::recovery`]).
+    #[serde(rename = "queue-polling-rate")]
+    pub queue_polling_rate: u64,
     /// Server-wide defaults of service options (`_`-names), and
     /// `max_queued_callbacks_per_service` (GMS's server-wide queued limit,
     /// enforced beside each service's `_max_queued_callbacks_per_service`).
@@ -147,6 +160,7 @@ impl Default for CallbackSection {
                           _request_ewt_service,_vq"
                 .into(),
             returned_keys: "_desired_time,_callback_state,_callback_reason,_ors_session_id".into(),
+            queue_polling_rate: 60,
             options: serde_json::Map::new(),
         }
     }
