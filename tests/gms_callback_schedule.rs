@@ -321,3 +321,92 @@ async fn the_schedule_survives_sigkill_and_late_ones_are_submitted_or_failed() {
     let rec = record(&operator, &far).await;
     assert_eq!(rec["_callback_state"], "SCHEDULED", "{rec}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_offers_the_free_slots_of_business_hours() {
+    let dir = common::scratch_dir("availability");
+    let mut config = config(format!("sqlite://{}", dir.join("ors.db").display()));
+    let mut hours = ors::gms::service::demo_service_options();
+    hours.insert("_business_hours".into(), json!("daily 09:00-09:30"));
+    hours.insert("_business_hours_time_zone".into(), json!("Europe/Paris"));
+    hours.insert("_request_time_bucket".into(), json!(10));
+    hours.insert("_max_request_by_time_bucket".into(), json!(2));
+    config
+        .contact_centre
+        .gms
+        .services
+        .insert("hours".into(), hours);
+    let server = spawn_server(config).await;
+    let device = server.customer().with_gms_user("device-av");
+    // Tomorrow, 08:00-09:00 UTC: 09:00-10:00 in Paris in winter.
+    let day = (now_ms() / 86_400_000 + 1) * 86_400_000;
+    let at = |minutes: i64| iso(day + minutes * 60_000);
+    let slots = |query: String| {
+        let device = device.clone();
+        async move {
+            device
+                .get(&format!(
+                    "/genesys/1/service/callback/hours/availability?{query}"
+                ))
+                .await
+        }
+    };
+    let window = format!("start={}&end={}", at(8 * 60), at(9 * 60));
+    let r = slots(window.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Paris winter time is UTC+1; in summer this window would be 10:00 local.
+    let offset = if r.body.as_object().is_some_and(|m| m.is_empty()) {
+        60
+    } else {
+        0
+    };
+    let (first, second, third) = (
+        at(8 * 60 - offset),
+        at(8 * 60 + 10 - offset),
+        at(8 * 60 + 20 - offset),
+    );
+    let window = format!("start={}&end={}", at(8 * 60 - offset), at(9 * 60 - offset));
+    let r = slots(window.clone()).await;
+    assert_eq!(
+        r.body,
+        json!({first.clone(): 2, second.clone(): 2, third.clone(): 2}),
+        "{}",
+        r.body
+    );
+    // Two callbacks desired in the second slot fill it.
+    for number in ["6502385001", "6502385002"] {
+        let r = device
+            .callback_create(
+                "hours",
+                &[
+                    ("_customer_number", number),
+                    ("_desired_time", second.as_str()),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = slots(window.clone()).await;
+    assert_eq!(
+        r.body,
+        json!({first.clone(): 2, third.clone(): 2}),
+        "{}",
+        r.body
+    );
+    let r = slots(format!("{window}&max-time-slots=1")).await;
+    assert_eq!(r.body, json!({first: 2}), "{}", r.body);
+    for bad in [
+        "number-of-days=0".to_string(),
+        "start=soon".to_string(),
+        format!("start={}&end={}", at(60), at(0)),
+        "max-time-slots=100000".to_string(),
+    ] {
+        let r = slots(bad.clone()).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    let r = device
+        .get("/genesys/1/service/callback/nowhere/availability")
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    server.stop().await;
+}

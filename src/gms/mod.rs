@@ -16,6 +16,7 @@ pub mod access;
 pub mod admin_api;
 pub mod admission;
 pub mod arrivals;
+pub mod availability;
 pub mod callback_api;
 pub mod chat_api;
 pub mod cometd;
@@ -375,6 +376,13 @@ fn router(gms: &Arc<Gms>) -> (Router, Vec<RouteDoc>) {
             &[Method::DELETE],
             callback_api::cancel,
             "cancels a callback",
+        )
+        .route(
+            "/genesys/1/service/callback/{service}/availability",
+            &[Method::GET],
+            availability::availability,
+            "free time slots: {\"<ISO time>\": places, ...} (start, end, number-of-days, \
+             max-time-slots)",
         )
         .route(
             "/genesys/1/service/{id}/check-queue-position",

@@ -83,8 +83,11 @@ impl Settings {
             }
         }
         for (name, options) in &self.gms.services {
-            super::service::Service::configured(name, options, &self.callback.options)
-                .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
+            let service =
+                super::service::Service::configured(name, options, &self.callback.options)
+                    .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
+            super::availability::check_options(&service)
+                .map_err(|e| ConfigError::Invalid(format!("gms.services.{name}.{e}")))?;
             if let Some(target) = options.get("_redirect").map(crate::modules::value_text)
                 && !target.trim().is_empty()
                 && !self.gms.services.contains_key(target.trim())
