@@ -6,8 +6,9 @@
 //! desired times are checked; `PUT` reschedules and updates user data
 //! (`""` removes a key); a cancelled one never starts. And the schedule
 //! is durable: after SIGKILL, what came due while the server was down is
-//! submitted late, and what is older than the recovery window ends
-//! `SUBMIT_FAILED`. The waits for the scheduler are real but short (the
+//! submitted late, what is older than the recovery window ends
+//! `SUBMIT_FAILED`, queued callbacks keep their sessions and paused ones
+//! stay paused until their service resumes. The waits for the scheduler are real but short (the
 //! callbacks are due a second or two ahead; the far-future ones are never
 //! waited for).
 
@@ -238,7 +239,15 @@ async fn the_schedule_survives_sigkill_and_late_ones_are_submitted_or_failed() {
     let data_dir = common::scratch_dir("schedule-restart");
     std::fs::create_dir_all(&data_dir).unwrap();
     let config = data_dir.join("ors.toml");
-    std::fs::write(&config, "[callback]\n_request_execution_time_buffer = 0\n").unwrap();
+    std::fs::write(
+        &config,
+        "[callback]\n_request_execution_time_buffer = 0\n\
+         [gms.services.chat-immediate]\n_target = \"Chat_Agents@StatServer.GA\"\n\
+         _urs_virtual_queue = \"VQ_Chat_Immediate\"\n\
+         [gms.services.held]\n_target = \"Chat_Agents@StatServer.GA\"\n\
+         _urs_virtual_queue = \"VQ_Held\"\n",
+    )
+    .unwrap();
     let config = config.display().to_string();
     let port = free_port();
     let args = ["--config", config.as_str()];
@@ -263,6 +272,26 @@ async fn the_schedule_survives_sigkill_and_late_ones_are_submitted_or_failed() {
     };
     let due_while_down = create(iso(now_ms() + 1_500)).await;
     let far = create(iso(now_ms() + 86_400_000)).await;
+    // A queued callback, and one paused with its service.
+    let queued = device
+        .callback_create("chat-immediate", &[("_customer_number", "6502388903")])
+        .await;
+    let queued = queued.body["_id"].as_str().expect("_id").to_string();
+    let paused = device
+        .callback_create("held", &[("_customer_number", "6502388904")])
+        .await;
+    let paused = paused.body["_id"].as_str().expect("_id").to_string();
+    let r = operator
+        .json(
+            "/genesys/1/admin/callback/pause",
+            &json!({"service": "held", "paused": true}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        record(&operator, &paused).await["_callback_state"],
+        "PAUSED"
+    );
     drop(server); // SIGKILL
     // One the scheduler missed by two days (stored as an older server
     // would have left it).
@@ -320,6 +349,32 @@ async fn the_schedule_survives_sigkill_and_late_ones_are_submitted_or_failed() {
     assert_eq!(rec["_callback_reason"], "SUBMIT_FAILED", "{rec}");
     let rec = record(&operator, &far).await;
     assert_eq!(rec["_callback_state"], "SCHEDULED", "{rec}");
+    let rec = record(&operator, &queued).await;
+    assert_eq!(rec["_callback_state"], "QUEUED", "{rec}");
+    let session = rec["_ors_session_id"].as_str().expect("session");
+    assert_eq!(
+        operator.query_ok(session).await["status"],
+        "running",
+        "{rec}"
+    );
+    // Still paused, and it resumes.
+    let r = operator.get("/genesys/1/admin/callback/pause").await;
+    assert_eq!(r.body["paused"], json!(["held"]), "{}", r.body);
+    assert_eq!(
+        record(&operator, &paused).await["_callback_state"],
+        "PAUSED"
+    );
+    let r = operator
+        .json(
+            "/genesys/1/admin/callback/pause",
+            &json!({"service": "held", "paused": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        record(&operator, &paused).await["_callback_state"],
+        "QUEUED"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
