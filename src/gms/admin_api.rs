@@ -200,12 +200,7 @@ async fn queues(State(ctx): Ctx, request: Request) -> Result<Response, ApiError>
     } else {
         for name in &targets {
             if !ctx.services.contains_key(name) {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "service_not_found",
-                    format!("no GMS service '{name}' is configured"),
-                )
-                .with_exception(exceptions::NOT_FOUND));
+                return Err(super::callback_api::unknown_service(name));
             }
         }
         targets.dedup();
@@ -255,12 +250,7 @@ async fn watermarks(State(ctx): Ctx, request: Request) -> Result<Response, ApiEr
         .collect();
     for name in &named {
         if !ctx.services.contains_key(name) {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "service_not_found",
-                format!("no GMS service '{name}' is configured"),
-            )
-            .with_exception(exceptions::NOT_FOUND));
+            return Err(super::callback_api::unknown_service(name));
         }
     }
     let counts = ctx

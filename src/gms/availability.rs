@@ -141,12 +141,7 @@ pub async fn availability(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Some(service) = ctx.services.get(&name) else {
-        return Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "service_not_found",
-            format!("no GMS service '{name}' is configured"),
-        )
-        .with_exception(exceptions::NOT_FOUND));
+        return Err(super::callback_api::unknown_service(&name));
     };
     ctx.customer(request.headers(), Some(service))?;
     let params: BTreeMap<String, String> =

@@ -125,12 +125,14 @@ fn service_error(e: ServiceError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
 }
 
-fn unknown_service(name: &str) -> ApiError {
+/// 404: no service of that name is configured.
+pub fn unknown_service(name: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "service_not_found",
         format!("no GMS service '{name}' is configured"),
     )
+    .with_exception(exceptions::NOT_FOUND)
 }
 
 /// JSON with the seed's no-cache headers.

@@ -102,12 +102,7 @@ pub async fn pause(State(ctx): State<Arc<Gms>>, request: Request) -> Result<Resp
     } else if ctx.services.contains_key(&service) {
         vec![service]
     } else {
-        return Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "service_not_found",
-            format!("no GMS service '{service}' is configured"),
-        )
-        .with_exception(exceptions::NOT_FOUND));
+        return Err(super::callback_api::unknown_service(&service));
     };
     // Durable first, then the set, then the callbacks.
     if let Some(commits) = &ctx.commits {

@@ -112,6 +112,32 @@ pub struct Scheduled {
     pub start: String,
 }
 
+/// Writes `statements` in one transaction through the group committer;
+/// returns once they are durable.
+async fn commit(commits: &CommitHandle, statements: Vec<Statement>) -> Result<(), RecordsError> {
+    commits
+        .submit(WriteBatch {
+            statements,
+            ..WriteBatch::default()
+        })
+        .await
+        .map_err(|_| RecordsError::CommitterStopped)?
+        .map_err(RecordsError::from)
+}
+
+/// The first value of the first row `statement` answers, if any.
+async fn first_value(
+    store: &Arc<dyn Store>,
+    statement: &Statement,
+) -> Result<Option<SqlValue>, RecordsError> {
+    Ok(store
+        .query(statement)
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next()))
+}
+
 /// The statement that keeps how a callback's session starts.
 fn start_statement(id: &str, start: &str) -> Statement {
     Statement::new(
@@ -660,18 +686,10 @@ impl Records {
                     "SELECT start FROM ors_callback_start WHERE id = $1",
                     vec![id.into()],
                 );
-                Ok(
-                    match store
-                        .query(&select)
-                        .await?
-                        .into_iter()
-                        .next()
-                        .and_then(|r| r.into_iter().next())
-                    {
-                        Some(SqlValue::Text(start)) => Some(start),
-                        _ => None,
-                    },
-                )
+                Ok(match first_value(store, &select).await? {
+                    Some(SqlValue::Text(start)) => Some(start),
+                    _ => None,
+                })
             }
             None => Ok(self
                 .memory_starts
@@ -725,15 +743,7 @@ impl Records {
                 if is_final(&row.state) {
                     statements.push(forget_start_statement(&row.id));
                 }
-                let batch = WriteBatch {
-                    statements,
-                    ..WriteBatch::default()
-                };
-                commits
-                    .submit(batch)
-                    .await
-                    .map_err(|_| RecordsError::CommitterStopped)?
-                    .map_err(RecordsError::from)
+                commit(commits, statements).await
             }
             None => {
                 if let (Ok(mut schedule), Ok(mut starts)) =
@@ -858,18 +868,10 @@ impl Records {
             Some(store) => {
                 let select =
                     Statement::new("SELECT MIN(due_at) FROM ors_callback_schedule", vec![]);
-                Ok(
-                    match store
-                        .query(&select)
-                        .await?
-                        .into_iter()
-                        .next()
-                        .and_then(|r| r.into_iter().next())
-                    {
-                        Some(SqlValue::Int(n)) => Some(n),
-                        _ => None,
-                    },
-                )
+                Ok(match first_value(store, &select).await? {
+                    Some(SqlValue::Int(n)) => Some(n),
+                    _ => None,
+                })
             }
             None => Ok(self
                 .memory_schedule
@@ -883,17 +885,7 @@ impl Records {
     /// it is).
     pub async fn postpone(&self, id: &str, due_at: i64, start: &str) -> Result<(), RecordsError> {
         match &self.commits {
-            Some(commits) => {
-                let batch = WriteBatch {
-                    statements: vec![schedule_statement(id, due_at, start)],
-                    ..WriteBatch::default()
-                };
-                commits
-                    .submit(batch)
-                    .await
-                    .map_err(|_| RecordsError::CommitterStopped)?
-                    .map_err(RecordsError::from)
-            }
+            Some(commits) => commit(commits, vec![schedule_statement(id, due_at, start)]).await,
             None => {
                 if let Ok(mut m) = self.memory_schedule.lock() {
                     m.insert(id.to_string(), (due_at, start.to_string()));
@@ -906,17 +898,7 @@ impl Records {
     /// Takes a callback off the schedule (its record is left as it is).
     pub async fn unschedule(&self, id: &str) -> Result<(), RecordsError> {
         match &self.commits {
-            Some(commits) => {
-                let batch = WriteBatch {
-                    statements: vec![unschedule_statement(id)],
-                    ..WriteBatch::default()
-                };
-                commits
-                    .submit(batch)
-                    .await
-                    .map_err(|_| RecordsError::CommitterStopped)?
-                    .map_err(RecordsError::from)
-            }
+            Some(commits) => commit(commits, vec![unschedule_statement(id)]).await,
             None => {
                 if let Ok(mut m) = self.memory_schedule.lock() {
                     m.remove(id);

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::Gms;
 use super::records::{self, CallbackQuery, CallbackRow, parse_iso_utc};
@@ -104,23 +104,7 @@ async fn check(gms: &Gms, row: CallbackRow, now: i64) {
         .and_then(|t| t.trim().parse::<u64>().ok())
         .unwrap_or(DEFAULT_SUBMIT_ATTEMPTS);
     let row = &row;
-    let fail = |why: String| async move {
-        tracing::warn!(callback = %row.id, reason = %why, "a queued callback lost its session");
-        let mut extra = Map::new();
-        extra.insert("_failure_reason".into(), Value::from(why));
-        if let Err(e) = gms
-            .records
-            .update(
-                &row.id,
-                records::COMPLETED,
-                Some(records::SUBMIT_FAILED),
-                extra,
-            )
-            .await
-        {
-            tracing::error!(callback = %row.id, error = %e, "a callback could not be marked SUBMIT_FAILED");
-        }
-    };
+    let fail = |why: String| super::scheduler::submit_failed(gms, row, why);
     if now - desired > far {
         return fail(format!(
             "its session {} ended and its desired time {} is older than _queue_ping_ors_period",

@@ -177,6 +177,26 @@ pub async fn run(gms: Arc<Gms>) {
     }
 }
 
+/// Ends a callback that could not be submitted (again): `COMPLETED`,
+/// `_callback_reason` `SUBMIT_FAILED`, `why` in `_failure_reason`.
+pub(super) async fn submit_failed(gms: &Gms, row: &records::CallbackRow, why: String) {
+    tracing::warn!(callback = %row.id, reason = %why, "a callback could not be submitted");
+    let mut extra = Map::new();
+    extra.insert("_failure_reason".into(), Value::from(why));
+    if let Err(e) = gms
+        .records
+        .update(
+            &row.id,
+            records::COMPLETED,
+            Some(records::SUBMIT_FAILED),
+            extra,
+        )
+        .await
+    {
+        tracing::error!(callback = %row.id, error = %e, "a callback could not be marked SUBMIT_FAILED");
+    }
+}
+
 /// Submits one due callback: starts its session (unless a submit before a
 /// crash already did) and marks it `QUEUED`; one missed by more than the
 /// recovery window, or whose session cannot start, ends `SUBMIT_FAILED`.
@@ -188,23 +208,7 @@ async fn submit(gms: &Gms, scheduled: Scheduled, now: i64) {
         .and_then(Value::as_str)
         .and_then(parse_iso_utc)
         .unwrap_or(scheduled.due_at);
-    let failed = |why: String| async move {
-        tracing::warn!(callback = %row.id, reason = %why, "a scheduled callback could not be submitted");
-        let mut extra = Map::new();
-        extra.insert("_failure_reason".into(), Value::from(why));
-        if let Err(e) = gms
-            .records
-            .update(
-                &row.id,
-                records::COMPLETED,
-                Some(records::SUBMIT_FAILED),
-                extra,
-            )
-            .await
-        {
-            tracing::error!(callback = %row.id, error = %e, "a callback could not be marked SUBMIT_FAILED");
-        }
-    };
+    let failed = |why: String| submit_failed(gms, row, why);
     if now - desired > recovery_ms(service) {
         return failed(format!(
             "its desired time {} passed while the server was down, beyond \
