@@ -41,23 +41,13 @@ async fn create(device: &Api, service: &str, pairs: &[(&str, &str)]) -> common::
 }
 
 async fn record(api: &Api, id: &str) -> Value {
-    api.callback_query_any(&format!("_id={id}")).await.body[0].clone()
+    api.callback_record(id).await
 }
 
 async fn wait_state(api: &Api, id: &str, state: &str) -> Value {
-    eventually(
-        &format!("{id} never became {state}"),
-        Duration::from_secs(15),
-        Duration::from_millis(50),
-        || async move {
-            let r = record(api, id).await;
-            if r["_callback_state"] == state {
-                Ok(r)
-            } else {
-                Err(r)
-            }
-        },
-    )
+    api.wait_callback(id, &format!("never became {state}"), |r| {
+        r["_callback_state"] == state
+    })
     .await
 }
 

@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Api, eventually, spawn_server};
+use common::{Api, spawn_server};
 use ors::app::Config;
 use ors::store::{SqlValue, Statement};
 use serde_json::{Value, json};
@@ -43,22 +41,22 @@ fn config(store_url: String) -> Config {
 }
 
 async fn record(api: &Api, id: &str) -> Value {
-    api.callback_query_any(&format!("_id={id}")).await.body[0].clone()
+    api.callback_record(id).await
 }
 
-/// Waits until `id`'s record satisfies `done`.
-async fn wait_for(api: &Api, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let done = &done;
-    eventually(
-        what,
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async move {
-            let r = record(api, id).await;
-            if done(&r) { Ok(r) } else { Err(r) }
-        },
-    )
-    .await
+/// Terminates callback `id`'s session and waits until another one has
+/// taken over; returns the record.
+async fn lose_session(operator: &Api, id: &str) -> Value {
+    let first = record(operator, id).await["_ors_session_id"]
+        .as_str()
+        .expect("session")
+        .to_string();
+    assert_eq!(operator.terminate(&first).await.status, 200);
+    operator
+        .wait_callback(id, "never submitted again", |r| {
+            r["_ors_session_id"].as_str().is_some_and(|s| s != first)
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,15 +80,7 @@ async fn a_callback_that_loses_its_session_is_submitted_again_or_fails() {
         // Its session is terminated: a new one takes over, and carries the
         // customer's chat to an agent.
         let id = create("chat-immediate", "6502383001").await;
-        let first = record(&operator, &id).await["_ors_session_id"]
-            .as_str()
-            .expect("session")
-            .to_string();
-        assert_eq!(operator.terminate(&first).await.status, 200);
-        let again = wait_for(&operator, &id, "never submitted again", |r| {
-            r["_ors_session_id"].as_str().is_some_and(|s| s != first)
-        })
-        .await;
+        let again = lose_session(&operator, &id).await;
         assert_eq!(again["_callback_state"], "QUEUED", "{label}: {again}");
         assert_eq!(again["_submit_attempts"], 1, "{label}: {again}");
         let second = again["_ors_session_id"].as_str().unwrap().to_string();
@@ -103,10 +93,11 @@ async fn a_callback_that_loses_its_session_is_submitted_again_or_fails() {
             .chat_create(&id, &[("firstName", "Ann"), ("lastName", "Lee")])
             .await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
-        let done = wait_for(&operator, &id, "the chat never reached an agent", |r| {
-            r["_callback_state"] == "COMPLETED"
-        })
-        .await;
+        let done = operator
+            .wait_callback(&id, "the chat never reached an agent", |r| {
+                r["_callback_state"] == "COMPLETED"
+            })
+            .await;
         assert!(
             done["_callback_reason"]
                 .as_str()
@@ -117,21 +108,12 @@ async fn a_callback_that_loses_its_session_is_submitted_again_or_fails() {
         // Two submits at most on this service: losing the second session
         // ends it.
         let id = create("twice", "6502383002").await;
-        let first = record(&operator, &id).await["_ors_session_id"]
-            .as_str()
-            .expect("session")
-            .to_string();
-        assert_eq!(operator.terminate(&first).await.status, 200);
-        let again = wait_for(&operator, &id, "never submitted again", |r| {
-            r["_ors_session_id"].as_str().is_some_and(|s| s != first)
-        })
-        .await;
+        let again = lose_session(&operator, &id).await;
         let second = again["_ors_session_id"].as_str().unwrap().to_string();
         assert_eq!(operator.terminate(&second).await.status, 200);
-        let failed = wait_for(&operator, &id, "never failed", |r| {
-            r["_callback_state"] == "COMPLETED"
-        })
-        .await;
+        let failed = operator
+            .wait_callback(&id, "never failed", |r| r["_callback_state"] == "COMPLETED")
+            .await;
         assert_eq!(
             failed["_callback_reason"], "SUBMIT_FAILED",
             "{label}: {failed}"
@@ -162,10 +144,11 @@ async fn a_callback_that_loses_its_session_is_submitted_again_or_fails() {
         );
         assert_eq!(store.execute(&insert).await.expect("insert"), 1);
         drop(store);
-        let failed = wait_for(&operator, old, "the old one never failed", |r| {
-            r["_callback_state"] == "COMPLETED"
-        })
-        .await;
+        let failed = operator
+            .wait_callback(old, "the old one never failed", |r| {
+                r["_callback_state"] == "COMPLETED"
+            })
+            .await;
         assert_eq!(
             failed["_callback_reason"], "SUBMIT_FAILED",
             "{label}: {failed}"

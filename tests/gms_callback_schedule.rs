@@ -17,7 +17,7 @@ mod common;
 use std::time::Duration;
 
 use common::process::{ServeProcess, free_port};
-use common::{Api, eventually, spawn_server};
+use common::{Api, spawn_server};
 use ors::app::Config;
 use ors::store::{SqlValue, Statement};
 use serde_json::{Value, json};
@@ -52,25 +52,13 @@ fn config(store_url: String) -> Config {
 }
 
 async fn record(api: &Api, id: &str) -> Value {
-    let r = api.callback_query_any(&format!("_id={id}")).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body[0].clone()
+    api.callback_record(id).await
 }
 
 async fn wait_state(api: &Api, id: &str, state: &str) -> Value {
-    eventually(
-        &format!("callback {id} never became {state}"),
-        Duration::from_secs(15),
-        Duration::from_millis(50),
-        || async move {
-            let r = record(api, id).await;
-            if r["_callback_state"] == state {
-                Ok(r)
-            } else {
-                Err(r)
-            }
-        },
-    )
+    api.wait_callback(id, &format!("never became {state}"), |r| {
+        r["_callback_state"] == state
+    })
     .await
 }
 

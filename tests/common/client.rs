@@ -431,6 +431,37 @@ impl Api {
             .await
     }
 
+    /// Callback `id`'s whole record (`GET /genesys/1/service/callback?_id=`),
+    /// `Null` when there is none for this client.
+    pub async fn callback_record(&self, id: &str) -> Value {
+        self.callback_query_any(&format!("_id={id}")).await.body[0].clone()
+    }
+
+    /// Waits (at most 20 s) until callback `id`'s record satisfies `done`,
+    /// and returns it; panics with `what` and the last record otherwise.
+    pub async fn wait_callback(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let done = &done;
+        super::eventually(
+            &format!("callback {id}: {what}"),
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async move {
+                let record = self.callback_record(id).await;
+                if done(&record) {
+                    Ok(record)
+                } else {
+                    Err(record)
+                }
+            },
+        )
+        .await
+    }
+
     /// `GET /genesys/1/service/callback/{service}/{id}`.
     pub async fn callback_get(&self, service: &str, id: &str) -> Reply {
         self.get(&format!("/genesys/1/service/callback/{service}/{id}"))
