@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{Api, eventually, spawn_server};
 use ors::app::Config;
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn config(data_dir: std::path::PathBuf) -> Config {
     let mut config = Config {
@@ -40,17 +40,6 @@ async fn create(device: &Api, service: &str, pairs: &[(&str, &str)]) -> common::
     device.callback_create(service, pairs).await
 }
 
-async fn record(api: &Api, id: &str) -> Value {
-    api.callback_record(id).await
-}
-
-async fn wait_state(api: &Api, id: &str, state: &str) -> Value {
-    api.wait_callback(id, &format!("never became {state}"), |r| {
-        r["_callback_state"] == state
-    })
-    .await
-}
-
 async fn pause(admin: &Api, service: &str, paused: bool) -> common::Reply {
     admin
         .json(
@@ -70,7 +59,7 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
     // Redirects.
     let r = create(&device, "front", &[("_customer_number", "6502384001")]).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let rec = record(&admin, r.body["_id"].as_str().unwrap()).await;
+    let rec = admin.callback_record(r.body["_id"].as_str().unwrap()).await;
     assert_eq!(rec["_service_name"], "sales", "{rec}");
     assert_eq!(rec["_redirected_from"], "front", "{rec}");
     let r = create(
@@ -87,7 +76,7 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let rec = record(&admin, r.body["_id"].as_str().unwrap()).await;
+    let rec = admin.callback_record(r.body["_id"].as_str().unwrap()).await;
     assert_eq!(rec["_service_name"], "front-open", "cancelled: {rec}");
     let r = create(
         &device,
@@ -108,7 +97,10 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
     let r = pause(&admin, "chat-immediate", true).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["paused"], json!(["chat-immediate"]), "{}", r.body);
-    assert_eq!(record(&admin, &queued).await["_callback_state"], "PAUSED");
+    assert_eq!(
+        admin.callback_record(&queued).await["_callback_state"],
+        "PAUSED"
+    );
     let r = create(
         &device,
         "chat-immediate",
@@ -117,7 +109,10 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let held = r.body["_id"].as_str().expect("_id").to_string();
-    assert_eq!(record(&admin, &held).await["_callback_state"], "PAUSED");
+    assert_eq!(
+        admin.callback_record(&held).await["_callback_state"],
+        "PAUSED"
+    );
     let marks = admin
         .get("/genesys/1/admin/callback/watermarks?service_name=chat-immediate")
         .await;
@@ -131,7 +126,7 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
         .chat_create(&held, &[("firstName", "Ann"), ("lastName", "Lee")])
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let session = record(&admin, &held).await["_ors_session_id"]
+    let session = admin.callback_record(&held).await["_ors_session_id"]
         .as_str()
         .expect("session")
         .to_string();
@@ -155,19 +150,25 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(record(&admin, &held).await["_callback_state"], "PAUSED");
+    assert_eq!(
+        admin.callback_record(&held).await["_callback_state"],
+        "PAUSED"
+    );
 
     // Resumed: the held chat goes to an agent; the other waits, queued.
     let r = pause(&admin, "chat-immediate", false).await;
     assert_eq!(r.body["paused"], json!([]), "{}", r.body);
-    let done = wait_state(&admin, &held, "COMPLETED").await;
+    let done = admin.wait_callback_state(&held, "COMPLETED").await;
     assert!(
         done["_callback_reason"]
             .as_str()
             .is_some_and(|r| r.starts_with("routed to")),
         "{done}"
     );
-    assert_eq!(record(&admin, &queued).await["_callback_state"], "QUEUED");
+    assert_eq!(
+        admin.callback_record(&queued).await["_callback_state"],
+        "QUEUED"
+    );
 
     // Bad requests, and who may ask.
     assert_eq!(pause(&admin, "nowhere", true).await.status, 404);
@@ -199,7 +200,7 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
     .await;
     let id = r.body["_id"].as_str().expect("_id").to_string();
     assert_eq!(
-        record(&server.api(), &id).await["_callback_state"],
+        server.api().callback_record(&id).await["_callback_state"],
         "PAUSED"
     );
     server.stop().await;

@@ -51,17 +51,6 @@ fn config(store_url: String) -> Config {
     config
 }
 
-async fn record(api: &Api, id: &str) -> Value {
-    api.callback_record(id).await
-}
-
-async fn wait_state(api: &Api, id: &str, state: &str) -> Value {
-    api.wait_callback(id, &format!("never became {state}"), |r| {
-        r["_callback_state"] == state
-    })
-    .await
-}
-
 async fn put(api: &Api, id: &str, body: &Value) -> common::Reply {
     api.call(
         axum::http::Method::PUT,
@@ -103,7 +92,7 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         assert_eq!(r.body["_action"], "ConfirmationDialog", "{}", r.body);
         assert_eq!(r.body["_callback_state"], "SCHEDULED", "{}", r.body);
         let far = r.body["_id"].as_str().expect("_id").to_string();
-        let rec = record(&operator, &far).await;
+        let rec = operator.callback_record(&far).await;
         assert_eq!(rec["_callback_state"], "SCHEDULED", "{label}: {rec}");
         assert_eq!(rec["_desired_time"], desired, "{label}");
         assert!(rec.get("_ors_session_id").is_none(), "{label}: {rec}");
@@ -175,7 +164,7 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         let r = put(&device, &far, &json!({"_new_desired_time": soon})).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         assert_eq!(r.body["_desired_time"], soon, "{label}");
-        let rec = wait_state(&operator, &far, "QUEUED").await;
+        let rec = operator.wait_callback_state(&far, "QUEUED").await;
         let session = rec["_ors_session_id"]
             .as_str()
             .expect("a session")
@@ -208,13 +197,13 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         let r = device.callback_cancel("later", &cancelled).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         tokio::time::sleep(Duration::from_millis(2_500)).await;
-        let rec = record(&operator, &waiting).await;
+        let rec = operator.callback_record(&waiting).await;
         assert_eq!(rec["_callback_state"], "SCHEDULED", "{label}: {rec}");
         let marks = operator
             .get("/genesys/1/admin/callback/watermarks?service_name=later")
             .await;
         assert_eq!(marks.body["total"], 1, "{label}: {}", marks.body);
-        let rec = record(&operator, &cancelled).await;
+        let rec = operator.callback_record(&cancelled).await;
         assert_eq!(rec["_callback_state"], "COMPLETED", "{label}: {rec}");
         assert_eq!(rec["_callback_reason"], "CANCELLED", "{label}: {rec}");
         assert!(rec.get("_ors_session_id").is_none(), "{label}: {rec}");
@@ -277,7 +266,7 @@ async fn the_schedule_survives_sigkill_and_late_ones_are_submitted_or_failed() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
-        record(&operator, &paused).await["_callback_state"],
+        operator.callback_record(&paused).await["_callback_state"],
         "PAUSED"
     );
     drop(server); // SIGKILL
@@ -326,18 +315,20 @@ async fn the_schedule_survives_sigkill_and_late_ones_are_submitted_or_failed() {
     tokio::time::sleep(Duration::from_millis(2_000)).await;
 
     let _server = ServeProcess::start(port, &data_dir, &args).await;
-    let rec = wait_state(&operator, &due_while_down, "QUEUED").await;
+    let rec = operator
+        .wait_callback_state(&due_while_down, "QUEUED")
+        .await;
     let session = rec["_ors_session_id"].as_str().expect("session");
     assert_eq!(
         operator.query_ok(session).await["status"],
         "running",
         "{rec}"
     );
-    let rec = wait_state(&operator, old, "COMPLETED").await;
+    let rec = operator.wait_callback_state(old, "COMPLETED").await;
     assert_eq!(rec["_callback_reason"], "SUBMIT_FAILED", "{rec}");
-    let rec = record(&operator, &far).await;
+    let rec = operator.callback_record(&far).await;
     assert_eq!(rec["_callback_state"], "SCHEDULED", "{rec}");
-    let rec = record(&operator, &queued).await;
+    let rec = operator.callback_record(&queued).await;
     assert_eq!(rec["_callback_state"], "QUEUED", "{rec}");
     let session = rec["_ors_session_id"].as_str().expect("session");
     assert_eq!(
@@ -349,7 +340,7 @@ async fn the_schedule_survives_sigkill_and_late_ones_are_submitted_or_failed() {
     let r = operator.get("/genesys/1/admin/callback/pause").await;
     assert_eq!(r.body["paused"], json!(["held"]), "{}", r.body);
     assert_eq!(
-        record(&operator, &paused).await["_callback_state"],
+        operator.callback_record(&paused).await["_callback_state"],
         "PAUSED"
     );
     let r = operator
@@ -360,7 +351,7 @@ async fn the_schedule_survives_sigkill_and_late_ones_are_submitted_or_failed() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
-        record(&operator, &paused).await["_callback_state"],
+        operator.callback_record(&paused).await["_callback_state"],
         "QUEUED"
     );
 }

@@ -462,6 +462,15 @@ impl Api {
         .await
     }
 
+    /// Waits (at most 20 s) until callback `id` is in `state`; returns its
+    /// record.
+    pub async fn wait_callback_state(&self, id: &str, state: &str) -> Value {
+        self.wait_callback(id, &format!("never became {state}"), |r| {
+            r["_callback_state"] == state
+        })
+        .await
+    }
+
     /// `GET /genesys/1/service/callback/{service}/{id}`.
     pub async fn callback_get(&self, service: &str, id: &str) -> Reply {
         self.get(&format!("/genesys/1/service/callback/{service}/{id}"))
