@@ -146,6 +146,12 @@ async fn states_queries_and_error_bodies_are_gms_shaped() {
         assert_eq!(r.body["_callback_reason"], "CANCELLED", "{label}");
         let again = a.callback_cancel("chat-immediate", &a1).await;
         assert_gms_error(&again, 409, "CallbackException");
+        // No chat for a finished callback.
+        let chat = a
+            .chat_create(&a1, &[("firstName", "Ann"), ("lastName", "Lee")])
+            .await;
+        assert_eq!(chat.status, 409, "{label}: {}", chat.body);
+        assert_eq!(chat.body["error"], "callback_finished", "{label}");
 
         // `!` negates; a device sees its own records only.
         let open = a
