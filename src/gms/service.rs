@@ -47,89 +47,363 @@ pub const FIXED_OPTIONS: &[&str] = &[
     "_overwritable_options",
 ];
 
-/// Numeric options and the range each must lie in (inclusive), in the
-/// option's own unit (seconds, a count, a priority).
-pub const NUMERIC_OPTIONS: &[(&str, i64, i64)] = &[
-    // Kept after the desired time: a minute to 30 days.
-    ("_ttl", 60, 2_592_000),
-    // A virtual request's life in the queue: up to 7 days.
-    ("_urs_queued_ttl", 1, 604_800),
-    ("_agent_reserve_timeout", 1, 3_600),
-    ("_user_confirm_timeout", 1, 3_600),
-    ("_urs_request_timeout", 1, 3_600),
-    ("_urs_vq_priority", 0, 1_000_000),
-    ("_urs_vq_priority_increment", 0, 1_000_000),
-    ("_urs_vq_priority_increment_interval", 1, 86_400),
-    ("_max_ors_submit_attempts", 1, 10),
-    // A create refused at 0 (GMS: 0 refuses every callback).
-    ("_max_queued_callbacks_per_service", 0, 1_000_000_000),
-    ("_throttle_callbacks_per_service_1", 0, 1_000_000_000),
-    ("_throttle_callbacks_per_service_2", 0, 1_000_000_000),
-    ("_throttle_ttl_1", 1, 2_592_000),
-    ("_throttle_ttl_2", 1, 2_592_000),
-    ("_throttle_request_parameters_limit", 0, 1_000_000_000),
-    ("_request_execution_time_buffer", 0, 86_400),
+/// A built-in default value of an option.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptionDefault {
+    /// None: unset unless configured.
+    Unset,
+    /// Text.
+    Text(&'static str),
+    /// A whole number.
+    Number(i64),
+    /// `true` or `false`.
+    Flag(bool),
+}
+
+/// One callback service option: its name, GMS's built-in default, the
+/// range a number must lie in (inclusive, in the option's own unit), and
+/// what `ors` does with it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptionSpec {
+    /// The option (`_ttl`, ...).
+    pub name: &'static str,
+    /// Its built-in default.
+    pub default: OptionDefault,
+    /// For a number: the values it may take.
+    pub range: Option<(i64, i64)>,
+    /// What `ors` does with it.
+    pub acts: &'static str,
+}
+
+const fn spec(
+    name: &'static str,
+    default: OptionDefault,
+    range: Option<(i64, i64)>,
+    acts: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        name,
+        default,
+        range,
+        acts,
+    }
+}
+
+use OptionDefault::{Flag, Number, Text, Unset};
+
+/// The callback service options `ors` knows, in one table: the
+/// *Chat-Immediate* configuration of GMS's Service Management UI, and the
+/// options of GMS's option reference (*Callback* sections
+/// *Queue_Management*, *Scheduled_Call*, *GMS-callback*, *URS_Queueing*)
+/// it acts on, with GMS's defaults (the throttle defaults as the public
+/// functional tests against GMS 8.5 state them,
+/// `_request_execution_time_buffer` as their configuration sets it). A
+/// service's options are these defaults, under the `[callback]`
+/// section's, under its own ([`resolve_options`]); options not listed
+/// here are kept and passed to the session as they are.
+pub const OPTIONS: &[OptionSpec] = &[
+    // What the service is.
+    spec("_type", Text("ors"), None, "must be ors"),
+    spec("_service_type", Text("callback"), None, "informational"),
+    spec(
+        "_service",
+        Unset,
+        None,
+        "the SCXML document the callback session runs (default: the shipped callback.scxml)",
+    ),
+    spec(
+        "_media_type",
+        Text("chat"),
+        None,
+        "chat or voice; given to the routing backend",
+    ),
+    spec(
+        "_wait_for_agent",
+        Flag(false),
+        None,
+        "checked (true or false); Chat Immediate does not wait",
+    ),
+    spec(
+        "_wait_for_user_confirm",
+        Flag(false),
+        None,
+        "checked (true or false); not acted on",
+    ),
+    spec(
+        "_user_confirm_timeout",
+        Number(30),
+        Some((1, 3_600)),
+        "checked; not acted on",
+    ),
+    spec(
+        "_ttl",
+        Number(86_400),
+        Some((60, 2_592_000)),
+        "seconds a record is kept after its desired time",
+    ),
+    spec(
+        "_overwritable_options",
+        Unset,
+        None,
+        "the options a request may change",
+    ),
+    spec(
+        "_redirect",
+        Unset,
+        None,
+        "creates are made on the named service",
+    ),
+    spec(
+        "_customer_lookup_keys",
+        Unset,
+        None,
+        "extra keys listed records carry",
+    ),
+    // Routing.
+    spec(
+        "_target",
+        Unset,
+        None,
+        "the URS target (or list of steps) the routing backend reserves from; mandatory",
+    ),
+    spec(
+        "_urs_virtual_queue",
+        Unset,
+        None,
+        "the virtual queue; mandatory",
+    ),
+    spec(
+        "_urs_queued_ttl",
+        Number(14_400),
+        Some((1, 604_800)),
+        "seconds the callback waits for its chat",
+    ),
+    spec(
+        "_agent_reserve_timeout",
+        Number(30),
+        Some((1, 3_600)),
+        "seconds the routing backend keeps the agent reserved",
+    ),
+    spec(
+        "_urs_request_timeout",
+        Unset,
+        Some((1, 3_600)),
+        "checked; not acted on",
+    ),
+    spec(
+        "_urs_vq_priority",
+        Unset,
+        Some((0, 1_000_000)),
+        "the request's priority in its virtual queue",
+    ),
+    spec(
+        "_urs_vq_priority_increment",
+        Unset,
+        Some((0, 1_000_000)),
+        "checked; not acted on",
+    ),
+    spec(
+        "_urs_vq_priority_increment_interval",
+        Unset,
+        Some((1, 86_400)),
+        "checked; not acted on",
+    ),
+    spec(
+        "_urs_prioritization_strategy",
+        Text("WaitForTarget"),
+        None,
+        "informational (no URS)",
+    ),
+    spec(
+        "_urs_strategy_update_sub_routine",
+        Text("SetRouteDelay"),
+        None,
+        "informational (no URS)",
+    ),
+    spec(
+        "_use_debug_push_certificate",
+        Flag(false),
+        None,
+        "informational (no push service)",
+    ),
+    // Limits and throttles.
+    spec(
+        "_max_queued_callbacks_per_service",
+        Unset,
+        Some((0, 1_000_000_000)),
+        "most QUEUED callbacks (0 refuses every create)",
+    ),
+    spec(
+        "_throttle_callbacks_per_service_1",
+        Number(500),
+        Some((0, 1_000_000_000)),
+        "most creates per _throttle_ttl_1 seconds",
+    ),
+    spec(
+        "_throttle_ttl_1",
+        Number(300),
+        Some((1, 2_592_000)),
+        "the first throttle window, seconds",
+    ),
+    spec(
+        "_throttle_callbacks_per_service_2",
+        Number(1_000),
+        Some((0, 1_000_000_000)),
+        "most creates per _throttle_ttl_2 seconds",
+    ),
+    spec(
+        "_throttle_ttl_2",
+        Number(3_600),
+        Some((1, 2_592_000)),
+        "the second throttle window, seconds",
+    ),
+    spec(
+        "_throttle_request_parameters",
+        Text("_customer_number"),
+        None,
+        "parameters whose values are throttled per day",
+    ),
+    spec(
+        "_throttle_request_parameters_limit",
+        Number(6),
+        Some((0, 1_000_000_000)),
+        "creates per value per calendar day (UTC)",
+    ),
+    spec(
+        "_enable_in_queue_checking",
+        Text("true"),
+        None,
+        "unfinished callbacks per number: true 2, strict 1, false [gms.limits]",
+    ),
+    spec(
+        "_disallow_premium_phone_numbers",
+        Text("true"),
+        None,
+        "refuses premium-rate numbers",
+    ),
+    spec(
+        "_disallow_impossible_phone_numbers",
+        Text("true"),
+        None,
+        "refuses numbers that cannot be numbers of _default_country",
+    ),
+    spec(
+        "_default_country",
+        Text("US"),
+        None,
+        "the country national numbers are read in (ISO 3166)",
+    ),
+    // Scheduling.
+    spec(
+        "_request_execution_time_buffer",
+        Number(120),
+        Some((0, 86_400)),
+        "seconds before its desired time a scheduled callback is submitted",
+    ),
+    spec(
+        "_reject_future_desired_time",
+        Text("1M"),
+        None,
+        "how far ahead a desired time may be (1y, 1M, 1w, 1d, 1h, 1m)",
+    ),
+    spec(
+        "_queue_poll_period_recovery",
+        Text("-1440,-120"),
+        None,
+        "minutes: a scheduled callback missed while down is submitted within the far end",
+    ),
+    spec(
+        "_business_hours",
+        Unset,
+        None,
+        "the open hours availability offers (e.g. mon-fri 09:00-17:00)",
+    ),
+    spec(
+        "_business_hours_time_zone",
+        Unset,
+        None,
+        "the time zone of _business_hours (IANA; default UTC)",
+    ),
+    spec(
+        "_request_time_bucket",
+        Number(5),
+        None,
+        "availability slot length, minutes (5, 10, 15, 20, 30, 60, 120)",
+    ),
+    spec(
+        "_max_request_by_time_bucket",
+        Number(100),
+        None,
+        "callbacks one availability slot takes",
+    ),
+    // Recovery.
+    spec(
+        "_queue_ping_ors_period",
+        Text("-120,-2"),
+        None,
+        "minutes: a queued callback whose session ended is submitted again within the far end",
+    ),
+    spec(
+        "_max_ors_submit_attempts",
+        Number(3),
+        Some((1, 10)),
+        "most submits of one callback",
+    ),
+    // Notifications.
+    spec(
+        "_enable_status_notification",
+        Unset,
+        None,
+        "notify (or subscribe_notify) turns notifications on",
+    ),
+    spec(
+        "_status_notification_type",
+        Text("httpcb"),
+        None,
+        "httpcb (orscb is not supported)",
+    ),
+    spec(
+        "_status_notification_target",
+        Unset,
+        None,
+        "the URL notifications are POSTed to",
+    ),
+    spec(
+        "_max_notify_delivery_attempts",
+        Number(3),
+        None,
+        "tries per notification",
+    ),
+    spec(
+        "_callback_events_list",
+        Unset,
+        None,
+        "a [gms.event_lists] table: which events, with which notify_params",
+    ),
 ];
 
-/// GMS's built-in defaults of the callback options `ors` acts on beyond
-/// a service's own configuration (GMS option reference, *Callback*
-/// sections *Queue_Management*, *Scheduled_Call* and *GMS-callback*; the
-/// throttle defaults as the public functional tests against GMS 8.5
-/// state them, `_request_execution_time_buffer` as their configuration
-/// sets it): limits, throttles, phone-number checks and scheduling. `_max_queued_callbacks_per_service`
-/// has no built-in value: unset, a service queues without limit.
-pub const CALLBACK_OPTION_DEFAULTS: &[(&str, &str)] = &[
-    ("_throttle_callbacks_per_service_1", "500"),
-    ("_throttle_ttl_1", "300"),
-    ("_throttle_callbacks_per_service_2", "1000"),
-    ("_throttle_ttl_2", "3600"),
-    ("_throttle_request_parameters", "_customer_number"),
-    ("_throttle_request_parameters_limit", "6"),
-    ("_enable_in_queue_checking", "true"),
-    ("_disallow_premium_phone_numbers", "true"),
-    ("_disallow_impossible_phone_numbers", "true"),
-    ("_default_country", "US"),
-    // Scheduling: a scheduled callback is submitted this many seconds
-    // before its desired time; one desired further ahead than this is
-    // refused; one missed (the server was down) is still submitted while
-    // its desired time is inside the far end of the recovery window
-    // (minutes relative to now), and completed as SUBMIT_FAILED after.
-    ("_request_execution_time_buffer", "120"),
-    ("_reject_future_desired_time", "1M"),
-    ("_queue_poll_period_recovery", "-1440,-120"),
-    // Recovery: a queued callback whose session ended is submitted again
-    // while its desired time is within the far end (minutes), at most
-    // this many submits in all.
-    ("_queue_ping_ors_period", "-120,-2"),
-    ("_max_ors_submit_attempts", "3"),
-];
+/// The numeric options and the range each must lie in (from
+/// [`OPTIONS`]).
+pub fn numeric_options() -> impl Iterator<Item = (&'static str, i64, i64)> {
+    OPTIONS
+        .iter()
+        .filter_map(|o| o.range.map(|(min, max)| (o.name, min, max)))
+}
 
-/// The *Chat-Immediate* default configuration of GMS's Service
-/// Management UI (the predefined values a service starts from), with
-/// [`CALLBACK_OPTION_DEFAULTS`].
+/// The built-in defaults: every [`OPTIONS`] entry with one.
 pub fn chat_immediate_defaults() -> Map<String, Value> {
-    let mut m = Map::new();
-    for (k, v) in CALLBACK_OPTION_DEFAULTS {
-        m.insert(k.to_string(), Value::from(*v));
-    }
-    for (k, v) in [
-        ("_type", Value::from("ors")),
-        ("_service_type", Value::from("callback")),
-        ("_media_type", Value::from("chat")),
-        ("_wait_for_agent", Value::from(false)),
-        ("_wait_for_user_confirm", Value::from(false)),
-        ("_ttl", Value::from(86400)),
-        ("_urs_prioritization_strategy", Value::from("WaitForTarget")),
-        (
-            "_urs_strategy_update_sub_routine",
-            Value::from("SetRouteDelay"),
-        ),
-        ("_use_debug_push_certificate", Value::from(false)),
-        ("_agent_reserve_timeout", Value::from(30)),
-    ] {
-        m.insert(k.to_string(), v);
-    }
-    m
+    OPTIONS
+        .iter()
+        .filter_map(|o| {
+            let v = match o.default {
+                Unset => return None,
+                Text(t) => Value::from(t),
+                Number(n) => Value::from(n),
+                Flag(b) => Value::from(b),
+            };
+            Some((o.name.to_string(), v))
+        })
+        .collect()
 }
 
 /// The demo service's configured options (its routing target and queue).
@@ -312,8 +586,8 @@ impl Service {
         if as_u64(&options["_ttl"]).is_none() {
             return Err(bad("_ttl", "must be a whole number of seconds".into()));
         }
-        for (option, min, max) in NUMERIC_OPTIONS {
-            let value = match options.get(*option) {
+        for (option, min, max) in numeric_options() {
+            let value = match options.get(option) {
                 None | Some(Value::Null) => continue,
                 Some(Value::String(s)) if s.trim().is_empty() => continue,
                 Some(v) => v,
@@ -324,7 +598,7 @@ impl Service {
                 _ => None,
             };
             match n {
-                Some(n) if (*min..=*max).contains(&n) => {}
+                Some(n) if (min..=max).contains(&n) => {}
                 _ => {
                     return Err(bad(
                         option,
@@ -472,6 +746,32 @@ fn as_u64(v: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_option_table_is_consistent() {
+        let mut names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "an option is listed twice");
+        for o in OPTIONS {
+            assert!(o.name.starts_with('_'), "{}", o.name);
+            assert!(!o.acts.is_empty(), "{}", o.name);
+            if let (OptionDefault::Number(n), Some((min, max))) = (o.default, o.range) {
+                assert!(
+                    (min..=max).contains(&n),
+                    "{}: {n} outside {min}..={max}",
+                    o.name
+                );
+            }
+        }
+        for option in MANDATORY_OPTIONS {
+            assert!(OPTIONS.iter().any(|o| o.name == *option), "{option}");
+        }
+        // The defaults alone make a service once the mandatory routing
+        // options are given.
+        assert!(Service::configured("x", &demo_service_options(), &Map::new()).is_ok());
+    }
 
     #[test]
     fn options_resolve_service_over_section_over_built_in() {
