@@ -176,14 +176,35 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
             .unwrap_or_default();
         assert_eq!(user_data["usr_note"], "second", "{label}: {data}");
         assert!(user_data.get("account").is_none(), "{label}: {user_data}");
-        // Queued now: no longer reschedulable.
+        // Queued: moved to tomorrow, it leaves its session and is
+        // scheduled again.
         let r = put(
             &device,
             &far,
             &json!({"_new_desired_time": iso(now_ms() + 86_400_000)}),
         )
         .await;
-        assert_eq!(r.status, 409, "{label}: {}", r.body);
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        let rec = operator.callback_record(&far).await;
+        assert_eq!(rec["_callback_state"], "SCHEDULED", "{label}: {rec}");
+        assert!(rec.get("_ors_session_id").is_none(), "{label}: {rec}");
+        let view = operator.query(&session).await;
+        assert!(
+            view.status == 404 || view.body["status"] != "running",
+            "{label}: the old session runs on: {}",
+            view.body
+        );
+        // Its time brought back to now: a new session starts.
+        let r = put(&device, &far, &json!({"_new_desired_time": iso(now_ms())})).await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        let rec = operator.wait_callback_state(&far, "QUEUED").await;
+        let again = rec["_ors_session_id"].as_str().expect("a session");
+        assert_ne!(again, session, "{label}");
+        assert_eq!(
+            operator.query_ok(again).await["status"],
+            "running",
+            "{label}"
+        );
 
         // Cancelled before its time: it never starts. And one coming due
         // while the service's queue is full (1, the rescheduled one) waits

@@ -736,12 +736,14 @@ pub async fn cancel(
 }
 
 /// `PUT /genesys/1/service/callback/{service}/{id}`: reschedules a
-/// scheduled callback (`_new_desired_time`, checked as a create's
-/// `_desired_time`) and updates its user data (any key without `_`; a key
-/// sent as `""` is removed). Other `_` keys (clients re-send
-/// `_customer_number`, `_desired_time`, ...) are ignored. Only a
-/// `SCHEDULED` callback can be rescheduled (409 otherwise); any unfinished
-/// one can have its user data updated. Answers the record.
+/// callback (`_new_desired_time`, checked as a create's `_desired_time`)
+/// and updates its user data (any key without `_`; a key sent as `""` is
+/// removed). Clients re-send `_customer_number`, `_desired_time`, ...:
+/// those are ignored when unchanged; other `_` keys are refused. Only a
+/// `SCHEDULED` or `QUEUED` callback can be rescheduled (409 otherwise); a
+/// `QUEUED` one leaves its session and is `SCHEDULED` again, a new session
+/// starting when it is due. Any unfinished one can have its user data
+/// updated. Answers the record.
 pub async fn update(
     State(ctx): Ctx,
     Path((name, id)): Path<(String, String)>,
@@ -810,13 +812,14 @@ pub async fn update(
     if records::is_final(&row.state) {
         return Err(finished());
     }
-    if new_desired.is_some() && row.state != records::SCHEDULED {
+    let reschedulable = |state: &str| state == records::SCHEDULED || state == records::QUEUED;
+    if new_desired.is_some() && !reschedulable(&row.state) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "callback_not_scheduled",
             format!(
-                "callback '{id}' is {}: only a SCHEDULED callback can be rescheduled \
-                 (cancel it and create another)",
+                "callback '{id}' is {}: only a SCHEDULED or QUEUED callback can be \
+                 rescheduled (cancel it and create another)",
                 row.state
             ),
         ));
@@ -829,12 +832,23 @@ pub async fn update(
         .unwrap_or(86_400)
         .saturating_mul(1000);
     let spec = ctx.records.scheduled(&id).await.map_err(ApiError::from)?;
+    // A queued callback moved to a later time leaves its session: a new
+    // one starts when it is due.
+    let queued_start = match (&new_desired, row.state.as_str()) {
+        (Some(_), records::QUEUED) => ctx.records.start_of(&id).await.map_err(ApiError::from)?,
+        _ => None,
+    };
+    let next_session = ctx.sessions.new_session_id();
+    let mut left_session = None;
     let limit = ctx.settings.gms.limits.max_user_data_bytes;
     let mut too_big = None;
     let outcome = ctx
         .records
         .modify(&id, |row, record| {
-            if new_desired.is_some() && row.state != records::SCHEDULED {
+            if new_desired.is_some() && !reschedulable(&row.state) {
+                return None;
+            }
+            if new_desired.is_some() && row.state == records::QUEUED && queued_start.is_none() {
                 return None;
             }
             for (k, v) in &changes {
@@ -865,6 +879,22 @@ pub async fn update(
                 );
                 due = Some(super::scheduler::due_time(service, desired));
             }
+            if let (Some(desired), Some(start)) = (new_desired, &queued_start)
+                && row.state == records::QUEUED
+            {
+                left_session = Some(std::mem::replace(&mut row.session_id, next_session.clone()));
+                row.state = records::SCHEDULED.into();
+                record.insert("_callback_state".into(), Value::from(records::SCHEDULED));
+                record.remove("_ors_session_id");
+                let mut start: Value = serde_json::from_str(start).unwrap_or(Value::Null);
+                if let Some(Value::Object(data)) = start.pointer_mut("/params/_data") {
+                    data.insert("_user_data".into(), Value::Object(kept));
+                }
+                return Some(records::ScheduleChange::Put(
+                    super::scheduler::due_time(service, desired),
+                    start.to_string(),
+                ));
+            }
             // A scheduled session starts with the user data as it is then.
             match (due, &spec) {
                 (Some(due), Some((_, start))) if row.state == records::SCHEDULED => {
@@ -887,6 +917,15 @@ pub async fn update(
     match outcome {
         None => Err(not_yours(&id)),
         Some((row, true)) => {
+            if let Some(old) = left_session {
+                let _ = ctx.sessions.send(
+                    &old,
+                    crate::server::worker::Command::Terminate {
+                        id: old.clone(),
+                        reply: None,
+                    },
+                );
+            }
             ctx.schedule_changed.notify_one();
             Ok(no_cache_json(StatusCode::OK, &shown(&caller, &row)))
         }

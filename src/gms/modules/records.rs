@@ -8,6 +8,8 @@
 //! - `<gms:update serviceid state reason>` → `gms.update.done` with
 //!   `requestid`, `serviceid`, `state` and `changed` (false when the
 //!   record was already final), or `error.gms.update`. `state` is one of
+//!   Only the session the record names may update it (`error`
+//!   `notyours` otherwise). `state` is one of
 //!   GMS's states (`SCHEDULED`, `QUEUED`, `ROUTING`, `PROCESSING`,
 //!   `PAUSED`, `COMPLETED`, any case); the names documents used before
 //!   (`FAILED`, `CANCELLED`) mean `COMPLETED` with that name as the
@@ -103,6 +105,7 @@ impl CustomActionHandler for Update {
         let mut data = Map::new();
         data.insert("serviceid".into(), Value::from(service_id.clone()));
         let sessions = gms.sessions.clone();
+        let caller = scope.session_id.to_string();
         request(
             scope,
             action,
@@ -110,6 +113,19 @@ impl CustomActionHandler for Update {
             "gms.update",
             data,
             |_| async move {
+                // Only the record's own session may change it: a session the
+                // callback no longer runs in (rescheduled, submitted again)
+                // leaves it alone.
+                let owned = match gms.records.get(&service_id).await {
+                    Ok(Some(row)) => row.session_id == caller,
+                    _ => true,
+                };
+                if !owned {
+                    return Err(Failure::new(
+                        "notyours",
+                        format!("callback '{service_id}' is handled by another session now"),
+                    ));
+                }
                 let outcome = gms
                     .records
                     .update(&service_id, state, reason.as_deref(), Map::new())
