@@ -265,6 +265,21 @@ async fn one_customer_is_throttled_per_day_and_per_queue() {
             )
             .await;
         assert_refused(&r, 503, UNAVAILABLE, "email=a@example.com");
+        // The value may come in a header of the parameter's name.
+        let by_header = server.customer().with_header("email", "b@example.com");
+        for number in ["6502388620", "6502388621"] {
+            let r = by_header
+                .callback_create(
+                    "daily",
+                    &[("_customer_number", number), ("email", "other@example.com")],
+                )
+                .await;
+            assert_eq!(r.status, 200, "{label}: {}", r.body);
+        }
+        let r = by_header
+            .callback_create("daily", &[("_customer_number", "6502388622")])
+            .await;
+        assert_refused(&r, 503, UNAVAILABLE, "email=b@example.com");
 
         // In-queue checking: strict refuses a second unfinished callback,
         // the number written another way too.

@@ -13,7 +13,9 @@
 //! - two rate windows, `_throttle_callbacks_per_service_N` creates per
 //!   `_throttle_ttl_N` seconds (N = 1, 2);
 //! - `_throttle_request_parameters` / `_limit`: creates carrying the same
-//!   value of each listed parameter per calendar day (UTC);
+//!   value of each listed parameter per calendar day (UTC); with
+//!   `_enable_throttle_header_parameters` (default on) a request header of
+//!   the parameter's name gives its value first;
 //! - `_enable_in_queue_checking`: unfinished callbacks of one customer
 //!   number (`true`: 2, `strict`: 1, `false`: `[gms.limits]
 //!   max_active_per_number`);
@@ -304,6 +306,7 @@ pub async fn check_customer(
     ctx: &Gms,
     service: &Service,
     request: &CallbackRequest,
+    headers: &axum::http::HeaderMap,
     number: &str,
     gms_user: Option<&str>,
     now: i64,
@@ -340,25 +343,19 @@ pub async fn check_customer(
     }
     if let Some(limit) = number_limit(service) {
         let day_start = now - now.rem_euclid(86_400_000);
-        let keys = super::settings::key_list(
-            &text(service, "_throttle_request_parameters").unwrap_or_default(),
-        );
-        for key in keys {
-            let value = match request
-                .options
-                .get(&key)
-                .or_else(|| request.user_data.get(&key))
-            {
-                None | Some(Value::Null) => continue,
-                // The number in the form the records are matched by.
-                Some(_) if key == "_customer_number" => number.to_string(),
-                Some(v) => crate::modules::value_text(v),
+        for (key, value) in throttle_values(service, request, headers, number) {
+            // The number has a column; other parameters' values are kept
+            // in the record's `_throttle` object.
+            let matched = if key == "_customer_number" {
+                key.clone()
+            } else {
+                format!("{THROTTLE_KEY}.{key}")
             };
             let query = CallbackQuery {
                 service: Some(service.name.clone()),
                 created_from: Some(day_start),
                 filters: vec![KeyFilter {
-                    key: key.clone(),
+                    key: matched,
                     value: value.clone(),
                     negated: false,
                 }],
@@ -400,6 +397,49 @@ pub async fn check_customer(
         }
     }
     Ok(())
+}
+
+/// The record key holding the values a create was throttled by (its
+/// `_throttle_request_parameters` other than `_customer_number`).
+pub const THROTTLE_KEY: &str = "_throttle";
+
+/// The values of a create's `_throttle_request_parameters`: a request
+/// header of the parameter's name first (with
+/// `_enable_throttle_header_parameters`, default on), else the request's
+/// option or user data; `_customer_number` as `number` (the form records
+/// are matched by). Parameters the create does not carry are left out.
+pub fn throttle_values(
+    service: &Service,
+    request: &CallbackRequest,
+    headers: &axum::http::HeaderMap,
+    number: &str,
+) -> Vec<(String, String)> {
+    let from_headers = flag(service, "_enable_throttle_header_parameters", true);
+    super::settings::key_list(&text(service, "_throttle_request_parameters").unwrap_or_default())
+        .into_iter()
+        .filter_map(|key| {
+            if key == "_customer_number" {
+                return Some((key, number.to_string()));
+            }
+            let header = from_headers
+                .then(|| headers.get(key.as_str()))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty());
+            let value = header.or_else(|| {
+                match request
+                    .options
+                    .get(&key)
+                    .or_else(|| request.user_data.get(&key))
+                {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(crate::modules::value_text(v)),
+                }
+            })?;
+            Some((key, value))
+        })
+        .collect()
 }
 
 /// `_throttle_request_parameters_limit` (unset, empty or `-1`: no daily

@@ -268,6 +268,7 @@ pub async fn create(
         &ctx,
         &service,
         &request,
+        &parts.headers,
         &customer_number,
         gms_user.as_deref(),
         now,
@@ -339,6 +340,19 @@ pub async fn create(
     record.insert("_customer_number".into(), Value::from(shown_number));
     if let Some(from) = &redirected_from {
         record.insert("_redirected_from".into(), Value::from(from.clone()));
+    }
+    // What the daily throttle counts this create by (beside its number).
+    let throttled: Map<String, Value> =
+        super::admission::throttle_values(&service, &request, &parts.headers, &customer_number)
+            .into_iter()
+            .filter(|(k, _)| k != "_customer_number")
+            .map(|(k, v)| (k, Value::from(v)))
+            .collect();
+    if !throttled.is_empty() {
+        record.insert(
+            super::admission::THROTTLE_KEY.into(),
+            Value::Object(throttled),
+        );
     }
     record.insert("_desired_time".into(), Value::from(iso_utc(desired)));
     record.insert("_expiration_time".into(), Value::from(iso_utc(expires_at)));

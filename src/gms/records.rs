@@ -336,15 +336,21 @@ impl KeyFilter {
             "_customer_number" => Some(&row.customer_number),
             _ => None,
         };
+        // `a.b`: key `b` of the object at `a` (when the record has no
+        // key `a.b` itself).
+        let at = || match record.get(&self.key) {
+            Some(v) => Some(v),
+            None => self
+                .key
+                .split_once('.')
+                .and_then(|(outer, inner)| record.get(outer)?.get(inner)),
+        };
         let found = match column {
             Some(c) => Some(c.clone()),
-            None => record
-                .get(&self.key)
-                .filter(|v| !v.is_null())
-                .map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                }),
+            None => at().filter(|v| !v.is_null()).map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
         };
         let equal = found.is_some_and(|found| match self.key.as_str() {
             "_callback_state" => found.eq_ignore_ascii_case(&self.value),

@@ -270,6 +270,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         "creates per value per calendar day (UTC)",
     ),
     spec(
+        "_enable_throttle_header_parameters",
+        Text("true"),
+        None,
+        "a request header names a throttled parameter's value first",
+    ),
+    spec(
         "_enable_in_queue_checking",
         Text("true"),
         None,

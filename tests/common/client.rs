@@ -51,6 +51,8 @@ pub struct Api {
     basic: Option<(String, String)>,
     gms_user: Option<String>,
     require_json: bool,
+    /// More headers every request carries.
+    extra: Vec<(String, String)>,
 }
 
 /// The `transcriptToShow` entries of a Chat API v1 reply
@@ -147,6 +149,7 @@ impl Api {
             basic: None,
             gms_user: None,
             require_json: false,
+            extra: Vec::new(),
         }
     }
 
@@ -170,6 +173,7 @@ impl Api {
             basic: None,
             gms_user: None,
             require_json: false,
+            extra: Vec::new(),
         }
     }
 
@@ -181,6 +185,7 @@ impl Api {
             basic: None,
             gms_user: None,
             require_json: false,
+            extra: Vec::new(),
         }
     }
 
@@ -200,6 +205,12 @@ impl Api {
     /// The same client sending a `gms_user` header (GMS and CometD).
     pub fn with_gms_user(mut self, user: &str) -> Api {
         self.gms_user = Some(user.to_string());
+        self
+    }
+
+    /// The same client sending header `name: value` with every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Api {
+        self.extra.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -244,6 +255,12 @@ impl Api {
         }
         if let Some(u) = &self.gms_user {
             headers.push((HeaderName::from_static("gms_user"), u.clone()));
+        }
+        for (name, value) in &self.extra {
+            headers.push((
+                HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                value.clone(),
+            ));
         }
         let (status, content_type, headers, text) = match &self.transport {
             Transport::Http { client, base } => {
