@@ -33,6 +33,16 @@ fn config(data_dir: std::path::PathBuf) -> Config {
     open.insert("_redirect".into(), json!("sales"));
     open.insert("_overwritable_options".into(), json!("_redirect"));
     services.insert("front-open".into(), open);
+    let mut vip = ors::gms::service::demo_service_options();
+    vip.insert("username".into(), json!("bob"));
+    vip.insert("password".into(), json!("bob-pass"));
+    services.insert("vip".into(), vip);
+    let mut to_vip = ors::gms::service::demo_service_options();
+    to_vip.insert("_redirect".into(), json!("vip"));
+    services.insert("to-vip".into(), to_vip);
+    let mut small = ors::gms::service::demo_service_options();
+    small.insert("_max_queued_callbacks_per_service".into(), json!(1));
+    services.insert("small".into(), small);
     config
 }
 
@@ -85,6 +95,31 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
     )
     .await;
     assert_eq!(r.status, 400, "{}", r.body);
+
+    // A redirect to a service with credentials needs them; the callback
+    // is then reached through either service.
+    let r = create(&device, "to-vip", &[("_customer_number", "6502384005")]).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let bob = device.clone().with_basic("bob", "bob-pass");
+    let r = create(&bob, "to-vip", &[("_customer_number", "6502384005")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let vip_id = r.body["_id"].as_str().expect("_id").to_string();
+    assert_eq!(bob.callback_get("to-vip", &vip_id).await.status, 200);
+    assert_eq!(device.callback_get("to-vip", &vip_id).await.status, 401);
+    assert_eq!(bob.callback_cancel("to-vip", &vip_id).await.status, 200);
+
+    // A paused callback keeps its place against the queued limit, so a
+    // resume cannot overfill the queue.
+    assert_eq!(pause(&admin, "small", true).await.status, 200);
+    let r = create(&device, "small", &[("_customer_number", "6502384006")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = create(&device, "small", &[("_customer_number", "6502384007")]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(pause(&admin, "small", false).await.status, 200);
+    let marks = admin
+        .get("/genesys/1/admin/callback/watermarks?service_name=small")
+        .await;
+    assert_eq!(marks.body["total"], 1, "{}", marks.body);
 
     // Pausing.
     let queued = create(
@@ -188,7 +223,15 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
     let r = server.api().get("/genesys/1/admin/callback/pause").await;
     assert_eq!(
         r.body["paused"],
-        json!(["chat-immediate", "front", "front-open", "sales"]),
+        json!([
+            "chat-immediate",
+            "front",
+            "front-open",
+            "sales",
+            "small",
+            "to-vip",
+            "vip"
+        ]),
         "{}",
         r.body
     );
@@ -204,4 +247,57 @@ async fn a_paused_service_holds_its_callbacks_and_a_redirect_moves_them() {
         "PAUSED"
     );
     server.stop().await;
+}
+
+#[test]
+fn bad_callback_options_stop_the_server_at_start() {
+    let service = |extra: &str| {
+        format!(
+            "[gms.services.s]\n_target = \"A@StatServer.GA\"\n_urs_virtual_queue = \"VQ\"\n{extra}\n"
+        )
+    };
+    for (extra, named) in [
+        ("_queue_ping_ors_period = \"abc\"", "_queue_ping_ors_period"),
+        (
+            "_queue_ping_ors_period = \"-2,-120\"",
+            "_queue_ping_ors_period",
+        ),
+        (
+            "_queue_poll_period_recovery = \"5\"",
+            "_queue_poll_period_recovery",
+        ),
+        (
+            "_max_request_by_time_bucket = \"abc\"",
+            "_max_request_by_time_bucket",
+        ),
+        (
+            "_max_notify_delivery_attempts = 0",
+            "_max_notify_delivery_attempts",
+        ),
+        (
+            "_enable_status_notification = \"notify\"\n_status_notification_type = \"bogus\"\n_status_notification_target = \"http://x\"",
+            "_status_notification_type",
+        ),
+        (
+            "_enable_status_notification = \"notify\"\n_status_notification_target = \"ftp://x\"",
+            "_status_notification_target",
+        ),
+        ("_callback_events_list = \"NOPE\"", "_callback_events_list"),
+        ("_redirect = \"nowhere\"", "_redirect"),
+        (
+            "_reject_future_desired_time = \"banana\"",
+            "_reject_future_desired_time",
+        ),
+    ] {
+        let e = Config::parse(&service(extra), "test.toml")
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {extra}"))
+            .to_string();
+        assert!(e.contains(named), "{extra}: {e}");
+    }
+    let e = Config::parse("[callback]\nqueue-polling-rate = 0\n", "test.toml")
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("queue-polling-rate"), "{e}");
+    assert!(Config::parse(&service("_queue_ping_ors_period = \"-120,0\""), "test.toml").is_ok());
 }

@@ -125,6 +125,19 @@ fn open(rules: &[HoursRule], tz: &jiff::tz::TimeZone, at_ms: i64, len_min: i64) 
         .any(|r| r.days[day] && minute >= r.from && end <= r.until)
 }
 
+/// The start of the slot holding `ms`: local midnight of its day in `tz`
+/// plus whole slots of `bucket_ms`.
+fn slot_of(ms: i64, tz: &jiff::tz::TimeZone, bucket_ms: i64) -> i64 {
+    let Ok(at) = jiff::Timestamp::from_millisecond(ms) else {
+        return ms;
+    };
+    let Ok(midnight) = at.to_zoned(tz.clone()).start_of_day() else {
+        return ms;
+    };
+    let midnight = midnight.timestamp().as_millisecond();
+    midnight + (ms - midnight).div_euclid(bucket_ms) * bucket_ms
+}
+
 fn number(service: &Service, name: &str, default: i64) -> i64 {
     service
         .options
@@ -207,8 +220,12 @@ pub async fn availability(
     let tz = jiff::tz::TimeZone::get(tz_name.trim()).map_err(ApiError::internal)?;
     // The service's unfinished callbacks desired in the window, by bucket.
     let bucket_ms = bucket * 60_000;
-    let first = start.div_euclid(bucket_ms) * bucket_ms
-        + if start % bucket_ms == 0 { 0 } else { bucket_ms };
+    // Slots run from local midnight, so they line up with business hours
+    // whatever the zone's offset.
+    let mut first = slot_of(start, &tz, bucket_ms);
+    if first < start {
+        first = slot_of(first + bucket_ms, &tz, bucket_ms).max(first + 1);
+    }
     let query = CallbackQuery {
         desired_from: Some(first),
         desired_until: Some(end),
@@ -221,9 +238,7 @@ pub async fn availability(
             .and_then(Value::as_str)
             .and_then(parse_iso_utc)
             .unwrap_or(row.created_at);
-        *taken
-            .entry(desired.div_euclid(bucket_ms) * bucket_ms)
-            .or_insert(0) += 1;
+        *taken.entry(slot_of(desired, &tz, bucket_ms)).or_insert(0) += 1;
     }
     let mut slots = Map::new();
     let mut at = first;
@@ -234,12 +249,15 @@ pub async fn availability(
                 slots.insert(iso_utc(at), Value::from(left));
             }
         }
-        at += bucket_ms;
+        let next = slot_of(at + bucket_ms, &tz, bucket_ms);
+        at = if next > at { next } else { at + bucket_ms };
     }
     Ok(axum::Json(Value::Object(slots)).into_response())
 }
 
-/// Checks a service's availability options (at start).
+/// Checks the options of a service that its own checks ([`Service::new`])
+/// leave to the features that read them: availability, the recovery
+/// windows, notifications (at start).
 pub fn check_options(service: &Service) -> Result<(), String> {
     if let Some(t) = service
         .options
@@ -262,6 +280,62 @@ pub fn check_options(service: &Service) -> Result<(), String> {
         return Err(format!(
             "_request_time_bucket must be one of {BUCKETS:?}, not {bucket}"
         ));
+    }
+    let text = |name: &str| {
+        service
+            .options
+            .get(name)
+            .map(crate::modules::value_text)
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    };
+    for name in ["_queue_ping_ors_period", "_queue_poll_period_recovery"] {
+        if let Some(t) = text(name) {
+            let minutes: Vec<Option<i64>> = t.split(',').map(|p| p.trim().parse().ok()).collect();
+            let ok = matches!(minutes.as_slice(), [Some(a), Some(b)] if a < b && *b <= 0);
+            if !ok {
+                return Err(format!(
+                    "{name} must be two minute counts, the earlier first, neither after now \
+                     (such as -120,-2), not '{t}'"
+                ));
+            }
+        }
+    }
+    if let Some(t) = text("_max_request_by_time_bucket")
+        && !t.parse::<i64>().is_ok_and(|n| n >= 0)
+    {
+        return Err(format!(
+            "_max_request_by_time_bucket must be a whole number, not '{t}'"
+        ));
+    }
+    if let Some(t) = text("_max_notify_delivery_attempts")
+        && !t.parse::<u32>().is_ok_and(|n| (1..=10).contains(&n))
+    {
+        return Err(format!(
+            "_max_notify_delivery_attempts must be 1 to 10, not '{t}'"
+        ));
+    }
+    let notifying =
+        text("_enable_status_notification").is_some_and(|v| !v.eq_ignore_ascii_case("false"));
+    if notifying {
+        match text("_status_notification_type").as_deref() {
+            None | Some("httpcb") => {}
+            Some(other) => {
+                return Err(format!(
+                    "_status_notification_type must be httpcb (orscb is not supported), not '{other}'"
+                ));
+            }
+        }
+        let target = text("_status_notification_target").unwrap_or_default();
+        match reqwest::Url::parse(&target) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(format!(
+                    "_status_notification_target must be an http(s) URL when notifications are \
+                     on, not '{target}'"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -297,6 +371,13 @@ mod tests {
             parse_iso_utc("2026-12-01T16:58:00Z").unwrap(),
             5
         ));
+        // Slots line up with local midnight: 09:00 in Kolkata is 03:30 UTC.
+        let kolkata = jiff::tz::TimeZone::get("Asia/Kolkata").unwrap();
+        let at = parse_iso_utc("2027-01-04T04:10:00Z").unwrap();
+        assert_eq!(
+            slot_of(at, &kolkata, 3_600_000),
+            parse_iso_utc("2027-01-04T03:30:00Z").unwrap()
+        );
         let paris = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
         // 08:00 UTC is 09:00 in Paris in December.
         assert!(open(

@@ -179,6 +179,10 @@ pub async fn create(
         ))
         .with_exception(exceptions::CALLBACK));
     };
+    if redirected_from.is_some() {
+        // The service the callback is made on admits its own customers.
+        ctx.customer(&parts.headers, Some(service))?;
+    }
     let limits = &ctx.settings.gms.limits;
     check_number(&request.options["_customer_number"])?;
     for name in super::service::REQUEST_PARAMETERS {
@@ -276,8 +280,7 @@ pub async fn create(
     .await?;
     // Held until the record is saved: counted against the service's
     // limits by concurrent creates meanwhile.
-    let reservation =
-        super::admission::admit(&ctx, &service, now, due.is_none() && !paused).await?;
+    let reservation = super::admission::admit(&ctx, &service, now, due.is_none()).await?;
     let base = public_base(&parts.headers, &ctx.base_url);
     let id = crate::ids::gms_service_id();
     let ttl_secs = service
@@ -439,6 +442,12 @@ pub async fn create(
             )
             .await;
         return Err(e);
+    }
+    // A pause (or resume) that came between the check above and the
+    // record's write did not see this callback: it follows the service
+    // now.
+    if ctx.paused.is_paused(&ctx, &name).await != paused {
+        super::pause::follow(&ctx, &id, !paused).await;
     }
     let mut chat_parameters = Map::new();
     chat_parameters.insert("subject".into(), Value::from(subject));
@@ -706,13 +715,24 @@ async fn record_of(
         return Err(unknown_service(name));
     };
     let caller = ctx.customer(headers, Some(service))?;
+    // A callback redirected from this service is reached here too, by a
+    // caller its own service admits.
+    let redirected_here = |r: &CallbackRow| {
+        record_json(r)
+            .get("_redirected_from")
+            .and_then(Value::as_str)
+            == Some(name)
+    };
     let row = ctx
         .records
         .get(id)
         .await
         .map_err(ApiError::from)?
-        .filter(|r| r.service == name && caller.owns(&r.gms_user))
+        .filter(|r| (r.service == name || redirected_here(r)) && caller.owns(&r.gms_user))
         .ok_or_else(|| not_yours(id))?;
+    if row.service != name {
+        ctx.customer(headers, ctx.services.get(&row.service))?;
+    }
     Ok((caller, row))
 }
 

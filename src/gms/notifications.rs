@@ -129,7 +129,8 @@ pub fn events(old: Option<&str>, row: &CallbackRow, rescheduled: bool) -> Vec<&'
             out.push("_cbe_on_service_create");
             out.push(match new {
                 records::SCHEDULED => "_cbe_on_callback_scheduled",
-                _ => "_cbe_on_callback_queued",
+                records::QUEUED => "_cbe_on_callback_queued",
+                _ => "_cbe_on_callback_status_updated",
             });
         }
         Some(old) if old == new => {

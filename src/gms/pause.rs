@@ -15,7 +15,10 @@
 //! told so in `_data._paused`. The shipped `callback.scxml` holds a chat
 //! that arrives while paused (taken over from the inbound strategy, not
 //! yet routed) until it resumes. A paused service still takes creates and
-//! cancels; `PAUSED` callbacks do not count as queued.
+//! cancels; a `PAUSED` callback keeps its place against
+//! `_max_queued_callbacks_per_service` (so a resume cannot overfill the
+//! queue) but is not in the watermarks. A create that races a pause or a
+//! resume checks again once its record is written and follows it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -75,6 +78,39 @@ impl Paused {
             .lock()
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// Moves one callback with its service: `pausing` moves it `QUEUED` →
+/// `PAUSED`, else `PAUSED` → `QUEUED`, and tells its session (a create
+/// that raced a pause or resume uses this to catch up).
+pub async fn follow(ctx: &Gms, id: &str, pausing: bool) {
+    let (from, to, event) = if pausing {
+        (records::QUEUED, records::PAUSED, "callback.paused")
+    } else {
+        (records::PAUSED, records::QUEUED, "callback.resumed")
+    };
+    let moved = ctx
+        .records
+        .modify(id, |row, record| {
+            if row.state != from {
+                return None;
+            }
+            row.state = to.to_string();
+            record.insert("_callback_state".into(), Value::from(to));
+            Some(records::ScheduleChange::Keep)
+        })
+        .await;
+    match moved {
+        Ok(Some((row, true))) => {
+            let _ = ctx
+                .sessions
+                .post_event(&row.session_id, Event::external(event, None));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(callback = %id, error = %e, "a callback could not follow its service's pause")
+        }
     }
 }
 
@@ -141,10 +177,10 @@ pub async fn pause(State(ctx): State<Arc<Gms>>, request: Request) -> Result<Resp
             }
         }
     }
-    let (from, to, event) = if pausing {
-        (records::QUEUED, records::PAUSED, "callback.paused")
+    let from = if pausing {
+        records::QUEUED
     } else {
-        (records::PAUSED, records::QUEUED, "callback.resumed")
+        records::PAUSED
     };
     for name in &names {
         let query = CallbackQuery {
@@ -154,23 +190,7 @@ pub async fn pause(State(ctx): State<Arc<Gms>>, request: Request) -> Result<Resp
             ..CallbackQuery::default()
         };
         for row in ctx.records.query(&query).await.map_err(ApiError::from)? {
-            let moved = ctx
-                .records
-                .modify(&row.id, |row, record| {
-                    if row.state != from {
-                        return None;
-                    }
-                    row.state = to.to_string();
-                    record.insert("_callback_state".into(), Value::from(to));
-                    Some(records::ScheduleChange::Keep)
-                })
-                .await
-                .map_err(ApiError::from)?;
-            if let Some((row, true)) = moved {
-                let _ = ctx
-                    .sessions
-                    .post_event(&row.session_id, Event::external(event, None));
-            }
+            follow(&ctx, &row.id, pausing).await;
         }
     }
     Ok(axum::Json(json!({ "paused": ctx.paused.list(&ctx).await })).into_response())

@@ -18,7 +18,8 @@
 //! `_agent_ready_threshold_passed`. A document that does not answer
 //! within `[limits] request_timeout_ms` gets a 504.
 //!
-//! A `SCHEDULED` callback (no session yet) is answered by the extension:
+//! A `SCHEDULED` callback (no session yet) or a `PAUSED` one (not in the
+//! queue while its service is paused) is answered by the extension:
 //! `_callback_state` and `_desired_time`. A callback whose session is gone
 //! (completed, cancelled, killed) gets what GMS answers then: a 500 whose
 //! message carries `404 Not Found`, with `OrsServiceException`.
@@ -43,10 +44,14 @@ pub const ORS_EXCEPTION: &str = "com.genesyslab.gsg.services.ors.OrsServiceExcep
 pub const REQUEST_NAME: &str = "check-queue-position";
 
 fn session_gone(session: &str) -> ApiError {
+    tracing::debug!(
+        session,
+        "check-queue-position: the callback's session is not running"
+    );
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "ors_session_gone",
-        format!("ORS request failed: 404 Not Found (session '{session}' is not running)"),
+        "ORS request failed: 404 Not Found (the callback's session is not running)",
     )
     .with_exception(ORS_EXCEPTION)
 }
@@ -63,7 +68,7 @@ pub async fn check_queue_position(
     let Some(row) = record.filter(|r| caller.owns(&r.gms_user)) else {
         return Err(super::access::not_yours(&service_id));
     };
-    if row.state == records::SCHEDULED {
+    if row.state == records::SCHEDULED || row.state == records::PAUSED {
         let shown = records::record_json(&row);
         return Ok(axum::Json(json!({
             "_id": row.id,

@@ -1026,7 +1026,8 @@ impl Records {
     }
 
     /// What the admission checks of `service` read: how many of its
-    /// callbacks are `QUEUED`, and how many were created at or after each
+    /// callbacks hold a place in its queue (`QUEUED`, or `PAUSED` until
+    /// the service resumes), and how many were created at or after each
     /// of `since` (ms since the Unix epoch), in that order.
     pub async fn service_load(
         &self,
@@ -1037,7 +1038,8 @@ impl Records {
             Some(store) => {
                 let mut args: Vec<SqlValue> = vec![service.into()];
                 let mut sums = vec![
-                    "COALESCE(SUM(CASE WHEN state = 'QUEUED' THEN 1 ELSE 0 END), 0)".to_string(),
+                    "COALESCE(SUM(CASE WHEN state IN ('QUEUED', 'PAUSED') THEN 1 ELSE 0 END), 0)"
+                        .to_string(),
                 ];
                 for from in since {
                     args.push(SqlValue::Int(*from));
@@ -1051,7 +1053,7 @@ impl Records {
                 let select = Statement::new(
                     format!(
                         "SELECT {} FROM ors_callbacks WHERE service = $1 \
-                         AND (state = 'QUEUED' OR created_at >= ${})",
+                         AND (state IN ('QUEUED', 'PAUSED') OR created_at >= ${})",
                         sums.join(", "),
                         args.len()
                     ),
@@ -1082,7 +1084,9 @@ impl Records {
                     RecordsError::Corrupt("callback records: a writer panicked".into())
                 })?;
                 let mine = || m.values().filter(|r| r.service == service);
-                let queued = mine().filter(|r| r.state == QUEUED).count() as u64;
+                let queued = mine()
+                    .filter(|r| r.state == QUEUED || r.state == PAUSED)
+                    .count() as u64;
                 let windows = since
                     .iter()
                     .map(|from| mine().filter(|r| r.created_at >= *from).count() as u64)

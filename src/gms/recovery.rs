@@ -115,7 +115,8 @@ async fn check(gms: &Gms, row: CallbackRow, now: i64) {
     }
     if attempts + 1 >= most.max(1) {
         return fail(format!(
-            "its session {} ended after {} submit(s) (_max_ors_submit_attempts {most})",
+            "its session {} ended; it had been submitted {} time(s) \
+             (_max_ors_submit_attempts {most})",
             row.session_id,
             attempts + 1
         ))

@@ -88,6 +88,17 @@ impl Settings {
                     .map_err(|e| ConfigError::Invalid(format!("gms.services: {e}")))?;
             super::availability::check_options(&service)
                 .map_err(|e| ConfigError::Invalid(format!("gms.services.{name}.{e}")))?;
+            if let Some(list) = options
+                .get("_callback_events_list")
+                .map(crate::modules::value_text)
+                && !list.trim().is_empty()
+                && !self.gms.event_lists.contains_key(list.trim())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "gms.services.{name}._callback_events_list: no [gms.event_lists.{}]",
+                    list.trim()
+                )));
+            }
             if let Some(target) = options.get("_redirect").map(crate::modules::value_text)
                 && !target.trim().is_empty()
                 && !self.gms.services.contains_key(target.trim())
@@ -122,6 +133,11 @@ impl Settings {
             }
         }
         self.callback.validate()?;
+        if self.callback.queue_polling_rate == 0 {
+            return Err(ConfigError::Invalid(
+                "callback.queue-polling-rate must be at least 1 (seconds)".into(),
+            ));
+        }
         self.backends
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("backends: {e}")))
