@@ -23,10 +23,10 @@
 //! each a 503 with `CallbackExceptionServiceUnavailable`; and our own
 //! per-device cap (`[gms.limits] max_active_per_device`, 429).
 //!
-//! The per-service checks run under the service's admission lock and
-//! leave a [`Reservation`] that counts as one more create until the
-//! create's record is durable, so concurrent creates cannot overshoot a
-//! limit. The per-number checks run under the create's per-number lock.
+//! The per-service checks leave a [`Reservation`] that counts as one
+//! more create until the create's record is durable, so concurrent
+//! creates cannot overshoot a limit; far from a limit they take no lock,
+//! near one they decide one at a time under the service's admission lock. The per-number checks run under the create's per-number lock.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -48,6 +48,8 @@ pub struct Admission {
     pending: Mutex<HashMap<String, u64>>,
     /// Told whenever a reservation ends.
     drained: tokio::sync::Notify,
+    /// The services' rate windows.
+    rates: RateWindows,
 }
 
 /// One admitted create not yet durable: counted against its service's
@@ -237,10 +239,6 @@ async fn admit_with<'a>(
             Some((limit, ttl))
         })
         .collect();
-    let since: Vec<i64> = windows
-        .iter()
-        .map(|(_, ttl)| now.saturating_sub((*ttl as i64).saturating_mul(1000)))
-        .collect();
     let section_max = ctx
         .settings
         .callback
@@ -255,47 +253,128 @@ async fn admit_with<'a>(
     ]
     .into_iter()
     .flatten()
-    .min();
+    .min()
+    .filter(|_| queues);
+    let reservation = match max_queued {
+        Some(max) => admit_queued(ctx, name, max).await?,
+        None => ctx.admission.reserve(name),
+    };
+    if !windows.is_empty() {
+        ctx.admission.rates.admit(ctx, name, now, &windows).await?;
+    }
+    Ok(reservation)
+}
+
+/// The queued limit: a place among `max` for one more `QUEUED` callback.
+///
+/// The common case takes no lock: reserve first, then read the store.
+/// Every create admitted so counted all that had reserved before its
+/// read (in the store once durable, as pending before), so the last to
+/// reserve of any admitted set counted the whole set: no overshoot. Near
+/// the limit, where counting one create twice could refuse it wrongly,
+/// creates decide one at a time under the service's admission lock (the
+/// same reserve-then-read order), waiting for pending ones to settle (at
+/// most [`PENDING_WAIT`]) before refusing.
+async fn admit_queued<'a>(ctx: &'a Gms, name: &str, max: u64) -> Result<Reservation<'a>, ApiError> {
+    let full = || unavailable(format!("Limit of queued callbacks for {name} is reached."));
+    let reservation = ctx.admission.reserve(name);
+    let others = ctx.admission.pending(name).saturating_sub(1);
+    let queued = ctx
+        .records
+        .queued_count(name)
+        .await
+        .map_err(ApiError::from)?;
+    if queued + others < max {
+        return Ok(reservation);
+    }
+    drop(reservation);
     let deadline = tokio::time::Instant::now() + PENDING_WAIT;
     loop {
         let drained = ctx.admission.drained.notified();
         tokio::pin!(drained);
         drained.as_mut().enable();
         let one_at_a_time = ctx.admission.locks.lock(name).await;
-        // Pending first, then the store: a create whose reservation ends
-        // between the two reads has its record durable by then, so the
-        // store read counts it (it may be counted twice, never missed).
-        let pending = ctx.admission.pending(name);
-        let (queued, created) = ctx
+        // As above, reserve first, then read: a create whose reservation
+        // ends between the reads has its record durable by then, so it is
+        // counted (perhaps twice, never missed).
+        let reservation = ctx.admission.reserve(name);
+        let others = ctx.admission.pending(name).saturating_sub(1);
+        let queued = ctx
             .records
-            .service_load(name, &since)
+            .queued_count(name)
             .await
             .map_err(ApiError::from)?;
-        let mut refusal = None;
-        if queues
-            && let Some(max) = max_queued
-            && queued + pending >= max
-        {
-            refusal = Some(format!("Limit of queued callbacks for {name} is reached."));
+        if queued + others < max {
+            return Ok(reservation);
         }
-        for ((limit, ttl), count) in windows.iter().zip(created) {
-            if refusal.is_none() && count + pending >= *limit {
-                refusal = Some(format!(
-                    "Limit of queued callbacks for {name} is reached for interval {ttl}s."
-                ));
-            }
-        }
-        let Some(refusal) = refusal else {
-            return Ok(ctx.admission.reserve(name));
-        };
+        drop(reservation);
         drop(one_at_a_time);
-        if pending == 0
+        if others == 0
             || tokio::time::timeout_at(deadline, drained.as_mut())
                 .await
                 .is_err()
         {
-            return Err(unavailable(refusal));
+            return Err(full());
         }
+    }
+}
+
+/// The rate windows of each service, in memory: the times of its recent
+/// creates (the newest, as many as its largest limit), read from the store
+/// the first time a service is checked (so a restart keeps them), then
+/// kept as creates are admitted.
+#[derive(Default)]
+pub struct RateWindows {
+    by_service: tokio::sync::Mutex<HashMap<String, std::collections::VecDeque<i64>>>,
+}
+
+impl RateWindows {
+    /// Admits one create at `now` against `windows` ((limit, seconds)),
+    /// counting it in them; a 503 naming the full window otherwise.
+    async fn admit(
+        &self,
+        ctx: &Gms,
+        name: &str,
+        now: i64,
+        windows: &[(u64, u64)],
+    ) -> Result<(), ApiError> {
+        let longest_ms = windows
+            .iter()
+            .map(|(_, ttl)| (*ttl as i64).saturating_mul(1000))
+            .max()
+            .unwrap_or(0);
+        let most = windows.iter().map(|(limit, _)| *limit).max().unwrap_or(0);
+        let keep = usize::try_from(most).unwrap_or(usize::MAX).max(1);
+        let mut all = self.by_service.lock().await;
+        if !all.contains_key(name) {
+            let seen = ctx
+                .records
+                .created_since(name, now.saturating_sub(longest_ms), keep)
+                .await
+                .map_err(ApiError::from)?;
+            all.insert(name.to_string(), seen.into());
+        }
+        let times = all.entry(name.to_string()).or_default();
+        while times
+            .front()
+            .is_some_and(|t| *t < now.saturating_sub(longest_ms))
+        {
+            times.pop_front();
+        }
+        for (limit, ttl) in windows {
+            let from = now.saturating_sub((*ttl as i64).saturating_mul(1000));
+            let inside = times.len() - times.partition_point(|t| *t < from);
+            if inside as u64 >= *limit {
+                return Err(unavailable(format!(
+                    "Limit of queued callbacks for {name} is reached for interval {ttl}s."
+                )));
+            }
+        }
+        times.push_back(now);
+        while times.len() > keep {
+            times.pop_front();
+        }
+        Ok(())
     }
 }
 

@@ -96,6 +96,18 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE TABLE IF NOT EXISTS ors_callback_paused (service TEXT PRIMARY KEY)",
         ],
     },
+    Migration {
+        component: "gms",
+        version: 8,
+        statements: &[
+            // The per-number checks at create (in-queue, daily throttle)
+            // look up one service's callbacks of one number: without this
+            // index SQLite may walk the whole day's callbacks of the
+            // service by (service, created_at) instead.
+            "CREATE INDEX IF NOT EXISTS ors_callbacks_service_number \
+             ON ors_callbacks (service, customer_number, created_at)",
+        ],
+    },
 ];
 
 /// A scheduled callback waiting for its time: its record, when it is due
@@ -1025,75 +1037,78 @@ impl Records {
         Ok(Some((row, true)))
     }
 
-    /// What the admission checks of `service` read: how many of its
-    /// callbacks hold a place in its queue (`QUEUED`, or `PAUSED` until
-    /// the service resumes), and how many were created at or after each
-    /// of `since` (ms since the Unix epoch), in that order.
-    pub async fn service_load(
-        &self,
-        service: &str,
-        since: &[i64],
-    ) -> Result<(u64, Vec<u64>), RecordsError> {
+    /// How many of `service`'s callbacks hold a place in its queue
+    /// (`QUEUED`, or `PAUSED` until the service resumes).
+    pub async fn queued_count(&self, service: &str) -> Result<u64, RecordsError> {
         match &self.store {
             Some(store) => {
-                let mut args: Vec<SqlValue> = vec![service.into()];
-                let mut sums = vec![
-                    "COALESCE(SUM(CASE WHEN state IN ('QUEUED', 'PAUSED') THEN 1 ELSE 0 END), 0)"
-                        .to_string(),
-                ];
-                for from in since {
-                    args.push(SqlValue::Int(*from));
-                    sums.push(format!(
-                        "COALESCE(SUM(CASE WHEN created_at >= ${} THEN 1 ELSE 0 END), 0)",
-                        args.len()
-                    ));
-                }
-                let earliest = since.iter().copied().min().unwrap_or(i64::MAX);
-                args.push(SqlValue::Int(earliest));
+                let select = Statement::new(
+                    "SELECT COUNT(*) FROM ors_callbacks \
+                     WHERE service = $1 AND state IN ('QUEUED', 'PAUSED')",
+                    vec![service.into()],
+                );
+                Ok(match first_value(store, &select).await? {
+                    Some(SqlValue::Int(n)) => n.max(0) as u64,
+                    _ => 0,
+                })
+            }
+            None => Ok(self
+                .memory
+                .lock()
+                .map(|m| {
+                    m.values()
+                        .filter(|r| {
+                            r.service == service && (r.state == QUEUED || r.state == PAUSED)
+                        })
+                        .count() as u64
+                })
+                .unwrap_or(0)),
+        }
+    }
+
+    /// The creation times (ms) of `service`'s callbacks created at or
+    /// after `since`, the newest `most`, oldest first.
+    pub async fn created_since(
+        &self,
+        service: &str,
+        since: i64,
+        most: usize,
+    ) -> Result<Vec<i64>, RecordsError> {
+        let mut times: Vec<i64> = match &self.store {
+            Some(store) => {
                 let select = Statement::new(
                     format!(
-                        "SELECT {} FROM ors_callbacks WHERE service = $1 \
-                         AND (state IN ('QUEUED', 'PAUSED') OR created_at >= ${})",
-                        sums.join(", "),
-                        args.len()
+                        "SELECT created_at FROM ors_callbacks WHERE service = $1 AND created_at >= $2 \
+                         ORDER BY created_at DESC LIMIT {}",
+                        most.clamp(1, 10_000_000)
                     ),
-                    args,
+                    vec![service.into(), since.into()],
                 );
-                let row = store
+                store
                     .query(&select)
                     .await?
                     .into_iter()
-                    .next()
-                    .unwrap_or_default();
-                let mut counts = row.into_iter().map(|v| match v {
-                    SqlValue::Int(n) => Ok(n.max(0) as u64),
-                    SqlValue::Null => Ok(0),
-                    other => Err(RecordsError::Corrupt(format!(
-                        "callback counts: expected a number, found {other:?}"
-                    ))),
-                });
-                let queued = counts.next().unwrap_or(Ok(0))?;
-                let windows = counts.collect::<Result<Vec<u64>, _>>()?;
-                if windows.len() != since.len() {
-                    return Err(RecordsError::Corrupt("callback counts: short row".into()));
-                }
-                Ok((queued, windows))
+                    .filter_map(|row| match row.into_iter().next() {
+                        Some(SqlValue::Int(t)) => Some(t),
+                        _ => None,
+                    })
+                    .collect()
             }
-            None => {
-                let m = self.memory.lock().map_err(|_| {
-                    RecordsError::Corrupt("callback records: a writer panicked".into())
-                })?;
-                let mine = || m.values().filter(|r| r.service == service);
-                let queued = mine()
-                    .filter(|r| r.state == QUEUED || r.state == PAUSED)
-                    .count() as u64;
-                let windows = since
-                    .iter()
-                    .map(|from| mine().filter(|r| r.created_at >= *from).count() as u64)
-                    .collect();
-                Ok((queued, windows))
-            }
-        }
+            None => self
+                .memory
+                .lock()
+                .map(|m| {
+                    m.values()
+                        .filter(|r| r.service == service && r.created_at >= since)
+                        .map(|r| r.created_at)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        times.sort_unstable();
+        let extra = times.len().saturating_sub(most);
+        times.drain(..extra);
+        Ok(times)
     }
 
     /// A `QUEUED` callback's place among its service's `QUEUED` ones
