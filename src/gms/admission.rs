@@ -104,25 +104,15 @@ impl Admission {
     }
 }
 
-/// An option as text (`None` when unset or empty).
-fn text(service: &Service, name: &str) -> Option<String> {
-    match service.options.get(name)? {
-        Value::Null => None,
-        Value::String(s) if s.trim().is_empty() => None,
-        Value::String(s) => Some(s.trim().to_string()),
-        other => Some(other.to_string()),
-    }
-}
-
 /// A whole-number option (`None` when unset, empty or `-1`).
 fn number(service: &Service, name: &str) -> Option<u64> {
-    let n: i64 = text(service, name)?.parse().ok()?;
+    let n: i64 = service.text(name)?.parse().ok()?;
     u64::try_from(n).ok()
 }
 
 /// A boolean option (`true`/`false`, any case; unset: `default`).
 fn flag(service: &Service, name: &str, default: bool) -> bool {
-    match text(service, name).map(|t| t.to_ascii_lowercase()) {
+    match service.text(name).map(|t| t.to_ascii_lowercase()) {
         Some(t) if t == "true" => true,
         Some(t) if t == "false" => false,
         _ => default,
@@ -152,7 +142,8 @@ pub fn check_phone_number(service: &Service, number: &str) -> Result<(), ApiErro
     } else {
         "_disallow_impossible_phone_numbers"
     };
-    let country = text(service, "_default_country")
+    let country = service
+        .text("_default_country")
         .and_then(|c| {
             c.to_ascii_uppercase()
                 .parse::<phonenumber::country::Id>()
@@ -277,26 +268,11 @@ async fn admit_with<'a>(
 /// most [`PENDING_WAIT`]) before refusing.
 async fn admit_queued<'a>(ctx: &'a Gms, name: &str, max: u64) -> Result<Reservation<'a>, ApiError> {
     let full = || unavailable(format!("Limit of queued callbacks for {name} is reached."));
-    let reservation = ctx.admission.reserve(name);
-    let others = ctx.admission.pending(name).saturating_sub(1);
-    let queued = ctx
-        .records
-        .queued_count(name)
-        .await
-        .map_err(ApiError::from)?;
-    if queued + others < max {
-        return Ok(reservation);
-    }
-    drop(reservation);
-    let deadline = tokio::time::Instant::now() + PENDING_WAIT;
-    loop {
-        let drained = ctx.admission.drained.notified();
-        tokio::pin!(drained);
-        drained.as_mut().enable();
-        let one_at_a_time = ctx.admission.locks.lock(name).await;
-        // As above, reserve first, then read: a create whose reservation
-        // ends between the reads has its record durable by then, so it is
-        // counted (perhaps twice, never missed).
+    // Reserve, then read the store: a create whose reservation ends
+    // between the reads has its record durable by then, so it is counted
+    // (perhaps twice, never missed). The place, or how many others are
+    // pending.
+    let try_place = || async {
         let reservation = ctx.admission.reserve(name);
         let others = ctx.admission.pending(name).saturating_sub(1);
         let queued = ctx
@@ -304,10 +280,25 @@ async fn admit_queued<'a>(ctx: &'a Gms, name: &str, max: u64) -> Result<Reservat
             .queued_count(name)
             .await
             .map_err(ApiError::from)?;
-        if queued + others < max {
-            return Ok(reservation);
-        }
-        drop(reservation);
+        Ok::<_, ApiError>(if queued + others < max {
+            Ok(reservation)
+        } else {
+            Err(others)
+        })
+    };
+    if let Ok(reservation) = try_place().await? {
+        return Ok(reservation);
+    }
+    let deadline = tokio::time::Instant::now() + PENDING_WAIT;
+    loop {
+        let drained = ctx.admission.drained.notified();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        let one_at_a_time = ctx.admission.locks.lock(name).await;
+        let others = match try_place().await? {
+            Ok(reservation) => return Ok(reservation),
+            Err(others) => others,
+        };
         drop(one_at_a_time);
         if others == 0
             || tokio::time::timeout_at(deadline, drained.as_mut())
@@ -391,7 +382,9 @@ pub async fn check_customer(
     now: i64,
 ) -> Result<(), ApiError> {
     let limits = &ctx.settings.gms.limits;
-    let checking = text(service, "_enable_in_queue_checking").map(|t| t.to_ascii_lowercase());
+    let checking = service
+        .text("_enable_in_queue_checking")
+        .map(|t| t.to_ascii_lowercase());
     let (per_number, rule) = match checking.as_deref() {
         Some("false") => (
             limits.max_active_per_number,
@@ -494,31 +487,35 @@ pub fn throttle_values(
     number: &str,
 ) -> Vec<(String, String)> {
     let from_headers = flag(service, "_enable_throttle_header_parameters", true);
-    super::settings::key_list(&text(service, "_throttle_request_parameters").unwrap_or_default())
-        .into_iter()
-        .filter_map(|key| {
-            if key == "_customer_number" {
-                return Some((key, number.to_string()));
+    super::settings::key_list(
+        &service
+            .text("_throttle_request_parameters")
+            .unwrap_or_default(),
+    )
+    .into_iter()
+    .filter_map(|key| {
+        if key == "_customer_number" {
+            return Some((key, number.to_string()));
+        }
+        let header = from_headers
+            .then(|| headers.get(key.as_str()))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        let value = header.or_else(|| {
+            match request
+                .options
+                .get(&key)
+                .or_else(|| request.user_data.get(&key))
+            {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(crate::modules::value_text(v)),
             }
-            let header = from_headers
-                .then(|| headers.get(key.as_str()))
-                .flatten()
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty());
-            let value = header.or_else(|| {
-                match request
-                    .options
-                    .get(&key)
-                    .or_else(|| request.user_data.get(&key))
-                {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some(crate::modules::value_text(v)),
-                }
-            })?;
-            Some((key, value))
-        })
-        .collect()
+        })?;
+        Some((key, value))
+    })
+    .collect()
 }
 
 /// `_throttle_request_parameters_limit` (unset, empty or `-1`: no daily

@@ -281,14 +281,7 @@ pub fn check_options(service: &Service) -> Result<(), String> {
             "_request_time_bucket must be one of {BUCKETS:?}, not {bucket}"
         ));
     }
-    let text = |name: &str| {
-        service
-            .options
-            .get(name)
-            .map(crate::modules::value_text)
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-    };
+    let text = |name: &str| service.text(name);
     for name in ["_queue_ping_ors_period", "_queue_poll_period_recovery"] {
         if let Some(t) = text(name) {
             let minutes: Vec<Option<i64>> = t.split(',').map(|p| p.trim().parse().ok()).collect();

@@ -93,25 +93,18 @@ pub struct Notifier {
     pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-fn option_text(service: &Service, name: &str) -> Option<String> {
-    service
-        .options
-        .get(name)
-        .map(crate::modules::value_text)
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-}
-
 /// Whether a service notifies over HTTP, and where.
 fn target(service: &Service) -> Option<String> {
-    let enabled = option_text(service, "_enable_status_notification")
+    let enabled = service
+        .text("_enable_status_notification")
         .is_some_and(|v| !v.eq_ignore_ascii_case("false"));
-    let httpcb = option_text(service, "_status_notification_type")
+    let httpcb = service
+        .text("_status_notification_type")
         .is_none_or(|t| t.eq_ignore_ascii_case("httpcb"));
     if !enabled || !httpcb {
         return None;
     }
-    option_text(service, "_status_notification_target")
+    service.text("_status_notification_target")
 }
 
 /// The events a change of a record means, in order. `old`: the state it
@@ -184,8 +177,11 @@ impl Notifier {
         let Some(url) = target(service) else {
             return;
         };
-        let list = option_text(service, "_callback_events_list").and_then(|l| self.lists.get(&l));
-        let attempts = option_text(service, "_max_notify_delivery_attempts")
+        let list = service
+            .text("_callback_events_list")
+            .and_then(|l| self.lists.get(&l));
+        let attempts = service
+            .text("_max_notify_delivery_attempts")
             .and_then(|t| t.parse::<u32>().ok())
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_ATTEMPTS)

@@ -690,6 +690,17 @@ impl Service {
         Ok(overrides)
     }
 
+    /// An option as text, trimmed (numbers and flags as JSON); `None`
+    /// when unset or empty.
+    pub fn text(&self, option: &str) -> Option<String> {
+        match self.options.get(option)? {
+            Value::Null => None,
+            Value::String(s) if s.trim().is_empty() => None,
+            Value::String(s) => Some(s.trim().to_string()),
+            other => Some(other.to_string()),
+        }
+    }
+
     /// A boolean option (`true`/`false`, also as strings).
     pub fn flag(&self, option: &str) -> bool {
         self.options.get(option).and_then(as_bool).unwrap_or(false)
