@@ -61,6 +61,10 @@ enum Command {
     },
     /// Run the orchestration server (ORS REST API) until SIGTERM or Ctrl-C.
     Serve(cli::serve::ServeOptions),
+    /// Serve the routing and chat simulators on their own, over the
+    /// backend protocol (point `[backends] routing_url` / `chat_url` at
+    /// `/routing` and `/chat`), until SIGTERM or Ctrl-C.
+    Simulate(cli::simulate::SimulateOptions),
     /// Check documents and print diagnostics (exit 1 on any error).
     Validate {
         /// Documents to check.
@@ -147,6 +151,7 @@ fn main() {
     }
     let code = match cli.command {
         Command::Serve(options) => cli::serve::serve(options),
+        Command::Simulate(options) => cli::simulate::simulate(options),
         Command::Run {
             file,
             timeout,

@@ -1,10 +1,12 @@
-//! Command-line hosts: `ors run`, `ors validate`, `ors conformance`.
+//! Command-line hosts: `ors run`, `ors validate`, `ors conformance`,
+//! `ors simulate`.
 
 pub mod conformance;
 pub mod manual;
 pub mod platform;
 pub mod run;
 pub mod serve;
+pub mod simulate;
 pub mod supervise;
 
 use std::path::PathBuf;

@@ -25,10 +25,12 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::Gms;
 use super::callback_api::{gms_user, public_base};
+use super::continuity::Journal;
 use super::records::iso_utc;
 use crate::backends::chat::{
     ChatError, ChatState, ChatUpdate, EntryKind, NewChat, TranscriptEntry,
@@ -41,8 +43,9 @@ type Ctx = State<Arc<Gms>>;
 /// The channel pushes go to.
 pub const PUSH_CHANNEL: &str = "/_genesys";
 
-/// A chat started through Chat API v1.
-#[derive(Debug, Clone)]
+/// A chat started through Chat API v1 (stored as JSON with these field
+/// names, `crate::gms::continuity`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Binding {
     /// The service id.
     pub service_id: String,
@@ -74,24 +77,83 @@ pub struct Binding {
     pub started_at: u64,
 }
 
-/// Chats by service id, and service ids by chat.
-#[derive(Default)]
+/// Chats by service id, and service ids by chat; every binding of a
+/// created chat is also written to the store (`crate::gms::continuity`).
 pub struct ChatBindings {
     by_service: Mutex<HashMap<String, Binding>>,
     by_chat: Mutex<HashMap<String, String>>,
+    journal: Journal,
 }
 
 impl ChatBindings {
-    fn insert(&self, binding: Binding) {
+    /// None yet; changes are written to `journal`.
+    pub fn new(journal: Journal) -> ChatBindings {
+        ChatBindings {
+            by_service: Mutex::new(HashMap::new()),
+            by_chat: Mutex::new(HashMap::new()),
+            journal,
+        }
+    }
+
+    /// Binds a created chat; the receiver answers once the binding is
+    /// durable.
+    fn insert(
+        &self,
+        binding: Binding,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), crate::store::CommitError>>> {
         if let Ok(mut m) = self.by_chat.lock() {
             m.insert(binding.chat_id.clone(), binding.service_id.clone());
         }
-        if let Ok(mut m) = self.by_service.lock()
-            && let Some(old) = m.insert(binding.service_id.clone(), binding)
+        let mut m = self.by_service.lock().ok()?;
+        let durable = self.journal.put_durably(&binding.service_id, &binding);
+        let chat_id = binding.chat_id.clone();
+        if let Some(old) = m.insert(binding.service_id.clone(), binding)
+            && old.chat_id != chat_id
             && let Ok(mut c) = self.by_chat.lock()
         {
             c.remove(&old.chat_id);
         }
+        durable
+    }
+
+    /// Puts back the bindings read from the store at start.
+    pub fn restore(&self, bindings: Vec<Binding>) {
+        for b in bindings {
+            if b.chat_id.is_empty() {
+                continue;
+            }
+            if let Ok(mut m) = self.by_chat.lock() {
+                m.insert(b.chat_id.clone(), b.service_id.clone());
+            }
+            if let Ok(mut m) = self.by_service.lock() {
+                m.insert(b.service_id.clone(), b);
+            }
+        }
+    }
+
+    /// Copies of every binding.
+    pub fn all(&self) -> Vec<Binding> {
+        self.by_service
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Changes a created chat's binding (a claim still being created is
+    /// left alone) and writes it; false when there is none or `f` says
+    /// nothing changed.
+    fn change(&self, service_id: &str, f: impl FnOnce(&mut Binding) -> bool) -> bool {
+        let Ok(mut m) = self.by_service.lock() else {
+            return false;
+        };
+        let Some(b) = m.get_mut(service_id) else {
+            return false;
+        };
+        let changed = f(b);
+        if changed && !b.chat_id.is_empty() {
+            self.journal.put(service_id, b);
+        }
+        changed
     }
 
     /// Reserves a service id for a chat being created: false when one is
@@ -131,62 +193,48 @@ impl ChatBindings {
     /// Counts one customer message against `max`; false when the chat
     /// already has `max`.
     fn count_message(&self, service_id: &str, max: usize) -> bool {
-        let Ok(mut m) = self.by_service.lock() else {
-            return false;
-        };
-        match m.get_mut(service_id) {
-            Some(b) if b.messages_sent < max => {
-                b.messages_sent += 1;
-                true
-            }
-            _ => false,
-        }
+        self.change(service_id, |b| {
+            let room = b.messages_sent < max;
+            b.messages_sent += usize::from(room);
+            room
+        })
     }
 
     /// Counts one typing notice against `max`; false when the chat
     /// already has `max`.
     fn count_typing(&self, service_id: &str, max: usize) -> bool {
-        let Ok(mut m) = self.by_service.lock() else {
-            return false;
-        };
-        match m.get_mut(service_id) {
-            Some(b) if b.typing_sent < max => {
-                b.typing_sent += 1;
-                true
-            }
-            _ => false,
-        }
+        self.change(service_id, |b| {
+            let room = b.typing_sent < max;
+            b.typing_sent += usize::from(room);
+            room
+        })
     }
 
     fn mark_shown(&self, service_id: &str, position: u64) {
-        if let Ok(mut m) = self.by_service.lock()
-            && let Some(b) = m.get_mut(service_id)
-        {
+        self.change(service_id, |b| {
+            let later = position > b.shown;
             b.shown = b.shown.max(position);
-        }
+            later
+        });
     }
 
     /// Claims `position` for pushing: true when it is past the last
     /// position pushed (which it becomes).
     fn claim_push(&self, service_id: &str, position: u64) -> bool {
-        let Ok(mut m) = self.by_service.lock() else {
-            return false;
-        };
-        match m.get_mut(service_id) {
-            Some(b) if position > b.pushed => {
-                b.pushed = position;
-                true
-            }
-            _ => false,
-        }
+        self.change(service_id, |b| {
+            let later = position > b.pushed;
+            b.pushed = b.pushed.max(position);
+            later
+        })
     }
 
     /// Forgets the chat of a service that ended.
-    fn forget_chat(&self, chat_id: &str) {
+    pub fn forget_chat(&self, chat_id: &str) {
         if let Some(service) = self.by_chat.lock().ok().and_then(|mut m| m.remove(chat_id))
             && let Ok(mut m) = self.by_service.lock()
+            && m.remove(&service).is_some()
         {
-            m.remove(&service);
+            self.journal.remove(&service);
         }
     }
 
@@ -500,7 +548,20 @@ pub async fn create(
         started_at: chat.started_at_ms,
         ..binding
     };
-    ctx.chats.insert(binding.clone());
+    if let Err(e) = super::continuity::durable(ctx.chats.insert(binding.clone())).await {
+        // Not durable: the device is not given a chat the server could
+        // lose track of.
+        tracing::error!(service = %service_id, error = %e, "a chat binding could not be stored");
+        ctx.chats.forget_chat(&binding.chat_id);
+        let _ = ctx
+            .backends
+            .chat
+            .terminate(&binding.chat_id, "the chat could not be stored")
+            .await;
+        return Err(ApiError::unavailable(
+            "the chat could not be stored (see the server log)",
+        ));
+    }
     // Entries made before the binding existed (the customer's join) are
     // pushed here; later ones by `push_chat_updates`.
     if let Ok(page) = ctx.backends.chat.transcript(&binding.chat_id, 1).await {

@@ -17,17 +17,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::Gms;
+use super::continuity::Journal;
 use crate::backends::chat::{ChatInfo, ChatState, ChatUpdate};
 use crate::backends::routing::Reservation;
 use crate::datamodel::{DataModel, InitialValue};
 use crate::interpreter::{Event, EventKind};
 use crate::server::SessionHook;
 
-/// One interaction under the server's control.
-#[derive(Debug, Clone)]
+/// One interaction under the server's control (stored as JSON with
+/// these field names, `crate::gms::continuity`).
+#[derive(Debug, Clone, Serialize)]
 pub struct Interaction {
     /// Interaction id (for a chat, the chat id).
     pub id: String,
@@ -57,6 +60,57 @@ pub struct Interaction {
 
 /// The media an interaction may have.
 pub const MEDIA: [&str; 3] = ["voice", "chat", "email"];
+
+/// The states an interaction goes through.
+pub const STATES: [&str; 4] = ["queued", "processing", "routed", "complete"];
+
+/// An [`Interaction`] as read back from the store, before its media and
+/// state are checked.
+#[derive(Deserialize)]
+struct Stored {
+    id: String,
+    media: String,
+    queue: String,
+    owner: Option<String>,
+    reservation: Option<Reservation>,
+    user_data: Map<String, Value>,
+    state: String,
+    created_at: u64,
+    from: String,
+    to: String,
+    hosted: bool,
+}
+
+impl<'de> Deserialize<'de> for Interaction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Interaction, D::Error> {
+        Interaction::try_from(Stored::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<Stored> for Interaction {
+    type Error = String;
+
+    fn try_from(s: Stored) -> Result<Interaction, String> {
+        let media = media_named(&s.media).ok_or_else(|| format!("no media '{}'", s.media))?;
+        let state = STATES
+            .into_iter()
+            .find(|known| *known == s.state)
+            .ok_or_else(|| format!("no interaction state '{}'", s.state))?;
+        Ok(Interaction {
+            id: s.id,
+            media,
+            queue: s.queue,
+            owner: s.owner,
+            reservation: s.reservation,
+            user_data: s.user_data,
+            state,
+            created_at: s.created_at,
+            from: s.from,
+            to: s.to,
+            hosted: s.hosted,
+        })
+    }
+}
 
 /// The media named `name` (any case), as the static name.
 pub fn media_named(name: &str) -> Option<&'static str> {
@@ -127,16 +181,37 @@ impl IxnError {
     }
 }
 
-/// The interactions the server controls, by id.
-#[derive(Default)]
+/// The interactions the server controls, by id; every change is also
+/// written to the store (`crate::gms::continuity`).
 pub struct Interactions {
     map: Mutex<HashMap<String, Interaction>>,
+    journal: Journal,
 }
 
 impl Interactions {
+    /// None yet; changes are written to `journal`.
+    pub fn new(journal: Journal) -> Interactions {
+        Interactions {
+            map: Mutex::new(HashMap::new()),
+            journal,
+        }
+    }
+
+    /// Puts back the interactions read from the store at start.
+    pub fn restore(&self, interactions: Vec<Interaction>) {
+        if let Ok(mut m) = self.map.lock() {
+            for i in interactions {
+                m.insert(i.id.clone(), i);
+            }
+        }
+    }
+
     fn with<T>(&self, id: &str, f: impl FnOnce(&mut Interaction) -> T) -> Result<T, IxnError> {
         let mut map = self.map.lock().map_err(|_| IxnError::unknown(id))?;
-        map.get_mut(id).map(f).ok_or_else(|| IxnError::unknown(id))
+        let ixn = map.get_mut(id).ok_or_else(|| IxnError::unknown(id))?;
+        let answer = f(ixn);
+        self.journal.put(id, ixn);
+        Ok(answer)
     }
 
     /// A copy of one interaction.
@@ -191,6 +266,7 @@ impl Interactions {
 
     fn insert(&self, ixn: Interaction) -> Interaction {
         if let Ok(mut m) = self.map.lock() {
+            self.journal.put(&ixn.id, &ixn);
             m.insert(ixn.id.clone(), ixn.clone());
         }
         ixn
@@ -256,7 +332,10 @@ impl Interactions {
 
     /// Forgets an interaction.
     pub fn remove(&self, id: &str) -> Option<Interaction> {
-        self.map.lock().ok().and_then(|mut m| m.remove(id))
+        let mut m = self.map.lock().ok()?;
+        let gone = m.remove(id)?;
+        self.journal.remove(id);
+        Some(gone)
     }
 
     /// Checks that `session` controls the interaction.
@@ -344,7 +423,7 @@ pub async fn follow_chats(ctx: Arc<Gms>) {
                     tokio::spawn(async move { arrive(ctx, chat).await });
                 }
             }
-            Ok(ChatUpdate::Ended { chat_id, reason }) => ended(&ctx, &chat_id, &reason).await,
+            Ok(ChatUpdate::Ended { chat_id, reason }) => chat_ended(&ctx, &chat_id, &reason).await,
             Ok(ChatUpdate::Entry { .. }) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(
@@ -448,7 +527,7 @@ pub async fn start_strategy(
             if view.status != "running" && !ixn.hosted {
                 // The strategy ended in its first macrostep, before the
                 // interaction reached it: nothing controls it any more.
-                ended(ctx, &ixn.id, "strategy_ended").await;
+                chat_ended(ctx, &ixn.id, "strategy_ended").await;
             }
             Ok(view.sessionid)
         }
@@ -478,12 +557,14 @@ pub async fn end(ctx: &Gms, id: &str, reason: &str) -> Result<(), IxnError> {
                 message: e.to_string(),
             });
     }
-    ended(ctx, id, reason).await;
+    chat_ended(ctx, id, reason).await;
     Ok(())
 }
 
-/// A chat ended: withdraw it from its owner, release its agent.
-async fn ended(ctx: &Gms, chat_id: &str, reason: &str) {
+/// An interaction ended (for a chat, the chat backend said so): it is
+/// withdrawn from its owner (`interaction.deleted`, `resultof` =
+/// `reason`) and its agent released.
+pub async fn chat_ended(ctx: &Gms, chat_id: &str, reason: &str) {
     let Some(ixn) = ctx.interactions.remove(chat_id) else {
         return;
     };
@@ -584,7 +665,7 @@ pub async fn session_ended(ctx: Arc<Gms>, session: String) {
         if ixn.hosted {
             let _ = ctx.interactions.set_owner(&ixn.id, None);
         } else {
-            ended(&ctx, &ixn.id, "strategy_ended").await;
+            chat_ended(&ctx, &ixn.id, "strategy_ended").await;
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod availability;
 pub mod callback_api;
 pub mod chat_api;
 pub mod cometd;
+pub mod continuity;
 pub mod interactions;
 pub mod modules;
 pub mod notifications;
@@ -293,13 +294,22 @@ impl Extension for ContactCentre {
             settings: self.settings.clone(),
             services,
             records: records::Records::new(server.store.clone(), server.commits.clone()),
-            chats: chat_api::ChatBindings::default(),
+            chats: chat_api::ChatBindings::new(continuity::Journal::new(
+                continuity::Table::ChatBindings,
+                server.commits.clone(),
+            )),
             pusher: comet.clone(),
             comet: comet.clone(),
             backends,
             simulator,
-            interactions: interactions::Interactions::default(),
-            submits: modules::queue::Submits::default(),
+            interactions: interactions::Interactions::new(continuity::Journal::new(
+                continuity::Table::Interactions,
+                server.commits.clone(),
+            )),
+            submits: modules::queue::Submits::new(continuity::Journal::new(
+                continuity::Table::Submits,
+                server.commits.clone(),
+            )),
             base_url: server.base_url.clone(),
             rates: access::Rates::new(&self.settings.gms.limits),
             creating: access::KeyedLocks::default(),
@@ -324,11 +334,25 @@ impl Extension for ContactCentre {
         }));
         modules::register(actions, &gms);
         let (router, routes) = router(&gms);
+        let restoring = gms.clone();
         Ok(Plugged {
             router,
             routes,
             session_hook: Some(Arc::new(interactions::Mirror(gms.clone()))),
+            restore: Some(Box::pin(async move {
+                let (bindings, interactions, submits) = continuity::load(&restoring).await?;
+                if bindings + interactions + submits > 0 {
+                    tracing::info!(
+                        bindings,
+                        interactions,
+                        submits,
+                        "chats in progress read back from the store"
+                    );
+                }
+                Ok(())
+            })),
             tasks: vec![
+                Box::pin(continuity::reconcile(gms.clone())),
                 Box::pin(purge_callbacks(gms.clone())),
                 Box::pin(scheduler::run(gms.clone())),
                 Box::pin(recovery::run(gms.clone())),

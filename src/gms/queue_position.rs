@@ -164,8 +164,8 @@ fn standing(ctx: &Gms, row: &CallbackRow) -> (Option<u64>, Option<u64>, Option<S
     match waiting {
         Some((submit, position)) => (
             Some(position as u64),
-            Some(ctx.submits.waiting_in(&submit.virtual_queue) as u64),
-            Some(submit.target),
+            Some(ctx.submits.waiting_in(&submit.request.virtual_queue) as u64),
+            Some(submit.request.target),
         ),
         None => (
             None,

@@ -108,6 +108,8 @@ pub const MIGRATIONS: &[Migration] = &[
              ON ors_callbacks (service, customer_number, created_at)",
         ],
     },
+    // The tables that keep chats in progress over a restart.
+    super::continuity::MIGRATION,
 ];
 
 /// A scheduled callback waiting for its time: its record, when it is due

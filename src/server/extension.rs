@@ -58,9 +58,15 @@ pub struct Plugged {
     pub routes: Vec<super::routes::RouteDoc>,
     /// Sees every external event before a session processes it.
     pub session_hook: Option<Arc<dyn SessionHook>>,
+    /// Reads back what the extension keeps in the store; the core awaits
+    /// it before the server answers its first request, and does not
+    /// start when it fails (the error says why).
+    pub restore: Option<futures_util::future::BoxFuture<'static, Result<(), String>>>,
     /// Its background tasks; the core spawns them on the multi-threaded
-    /// runtime once every extension has registered its custom actions (so
-    /// nothing they start is parsed against an incomplete action table).
+    /// runtime once every extension has registered its custom actions and
+    /// restored its state, and the stored sessions are back with their
+    /// workers (so nothing they start is parsed against an incomplete
+    /// action table, and an event they send a stored session reaches it).
     pub tasks: Vec<futures_util::future::BoxFuture<'static, ()>>,
 }
 

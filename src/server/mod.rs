@@ -341,11 +341,10 @@ pub async fn build(
     }
     let custom_actions = Arc::new(actions);
     let _ = claims.0.set(custom_actions.clone());
-    for task in plugged
-        .iter_mut()
-        .flat_map(|p| std::mem::take(&mut p.tasks))
-    {
-        tokio::spawn(task);
+    for restore in plugged.iter_mut().filter_map(|p| p.restore.take()) {
+        restore.await.map_err(|e| {
+            std::io::Error::other(format!("cannot read an extension's state back: {e}"))
+        })?;
     }
     let hooks = plugged
         .iter_mut()
@@ -387,6 +386,12 @@ pub async fn build(
     }
     for (w, roots) in by_worker.into_iter().enumerate() {
         pool.send_to_worker(w, Command::Recover { roots });
+    }
+    for task in plugged
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.tasks))
+    {
+        tokio::spawn(task);
     }
     if let Some(store) = store {
         tokio::spawn(purge_halted(store, config.clone()));

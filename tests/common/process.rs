@@ -182,3 +182,69 @@ impl Drop for ServeProcess {
         self.kill();
     }
 }
+
+/// A running `ors simulate` (the routing and chat simulators served on
+/// their own); killed when dropped.
+pub struct SimulateProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl SimulateProcess {
+    /// Starts `ors simulate --listen 127.0.0.1:<port> --config <config>`,
+    /// its stderr appended to `log`, and waits (at most 60 s) until its
+    /// admin API answers.
+    pub async fn start(port: u16, config: &Path, log: &Path) -> SimulateProcess {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ors"))
+            .arg("simulate")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("ors simulate starts");
+        let sim = SimulateProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let probe = ors::io::http::http_client(Duration::from_secs(5));
+        let agents = format!("{}/sim/agents", sim.base);
+        eventually(
+            &format!("ors simulate did not come up; see {}", log.display()),
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            || {
+                let request = probe.get(&agents).send();
+                async move {
+                    match request.await {
+                        Ok(r) if r.status().is_success() => Ok(()),
+                        Ok(r) => Err(r.status().to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await;
+        sim
+    }
+
+    /// A client of its admin API (`/sim/...`).
+    pub fn api(&self) -> Api {
+        Api::new(&self.base)
+    }
+}
+
+impl Drop for SimulateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

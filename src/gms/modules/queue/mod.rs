@@ -2,7 +2,8 @@
 //! an agent matching a target and reserves them (routing the interaction
 //! there too unless `route="false"`), `<queue:cancel>` withdraws a submit
 //! still waiting, and `<queue:query>` reports on one. [`Submits`] keeps
-//! the submits still waiting, for `queue:query`.
+//! the submits still waiting, for `queue:query`, and in the store
+//! (`crate::gms::continuity`), so a submit outlives a restart.
 
 pub mod cancel;
 pub mod query;
@@ -11,19 +12,20 @@ pub mod submit;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// A `<queue:submit>` still waiting for a target.
-#[derive(Debug, Clone)]
+use serde::{Deserialize, Serialize};
+
+use crate::backends::routing::ReserveRequest;
+use crate::gms::continuity::Journal;
+
+/// A `<queue:submit>` still waiting for a target (stored as JSON:
+/// `{"request": {…}, "route", "since_ms", "session"}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outstanding {
-    /// Its request id.
-    pub requestid: String,
-    /// The interaction it routes.
-    pub interaction_id: String,
-    /// The virtual queue it waits in.
-    pub virtual_queue: String,
-    /// The target text given to the routing backend.
-    pub target: String,
-    /// Its priority (higher first).
-    pub priority: i64,
+    /// What the routing backend was asked: request id, interaction,
+    /// virtual queue, target text, priority, timeouts (ms).
+    pub request: ReserveRequest,
+    /// Whether the interaction is routed to the agent found.
+    pub route: bool,
     /// When it began, ms since the Unix epoch.
     pub since_ms: u64,
     /// The session that made it.
@@ -31,24 +33,52 @@ pub struct Outstanding {
 }
 
 /// The submits still waiting, by request id.
-#[derive(Default)]
 pub struct Submits {
     map: Mutex<HashMap<String, Outstanding>>,
+    journal: Journal,
 }
 
 impl Submits {
+    /// No submits; changes are written to `journal`.
+    pub fn new(journal: Journal) -> Submits {
+        Submits {
+            map: Mutex::new(HashMap::new()),
+            journal,
+        }
+    }
+
     /// A submit began waiting.
     pub fn begin(&self, submit: Outstanding) {
         if let Ok(mut m) = self.map.lock() {
-            m.insert(submit.requestid.clone(), submit);
+            self.journal.put(&submit.request.request_id, &submit);
+            m.insert(submit.request.request_id.clone(), submit);
         }
     }
 
     /// A submit was answered (done or failed).
     pub fn finish(&self, requestid: &str) {
-        if let Ok(mut m) = self.map.lock() {
-            m.remove(requestid);
+        if let Ok(mut m) = self.map.lock()
+            && m.remove(requestid).is_some()
+        {
+            self.journal.remove(requestid);
         }
+    }
+
+    /// Puts back the submits read from the store at start.
+    pub fn restore(&self, submits: Vec<Outstanding>) {
+        if let Ok(mut m) = self.map.lock() {
+            for s in submits {
+                m.insert(s.request.request_id.clone(), s);
+            }
+        }
+    }
+
+    /// Copies of every waiting submit.
+    pub fn all(&self) -> Vec<Outstanding> {
+        self.map
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The request ids of the submits `session` still has waiting.
@@ -58,7 +88,7 @@ impl Submits {
             .map(|m| {
                 m.values()
                     .filter(|o| o.session == session)
-                    .map(|o| o.requestid.clone())
+                    .map(|o| o.request.request_id.clone())
                     .collect()
             })
             .unwrap_or_default()
@@ -68,7 +98,7 @@ impl Submits {
     pub fn waiting_in(&self, vq: &str) -> usize {
         self.map
             .lock()
-            .map(|m| m.values().filter(|o| o.virtual_queue == vq).count())
+            .map(|m| m.values().filter(|o| o.request.virtual_queue == vq).count())
             .unwrap_or(0)
     }
 
@@ -77,13 +107,18 @@ impl Submits {
     pub fn position(&self, requestid: &str) -> Option<(Outstanding, usize)> {
         let m = self.map.lock().ok()?;
         let me = m.get(requestid)?.clone();
+        let (vq, id, priority) = (
+            &me.request.virtual_queue,
+            &me.request.request_id,
+            me.request.priority,
+        );
         let ahead = m
             .values()
-            .filter(|o| o.virtual_queue == me.virtual_queue && o.requestid != me.requestid)
+            .filter(|o| &o.request.virtual_queue == vq && &o.request.request_id != id)
             .filter(|o| {
-                o.priority > me.priority
-                    || (o.priority == me.priority
-                        && (o.since_ms, &o.requestid) < (me.since_ms, &me.requestid))
+                o.request.priority > priority
+                    || (o.request.priority == priority
+                        && (o.since_ms, &o.request.request_id) < (me.since_ms, id))
             })
             .count();
         Some((me, ahead + 1))

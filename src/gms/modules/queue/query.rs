@@ -32,10 +32,11 @@ impl CustomActionHandler for Query {
             data.insert("requestid".into(), Value::from(requestid.clone()));
             let event = match ctx.submits.position(&requestid) {
                 Some((submit, position)) => {
-                    data.insert("interactionid".into(), Value::from(submit.interaction_id));
-                    data.insert("vq".into(), Value::from(submit.virtual_queue));
-                    data.insert("target".into(), Value::from(submit.target));
-                    data.insert("priority".into(), Value::from(submit.priority));
+                    let request = submit.request;
+                    data.insert("interactionid".into(), Value::from(request.interaction_id));
+                    data.insert("vq".into(), Value::from(request.virtual_queue));
+                    data.insert("target".into(), Value::from(request.target));
+                    data.insert("priority".into(), Value::from(request.priority));
                     data.insert("position".into(), Value::from(position));
                     data.insert(
                         "waited".into(),

@@ -26,12 +26,14 @@
 
 use serde_json::{Map, Value};
 
-use crate::backends::routing::{Reservation, ReserveRequest};
+use std::sync::Arc;
+
+use crate::backends::routing::{Reservation, ReserveRequest, RoutingError};
 use crate::gms::{Gms, interactions};
 use crate::interpreter::{ActionError, ActionScope, CustomActionHandler};
 use crate::model::CustomAction;
 use crate::modules::{
-    Failure, answer_then, assign_request_id, attr, descendant_elements, eval_attr,
+    Failure, answer_then, assign_request_id, attr, descendant_elements, eval_attr, failure_event,
     interaction_attr, result_event, seconds_attr, seconds_value, value_text,
 };
 
@@ -112,23 +114,15 @@ impl CustomActionHandler for Submit {
             d
         });
         let outstanding = Outstanding {
-            requestid: requestid.clone(),
-            interaction_id: interaction_id.clone(),
-            virtual_queue: request.virtual_queue.clone(),
-            target: request.target.clone(),
-            priority,
+            request: request.clone(),
+            route,
             since_ms: crate::host::wall_clock_ms(),
             session: session.clone(),
         };
         let after_ctx = ctx.clone();
         let after_id = interaction_id.clone();
         let after_request = requestid.clone();
-        let after = move |ok: bool| {
-            after_ctx.submits.finish(&after_request);
-            if ok && route {
-                interactions::leave_after_routing(&after_ctx, &after_id);
-            }
-        };
+        let after = move |ok: bool| finish(&after_ctx, &after_request, &after_id, route, ok);
         let work = async move {
             // ORS names the request before it answers it.
             let _ = ctx.sessions.post_event(&session, announced);
@@ -144,33 +138,7 @@ impl CustomActionHandler for Submit {
                 ));
             }
             ctx.submits.begin(outstanding);
-            let reservation = ctx
-                .backends
-                .routing
-                .reserve(request)
-                .await
-                .map_err(|e| Failure::new(e.code(), e.to_string()))?;
-            let routed = if route {
-                interactions::route_to_agent(&ctx, &interaction_id, &reservation).await
-            } else {
-                if let Err(e) = ctx
-                    .interactions
-                    .set_reservation(&interaction_id, reservation.clone())
-                {
-                    tracing::debug!(error = %e.message, "reservation for an unknown interaction");
-                }
-                Ok(())
-            };
-            match routed {
-                Ok(()) => Ok(selected(&reservation)),
-                Err(e) => {
-                    ctx.backends
-                        .routing
-                        .release(&reservation.reservation_id)
-                        .await;
-                    Err(Failure::from(e))
-                }
-            }
+            reserve_and_route(&ctx, request, route).await
         };
         answer_then(
             scope,
@@ -181,6 +149,95 @@ impl CustomActionHandler for Submit {
             after,
         )
     }
+}
+
+/// Reserves an agent through the routing backend and, with `route`,
+/// routes the interaction to them; answers the `done` fields. A
+/// reservation that cannot be used is released.
+async fn reserve_and_route(
+    ctx: &Gms,
+    request: ReserveRequest,
+    route: bool,
+) -> Result<Map<String, Value>, Failure> {
+    let interaction_id = request.interaction_id.clone();
+    let reservation = ctx
+        .backends
+        .routing
+        .reserve(request)
+        .await
+        .map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    let routed = if route {
+        interactions::route_to_agent(ctx, &interaction_id, &reservation).await
+    } else {
+        if let Err(e) = ctx
+            .interactions
+            .set_reservation(&interaction_id, reservation.clone())
+        {
+            tracing::debug!(error = %e.message, "reservation for an unknown interaction");
+        }
+        Ok(())
+    };
+    match routed {
+        Ok(()) => Ok(selected(&reservation)),
+        Err(e) => {
+            ctx.backends
+                .routing
+                .release(&reservation.reservation_id)
+                .await;
+            Err(Failure::from(e))
+        }
+    }
+}
+
+/// A submit was answered: it stops waiting, and an interaction the chat
+/// backend does not host leaves its routing point once routed.
+fn finish(ctx: &Gms, requestid: &str, interaction_id: &str, route: bool, ok: bool) {
+    ctx.submits.finish(requestid);
+    if ok && route {
+        interactions::leave_after_routing(ctx, interaction_id);
+    }
+}
+
+/// Asks the routing backend again for a submit that was waiting when the
+/// server stopped (read back from the store), for what remains of its
+/// timeout, and answers its session as the submit would have
+/// (`queue.submit.done` or `error.queue.submit`; `timeout` when nothing
+/// remains). A multi-step target starts again from its first step. The
+/// backend may still hold the first request (a routing service that kept
+/// running while the server was down): it is cancelled first, so one
+/// submit never holds two agents.
+pub fn resume(ctx: Arc<Gms>, submit: Outstanding) {
+    tokio::spawn(async move {
+        let mut request = submit.request;
+        let (requestid, interaction_id) =
+            (request.request_id.clone(), request.interaction_id.clone());
+        let elapsed = crate::host::wall_clock_ms().saturating_sub(submit.since_ms);
+        let result = if elapsed >= request.timeout_ms {
+            Err(Failure::new(
+                RoutingError::Timeout.code(),
+                RoutingError::Timeout.to_string(),
+            ))
+        } else {
+            request.timeout_ms -= elapsed;
+            ctx.backends.routing.cancel(&requestid).await;
+            reserve_and_route(&ctx, request, submit.route).await
+        };
+        let mut reply = Map::new();
+        reply.insert("requestid".into(), Value::from(requestid.clone()));
+        reply.insert("interactionid".into(), Value::from(interaction_id.clone()));
+        let (event, ok) = match result {
+            Ok(extra) => {
+                reply.extend(extra);
+                (result_event("queue.submit.done", reply), true)
+            }
+            Err(f) => (
+                failure_event("error.queue.submit", reply, &f.code, f.message),
+                false,
+            ),
+        };
+        let _ = ctx.sessions.post_event(&submit.session, event);
+        finish(&ctx, &requestid, &interaction_id, submit.route, ok);
+    });
 }
 
 /// The target text the routing backend gets: one target as is, several

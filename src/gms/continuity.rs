@@ -1,0 +1,286 @@
+//! What lets chats in progress outlive a restart of the server. Three
+//! tables of the store keep, as JSON by key, what the contact-centre
+//! extension otherwise holds only in memory:
+//!
+//! - `ors_chat_bindings` ([`Table::ChatBindings`]): the Chat API binding
+//!   of each service id: its chat, the customer's party, the owner, the
+//!   `secureKey`, the transcript positions shown and pushed, the counters;
+//! - `ors_interactions` ([`Table::Interactions`]): each interaction under
+//!   control: the session that owns it, the agent reserved for it, its
+//!   attached data and state;
+//! - `ors_submits` ([`Table::Submits`]): each `<queue:submit>` still
+//!   waiting for an agent: its request and its session.
+//!
+//! Every change is queued on the group committer ([`Journal`]) while the
+//! map it changes is locked, so writes reach the store in the order the
+//! changes happened and a newer state is never overwritten by an older
+//! one. The first write of a chat binding is awaited before the device
+//! is given the chat's `secureKey`; later changes (positions, counters,
+//! owners) are not awaited: losing the last of them to a crash makes a
+//! device see an entry twice, never loses one.
+//!
+//! At start, [`load`] reads the three tables before the server answers
+//! its first request. Then [`reconcile`] asks the chat backend about each
+//! chat it found: a chat that ended while the server was down, or that
+//! the backend no longer knows (the embedded simulator restarts with the
+//! server), is ended here as if the backend had said so (its owner gets
+//! `interaction.deleted`, its agent is released); a submit still waiting
+//! is asked again for what remains of its timeout.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::Gms;
+use crate::store::{CommitHandle, Migration, SqlValue, Statement, Store, WriteBatch};
+
+/// The tables, as migration `gms:9`.
+pub const MIGRATION: Migration = Migration {
+    component: "gms",
+    version: 9,
+    statements: &[
+        "CREATE TABLE IF NOT EXISTS ors_chat_bindings (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS ors_interactions (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS ors_submits (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    ],
+};
+
+/// One of the tables, each `(id TEXT PRIMARY KEY, body TEXT)` with the
+/// JSON of one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Chat API bindings by service id.
+    ChatBindings,
+    /// Interactions by interaction id.
+    Interactions,
+    /// Waiting submits by request id.
+    Submits,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::ChatBindings => "ors_chat_bindings",
+            Table::Interactions => "ors_interactions",
+            Table::Submits => "ors_submits",
+        }
+    }
+}
+
+/// Writes one table's entries through the group committer, in the order
+/// they are queued; a journal without a committer (`--store none`) writes
+/// nothing.
+#[derive(Clone)]
+pub struct Journal {
+    table: Table,
+    commits: Option<CommitHandle>,
+}
+
+impl Journal {
+    /// A journal of `table`.
+    pub fn new(table: Table, commits: Option<CommitHandle>) -> Journal {
+        Journal { table, commits }
+    }
+
+    /// A journal that keeps nothing.
+    pub fn none(table: Table) -> Journal {
+        Journal::new(table, None)
+    }
+
+    fn upsert_statement(&self, id: &str, entry: &impl Serialize) -> Option<Statement> {
+        let body = match serde_json::to_string(entry) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(table = self.table.name(), id, error = %e,
+                    "an entry could not be encoded; it is not kept");
+                return None;
+            }
+        };
+        Some(Statement::new(
+            format!(
+                "INSERT INTO {} (id, body) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                self.table.name()
+            ),
+            vec![SqlValue::from(id), SqlValue::from(body)],
+        ))
+    }
+
+    fn queue(
+        &self,
+        statement: Statement,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), crate::store::CommitError>>> {
+        self.commits.as_ref().map(|c| {
+            c.submit(WriteBatch {
+                statements: vec![statement],
+                ..WriteBatch::default()
+            })
+        })
+    }
+
+    /// Queues the entry's new state behind every earlier write; call it
+    /// while holding the lock of the map the entry lives in.
+    pub fn put(&self, id: &str, entry: &impl Serialize) {
+        if let Some(statement) = self.upsert_statement(id, entry) {
+            self.queue(statement);
+        }
+    }
+
+    /// Like [`Journal::put`], and returns a receiver that answers once the
+    /// write is durable (`None`: nothing to wait for).
+    pub fn put_durably(
+        &self,
+        id: &str,
+        entry: &impl Serialize,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), crate::store::CommitError>>> {
+        self.upsert_statement(id, entry)
+            .and_then(|statement| self.queue(statement))
+    }
+
+    /// Queues the entry's removal behind every earlier write.
+    pub fn remove(&self, id: &str) {
+        self.queue(Statement::new(
+            format!("DELETE FROM {} WHERE id = $1", self.table.name()),
+            vec![SqlValue::from(id)],
+        ));
+    }
+}
+
+/// Waits for a write queued with [`Journal::put_durably`]; the error says
+/// why it is not durable.
+pub async fn durable(
+    receiver: Option<tokio::sync::oneshot::Receiver<Result<(), crate::store::CommitError>>>,
+) -> Result<(), String> {
+    match receiver {
+        None => Ok(()),
+        Some(rx) => match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the store committer stopped".into()),
+        },
+    }
+}
+
+/// Every entry of `table`, decoded; entries that no longer decode are
+/// logged and skipped (they stay in the store for inspection).
+pub async fn read_all<T: DeserializeOwned>(
+    store: &dyn Store,
+    table: Table,
+) -> Result<Vec<T>, String> {
+    let rows = store
+        .query(&Statement::new(
+            format!("SELECT id, body FROM {} ORDER BY id", table.name()),
+            vec![],
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (Some(id), Some(body)) = (
+            row.first().and_then(SqlValue::as_text),
+            row.get(1).and_then(SqlValue::as_text),
+        ) else {
+            continue;
+        };
+        match serde_json::from_str::<T>(body) {
+            Ok(entry) => entries.push(entry),
+            Err(e) => tracing::error!(table = table.name(), id, error = %e,
+                "a stored entry does not decode; it is skipped"),
+        }
+    }
+    Ok(entries)
+}
+
+/// Reads the three tables into the extension's maps (before the server
+/// answers a request); returns how many bindings, interactions and
+/// submits it found.
+pub async fn load(ctx: &Gms) -> Result<(usize, usize, usize), String> {
+    let Some(store) = &ctx.store else {
+        return Ok((0, 0, 0));
+    };
+    let bindings: Vec<super::chat_api::Binding> = read_all(&**store, Table::ChatBindings).await?;
+    let interactions: Vec<super::interactions::Interaction> =
+        read_all(&**store, Table::Interactions).await?;
+    let submits: Vec<super::modules::queue::Outstanding> =
+        read_all(&**store, Table::Submits).await?;
+    let counts = (bindings.len(), interactions.len(), submits.len());
+    ctx.chats.restore(bindings);
+    ctx.interactions.restore(interactions);
+    ctx.submits.restore(submits);
+    Ok(counts)
+}
+
+/// Brings what [`load`] read in line with the chat backend, then asks
+/// the routing backend again for the submits that were waiting. Runs
+/// once, after the stored sessions are back with their workers.
+pub async fn reconcile(ctx: Arc<Gms>) {
+    let mut ended = std::collections::HashSet::new();
+    for ixn in ctx.interactions.list() {
+        if !ixn.hosted {
+            continue;
+        }
+        let gone = match ctx.backends.chat.info(&ixn.id).await {
+            Ok(info) => info.state == crate::backends::chat::ChatState::Ended,
+            Err(crate::backends::chat::ChatError::NotFound(_)) => true,
+            Err(e) => {
+                // The backend may be down for a moment: the chat is kept,
+                // and its end, when the backend announces it, ends it here.
+                tracing::warn!(chat = %ixn.id, error = %e,
+                    "a chat kept over a restart could not be checked");
+                false
+            }
+        };
+        if gone {
+            super::interactions::chat_ended(&ctx, &ixn.id, "ended_while_down").await;
+            ended.insert(ixn.id);
+        }
+    }
+    for binding in ctx.chats.all() {
+        if binding.chat_id.is_empty() {
+            continue;
+        }
+        if let Err(crate::backends::chat::ChatError::NotFound(_)) =
+            ctx.backends.chat.info(&binding.chat_id).await
+        {
+            ctx.chats.forget_chat(&binding.chat_id);
+        }
+    }
+    let mut resumed = 0usize;
+    for submit in ctx.submits.all() {
+        if ended.contains(&submit.request.interaction_id) {
+            // Its interaction is gone: the request is answered, not asked
+            // again (its session has `interaction.deleted` already).
+            ctx.submits.finish(&submit.request.request_id);
+            let mut data = Map::new();
+            data.insert(
+                "requestid".into(),
+                Value::from(submit.request.request_id.clone()),
+            );
+            data.insert(
+                "interactionid".into(),
+                Value::from(submit.request.interaction_id.clone()),
+            );
+            let _ = ctx.sessions.post_event(
+                &submit.session,
+                crate::modules::failure_event(
+                    "error.queue.submit",
+                    data,
+                    "cancelled",
+                    "the interaction ended while the server was down".into(),
+                ),
+            );
+            continue;
+        }
+        resumed += 1;
+        super::modules::queue::submit::resume(ctx.clone(), submit);
+    }
+    if !ended.is_empty() || resumed > 0 {
+        tracing::info!(
+            ended = ended.len(),
+            resumed,
+            "chats kept over a restart checked with the chat backend"
+        );
+    }
+}

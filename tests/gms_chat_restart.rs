@@ -1,0 +1,277 @@
+//! Chats in progress over a restart of the server (SIGKILL, then a start
+//! on the same data directory).
+//!
+//! With the simulators in a process of their own (`ors simulate`, as a
+//! real chat server and router would be), a connected chat carries on:
+//! the device keeps its chat (same `secureKey`, same transcript), its
+//! messages reach the agent and the agent's reach it; a chat that was
+//! waiting for an agent gets one once the first chat ends and frees the
+//! agent (its `queue:submit` is asked again, the first chat's agent is
+//! released). With the embedded simulators the chats die with the
+//! server: after the restart the device gets a 404, and a callback whose
+//! chat was waiting ends `COMPLETED` (`abandoned`) instead of waiting
+//! for ever.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::client::{Api, has_entry};
+use common::eventually;
+use common::process::{ServeProcess, SimulateProcess, free_port};
+use serde_json::{Value, json};
+
+const SERVICE: &str = "[gms.services.chat-immediate]\n_target = \"Chat_Agents@StatServer.GA\"\n\
+                       _urs_virtual_queue = \"VQ_Chat_Immediate\"\n";
+
+/// One agent who takes one chat at a time and joins at once.
+const AGENT: &str = "[backends.simulator]\naccept_delay_ms = 0\n\
+                     greeting = \"Hello {customer}, I am {agent}.\"\n\
+                     [[backends.simulator.agents]]\nid = \"agent-1\"\nname = \"Ann Lee\"\n\
+                     groups = [\"Chat_Agents\"]\ncapacity = { chat = 1 }\n";
+
+/// A callback and its chat, started by `device`; answers the service id
+/// and the chat's `secureKey`.
+async fn callback_with_chat(device: &Api, number: &str, first_name: &str) -> (String, String) {
+    let r = device
+        .callback_create("chat-immediate", &[("_customer_number", number)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.body["_id"].as_str().expect("_id").to_string();
+    let r = device
+        .chat_create(&id, &[("firstName", first_name), ("subject", "bill")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let key = r.body["secureKey"].as_str().expect("secureKey").to_string();
+    (id, key)
+}
+
+/// Waits until the chat's transcript, read from position 1, satisfies
+/// `seen`; answers it.
+async fn wait_transcript(
+    device: &Api,
+    id: &str,
+    what: &str,
+    seen: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let r = device.chat_refresh(id, "1").await;
+            if r.status == 200 && seen(&r.body) {
+                Ok(r.body)
+            } else {
+                Err(format!("{} {}", r.status, r.body))
+            }
+        },
+    )
+    .await
+}
+
+fn write(path: &Path, text: &str) -> String {
+    std::fs::write(path, text).expect("config written");
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_chat_and_a_waiting_one_carry_on_after_sigkill() {
+    let data_dir = common::scratch_dir("chat-restart");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let sim_port = free_port();
+    let sim_config = write(&data_dir.join("sim.toml"), AGENT);
+    let sim =
+        SimulateProcess::start(sim_port, Path::new(&sim_config), &data_dir.join("sim.log")).await;
+    let agents = sim.api();
+    let config = write(
+        &data_dir.join("ors.toml"),
+        &format!(
+            "[backends]\nrouting_url = \"{0}/routing\"\nchat_url = \"{0}/chat\"\n{SERVICE}",
+            sim.base
+        ),
+    );
+    let port = free_port();
+    let args = ["--config", config.as_str()];
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let operator = server.api();
+    let alice = server.customer().with_gms_user("device-alice");
+    let bob = server.customer().with_gms_user("device-bob");
+
+    // Alice's chat reaches the one agent, and they talk.
+    let (alice_id, alice_key) = callback_with_chat(&alice, "6502388711", "Alice").await;
+    wait_transcript(&alice, &alice_id, "the agent did not greet Alice", |t| {
+        has_entry(
+            t,
+            "Message.Text",
+            "AGENT",
+            Some("Hello Alice, I am Ann Lee."),
+        )
+    })
+    .await;
+    let r = alice.chat_send(&alice_id, "before the restart").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Bob's chat waits: the agent has no room for it.
+    let (bob_id, bob_key) = callback_with_chat(&bob, "6502388712", "Bob").await;
+    operator.wait_callback_state(&bob_id, "ROUTING").await;
+    let r = bob.chat_refresh(&bob_id, "1").await;
+    assert!(
+        !has_entry(&r.body, "Notice.Joined", "AGENT", None),
+        "{}",
+        r.body
+    );
+
+    drop(server); // SIGKILL
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let operator = server.api();
+
+    // Alice's device carries on with the chat it holds.
+    let r = alice
+        .chat_operation(
+            &alice_id,
+            "refresh",
+            &[("transcriptPosition", "1"), ("secureKey", &alice_key)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["chatIxnState"], "CONNECTED", "{}", r.body);
+    assert!(
+        has_entry(
+            &r.body,
+            "Message.Text",
+            "CLIENT",
+            Some("before the restart")
+        ),
+        "{}",
+        r.body
+    );
+    let r = alice
+        .chat_operation(
+            &alice_id,
+            "send",
+            &[("message", "after the restart"), ("secureKey", &alice_key)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // ... and nobody else reaches it: not another device, not a wrong key.
+    let r = bob.chat_refresh(&alice_id, "1").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = alice
+        .chat_operation(&alice_id, "refresh", &[("secureKey", &bob_key)])
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    // The agent got the message, and answers.
+    let r = agents.get("/sim/agents/agent-1/chats").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let chats = r.body.as_array().expect("agent chats").clone();
+    assert_eq!(chats.len(), 1, "{}", r.body);
+    let chat_id = chats[0]["chat"]["chat_id"]
+        .as_str()
+        .expect("chat id")
+        .to_string();
+    assert!(
+        chats[0]["transcript"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|e| e["text"] == "after the restart")),
+        "{}",
+        r.body
+    );
+    let r = agents
+        .json(
+            &format!("/sim/agents/agent-1/chats/{chat_id}/send"),
+            &json!({"message": "welcome back"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_transcript(
+        &alice,
+        &alice_id,
+        "the agent's answer did not reach Alice",
+        |t| has_entry(t, "Message.Text", "AGENT", Some("welcome back")),
+    )
+    .await;
+
+    // Alice leaves: the agent is released, and Bob's waiting chat, asked
+    // for again after the restart, gets them.
+    let r = alice.chat_disconnect(&alice_id).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_transcript(
+        &bob,
+        &bob_id,
+        "Bob's chat was not routed after the restart",
+        |t| has_entry(t, "Message.Text", "AGENT", Some("Hello Bob, I am Ann Lee.")),
+    )
+    .await;
+    let rec = operator.wait_callback_state(&bob_id, "COMPLETED").await;
+    assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
+    let r = agents.get("/sim/agents/agent-1").await;
+    assert_eq!(
+        r.body["load"]["chat"], 1,
+        "only Bob's chat holds the agent: {}",
+        r.body
+    );
+    // Bob's device, too, reaches its chat after the restart.
+    let r = bob
+        .chat_operation(
+            &bob_id,
+            "send",
+            &[("message", "thanks"), ("secureKey", &bob_key)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    drop(server);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_embedded_simulators_the_chats_end_cleanly_after_sigkill() {
+    let data_dir = common::scratch_dir("chat-restart-embedded");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let config = write(&data_dir.join("ors.toml"), &format!("{AGENT}{SERVICE}"));
+    let port = free_port();
+    let args = ["--config", config.as_str()];
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let operator = server.api();
+    let alice = server.customer().with_gms_user("device-alice");
+    let bob = server.customer().with_gms_user("device-bob");
+    let (alice_id, _) = callback_with_chat(&alice, "6502388721", "Alice").await;
+    wait_transcript(&alice, &alice_id, "the agent did not join", |t| {
+        has_entry(t, "Notice.Joined", "AGENT", None)
+    })
+    .await;
+    let (bob_id, _) = callback_with_chat(&bob, "6502388722", "Bob").await;
+    operator.wait_callback_state(&bob_id, "ROUTING").await;
+
+    drop(server); // SIGKILL: the simulated chats are gone with it.
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let operator = server.api();
+    let rec = operator.wait_callback_state(&bob_id, "COMPLETED").await;
+    assert_eq!(rec["_callback_reason"], "abandoned", "{rec}");
+    eventually(
+        "the lost chat still answers",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let r = alice.chat_refresh(&alice_id, "1").await;
+            if r.status == 404 {
+                Ok(())
+            } else {
+                Err(format!("{} {}", r.status, r.body))
+            }
+        },
+    )
+    .await;
+    // The agent the lost chats held is free for the next customer.
+    let (carol_id, _) = callback_with_chat(
+        &server.customer().with_gms_user("device-carol"),
+        "6502388723",
+        "Carol",
+    )
+    .await;
+    let rec = operator.wait_callback_state(&carol_id, "COMPLETED").await;
+    assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
