@@ -78,6 +78,13 @@ fn write(path: &Path, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connected_chat_and_a_waiting_one_carry_on_after_sigkill() {
+    for db in common::stores::test_databases().await {
+        connected_and_waiting_chats_carry_on(&db.url()).await;
+    }
+}
+
+/// The scenario of the test above on the store at `store_url`.
+async fn connected_and_waiting_chats_carry_on(store_url: &str) {
     let data_dir = common::scratch_dir("chat-restart");
     std::fs::create_dir_all(&data_dir).unwrap();
     let sim_port = free_port();
@@ -93,7 +100,7 @@ async fn a_connected_chat_and_a_waiting_one_carry_on_after_sigkill() {
         ),
     );
     let port = free_port();
-    let args = ["--config", config.as_str()];
+    let args = ["--config", config.as_str(), "--store", store_url];
     let server = ServeProcess::start(port, &data_dir, &args).await;
     let operator = server.api();
     let alice = server.customer().with_gms_user("device-alice");
