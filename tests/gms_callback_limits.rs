@@ -4,20 +4,30 @@
 //! the two rate windows, the same-parameter daily throttle, in-queue
 //! checking and the phone-number checks, each refused as GMS refuses
 //! (503 or 400 with its exception and wording). Time windows are tested
-//! with records stored as if created earlier, not by waiting.
+//! with records stored as if created earlier and with the service's
+//! clock moved by the test, never by waiting.
 
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Api, spawn_server};
 use ors::app::Config;
+use ors::gms::clock::Clock;
 use ors::store::{SqlValue, Statement, Store};
 use serde_json::{Map, Value, json};
 
 const UNAVAILABLE: &str =
     "com.genesyslab.gsg.services.callback.exceptions.CallbackExceptionServiceUnavailable";
 const NUMBER: &str = "com.genesyslab.gsg.services.callback.exceptions.CallbackExceptionNumber";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
+}
 
 fn service(pairs: &[(&str, Value)]) -> Map<String, Value> {
     let mut m = ors::gms::service::demo_service_options();
@@ -103,16 +113,13 @@ fn config(store_url: String) -> Config {
 /// A callback record stored directly, as if created `ago_ms` earlier.
 async fn stored_earlier(
     store: &Arc<dyn Store>,
+    clock: &Clock,
     service: &str,
     number: &str,
     ago_ms: i64,
     extra: Value,
 ) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let created = now - ago_ms;
+    let created = clock.now_ms() - ago_ms;
     let id = format!("earlier-{}", common::stores::unique_name());
     let mut record = json!({"_id": id, "_service_name": service, "_callback_state": "COMPLETED",
         "_customer_number": number});
@@ -128,7 +135,7 @@ async fn stored_earlier(
             SqlValue::Text(service.into()),
             SqlValue::Text(number.into()),
             SqlValue::Int(created),
-            SqlValue::Int(now + 86_400_000),
+            SqlValue::Int(clock.now_ms() + 86_400_000),
             SqlValue::Text(record.to_string()),
         ],
     );
@@ -151,7 +158,10 @@ fn assert_refused(r: &common::Reply, status: u16, exception: &str, message: &str
 async fn queued_limits_and_rate_windows_hold_even_for_concurrent_creates() {
     for db in common::stores::test_databases().await {
         let label = db.label;
-        let server = spawn_server(config(db.url())).await;
+        let clock = Clock::manual(now_ms());
+        let mut config = config(db.url());
+        config.contact_centre.clock = clock.clone();
+        let server = spawn_server(config).await;
         let store = db.open().await;
         let api = server.customer();
 
@@ -195,18 +205,23 @@ async fn queued_limits_and_rate_windows_hold_even_for_concurrent_creates() {
         );
 
         // Window 1 (3 per 300 s) does not count creates from 400 s ago...
-        stored_earlier(&store, "rated", "6502388300", 400_000, json!({})).await;
-        stored_earlier(&store, "rated", "6502388301", 400_000, json!({})).await;
+        stored_earlier(&store, &clock, "rated", "6502388300", 400_000, json!({})).await;
+        stored_earlier(&store, &clock, "rated", "6502388301", 400_000, json!({})).await;
         for i in 0..3 {
             let r = create(&api, "rated", &format!("650238831{i}")).await;
             assert_eq!(r.status, 200, "{label}: {}", r.body);
         }
         let r = create(&api, "rated", "6502388320").await;
         assert_refused(&r, 503, UNAVAILABLE, "is reached for interval 300s.");
+        // Five minutes later (by the service's clock, moved by the test)
+        // the window has room again.
+        clock.advance(Duration::from_secs(301));
+        let r = create(&api, "rated", "6502388321").await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
         // ...and window 2 (4 per hour) does.
-        stored_earlier(&store, "hourly", "6502388400", 400_000, json!({})).await;
-        stored_earlier(&store, "hourly", "6502388401", 400_000, json!({})).await;
-        stored_earlier(&store, "hourly", "6502388402", 7_200_000, json!({})).await;
+        stored_earlier(&store, &clock, "hourly", "6502388400", 400_000, json!({})).await;
+        stored_earlier(&store, &clock, "hourly", "6502388401", 400_000, json!({})).await;
+        stored_earlier(&store, &clock, "hourly", "6502388402", 7_200_000, json!({})).await;
         for i in 0..2 {
             let r = create(&api, "hourly", &format!("650238841{i}")).await;
             assert_eq!(r.status, 200, "{label}: {}", r.body);
@@ -224,13 +239,24 @@ async fn queued_limits_and_rate_windows_hold_even_for_concurrent_creates() {
 async fn one_customer_is_throttled_per_day_and_per_queue() {
     for db in common::stores::test_databases().await {
         let label = db.label;
-        let server = spawn_server(config(db.url())).await;
+        let clock = Clock::manual(now_ms());
+        let mut config = config(db.url());
+        config.contact_centre.clock = clock.clone();
+        let server = spawn_server(config).await;
         let store = db.open().await;
         let api = server.customer();
 
         // Two creates a day per number; yesterday's do not count. One
         // number however it is written.
-        stored_earlier(&store, "daily", "6502388600", 2 * 86_400_000, json!({})).await;
+        stored_earlier(
+            &store,
+            &clock,
+            "daily",
+            "6502388600",
+            2 * 86_400_000,
+            json!({}),
+        )
+        .await;
         assert_eq!(create(&api, "daily", "6502388600").await.status, 200);
         assert_eq!(create(&api, "daily", "+1 (650) 238-8600").await.status, 200);
         let r = create(&api, "daily", "1 650 238 8600").await;
@@ -245,6 +271,10 @@ async fn one_customer_is_throttled_per_day_and_per_queue() {
             200,
             "{label}"
         );
+        // The next day (by the service's clock) the number may ask again.
+        clock.advance(Duration::from_secs(86_400));
+        let r = create(&api, "daily", "6502388600").await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
         // Any listed parameter: here a user-data key.
         for number in ["6502388610", "6502388611"] {
             let r = api

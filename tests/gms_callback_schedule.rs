@@ -8,9 +8,9 @@
 //! is durable: after SIGKILL, what came due while the server was down is
 //! submitted late, what is older than the recovery window ends
 //! `SUBMIT_FAILED`, queued callbacks keep their sessions and paused ones
-//! stay paused until their service resumes. The waits for the scheduler are real but short (the
-//! callbacks are due a second or two ahead; the far-future ones are never
-//! waited for).
+//! stay paused until their service resumes. In process, the service
+//! goes by a manual clock the test moves by hours; the restart test,
+//! across processes, waits two real seconds.
 
 mod common;
 
@@ -19,6 +19,7 @@ use std::time::Duration;
 use common::process::{ServeProcess, free_port};
 use common::{Api, spawn_server};
 use ors::app::Config;
+use ors::gms::clock::Clock;
 use ors::store::{SqlValue, Statement};
 use serde_json::{Value, json};
 
@@ -48,8 +49,13 @@ fn config(store_url: String) -> Config {
     later.insert("_request_execution_time_buffer".into(), json!(0));
     later.insert("_max_queued_callbacks_per_service".into(), json!(1));
     services.insert("later".into(), later);
+    let mut marker = ors::gms::service::demo_service_options();
+    marker.insert("_request_execution_time_buffer".into(), json!(0));
+    services.insert("marker".into(), marker);
     config
 }
+
+const HOUR: i64 = 3_600_000;
 
 async fn put(api: &Api, id: &str, body: &Value) -> common::Reply {
     api.call(
@@ -65,7 +71,10 @@ async fn put(api: &Api, id: &str, body: &Value) -> common::Reply {
 async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled() {
     for db in common::stores::test_databases().await {
         let label = db.label;
-        let server = spawn_server(config(db.url())).await;
+        let clock = Clock::manual(now_ms());
+        let mut config = config(db.url());
+        config.contact_centre.clock = clock.clone();
+        let server = spawn_server(config).await;
         let device = server.customer().with_gms_user("device-s1");
         let operator = server.api();
         let create = |number: &'static str, desired: String| {
@@ -86,7 +95,7 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         };
 
         // Far ahead: SCHEDULED, confirmed, no session.
-        let desired = iso(now_ms() + 2 * 86_400_000);
+        let desired = iso(clock.now_ms() + 2 * 86_400_000);
         let r = create("6502388801", desired.clone()).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         assert_eq!(r.body["_action"], "ConfirmationDialog", "{}", r.body);
@@ -97,7 +106,7 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         assert_eq!(rec["_desired_time"], desired, "{label}");
         assert!(rec.get("_ors_session_id").is_none(), "{label}: {rec}");
         // A second scheduled one: the queued limit (1) is for QUEUED ones.
-        let r = create("6502388802", iso(now_ms() + 3 * 86_400_000)).await;
+        let r = create("6502388802", iso(clock.now_ms() + 3 * 86_400_000)).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         let marks = operator
             .get("/genesys/1/admin/callback/watermarks?service_name=later")
@@ -107,8 +116,8 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         // Desired times that are refused.
         for bad in [
             "tomorrow".to_string(),
-            iso(now_ms() - 3_600_000),
-            iso(now_ms() + 60 * 86_400_000),
+            iso(clock.now_ms() - 3_600_000),
+            iso(clock.now_ms() + 60 * 86_400_000),
         ] {
             let r = create("6502388803", bad.clone()).await;
             assert_eq!(r.status, 400, "{label}: {bad}: {}", r.body);
@@ -134,7 +143,7 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         let r = put(
             &device,
             &far,
-            &json!({"_desired_time": iso(now_ms() + 5 * 86_400_000)}),
+            &json!({"_desired_time": iso(clock.now_ms() + 5 * 86_400_000)}),
         )
         .await;
         assert_eq!(r.status, 400, "{label}: {}", r.body);
@@ -158,12 +167,20 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
             404
         );
 
-        // Moved to a second from now: the scheduler submits it, and its
-        // session starts with the user data as updated.
-        let soon = iso(now_ms() + 1_000);
+        // Moved to two hours from now: two hours later (on the service's
+        // clock) the scheduler submits it, and its session starts with
+        // the user data as updated.
+        let soon = iso(clock.now_ms() + 2 * HOUR);
         let r = put(&device, &far, &json!({"_new_desired_time": soon})).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         assert_eq!(r.body["_desired_time"], soon, "{label}");
+        clock.advance(Duration::from_secs(3_600));
+        let rec = operator.callback_record(&far).await;
+        assert_eq!(
+            rec["_callback_state"], "SCHEDULED",
+            "{label}: an hour early: {rec}"
+        );
+        clock.advance(Duration::from_secs(3_600));
         let rec = operator.wait_callback_state(&far, "QUEUED").await;
         let session = rec["_ors_session_id"]
             .as_str()
@@ -181,7 +198,7 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         let r = put(
             &device,
             &far,
-            &json!({"_new_desired_time": iso(now_ms() + 86_400_000)}),
+            &json!({"_new_desired_time": iso(clock.now_ms() + 86_400_000)}),
         )
         .await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
@@ -195,7 +212,12 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
             view.body
         );
         // Its time brought back to now: a new session starts.
-        let r = put(&device, &far, &json!({"_new_desired_time": iso(now_ms())})).await;
+        let r = put(
+            &device,
+            &far,
+            &json!({"_new_desired_time": iso(clock.now_ms())}),
+        )
+        .await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         let rec = operator.wait_callback_state(&far, "QUEUED").await;
         let again = rec["_ors_session_id"].as_str().expect("a session");
@@ -208,16 +230,30 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
 
         // Cancelled before its time: it never starts. And one coming due
         // while the service's queue is full (1, the rescheduled one) waits
-        // SCHEDULED instead of overshooting the limit.
-        let r = create("6502388804", iso(now_ms() + 1_000)).await;
+        // SCHEDULED instead of overshooting the limit. A callback of
+        // another service due a second after them shows when the
+        // scheduler has been through them.
+        let r = create("6502388804", iso(clock.now_ms() + HOUR)).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         let cancelled = r.body["_id"].as_str().expect("_id").to_string();
-        let r = create("6502388805", iso(now_ms() + 1_000)).await;
+        let r = create("6502388805", iso(clock.now_ms() + HOUR)).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
         let waiting = r.body["_id"].as_str().expect("_id").to_string();
+        let r = device
+            .callback_create(
+                "marker",
+                &[
+                    ("_customer_number", "6502388806"),
+                    ("_desired_time", &iso(clock.now_ms() + HOUR + 1_000)),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        let marker = r.body["_id"].as_str().expect("_id").to_string();
         let r = device.callback_cancel("later", &cancelled).await;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        clock.advance(Duration::from_secs(3_601));
+        operator.wait_callback_state(&marker, "QUEUED").await;
         let rec = operator.callback_record(&waiting).await;
         assert_eq!(rec["_callback_state"], "SCHEDULED", "{label}: {rec}");
         let marks = operator
@@ -228,6 +264,12 @@ async fn a_scheduled_callback_waits_for_its_time_and_can_be_moved_or_cancelled()
         assert_eq!(rec["_callback_state"], "COMPLETED", "{label}: {rec}");
         assert_eq!(rec["_callback_reason"], "CANCELLED", "{label}: {rec}");
         assert!(rec.get("_ors_session_id").is_none(), "{label}: {rec}");
+        // Its queue freed, the waiting one goes once the scheduler looks
+        // again (30 s later).
+        let r = device.callback_cancel("later", &far).await;
+        assert_eq!(r.status, 200, "{label}: {}", r.body);
+        clock.advance(Duration::from_secs(31));
+        operator.wait_callback_state(&waiting, "QUEUED").await;
         server.stop().await;
     }
 }

@@ -994,7 +994,11 @@ async fn callback_records_round_trip_are_queried_replaced_and_purged() {
         let label = db.label;
         let (committer, commits) = Committer::new(store.clone());
         let task = tokio::spawn(committer.run());
-        let records = Records::new(Some(store.clone()), Some(commits.clone()));
+        let records = Records::new(
+            Some(store.clone()),
+            Some(commits.clone()),
+            ors::gms::clock::Clock::system(),
+        );
         // Expiry times in the future (reads leave out expired records):
         // `a` expires first, and the purge runs at a time between.
         let now = std::time::SystemTime::now()

@@ -177,7 +177,7 @@ async fn queues(State(ctx): Ctx, request: Request) -> Result<Response, ApiError>
         }
     }
     let text_of = |name: &str| single.get(name).and_then(Value::as_str).map(str::to_string);
-    let now = crate::host::wall_clock_ms() as i64;
+    let now = ctx.settings.clock.now_ms();
     let cap = ctx.settings.gms.limits.max_listed_records.max(1);
     let from =
         time_param("start_time", text_of("start_time").as_ref())?.unwrap_or(now - WINDOW_BEFORE_MS);

@@ -161,7 +161,7 @@ pub async fn availability(
         form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-    let now = crate::host::wall_clock_ms() as i64;
+    let now = ctx.settings.clock.now_ms();
     let time = |key: &str| -> Result<Option<i64>, ApiError> {
         params
             .get(key)

@@ -242,7 +242,7 @@ pub async fn create(
         Some(user) => Some(ctx.creating.lock(&format!("device:{user}")).await),
         None => None,
     };
-    let now = crate::host::wall_clock_ms() as i64;
+    let now = ctx.settings.clock.now_ms();
     // A desired time whose submit time (less the service's execution
     // buffer) is still ahead makes a scheduled callback.
     let desired = match request.options.get("_desired_time") {
@@ -788,7 +788,7 @@ pub async fn update(
         return Err(unknown_service(&name));
     };
     let (_, params) = read_request(request, ctx.config.limits.max_body_bytes).await?;
-    let now = crate::host::wall_clock_ms() as i64;
+    let now = ctx.settings.clock.now_ms();
     let new_desired = match params.get("_new_desired_time") {
         None | Some(Value::Null) => None,
         Some(v) => Some(super::scheduler::desired_time(

@@ -19,6 +19,7 @@ pub mod arrivals;
 pub mod availability;
 pub mod callback_api;
 pub mod chat_api;
+pub mod clock;
 pub mod cometd;
 pub mod continuity;
 pub mod interactions;
@@ -293,7 +294,11 @@ impl Extension for ContactCentre {
             responses: server.responses.clone(),
             settings: self.settings.clone(),
             services,
-            records: records::Records::new(server.store.clone(), server.commits.clone()),
+            records: records::Records::new(
+                server.store.clone(),
+                server.commits.clone(),
+                self.settings.clock.clone(),
+            ),
             chats: chat_api::ChatBindings::new(continuity::Journal::new(
                 continuity::Table::ChatBindings,
                 server.commits.clone(),

@@ -639,6 +639,7 @@ pub fn is_final(state: &str) -> bool {
 
 /// Callback records over the store or memory.
 pub struct Records {
+    clock: super::clock::Clock,
     store: Option<Arc<dyn Store>>,
     commits: Option<CommitHandle>,
     memory: Mutex<HashMap<String, CallbackRow>>,
@@ -660,7 +661,12 @@ pub type Observer = Arc<dyn Fn(&CallbackRow, Option<&str>, bool) + Send + Sync>;
 impl Records {
     /// Records in `store` written through `commits`, or in memory when
     /// either is missing.
-    pub fn new(store: Option<Arc<dyn Store>>, commits: Option<CommitHandle>) -> Records {
+    /// Record times are read from `clock`.
+    pub fn new(
+        store: Option<Arc<dyn Store>>,
+        commits: Option<CommitHandle>,
+        clock: super::clock::Clock,
+    ) -> Records {
         let (store, commits) = match (store, commits) {
             (Some(s), Some(c)) => (Some(s), Some(c)),
             _ => (None, None),
@@ -668,6 +674,7 @@ impl Records {
         Records {
             store,
             commits,
+            clock,
             memory: Mutex::new(HashMap::new()),
             memory_schedule: Mutex::new(HashMap::new()),
             memory_starts: Mutex::new(HashMap::new()),
@@ -930,7 +937,7 @@ impl Records {
 
     /// One record, if it exists (expired ones are not returned).
     pub async fn get(&self, id: &str) -> Result<Option<CallbackRow>, RecordsError> {
-        let now = crate::host::wall_clock_ms() as i64;
+        let now = self.clock.now_ms();
         let row = match &self.store {
             Some(store) => {
                 let select = Statement::new(
@@ -950,7 +957,7 @@ impl Records {
 
     /// Records matching a query, newest first.
     pub async fn query(&self, query: &CallbackQuery) -> Result<Vec<CallbackRow>, RecordsError> {
-        let now = crate::host::wall_clock_ms() as i64;
+        let now = self.clock.now_ms();
         let mut rows = match &self.store {
             Some(store) => {
                 let mut rows = Vec::new();
@@ -1030,7 +1037,7 @@ impl Records {
             return Ok(Some((row, false)));
         };
         let rescheduled = record.get("_desired_time") != old_desired.as_ref();
-        let now = crate::host::wall_clock_ms() as i64;
+        let now = self.clock.now_ms();
         record.insert("_updated_time".into(), Value::from(iso_utc(now)));
         row.updated_at = now;
         row.record = Value::Object(record).to_string();
@@ -1164,7 +1171,7 @@ impl Records {
         &self,
         states: &[&str],
     ) -> Result<std::collections::BTreeMap<String, u64>, RecordsError> {
-        let now = crate::host::wall_clock_ms() as i64;
+        let now = self.clock.now_ms();
         let mut counts = std::collections::BTreeMap::new();
         match &self.store {
             Some(store) => {
@@ -1211,7 +1218,7 @@ impl Records {
 
     /// Removes expired records; returns how many.
     pub async fn purge(&self) -> Result<u64, RecordsError> {
-        self.purge_before(crate::host::wall_clock_ms() as i64).await
+        self.purge_before(self.clock.now_ms()).await
     }
 
     /// Removes records that expire before `now` (ms since the Unix epoch);
@@ -1417,7 +1424,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_records_are_queried_updated_and_final_states_stick() {
-        let records = Records::new(None, None);
+        let records = Records::new(None, None, super::super::clock::Clock::system());
         records.save(row("a", "1", QUEUED, 1)).await.unwrap();
         records.save(row("b", "1", QUEUED, 2)).await.unwrap();
         records.save(row("c", "2", QUEUED, 3)).await.unwrap();

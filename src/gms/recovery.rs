@@ -31,8 +31,8 @@ pub const DEFAULT_SUBMIT_ATTEMPTS: u64 = 3;
 pub async fn run(gms: Arc<Gms>) {
     let every = Duration::from_secs(gms.settings.callback.queue_polling_rate.max(1));
     loop {
-        tokio::time::sleep(every).await;
-        ping(&gms, crate::host::wall_clock_ms() as i64).await;
+        gms.settings.clock.sleep(every).await;
+        ping(&gms, gms.settings.clock.now_ms()).await;
     }
 }
 

@@ -146,7 +146,7 @@ fn recovery_ms(service: Option<&Service>) -> i64 {
 /// Runs the schedule for as long as the server runs.
 pub async fn run(gms: Arc<Gms>) {
     loop {
-        let now = crate::host::wall_clock_ms() as i64;
+        let now = gms.settings.clock.now_ms();
         let woken = gms.schedule_changed.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
@@ -171,7 +171,7 @@ pub async fn run(gms: Arc<Gms>) {
             _ => POLL,
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = gms.settings.clock.sleep_until(now.saturating_add(wait.as_millis() as i64)) => {}
             _ = woken => {}
         }
     }

@@ -30,6 +30,10 @@ pub struct Settings {
     pub backends: BackendSettings,
     /// GMS's server-level `[callback]` section.
     pub callback: CallbackSection,
+    /// The time the Callback service goes by (not read from the file:
+    /// the system clock, or a manual one a test sets).
+    #[serde(skip)]
+    pub clock: super::clock::Clock,
 }
 
 impl Default for Settings {
@@ -40,6 +44,7 @@ impl Default for Settings {
             queues: BTreeMap::new(),
             backends: BackendSettings::default(),
             callback: CallbackSection::default(),
+            clock: super::clock::Clock::system(),
         }
     }
 }
