@@ -491,7 +491,82 @@ async fn availability_offers_the_free_slots_of_business_hours() {
         r.body
     );
     let r = slots(format!("{window}&max-time-slots=1")).await;
-    assert_eq!(r.body, json!({first: 2}), "{}", r.body);
+    assert_eq!(r.body, json!({first.clone(): 2}), "{}", r.body);
+    // Creates are held to the same slots: a full one and a closed hour
+    // are refused.
+    let create = |number: &'static str, desired: String| {
+        let device = device.clone();
+        async move {
+            device
+                .callback_create(
+                    "hours",
+                    &[
+                        ("_customer_number", number),
+                        ("_desired_time", desired.as_str()),
+                    ],
+                )
+                .await
+        }
+    };
+    let r = create("6502385003", second.clone()).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is full"),
+        "{}",
+        r.body
+    );
+    let r = create("6502385004", at(12 * 60)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("outside the business hours"),
+        "{}",
+        r.body
+    );
+    // Three creates racing for the first slot's two places: two get them.
+    let racing = futures_util::future::join_all(
+        ["6502385011", "6502385012", "6502385013"]
+            .into_iter()
+            .map(|n| create(n, first.clone())),
+    )
+    .await;
+    let statuses: Vec<u16> = racing.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        1,
+        "{statuses:?}"
+    );
+    // A reschedule moves its place: into the third slot, out of the second.
+    let moved = device
+        .callback_query("hours", "_customer_number=6502385001")
+        .await;
+    let moved = moved.body[0]["_id"].as_str().expect("_id").to_string();
+    let r = device
+        .call(
+            axum::http::Method::PUT,
+            &format!("/genesys/1/service/callback/hours/{moved}"),
+            Some("application/json"),
+            json!({"_new_desired_time": third}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = slots(window.clone()).await;
+    assert_eq!(
+        r.body,
+        json!({second.clone(): 1, third.clone(): 1}),
+        "{}",
+        r.body
+    );
     for bad in [
         "number-of-days=0".to_string(),
         "start=soon".to_string(),

@@ -14,6 +14,10 @@
 //! `start` (default now), `end` (default `start` + `number-of-days` days,
 //! default 1; at most 31 days), `max-time-slots` (default 100, at most
 //! 1 000). Slots that have begun, or are full, are left out.
+//!
+//! A create or reschedule that names a desired time is held to the same
+//! slots ([`claim_slot`]): a time outside business hours, or in a full
+//! slot, is refused with a 400.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -196,63 +200,144 @@ pub async fn availability(
         return Err(bad(format!("the window may span at most {MAX_DAYS} days")));
     }
     let max_slots = whole("max-time-slots", 100, MAX_SLOTS as i64)? as usize;
-    let bucket = number(service, "_request_time_bucket", 5);
-    if !BUCKETS.contains(&bucket) {
-        return Err(ApiError::internal(format!(
-            "service {name}: _request_time_bucket {bucket} is not one of {BUCKETS:?}"
-        )));
-    }
-    let capacity = number(service, "_max_request_by_time_bucket", 100).max(0);
-    let rules = match service
-        .options
-        .get("_business_hours")
-        .map(crate::modules::value_text)
-    {
-        Some(t) if !t.trim().is_empty() => parse_hours(&t).map_err(ApiError::internal)?,
-        _ => Vec::new(),
-    };
-    let tz_name = service
-        .options
-        .get("_business_hours_time_zone")
-        .map(crate::modules::value_text)
-        .filter(|t| !t.trim().is_empty())
-        .unwrap_or_else(|| "UTC".into());
-    let tz = jiff::tz::TimeZone::get(tz_name.trim()).map_err(ApiError::internal)?;
-    // The service's unfinished callbacks desired in the window, by bucket.
-    let bucket_ms = bucket * 60_000;
+    let plan = SlotPlan::of(service, &name)?;
+    let bucket_ms = plan.bucket_ms();
     // Slots run from local midnight, so they line up with business hours
     // whatever the zone's offset.
-    let mut first = slot_of(start, &tz, bucket_ms);
+    let mut first = slot_of(start, &plan.tz, bucket_ms);
     if first < start {
-        first = slot_of(first + bucket_ms, &tz, bucket_ms).max(first + 1);
+        first = slot_of(first + bucket_ms, &plan.tz, bucket_ms).max(first + 1);
     }
-    let query = CallbackQuery {
-        desired_from: Some(first),
-        desired_until: Some(end),
-        ..CallbackQuery::unfinished(Some(name.clone()), records::SCAN_ROWS)
-    };
-    let mut taken: BTreeMap<i64, i64> = BTreeMap::new();
-    for row in ctx.records.query(&query).await.map_err(ApiError::from)? {
-        let desired = records::record_json(&row)
-            .get("_desired_time")
-            .and_then(Value::as_str)
-            .and_then(parse_iso_utc)
-            .unwrap_or(row.created_at);
-        *taken.entry(slot_of(desired, &tz, bucket_ms)).or_insert(0) += 1;
-    }
+    let taken = plan.taken(&ctx, &name, first, end, None).await?;
     let mut slots = Map::new();
     let mut at = first;
     while at + bucket_ms <= end && slots.len() < max_slots {
-        if open(&rules, &tz, at, bucket) {
-            let left = capacity - taken.get(&at).copied().unwrap_or(0);
+        if open(&plan.rules, &plan.tz, at, plan.bucket_min) {
+            let left = plan.capacity - taken.get(&at).copied().unwrap_or(0);
             if left > 0 {
                 slots.insert(iso_utc(at), Value::from(left));
             }
         }
-        let next = slot_of(at + bucket_ms, &tz, bucket_ms);
+        let next = slot_of(at + bucket_ms, &plan.tz, bucket_ms);
         at = if next > at { next } else { at + bucket_ms };
     }
     Ok(axum::Json(Value::Object(slots)).into_response())
+}
+
+/// A service's time slots: its business hours in their zone, the slot
+/// length and the places in each.
+struct SlotPlan {
+    rules: Vec<HoursRule>,
+    tz: jiff::tz::TimeZone,
+    /// `_request_time_bucket`, minutes.
+    bucket_min: i64,
+    /// `_max_request_by_time_bucket`.
+    capacity: i64,
+}
+
+impl SlotPlan {
+    /// The plan of `service` (named `name`); options that do not read
+    /// are a 500 (they were checked at start).
+    fn of(service: &Service, name: &str) -> Result<SlotPlan, ApiError> {
+        let bucket_min = number(service, "_request_time_bucket", 5);
+        if !BUCKETS.contains(&bucket_min) {
+            return Err(ApiError::internal(format!(
+                "service {name}: _request_time_bucket {bucket_min} is not one of {BUCKETS:?}"
+            )));
+        }
+        let rules = match service.text("_business_hours") {
+            Some(t) => parse_hours(&t).map_err(ApiError::internal)?,
+            None => Vec::new(),
+        };
+        let tz_name = service
+            .text("_business_hours_time_zone")
+            .unwrap_or_else(|| "UTC".into());
+        let tz = jiff::tz::TimeZone::get(tz_name.trim()).map_err(ApiError::internal)?;
+        Ok(SlotPlan {
+            rules,
+            tz,
+            bucket_min,
+            capacity: number(service, "_max_request_by_time_bucket", 100).max(0),
+        })
+    }
+
+    fn bucket_ms(&self) -> i64 {
+        self.bucket_min * 60_000
+    }
+
+    /// The places taken in each slot (by slot start) from `from` to
+    /// `until`: the service's unfinished callbacks desired then, but the
+    /// one with id `except`.
+    async fn taken(
+        &self,
+        ctx: &Gms,
+        name: &str,
+        from: i64,
+        until: i64,
+        except: Option<&str>,
+    ) -> Result<BTreeMap<i64, i64>, ApiError> {
+        let query = CallbackQuery {
+            desired_from: Some(from),
+            desired_until: Some(until),
+            ..CallbackQuery::unfinished(Some(name.to_string()), records::SCAN_ROWS)
+        };
+        let mut taken: BTreeMap<i64, i64> = BTreeMap::new();
+        for row in ctx.records.query(&query).await.map_err(ApiError::from)? {
+            if except == Some(row.id.as_str()) {
+                continue;
+            }
+            let desired = records::record_json(&row)
+                .get("_desired_time")
+                .and_then(Value::as_str)
+                .and_then(parse_iso_utc)
+                .unwrap_or(row.created_at);
+            *taken
+                .entry(slot_of(desired, &self.tz, self.bucket_ms()))
+                .or_insert(0) += 1;
+        }
+        Ok(taken)
+    }
+}
+
+/// Checks a requested desired time (ms since the epoch) against the
+/// service's slots: 400 when its slot lies outside `_business_hours` or
+/// already holds `_max_request_by_time_bucket` unfinished callbacks (the
+/// callback `except`, being rescheduled, does not count). Answers the
+/// slot's lock: hold it until the callback is saved, so that concurrent
+/// requests for the slot's last place cannot both take it.
+pub async fn claim_slot(
+    ctx: &Gms,
+    service: &Service,
+    name: &str,
+    desired: i64,
+    except: Option<&str>,
+) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
+    let plan = SlotPlan::of(service, name)?;
+    let bucket_ms = plan.bucket_ms();
+    let slot = slot_of(desired, &plan.tz, bucket_ms);
+    if !open(&plan.rules, &plan.tz, slot, plan.bucket_min) {
+        return Err(bad(format!(
+            "The desired time {} is outside the business hours of service {name} \
+             (GET …/{name}/availability lists the open slots)",
+            iso_utc(desired)
+        )));
+    }
+    let guard = ctx.creating.lock(&format!("slot:{name}:{slot}")).await;
+    let taken = plan
+        .taken(ctx, name, slot, slot + bucket_ms, except)
+        .await?
+        .get(&slot)
+        .copied()
+        .unwrap_or(0);
+    if taken >= plan.capacity {
+        return Err(bad(format!(
+            "The time slot {} of service {name} is full ({} callbacks, \
+             _max_request_by_time_bucket); choose another (GET …/{name}/availability)",
+            iso_utc(slot),
+            plan.capacity
+        )));
+    }
+    Ok(guard)
 }
 
 /// Checks the options of a service that its own checks ([`Service::new`])

@@ -255,6 +255,12 @@ pub async fn create(
             now,
         )?),
     };
+    // A requested time must fall in an open slot with a place left; the
+    // slot stays claimed until the record is saved.
+    let _slot = match desired {
+        Some(at) => Some(super::availability::claim_slot(&ctx, &service, &name, at, None).await?),
+        None => None,
+    };
     let due = desired
         .map(|d| super::scheduler::due_time(&service, d))
         .filter(|due| *due > now);
@@ -797,6 +803,12 @@ pub async fn update(
             crate::modules::value_text(v).trim(),
             now,
         )?),
+    };
+    let _slot = match new_desired {
+        Some(at) => {
+            Some(super::availability::claim_slot(&ctx, service, &name, at, Some(&id)).await?)
+        }
+        None => None,
     };
     // Keys clients send back unchanged with an update; any other `_` key
     // is a mistake worth telling.
