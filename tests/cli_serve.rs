@@ -202,3 +202,14 @@ fn sigterm_stops_the_server_even_with_a_stuck_worker() {
     eprintln!("stopped {took:?} after SIGTERM with a stuck worker");
     drop(stream);
 }
+
+#[test]
+fn simulate_refuses_a_public_address_unless_told() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ors"))
+        .args(["simulate", "--listen", "0.0.0.0:0"])
+        .output()
+        .expect("ors simulate runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+}

@@ -702,3 +702,40 @@ async fn a_strategy_that_cannot_start_fails_the_record_and_tells_the_customer() 
     .await;
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_callback_ends_its_chat_waiting_for_an_agent() {
+    let server = spawn_server(config()).await;
+    let operator = server.api();
+    for agent in ["agent-1", "agent-2"] {
+        let r = operator.form(&format!("/sim/agents/{agent}/not-ready"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let device = server.customer().with_gms_user("device-cancel");
+    let r = device
+        .callback_create("chat-immediate", &[("_customer_number", "6502388741")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.body["_id"].as_str().expect("_id").to_string();
+    let r = device.chat_create(&id, &[("firstName", "Cy")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    operator.wait_callback_state(&id, "ROUTING").await;
+    let r = device.callback_cancel("chat-immediate", &id).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Nobody would ever answer it: the device sees it end.
+    eventually(
+        "the chat of a cancelled callback stays open",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let r = device.chat_refresh(&id, "1").await;
+            if r.body["chatIxnState"] == "DISCONNECTED" {
+                Ok(())
+            } else {
+                Err(r.body)
+            }
+        },
+    )
+    .await;
+    server.stop().await;
+}

@@ -282,3 +282,142 @@ async fn with_the_embedded_simulators_the_chats_end_cleanly_after_sigkill() {
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// The store the server at `data_dir` keeps (SQLite), for writing what a
+/// server killed at an awkward moment would have left.
+async fn open_store(data_dir: &Path) -> std::sync::Arc<dyn ors::store::Store> {
+    ors::store::open(
+        &ors::store::StoreLocation::Sqlite {
+            path: data_dir.join("ors.db"),
+            full_sync: false,
+        },
+        1,
+        ors::gms::records::MIGRATIONS,
+    )
+    .await
+    .expect("the store opens")
+    .expect("a store")
+}
+
+async fn put_row(store: &dyn ors::store::Store, table: &str, id: &str, body: &Value) {
+    use ors::store::{SqlValue, Statement};
+    let statement = Statement::new(
+        format!("INSERT INTO {table} (id, body) VALUES ($1, $2)"),
+        vec![SqlValue::Text(id.into()), SqlValue::Text(body.to_string())],
+    );
+    assert_eq!(store.execute(&statement).await.expect("insert"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
+    let data_dir = common::scratch_dir("chat-restart-windows");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    // Room for both chats at once.
+    let sim_config = write(
+        &data_dir.join("sim.toml"),
+        &AGENT.replace("chat = 1", "chat = 2"),
+    );
+    let sim = SimulateProcess::start(
+        free_port(),
+        Path::new(&sim_config),
+        &data_dir.join("sim.log"),
+    )
+    .await;
+    let config = write(
+        &data_dir.join("ors.toml"),
+        &format!(
+            "[backends]\nrouting_url = \"{0}/routing\"\nchat_url = \"{0}/chat\"\n{SERVICE}",
+            sim.base
+        ),
+    );
+    let port = free_port();
+    let args = ["--config", config.as_str()];
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let alice = server.customer().with_gms_user("device-alice");
+    let bob = server.customer().with_gms_user("device-bob");
+    let callback = |device: Api, number: &'static str| async move {
+        let r = device
+            .callback_create("chat-immediate", &[("_customer_number", number)])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["_id"].as_str().expect("_id").to_string()
+    };
+    let alice_id = callback(alice.clone(), "6502388731").await;
+    let bob_id = callback(bob.clone(), "6502388732").await;
+    drop(server); // SIGKILL, as if in the middle of both chat creates.
+
+    // The chat backend made both chats; the server had recorded, for
+    // Alice's, its binding but not its arrival, and for Bob's, its arrival
+    // (no strategy had it yet) and only the claim of its binding.
+    let chats = Api::new(&format!("{}/chat", sim.base));
+    let made = |id: String, name: &'static str| {
+        let chats = chats.clone();
+        async move {
+            let r = chats
+                .json(
+                    "/chats",
+                    &json!({"queue": "chat_inbound", "nickname": name,
+                        "user_data": {"GMS_ServiceID": id, "GMS_ServiceName": "chat-immediate"}}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.body
+        }
+    };
+    let alice_chat = made(alice_id.clone(), "Alice").await;
+    let bob_chat = made(bob_id.clone(), "Bob").await;
+    let binding = |id: &str, chat: &Value, owner: &str, key: &str| {
+        json!({"service_id": id, "chat_id": chat["chat_id"].as_str().unwrap_or(""),
+            "party_id": chat["customer_party_id"].as_str().unwrap_or(""),
+            "gms_user": owner, "owner": owner, "service_name": "chat-immediate",
+            "secure_key": key, "messages_sent": 0, "typing_sent": 0, "push": false,
+            "shown": 0, "pushed": 0, "started_at": chat["started_at_ms"].as_u64().unwrap_or(0)})
+    };
+    let store = open_store(&data_dir).await;
+    put_row(
+        &*store,
+        "ors_chat_bindings",
+        &alice_id,
+        &binding(&alice_id, &alice_chat, "device-alice", "k-alice"),
+    )
+    .await;
+    put_row(
+        &*store,
+        "ors_chat_bindings",
+        &bob_id,
+        &binding(&bob_id, &Value::Null, "device-bob", "k-bob"),
+    )
+    .await;
+    let bob_chat_id = bob_chat["chat_id"].as_str().expect("chat id");
+    put_row(
+        &*store,
+        "ors_interactions",
+        bob_chat_id,
+        &json!({"id": bob_chat_id, "media": "chat", "queue": "chat_inbound", "owner": null,
+            "reservation": null, "user_data": bob_chat["user_data"], "state": "queued",
+            "created_at": bob_chat["started_at_ms"], "from": "", "to": "", "hosted": true}),
+    )
+    .await;
+    drop(store);
+
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let operator = server.api();
+    for (device, id, name) in [(&alice, &alice_id, "Alice"), (&bob, &bob_id, "Bob")] {
+        let greeting = format!("Hello {name}, I am Ann Lee.");
+        wait_transcript(device, id, &format!("{name}'s chat was not routed"), |t| {
+            has_entry(t, "Message.Text", "AGENT", Some(greeting.as_str()))
+        })
+        .await;
+        let rec = operator.wait_callback_state(id, "COMPLETED").await;
+        assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
+        let r = device.chat_disconnect(id).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert!(
+        server.log_text().contains("bound to its callback again"),
+        "the repair is logged"
+    );
+    drop(server);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

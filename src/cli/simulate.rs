@@ -23,14 +23,28 @@ pub struct SimulateOptions {
     /// the agents (see ors.example.toml); the built-in agents without it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Address to listen on.
+    /// Address to listen on (a loopback one unless --public).
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
+    /// Allow a non-loopback address: the simulators take no credentials,
+    /// so anyone who reaches them can act as the chat server and router.
+    #[arg(long)]
+    pub public: bool,
 }
 
 /// Serves the simulators until SIGTERM or Ctrl-C; returns the process
-/// exit code (2: bad configuration, 1: cannot listen).
+/// exit code (2: bad configuration or a non-loopback address without
+/// `--public`, 1: cannot listen).
 pub fn simulate(options: SimulateOptions) -> i32 {
+    if !options.listen.ip().is_loopback() && !options.public {
+        eprintln!(
+            "ors simulate: {} is not a loopback address; the simulators take no credentials \
+             (anyone who reaches them can open chats and answer as agents). Listen on \
+             127.0.0.1, or pass --public on a private network.",
+            options.listen
+        );
+        return 2;
+    }
     let config = match &options.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,

@@ -989,7 +989,8 @@ pub async fn update(
 
 /// Cancels a callback: its record becomes `COMPLETED` with `reason`, then
 /// its session is ended (a session already gone is fine: the record is
-/// what counts). `None` when the record was already final.
+/// what counts), and a chat it started that no agent has yet is ended.
+/// `None` when the record was already final.
 pub async fn cancel_callback(
     ctx: &Gms,
     row: &CallbackRow,
@@ -1016,6 +1017,20 @@ pub async fn cancel_callback(
         .is_ok()
     {
         let _ = rx.await;
+    }
+    // Its chat, if one was started and has not reached an agent, ends
+    // too: nobody would ever answer it.
+    if let Some(binding) = ctx.chats.get(&row.id).filter(|b| !b.chat_id.is_empty())
+        && ctx
+            .interactions
+            .get(&binding.chat_id)
+            .is_none_or(|i| i.state != "routed")
+    {
+        let _ = ctx
+            .backends
+            .chat
+            .terminate(&binding.chat_id, "This callback was cancelled.")
+            .await;
     }
     Ok(Some(row))
 }

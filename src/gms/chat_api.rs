@@ -33,7 +33,7 @@ use super::callback_api::{gms_user, public_base};
 use super::continuity::Journal;
 use super::records::iso_utc;
 use crate::backends::chat::{
-    ChatError, ChatState, ChatUpdate, EntryKind, NewChat, TranscriptEntry,
+    ChatError, ChatInfo, ChatState, ChatUpdate, EntryKind, NewChat, TranscriptEntry,
 };
 use crate::server::error::ApiError;
 use crate::server::params::read_request;
@@ -116,13 +116,14 @@ impl ChatBindings {
         durable
     }
 
-    /// Puts back the bindings read from the store at start.
+    /// Puts back the bindings read from the store at start (claims whose
+    /// chat was being created too: [`super::continuity::reconcile`]
+    /// completes or drops them).
     pub fn restore(&self, bindings: Vec<Binding>) {
         for b in bindings {
-            if b.chat_id.is_empty() {
-                continue;
-            }
-            if let Ok(mut m) = self.by_chat.lock() {
+            if !b.chat_id.is_empty()
+                && let Ok(mut m) = self.by_chat.lock()
+            {
                 m.insert(b.chat_id.clone(), b.service_id.clone());
             }
             if let Ok(mut m) = self.by_service.lock() {
@@ -156,23 +157,56 @@ impl ChatBindings {
         changed
     }
 
-    /// Reserves a service id for a chat being created: false when one is
-    /// already bound or being created.
-    fn claim(&self, binding: Binding) -> bool {
-        let Ok(mut m) = self.by_service.lock() else {
-            return false;
-        };
+    /// Reserves a service id for a chat being created (`None` when one
+    /// is already bound or being created); the claim is written to the
+    /// store too (the receiver answers once it is durable), so that a
+    /// chat the backend makes before a crash is found again.
+    #[allow(clippy::type_complexity)]
+    fn claim(
+        &self,
+        binding: Binding,
+    ) -> Option<Option<tokio::sync::oneshot::Receiver<Result<(), crate::store::CommitError>>>> {
+        let mut m = self.by_service.lock().ok()?;
         if m.contains_key(&binding.service_id) {
-            return false;
+            return None;
         }
+        let durable = self.journal.put_durably(&binding.service_id, &binding);
         m.insert(binding.service_id.clone(), binding);
-        true
+        Some(durable)
     }
 
     /// Drops a claim whose chat could not be created.
     fn release(&self, service_id: &str) {
-        if let Ok(mut m) = self.by_service.lock() {
-            m.remove(service_id);
+        if let Ok(mut m) = self.by_service.lock()
+            && m.remove(service_id).is_some()
+        {
+            self.journal.remove(service_id);
+        }
+    }
+
+    /// Completes a claim read back from the store with the chat the
+    /// backend made for it (found after a restart); the binding is
+    /// written again.
+    pub fn complete_claim(&self, service_id: &str, chat: &ChatInfo) {
+        if let Ok(mut c) = self.by_chat.lock() {
+            c.insert(chat.chat_id.clone(), service_id.to_string());
+        }
+        if let Ok(mut m) = self.by_service.lock()
+            && let Some(b) = m.get_mut(service_id)
+            && b.chat_id.is_empty()
+        {
+            b.chat_id = chat.chat_id.clone();
+            b.party_id = chat.customer_party_id.clone();
+            b.started_at = chat.started_at_ms;
+            self.journal.put(service_id, b);
+        }
+    }
+
+    /// Drops a claim read back from the store whose chat was never made.
+    pub fn drop_claim(&self, service_id: &str) {
+        let claimed = self.get(service_id).is_some_and(|b| b.chat_id.is_empty());
+        if claimed {
+            self.release(service_id);
         }
     }
 
@@ -513,13 +547,21 @@ pub async fn create(
         pushed: 0,
         started_at: 0,
     };
-    // Claimed before the backend is asked, so two creates racing for the
-    // same service id cannot both start a chat.
-    if !ctx.chats.claim(binding.clone()) {
+    // Claimed (durably) before the backend is asked, so two creates racing
+    // for the same service id cannot both start a chat, and a chat made
+    // just before a crash is found again after it.
+    let Some(claimed) = ctx.chats.claim(binding.clone()) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "chat_exists",
             format!("a chat was already started for service '{service_id}'"),
+        ));
+    };
+    if let Err(e) = super::continuity::durable(claimed).await {
+        tracing::error!(service = %service_id, error = %e, "a chat claim could not be stored");
+        ctx.chats.release(&service_id);
+        return Err(ApiError::unavailable(
+            "the chat could not be stored (see the server log)",
         ));
     }
     let chat = match ctx
@@ -764,6 +806,24 @@ pub async fn push_chat_updates(ctx: Arc<Gms>) {
                 tokio::time::sleep(std::time::Duration::from_secs(300)).await;
                 ctx.chats.forget_chat(&chat_id);
             });
+        }
+    }
+}
+
+/// Pushes what a device with `notify_by=comet` missed while the server
+/// was down: the entries after the last one pushed (after a restart).
+pub async fn push_missed(ctx: &Gms, binding: &Binding) {
+    if !binding.push || binding.gms_user.is_none() || binding.chat_id.is_empty() {
+        return;
+    }
+    if let Ok(page) = ctx
+        .backends
+        .chat
+        .transcript(&binding.chat_id, binding.pushed + 1)
+        .await
+    {
+        for entry in &page.entries {
+            push_entry(ctx, binding, page.state, entry);
         }
     }
 }

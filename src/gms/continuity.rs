@@ -193,6 +193,14 @@ pub async fn read_all<T: DeserializeOwned>(
     Ok(entries)
 }
 
+/// The ids [`load`] read back, for [`reconcile`] (interaction ids and
+/// the service ids of chat bindings).
+#[derive(Debug, Default)]
+pub struct Restored {
+    interactions: Vec<String>,
+    bindings: Vec<String>,
+}
+
 /// Reads the three tables into the extension's maps (before the server
 /// answers a request); returns how many bindings, interactions and
 /// submits it found.
@@ -206,24 +214,68 @@ pub async fn load(ctx: &Gms) -> Result<(usize, usize, usize), String> {
     let submits: Vec<super::modules::queue::Outstanding> =
         read_all(&**store, Table::Submits).await?;
     let counts = (bindings.len(), interactions.len(), submits.len());
+    if let Ok(mut restored) = ctx.restored.lock() {
+        restored.interactions = interactions.iter().map(|i| i.id.clone()).collect();
+        restored.bindings = bindings.iter().map(|b| b.service_id.clone()).collect();
+    }
     ctx.chats.restore(bindings);
     ctx.interactions.restore(interactions);
     ctx.submits.restore(submits);
     Ok(counts)
 }
 
+/// A claim read back from the store: the chat being created when the
+/// server stopped. The backend may have made it (the chat then arrived,
+/// carrying the service id, and was recorded): the binding is completed
+/// with it. Otherwise the claim is dropped (the device may create the
+/// chat again).
+async fn complete_claim(ctx: &Gms, service_id: &str) {
+    let made = ctx.interactions.list().into_iter().find(|i| {
+        i.hosted && i.user_data.get("GMS_ServiceID").and_then(Value::as_str) == Some(service_id)
+    });
+    match made {
+        Some(ixn) => match ctx.backends.chat.info(&ixn.id).await {
+            Ok(info) => {
+                tracing::warn!(service = %service_id, chat = %info.chat_id,
+                    "a chat made just before the server stopped is bound to its callback again");
+                ctx.chats.complete_claim(service_id, &info);
+            }
+            Err(_) => ctx.chats.drop_claim(service_id),
+        },
+        None => ctx.chats.drop_claim(service_id),
+    }
+}
+
 /// Brings what [`load`] read in line with the chat backend, then asks
 /// the routing backend again for the submits that were waiting. Runs
 /// once, after the stored sessions are back with their workers.
 pub async fn reconcile(ctx: Arc<Gms>) {
+    use crate::backends::chat::{ChatError, ChatState};
+    // Only what was read back: chats that began since are the live
+    // server's own.
+    let restored = ctx
+        .restored
+        .lock()
+        .map(|mut r| std::mem::take(&mut *r))
+        .unwrap_or_default();
     let mut ended = std::collections::HashSet::new();
-    for ixn in ctx.interactions.list() {
-        if !ixn.hosted {
+    for id in &restored.interactions {
+        let Some(ixn) = ctx.interactions.get(id).filter(|i| i.hosted) else {
             continue;
-        }
+        };
         let gone = match ctx.backends.chat.info(&ixn.id).await {
-            Ok(info) => info.state == crate::backends::chat::ChatState::Ended,
-            Err(crate::backends::chat::ChatError::NotFound(_)) => true,
+            Ok(info) if info.state == ChatState::Ended => true,
+            Ok(info) => {
+                if ixn.owner.is_none() && ixn.state == "queued" {
+                    // It arrived, but no strategy had it when the server
+                    // stopped: its queue's strategy starts again.
+                    tracing::warn!(chat = %ixn.id,
+                        "a chat no strategy had taken when the server stopped is handed to one");
+                    super::interactions::hand_to_strategy(&ctx, &info, &ixn).await;
+                }
+                false
+            }
+            Err(ChatError::NotFound(_)) => true,
             Err(e) => {
                 // The backend may be down for a moment: the chat is kept,
                 // and its end, when the backend announces it, ends it here.
@@ -237,14 +289,31 @@ pub async fn reconcile(ctx: Arc<Gms>) {
             ended.insert(ixn.id);
         }
     }
-    for binding in ctx.chats.all() {
+    for service_id in &restored.bindings {
+        let Some(binding) = ctx.chats.get(service_id) else {
+            continue;
+        };
         if binding.chat_id.is_empty() {
+            complete_claim(&ctx, &binding.service_id).await;
             continue;
         }
-        if let Err(crate::backends::chat::ChatError::NotFound(_)) =
-            ctx.backends.chat.info(&binding.chat_id).await
-        {
-            ctx.chats.forget_chat(&binding.chat_id);
+        match ctx.backends.chat.info(&binding.chat_id).await {
+            Err(ChatError::NotFound(_)) => ctx.chats.forget_chat(&binding.chat_id),
+            Ok(info) => {
+                if info.state == ChatState::Waiting && ctx.interactions.get(&info.chat_id).is_none()
+                {
+                    // Made before the crash; its arrival never recorded.
+                    tracing::warn!(chat = %info.chat_id,
+                        "a chat whose arrival was lost when the server stopped is handed to its strategy");
+                    let ixn = ctx.interactions.register(&info);
+                    super::interactions::hand_to_strategy(&ctx, &info, &ixn).await;
+                }
+                if let Some(b) = ctx.chats.get(&binding.service_id) {
+                    super::chat_api::push_missed(&ctx, &b).await;
+                }
+            }
+            Err(e) => tracing::warn!(chat = %binding.chat_id, error = %e,
+                "a chat kept over a restart could not be checked"),
         }
     }
     let mut resumed = 0usize;

@@ -229,7 +229,8 @@ impl Interactions {
         self.len() == 0
     }
 
-    /// Records a new chat the chat backend hosts.
+    /// Records a new chat the chat backend hosts (also one found again
+    /// after a restart: the server had not recorded it yet).
     pub fn register(&self, chat: &ChatInfo) -> Interaction {
         self.insert(Interaction {
             id: chat.chat_id.clone(),
@@ -440,18 +441,25 @@ pub async fn follow_chats(ctx: Arc<Gms>) {
 /// the interaction presented to it.
 async fn arrive(ctx: Arc<Gms>, chat: ChatInfo) {
     let ixn = ctx.interactions.register(&chat);
+    hand_to_strategy(&ctx, &chat, &ixn).await;
+}
+
+/// Starts the strategy of the chat's interaction queue and presents the
+/// registered interaction to it; a chat no strategy can take ends
+/// (see `unroutable`).
+pub async fn hand_to_strategy(ctx: &Gms, chat: &ChatInfo, ixn: &Interaction) {
     let Some(application) = ctx.settings.application_for(&chat.queue) else {
         ctx.interactions.remove(&ixn.id);
         let why = format!("interaction queue '{}' has no application", chat.queue);
-        unroutable(&ctx, &chat, &why).await;
+        unroutable(ctx, chat, &why).await;
         return;
     };
-    if let Err(e) = start_strategy(&ctx, &ixn, &application).await {
+    if let Err(e) = start_strategy(ctx, ixn, &application).await {
         let why = format!(
             "the strategy of interaction queue '{}' ({application}) could not start: {e}",
             chat.queue
         );
-        unroutable(&ctx, &chat, &why).await;
+        unroutable(ctx, chat, &why).await;
     }
 }
 
@@ -592,6 +600,15 @@ pub async fn route_to_agent(
         .get(id)
         .ok_or_else(|| IxnError::unknown(id))?;
     if ixn.state == "routed" {
+        // Asked again for the same agent (an answer lost to a restart):
+        // done already.
+        if ixn
+            .reservation
+            .as_ref()
+            .is_some_and(|r| r.reservation_id == reservation.reservation_id)
+        {
+            return Ok(());
+        }
         return Err(IxnError {
             code: "invalidstate.routed".into(),
             message: format!("interaction '{id}' was already routed"),

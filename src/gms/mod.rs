@@ -134,6 +134,8 @@ pub struct Gms {
     pub notifier: Arc<notifications::Notifier>,
     /// The paused services.
     pub paused: pause::Paused,
+    /// What was read back from the store at start, until reconciled.
+    pub restored: std::sync::Mutex<continuity::Restored>,
     /// The store, for the extension's own tables (`None`: memory only).
     pub store: Option<Arc<dyn crate::store::Store>>,
     /// The group committer (`None`: memory only).
@@ -324,6 +326,7 @@ impl Extension for ContactCentre {
                 self.settings.gms.event_lists.clone(),
             )),
             paused: pause::Paused::default(),
+            restored: std::sync::Mutex::new(continuity::Restored::default()),
             store: server.store.clone(),
             commits: server.commits.clone(),
         });

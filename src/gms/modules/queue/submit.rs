@@ -208,19 +208,36 @@ fn finish(ctx: &Gms, requestid: &str, interaction_id: &str, route: bool, ok: boo
 /// submit never holds two agents.
 pub fn resume(ctx: Arc<Gms>, submit: Outstanding) {
     tokio::spawn(async move {
-        let mut request = submit.request;
+        let mut request = submit.request.clone();
         let (requestid, interaction_id) =
             (request.request_id.clone(), request.interaction_id.clone());
-        let elapsed = crate::host::wall_clock_ms().saturating_sub(submit.since_ms);
-        let result = if elapsed >= request.timeout_ms {
-            Err(Failure::new(
-                RoutingError::Timeout.code(),
-                RoutingError::Timeout.to_string(),
-            ))
-        } else {
-            request.timeout_ms -= elapsed;
+        let mut pause = std::time::Duration::from_secs(1);
+        let result = loop {
+            let elapsed = crate::host::wall_clock_ms().saturating_sub(submit.since_ms);
+            let Some(left) = submit
+                .request
+                .timeout_ms
+                .checked_sub(elapsed)
+                .filter(|l| *l > 0)
+            else {
+                break Err(Failure::new(
+                    RoutingError::Timeout.code(),
+                    RoutingError::Timeout.to_string(),
+                ));
+            };
+            request.timeout_ms = left;
             ctx.backends.routing.cancel(&requestid).await;
-            reserve_and_route(&ctx, request, submit.route).await
+            match reserve_and_route(&ctx, request.clone(), submit.route).await {
+                // The routing backend may not be back yet: asked again
+                // while the submit's time lasts.
+                Err(f) if f.code == RoutingError::Backend(String::new()).code() => {
+                    tracing::warn!(request = %requestid, error = %f.message,
+                        "a submit kept over a restart could not be asked again yet");
+                    tokio::time::sleep(pause.min(std::time::Duration::from_millis(left))).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(30));
+                }
+                other => break other,
+            }
         };
         let mut reply = Map::new();
         reply.insert("requestid".into(), Value::from(requestid.clone()));
