@@ -708,7 +708,9 @@ async fn cancelling_a_callback_ends_its_chat_waiting_for_an_agent() {
     let server = spawn_server(config()).await;
     let operator = server.api();
     for agent in ["agent-1", "agent-2"] {
-        let r = operator.form(&format!("/sim/agents/{agent}/not-ready"), &[]).await;
+        let r = operator
+            .form(&format!("/sim/agents/{agent}/not-ready"), &[])
+            .await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
     let device = server.customer().with_gms_user("device-cancel");

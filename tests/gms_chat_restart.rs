@@ -1,5 +1,5 @@
 //! Chats in progress over a restart of the server (SIGKILL, then a start
-//! on the same data directory).
+//! on the same data directory), beside a scheduled and a paused callback.
 //!
 //! With the simulators in a process of their own (`ors simulate`, as a
 //! real chat server and router would be), a connected chat carries on:
@@ -95,7 +95,9 @@ async fn connected_and_waiting_chats_carry_on(store_url: &str) {
     let config = write(
         &data_dir.join("ors.toml"),
         &format!(
-            "[backends]\nrouting_url = \"{0}/routing\"\nchat_url = \"{0}/chat\"\n{SERVICE}",
+            "[backends]\nrouting_url = \"{0}/routing\"\nchat_url = \"{0}/chat\"\n{SERVICE}\
+             [gms.services.held]\n_target = \"Chat_Agents@StatServer.GA\"\n\
+             _urs_virtual_queue = \"VQ_Held\"\n",
             sim.base
         ),
     );
@@ -129,9 +131,60 @@ async fn connected_and_waiting_chats_carry_on(store_url: &str) {
         r.body
     );
 
+    // And, beside the chats, a scheduled callback and a paused one.
+    let carol = server.customer().with_gms_user("device-carol");
+    let tomorrow = ors::gms::records::iso_utc(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64
+            + 86_400_000,
+    );
+    let r = carol
+        .callback_create(
+            "chat-immediate",
+            &[
+                ("_customer_number", "6502388713"),
+                ("_desired_time", &tomorrow),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let scheduled = r.body["_id"].as_str().expect("_id").to_string();
+    let r = carol
+        .callback_create("held", &[("_customer_number", "6502388714")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let paused = r.body["_id"].as_str().expect("_id").to_string();
+    let r = operator
+        .json(
+            "/genesys/1/admin/callback/pause",
+            &json!({"service": "held", "paused": true}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    operator.wait_callback_state(&paused, "PAUSED").await;
+
     drop(server); // SIGKILL
     let server = ServeProcess::start(port, &data_dir, &args).await;
     let operator = server.api();
+
+    // The scheduled one still waits for its time; the paused one stays
+    // paused until its service resumes.
+    let rec = operator.callback_record(&scheduled).await;
+    assert_eq!(rec["_callback_state"], "SCHEDULED", "{rec}");
+    assert_eq!(
+        operator.callback_record(&paused).await["_callback_state"],
+        "PAUSED"
+    );
+    let r = operator
+        .json(
+            "/genesys/1/admin/callback/pause",
+            &json!({"service": "held", "paused": false}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    operator.wait_callback_state(&paused, "QUEUED").await;
 
     // Alice's device carries on with the chat it holds.
     let r = alice
