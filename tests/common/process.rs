@@ -122,23 +122,9 @@ impl ServeProcess {
 
     /// Waits (at most 60 s) until `/health` answers 200.
     pub async fn wait_healthy(&self) {
-        let server = self;
-        let probe = ors::io::http::http_client(Duration::from_secs(5));
-        let health = format!("{}/health", server.base);
-        eventually(
-            &format!("server did not come up; see {}", server.log.display()),
-            Duration::from_secs(60),
-            Duration::from_millis(50),
-            || {
-                let request = probe.get(&health).send();
-                async move {
-                    match request.await {
-                        Ok(r) if r.status().is_success() => Ok(()),
-                        Ok(r) => Err(r.status().to_string()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            },
+        wait_answering(
+            &format!("{}/health", self.base),
+            &format!("server did not come up; see {}", self.log.display()),
         )
         .await;
     }
@@ -215,22 +201,9 @@ impl SimulateProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        let probe = ors::io::http::http_client(Duration::from_secs(5));
-        let agents = format!("{}/sim/agents", sim.base);
-        eventually(
+        wait_answering(
+            &format!("{}/sim/agents", sim.base),
             &format!("ors simulate did not come up; see {}", log.display()),
-            Duration::from_secs(60),
-            Duration::from_millis(50),
-            || {
-                let request = probe.get(&agents).send();
-                async move {
-                    match request.await {
-                        Ok(r) if r.status().is_success() => Ok(()),
-                        Ok(r) => Err(r.status().to_string()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            },
         )
         .await;
         sim
@@ -247,4 +220,26 @@ impl Drop for SimulateProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (at most 60 s) until a GET of `url` answers 2xx; panics with
+/// `what` otherwise.
+async fn wait_answering(url: &str, what: &str) {
+    let probe = ors::io::http::http_client(Duration::from_secs(5));
+    eventually(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let request = probe.get(url).send();
+            async move {
+                match request.await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(r.status().to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        },
+    )
+    .await;
 }
