@@ -97,6 +97,7 @@ pub fn snapshot_restore(data: &[u8]) {
             invokes: Default::default(),
             datamodel,
             stop_reason: None,
+            requests: Default::default(),
         };
         roundtrip(doc, &snapshot);
     }

@@ -348,6 +348,7 @@ impl Session {
                         raised: &mut raised,
                         host,
                         session_id: &id,
+                        requests: &mut self.requests,
                     };
                     handler.execute(custom, &mut scope)
                 };

@@ -127,7 +127,28 @@ pub struct ActionScope<'a> {
     pub host: &'a mut dyn Host,
     /// The session id.
     pub session_id: &'a str,
+    /// The session's requests awaiting an answer: an action whose answer
+    /// comes later as an event records it here ([`PendingRequest`]).
+    pub requests: &'a mut PendingRequests,
 }
+
+/// A request a custom action made of the host that the session has not
+/// had answered yet (ORS's asynchronous actions: `gms:lookup`,
+/// `queue:submit`, ...). It is part of the session's state, so that a
+/// session restored after the server stopped knows which answers will
+/// never come ([`Session::interrupt_requests`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PendingRequest {
+    /// The action's event name (`gms.lookup`): it is answered by
+    /// `<name>.done` or `error.<name>`.
+    pub name: String,
+    /// What the answer carries besides the request id (`interactionid`,
+    /// ...), repeated in the `error.<name>` of an interrupted request.
+    pub data: serde_json::Map<String, Value>,
+}
+
+/// Requests awaiting an answer, by request id.
+pub type PendingRequests = BTreeMap<String, PendingRequest>;
 
 /// Why a custom action refused to run; the interpreter raises
 /// `error.execution` with this text.
@@ -322,6 +343,8 @@ pub struct Session {
         Option<crate::model::Position>,
     )>,
     done_data: Option<Value>,
+    /// Requests of custom actions awaiting their answer.
+    requests: PendingRequests,
     invokes: BTreeMap<Arc<str>, ActiveInvoke>,
     scratch_enabled: Vec<crate::model::TransitionId>,
     scratch_exit: StateSet,
@@ -364,6 +387,7 @@ impl Session {
             queued_in_macrostep: 0,
             current_action: None,
             done_data: None,
+            requests: BTreeMap::new(),
             invokes: BTreeMap::new(),
             scratch_enabled: Vec::new(),
             scratch_exit: StateSet::with_capacity(n),
@@ -432,9 +456,63 @@ impl Session {
         self.datamodel.as_mut()
     }
 
-    /// Queues an event on the external queue.
+    /// Queues an event on the external queue. An answer to a pending
+    /// request (`<name>.done` or `error.<name>` with its `requestid`)
+    /// settles the request.
     pub fn enqueue_external(&mut self, event: Event) {
+        if !self.requests.is_empty()
+            && let Some(id) = event
+                .data
+                .as_ref()
+                .and_then(|d| d.get("requestid"))
+                .and_then(Value::as_str)
+            && let Some(pending) = self.requests.get(id)
+        {
+            let name = &pending.name;
+            let answers = event.name.strip_suffix(".done") == Some(name.as_str())
+                || event.name.strip_prefix("error.") == Some(name.as_str());
+            if answers {
+                self.requests.remove(id);
+            }
+        }
         self.external_queue.push_back(event);
+    }
+
+    /// The requests of custom actions still awaiting their answer.
+    pub fn pending_requests(&self) -> &PendingRequests {
+        &self.requests
+    }
+
+    /// Answers every pending request but those `resumed` claims with
+    /// `error.<name>` (`requestid`, the request's data, `error:
+    /// "interrupted"`, `message`): used when a session is restored after
+    /// the server stopped, since the work behind those requests died with
+    /// it (it may or may not have taken effect). A request `resumed`
+    /// claims stays pending: its host asks again. Returns how many were
+    /// answered.
+    pub fn interrupt_requests(&mut self, mut resumed: impl FnMut(&str) -> bool) -> usize {
+        let (kept, cut): (PendingRequests, PendingRequests) = std::mem::take(&mut self.requests)
+            .into_iter()
+            .partition(|(id, _)| resumed(id));
+        self.requests = kept;
+        let n = cut.len();
+        for (id, request) in cut {
+            let mut data = serde_json::Map::new();
+            data.insert("requestid".into(), Value::String(id));
+            data.extend(request.data);
+            data.insert("error".into(), Value::String("interrupted".into()));
+            data.insert(
+                "message".into(),
+                Value::String(
+                    "the server stopped before the request was answered; it may or may not have taken effect"
+                        .into(),
+                ),
+            );
+            let mut event = Event::new(format!("error.{}", request.name), EventKind::External);
+            event.data = Some(Value::Object(data));
+            self.external_queue.push_back(event);
+        }
+        n
     }
 
     /// Whether an external event is waiting.

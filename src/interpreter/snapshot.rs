@@ -65,6 +65,9 @@ pub struct SessionSnapshot<D = Value> {
     /// limit, a snapshot it could not take, a quarantine), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    /// Requests of custom actions awaiting their answer, by request id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: super::PendingRequests,
 }
 
 /// Why a snapshot could not be taken or restored.
@@ -139,6 +142,7 @@ impl Session {
                 .collect(),
             datamodel,
             stop_reason: self.stop_reason.clone(),
+            requests: self.requests.clone(),
         }
     }
 
@@ -169,6 +173,7 @@ impl Session {
             invokes: BTreeMap::new(),
             datamodel: Value::Object(Default::default()),
             stop_reason: self.stop_reason.clone(),
+            requests: BTreeMap::new(),
         }
     }
 
@@ -252,6 +257,7 @@ impl Session {
         }
         session.running = snapshot.running;
         session.stop_reason = snapshot.stop_reason.clone();
+        session.requests = snapshot.requests.clone();
         session.started = true;
         if !snapshot.running {
             session.final_info = None::<FinalInfo>;

@@ -391,6 +391,13 @@ pub fn answer_then(
     after: impl FnOnce(bool) + 'static,
 ) -> Result<(), ActionError> {
     let (name, requestid, data) = request;
+    scope.requests.insert(
+        requestid.clone(),
+        crate::interpreter::PendingRequest {
+            name: name.to_string(),
+            data: data.clone(),
+        },
+    );
     let session = scope.session_id.to_string();
     let sessions = sessions.clone();
     let mut reply = Map::new();
