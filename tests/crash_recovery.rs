@@ -294,3 +294,75 @@ async fn postgres_store_loses_no_acknowledged_event_across_kill_9() {
     let db = common::stores::TestDb::postgres(&admin).await;
     crash_and_recover(Some(db.url())).await;
 }
+
+/// A request in flight when the server dies is answered once it is back:
+/// a `<session:fetch>` whose host took the connection but never answered
+/// becomes `error.session.fetch` with `error: "interrupted"` (without it
+/// the session would wait for ever; the fetch is not made twice).
+async fn cut_off_request_is_answered_interrupted(store: Option<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listens");
+    let url = format!("http://{}/slow.json", listener.local_addr().unwrap());
+    let data_dir = std::env::temp_dir().join(unique("ors-interrupted"));
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let setup = Setup {
+        port: free_port(),
+        data_dir,
+        store,
+    };
+    let mut server = setup.start().await;
+    let client = server.operator_client();
+    let id = start(
+        &client,
+        &setup,
+        "fixtures/server/fetcher.scxml",
+        &[("url", url.as_str())],
+    )
+    .await;
+    // The fetch leaves once the state that asked for it is stored.
+    let (socket, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .expect("the fetch arrives")
+        .expect("accepted");
+    let q = query(&client, &setup, &id).await;
+    assert_eq!(q["configuration"], serde_json::json!(["fetching"]), "{q}");
+    server.kill();
+    drop(socket);
+
+    let server = setup.start().await;
+    let client = server.operator_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let q = loop {
+        let q = query(&client, &setup, &id).await;
+        if q["configuration"] != serde_json::json!(["fetching"]) {
+            break q;
+        }
+        assert!(Instant::now() < deadline, "the session still waits: {q}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(q["configuration"], serde_json::json!(["failed"]), "{q}");
+    let error = &q["data"]["error"];
+    assert_eq!(error["error"], "interrupted", "{q}");
+    assert_eq!(error["requestid"], q["data"]["fetch_req"], "{q}");
+    // Nobody asked the host again.
+    let again = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(again.is_err(), "the fetch was made again after the restart");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&setup.data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_answers_a_cut_off_request_interrupted() {
+    cut_off_request_is_answered_interrupted(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_answers_a_cut_off_request_interrupted() {
+    let Some(admin) = common::stores::postgres_admin_url("the PostgreSQL interrupted-request test")
+    else {
+        return;
+    };
+    let db = common::stores::TestDb::postgres(&admin).await;
+    cut_off_request_is_answered_interrupted(Some(db.url())).await;
+}

@@ -542,7 +542,8 @@ impl LocalHost {
         Some(outcome)
     }
 
-    /// Queues an external event for a session.
+    /// Queues an external event for a session (its queue is part of its
+    /// state, so the session counts as touched).
     pub fn deliver(&mut self, id: &str, event: Event) -> bool {
         let Some(slot) = self.slots.get_mut(id) else {
             return false;
@@ -551,6 +552,10 @@ impl LocalHost {
         match slot.session.as_mut() {
             Some(session) if session.is_running() => {
                 session.enqueue_external(event);
+                if !slot.touched {
+                    slot.touched = true;
+                    self.touched.push(key.clone());
+                }
                 if !slot.ready {
                     slot.ready = true;
                     self.ready.push_back(key.clone());

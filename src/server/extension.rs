@@ -112,6 +112,18 @@ pub trait SessionHook: Send + Sync {
     fn session_ended(&self, session_id: &str) {
         let _ = session_id;
     }
+
+    /// A session is restored for the first time after a restart, with
+    /// the ids of its requests still pending (possibly none): returns
+    /// those the extension resumes itself (it journaled the work and asks
+    /// again), so that the session keeps waiting for their answers; the
+    /// others are answered `error.<name>` with `error: "interrupted"`. An
+    /// extension may also drop here what it journaled for requests the
+    /// session no longer waits for.
+    fn resume_requests(&self, session_id: &str, pending: &[&str]) -> Vec<String> {
+        let _ = (session_id, pending);
+        Vec::new()
+    }
 }
 
 /// A service that plugs into the server; see the module docs.

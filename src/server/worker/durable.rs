@@ -84,6 +84,7 @@ impl Worker {
                 warm: None,
             };
             let src = self.srcs.intern(&root.src);
+            self.interrupt_on_restore.insert(id.clone());
             self.meta
                 .insert(id.clone(), stored_meta(root, src, Some(sleeping)));
             if let Some(due) = wake_at {
@@ -305,11 +306,31 @@ impl Worker {
                 session_id: Some(row.id.clone()),
                 ..self.options.clone()
             };
-            let session = Session::restore(doc, &snapshot, options)
+            let mut session = Session::restore(doc, &snapshot, options)
                 .map_err(|e| format!("session {}: {e}", row.id))?;
+            if self.interrupt_on_restore.contains(root) {
+                let pending: Vec<&str> = session
+                    .pending_requests()
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                let resumed: std::collections::HashSet<String> = self
+                    .ctx
+                    .hooks
+                    .iter()
+                    .flat_map(|h| h.resume_requests(&row.id, &pending))
+                    .collect();
+                let interrupted =
+                    session.interrupt_requests(|requestid| resumed.contains(requestid));
+                if interrupted > 0 {
+                    tracing::warn!(session = %row.id, requests = interrupted,
+                        "requests cut off when the server stopped are answered with error 'interrupted'");
+                }
+            }
             self.host.add_restored(session, parent);
             restored.push(row.id.clone());
         }
+        self.interrupt_on_restore.remove(root);
         let first = rows.first().map(|(r, _)| r);
         let srcs = &mut self.srcs;
         let meta = self.meta.entry(root.clone()).or_insert_with(|| {
@@ -556,16 +577,26 @@ impl Worker {
         }
     }
 
-    /// Writes what this batch changed and answers `replies` once it is
-    /// durable (at once when nothing needs writing).
+    /// Writes what this batch changed and, once it is durable (at once
+    /// when nothing needs writing), answers `replies` and lets the batch's
+    /// effects leave: the custom actions' deferred work and the events
+    /// sent to other workers' sessions. An effect therefore never comes
+    /// from a state the store does not have; what a crash cuts off after
+    /// the write is answered at restart ([`Session::interrupt_requests`]).
     pub(super) fn persist_and_reply(
         &mut self,
         replies: Vec<(Reply<SessionView>, Result<SessionView, ApiError>)>,
     ) {
         let touched = self.host.take_touched();
         let removed = self.host.take_removed();
+        let effects = Effects {
+            jobs: self.host.take_deferred(),
+            sends: std::mem::take(&mut *self.held_sends.borrow_mut()),
+            ctx: self.ctx.clone(),
+        };
         let Some(commits) = self.commits.clone() else {
             send_all(replies, Ok(()));
+            effects.release();
             return;
         };
         let batch_no = self.batch_no + 1;
@@ -628,6 +659,7 @@ impl Worker {
         batch.deletes = removed.iter().map(|id| id.to_string()).collect();
         if batch.is_empty() {
             send_all(replies, Ok(()));
+            effects.release();
             return;
         }
         self.batch_no = batch_no;
@@ -645,6 +677,9 @@ impl Worker {
                 Err(_) => resync.borrow_mut().extend(roots),
             }
             send_all(replies, result);
+            // After a failed write the states stay in memory and are
+            // written again (`resync`): the process goes on from them.
+            effects.release();
             in_flight.set(in_flight.get() - 1);
         });
     }
@@ -705,7 +740,9 @@ impl Worker {
         };
         let wake_at = if !session.is_running() {
             None
-        } else if session.has_external() {
+        } else if session.has_external() || !session.pending_requests().is_empty() {
+            // (Requests pending: a process that starts on this row wakes
+            // the session at once, to answer the ones that died with us.)
             Some(wall_clock_ms() as i64)
         } else {
             session.next_timer_due().map(|t| t as i64)
@@ -821,6 +858,27 @@ async fn stored_document(ctx: &Arc<WorkerContext>, hash: &str) -> Result<Arc<Doc
         m.insert(hash.to_string(), doc.clone());
     }
     Ok(doc)
+}
+
+/// A batch's effects, held until its write is durable.
+struct Effects {
+    /// Custom actions' deferred work.
+    jobs: Vec<crate::interpreter::Deferred>,
+    /// Events for other workers' sessions (target id, event).
+    sends: Vec<(String, crate::interpreter::Event)>,
+    ctx: Arc<WorkerContext>,
+}
+
+impl Effects {
+    /// Lets them leave: the jobs run on this worker, the events go.
+    fn release(self) {
+        for job in self.jobs {
+            tokio::task::spawn_local(job);
+        }
+        for (id, event) in self.sends {
+            let _ = self.ctx.sessions.post_event(&id, event);
+        }
+    }
 }
 
 fn send_all(

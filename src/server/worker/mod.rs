@@ -396,6 +396,13 @@ struct Worker {
     in_flight: Rc<Cell<usize>>,
     /// Roots whose last write failed (written again with the next batch).
     resync: Rc<RefCell<Vec<Arc<str>>>>,
+    /// Events this worker's sessions sent to sessions of other workers,
+    /// held until the batch that sent them is durable.
+    held_sends: Rc<RefCell<Vec<(String, Event)>>>,
+    /// Roots taken over from the store at start and not restored since:
+    /// their first restore answers the requests that died with the last
+    /// process ([`Session::interrupt_requests`]).
+    interrupt_on_restore: HashSet<Arc<str>>,
     document_hashes: HashMap<usize, (Arc<Document>, String)>,
     /// The `src` of every session this worker knows, one string per
     /// distinct value ([`SrcNames::intern`]).
@@ -578,12 +585,20 @@ impl Worker {
             }));
         }
         host.set_id_generator(Box::new(move || crate::ids::session_id(index)));
-        let route_ctx = ctx.clone();
+        // An event for another worker's session leaves once the sender's
+        // new state is durable (`persist_and_reply`): after a crash, no
+        // session holds an event from a state its sender never kept.
+        let held_sends: Rc<RefCell<Vec<(String, Event)>>> = Rc::default();
+        let held = held_sends.clone();
+        let workers = ctx.sessions.pool().len();
         host.set_remote_router(Box::new(move |id, event| {
-            route_ctx
-                .sessions
-                .post_event(id, event)
-                .map_err(|e| crate::interpreter::DispatchError(e.message))
+            if worker_of(id, workers).is_none() {
+                return Err(crate::interpreter::DispatchError(format!(
+                    "no session '{id}'"
+                )));
+            }
+            held.borrow_mut().push((id.to_string(), event));
+            Ok(())
         }));
         // Basic HTTP sends go out from this worker; a failed POST comes back
         // as error.communication through the pool like any other event.
@@ -634,6 +649,8 @@ impl Worker {
             committed: Rc::new(Cell::new(0)),
             in_flight: Rc::new(Cell::new(0)),
             resync: Rc::new(RefCell::new(Vec::new())),
+            held_sends,
+            interrupt_on_restore: HashSet::new(),
             document_hashes: HashMap::new(),
             srcs: SrcNames::default(),
             sleepers: BinaryHeap::new(),
@@ -925,9 +942,6 @@ impl Worker {
             replies.push((reply, view));
         }
         self.persist_and_reply(replies);
-        for job in self.host.take_deferred() {
-            tokio::task::spawn_local(job);
-        }
         if self.last_sweep.elapsed() > Duration::from_secs(1) {
             self.sweep();
         }
