@@ -24,14 +24,16 @@
 //! chat it found: a chat that ended while the server was down, or that
 //! the backend no longer knows (the embedded simulator restarts with the
 //! server), is ended here as if the backend had said so (its owner gets
-//! `interaction.deleted`, its agent is released); a submit still waiting
-//! is asked again for what remains of its timeout.
+//! `interaction.deleted`, its agent is released). A submit still waiting
+//! is asked again, for what remains of its timeout, when its session is
+//! restored and still waits for it; one its session no longer waits for
+//! (answered just before the server stopped) is dropped.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::Gms;
 use crate::store::{CommitHandle, Migration, SqlValue, Statement, Store, WriteBatch};
@@ -246,9 +248,10 @@ async fn complete_claim(ctx: &Gms, service_id: &str) {
     }
 }
 
-/// Brings what [`load`] read in line with the chat backend, then asks
-/// the routing backend again for the submits that were waiting. Runs
-/// once, after the stored sessions are back with their workers.
+/// Brings what [`load`] read in line with the chat backend. Runs once,
+/// after the stored sessions are back with their workers. (The submits
+/// that were waiting are asked again as their sessions are restored:
+/// `Mirror::resume_requests`.)
 pub async fn reconcile(ctx: Arc<Gms>) {
     use crate::backends::chat::{ChatError, ChatState};
     // Only what was read back: chats that began since are the live
@@ -316,40 +319,11 @@ pub async fn reconcile(ctx: Arc<Gms>) {
                 "a chat kept over a restart could not be checked"),
         }
     }
-    let mut resumed = 0usize;
-    for submit in ctx.submits.all() {
-        if ended.contains(&submit.request.interaction_id) {
-            // Its interaction is gone: the request is answered, not asked
-            // again (its session has `interaction.deleted` already).
-            ctx.submits.finish(&submit.request.request_id);
-            let mut data = Map::new();
-            data.insert(
-                "requestid".into(),
-                Value::from(submit.request.request_id.clone()),
-            );
-            data.insert(
-                "interactionid".into(),
-                Value::from(submit.request.interaction_id.clone()),
-            );
-            let _ = ctx.sessions.post_event(
-                &submit.session,
-                crate::modules::failure_event(
-                    "error.queue.submit",
-                    data,
-                    "cancelled",
-                    "the interaction ended while the server was down".into(),
-                ),
-            );
-            continue;
-        }
-        resumed += 1;
-        super::modules::queue::submit::resume(ctx.clone(), submit);
-    }
-    if !ended.is_empty() || resumed > 0 {
+    if !ended.is_empty() {
         tracing::info!(
             ended = ended.len(),
-            resumed,
             "chats kept over a restart checked with the chat backend"
         );
     }
+    ctx.reconciled.send_replace(Some(Arc::new(ended)));
 }

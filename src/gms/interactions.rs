@@ -700,6 +700,31 @@ const MIRROR_SCRIPT: &str = "(function (ixn) { var d = ixn.incoming; delete ixn.
 pub struct Mirror(pub Arc<Gms>);
 
 impl SessionHook for Mirror {
+    /// The `<queue:submit>`s a session restored after a restart still
+    /// waits for are asked again ([`submit::resume`]); those read back
+    /// that it no longer waits for (answered before the server stopped)
+    /// are dropped.
+    ///
+    /// [`submit::resume`]: crate::gms::modules::queue::submit::resume
+    fn resume_requests(&self, session_id: &str, pending: &[&str]) -> Vec<String> {
+        let mut resumed = Vec::new();
+        for submit in self.0.submits.take_restored_of(session_id) {
+            let requestid = submit.request.request_id.clone();
+            if !pending.contains(&requestid.as_str()) {
+                self.0.submits.finish(&requestid);
+                continue;
+            }
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(crate::gms::modules::queue::submit::resume(
+                    self.0.clone(),
+                    submit,
+                ));
+                resumed.push(requestid);
+            }
+        }
+        resumed
+    }
+
     fn session_ended(&self, session_id: &str) {
         let owns_something = self.0.interactions.any_owned_by(session_id)
             || !self.0.submits.of_session(session_id).is_empty();

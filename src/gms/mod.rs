@@ -136,6 +136,9 @@ pub struct Gms {
     pub paused: pause::Paused,
     /// What was read back from the store at start, until reconciled.
     pub restored: std::sync::Mutex<continuity::Restored>,
+    /// Set once [`continuity::reconcile`] has checked the chats read back:
+    /// the interactions it found ended while the server was down.
+    pub reconciled: tokio::sync::watch::Sender<Option<Arc<std::collections::HashSet<String>>>>,
     /// The store, for the extension's own tables (`None`: memory only).
     pub store: Option<Arc<dyn crate::store::Store>>,
     /// The group committer (`None`: memory only).
@@ -327,6 +330,7 @@ impl Extension for ContactCentre {
             )),
             paused: pause::Paused::default(),
             restored: std::sync::Mutex::new(continuity::Restored::default()),
+            reconciled: tokio::sync::watch::Sender::new(None),
             store: server.store.clone(),
             commits: server.commits.clone(),
         });

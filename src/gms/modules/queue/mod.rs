@@ -9,7 +9,7 @@ pub mod cancel;
 pub mod query;
 pub mod submit;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,9 @@ pub struct Outstanding {
 /// The submits still waiting, by request id.
 pub struct Submits {
     map: Mutex<HashMap<String, Outstanding>>,
+    /// Request ids read back from the store whose session has not been
+    /// restored since ([`Submits::take_restored_of`]).
+    unclaimed: Mutex<HashSet<String>>,
     journal: Journal,
 }
 
@@ -43,6 +46,7 @@ impl Submits {
     pub fn new(journal: Journal) -> Submits {
         Submits {
             map: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::new(HashSet::new()),
             journal,
         }
     }
@@ -66,11 +70,32 @@ impl Submits {
 
     /// Puts back the submits read from the store at start.
     pub fn restore(&self, submits: Vec<Outstanding>) {
-        if let Ok(mut m) = self.map.lock() {
+        if let (Ok(mut m), Ok(mut unclaimed)) = (self.map.lock(), self.unclaimed.lock()) {
             for s in submits {
+                unclaimed.insert(s.request.request_id.clone());
                 m.insert(s.request.request_id.clone(), s);
             }
         }
+    }
+
+    /// The submits read back from the store that `session` made, each
+    /// returned once (when the session is first restored).
+    pub fn take_restored_of(&self, session: &str) -> Vec<Outstanding> {
+        let (Ok(m), Ok(mut unclaimed)) = (self.map.lock(), self.unclaimed.lock()) else {
+            return Vec::new();
+        };
+        if unclaimed.is_empty() {
+            return Vec::new();
+        }
+        let mine: Vec<Outstanding> = m
+            .values()
+            .filter(|o| o.session == session && unclaimed.contains(&o.request.request_id))
+            .cloned()
+            .collect();
+        for o in &mine {
+            unclaimed.remove(&o.request.request_id);
+        }
+        mine
     }
 
     /// Copies of every waiting submit.

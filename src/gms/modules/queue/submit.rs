@@ -199,62 +199,82 @@ fn finish(ctx: &Gms, requestid: &str, interaction_id: &str, route: bool, ok: boo
 }
 
 /// Asks the routing backend again for a submit that was waiting when the
-/// server stopped (read back from the store), for what remains of its
+/// server stopped (read back from the store, and still awaited by its
+/// session once restored), for what remains of its
 /// timeout, and answers its session as the submit would have
 /// (`queue.submit.done` or `error.queue.submit`; `timeout` when nothing
 /// remains). A multi-step target starts again from its first step. The
 /// backend may still hold the first request (a routing service that kept
 /// running while the server was down): it is cancelled first, so one
 /// submit never holds two agents.
-pub fn resume(ctx: Arc<Gms>, submit: Outstanding) {
-    tokio::spawn(async move {
-        let mut request = submit.request.clone();
-        let (requestid, interaction_id) =
-            (request.request_id.clone(), request.interaction_id.clone());
-        let mut pause = std::time::Duration::from_secs(1);
-        let result = loop {
-            let elapsed = crate::host::wall_clock_ms().saturating_sub(submit.since_ms);
-            let Some(left) = submit
-                .request
-                .timeout_ms
-                .checked_sub(elapsed)
-                .filter(|l| *l > 0)
-            else {
-                break Err(Failure::new(
-                    RoutingError::Timeout.code(),
-                    RoutingError::Timeout.to_string(),
-                ));
-            };
-            request.timeout_ms = left;
-            ctx.backends.routing.cancel(&requestid).await;
-            match reserve_and_route(&ctx, request.clone(), submit.route).await {
-                // The routing backend may not be back yet: asked again
-                // while the submit's time lasts.
-                Err(f) if f.code == RoutingError::Backend(String::new()).code() => {
-                    tracing::warn!(request = %requestid, error = %f.message,
-                        "a submit kept over a restart could not be asked again yet");
-                    tokio::time::sleep(pause.min(std::time::Duration::from_millis(left))).await;
-                    pause = (pause * 2).min(std::time::Duration::from_secs(30));
-                }
-                other => break other,
-            }
-        };
-        let mut reply = Map::new();
-        reply.insert("requestid".into(), Value::from(requestid.clone()));
-        reply.insert("interactionid".into(), Value::from(interaction_id.clone()));
-        let (event, ok) = match result {
-            Ok(extra) => {
-                reply.extend(extra);
-                (result_event("queue.submit.done", reply), true)
-            }
-            Err(f) => (
-                failure_event("error.queue.submit", reply, &f.code, f.message),
-                false,
-            ),
-        };
+pub async fn resume(ctx: Arc<Gms>, submit: Outstanding) {
+    let mut request = submit.request.clone();
+    let (requestid, interaction_id) = (request.request_id.clone(), request.interaction_id.clone());
+    // The chats read back are checked with the chat backend first: a
+    // submit for one that ended while the server was down is answered,
+    // not asked again (its session has `interaction.deleted`).
+    let mut reconciled = ctx.reconciled.subscribe();
+    let ended = match reconciled.wait_for(Option::is_some).await {
+        Ok(v) => v.as_ref().is_some_and(|e| e.contains(&interaction_id)),
+        Err(_) => false,
+    };
+    if ended {
+        let mut data = Map::new();
+        data.insert("requestid".into(), Value::from(requestid.clone()));
+        data.insert("interactionid".into(), Value::from(interaction_id.clone()));
+        let event = failure_event(
+            "error.queue.submit",
+            data,
+            "cancelled",
+            "the interaction ended while the server was down".into(),
+        );
         let _ = ctx.sessions.post_event(&submit.session, event);
-        finish(&ctx, &requestid, &interaction_id, submit.route, ok);
-    });
+        finish(&ctx, &requestid, &interaction_id, submit.route, false);
+        return;
+    }
+    let mut pause = std::time::Duration::from_secs(1);
+    let result = loop {
+        let elapsed = crate::host::wall_clock_ms().saturating_sub(submit.since_ms);
+        let Some(left) = submit
+            .request
+            .timeout_ms
+            .checked_sub(elapsed)
+            .filter(|l| *l > 0)
+        else {
+            break Err(Failure::new(
+                RoutingError::Timeout.code(),
+                RoutingError::Timeout.to_string(),
+            ));
+        };
+        request.timeout_ms = left;
+        ctx.backends.routing.cancel(&requestid).await;
+        match reserve_and_route(&ctx, request.clone(), submit.route).await {
+            // The routing backend may not be back yet: asked again
+            // while the submit's time lasts.
+            Err(f) if f.code == RoutingError::Backend(String::new()).code() => {
+                tracing::warn!(request = %requestid, error = %f.message,
+                    "a submit kept over a restart could not be asked again yet");
+                tokio::time::sleep(pause.min(std::time::Duration::from_millis(left))).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(30));
+            }
+            other => break other,
+        }
+    };
+    let mut reply = Map::new();
+    reply.insert("requestid".into(), Value::from(requestid.clone()));
+    reply.insert("interactionid".into(), Value::from(interaction_id.clone()));
+    let (event, ok) = match result {
+        Ok(extra) => {
+            reply.extend(extra);
+            (result_event("queue.submit.done", reply), true)
+        }
+        Err(f) => (
+            failure_event("error.queue.submit", reply, &f.code, f.message),
+            false,
+        ),
+    };
+    let _ = ctx.sessions.post_event(&submit.session, event);
+    finish(&ctx, &requestid, &interaction_id, submit.route, ok);
 }
 
 /// The target text the routing backend gets: one target as is, several
