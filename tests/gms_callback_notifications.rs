@@ -4,7 +4,8 @@
 //! cancelled; a failing listener is retried with backoff, and only as
 //! often as `_max_notify_delivery_attempts` says; an event list limits
 //! the events and their `notify_params`; and a listener that never
-//! answers does not hold up the callbacks.
+//! answers does not hold up the callbacks. With `orscb` the notifications
+//! go to an ORS session as events.
 
 mod common;
 
@@ -319,4 +320,93 @@ async fn callbacks_tell_their_listener_what_happens_to_them() {
     let r = device.callback_get("hung", &id).await;
     assert_eq!(r.body["_callback_state"], "QUEUED", "{}", r.body);
     server.stop().await;
+}
+
+/// `_status_notification_type=orscb`: the target is an ORS session id, and
+/// that session gets each notification as an event named as it (here a
+/// session started on a first run of the server, and kept by its store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orscb_notifications_reach_the_target_session_as_events() {
+    let data_dir = common::scratch_dir("notifications-orscb");
+    let base_config = || {
+        let mut config = Config {
+            server: ors::server::Config {
+                workers: 2,
+                data_dir: data_dir.clone(),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        config.contact_centre.gms.services.clear();
+        config
+    };
+    let server = spawn_server(base_config()).await;
+    let monitor = server
+        .api()
+        .start_session(&[("src", "fixtures/gms/status_listener.scxml")])
+        .await;
+    server.stop().await;
+
+    let mut config = base_config();
+    let mut options = ors::gms::service::demo_service_options();
+    options.insert("_enable_status_notification".into(), json!("notify"));
+    options.insert("_status_notification_type".into(), json!("orscb"));
+    options.insert("_status_notification_target".into(), json!(monitor));
+    config
+        .contact_centre
+        .gms
+        .services
+        .insert("monitored".into(), options);
+    let server = spawn_server(config).await;
+    let device = server.customer().with_gms_user("device-orscb");
+    let r = device
+        .callback_create("monitored", &[("_customer_number", "6502382101")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.body["_id"].as_str().expect("_id").to_string();
+    assert_eq!(device.callback_cancel("monitored", &id).await.status, 200);
+    let api = server.api();
+    let want = [
+        ("_cbe_on_service_create", "QUEUED"),
+        ("_cbe_on_callback_queued", "QUEUED"),
+        ("_cbe_on_callback_cancelled", "COMPLETED"),
+        ("_cbe_on_service_exit", "COMPLETED"),
+    ];
+    eventually(
+        "the monitor session got the notifications",
+        Duration::from_secs(15),
+        Duration::from_millis(25),
+        || {
+            let api = api.clone();
+            let (monitor, id) = (monitor.clone(), id.clone());
+            async move {
+                let q = api.query_ok(&monitor).await;
+                let got: Vec<(String, String)> = q["data"]["got"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|g| g["id"] == id.as_str())
+                    .map(|g| {
+                        let text = |k: &str| g[k].as_str().unwrap_or_default().to_string();
+                        (text("name"), text("state"))
+                    })
+                    .collect();
+                let expected: Vec<(String, String)> = want
+                    .iter()
+                    .map(|(n, s)| (n.to_string(), s.to_string()))
+                    .collect();
+                if got == expected {
+                    Ok(())
+                } else {
+                    Err(format!("{q}"))
+                }
+            }
+        },
+    )
+    .await;
+    let q = api.query_ok(&monitor).await;
+    let cancelled = &q["data"]["got"][2];
+    assert_eq!(cancelled["reason"], "CANCELLED", "{q}");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -396,21 +396,29 @@ pub fn check_options(service: &Service) -> Result<(), String> {
     let notifying =
         text("_enable_status_notification").is_some_and(|v| !v.eq_ignore_ascii_case("false"));
     if notifying {
+        let target = text("_status_notification_target").unwrap_or_default();
         match text("_status_notification_type").as_deref() {
-            None | Some("httpcb") => {}
+            None | Some("httpcb") => match reqwest::Url::parse(&target) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(format!(
+                        "_status_notification_target must be an http(s) URL when httpcb \
+                         notifications are on, not '{target}'"
+                    ));
+                }
+            },
+            Some("orscb") => {
+                if target.trim().is_empty() {
+                    return Err(
+                        "_status_notification_target must name an ORS session id when orscb \
+                         notifications are on"
+                            .into(),
+                    );
+                }
+            }
             Some(other) => {
                 return Err(format!(
-                    "_status_notification_type must be httpcb (orscb is not supported), not '{other}'"
-                ));
-            }
-        }
-        let target = text("_status_notification_target").unwrap_or_default();
-        match reqwest::Url::parse(&target) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(format!(
-                    "_status_notification_target must be an http(s) URL when notifications are \
-                     on, not '{target}'"
+                    "_status_notification_type must be httpcb or orscb, not '{other}'"
                 ));
             }
         }

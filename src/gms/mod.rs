@@ -73,6 +73,10 @@ impl Pusher for NoPush {
     fn push(&self, _gms_user: &str, _channel: &str, _data: Value) -> usize {
         0
     }
+
+    fn reaches(&self, _gms_user: &str, _channel: &str) -> bool {
+        false
+    }
 }
 
 /// The contact-centre extension, configured; [`Extension::start`] makes

@@ -1,7 +1,10 @@
 //! Callback status notifications (GMS Callback User's Guide, *Enable
-//! Status Notifications*): with `_enable_status_notification` on and
-//! `_status_notification_type` `httpcb`, every change of a callback is
-//! POSTed as JSON to `_status_notification_target`.
+//! Status Notifications*): with `_enable_status_notification` on, every
+//! change of a callback is published to `_status_notification_target`:
+//! with `_status_notification_type` `httpcb` (the default) POSTed there
+//! as JSON; with `orscb` the target is an ORS session id, and the session
+//! gets each notification as an external event named as the notification
+//! (`_cbe_on_callback_queued`, ...) whose data is the body below.
 //!
 //! The events, named as GMS names them:
 //!
@@ -79,13 +82,24 @@ pub type EventLists = BTreeMap<String, BTreeMap<String, EventSettings>>;
 struct Delivery {
     /// The callback it is about (its notifications go out in order).
     callback: String,
-    url: String,
+    to: Target,
     body: Value,
     attempts: u32,
 }
 
+/// Where a service's notifications go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// `httpcb`: POSTed to this URL.
+    Http(String),
+    /// `orscb`: sent to this ORS session as an event.
+    Session(String),
+}
+
 /// Queues notifications for the delivery task ([`Notifier::run`]).
 pub struct Notifier {
+    /// For `orscb` notifications.
+    sessions: Option<crate::server::Sessions>,
     tx: mpsc::Sender<Delivery>,
     rx: std::sync::Mutex<Option<mpsc::Receiver<Delivery>>>,
     lists: EventLists,
@@ -93,18 +107,22 @@ pub struct Notifier {
     pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// Whether a service notifies over HTTP, and where.
-fn target(service: &Service) -> Option<String> {
+/// Whether a service notifies, and where (`None` also for a type other
+/// than `httpcb` and `orscb`).
+fn target(service: &Service) -> Option<Target> {
     let enabled = service
         .text("_enable_status_notification")
         .is_some_and(|v| !v.eq_ignore_ascii_case("false"));
-    let httpcb = service
-        .text("_status_notification_type")
-        .is_none_or(|t| t.eq_ignore_ascii_case("httpcb"));
-    if !enabled || !httpcb {
+    if !enabled {
         return None;
     }
-    service.text("_status_notification_target")
+    let to = service.text("_status_notification_target")?;
+    match service.text("_status_notification_type") {
+        None => Some(Target::Http(to)),
+        Some(t) if t.eq_ignore_ascii_case("httpcb") => Some(Target::Http(to)),
+        Some(t) if t.eq_ignore_ascii_case("orscb") => Some(Target::Session(to)),
+        Some(_) => None,
+    }
 }
 
 /// The events a change of a record means, in order. `old`: the state it
@@ -154,10 +172,12 @@ pub fn events(old: Option<&str>, row: &CallbackRow, rescheduled: bool) -> Vec<&'
 }
 
 impl Notifier {
-    /// A notifier reading events lists from `lists`.
-    pub fn new(lists: EventLists) -> Notifier {
+    /// A notifier reading events lists from `lists`, sending `orscb`
+    /// notifications through `sessions` (none: they are dropped).
+    pub fn new(lists: EventLists, sessions: Option<crate::server::Sessions>) -> Notifier {
         let (tx, rx) = mpsc::channel(QUEUE);
         Notifier {
+            sessions,
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
             lists,
@@ -174,7 +194,7 @@ impl Notifier {
         row: &CallbackRow,
         rescheduled: bool,
     ) {
-        let Some(url) = target(service) else {
+        let Some(to) = target(service) else {
             return;
         };
         let list = service
@@ -208,7 +228,7 @@ impl Notifier {
             }
             let delivery = Delivery {
                 callback: row.id.clone(),
-                url: url.clone(),
+                to: to.clone(),
                 body: Value::Object(body),
                 attempts,
             };
@@ -249,18 +269,19 @@ impl Notifier {
                 }
                 lanes.insert(delivery.callback.clone(), VecDeque::new());
             }
-            let (client, slots, lanes, pending) = (
+            let (client, slots, lanes, pending, sessions) = (
                 client.clone(),
                 slots.clone(),
                 lanes.clone(),
                 self.pending.clone(),
+                self.sessions.clone(),
             );
             tokio::spawn(async move {
                 let callback = delivery.callback.clone();
                 let mut next = Some(delivery);
                 while let Some(delivery) = next {
                     if let Ok(slot) = slots.acquire().await {
-                        deliver(&client, delivery).await;
+                        deliver(&client, sessions.as_ref(), delivery).await;
                         drop(slot);
                     }
                     pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
@@ -278,23 +299,47 @@ impl Notifier {
 }
 
 /// Tries one notification until it is taken or its tries are spent.
-async fn deliver(client: &reqwest::Client, delivery: Delivery) {
+async fn deliver(
+    client: &reqwest::Client,
+    sessions: Option<&crate::server::Sessions>,
+    delivery: Delivery,
+) {
     let mut wait = RETRY_BASE;
     for attempt in 1..=delivery.attempts {
-        let sent = client
-            .post(&delivery.url)
-            .timeout(TIMEOUT)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(delivery.body.to_string())
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => return,
-            Ok(r) => {
-                tracing::debug!(url = %delivery.url, status = %r.status(), attempt, "notification refused")
+        let taken = match &delivery.to {
+            Target::Http(url) => {
+                let sent = client
+                    .post(url)
+                    .timeout(TIMEOUT)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(delivery.body.to_string())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("status {}", r.status())),
+                    Err(e) => Err(e.to_string()),
+                }
             }
-            Err(e) => {
-                tracing::debug!(url = %delivery.url, error = %e, attempt, "notification not delivered")
+            Target::Session(id) => {
+                let name = delivery.body["event"]
+                    .as_str()
+                    .unwrap_or("_cbe_on_callback_status_updated");
+                let mut event = crate::interpreter::Event::new(
+                    name.to_string(),
+                    crate::interpreter::EventKind::External,
+                );
+                event.data = Some(delivery.body.clone());
+                match sessions {
+                    Some(s) => s.post_event(id, event).map_err(|e| e.message),
+                    None => Err("no sessions to send to".into()),
+                }
+            }
+        };
+        match taken {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::debug!(to = ?delivery.to, %error, attempt, "notification not delivered")
             }
         }
         if attempt < delivery.attempts {
@@ -302,7 +347,7 @@ async fn deliver(client: &reqwest::Client, delivery: Delivery) {
             wait *= 2;
         }
     }
-    tracing::warn!(url = %delivery.url, event = %delivery.body["event"], attempts = delivery.attempts,
+    tracing::warn!(to = ?delivery.to, event = %delivery.body["event"], attempts = delivery.attempts,
         "a callback notification was given up");
 }
 

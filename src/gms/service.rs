@@ -366,13 +366,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         "_status_notification_type",
         Text("httpcb"),
         None,
-        "httpcb (orscb is not supported)",
+        "httpcb (POST to a URL) or orscb (events to an ORS session)",
     ),
     spec(
         "_status_notification_target",
         Unset,
         None,
-        "the URL notifications are POSTed to",
+        "the URL notifications are POSTed to (httpcb), or the ORS session id they are sent to (orscb)",
     ),
     spec(
         "_max_notify_delivery_attempts",
