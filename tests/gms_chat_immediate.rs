@@ -741,3 +741,71 @@ async fn cancelling_a_callback_ends_its_chat_waiting_for_an_agent() {
     .await;
     server.stop().await;
 }
+
+/// A device with `notify_by=comet` that has no CometD client subscribed
+/// while its chat goes on (not connected yet, or reconnecting after a
+/// restart of the server) is pushed every entry it missed, in order, once
+/// it subscribes; and later entries follow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_subscribes_late_is_pushed_what_it_missed() {
+    let api = Api::start(config()).await;
+    let id = api.create_callback(&[]).await;
+    api.start_chat(&id, "Bob").await;
+    let shown = api
+        .refresh_until(&id, Duration::from_secs(10), |r| {
+            has_entry(r, "Notice.Joined", "AGENT", None) && transcript(r).len() >= 3
+        })
+        .await;
+    let missed = transcript(&shown);
+
+    let r = api.device.cometd_handshake().await;
+    let client_id = r.body[0]["clientId"]
+        .as_str()
+        .expect("clientId")
+        .to_string();
+    let r = api.device.cometd_subscribe(&client_id, "/_genesys").await;
+    assert_eq!(r.body[0]["successful"], true, "{}", r.body);
+    // Pushed: (position, entry) in the order they came.
+    let mut pushed: Vec<(u64, Value)> = Vec::new();
+    let collect = |pushed: &mut Vec<(u64, Value)>, reply: &Value| {
+        for m in reply.as_array().into_iter().flatten() {
+            if m["channel"] == "/_genesys" {
+                let message = &m["data"]["message"];
+                let next = message["transcriptPosition"].as_u64().expect("position");
+                for entry in transcript(message) {
+                    pushed.push((next - 1, entry));
+                }
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut polls = 0;
+    while pushed.len() < missed.len() {
+        assert!(Instant::now() < deadline, "pushed so far: {pushed:?}");
+        let r = api.device.cometd_connect(&client_id).await;
+        collect(&mut pushed, &r.body);
+        polls += 1;
+    }
+    let positions: Vec<u64> = pushed.iter().map(|(p, _)| *p).collect();
+    let want: Vec<u64> = (1..=missed.len() as u64).collect();
+    assert_eq!(positions, want, "in order, each once ({polls} polls)");
+    let entries: Vec<Value> = pushed.iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(entries, missed);
+
+    // What comes next is pushed as it happens.
+    let r = api.device.chat_send(&id, "still there?").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pushed
+        .iter()
+        .any(|(_, e)| e[2].as_str() == Some("still there?"))
+    {
+        assert!(Instant::now() < deadline, "pushed so far: {pushed:?}");
+        let r = api.device.cometd_connect(&client_id).await;
+        collect(&mut pushed, &r.body);
+    }
+    let positions: Vec<u64> = pushed.iter().map(|(p, _)| *p).collect();
+    let want: Vec<u64> = (1..=positions.len() as u64).collect();
+    assert_eq!(positions, want, "no gap, no repeat: {pushed:?}");
+    api.stop().await;
+}

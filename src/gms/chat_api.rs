@@ -218,6 +218,19 @@ impl ChatBindings {
             .and_then(|m| m.get(service_id).cloned())
     }
 
+    /// The bindings whose device owner is `gms_user` and that push.
+    pub fn pushing_to(&self, gms_user: &str) -> Vec<Binding> {
+        self.by_service
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|b| b.push && b.gms_user.as_deref() == Some(gms_user))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The binding of a chat.
     pub fn of_chat(&self, chat_id: &str) -> Option<Binding> {
         let service = self.by_chat.lock().ok()?.get(chat_id).cloned()?;
@@ -795,6 +808,12 @@ pub async fn push_chat_updates(ctx: Arc<Gms>) {
             continue;
         };
         match entries.first() {
+            // Entries before it were never pushed (no device was
+            // subscribed then): they go first, in order.
+            Some(entry) if entry.position > binding.pushed + 1 => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move { push_missed(&ctx, &binding).await });
+            }
             Some(entry) => push_entry(&ctx, &binding, state, entry),
             None => push(&ctx, &binding, state, &[], binding.pushed),
         }
@@ -810,8 +829,9 @@ pub async fn push_chat_updates(ctx: Arc<Gms>) {
     }
 }
 
-/// Pushes what a device with `notify_by=comet` missed while the server
-/// was down: the entries after the last one pushed (after a restart).
+/// Pushes what a device with `notify_by=comet` has not been pushed yet:
+/// the entries after the last one pushed (after a restart, when a device
+/// subscribes, or when an entry comes after some that were not pushed).
 pub async fn push_missed(ctx: &Gms, binding: &Binding) {
     if !binding.push || binding.gms_user.is_none() || binding.chat_id.is_empty() {
         return;
@@ -828,8 +848,27 @@ pub async fn push_missed(ctx: &Gms, binding: &Binding) {
     }
 }
 
-/// Pushes one entry unless it was pushed already.
+/// A device of `gms_user` subscribed to CometD: the entries of its chats
+/// that were not pushed yet (published while it had no subscribed
+/// device) are pushed now, in order.
+pub async fn push_missed_to(ctx: &Gms, gms_user: &str) {
+    for binding in ctx.chats.pushing_to(gms_user) {
+        push_missed(ctx, &binding).await;
+    }
+}
+
+/// Pushes one entry unless it was pushed already. While no device of the
+/// binding's owner is subscribed (a device between two CometD sessions,
+/// or one not reconnected yet after a restart of the server) nothing is
+/// pushed nor counted as pushed: [`push_missed_to`] pushes it once a
+/// device subscribes.
 fn push_entry(ctx: &Gms, binding: &Binding, state: ChatState, entry: &TranscriptEntry) {
+    let Some(user) = binding.gms_user.as_deref() else {
+        return;
+    };
+    if !ctx.pusher.reaches(user, PUSH_CHANNEL) {
+        return;
+    }
     if ctx.chats.claim_push(&binding.service_id, entry.position) {
         push(
             ctx,

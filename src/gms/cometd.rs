@@ -107,7 +107,13 @@ pub struct CometHub {
     settings: CometSettings,
     state: Mutex<HubState>,
     counter: AtomicU64,
+    /// Told `(gms_user, channel)` after each successful subscription
+    /// ([`CometHub::on_subscribe`]).
+    subscribed: std::sync::OnceLock<SubscribeHook>,
 }
+
+/// What [`CometHub::on_subscribe`] calls.
+pub type SubscribeHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Everything behind the hub's lock.
 struct HubState {
@@ -315,6 +321,28 @@ impl CometHub {
                 last_prune: Instant::now(),
             }),
             counter: AtomicU64::new(0),
+            subscribed: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Sets what is told, outside the hub's lock, `(gms_user, channel)`
+    /// for every channel a client subscribes to (so that what was
+    /// published while the user had no client can be published again).
+    /// Set once; a second call is ignored.
+    pub fn on_subscribe(&self, hook: SubscribeHook) {
+        let _ = self.subscribed.set(hook);
+    }
+
+    /// Whether a live client of `gms_user` is subscribed to `channel`
+    /// (a [`CometHub::publish`] there would reach someone).
+    pub fn reaches(&self, gms_user: &str, channel: &str) -> bool {
+        let now = Instant::now();
+        let timeout = self.client_timeout();
+        let st = self.lock();
+        st.by_user.get(gms_user).is_some_and(|ids| {
+            ids.iter()
+                .filter_map(|id| st.clients.get(id))
+                .any(|c| !c.expired(now, timeout) && c.subscriptions.matches(channel))
         })
     }
 
@@ -740,6 +768,13 @@ impl CometHub {
             patterns.iter().for_each(|p| c.subscriptions.add(p));
         } else {
             patterns.iter().for_each(|p| c.subscriptions.remove(p));
+        }
+        let gms_user = c.gms_user.clone();
+        drop(st);
+        if subscribe && let Some(hook) = self.subscribed.get() {
+            for name in &names {
+                hook(&gms_user, name);
+            }
         }
         let mut r = reply_to(channel, m);
         r.insert("successful".into(), Value::from(true));

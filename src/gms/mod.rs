@@ -58,11 +58,18 @@ pub const DOCUMENT_PATH: &str = "/genesys/1/document/service_template/callback/s
 pub trait Pusher: Send + Sync {
     /// Queues `data` on `channel` for every device of `gms_user`.
     fn push(&self, gms_user: &str, channel: &str, data: Value) -> usize;
+
+    /// Whether a push to `gms_user` on `channel` would reach a device now.
+    fn reaches(&self, gms_user: &str, channel: &str) -> bool;
 }
 
 impl Pusher for cometd::CometHub {
     fn push(&self, gms_user: &str, channel: &str, data: Value) -> usize {
         self.publish(gms_user, channel, data)
+    }
+
+    fn reaches(&self, gms_user: &str, channel: &str) -> bool {
+        cometd::CometHub::reaches(self, gms_user, channel)
     }
 }
 
@@ -331,6 +338,7 @@ impl Extension for ContactCentre {
             schedule_changed: tokio::sync::Notify::new(),
             notifier: Arc::new(notifications::Notifier::new(
                 self.settings.gms.event_lists.clone(),
+                Some(server.sessions.clone()),
             )),
             paused: pause::Paused::default(),
             restored: std::sync::Mutex::new(continuity::Restored::default()),
@@ -346,6 +354,19 @@ impl Extension for ContactCentre {
                 && let Some(service) = gms.services.get(&row.service)
             {
                 gms.notifier.changed(service, old, row, rescheduled);
+            }
+        }));
+        // A device that subscribes gets what was published while its user
+        // had none (e.g. the server restarted meanwhile).
+        let weak = Arc::downgrade(&gms);
+        gms.comet.on_subscribe(Box::new(move |user, channel| {
+            let pushes_here = matches!(channel, chat_api::PUSH_CHANNEL | "/*" | "/**");
+            if pushes_here
+                && let Some(gms) = weak.upgrade()
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                let user = user.to_string();
+                runtime.spawn(async move { chat_api::push_missed_to(&gms, &user).await });
             }
         }));
         modules::register(actions, &gms);
