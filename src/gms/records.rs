@@ -1303,10 +1303,22 @@ pub fn iso_utc(ms: i64) -> String {
 
 /// An ISO 8601 / RFC 3339 time with a zone (`2026-11-24T10:15:31Z`,
 /// `…+01:00`, fractions allowed) as ms since the Unix epoch; `None` when
-/// it is not one.
+/// it is not one. Held to RFC 3339's ranges, which jiff's parser is
+/// lenient about: no second `60` (a leap second cannot be scheduled) and
+/// no offset beyond ±23:59.
 pub fn parse_iso_utc(text: &str) -> Option<i64> {
-    text.trim()
-        .parse::<jiff::Timestamp>()
+    let text = text.trim();
+    let time = &text[text.find(['T', 't', ' '])? + 1..];
+    if time.get(6..8) == Some("60") {
+        return None;
+    }
+    if let Some(at) = time.find(['+', '-']) {
+        let hours: u32 = time.get(at + 1..at + 3)?.parse().ok()?;
+        if hours > 23 {
+            return None;
+        }
+    }
+    text.parse::<jiff::Timestamp>()
         .ok()
         .map(|t| t.as_millisecond())
 }
@@ -1314,6 +1326,26 @@ pub fn parse_iso_utc(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_held_to_rfc_3339() {
+        let ok = |t: &str| parse_iso_utc(t).unwrap_or_else(|| panic!("{t} is refused"));
+        assert_eq!(ok("1970-01-01T00:00:01Z"), 1000);
+        assert_eq!(ok(" 1970-01-01T01:00:01.5+01:00 "), 1500);
+        assert_eq!(ok("1970-01-01T00:00:01-00:30"), 1_801_000);
+        assert_eq!(ok("1970-01-01t00:00:01z"), 1000);
+        for bad in [
+            "2026-12-01T10:15:60Z",
+            "2026-12-01T10:15:31+24:00",
+            "2026-12-01T10:15:31-25:00",
+            "2026-12-01T10:15:31",
+            "2026-12-01",
+            "tomorrow",
+            "",
+        ] {
+            assert_eq!(parse_iso_utc(bad), None, "{bad:?} is accepted");
+        }
+    }
 
     #[test]
     fn one_number_however_written_is_one_number() {
