@@ -37,6 +37,17 @@ struct Setup {
 }
 
 impl Setup {
+    /// A free port and a new data directory named after `prefix`.
+    fn new(prefix: &str, store: Option<String>) -> Setup {
+        let data_dir = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        Setup {
+            port: free_port(),
+            data_dir,
+            store,
+        }
+    }
+
     async fn start(&self) -> ServeProcess {
         let mut extra = Vec::new();
         if let Some(url) = &self.store {
@@ -84,13 +95,7 @@ struct Progress {
 }
 
 async fn crash_and_recover(store: Option<String>) {
-    let data_dir = std::env::temp_dir().join(unique("ors-crash"));
-    std::fs::create_dir_all(&data_dir).expect("data dir");
-    let setup = Setup {
-        port: free_port(),
-        data_dir,
-        store,
-    };
+    let setup = Setup::new("ors-crash", store);
     let mut server = setup.start().await;
     let client = server.operator_client();
 
@@ -304,13 +309,7 @@ async fn cut_off_request_is_answered_interrupted(store: Option<String>) {
         .await
         .expect("listens");
     let url = format!("http://{}/slow.json", listener.local_addr().unwrap());
-    let data_dir = std::env::temp_dir().join(unique("ors-interrupted"));
-    std::fs::create_dir_all(&data_dir).expect("data dir");
-    let setup = Setup {
-        port: free_port(),
-        data_dir,
-        store,
-    };
+    let setup = Setup::new("ors-interrupted", store);
     let mut server = setup.start().await;
     let client = server.operator_client();
     let id = start(

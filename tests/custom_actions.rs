@@ -14,6 +14,16 @@ use ors::interpreter::{
 use ors::model::CustomAction;
 use ors::{LoadOptions, parse_document};
 
+/// The value of attribute `name` of `<t:{element}>`, which it must have.
+fn required(action: &CustomAction, element: &str, name: &str) -> Result<String, String> {
+    action
+        .attributes
+        .iter()
+        .find(|(k, _)| &**k == name)
+        .map(|(_, v)| v.to_string())
+        .ok_or(format!("<{element}> needs '{name}'"))
+}
+
 /// `<t:set location="..." expr="..."/>`: evaluates and stores, then raises `t.done`.
 struct SetAction;
 
@@ -23,14 +33,7 @@ impl CustomActionHandler for SetAction {
         action: &CustomAction,
         scope: &mut ActionScope<'_>,
     ) -> Result<(), ActionError> {
-        let attr = |n: &str| {
-            action
-                .attributes
-                .iter()
-                .find(|(k, _)| &**k == n)
-                .map(|(_, v)| v.to_string())
-                .ok_or(format!("<set> needs '{n}'"))
-        };
+        let attr = |n: &str| required(action, "set", n);
         let value = scope
             .datamodel
             .eval_text(&attr("expr")?)
@@ -99,14 +102,7 @@ impl CustomActionHandler for AskAction {
         action: &CustomAction,
         scope: &mut ActionScope<'_>,
     ) -> Result<(), ActionError> {
-        let attr = |n: &str| {
-            action
-                .attributes
-                .iter()
-                .find(|(k, _)| &**k == n)
-                .map(|(_, v)| v.to_string())
-                .ok_or(format!("<ask> needs '{n}'"))
-        };
+        let attr = |n: &str| required(action, "ask", n);
         let mut data = serde_json::Map::new();
         data.insert("interactionid".into(), serde_json::json!("ixn-1"));
         scope.requests.insert(
