@@ -45,7 +45,8 @@ pub struct CancelBody {
 /// `POST {base}/cancel` response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancelledBody {
-    /// Whether a request was waiting.
+    /// Whether a request was waiting, or an unconfirmed reservation was
+    /// released for it.
     pub cancelled: bool,
 }
 

@@ -109,7 +109,10 @@ pub trait RoutingBackend: Send + Sync {
     /// request's timeout passes first, and `Cancelled` after `cancel`.
     fn reserve(&self, request: ReserveRequest) -> BoxFuture<'_, Result<Reservation, RoutingError>>;
 
-    /// Cancels a waiting request; true when one was waiting.
+    /// Cancels a request: a waiting one fails `Cancelled`, and an agent
+    /// already reserved for it and not yet confirmed is released (the
+    /// requester may never have had the answer: a server that asks again
+    /// after a restart cancels first). True when either happened.
     fn cancel(&self, request_id: &str) -> BoxFuture<'_, bool>;
 
     /// The interaction was delivered to the reserved agent: the agent

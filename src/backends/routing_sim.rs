@@ -211,6 +211,8 @@ struct Waiter {
 
 /// A reservation.
 struct Held {
+    /// The request it was granted to.
+    request_id: String,
     agent_id: String,
     media: String,
     confirmed: bool,
@@ -430,6 +432,7 @@ impl State {
         self.held.insert(
             reservation_id.clone(),
             Held {
+                request_id: waiter.request_id.clone(),
                 agent_id: agent_id.to_string(),
                 media: waiter.media.clone(),
                 confirmed: false,
@@ -812,7 +815,7 @@ impl RoutingBackend for RoutingSim {
 
     fn cancel(&self, request_id: &str) -> BoxFuture<'_, bool> {
         let mut state = lock(&self.state);
-        let cancelled = match state.by_request.get(request_id).copied() {
+        let mut cancelled = match state.by_request.get(request_id).copied() {
             Some(key) => state.take_waiter(key).is_some_and(|mut w| {
                 if let Some(reply) = w.reply.take() {
                     let _ = reply.send(Err(RoutingError::Cancelled));
@@ -821,6 +824,18 @@ impl RoutingBackend for RoutingSim {
             }),
             None => false,
         };
+        // An agent already reserved for it and not yet confirmed is let go
+        // (its answer may never have reached the requester: a restart).
+        let granted: Vec<String> = state
+            .held
+            .iter()
+            .filter(|(_, h)| h.request_id == request_id && !h.confirmed)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for reservation_id in granted {
+            state.release(&reservation_id);
+            cancelled = true;
+        }
         Box::pin(std::future::ready(cancelled))
     }
 
@@ -1003,6 +1018,27 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Err(RoutingError::Cancelled));
         assert!(!sim.cancel("r1").await);
         assert_eq!(sim.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn cancel_lets_go_of_an_agent_reserved_but_not_confirmed() {
+        let sim = sim(vec![agent("a1", &["G"], 1), agent("a2", &["G"], 1)]);
+        let granted = sim.reserve(request("r1", "G@SS.GA", 100)).await.unwrap();
+        let kept = sim.reserve(request("r2", "G@SS.GA", 100)).await.unwrap();
+        sim.confirm(&kept.reservation_id).await.unwrap();
+        assert_eq!(sim.reservations(), 2);
+        // Asked again after a restart: the first answer is let go first.
+        assert!(sim.cancel("r1").await);
+        assert_eq!(sim.reservations(), 1);
+        assert_eq!(sim.agent(&granted.agent_id).unwrap().load.get("chat"), None);
+        let again = sim.reserve(request("r1", "G@SS.GA", 100)).await.unwrap();
+        assert_eq!(again.agent_id, granted.agent_id);
+        // A confirmed reservation is not the request's to cancel.
+        assert!(!sim.cancel("r2").await);
+        assert_eq!(
+            sim.agent(&kept.agent_id).unwrap().load.get("chat"),
+            Some(&1)
+        );
     }
 
     #[tokio::test]

@@ -703,14 +703,18 @@ impl SessionHook for Mirror {
     /// The `<queue:submit>`s a session restored after a restart still
     /// waits for are asked again ([`submit::resume`]); those read back
     /// that it no longer waits for (answered before the server stopped)
-    /// are dropped.
+    /// are dropped. A submit it waits for that was never recorded (the
+    /// server stopped first) is answered `interrupted` by the server; the
+    /// routing backend is told to cancel it, so that an agent it may have
+    /// reserved for it is not held until the reservation times out.
     ///
     /// [`submit::resume`]: crate::gms::modules::queue::submit::resume
-    fn resume_requests(&self, session_id: &str, pending: &[&str]) -> Vec<String> {
+    fn resume_requests(&self, session_id: &str, pending: &[(&str, &str)]) -> Vec<String> {
         let mut resumed = Vec::new();
+        let waits_for = |id: &str| pending.iter().any(|(p, _)| *p == id);
         for submit in self.0.submits.take_restored_of(session_id) {
             let requestid = submit.request.request_id.clone();
-            if !pending.contains(&requestid.as_str()) {
+            if !waits_for(&requestid) {
                 self.0.submits.finish(&requestid);
                 continue;
             }
@@ -721,6 +725,21 @@ impl SessionHook for Mirror {
                 ));
                 resumed.push(requestid);
             }
+        }
+        let unrecorded: Vec<String> = pending
+            .iter()
+            .filter(|(id, name)| *name == "queue.submit" && !resumed.iter().any(|r| r == id))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if !unrecorded.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let ctx = self.0.clone();
+            runtime.spawn(async move {
+                for requestid in unrecorded {
+                    ctx.backends.routing.cancel(&requestid).await;
+                }
+            });
         }
         resumed
     }

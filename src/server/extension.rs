@@ -114,13 +114,14 @@ pub trait SessionHook: Send + Sync {
     }
 
     /// A session is restored for the first time after a restart, with
-    /// the ids of its requests still pending (possibly none): returns
+    /// its requests still pending as `(requestid, action event name)`
+    /// (possibly none): returns
     /// those the extension resumes itself (it journaled the work and asks
     /// again), so that the session keeps waiting for their answers; the
     /// others are answered `error.<name>` with `error: "interrupted"`. An
     /// extension may also drop here what it journaled for requests the
     /// session no longer waits for.
-    fn resume_requests(&self, session_id: &str, pending: &[&str]) -> Vec<String> {
+    fn resume_requests(&self, session_id: &str, pending: &[(&str, &str)]) -> Vec<String> {
         let _ = (session_id, pending);
         Vec::new()
     }

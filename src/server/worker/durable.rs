@@ -309,10 +309,10 @@ impl Worker {
             let mut session = Session::restore(doc, &snapshot, options)
                 .map_err(|e| format!("session {}: {e}", row.id))?;
             if self.interrupt_on_restore.contains(root) {
-                let pending: Vec<&str> = session
+                let pending: Vec<(&str, &str)> = session
                     .pending_requests()
-                    .keys()
-                    .map(String::as_str)
+                    .iter()
+                    .map(|(id, r)| (id.as_str(), r.name.as_str()))
                     .collect();
                 let resumed: std::collections::HashSet<String> = self
                     .ctx
