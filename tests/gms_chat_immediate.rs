@@ -809,3 +809,37 @@ async fn a_device_that_subscribes_late_is_pushed_what_it_missed() {
     assert_eq!(positions, want, "no gap, no repeat: {pushed:?}");
     api.stop().await;
 }
+
+/// An inbound strategy whose chat is never presented (its hand-over was
+/// cut off by a restart, and the server handed the chat to another one)
+/// ends after `app_arrival_timeout` instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_strategy_never_presented_its_chat_ends() {
+    let api = Api::start(config()).await;
+    let src = format!("{}{}/inbound_chat.scxml", api.base, ors::gms::DOCUMENT_PATH);
+    let orphan = api
+        .plain
+        .start_session(&[
+            ("src", src.as_str()),
+            ("interactionid", "never-presented"),
+            ("app_arrival_timeout", "0.2"),
+        ])
+        .await;
+    let q = api.plain.query_ok(&orphan).await;
+    assert_eq!(q["configuration"], json!(["arriving"]), "{q}");
+    eventually(
+        "the orphan strategy never ended",
+        Duration::from_secs(10),
+        Duration::from_millis(25),
+        || async {
+            let status = api.session_status(&orphan).await;
+            if status == "completed" {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .await;
+    api.stop().await;
+}
