@@ -474,3 +474,106 @@ async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
     drop(sim);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// The window between a strategy being given a chat and its state with
+/// `interaction.present` being stored: the interaction names its owner,
+/// but the owner still waits in `arriving`. At restart the chat is
+/// presented to its owner again, and is routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_whose_presentation_was_lost_is_presented_again() {
+    let data_dir = common::scratch_dir("chat-restart-present");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let sim_config = write(&data_dir.join("sim.toml"), AGENT);
+    let sim = SimulateProcess::start(
+        free_port(),
+        Path::new(&sim_config),
+        &data_dir.join("sim.log"),
+    )
+    .await;
+    let config = write(
+        &data_dir.join("ors.toml"),
+        &format!(
+            "[backends]\nrouting_url = \"{0}/routing\"\nchat_url = \"{0}/chat\"\n{SERVICE}",
+            sim.base
+        ),
+    );
+    let port = free_port();
+    let args = ["--config", config.as_str()];
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let carol = server.customer().with_gms_user("device-carol");
+    let r = carol
+        .callback_create("chat-immediate", &[("_customer_number", "6502388741")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let carol_id = r.body["_id"].as_str().expect("_id").to_string();
+    drop(server); // SIGKILL.
+
+    // The chat backend makes Carol's chat while the server is down.
+    let chats = Api::new(&format!("{}/chat", sim.base));
+    let r = chats
+        .json(
+            "/chats",
+            &json!({"queue": "chat_inbound", "nickname": "Carol",
+                "user_data": {"GMS_ServiceID": carol_id, "GMS_ServiceName": "chat-immediate"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let chat = r.body;
+    let chat_id = chat["chat_id"].as_str().expect("chat id").to_string();
+    // Its strategy is started (and stored) ...
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let src = format!(
+        "{}{}/inbound_chat.scxml",
+        server.base,
+        ors::gms::DOCUMENT_PATH
+    );
+    let strategy = server
+        .api()
+        .start_session(&[("src", src.as_str()), ("interactionid", chat_id.as_str())])
+        .await;
+    drop(server);
+    // ... and the interaction names it as owner, but the server stopped
+    // before the strategy's state with the presentation was stored.
+    let store = open_store(&data_dir).await;
+    put_row(
+        &*store,
+        "ors_chat_bindings",
+        &carol_id,
+        &json!({"service_id": carol_id, "chat_id": chat_id,
+            "party_id": chat["customer_party_id"], "gms_user": "device-carol",
+            "owner": "device-carol", "service_name": "chat-immediate", "secure_key": "k-carol",
+            "messages_sent": 0, "typing_sent": 0, "push": false, "shown": 0, "pushed": 0,
+            "started_at": chat["started_at_ms"]}),
+    )
+    .await;
+    put_row(
+        &*store,
+        "ors_interactions",
+        &chat_id,
+        &json!({"id": chat_id, "media": "chat", "queue": "chat_inbound", "owner": strategy,
+            "reservation": null, "user_data": chat["user_data"], "state": "queued",
+            "created_at": chat["started_at_ms"], "from": "", "to": "", "hosted": true}),
+    )
+    .await;
+    drop(store);
+
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let greeting = "Hello Carol, I am Ann Lee.";
+    wait_transcript(&carol, &carol_id, "Carol's chat was not routed", |t| {
+        has_entry(t, "Message.Text", "AGENT", Some(greeting))
+    })
+    .await;
+    let operator = server.api();
+    let rec = operator.wait_callback_state(&carol_id, "COMPLETED").await;
+    assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
+    let q = operator.query_ok(&strategy).await;
+    assert_eq!(
+        q["status"], "completed",
+        "the strategy handed the chat over: {q}"
+    );
+    let r = carol.chat_disconnect(&carol_id).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    drop(server);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

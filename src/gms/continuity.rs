@@ -275,6 +275,17 @@ pub async fn reconcile(ctx: Arc<Gms>) {
                     tracing::warn!(chat = %ixn.id,
                         "a chat no strategy had taken when the server stopped is handed to one");
                     super::interactions::hand_to_strategy(&ctx, &info, &ixn).await;
+                } else if let Some(owner) = ixn.owner.as_deref()
+                    && ixn.state == "queued"
+                {
+                    // Its owner may not have kept the presentation (the
+                    // server stopped before its state with the event was
+                    // stored): presented again. A strategy that had it
+                    // ignores the repeat.
+                    if let Err(e) = super::interactions::present(&ctx, &ixn.id, owner, "restart") {
+                        tracing::warn!(chat = %ixn.id, error = %e.message,
+                            "a chat could not be presented to its strategy again");
+                    }
                 }
                 false
             }
