@@ -71,6 +71,26 @@ async fn wait_transcript(
     .await
 }
 
+/// `ors simulate` with `agents` (its config written in `data_dir`), and
+/// the path of a server config that uses it as both backends.
+async fn simulator_and_config(data_dir: &Path, agents: &str) -> (SimulateProcess, String) {
+    let sim_config = write(&data_dir.join("sim.toml"), agents);
+    let sim = SimulateProcess::start(
+        free_port(),
+        Path::new(&sim_config),
+        &data_dir.join("sim.log"),
+    )
+    .await;
+    let config = write(
+        &data_dir.join("ors.toml"),
+        &format!(
+            "[backends]\nrouting_url = \"{0}/routing\"\nchat_url = \"{0}/chat\"\n{SERVICE}",
+            sim.base
+        ),
+    );
+    (sim, config)
+}
+
 fn write(path: &Path, text: &str) -> String {
     std::fs::write(path, text).expect("config written");
     path.display().to_string()
@@ -366,23 +386,8 @@ async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
     let data_dir = common::scratch_dir("chat-restart-windows");
     std::fs::create_dir_all(&data_dir).unwrap();
     // Room for both chats at once.
-    let sim_config = write(
-        &data_dir.join("sim.toml"),
-        &AGENT.replace("chat = 1", "chat = 2"),
-    );
-    let sim = SimulateProcess::start(
-        free_port(),
-        Path::new(&sim_config),
-        &data_dir.join("sim.log"),
-    )
-    .await;
-    let config = write(
-        &data_dir.join("ors.toml"),
-        &format!(
-            "[backends]\nrouting_url = \"{0}/routing\"\nchat_url = \"{0}/chat\"\n{SERVICE}",
-            sim.base
-        ),
-    );
+    let (sim, config) =
+        simulator_and_config(&data_dir, &AGENT.replace("chat = 1", "chat = 2")).await;
     let port = free_port();
     let args = ["--config", config.as_str()];
     let server = ServeProcess::start(port, &data_dir, &args).await;
@@ -483,20 +488,7 @@ async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
 async fn a_chat_whose_presentation_was_lost_is_presented_again() {
     let data_dir = common::scratch_dir("chat-restart-present");
     std::fs::create_dir_all(&data_dir).unwrap();
-    let sim_config = write(&data_dir.join("sim.toml"), AGENT);
-    let sim = SimulateProcess::start(
-        free_port(),
-        Path::new(&sim_config),
-        &data_dir.join("sim.log"),
-    )
-    .await;
-    let config = write(
-        &data_dir.join("ors.toml"),
-        &format!(
-            "[backends]\nrouting_url = \"{0}/routing\"\nchat_url = \"{0}/chat\"\n{SERVICE}",
-            sim.base
-        ),
-    );
+    let (sim, config) = simulator_and_config(&data_dir, AGENT).await;
     let port = free_port();
     let args = ["--config", config.as_str()];
     let server = ServeProcess::start(port, &data_dir, &args).await;
