@@ -98,14 +98,6 @@ impl Submits {
         mine
     }
 
-    /// Copies of every waiting submit.
-    pub fn all(&self) -> Vec<Outstanding> {
-        self.map
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
     /// The request ids of the submits `session` still has waiting.
     pub fn of_session(&self, session: &str) -> Vec<String> {
         self.map
