@@ -121,6 +121,20 @@ pub fn object_id() -> String {
     hex(&random_bytes::<8>(), false)
 }
 
+/// The id of an event kept in the store until its target session has it
+/// (`crate::server::outbox`): the start time of the process that made it
+/// (ms since the epoch) as 12 lowercase hex digits, a hyphen, then `seq`
+/// (its running count in that process) as 10, e.g.
+/// `019a7c3e5f21-000000002a`. Ids sort in the order they were made, also
+/// across restarts while the wall clock moves forward.
+pub fn letter_id(process_start_ms: u64, seq: u64) -> String {
+    format!(
+        "{:012x}-{:010x}",
+        process_start_ms & 0xffff_ffff_ffff,
+        seq & 0xff_ffff_ffff
+    )
+}
+
 /// A session id the engine makes when its host gives none (`ors run`,
 /// tests): three groups of lowercase hex digits, 12, 4 and 1 to 8 long
 /// (`5f1c0e9a3b7d-02c4-9e1f`), of 96 random bits in all.

@@ -365,3 +365,197 @@ async fn postgres_store_answers_a_cut_off_request_interrupted() {
     let db = common::stores::TestDb::postgres(&admin).await;
     cut_off_request_is_answered_interrupted(Some(db.url())).await;
 }
+
+/// The worker a server session id names (its last two hex digits).
+fn worker_of(id: &str) -> u8 {
+    u8::from_str_radix(&id[id.len() - 2..], 16).expect("a server session id")
+}
+
+/// An event between sessions of two workers is not lost with the server:
+/// the sender's state that sent it is stored (its `go` was answered) while
+/// the receiver's worker is still busy with a long script, so the event
+/// has not reached the receiver's state when the server is killed. After
+/// the restart the receiver gets it once.
+async fn event_between_sessions_survives_kill_9(store: Option<String>) {
+    let setup = Setup::new("ors-letter", store);
+    let mut extra = vec!["--workers", "2"];
+    if let Some(url) = &setup.store {
+        extra.extend(["--store", url.as_str()]);
+    }
+    let mut server = ServeProcess::start(setup.port, &setup.data_dir, &extra).await;
+    let client = server.operator_client();
+    let receiver = start(
+        &client,
+        &setup,
+        "fixtures/server/parcel_receiver.scxml",
+        &[],
+    )
+    .await;
+    let mut sender = start(&client, &setup, "fixtures/server/parcel_sender.scxml", &[]).await;
+    while worker_of(&sender) == worker_of(&receiver) {
+        sender = start(&client, &setup, "fixtures/server/parcel_sender.scxml", &[]).await;
+    }
+    // Keep the receiver's worker busy; its answer never comes (the server
+    // dies first).
+    let spin_url = setup.url(&format!("/scxml/session/{receiver}/event/spin"));
+    let spin_client = client.clone();
+    let spinning = tokio::spawn(async move {
+        let _ = spin_client
+            .post(&spin_url)
+            .form(&[("ms", "6000")])
+            .send()
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let go = post(
+        &client,
+        &setup.url(&format!("/scxml/session/{sender}/event/go")),
+        &[("to", receiver.as_str()), ("label", "sent before the kill")],
+    )
+    .await
+    .expect("the sender takes 'go'");
+    assert_eq!(go["configuration"], serde_json::json!(["sent"]), "{go}");
+    server.kill();
+    spinning.abort();
+
+    let server = ServeProcess::start(setup.port, &setup.data_dir, &extra).await;
+    let client = server.operator_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let q = loop {
+        let q = query(&client, &setup, &receiver).await;
+        if q["configuration"] == serde_json::json!(["got"]) {
+            break q;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event sent before the kill never arrived: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(q["data"]["label"], "sent before the kill", "{q}");
+    // Delivered once, also after the receiver's state was stored and the
+    // server stopped again.
+    drop(server);
+    let server = ServeProcess::start(setup.port, &setup.data_dir, &extra).await;
+    let client = server.operator_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let q = loop {
+        let q = query(&client, &setup, &receiver).await;
+        if q["configuration"] == serde_json::json!(["got"]) {
+            break q;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the receiver lost its state: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(q["data"]["parcels"], 1, "{q}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&setup.data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_keeps_an_event_between_sessions_across_kill_9() {
+    event_between_sessions_survives_kill_9(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_keeps_an_event_between_sessions_across_kill_9() {
+    let Some(admin) = common::stores::postgres_admin_url("the PostgreSQL letter test") else {
+        return;
+    };
+    let db = common::stores::TestDb::postgres(&admin).await;
+    event_between_sessions_survives_kill_9(Some(db.url())).await;
+}
+
+/// An answer stored on its way (a letter left in the outbox when the
+/// server died) settles its request when the session is restored: the
+/// session gets `session.fetch.done`, not `interrupted`. The letter is
+/// written here, as the server writes one, while the server is down.
+async fn answer_on_its_way_settles_its_request(store: Option<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listens");
+    let url = format!("http://{}/slow.json", listener.local_addr().unwrap());
+    let setup = Setup::new("ors-answer-letter", store);
+    let mut server = setup.start().await;
+    let client = server.operator_client();
+    let id = start(
+        &client,
+        &setup,
+        "fixtures/server/fetcher.scxml",
+        &[
+            ("url", url.as_str()),
+            ("child_src", "fixtures/server/counter.scxml"),
+        ],
+    )
+    .await;
+    let (socket, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .expect("the fetch arrives")
+        .expect("accepted");
+    let q = query(&client, &setup, &id).await;
+    assert_eq!(q["configuration"], serde_json::json!(["fetching"]), "{q}");
+    let requestid = q["data"]["fetch_req"]
+        .as_str()
+        .expect("requestid")
+        .to_string();
+    server.kill();
+    drop(socket);
+
+    let location = match &setup.store {
+        Some(url) => ors::store::StoreLocation::parse(url, &setup.data_dir, false),
+        None => ors::store::StoreLocation::parse("", &setup.data_dir, false),
+    }
+    .expect("store location");
+    let store = ors::store::open(&location, 2, &[])
+        .await
+        .expect("store opens")
+        .expect("a store");
+    let mut event = ors::model::Event::new("session.fetch.done", ors::model::EventKind::External);
+    event.data = Some(serde_json::json!({
+        "requestid": requestid,
+        "content": {"answered": "before the kill"},
+    }));
+    let letter = ors::server::outbox::Letter::new(id.clone(), event);
+    store
+        .execute(&letter.insert_statement().expect("encodes"))
+        .await
+        .expect("letter written");
+    drop(store);
+
+    let server = setup.start().await;
+    let client = server.operator_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let q = loop {
+        let q = query(&client, &setup, &id).await;
+        if q["configuration"] == serde_json::json!(["done"])
+            || q["configuration"] == serde_json::json!(["failed"])
+        {
+            break q;
+        }
+        assert!(Instant::now() < deadline, "the session still waits: {q}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(q["configuration"], serde_json::json!(["done"]), "{q}");
+    assert_eq!(q["data"]["fetched"]["answered"], "before the kill", "{q}");
+    assert_eq!(q["data"]["error"], Value::Null, "{q}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&setup.data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_settles_a_request_with_the_answer_on_its_way() {
+    answer_on_its_way_settles_its_request(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_settles_a_request_with_the_answer_on_its_way() {
+    let Some(admin) = common::stores::postgres_admin_url("the PostgreSQL answer-letter test")
+    else {
+        return;
+    };
+    let db = common::stores::TestDb::postgres(&admin).await;
+    answer_on_its_way_settles_its_request(Some(db.url())).await;
+}

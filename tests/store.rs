@@ -599,8 +599,8 @@ async fn reopening_a_database_keeps_its_data_and_runs_migrations_once() {
         assert_eq!(
             db.applied_migrations().await,
             [
-                "core:1", "core:2", "core:3", "gms:1", "gms:2", "gms:3", "gms:4", "gms:5", "gms:6",
-                "gms:7", "gms:8", "gms:9"
+                "core:1", "core:2", "core:3", "core:4", "gms:1", "gms:2", "gms:3", "gms:4",
+                "gms:5", "gms:6", "gms:7", "gms:8", "gms:9"
             ],
             "{label}: each migration is recorded once"
         );

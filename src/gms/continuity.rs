@@ -36,6 +36,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Gms;
+#[cfg(doc)]
+use crate::server::Sessions;
 use crate::store::{CommitHandle, Migration, SqlValue, Statement, Store, WriteBatch};
 
 /// The tables, as migration `gms:9`.
@@ -143,10 +145,33 @@ impl Journal {
 
     /// Queues the entry's removal behind every earlier write.
     pub fn remove(&self, id: &str) {
-        self.queue(Statement::new(
+        self.queue(self.delete_statement(id));
+    }
+
+    fn delete_statement(&self, id: &str) -> Statement {
+        Statement::new(
             format!("DELETE FROM {} WHERE id = $1", self.table.name()),
             vec![SqlValue::from(id)],
-        ));
+        )
+    }
+
+    /// The statement that writes the entry's new state, for a caller that
+    /// writes it together with letters ([`Sessions::post_durably`]); empty
+    /// when this journal keeps nothing. Call it while holding the lock of
+    /// the map the entry lives in, and queue it before releasing it.
+    pub fn put_statements(&self, id: &str, entry: &impl Serialize) -> Vec<Statement> {
+        match &self.commits {
+            Some(_) => self.upsert_statement(id, entry).into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Like [`Journal::put_statements`] for the entry's removal.
+    pub fn remove_statements(&self, id: &str) -> Vec<Statement> {
+        match &self.commits {
+            Some(_) => vec![self.delete_statement(id)],
+            None => Vec::new(),
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use crate::backends::chat::{ChatInfo, ChatState, ChatUpdate};
 use crate::backends::routing::Reservation;
 use crate::datamodel::{DataModel, InitialValue};
 use crate::interpreter::{Event, EventKind};
-use crate::server::SessionHook;
+use crate::server::{SessionHook, Sessions};
 
 /// One interaction under the server's control (stored as JSON with
 /// these field names, `crate::gms::continuity`).
@@ -331,6 +331,37 @@ impl Interactions {
         self.with(id, |i| i.user_data.extend(data))
     }
 
+    /// Changes an interaction and tells sessions of it in one write
+    /// ([`Sessions::post_durably`]): `f` changes it and returns an answer
+    /// and the events (target session, event) to send. So a crash never
+    /// keeps the change without the events, or the events without it.
+    pub fn change_telling<T>(
+        &self,
+        id: &str,
+        sessions: &Sessions,
+        f: impl FnOnce(&mut Interaction) -> (T, Vec<(String, Event)>),
+    ) -> Result<T, IxnError> {
+        let mut map = self.map.lock().map_err(|_| IxnError::unknown(id))?;
+        let ixn = map.get_mut(id).ok_or_else(|| IxnError::unknown(id))?;
+        let (answer, events) = f(ixn);
+        sessions.post_durably(events, self.journal.put_statements(id, ixn));
+        Ok(answer)
+    }
+
+    /// Forgets an interaction and sends the events `tell` gives for it,
+    /// in one write (as [`Interactions::change_telling`]).
+    pub fn remove_telling(
+        &self,
+        id: &str,
+        sessions: &Sessions,
+        tell: impl FnOnce(&Interaction) -> Vec<(String, Event)>,
+    ) -> Option<Interaction> {
+        let mut m = self.map.lock().ok()?;
+        let gone = m.remove(id)?;
+        sessions.post_durably(tell(&gone), self.journal.remove_statements(id));
+        Some(gone)
+    }
+
     /// Forgets an interaction.
     pub fn remove(&self, id: &str) -> Option<Interaction> {
         let mut m = self.map.lock().ok()?;
@@ -384,31 +415,37 @@ pub fn interaction_event(name: &str, ixn: &Interaction, extra: Map<String, Value
 /// `interaction.deleted` (`resultof` = `reason`) and
 /// `interaction.notcontrolled`.
 pub fn present(ctx: &Gms, id: &str, session: &str, reason: &str) -> Result<(), IxnError> {
-    let previous = ctx.interactions.set_owner(id, Some(session))?;
-    let ixn = ctx
-        .interactions
-        .get(id)
-        .ok_or_else(|| IxnError::unknown(id))?;
-    if let Some(old) = previous.filter(|old| old != session) {
-        withdraw(ctx, &ixn, &old, reason);
-    }
-    for name in ["interaction.added", "interaction.present"] {
-        let _ = ctx
-            .sessions
-            .post_event(session, interaction_event(name, &ixn, Map::new()));
-    }
-    Ok(())
+    ctx.interactions.change_telling(id, &ctx.sessions, |ixn| {
+        let previous = ixn.owner.replace(session.to_string());
+        let mut events = Vec::new();
+        if let Some(old) = previous.filter(|old| old != session) {
+            events.extend(withdrawal(ixn, &old, reason));
+        }
+        for name in ["interaction.added", "interaction.present"] {
+            events.push((
+                session.to_string(),
+                interaction_event(name, ixn, Map::new()),
+            ));
+        }
+        ((), events)
+    })
 }
 
-/// Tells `session` it no longer controls the interaction.
-pub fn withdraw(ctx: &Gms, ixn: &Interaction, session: &str, reason: &str) {
+/// The events that tell `session` it no longer controls the interaction
+/// (`interaction.deleted` and `interaction.notcontrolled`, `resultof` =
+/// `reason`).
+fn withdrawal(ixn: &Interaction, session: &str, reason: &str) -> Vec<(String, Event)> {
     let mut extra = Map::new();
     extra.insert("resultof".into(), Value::from(reason));
-    for name in ["interaction.deleted", "interaction.notcontrolled"] {
-        let _ = ctx
-            .sessions
-            .post_event(session, interaction_event(name, ixn, extra.clone()));
-    }
+    ["interaction.deleted", "interaction.notcontrolled"]
+        .into_iter()
+        .map(|name| {
+            (
+                session.to_string(),
+                interaction_event(name, ixn, extra.clone()),
+            )
+        })
+        .collect()
 }
 
 /// Follows the chat backend's updates for the life of the server: new
@@ -573,12 +610,15 @@ pub async fn end(ctx: &Gms, id: &str, reason: &str) -> Result<(), IxnError> {
 /// withdrawn from its owner (`interaction.deleted`, `resultof` =
 /// `reason`) and its agent released.
 pub async fn chat_ended(ctx: &Gms, chat_id: &str, reason: &str) {
-    let Some(ixn) = ctx.interactions.remove(chat_id) else {
+    let Some(ixn) = ctx
+        .interactions
+        .remove_telling(chat_id, &ctx.sessions, |ixn| match &ixn.owner {
+            Some(owner) => withdrawal(ixn, owner, reason),
+            None => Vec::new(),
+        })
+    else {
         return;
     };
-    if let Some(owner) = &ixn.owner {
-        withdraw(ctx, &ixn, owner, reason);
-    }
     if let Some(reservation) = &ixn.reservation {
         ctx.backends
             .routing
@@ -658,14 +698,17 @@ pub fn leave_after_routing(ctx: &Gms, id: &str) {
     if ixn.hosted {
         return;
     }
-    if let Ok(Some(owner)) = ctx.interactions.set_owner(id, None) {
+    let _ = ctx.interactions.change_telling(id, &ctx.sessions, |ixn| {
+        let Some(owner) = ixn.owner.take() else {
+            return ((), Vec::new());
+        };
         let mut extra = Map::new();
         extra.insert("resultof".into(), Value::from("routed"));
-        let _ = ctx.sessions.post_event(
-            &owner,
-            interaction_event("interaction.deleted", &ixn, extra),
-        );
-    }
+        (
+            (),
+            vec![(owner, interaction_event("interaction.deleted", ixn, extra))],
+        )
+    });
 }
 
 /// A session ended: its waiting `queue:submit`s are cancelled (so they

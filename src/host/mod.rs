@@ -390,6 +390,17 @@ impl LocalHost {
         self.touched.retain(|t| *t != id);
     }
 
+    /// Counts the session as changed, so the next write batch stores it
+    /// (a restored session given events before its first run).
+    pub fn mark_touched(&mut self, id: &str) {
+        if let Some(slot) = self.slots.get_mut(id)
+            && !slot.touched
+        {
+            slot.touched = true;
+            self.touched.push(slot.id.clone());
+        }
+    }
+
     /// Stops a running top-level session as if cancelled: it exits its
     /// states (running onexit handlers) and its children are cancelled.
     pub fn terminate(&mut self, id: &str) -> bool {

@@ -414,7 +414,9 @@ pub fn answer_then(
                 false,
             ),
         };
-        let _ = sessions.post_event(&session, event);
+        // A letter: an answer the server had when it stopped settles the
+        // request after a restart instead of `interrupted`.
+        sessions.post_durably(vec![(session, event)], Vec::new());
         after(succeeded);
     })
 }

@@ -280,6 +280,7 @@ async fn deliver(ctx: &ApiState, id: &str, event: Event) -> Result<SessionView, 
         id: id.to_string(),
         event,
         reply: Some(reply),
+        letter: None,
     };
     ask(ctx, id, send).await
 }

@@ -16,6 +16,7 @@ pub mod documents;
 pub mod error;
 pub mod extension;
 pub mod metrics;
+pub mod outbox;
 pub mod params;
 pub mod prelude;
 pub mod routes;
@@ -309,6 +310,13 @@ pub async fn build(
             .map_err(|e| std::io::Error::other(format!("cannot read the session store: {e}")))?,
         None => Vec::new(),
     };
+    // Read before anything of this process can write a letter.
+    let letters = match &store {
+        Some(store) => outbox::read_all(store.as_ref())
+            .await
+            .map_err(|e| std::io::Error::other(format!("cannot read the outbox: {e}")))?,
+        None => Vec::new(),
+    };
     let (pool, receivers) = Pool::new(config.worker_count());
     let claims = Arc::new(LateClaims::default());
     let documents = Arc::new(Documents::new(
@@ -318,6 +326,7 @@ pub async fn build(
     ));
     let sessions = Sessions::new(
         pool,
+        commits.clone(),
         documents.clone(),
         metrics.clone(),
         config.limits.max_sessions,
@@ -384,8 +393,24 @@ pub async fn build(
             }
         }
     }
-    for (w, roots) in by_worker.into_iter().enumerate() {
-        pool.send_to_worker(w, Command::Recover { roots });
+    let mut letters_by_worker: Vec<Vec<outbox::Letter>> = vec![Vec::new(); pool.len()];
+    let mut undeliverable = Vec::new();
+    for letter in letters {
+        match worker::worker_of(&letter.target, pool.len()) {
+            Some(w) => letters_by_worker[w].push(letter),
+            None => undeliverable.push(letter.id),
+        }
+    }
+    if let Some(store) = &store {
+        for statement in outbox::delete_statements(&undeliverable) {
+            store
+                .execute(&statement)
+                .await
+                .map_err(|e| std::io::Error::other(format!("cannot write the outbox: {e}")))?;
+        }
+    }
+    for (w, (roots, letters)) in by_worker.into_iter().zip(letters_by_worker).enumerate() {
+        pool.send_to_worker(w, Command::Recover { roots, letters });
     }
     for task in plugged
         .iter_mut()

@@ -13,8 +13,10 @@ use tokio::sync::oneshot;
 use super::documents::Documents;
 use super::error::ApiError;
 use super::metrics::Metrics;
+use super::outbox::Letter;
 use super::worker::{Command, Pool, SessionView};
 use crate::model::Event;
+use crate::store::{CommitHandle, Statement, WriteBatch};
 
 /// Starts sessions and reaches them; cheap to clone.
 #[derive(Clone)]
@@ -24,6 +26,7 @@ pub struct Sessions {
 
 struct Inner {
     pool: Pool,
+    commits: Option<CommitHandle>,
     documents: Arc<Documents>,
     metrics: Arc<Metrics>,
     max_sessions: u64,
@@ -32,9 +35,11 @@ struct Inner {
 
 impl Sessions {
     /// A handle over the worker `pool`, loading documents through
-    /// `documents`, admitting at most `max_sessions` running sessions.
+    /// `documents`, admitting at most `max_sessions` running sessions;
+    /// letters ([`Sessions::post_durably`]) are written through `commits`.
     pub fn new(
         pool: Pool,
+        commits: Option<CommitHandle>,
         documents: Arc<Documents>,
         metrics: Arc<Metrics>,
         max_sessions: usize,
@@ -42,6 +47,7 @@ impl Sessions {
         Sessions {
             inner: Arc::new(Inner {
                 pool,
+                commits,
                 documents,
                 metrics,
                 max_sessions: max_sessions as u64,
@@ -74,6 +80,39 @@ impl Sessions {
     /// Queues an event for a session without waiting for it.
     pub fn post_event(&self, id: &str, event: Event) -> Result<(), ApiError> {
         self.inner.pool.post_event(id, event)
+    }
+
+    /// Sends `events` (target session id, event) as letters
+    /// ([`crate::server::outbox`]), written in one transaction with
+    /// `statements` (a service's change that the events report, such as
+    /// an interaction's new owner), so that a crash keeps both or
+    /// neither. The events are posted at once: the write is queued first
+    /// and writes are applied in order, so no session's state that has
+    /// an event can be stored before the letter. Call it while holding
+    /// the lock that orders the service's changes. Without a store the
+    /// events are only posted.
+    pub fn post_durably(&self, events: Vec<(String, Event)>, statements: Vec<Statement>) {
+        let letters: Vec<Letter> = events
+            .into_iter()
+            .map(|(target, event)| Letter::new(target, event))
+            .collect();
+        if let Some(commits) = &self.inner.commits {
+            let mut batch = WriteBatch {
+                statements,
+                ..WriteBatch::default()
+            };
+            batch
+                .statements
+                .extend(letters.iter().filter_map(Letter::insert_statement));
+            if !batch.is_empty() {
+                // Nothing waits for it: a failed write is logged by the
+                // committer and the events go on as if delivered.
+                drop(commits.submit(batch));
+            }
+        }
+        for letter in letters {
+            let _ = self.inner.pool.post_letter(letter);
+        }
     }
 
     /// The session's view with its data (404 `session_not_found` when

@@ -56,6 +56,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         &["CREATE INDEX ors_sessions_halted ON ors_sessions \
            ((COALESCE(ended_at, updated_at))) WHERE status <> 'running'"],
     ),
+    // Events on their way to another session, kept until it has them
+    // (`crate::server::outbox`).
+    (
+        4,
+        &["CREATE TABLE ors_outbox (
+            id TEXT PRIMARY KEY,
+            target TEXT NOT NULL,
+            event TEXT NOT NULL,
+            made_at BIGINT NOT NULL)"],
+    ),
 ];
 
 const SESSION_COLUMNS: &str = "id, root, parent, invokeid, src, doc_hash, status, seq, \

@@ -18,6 +18,7 @@ use crate::interpreter::{Session, SessionOptions, SessionSnapshot};
 use crate::model::Document;
 use crate::server::error::ApiError;
 use crate::server::metrics::Metrics;
+use crate::server::outbox::{self, Letter};
 use crate::store::{DocumentRow, RootSummary, SessionRow, WriteBatch};
 
 /// A top-level session asleep in the store.
@@ -72,12 +73,32 @@ pub(super) struct Woken {
 
 impl Worker {
     /// Takes over sessions found running in the store at start: they sleep
-    /// until an event, a query or their next timer wakes them.
-    pub(super) fn recover(&mut self, roots: Vec<RootSummary>) {
+    /// until an event, a query or their next timer wakes them. `letters`
+    /// (oldest first) were on their way to this worker's sessions: a root
+    /// with letters is woken at once and queues them when restored; a
+    /// letter for any other session is posted to it like a new event.
+    pub(super) fn recover(&mut self, roots: Vec<RootSummary>, letters: Vec<Letter>) {
         let n = roots.len();
+        let known: std::collections::HashSet<&str> = roots.iter().map(|r| r.id.as_str()).collect();
+        let mut others = Vec::new();
+        for letter in letters {
+            if known.contains(letter.target.as_str()) {
+                self.restored_letters
+                    .entry(letter.target.as_str().into())
+                    .or_default()
+                    .push(letter);
+            } else {
+                others.push(letter);
+            }
+        }
+        drop(known);
         for root in roots {
             let id: Arc<str> = root.id.as_str().into();
-            let wake_at = root.wake_at.map(|w| w.max(0) as u64);
+            let wake_at = if self.restored_letters.contains_key(&id) {
+                Some(0)
+            } else {
+                root.wake_at.map(|w| w.max(0) as u64)
+            };
             let sleeping = Sleeping {
                 wake_at,
                 configuration: Box::default(),
@@ -91,6 +112,13 @@ impl Worker {
                 self.sleepers.push(Reverse((due, id)));
             }
             // (The server counted them as running and hibernated already.)
+        }
+        for letter in others {
+            let (id, target) = (letter.id.clone(), letter.target.clone());
+            if self.ctx.sessions.pool().post_letter(letter).is_err() {
+                tracing::debug!(session = %target, "a stored event for no session dropped");
+                self.letters_done.borrow_mut().push(id);
+            }
         }
         if n > 0 {
             tracing::info!(
@@ -290,6 +318,7 @@ impl Worker {
         }
         let mut restored = Vec::new();
         for (row, doc) in &rows {
+            let mut had_letters = false;
             let snapshot: SessionSnapshot = serde_json::from_str(&row.snapshot)
                 .map_err(|e| format!("session {}: snapshot: {e}", row.id))?;
             let parent = match (&row.parent, &row.invokeid) {
@@ -309,6 +338,20 @@ impl Worker {
             let mut session = Session::restore(doc, &snapshot, options)
                 .map_err(|e| format!("session {}: {e}", row.id))?;
             if self.interrupt_on_restore.contains(root) {
+                // Letters first: an answer on its way when the server
+                // stopped settles its request rather than `interrupted`.
+                for letter in self
+                    .restored_letters
+                    .remove(row.id.as_str())
+                    .unwrap_or_default()
+                {
+                    for hook in &self.ctx.hooks {
+                        hook.before_event(session.datamodel_mut(), &letter.event);
+                    }
+                    session.enqueue_external(letter.event);
+                    self.letters_done.borrow_mut().push(letter.id);
+                    had_letters = true;
+                }
                 let pending: Vec<(&str, &str)> = session
                     .pending_requests()
                     .iter()
@@ -328,6 +371,10 @@ impl Worker {
                 }
             }
             self.host.add_restored(session, parent);
+            if had_letters {
+                // The letters' deletion goes with this state.
+                self.host.mark_touched(&row.id);
+            }
             restored.push(row.id.clone());
         }
         self.interrupt_on_restore.remove(root);
@@ -399,7 +446,17 @@ impl Worker {
             Command::Query { reply, .. } => {
                 let _ = reply.send(Ok(view()));
             }
-            Command::Event { reply, id, .. } | Command::Terminate { reply, id, .. } => {
+            Command::Event {
+                reply, id, letter, ..
+            } => {
+                if let Some(letter) = letter {
+                    self.letters_done.borrow_mut().push(letter);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(ApiError::session_ended(&id)));
+                }
+            }
+            Command::Terminate { reply, id, .. } => {
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(ApiError::session_ended(&id)));
                 }
@@ -578,29 +635,44 @@ impl Worker {
     }
 
     /// Writes what this batch changed and, once it is durable (at once
-    /// when nothing needs writing), answers `replies` and lets the batch's
-    /// effects leave: the custom actions' deferred work and the events
-    /// sent to other workers' sessions. An effect therefore never comes
-    /// from a state the store does not have; what a crash cuts off after
-    /// the write is answered at restart ([`Session::interrupt_requests`]).
+    /// when nothing needs writing), answers `replies` and lets the custom
+    /// actions' deferred work run: an effect outside the server never
+    /// comes from a state the store does not have, and what a crash cuts
+    /// off after the write is answered at restart
+    /// ([`Session::interrupt_requests`]). Events sent to other workers'
+    /// sessions are written as letters in the same batch
+    /// ([`crate::server::outbox`]) and posted as soon as it is queued:
+    /// batches are applied in order, so a receiver's state with such an
+    /// event is never stored before its sender's.
     pub(super) fn persist_and_reply(
         &mut self,
         replies: Vec<(Reply<SessionView>, Result<SessionView, ApiError>)>,
     ) {
         let touched = self.host.take_touched();
         let removed = self.host.take_removed();
-        let effects = Effects {
-            jobs: self.host.take_deferred(),
-            sends: std::mem::take(&mut *self.held_sends.borrow_mut()),
-            ctx: self.ctx.clone(),
-        };
+        let jobs = self.host.take_deferred();
+        let sends: Vec<Letter> = std::mem::take(&mut *self.held_sends.borrow_mut())
+            .into_iter()
+            .map(|(target, event)| Letter::new(target, event))
+            .collect();
         let Some(commits) = self.commits.clone() else {
+            self.letters_done.borrow_mut().clear();
             send_all(replies, Ok(()));
-            effects.release();
+            self.post_letters(sends);
+            release(jobs);
             return;
         };
         let batch_no = self.batch_no + 1;
         let mut batch = WriteBatch::default();
+        // Letters sent go with their senders' states, letters received
+        // with their receivers' (`crate::server::outbox`).
+        batch
+            .statements
+            .extend(sends.iter().filter_map(Letter::insert_statement));
+        let letters_done = std::mem::take(&mut *self.letters_done.borrow_mut());
+        batch
+            .statements
+            .extend(outbox::delete_statements(&letters_done));
         let mut roots: Vec<Arc<str>> = std::mem::take(&mut *self.resync.borrow_mut());
         let mut ids: Vec<Arc<str>> = Vec::with_capacity(touched.len());
         for root in &roots {
@@ -659,14 +731,16 @@ impl Worker {
         batch.deletes = removed.iter().map(|id| id.to_string()).collect();
         if batch.is_empty() {
             send_all(replies, Ok(()));
-            effects.release();
+            release(jobs);
             return;
         }
         self.batch_no = batch_no;
         let done = commits.submit(batch);
+        self.post_letters(sends);
         let committed = self.committed.clone();
         let in_flight = self.in_flight.clone();
         let resync = self.resync.clone();
+        let retry_letters = self.letters_done.clone();
         in_flight.set(in_flight.get() + 1);
         tokio::task::spawn_local(async move {
             let result = done
@@ -674,14 +748,24 @@ impl Worker {
                 .unwrap_or(Err(crate::store::CommitError::Stopped));
             match &result {
                 Ok(()) => committed.set(committed.get().max(batch_no)),
-                Err(_) => resync.borrow_mut().extend(roots),
+                Err(_) => {
+                    resync.borrow_mut().extend(roots);
+                    retry_letters.borrow_mut().extend(letters_done);
+                }
             }
             send_all(replies, result);
             // After a failed write the states stay in memory and are
             // written again (`resync`): the process goes on from them.
-            effects.release();
+            release(jobs);
             in_flight.set(in_flight.get() - 1);
         });
+    }
+
+    /// Posts letters to their sessions (other workers').
+    fn post_letters(&self, letters: Vec<Letter>) {
+        for letter in letters {
+            let _ = self.ctx.sessions.pool().post_letter(letter);
+        }
     }
 
     /// A session's row, with its document queued if not yet stored.
@@ -860,24 +944,10 @@ async fn stored_document(ctx: &Arc<WorkerContext>, hash: &str) -> Result<Arc<Doc
     Ok(doc)
 }
 
-/// A batch's effects, held until its write is durable.
-struct Effects {
-    /// Custom actions' deferred work.
-    jobs: Vec<crate::interpreter::Deferred>,
-    /// Events for other workers' sessions (target id, event).
-    sends: Vec<(String, crate::interpreter::Event)>,
-    ctx: Arc<WorkerContext>,
-}
-
-impl Effects {
-    /// Lets them leave: the jobs run on this worker, the events go.
-    fn release(self) {
-        for job in self.jobs {
-            tokio::task::spawn_local(job);
-        }
-        for (id, event) in self.sends {
-            let _ = self.ctx.sessions.post_event(&id, event);
-        }
+/// Lets custom actions' deferred work run on this worker.
+fn release(jobs: Vec<crate::interpreter::Deferred>) {
+    for job in jobs {
+        tokio::task::spawn_local(job);
     }
 }
 

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::ApiError;
 use super::metrics::Metrics;
+use super::outbox::Letter;
 use crate::host::{LocalHost, wall_clock_ms};
 use crate::interpreter::{Event, Session, SessionOptions};
 use crate::model::Document;
@@ -91,6 +92,9 @@ pub enum Command {
         event: Event,
         /// Answered after the event was processed.
         reply: Option<Reply<SessionView>>,
+        /// The outbox row that carries it ([`crate::server::outbox`]),
+        /// deleted with the state of the session that got it.
+        letter: Option<Arc<str>>,
     },
     /// Describe a session, with its data model.
     Query {
@@ -110,6 +114,9 @@ pub enum Command {
     Recover {
         /// The sessions whose ids name this worker.
         roots: Vec<crate::store::RootSummary>,
+        /// The letters still stored for sessions of this worker, oldest
+        /// first ([`crate::server::outbox`]).
+        letters: Vec<Letter>,
     },
     /// List the top-level sessions of this worker.
     List {
@@ -234,6 +241,22 @@ impl Pool {
                 id: id.to_string(),
                 event,
                 reply: None,
+                letter: None,
+            },
+        )
+    }
+
+    /// Queues a letter's event for its session without waiting; the
+    /// worker deletes the letter with the state of the session that got
+    /// it (or at once when there is no such session).
+    pub fn post_letter(&self, letter: Letter) -> Result<(), ApiError> {
+        self.send(
+            &letter.target.clone(),
+            Command::Event {
+                id: letter.target,
+                event: letter.event,
+                reply: None,
+                letter: Some(letter.id),
             },
         )
     }
@@ -397,8 +420,15 @@ struct Worker {
     /// Roots whose last write failed (written again with the next batch).
     resync: Rc<RefCell<Vec<Arc<str>>>>,
     /// Events this worker's sessions sent to sessions of other workers,
-    /// held until the batch that sent them is durable.
+    /// held until the batch that sent them is queued for writing (they
+    /// are written with it as letters, [`crate::server::outbox`]).
     held_sends: Rc<RefCell<Vec<(String, Event)>>>,
+    /// Letters this worker's sessions got (or that found no session), to
+    /// be deleted by the next batch.
+    letters_done: Rc<RefCell<Vec<Arc<str>>>>,
+    /// Letters read back at start for roots taken over from the store, by
+    /// target: queued when the root is first restored.
+    restored_letters: HashMap<Arc<str>, Vec<Letter>>,
     /// Roots taken over from the store at start and not restored since:
     /// their first restore answers the requests that died with the last
     /// process ([`Session::interrupt_requests`]).
@@ -585,9 +615,10 @@ impl Worker {
             }));
         }
         host.set_id_generator(Box::new(move || crate::ids::session_id(index)));
-        // An event for another worker's session leaves once the sender's
-        // new state is durable (`persist_and_reply`): after a crash, no
-        // session holds an event from a state its sender never kept.
+        // An event for another worker's session leaves with the write of
+        // the sender's new state, as a letter in it (`persist_and_reply`):
+        // after a crash, no session holds an event from a state its
+        // sender never kept, and no kept sender's event is lost.
         let held_sends: Rc<RefCell<Vec<(String, Event)>>> = Rc::default();
         let held = held_sends.clone();
         let workers = ctx.sessions.pool().len();
@@ -650,6 +681,8 @@ impl Worker {
             in_flight: Rc::new(Cell::new(0)),
             resync: Rc::new(RefCell::new(Vec::new())),
             held_sends,
+            letters_done: Rc::default(),
+            restored_letters: HashMap::new(),
             interrupt_on_restore: HashSet::new(),
             document_hashes: HashMap::new(),
             srcs: SrcNames::default(),
@@ -761,7 +794,12 @@ impl Worker {
                     self.acks.push((id, reply));
                 }
             }
-            Command::Event { id, event, reply } => {
+            Command::Event {
+                id,
+                event,
+                reply,
+                letter,
+            } => {
                 if !self.ctx.hooks.is_empty()
                     && let Some(session) = self.host.session_mut(&id)
                 {
@@ -770,6 +808,11 @@ impl Worker {
                     }
                 }
                 let accepted = self.host.deliver(&id, event);
+                // Delivered: deleted with the session's state that has it
+                // queued; not delivered: nothing will ever take it.
+                if let Some(letter) = letter {
+                    self.letters_done.borrow_mut().push(letter);
+                }
                 match reply {
                     Some(reply) if !accepted => {
                         let _ = reply.send(Err(self.missing(&id)));
@@ -807,11 +850,11 @@ impl Worker {
                     self.ready_replies.push((reply, result));
                 }
             }
-            Command::Recover { roots } => {
+            Command::Recover { roots, letters } => {
                 if let Some(max) = roots.iter().map(|r| r.seq.max(0) as u64).max() {
                     START_SEQ.fetch_max(max + 1, Ordering::Relaxed);
                 }
-                self.recover(roots);
+                self.recover(roots, letters);
             }
             Command::List { reply } => {
                 let ids: Vec<Arc<str>> = self.meta.keys().cloned().collect();

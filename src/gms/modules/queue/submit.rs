@@ -228,7 +228,8 @@ pub async fn resume(ctx: Arc<Gms>, submit: Outstanding) {
             "cancelled",
             "the interaction ended while the server was down".into(),
         );
-        let _ = ctx.sessions.post_event(&submit.session, event);
+        ctx.sessions
+            .post_durably(vec![(submit.session.clone(), event)], Vec::new());
         finish(&ctx, &requestid, &interaction_id, submit.route, false);
         return;
     }
@@ -273,7 +274,8 @@ pub async fn resume(ctx: Arc<Gms>, submit: Outstanding) {
             false,
         ),
     };
-    let _ = ctx.sessions.post_event(&submit.session, event);
+    ctx.sessions
+        .post_durably(vec![(submit.session.clone(), event)], Vec::new());
     finish(&ctx, &requestid, &interaction_id, submit.route, ok);
 }
 
