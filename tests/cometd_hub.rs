@@ -71,7 +71,7 @@ async fn a_published_message_ends_a_held_connect_early() {
     assert!(!held.is_finished(), "the second connect is held");
     let start = tokio::time::Instant::now();
     let data = json!({"id": "svc-1", "tag": "service.chat.refresh.svc-1", "message": {"chatEnded": false}});
-    assert_eq!(hub.publish("alice", "/_genesys", data.clone()), 1);
+    assert_eq!(hub.publish("alice", "/_genesys", data.clone(), None), 1);
     let r = held.await.expect("connect task");
     let waited = start.elapsed();
     assert!(
@@ -138,11 +138,14 @@ async fn the_cometd_javascript_client_receives_its_users_messages_in_order() {
     // Let the client's connect be held, so the first message releases it,
     // and the others come on a later connect.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(hub.publish("alice", "/_genesys", message(1)), 1);
+    assert_eq!(hub.publish("alice", "/_genesys", message(1), None), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(hub.publish("bob", "/_genesys", json!({"for": "bob"})), 0);
-    assert_eq!(hub.publish("alice", "/_genesys", message(2)), 1);
-    assert_eq!(hub.publish("alice", "/_genesys", message(3)), 1);
+    assert_eq!(
+        hub.publish("bob", "/_genesys", json!({"for": "bob"}), None),
+        0
+    );
+    assert_eq!(hub.publish("alice", "/_genesys", message(2), None), 1);
+    assert_eq!(hub.publish("alice", "/_genesys", message(3), None), 1);
 
     let status = client.finish(Duration::from_secs(20)).await;
     let stderr_text = stderr_text.await.unwrap_or_default();

@@ -569,3 +569,104 @@ async fn a_chat_whose_presentation_was_lost_is_presented_again() {
     drop(sim);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// The `(position, entry)` pairs a CometD connect reply pushed on
+/// `/_genesys`.
+fn pushed_entries(reply: &Value) -> Vec<(u64, Value)> {
+    let mut out = Vec::new();
+    for m in reply.as_array().into_iter().flatten() {
+        if m["channel"] == "/_genesys" {
+            let message = &m["data"]["message"];
+            let next = message["transcriptPosition"].as_u64().expect("a position");
+            let entries = common::client::transcript(message);
+            let first = next - entries.len() as u64;
+            for (i, entry) in entries.into_iter().enumerate() {
+                out.push((first + i as u64, entry));
+            }
+        }
+    }
+    out
+}
+
+/// A CometD device subscribed on `device`'s `gms_user`; answers its
+/// client id.
+async fn comet_subscribe(device: &Api) -> String {
+    let r = device.cometd_handshake().await;
+    let client_id = r.body[0]["clientId"]
+        .as_str()
+        .expect("clientId")
+        .to_string();
+    let r = device.cometd_subscribe(&client_id, "/_genesys").await;
+    assert_eq!(r.body[0]["successful"], true, "{}", r.body);
+    client_id
+}
+
+/// Connects the CometD client until an entry with `text` is pushed;
+/// answers everything pushed, in order.
+async fn comet_until(device: &Api, client_id: &str, text: &str) -> Vec<(u64, Value)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut pushed = Vec::new();
+    while !pushed.iter().any(|(_, e): &(u64, Value)| e[2] == text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "'{text}' was not pushed; pushed: {pushed:?}"
+        );
+        let r = device.cometd_connect(client_id).await;
+        pushed.extend(pushed_entries(&r.body));
+    }
+    pushed
+}
+
+/// An entry pushed to a CometD device but still queued for its next
+/// connect when the server is killed is not lost: the device that
+/// subscribes again after the restart is pushed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_queued_for_a_cometd_device_at_the_kill_is_pushed_after_the_restart() {
+    let data_dir = common::scratch_dir("chat-restart-comet");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let (sim, config) = simulator_and_config(&data_dir, AGENT).await;
+    let port = free_port();
+    let args = ["--config", config.as_str()];
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let dana = server.customer().with_gms_user("device-dana");
+    let r = dana
+        .callback_create("chat-immediate", &[("_customer_number", "6502388716")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.body["_id"].as_str().expect("_id").to_string();
+    let client_id = comet_subscribe(&dana).await;
+    let r = dana
+        .chat_create(&id, &[("firstName", "Dana"), ("notify_by", "comet")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The device takes every push up to the agent's greeting.
+    let greeting = "Hello Dana, I am Ann Lee.";
+    let seen = comet_until(&dana, &client_id, greeting).await;
+    // A message is pushed (queued for the device's next connect), but the
+    // device does not connect before the kill.
+    let r = dana.chat_send(&id, "queued at the kill").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at_kill = wait_transcript(&dana, &id, "the message is not in the chat", |t| {
+        has_entry(t, "Message.Text", "CLIENT", Some("queued at the kill"))
+    })
+    .await;
+    // Time for the push and its record to be written.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(server); // SIGKILL
+
+    let server = ServeProcess::start(port, &data_dir, &args).await;
+    let dana = server.customer().with_gms_user("device-dana");
+    let client_id = comet_subscribe(&dana).await;
+    let again = comet_until(&dana, &client_id, "queued at the kill").await;
+    // Nothing the device was handed before the kill comes again.
+    let handed: Vec<u64> = seen.iter().map(|(p, _)| *p).collect();
+    assert!(
+        again.iter().all(|(p, _)| !handed.contains(p)),
+        "handed before: {handed:?}, pushed again: {again:?} (transcript {at_kill})"
+    );
+    let r = dana.chat_disconnect(&id).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    drop(server);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

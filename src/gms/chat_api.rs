@@ -71,8 +71,15 @@ pub struct Binding {
     pub push: bool,
     /// The last position shown over HTTP.
     pub shown: u64,
-    /// The last position pushed to the device.
+    /// The last position pushed to the device (queued for its CometD
+    /// connect).
     pub pushed: u64,
+    /// The last position a device was handed (written into a connect
+    /// reply); `None` in bindings stored before it was kept. A restart
+    /// goes on pushing from here, so an entry queued but not yet handed
+    /// over when the server stopped is pushed again.
+    #[serde(default)]
+    pub delivered: Option<u64>,
     /// Creation time, ms since the Unix epoch.
     pub started_at: u64,
 }
@@ -80,7 +87,7 @@ pub struct Binding {
 /// Chats by service id, and service ids by chat; every binding of a
 /// created chat is also written to the store (`crate::gms::continuity`).
 pub struct ChatBindings {
-    by_service: Mutex<HashMap<String, Binding>>,
+    by_service: Arc<Mutex<HashMap<String, Binding>>>,
     by_chat: Mutex<HashMap<String, String>>,
     journal: Journal,
 }
@@ -89,7 +96,7 @@ impl ChatBindings {
     /// None yet; changes are written to `journal`.
     pub fn new(journal: Journal) -> ChatBindings {
         ChatBindings {
-            by_service: Mutex::new(HashMap::new()),
+            by_service: Arc::new(Mutex::new(HashMap::new())),
             by_chat: Mutex::new(HashMap::new()),
             journal,
         }
@@ -120,7 +127,10 @@ impl ChatBindings {
     /// chat was being created too: [`super::continuity::reconcile`]
     /// completes or drops them).
     pub fn restore(&self, bindings: Vec<Binding>) {
-        for b in bindings {
+        for mut b in bindings {
+            if let Some(delivered) = b.delivered {
+                b.pushed = delivered;
+            }
             if !b.chat_id.is_empty()
                 && let Ok(mut m) = self.by_chat.lock()
             {
@@ -272,6 +282,22 @@ impl ChatBindings {
             let later = position > b.pushed;
             b.pushed = b.pushed.max(position);
             later
+        })
+    }
+
+    /// What the CometD hub calls once it handed `position` to a device:
+    /// the binding's `delivered` becomes it (written, not awaited).
+    fn receipt(&self, service_id: &str, position: u64) -> crate::gms::cometd::Receipt {
+        let (by_service, journal) = (self.by_service.clone(), self.journal.clone());
+        let service_id = service_id.to_string();
+        Arc::new(move || {
+            if let Ok(mut m) = by_service.lock()
+                && let Some(b) = m.get_mut(&service_id)
+                && b.delivered.is_none_or(|d| d < position)
+            {
+                b.delivered = Some(position);
+                journal.put(&service_id, b);
+            }
         })
     }
 
@@ -558,6 +584,7 @@ pub async fn create(
         push,
         shown: 0,
         pushed: 0,
+        delivered: Some(0),
         started_at: 0,
     };
     // Claimed (durably) before the backend is asked, so two creates racing
@@ -895,5 +922,7 @@ fn push(ctx: &Gms, binding: &Binding, state: ChatState, entries: &[TranscriptEnt
         "message".into(),
         chat_reply(binding, state, entries, last, None),
     );
-    ctx.pusher.push(user, PUSH_CHANNEL, Value::Object(data));
+    let receipt = (!entries.is_empty()).then(|| ctx.chats.receipt(&binding.service_id, last));
+    ctx.pusher
+        .push(user, PUSH_CHANNEL, Value::Object(data), receipt);
 }

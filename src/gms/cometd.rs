@@ -127,8 +127,8 @@ struct HubState {
 struct Client {
     gms_user: String,
     subscriptions: Subscriptions,
-    /// Serialized messages waiting for a connect.
-    queue: VecDeque<Arc<str>>,
+    /// Serialized messages waiting for a connect, each with its receipt.
+    queue: VecDeque<(Arc<str>, Option<Receipt>)>,
     /// Messages dropped because the queue was full.
     dropped: u64,
     /// Whether the client has sent its first `/meta/connect`.
@@ -231,14 +231,21 @@ fn parse_channel(name: &str) -> Option<Pattern<'_>> {
     }
 }
 
+/// What a publisher is told once a message it queued was written into a
+/// `/meta/connect` reply (for every client it was queued for). A message
+/// dropped from a full queue, or still queued when the server stops, is
+/// never receipted.
+pub type Receipt = Arc<dyn Fn() + Send + Sync>;
+
 /// One element of a reply array: a reply built here, or a queued message
-/// already serialized.
+/// already serialized (with its receipt).
 enum Part {
     Reply(Value),
-    Event(Arc<str>),
+    Event(Arc<str>, Option<Receipt>),
 }
 
-/// Renders reply parts as one JSON array.
+/// Renders reply parts as one JSON array; the receipts of the messages in
+/// it are called (the reply is written next).
 fn render(parts: &[Part]) -> String {
     let mut out = String::from("[");
     for (i, part) in parts.iter().enumerate() {
@@ -247,7 +254,12 @@ fn render(parts: &[Part]) -> String {
         }
         match part {
             Part::Reply(v) => out.push_str(&v.to_string()),
-            Part::Event(s) => out.push_str(s),
+            Part::Event(s, receipt) => {
+                out.push_str(s);
+                if let Some(receipt) = receipt {
+                    receipt();
+                }
+            }
         }
     }
     out.push(']');
@@ -355,8 +367,14 @@ impl CometHub {
     /// with this `gms_user` and is subscribed to `channel` (exactly or by
     /// a `/*` or `/**` pattern), waking their held connects; returns how
     /// many clients it was queued for. A pattern or malformed channel
-    /// reaches nobody.
-    pub fn publish(&self, gms_user: &str, channel: &str, data: Value) -> usize {
+    /// reaches nobody. `receipt` is called when a client is handed it.
+    pub fn publish(
+        &self,
+        gms_user: &str,
+        channel: &str,
+        data: Value,
+        receipt: Option<Receipt>,
+    ) -> usize {
         if !matches!(parse_channel(channel), Some(Pattern::Exact(_))) {
             tracing::debug!(channel, "cometd: not publishing to a non-concrete channel");
             return 0;
@@ -392,7 +410,7 @@ impl CometHub {
                     );
                 }
             }
-            c.queue.push_back(text.clone());
+            c.queue.push_back((text.clone(), receipt.clone()));
             if let Some(tx) = c.held.as_mut().and_then(|h| h.wake.take()) {
                 let _ = tx.send(Wake::Poke);
             }
@@ -704,7 +722,11 @@ impl CometHub {
         m: &Map<String, Value>,
         advice: Option<Value>,
     ) -> Vec<Part> {
-        let mut out: Vec<Part> = c.queue.drain(..).map(Part::Event).collect();
+        let mut out: Vec<Part> = c
+            .queue
+            .drain(..)
+            .map(|(text, receipt)| Part::Event(text, receipt))
+            .collect();
         let mut r = reply_to("/meta/connect", m);
         r.insert("successful".into(), Value::from(true));
         r.insert("clientId".into(), Value::from(client_id));
@@ -1053,7 +1075,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         let start = Instant::now();
-        assert_eq!(hub.publish("alice", "/_genesys", json!({"n": 1})), 1);
+        assert_eq!(hub.publish("alice", "/_genesys", json!({"n": 1}), None), 1);
         let reply = held.await.unwrap();
         assert!(start.elapsed() < Duration::from_secs(2));
         assert_eq!(events(&reply), vec![json!({"n": 1})]);
@@ -1063,11 +1085,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_receipt_comes_when_a_connect_hands_the_message_over() {
+        let hub = hub(5_000);
+        let id = ready(&hub, "alice", json!("/_genesys")).await;
+        let handed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = handed.clone();
+        let receipt: Receipt = Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(
+            hub.publish("alice", "/_genesys", json!(1), Some(receipt.clone())),
+            1
+        );
+        assert_eq!(handed.load(Ordering::SeqCst), 0, "queued is not handed");
+        let reply = connect(&hub, Some("alice"), &id).await;
+        assert_eq!(events(&reply), vec![json!(1)]);
+        assert_eq!(handed.load(Ordering::SeqCst), 1);
+        // Nobody subscribed to it: queued nowhere, never receipted.
+        assert_eq!(hub.publish("bob", "/_genesys", json!(2), Some(receipt)), 0);
+        assert_eq!(handed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn queued_messages_come_in_order_on_the_next_connect() {
         let hub = hub(5_000);
         let id = ready(&hub, "alice", json!("/_genesys")).await;
         for n in 0..3 {
-            assert_eq!(hub.publish("alice", "/_genesys", json!(n)), 1);
+            assert_eq!(hub.publish("alice", "/_genesys", json!(n), None), 1);
         }
         let start = Instant::now();
         let reply = connect(&hub, Some("alice"), &id).await;
@@ -1117,14 +1161,14 @@ mod tests {
         let one = ready(&hub, "u", json!("/a/*")).await;
         let any = ready(&hub, "u", json!(["/x/**", "/exact/ch"])).await;
         let all = ready(&hub, "u", json!("/**")).await;
-        assert_eq!(hub.publish("u", "/a/b", json!(1)), 2); // one, all
-        assert_eq!(hub.publish("u", "/a/b/c", json!(2)), 1); // all
-        assert_eq!(hub.publish("u", "/x/y", json!(3)), 2); // any, all
-        assert_eq!(hub.publish("u", "/x/y/z", json!(4)), 2); // any, all
-        assert_eq!(hub.publish("u", "/x", json!(5)), 1); // all
-        assert_eq!(hub.publish("u", "/exact/ch", json!(6)), 2); // any, all
-        assert_eq!(hub.publish("u", "/a/*", json!(7)), 0);
-        assert_eq!(hub.publish("u", "bogus", json!(8)), 0);
+        assert_eq!(hub.publish("u", "/a/b", json!(1), None), 2); // one, all
+        assert_eq!(hub.publish("u", "/a/b/c", json!(2), None), 1); // all
+        assert_eq!(hub.publish("u", "/x/y", json!(3), None), 2); // any, all
+        assert_eq!(hub.publish("u", "/x/y/z", json!(4), None), 2); // any, all
+        assert_eq!(hub.publish("u", "/x", json!(5), None), 1); // all
+        assert_eq!(hub.publish("u", "/exact/ch", json!(6), None), 2); // any, all
+        assert_eq!(hub.publish("u", "/a/*", json!(7), None), 0);
+        assert_eq!(hub.publish("u", "bogus", json!(8), None), 0);
         assert_eq!(
             events(&connect(&hub, Some("u"), &one).await),
             vec![json!(1)]
@@ -1146,7 +1190,7 @@ mod tests {
         .await;
         assert_eq!(r[0]["successful"], true);
         assert_eq!(r[0]["subscription"], "/x/**");
-        assert_eq!(hub.publish("u", "/x/y", json!(9)), 1); // all only
+        assert_eq!(hub.publish("u", "/x/y", json!(9), None), 1); // all only
     }
 
     #[tokio::test]
@@ -1156,9 +1200,9 @@ mod tests {
         let _bob = ready(&hub, "bob", json!("/_genesys")).await;
         let nobody = handshake(&hub, None).await;
         subscribe(&hub, None, &nobody, json!("/_genesys")).await;
-        assert_eq!(hub.publish("alice", "/_genesys", json!("a")), 1);
-        assert_eq!(hub.publish("carol", "/_genesys", json!("c")), 0);
-        assert_eq!(hub.publish("", "/_genesys", json!("e")), 1);
+        assert_eq!(hub.publish("alice", "/_genesys", json!("a"), None), 1);
+        assert_eq!(hub.publish("carol", "/_genesys", json!("c"), None), 0);
+        assert_eq!(hub.publish("", "/_genesys", json!("e"), None), 1);
         assert_eq!(
             events(&connect(&hub, Some("alice"), &alice).await),
             vec![json!("a")]
@@ -1216,7 +1260,7 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(2));
         assert!(events(&released).is_empty());
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(hub.publish("u", "/_genesys", json!("x")), 1);
+        assert_eq!(hub.publish("u", "/_genesys", json!("x"), None), 1);
         assert_eq!(events(&second.await.unwrap()), vec![json!("x")]);
     }
 
@@ -1242,7 +1286,7 @@ mod tests {
         assert_eq!(released[0]["successful"], true);
         assert_eq!(released[0]["advice"]["reconnect"], "none");
         assert_eq!(hub.clients(), 0);
-        assert_eq!(hub.publish("u", "/_genesys", json!(1)), 0);
+        assert_eq!(hub.publish("u", "/_genesys", json!(1), None), 0);
         assert_eq!(
             connect(&hub, Some("u"), &id).await[0]["error"],
             "402::Unknown client"
@@ -1254,7 +1298,7 @@ mod tests {
         let hub = hub_with(5_000, 60_000, 3);
         let id = ready(&hub, "u", json!("/_genesys")).await;
         for n in 1..=5 {
-            assert_eq!(hub.publish("u", "/_genesys", json!(n)), 1);
+            assert_eq!(hub.publish("u", "/_genesys", json!(n), None), 1);
         }
         assert_eq!(
             events(&connect(&hub, Some("u"), &id).await),
@@ -1278,7 +1322,7 @@ mod tests {
             connect(&hub, Some("u"), &idle).await[0]["error"],
             "402::Unknown client"
         );
-        assert_eq!(hub.publish("u", "/_genesys", json!(1)), 1);
+        assert_eq!(hub.publish("u", "/_genesys", json!(1), None), 1);
         assert_eq!(events(&held.await.unwrap()), vec![json!(1)]);
         // An abandoned held connect no longer keeps its client alive.
         let abandoned = {
@@ -1304,7 +1348,7 @@ mod tests {
         let r = subscribe(&hub, Some("u"), &id, json!(["/ok", "bad"])).await;
         assert_eq!(r["successful"], false);
         assert_eq!(r["error"], "400:bad:Invalid channel");
-        assert_eq!(hub.publish("u", "/ok", json!(1)), 0, "all or none");
+        assert_eq!(hub.publish("u", "/ok", json!(1), None), 0, "all or none");
         let r = subscribe(&hub, Some("u"), &id, json!(42)).await;
         assert_eq!(r["successful"], false);
         let many: Vec<String> = (0..=MAX_SUBSCRIPTIONS).map(|i| format!("/c/{i}")).collect();
@@ -1342,7 +1386,7 @@ mod tests {
     async fn one_request_may_carry_several_messages() {
         let hub = hub(5_000);
         let id = handshake(&hub, Some("u")).await;
-        hub.publish("u", "/_genesys", json!(0));
+        hub.publish("u", "/_genesys", json!(0), None);
         // The connect is handled after the subscribe that follows it.
         let r = send(
             &hub,

@@ -56,16 +56,29 @@ pub const DOCUMENT_PATH: &str = "/genesys/1/document/service_template/callback/s
 
 /// Delivers server pushes to a customer's devices (CometD).
 pub trait Pusher: Send + Sync {
-    /// Queues `data` on `channel` for every device of `gms_user`.
-    fn push(&self, gms_user: &str, channel: &str, data: Value) -> usize;
+    /// Queues `data` on `channel` for every device of `gms_user`;
+    /// `receipt` is called when a device is handed it.
+    fn push(
+        &self,
+        gms_user: &str,
+        channel: &str,
+        data: Value,
+        receipt: Option<cometd::Receipt>,
+    ) -> usize;
 
     /// Whether a push to `gms_user` on `channel` would reach a device now.
     fn reaches(&self, gms_user: &str, channel: &str) -> bool;
 }
 
 impl Pusher for cometd::CometHub {
-    fn push(&self, gms_user: &str, channel: &str, data: Value) -> usize {
-        self.publish(gms_user, channel, data)
+    fn push(
+        &self,
+        gms_user: &str,
+        channel: &str,
+        data: Value,
+        receipt: Option<cometd::Receipt>,
+    ) -> usize {
+        self.publish(gms_user, channel, data, receipt)
     }
 
     fn reaches(&self, gms_user: &str, channel: &str) -> bool {
@@ -77,7 +90,13 @@ impl Pusher for cometd::CometHub {
 pub struct NoPush;
 
 impl Pusher for NoPush {
-    fn push(&self, _gms_user: &str, _channel: &str, _data: Value) -> usize {
+    fn push(
+        &self,
+        _gms_user: &str,
+        _channel: &str,
+        _data: Value,
+        _receipt: Option<cometd::Receipt>,
+    ) -> usize {
         0
     }
 
