@@ -300,46 +300,74 @@ async fn postgres_store_loses_no_acknowledged_event_across_kill_9() {
     crash_and_recover(Some(db.url())).await;
 }
 
-/// A request in flight when the server dies is answered once it is back:
-/// a `<session:fetch>` whose host took the connection but never answered
-/// becomes `error.session.fetch` with `error: "interrupted"` (without it
-/// the session would wait for ever; the fetch is not made twice).
-async fn cut_off_request_is_answered_interrupted(store: Option<String>) {
+/// Starts the server and a `fetcher.scxml` session (with `extra`
+/// parameters) whose `<session:fetch>` goes to a host that takes the
+/// connection and never answers; kills the server with SIGKILL while the
+/// session waits. Answers the host (still listening: a second fetch
+/// would show there) and the session's id and fetch request id.
+async fn kill_during_a_fetch(
+    setup: &Setup,
+    extra: &[(&str, &str)],
+) -> (tokio::net::TcpListener, String, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("listens");
     let url = format!("http://{}/slow.json", listener.local_addr().unwrap());
-    let setup = Setup::new("ors-interrupted", store);
     let mut server = setup.start().await;
     let client = server.operator_client();
-    let id = start(
-        &client,
-        &setup,
-        "fixtures/server/fetcher.scxml",
-        &[("url", url.as_str())],
-    )
-    .await;
+    let mut params = vec![("url", url.as_str())];
+    params.extend_from_slice(extra);
+    let id = start(&client, setup, "fixtures/server/fetcher.scxml", &params).await;
     // The fetch leaves once the state that asked for it is stored.
     let (socket, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
         .await
         .expect("the fetch arrives")
         .expect("accepted");
-    let q = query(&client, &setup, &id).await;
+    let q = query(&client, setup, &id).await;
     assert_eq!(q["configuration"], serde_json::json!(["fetching"]), "{q}");
+    let requestid = q["data"]["fetch_req"]
+        .as_str()
+        .expect("requestid")
+        .to_string();
     server.kill();
     drop(socket);
+    (listener, id, requestid)
+}
+
+/// Queries the session until `done` holds (30 s at most); answers the
+/// last query.
+async fn query_until(
+    client: &reqwest::Client,
+    setup: &Setup,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = query(client, setup, id).await;
+        if done(&q) {
+            return q;
+        }
+        assert!(Instant::now() < deadline, "{what}: {q}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request in flight when the server dies is answered once it is back:
+/// a `<session:fetch>` whose host took the connection but never answered
+/// becomes `error.session.fetch` with `error: "interrupted"` (without it
+/// the session would wait for ever; the fetch is not made twice).
+async fn cut_off_request_is_answered_interrupted(store: Option<String>) {
+    let setup = Setup::new("ors-interrupted", store);
+    let (listener, id, _) = kill_during_a_fetch(&setup, &[]).await;
 
     let server = setup.start().await;
     let client = server.operator_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let q = loop {
-        let q = query(&client, &setup, &id).await;
-        if q["configuration"] != serde_json::json!(["fetching"]) {
-            break q;
-        }
-        assert!(Instant::now() < deadline, "the session still waits: {q}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let q = query_until(&client, &setup, &id, "the session still waits", |q| {
+        q["configuration"] != serde_json::json!(["fetching"])
+    })
+    .await;
     assert_eq!(q["configuration"], serde_json::json!(["failed"]), "{q}");
     let error = &q["data"]["error"];
     assert_eq!(error["error"], "interrupted", "{q}");
@@ -420,36 +448,28 @@ async fn event_between_sessions_survives_kill_9(store: Option<String>) {
 
     let server = ServeProcess::start(setup.port, &setup.data_dir, &extra).await;
     let client = server.operator_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let q = loop {
-        let q = query(&client, &setup, &receiver).await;
-        if q["configuration"] == serde_json::json!(["got"]) {
-            break q;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the event sent before the kill never arrived: {q}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let q = query_until(
+        &client,
+        &setup,
+        &receiver,
+        "the event sent before the kill never arrived",
+        |q| q["configuration"] == serde_json::json!(["got"]),
+    )
+    .await;
     assert_eq!(q["data"]["label"], "sent before the kill", "{q}");
     // Delivered once, also after the receiver's state was stored and the
     // server stopped again.
     drop(server);
     let server = ServeProcess::start(setup.port, &setup.data_dir, &extra).await;
     let client = server.operator_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let q = loop {
-        let q = query(&client, &setup, &receiver).await;
-        if q["configuration"] == serde_json::json!(["got"]) {
-            break q;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the receiver lost its state: {q}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let q = query_until(
+        &client,
+        &setup,
+        &receiver,
+        "the receiver lost its state",
+        |q| q["configuration"] == serde_json::json!(["got"]),
+    )
+    .await;
     assert_eq!(q["data"]["parcels"], 1, "{q}");
     drop(server);
     let _ = std::fs::remove_dir_all(&setup.data_dir);
@@ -474,35 +494,9 @@ async fn postgres_store_keeps_an_event_between_sessions_across_kill_9() {
 /// session gets `session.fetch.done`, not `interrupted`. The letter is
 /// written here, as the server writes one, while the server is down.
 async fn answer_on_its_way_settles_its_request(store: Option<String>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("listens");
-    let url = format!("http://{}/slow.json", listener.local_addr().unwrap());
     let setup = Setup::new("ors-answer-letter", store);
-    let mut server = setup.start().await;
-    let client = server.operator_client();
-    let id = start(
-        &client,
-        &setup,
-        "fixtures/server/fetcher.scxml",
-        &[
-            ("url", url.as_str()),
-            ("child_src", "fixtures/server/counter.scxml"),
-        ],
-    )
-    .await;
-    let (socket, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
-        .await
-        .expect("the fetch arrives")
-        .expect("accepted");
-    let q = query(&client, &setup, &id).await;
-    assert_eq!(q["configuration"], serde_json::json!(["fetching"]), "{q}");
-    let requestid = q["data"]["fetch_req"]
-        .as_str()
-        .expect("requestid")
-        .to_string();
-    server.kill();
-    drop(socket);
+    let (_listener, id, requestid) =
+        kill_during_a_fetch(&setup, &[("child_src", "fixtures/server/counter.scxml")]).await;
 
     let location = match &setup.store {
         Some(url) => ors::store::StoreLocation::parse(url, &setup.data_dir, false),
@@ -527,17 +521,11 @@ async fn answer_on_its_way_settles_its_request(store: Option<String>) {
 
     let server = setup.start().await;
     let client = server.operator_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let q = loop {
-        let q = query(&client, &setup, &id).await;
-        if q["configuration"] == serde_json::json!(["done"])
+    let q = query_until(&client, &setup, &id, "the session still waits", |q| {
+        q["configuration"] == serde_json::json!(["done"])
             || q["configuration"] == serde_json::json!(["failed"])
-        {
-            break q;
-        }
-        assert!(Instant::now() < deadline, "the session still waits: {q}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     assert_eq!(q["configuration"], serde_json::json!(["done"]), "{q}");
     assert_eq!(q["data"]["fetched"]["answered"], "before the kill", "{q}");
     assert_eq!(q["data"]["error"], Value::Null, "{q}");
