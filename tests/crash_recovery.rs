@@ -21,6 +21,28 @@ const CLIENTS: usize = 64;
 const ALARMS: usize = 20;
 const FAMILIES: usize = 10;
 
+/// Two tests of `scenario(store: Option<String>)` on `threads` runtime
+/// threads: one on SQLite, one on a new PostgreSQL database (skipped
+/// with a note naming `what` when `ORS_TEST_POSTGRES_URL` is not set;
+/// required under CI).
+macro_rules! on_both_stores {
+    ($sqlite:ident, $postgres:ident, $scenario:ident, $what:literal, $threads:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+        async fn $sqlite() {
+            $scenario(None).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+        async fn $postgres() {
+            let Some(admin) = common::stores::postgres_admin_url($what) else {
+                return;
+            };
+            let db = common::stores::TestDb::postgres(&admin).await;
+            $scenario(Some(db.url())).await;
+        }
+    };
+}
+
 fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!(
@@ -286,19 +308,13 @@ async fn crash_and_recover(store: Option<String>) {
     let _ = std::fs::remove_dir_all(&setup.data_dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_store_loses_no_acknowledged_event_across_kill_9() {
-    crash_and_recover(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_store_loses_no_acknowledged_event_across_kill_9() {
-    let Some(admin) = common::stores::postgres_admin_url("the PostgreSQL crash test") else {
-        return;
-    };
-    let db = common::stores::TestDb::postgres(&admin).await;
-    crash_and_recover(Some(db.url())).await;
-}
+on_both_stores!(
+    sqlite_store_loses_no_acknowledged_event_across_kill_9,
+    postgres_store_loses_no_acknowledged_event_across_kill_9,
+    crash_and_recover,
+    "the PostgreSQL crash test",
+    4
+);
 
 /// Starts the server and a `fetcher.scxml` session (with `extra`
 /// parameters) whose `<session:fetch>` goes to a host that takes the
@@ -379,20 +395,13 @@ async fn cut_off_request_is_answered_interrupted(store: Option<String>) {
     let _ = std::fs::remove_dir_all(&setup.data_dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_store_answers_a_cut_off_request_interrupted() {
-    cut_off_request_is_answered_interrupted(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_store_answers_a_cut_off_request_interrupted() {
-    let Some(admin) = common::stores::postgres_admin_url("the PostgreSQL interrupted-request test")
-    else {
-        return;
-    };
-    let db = common::stores::TestDb::postgres(&admin).await;
-    cut_off_request_is_answered_interrupted(Some(db.url())).await;
-}
+on_both_stores!(
+    sqlite_store_answers_a_cut_off_request_interrupted,
+    postgres_store_answers_a_cut_off_request_interrupted,
+    cut_off_request_is_answered_interrupted,
+    "the PostgreSQL interrupted-request test",
+    2
+);
 
 /// The worker a server session id names (its last two hex digits).
 fn worker_of(id: &str) -> u8 {
@@ -475,19 +484,13 @@ async fn event_between_sessions_survives_kill_9(store: Option<String>) {
     let _ = std::fs::remove_dir_all(&setup.data_dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_store_keeps_an_event_between_sessions_across_kill_9() {
-    event_between_sessions_survives_kill_9(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_store_keeps_an_event_between_sessions_across_kill_9() {
-    let Some(admin) = common::stores::postgres_admin_url("the PostgreSQL letter test") else {
-        return;
-    };
-    let db = common::stores::TestDb::postgres(&admin).await;
-    event_between_sessions_survives_kill_9(Some(db.url())).await;
-}
+on_both_stores!(
+    sqlite_store_keeps_an_event_between_sessions_across_kill_9,
+    postgres_store_keeps_an_event_between_sessions_across_kill_9,
+    event_between_sessions_survives_kill_9,
+    "the PostgreSQL letter test",
+    2
+);
 
 /// An answer stored on its way (a letter left in the outbox when the
 /// server died) settles its request when the session is restored: the
@@ -533,17 +536,10 @@ async fn answer_on_its_way_settles_its_request(store: Option<String>) {
     let _ = std::fs::remove_dir_all(&setup.data_dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_store_settles_a_request_with_the_answer_on_its_way() {
-    answer_on_its_way_settles_its_request(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_store_settles_a_request_with_the_answer_on_its_way() {
-    let Some(admin) = common::stores::postgres_admin_url("the PostgreSQL answer-letter test")
-    else {
-        return;
-    };
-    let db = common::stores::TestDb::postgres(&admin).await;
-    answer_on_its_way_settles_its_request(Some(db.url())).await;
-}
+on_both_stores!(
+    sqlite_store_settles_a_request_with_the_answer_on_its_way,
+    postgres_store_settles_a_request_with_the_answer_on_its_way,
+    answer_on_its_way_settles_its_request,
+    "the PostgreSQL answer-letter test",
+    2
+);
