@@ -486,6 +486,21 @@ async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
 /// presented to its owner again, and is routed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_whose_presentation_was_lost_is_presented_again() {
+    lost_presentation_is_repaired(true).await;
+}
+
+/// The window between a chat's strategy being named its owner and the
+/// strategy's start being stored: the interaction names a session the
+/// store does not have. At restart the chat goes to a new strategy, and
+/// is routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_whose_strategy_never_started_goes_to_a_new_one() {
+    lost_presentation_is_repaired(false).await;
+}
+
+/// The two tests above: the chat's owner is a stored strategy waiting in
+/// `arriving` (`started`) or a session id nothing ever started.
+async fn lost_presentation_is_repaired(started: bool) {
     let data_dir = common::scratch_dir("chat-restart-present");
     std::fs::create_dir_all(&data_dir).unwrap();
     let (sim, config) = simulator_and_config(&data_dir, AGENT).await;
@@ -519,10 +534,15 @@ async fn a_chat_whose_presentation_was_lost_is_presented_again() {
         server.base,
         ors::gms::DOCUMENT_PATH
     );
-    let strategy = server
-        .api()
-        .start_session(&[("src", src.as_str()), ("interactionid", chat_id.as_str())])
-        .await;
+    let strategy = if started {
+        server
+            .api()
+            .start_session(&[("src", src.as_str()), ("interactionid", chat_id.as_str())])
+            .await
+    } else {
+        // Shaped like the server's ids, for its first worker.
+        "5E55104D0E5000000000000000".to_string()
+    };
     drop(server);
     // ... and the interaction names it as owner, but the server stopped
     // before the strategy's state with the presentation was stored.
@@ -558,11 +578,13 @@ async fn a_chat_whose_presentation_was_lost_is_presented_again() {
     let operator = server.api();
     let rec = operator.wait_callback_state(&carol_id, "COMPLETED").await;
     assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
-    let q = operator.query_ok(&strategy).await;
-    assert_eq!(
-        q["status"], "completed",
-        "the strategy handed the chat over: {q}"
-    );
+    if started {
+        let q = operator.query_ok(&strategy).await;
+        assert_eq!(
+            q["status"], "completed",
+            "the strategy handed the chat over: {q}"
+        );
+    }
     let r = carol.chat_disconnect(&carol_id).await;
     assert_eq!(r.status, 200, "{}", r.body);
     drop(server);

@@ -273,6 +273,14 @@ async fn complete_claim(ctx: &Gms, service_id: &str) {
     }
 }
 
+/// Whether `session` is a running session (asleep or awake).
+async fn owner_is_running(ctx: &Gms, session: &str) -> bool {
+    ctx.sessions
+        .query(session)
+        .await
+        .is_ok_and(|view| view.status == "running")
+}
+
 /// Brings what [`load`] read in line with the chat backend. Runs once,
 /// after the stored sessions are back with their workers. (The submits
 /// that were waiting are asked again as their sessions are restored:
@@ -303,13 +311,24 @@ pub async fn reconcile(ctx: Arc<Gms>) {
                 } else if let Some(owner) = ixn.owner.as_deref()
                     && ixn.state == "queued"
                 {
-                    // Its owner may not have kept the presentation (the
-                    // server stopped before its state with the event was
-                    // stored): presented again. A strategy that had it
-                    // ignores the repeat.
-                    if let Err(e) = super::interactions::present(&ctx, &ixn.id, owner, "restart") {
-                        tracing::warn!(chat = %ixn.id, error = %e.message,
-                            "a chat could not be presented to its strategy again");
+                    if owner_is_running(&ctx, owner).await {
+                        // Its owner may not have kept the presentation (the
+                        // server stopped before its state with the event
+                        // was stored): presented again. A strategy that had
+                        // it ignores the repeat.
+                        if let Err(e) =
+                            super::interactions::present(&ctx, &ixn.id, owner, "restart")
+                        {
+                            tracing::warn!(chat = %ixn.id, error = %e.message,
+                                "a chat could not be presented to its strategy again");
+                        }
+                    } else {
+                        // Its strategy was named but never stored (the
+                        // server stopped before it started), or has ended.
+                        tracing::warn!(chat = %ixn.id, strategy = %owner,
+                            "a chat whose strategy is gone is handed to a new one");
+                        let _ = ctx.interactions.set_owner(&ixn.id, None);
+                        super::interactions::hand_to_strategy(&ctx, &info, &ixn).await;
                     }
                 }
                 false

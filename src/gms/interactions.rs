@@ -566,14 +566,32 @@ pub async fn start_strategy(
     data.insert("interactionid".into(), Value::from(ixn.id.clone()));
     data.insert("queue".into(), Value::from(ixn.queue.clone()));
     data.insert("media".into(), Value::from(ixn.media));
-    match ctx.sessions.start(application, data, None).await {
-        Ok(view) => {
-            present(ctx, &ixn.id, &view.sessionid, "arrival").map_err(|e| e.message)?;
-            if view.status != "running" && !ixn.hosted {
-                // The strategy ended in its first macrostep, before the
-                // interaction reached it: nothing controls it any more.
+    // The strategy owns the interaction before it starts (the owner's
+    // write is queued before the session's): a restart that finds the
+    // session stored also finds it the owner, and presents the
+    // interaction to it rather than starting a second strategy.
+    let id = ctx.sessions.new_session_id();
+    ctx.interactions
+        .set_owner(&ixn.id, Some(&id))
+        .map_err(|e| e.message)?;
+    match ctx
+        .sessions
+        .start_with_id(id, application, data, None)
+        .await
+    {
+        Ok(view) if view.status != "running" => {
+            // The strategy ended in its first macrostep, before the
+            // interaction reached it: nothing controls it any more (a
+            // hosted chat stays in its chat, any other ends).
+            if ixn.hosted {
+                let _ = ctx.interactions.set_owner(&ixn.id, None);
+            } else {
                 chat_ended(ctx, &ixn.id, "strategy_ended").await;
             }
+            Ok(view.sessionid)
+        }
+        Ok(view) => {
+            present(ctx, &ixn.id, &view.sessionid, "arrival").map_err(|e| e.message)?;
             Ok(view.sessionid)
         }
         Err(e) => {
