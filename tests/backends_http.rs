@@ -408,3 +408,27 @@ async fn the_admin_api_plays_the_agents_side() {
     let (status, _) = admin("DELETE", &format!("{base}/sim/agents/dan"), None, false).await;
     assert_eq!(status, 404);
 }
+
+/// A chat is found over HTTP by the GMS service id in its user data while
+/// it is not ended; an unknown id finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_is_found_by_its_service_id_until_it_ends() {
+    let served = serve(SimulatorSettings::default()).await;
+    let chat = HttpChat::new(&format!("{}/chat", served.base)).unwrap();
+    let mut user_data = serde_json::Map::new();
+    user_data.insert("GMS_ServiceID".into(), json!("707-abc"));
+    let info = chat
+        .create(NewChat {
+            queue: "Chat_IQ".into(),
+            nickname: "Jane".into(),
+            user_data,
+            ..NewChat::default()
+        })
+        .await
+        .unwrap();
+    let found = chat.find_by_service("707-abc").await.unwrap();
+    assert_eq!(found.map(|c| c.chat_id), Some(info.chat_id.clone()));
+    assert_eq!(chat.find_by_service("707-other").await.unwrap(), None);
+    chat.terminate(&info.chat_id, "done").await.unwrap();
+    assert_eq!(chat.find_by_service("707-abc").await.unwrap(), None);
+}

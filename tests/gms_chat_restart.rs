@@ -385,9 +385,9 @@ async fn put_row(store: &dyn ors::store::Store, table: &str, id: &str, body: &Va
 async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
     let data_dir = common::scratch_dir("chat-restart-windows");
     std::fs::create_dir_all(&data_dir).unwrap();
-    // Room for both chats at once.
+    // Room for the three chats at once.
     let (sim, config) =
-        simulator_and_config(&data_dir, &AGENT.replace("chat = 1", "chat = 2")).await;
+        simulator_and_config(&data_dir, &AGENT.replace("chat = 1", "chat = 3")).await;
     let port = free_port();
     let args = ["--config", config.as_str()];
     let server = ServeProcess::start(port, &data_dir, &args).await;
@@ -402,11 +402,14 @@ async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
     };
     let alice_id = callback(alice.clone(), "6502388731").await;
     let bob_id = callback(bob.clone(), "6502388732").await;
-    drop(server); // SIGKILL, as if in the middle of both chat creates.
+    let cleo = server.customer().with_gms_user("device-cleo");
+    let cleo_id = callback(cleo.clone(), "6502388733").await;
+    drop(server); // SIGKILL, as if in the middle of the chat creates.
 
-    // The chat backend made both chats; the server had recorded, for
-    // Alice's, its binding but not its arrival, and for Bob's, its arrival
-    // (no strategy had it yet) and only the claim of its binding.
+    // The chat backend made the three chats; the server had recorded, for
+    // Alice's, its binding but not its arrival, for Bob's, its arrival
+    // (no strategy had it yet) and only the claim of its binding, and for
+    // Cleo's only the claim.
     let chats = Api::new(&format!("{}/chat", sim.base));
     let made = |id: String, name: &'static str| {
         let chats = chats.clone();
@@ -424,6 +427,7 @@ async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
     };
     let alice_chat = made(alice_id.clone(), "Alice").await;
     let bob_chat = made(bob_id.clone(), "Bob").await;
+    made(cleo_id.clone(), "Cleo").await;
     let binding = |id: &str, chat: &Value, owner: &str, key: &str| {
         json!({"service_id": id, "chat_id": chat["chat_id"].as_str().unwrap_or(""),
             "party_id": chat["customer_party_id"].as_str().unwrap_or(""),
@@ -446,6 +450,13 @@ async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
         &binding(&bob_id, &Value::Null, "device-bob", "k-bob"),
     )
     .await;
+    put_row(
+        &*store,
+        "ors_chat_bindings",
+        &cleo_id,
+        &binding(&cleo_id, &Value::Null, "device-cleo", "k-cleo"),
+    )
+    .await;
     let bob_chat_id = bob_chat["chat_id"].as_str().expect("chat id");
     put_row(
         &*store,
@@ -460,7 +471,11 @@ async fn chats_made_just_before_a_crash_are_found_and_routed_after_it() {
 
     let server = ServeProcess::start(port, &data_dir, &args).await;
     let operator = server.api();
-    for (device, id, name) in [(&alice, &alice_id, "Alice"), (&bob, &bob_id, "Bob")] {
+    for (device, id, name) in [
+        (&alice, &alice_id, "Alice"),
+        (&bob, &bob_id, "Bob"),
+        (&cleo, &cleo_id, "Cleo"),
+    ] {
         let greeting = format!("Hello {name}, I am Ann Lee.");
         wait_transcript(device, id, &format!("{name}'s chat was not routed"), |t| {
             has_entry(t, "Message.Text", "AGENT", Some(greeting.as_str()))

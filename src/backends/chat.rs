@@ -196,6 +196,15 @@ pub trait ChatBackend: Send + Sync {
     /// Describes a chat.
     fn info(&self, chat_id: &str) -> BoxFuture<'_, Result<ChatInfo, ChatError>>;
 
+    /// The newest chat not ended whose user data carries
+    /// `GMS_ServiceID` = `service_id`, if any: how the server finds a
+    /// chat it asked for just before it stopped, whose answer it never
+    /// got.
+    fn find_by_service(
+        &self,
+        service_id: &str,
+    ) -> BoxFuture<'_, Result<Option<ChatInfo>, ChatError>>;
+
     /// Adds a message from a party; returns its position.
     fn send(
         &self,

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `POST {base}/chats` | a [`NewChat`] | 200, a [`ChatInfo`] |
 //! | `GET {base}/chats/{id}` | | 200, a [`ChatInfo`] |
+//! | `GET {base}/chats?gms_service_id=ID` | | 200, a [`ChatInfo`] or `null` |
 //! | `POST {base}/chats/{id}/send` | `{"party_id", "text"}` | 200, `{"position": n}` |
 //! | `POST {base}/chats/{id}/system` | `{"nickname", "text"}` | 200, `{"position": n}` |
 //! | `POST {base}/chats/{id}/typing` | `{"party_id", "started": bool}` | 200, `{"position": n}` |
@@ -206,6 +207,14 @@ impl ChatBackend for HttpChat {
         Box::pin(async move { self.get(&path).await })
     }
 
+    fn find_by_service(
+        &self,
+        service_id: &str,
+    ) -> BoxFuture<'_, Result<Option<ChatInfo>, ChatError>> {
+        let path = format!("/chats?gms_service_id={}", encode(service_id));
+        Box::pin(async move { self.get(&path).await })
+    }
+
     fn send(
         &self,
         chat_id: &str,
@@ -370,7 +379,7 @@ pub fn chat_protocol_router(backend: Arc<dyn ChatBackend>) -> Router {
         stream: new_id(),
     });
     Router::new()
-        .route("/chats", post(create))
+        .route("/chats", post(create).get(find_by_service))
         .route("/chats/{id}", get(info))
         .route("/chats/{id}/send", post(send))
         .route("/chats/{id}/system", post(system))
@@ -412,6 +421,16 @@ async fn create(State(s): Shared, body: Bytes) -> Response {
 
 async fn info(State(s): Shared, Path(id): Path<String>) -> Response {
     answer(s.backend.info(&id).await)
+}
+
+async fn find_by_service(State(s): Shared, RawQuery(query): RawQuery) -> Response {
+    let pairs = query_pairs(query.as_deref());
+    match query_value(&pairs, "gms_service_id") {
+        Some(id) if !id.is_empty() => answer(s.backend.find_by_service(id).await),
+        _ => failure(&ChatError::Invalid(
+            "'gms_service_id' is required".to_string(),
+        )),
+    }
 }
 
 async fn send(State(s): Shared, Path(id): Path<String>, body: Bytes) -> Response {

@@ -552,6 +552,27 @@ impl ChatBackend for ChatSim {
         Self::ready(state.chat(chat_id).map(|c| c.info.clone()))
     }
 
+    fn find_by_service(
+        &self,
+        service_id: &str,
+    ) -> BoxFuture<'_, Result<Option<ChatInfo>, ChatError>> {
+        let state = self.inner.state();
+        let found = state
+            .chats
+            .values()
+            .filter(|c| {
+                c.info.state != ChatState::Ended
+                    && c.info
+                        .user_data
+                        .get("GMS_ServiceID")
+                        .and_then(serde_json::Value::as_str)
+                        == Some(service_id)
+            })
+            .max_by_key(|c| (c.info.started_at_ms, c.info.chat_id.clone()))
+            .map(|c| c.info.clone());
+        Self::ready(Ok(found))
+    }
+
     fn send(
         &self,
         chat_id: &str,

@@ -252,23 +252,32 @@ pub async fn load(ctx: &Gms) -> Result<(usize, usize, usize), String> {
 }
 
 /// A claim read back from the store: the chat being created when the
-/// server stopped. The backend may have made it (the chat then arrived,
-/// carrying the service id, and was recorded): the binding is completed
-/// with it. Otherwise the claim is dropped (the device may create the
-/// chat again).
+/// server stopped. The backend may have made it (found by its recorded
+/// arrival, which carries the service id, or else by asking the backend
+/// for the chat of the service id): the binding is completed with it.
+/// Otherwise the claim is dropped (the device may create the chat again).
 async fn complete_claim(ctx: &Gms, service_id: &str) {
-    let made = ctx.interactions.list().into_iter().find(|i| {
+    let recorded = ctx.interactions.list().into_iter().find(|i| {
         i.hosted && i.user_data.get("GMS_ServiceID").and_then(Value::as_str) == Some(service_id)
     });
+    // A chat whose arrival was not recorded either is found by asking the
+    // backend for the chat of the service id.
+    let made = match recorded {
+        Some(ixn) => ctx.backends.chat.info(&ixn.id).await.ok(),
+        None => ctx
+            .backends
+            .chat
+            .find_by_service(service_id)
+            .await
+            .ok()
+            .flatten(),
+    };
     match made {
-        Some(ixn) => match ctx.backends.chat.info(&ixn.id).await {
-            Ok(info) => {
-                tracing::warn!(service = %service_id, chat = %info.chat_id,
-                    "a chat made just before the server stopped is bound to its callback again");
-                ctx.chats.complete_claim(service_id, &info);
-            }
-            Err(_) => ctx.chats.drop_claim(service_id),
-        },
+        Some(info) => {
+            tracing::warn!(service = %service_id, chat = %info.chat_id,
+                "a chat made just before the server stopped is bound to its callback again");
+            ctx.chats.complete_claim(service_id, &info);
+        }
         None => ctx.chats.drop_claim(service_id),
     }
 }
@@ -348,13 +357,17 @@ pub async fn reconcile(ctx: Arc<Gms>) {
         }
     }
     for service_id in &restored.bindings {
-        let Some(binding) = ctx.chats.get(service_id) else {
+        if ctx
+            .chats
+            .get(service_id)
+            .is_some_and(|b| b.chat_id.is_empty())
+        {
+            complete_claim(&ctx, service_id).await;
+        }
+        // (A claim completed goes on as a binding read back.)
+        let Some(binding) = ctx.chats.get(service_id).filter(|b| !b.chat_id.is_empty()) else {
             continue;
         };
-        if binding.chat_id.is_empty() {
-            complete_claim(&ctx, &binding.service_id).await;
-            continue;
-        }
         match ctx.backends.chat.info(&binding.chat_id).await {
             Err(ChatError::NotFound(_)) => ctx.chats.forget_chat(&binding.chat_id),
             Ok(info) => {
