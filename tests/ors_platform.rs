@@ -50,6 +50,11 @@ fn config() -> Config {
             "voice",
             fixture("ors/platform", "submit_then_end.scxml"),
         ),
+        (
+            "RP_Hold",
+            "voice",
+            fixture("ors/platform", "submit_and_hold.scxml"),
+        ),
     ] {
         config.contact_centre.queues.insert(
             name.into(),
@@ -328,5 +333,131 @@ async fn an_ended_strategy_lets_go_of_its_interactions_and_requests() {
     assert_eq!(released.status, 204, "{}", released.body);
     assert_eq!(agent_load(&server, "agent-1", "voice").await, 0);
     assert_eq!(api.get("/sim/interactions").await.body, json!([]));
+    server.stop().await;
+}
+
+/// A strategy that loses its interaction to another session while its
+/// `queue:submit` waits never routes it: the agent found later is
+/// released and the submit is answered `invalidstate.notcontrolled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_for_an_interaction_taken_over_while_it_waits_routes_nothing() {
+    let server = spawn_server(config()).await;
+    let api = server.api();
+    // A call keeps agent-1 busy.
+    let first = api
+        .json("/sim/interactions", &json!({"queue": "RP_Sales"}))
+        .await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let first_id = first.body["interactionid"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    ended(
+        &server,
+        first.body["sessionid"].as_str().expect("a session"),
+    )
+    .await;
+    // A second call's strategy asks for agent-1 and waits.
+    let second = api
+        .json("/sim/interactions", &json!({"queue": "RP_Hold"}))
+        .await;
+    assert_eq!(second.status, 201, "{}", second.body);
+    let second_id = second.body["interactionid"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let holder = second.body["sessionid"]
+        .as_str()
+        .expect("a session")
+        .to_string();
+    eventually(
+        "the submit did not start waiting",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let api = api.clone();
+            let holder = holder.clone();
+            async move {
+                let q = api.query(&holder).await.body;
+                if q["data"]["rid"].is_string() {
+                    Ok(())
+                } else {
+                    Err(format!("{q}"))
+                }
+            }
+        },
+    )
+    .await;
+    // Another session takes the call over.
+    let taker = api
+        .start_session(&[
+            ("src", fixture("ors/platform", "take_over.scxml").as_str()),
+            ("interactionid", second_id.as_str()),
+        ])
+        .await;
+    eventually(
+        "the holder was not told it lost the call",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let api = api.clone();
+            let holder = holder.clone();
+            async move {
+                let q = api.query(&holder).await.body;
+                if q["data"]["lost"] == true {
+                    Ok(())
+                } else {
+                    Err(format!("{q}"))
+                }
+            }
+        },
+    )
+    .await;
+    eventually(
+        "the taker did not take the call",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let api = api.clone();
+            let taker = taker.clone();
+            async move {
+                let q = api.query(&taker).await.body;
+                if q["configuration"] == json!(["holding"]) {
+                    Ok(())
+                } else {
+                    Err(format!("{q}"))
+                }
+            }
+        },
+    )
+    .await;
+    // Agent-1 is freed: the old owner's submit must not take them.
+    let released = api.delete(&format!("/sim/interactions/{first_id}")).await;
+    assert_eq!(released.status, 204, "{}", released.body);
+    let answered = eventually(
+        "the waiting submit was not answered",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let api = api.clone();
+            let holder = holder.clone();
+            async move {
+                let q = api.query(&holder).await.body;
+                if q["configuration"] == json!(["answered"]) {
+                    Ok(q)
+                } else {
+                    Err(format!("{q}"))
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        answered["data"]["answer"], "error.queue.submit:invalidstate.notcontrolled",
+        "{answered}"
+    );
+    assert_eq!(agent_load(&server, "agent-1", "voice").await, 0);
+    let call = api.get(&format!("/sim/interactions/{second_id}")).await;
+    assert!(call.body["agentid"].is_null(), "{}", call.body);
     server.stop().await;
 }

@@ -138,7 +138,7 @@ impl CustomActionHandler for Submit {
                 ));
             }
             ctx.submits.begin(outstanding);
-            reserve_and_route(&ctx, request, route).await
+            reserve_and_route(&ctx, request, route, &session).await
         };
         answer_then(
             scope,
@@ -153,11 +153,15 @@ impl CustomActionHandler for Submit {
 
 /// Reserves an agent through the routing backend and, with `route`,
 /// routes the interaction to them; answers the `done` fields. A
-/// reservation that cannot be used is released.
+/// reservation that cannot be used is released: also one made for an
+/// interaction that another session took over while the submit waited
+/// (`invalidstate.notcontrolled`), so a strategy that lost its chat never
+/// routes it.
 async fn reserve_and_route(
     ctx: &Gms,
     request: ReserveRequest,
     route: bool,
+    session: &str,
 ) -> Result<Map<String, Value>, Failure> {
     let interaction_id = request.interaction_id.clone();
     let reservation = ctx
@@ -166,6 +170,18 @@ async fn reserve_and_route(
         .reserve(request)
         .await
         .map_err(|e| Failure::new(e.code(), e.to_string()))?;
+    if let Some(ixn) = ctx.interactions.get(&interaction_id)
+        && ixn.owner.as_deref().is_some_and(|owner| owner != session)
+    {
+        ctx.backends
+            .routing
+            .release(&reservation.reservation_id)
+            .await;
+        return Err(Failure::new(
+            "invalidstate.notcontrolled",
+            format!("interaction '{interaction_id}' was taken over by another session"),
+        ));
+    }
     let routed = if route {
         interactions::route_to_agent(ctx, &interaction_id, &reservation).await
     } else {
@@ -249,7 +265,7 @@ pub async fn resume(ctx: Arc<Gms>, submit: Outstanding) {
         };
         request.timeout_ms = left;
         ctx.backends.routing.cancel(&requestid).await;
-        match reserve_and_route(&ctx, request.clone(), submit.route).await {
+        match reserve_and_route(&ctx, request.clone(), submit.route, &submit.session).await {
             // The routing backend may not be back yet: asked again
             // while the submit's time lasts.
             Err(f) if f.code == RoutingError::Backend(String::new()).code() => {
