@@ -336,6 +336,41 @@ async fn an_ended_strategy_lets_go_of_its_interactions_and_requests() {
     server.stop().await;
 }
 
+/// Waits until the session's query satisfies `done`; answers it.
+async fn query_until(
+    server: &TestServer,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool + Send + Sync + 'static,
+) -> Value {
+    let api = server.api();
+    let done = std::sync::Arc::new(done);
+    eventually(
+        what,
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let (api, id, done) = (api.clone(), id.to_string(), done.clone());
+            async move {
+                let q = api.query(&id).await.body;
+                if done(&q) { Ok(q) } else { Err(format!("{q}")) }
+            }
+        },
+    )
+    .await
+}
+
+/// An interaction arrives at `queue`: its id and its strategy's session.
+async fn arrive(server: &TestServer, queue: &str) -> (String, String) {
+    let r = server
+        .api()
+        .json("/sim/interactions", &json!({ "queue": queue }))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let text = |key: &str| r.body[key].as_str().expect(key).to_string();
+    (text("interactionid"), text("sessionid"))
+}
+
 /// A strategy that loses its interaction to another session while its
 /// `queue:submit` waits never routes it: the agent found later is
 /// released and the submit is answered `invalidstate.notcontrolled`.
@@ -344,49 +379,13 @@ async fn a_submit_for_an_interaction_taken_over_while_it_waits_routes_nothing() 
     let server = spawn_server(config()).await;
     let api = server.api();
     // A call keeps agent-1 busy.
-    let first = api
-        .json("/sim/interactions", &json!({"queue": "RP_Sales"}))
-        .await;
-    assert_eq!(first.status, 201, "{}", first.body);
-    let first_id = first.body["interactionid"]
-        .as_str()
-        .expect("an id")
-        .to_string();
-    ended(
-        &server,
-        first.body["sessionid"].as_str().expect("a session"),
-    )
-    .await;
+    let (first_id, first_session) = arrive(&server, "RP_Sales").await;
+    ended(&server, &first_session).await;
     // A second call's strategy asks for agent-1 and waits.
-    let second = api
-        .json("/sim/interactions", &json!({"queue": "RP_Hold"}))
-        .await;
-    assert_eq!(second.status, 201, "{}", second.body);
-    let second_id = second.body["interactionid"]
-        .as_str()
-        .expect("an id")
-        .to_string();
-    let holder = second.body["sessionid"]
-        .as_str()
-        .expect("a session")
-        .to_string();
-    eventually(
-        "the submit did not start waiting",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            let api = api.clone();
-            let holder = holder.clone();
-            async move {
-                let q = api.query(&holder).await.body;
-                if q["data"]["rid"].is_string() {
-                    Ok(())
-                } else {
-                    Err(format!("{q}"))
-                }
-            }
-        },
-    )
+    let (second_id, holder) = arrive(&server, "RP_Hold").await;
+    query_until(&server, &holder, "the submit did not start waiting", |q| {
+        q["data"]["rid"].is_string()
+    })
     .await;
     // Another session takes the call over.
     let taker = api
@@ -395,61 +394,25 @@ async fn a_submit_for_an_interaction_taken_over_while_it_waits_routes_nothing() 
             ("interactionid", second_id.as_str()),
         ])
         .await;
-    eventually(
-        "the holder was not told it lost the call",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            let api = api.clone();
-            let holder = holder.clone();
-            async move {
-                let q = api.query(&holder).await.body;
-                if q["data"]["lost"] == true {
-                    Ok(())
-                } else {
-                    Err(format!("{q}"))
-                }
-            }
-        },
-    )
+    query_until(&server, &taker, "the taker did not take the call", |q| {
+        q["configuration"] == json!(["holding"])
+    })
     .await;
-    eventually(
-        "the taker did not take the call",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            let api = api.clone();
-            let taker = taker.clone();
-            async move {
-                let q = api.query(&taker).await.body;
-                if q["configuration"] == json!(["holding"]) {
-                    Ok(())
-                } else {
-                    Err(format!("{q}"))
-                }
-            }
-        },
+    query_until(
+        &server,
+        &holder,
+        "the holder was not told it lost the call",
+        |q| q["data"]["lost"] == true,
     )
     .await;
     // Agent-1 is freed: the old owner's submit must not take them.
     let released = api.delete(&format!("/sim/interactions/{first_id}")).await;
     assert_eq!(released.status, 204, "{}", released.body);
-    let answered = eventually(
+    let answered = query_until(
+        &server,
+        &holder,
         "the waiting submit was not answered",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            let api = api.clone();
-            let holder = holder.clone();
-            async move {
-                let q = api.query(&holder).await.body;
-                if q["configuration"] == json!(["answered"]) {
-                    Ok(q)
-                } else {
-                    Err(format!("{q}"))
-                }
-            }
-        },
+        |q| q["configuration"] == json!(["answered"]),
     )
     .await;
     assert_eq!(
