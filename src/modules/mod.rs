@@ -409,10 +409,14 @@ pub fn answer_then(
                 reply.extend(extra);
                 (result_event(&format!("{name}.done"), reply), true)
             }
-            Err(f) => (
-                failure_event(&format!("error.{name}"), reply, &f.code, f.message),
-                false,
-            ),
+            Err(f) => {
+                tracing::info!(session = %session, action = name, error = %f.code,
+                    message = %f.message, "an action failed");
+                (
+                    failure_event(&format!("error.{name}"), reply, &f.code, f.message),
+                    false,
+                )
+            }
         };
         // A letter: an answer the server had when it stopped settles the
         // request after a restart instead of `interrupted`.
