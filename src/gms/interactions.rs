@@ -312,6 +312,17 @@ impl Interactions {
         })
     }
 
+    /// Clears the owner if it is still `session`; answers whether it was.
+    pub fn let_go(&self, id: &str, session: &str) -> Result<bool, IxnError> {
+        self.with(id, |i| {
+            let owned = i.owner.as_deref() == Some(session);
+            if owned {
+                i.owner = None;
+            }
+            owned
+        })
+    }
+
     /// Sets the interaction's state.
     pub fn set_state(&self, id: &str, state: &'static str) -> Result<(), IxnError> {
         self.with(id, |i| i.state = state)
@@ -740,9 +751,11 @@ pub async fn session_ended(ctx: Arc<Gms>, session: String) {
         ctx.submits.finish(&requestid);
     }
     for ixn in ctx.interactions.owned_by(&session) {
+        // Only if it still does: another session may have taken it over
+        // since the list was made (an attach racing the end).
         if ixn.hosted {
-            let _ = ctx.interactions.set_owner(&ixn.id, None);
-        } else {
+            let _ = ctx.interactions.let_go(&ixn.id, &session);
+        } else if matches!(ctx.interactions.let_go(&ixn.id, &session), Ok(true)) {
             chat_ended(&ctx, &ixn.id, "strategy_ended").await;
         }
     }
