@@ -850,3 +850,34 @@ impl SessionHook for Mirror {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gms::continuity::{Journal, Table};
+
+    #[test]
+    fn an_ended_owner_lets_go_only_of_what_it_still_owns() {
+        let interactions = Interactions::new(Journal::none(Table::Interactions));
+        let ixn = interactions.inject(Arrival {
+            media: "chat",
+            queue: "chat_inbound".into(),
+            user_data: Map::new(),
+            from: String::new(),
+            to: String::new(),
+        });
+        interactions.set_owner(&ixn.id, Some("strategy")).unwrap();
+        // The strategy ends; before its clean-up runs, another session
+        // takes the interaction over.
+        let listed = interactions.owned_by("strategy");
+        assert_eq!(listed.len(), 1);
+        interactions.set_owner(&ixn.id, Some("callback")).unwrap();
+        assert_eq!(interactions.let_go(&ixn.id, "strategy").ok(), Some(false));
+        assert_eq!(
+            interactions.get(&ixn.id).and_then(|i| i.owner),
+            Some("callback".to_string())
+        );
+        assert_eq!(interactions.let_go(&ixn.id, "callback").ok(), Some(true));
+        assert_eq!(interactions.get(&ixn.id).and_then(|i| i.owner), None);
+    }
+}
