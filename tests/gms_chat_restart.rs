@@ -516,7 +516,77 @@ async fn a_chat_whose_strategy_never_started_goes_to_a_new_one() {
 /// The two tests above: the chat's owner is a stored strategy waiting in
 /// `arriving` (`started`) or a session id nothing ever started.
 async fn lost_presentation_is_repaired(started: bool) {
-    let data_dir = common::scratch_dir("chat-restart-present");
+    let inbound = if started {
+        Strategy::Inbound
+    } else {
+        Strategy::NeverStarted
+    };
+    let down = chat_made_while_down("chat-restart-present", inbound).await;
+    let args = ["--config", down.config.as_str()];
+    let server = ServeProcess::start(down.port, &down.data_dir, &args).await;
+    let greeting = "Hello Carol, I am Ann Lee.";
+    wait_transcript(
+        &down.carol,
+        &down.carol_id,
+        "Carol's chat was not routed",
+        |t| has_entry(t, "Message.Text", "AGENT", Some(greeting)),
+    )
+    .await;
+    let operator = server.api();
+    let rec = operator
+        .wait_callback_state(&down.carol_id, "COMPLETED")
+        .await;
+    assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
+    if started {
+        let q = operator.query_ok(&down.strategy).await;
+        assert_eq!(
+            q["status"], "completed",
+            "the strategy handed the chat over: {q}"
+        );
+    }
+    let r = down.carol.chat_disconnect(&down.carol_id).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    drop(server);
+    down.clean_up();
+}
+
+/// Which strategy a chat made while the server was down is stored with.
+#[derive(Clone, Copy, PartialEq)]
+enum Strategy {
+    /// The shipped inbound strategy, stored waiting in `arriving`.
+    Inbound,
+    /// `fixtures/gms/still_strategy.scxml`, which never ends.
+    Still,
+    /// A session id nothing ever started.
+    NeverStarted,
+}
+
+/// A callback whose chat the chat backend made while the server was down,
+/// with the store as a crash leaves it when the server had named the
+/// chat's strategy its owner but not stored the strategy's state with the
+/// presentation. The server is stopped.
+struct ChatMadeWhileDown {
+    data_dir: std::path::PathBuf,
+    sim: SimulateProcess,
+    /// A server config using `sim` as both backends.
+    config: String,
+    port: u16,
+    carol: Api,
+    carol_id: String,
+    chat_id: String,
+    /// The session the interaction names as its owner.
+    strategy: String,
+}
+
+impl ChatMadeWhileDown {
+    fn clean_up(self) {
+        drop(self.sim);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+async fn chat_made_while_down(name: &str, strategy: Strategy) -> ChatMadeWhileDown {
+    let data_dir = common::scratch_dir(name);
     std::fs::create_dir_all(&data_dir).unwrap();
     let (sim, config) = simulator_and_config(&data_dir, AGENT).await;
     let port = free_port();
@@ -544,19 +614,22 @@ async fn lost_presentation_is_repaired(started: bool) {
     let chat_id = chat["chat_id"].as_str().expect("chat id").to_string();
     // Its strategy is started (and stored) ...
     let server = ServeProcess::start(port, &data_dir, &args).await;
-    let src = format!(
-        "{}{}/inbound_chat.scxml",
-        server.base,
-        ors::gms::DOCUMENT_PATH
-    );
-    let strategy = if started {
+    let src = match strategy {
+        Strategy::Inbound => format!(
+            "{}{}/inbound_chat.scxml",
+            server.base,
+            ors::gms::DOCUMENT_PATH
+        ),
+        _ => common::files::fixture("gms", "still_strategy.scxml"),
+    };
+    let strategy = if strategy == Strategy::NeverStarted {
+        // Shaped like the server's ids, for its first worker.
+        "5E55104D0E5000000000000000".to_string()
+    } else {
         server
             .api()
             .start_session(&[("src", src.as_str()), ("interactionid", chat_id.as_str())])
             .await
-    } else {
-        // Shaped like the server's ids, for its first worker.
-        "5E55104D0E5000000000000000".to_string()
     };
     drop(server);
     // ... and the interaction names it as owner, but the server stopped
@@ -583,28 +656,199 @@ async fn lost_presentation_is_repaired(started: bool) {
     )
     .await;
     drop(store);
-
-    let server = ServeProcess::start(port, &data_dir, &args).await;
-    let greeting = "Hello Carol, I am Ann Lee.";
-    wait_transcript(&carol, &carol_id, "Carol's chat was not routed", |t| {
-        has_entry(t, "Message.Text", "AGENT", Some(greeting))
-    })
-    .await;
-    let operator = server.api();
-    let rec = operator.wait_callback_state(&carol_id, "COMPLETED").await;
-    assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
-    if started {
-        let q = operator.query_ok(&strategy).await;
-        assert_eq!(
-            q["status"], "completed",
-            "the strategy handed the chat over: {q}"
-        );
+    ChatMadeWhileDown {
+        data_dir,
+        sim,
+        config,
+        port,
+        carol,
+        carol_id,
+        chat_id,
+        strategy,
     }
-    let r = carol.chat_disconnect(&carol_id).await;
+}
+
+/// While a restart checks a kept chat with the chat backend, the callback
+/// session takes the chat over from the strategy the store names. What
+/// the check then does for the old owner (present the chat to it again,
+/// or, as it has ended, hand the chat to a new strategy) must not take
+/// the chat from the callback session. The backend's answer is held
+/// until the take-over is done, so the race is not left to timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_taken_over_while_a_restart_checks_it_stays_with_its_new_owner() {
+    taken_over_while_checked(Strategy::Still).await;
+}
+
+/// As above, with the shipped inbound strategy, which ends when the
+/// callback session takes the chat: the check finds its owner gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_taken_over_from_an_ended_strategy_while_a_restart_checks_it_stays() {
+    taken_over_while_checked(Strategy::Inbound).await;
+}
+
+async fn taken_over_while_checked(strategy: Strategy) {
+    let down = chat_made_while_down("chat-restart-taken", strategy).await;
+    let agents = Api::new(&down.sim.base);
+    let r = agents.form("/sim/agents/agent-1/not-ready", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let proxy = gated_chat_proxy(format!("{}/chat", down.sim.base), gate).await;
+    let config = write(
+        &down.data_dir.join("ors-gated.toml"),
+        &format!(
+            "[backends]\nrouting_url = \"{}/routing\"\nchat_url = \"{proxy}\"\n{SERVICE}",
+            down.sim.base
+        ),
+    );
+    let log = down.data_dir.join("server.log");
+    let checked = "chats kept over a restart checked with the chat backend";
+    let checks_before = log_count(&log, checked);
+    let server = ServeProcess::start(down.port, &down.data_dir, &["--config", &config]).await;
+    let operator = server.api();
+
+    // The check is held at the chat backend. The callback session is
+    // handed the chat, takes it and waits for an agent.
+    let callback = operator.callback_record(&down.carol_id).await["_ors_session_id"]
+        .as_str()
+        .expect("the callback's session")
+        .to_string();
+    let r = operator
+        .event(
+            &callback,
+            "gms.delegate",
+            &[
+                ("interactionid", down.chat_id.as_str()),
+                ("find_agent_timeout", "30"),
+            ],
+        )
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.body);
+    eventually(
+        "the callback session waiting for an agent",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || {
+            let (operator, callback) = (operator.clone(), callback.clone());
+            async move {
+                let q = operator.query(&callback).await.body;
+                let waits = q["configuration"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|s| s == "reserving"));
+                if waits { Ok(()) } else { Err(format!("{q}")) }
+            }
+        },
+    )
+    .await;
+    // The check goes on, and ends.
+    open.send_replace(true);
+    eventually(
+        "the restart's check of kept chats",
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || {
+            let log = log.clone();
+            async move {
+                let n = log_count(&log, checked);
+                if n > checks_before { Ok(()) } else { Err(n) }
+            }
+        },
+    )
+    .await;
+    // The callback session still has the chat: once the agent is ready,
+    // it routes it.
+    let r = agents.form("/sim/agents/agent-1/ready", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rec = operator
+        .wait_callback_state(&down.carol_id, "COMPLETED")
+        .await;
+    assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
+    let greeting = "Hello Carol, I am Ann Lee.";
+    wait_transcript(
+        &down.carol,
+        &down.carol_id,
+        "Carol's chat was not routed",
+        |t| has_entry(t, "Message.Text", "AGENT", Some(greeting)),
+    )
+    .await;
+    let r = down.carol.chat_disconnect(&down.carol_id).await;
     assert_eq!(r.status, 200, "{}", r.body);
     drop(server);
-    drop(sim);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    down.clean_up();
+}
+
+/// How many lines of `log` contain `text`.
+fn log_count(log: &Path, text: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(text))
+        .count()
+}
+
+/// Serves, on a free local port, a proxy to the chat backend at
+/// `upstream` that holds each `GET /chats/{id}` (how a restart checks a
+/// kept chat) until `gate` turns true; answers the proxy's base URL.
+async fn gated_chat_proxy(upstream: String, gate: tokio::sync::watch::Receiver<bool>) -> String {
+    use axum::body::{Body, to_bytes};
+    use axum::extract::Request;
+    use axum::http::Method;
+    use axum::response::Response;
+    let client = reqwest::Client::new();
+    let forward = move |req: Request| {
+        let (client, upstream, mut gate) = (client.clone(), upstream.clone(), gate.clone());
+        async move {
+            let method = req.method().clone();
+            let target = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let path = req.uri().path().to_string();
+            let content_type = req.headers().get("content-type").cloned();
+            let body = to_bytes(req.into_body(), usize::MAX)
+                .await
+                .unwrap_or_default();
+            let checks_a_chat = method == Method::GET
+                && path
+                    .strip_prefix("/chats/")
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+            if checks_a_chat {
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            let mut call = client
+                .request(method, format!("{upstream}{target}"))
+                .body(body);
+            if let Some(t) = content_type {
+                call = call.header("content-type", t);
+            }
+            let (status, content_type, bytes) = match call.send().await {
+                Ok(reply) => {
+                    let status = reply.status();
+                    let ct = reply.headers().get("content-type").cloned();
+                    (status, ct, reply.bytes().await.unwrap_or_default())
+                }
+                Err(_) => (
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    None,
+                    Default::default(),
+                ),
+            };
+            let mut response = Response::builder().status(status);
+            if let Some(t) = content_type {
+                response = response.header("content-type", t);
+            }
+            response.body(Body::from(bytes)).expect("a response")
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let base = format!("http://{}", listener.local_addr().expect("its address"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
 }
 
 /// The `(position, entry)` pairs a CometD connect reply pushed on

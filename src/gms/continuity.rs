@@ -325,19 +325,23 @@ pub async fn reconcile(ctx: Arc<Gms>) {
                         // server stopped before its state with the event
                         // was stored): presented again. A strategy that had
                         // it ignores the repeat.
-                        if let Err(e) =
-                            super::interactions::present(&ctx, &ixn.id, owner, "restart")
-                        {
-                            tracing::warn!(chat = %ixn.id, error = %e.message,
-                                "a chat could not be presented to its strategy again");
+                        // Only if it still has it: while this looked, a
+                        // restored session may have taken it over.
+                        match super::interactions::present_again(&ctx, &ixn.id, owner) {
+                            Ok(again) => tracing::debug!(chat = %ixn.id, strategy = %owner,
+                                again, "a chat kept over a restart presented to its strategy again"),
+                            Err(e) => tracing::warn!(chat = %ixn.id, error = %e.message,
+                                "a chat could not be presented to its strategy again"),
                         }
                     } else {
                         // Its strategy was named but never stored (the
                         // server stopped before it started), or has ended.
-                        tracing::warn!(chat = %ixn.id, strategy = %owner,
-                            "a chat whose strategy is gone is handed to a new one");
-                        let _ = ctx.interactions.set_owner(&ixn.id, None);
-                        super::interactions::hand_to_strategy(&ctx, &info, &ixn).await;
+                        // (Unless a restored session took it over since.)
+                        if matches!(ctx.interactions.let_go(&ixn.id, owner), Ok(true)) {
+                            tracing::warn!(chat = %ixn.id, strategy = %owner,
+                                "a chat whose strategy is gone is handed to a new one");
+                            super::interactions::hand_to_strategy(&ctx, &info, &ixn).await;
+                        }
                     }
                 }
                 false
@@ -387,8 +391,10 @@ pub async fn reconcile(ctx: Arc<Gms>) {
                 "a chat kept over a restart could not be checked"),
         }
     }
-    if !ended.is_empty() {
+    if !restored.interactions.is_empty() || !restored.bindings.is_empty() {
         tracing::info!(
+            interactions = restored.interactions.len(),
+            bindings = restored.bindings.len(),
             ended = ended.len(),
             "chats kept over a restart checked with the chat backend"
         );

@@ -442,6 +442,25 @@ pub fn present(ctx: &Gms, id: &str, session: &str, reason: &str) -> Result<(), I
     })
 }
 
+/// Presents the interaction again to `owner` (`interaction.added` then
+/// `interaction.present`) if `owner` still controls it; answers whether
+/// it did. A restart uses it for an owner that may not have kept the
+/// first presentation: the owner it read may have been replaced since
+/// (a callback session's `ixn:attach`), and the session that took over
+/// must not lose the interaction to a repeat meant for the old one.
+pub fn present_again(ctx: &Gms, id: &str, owner: &str) -> Result<bool, IxnError> {
+    ctx.interactions.change_telling(id, &ctx.sessions, |ixn| {
+        if ixn.owner.as_deref() != Some(owner) {
+            return (false, Vec::new());
+        }
+        let events = ["interaction.added", "interaction.present"]
+            .into_iter()
+            .map(|name| (owner.to_string(), interaction_event(name, ixn, Map::new())))
+            .collect();
+        (true, events)
+    })
+}
+
 /// The events that tell `session` it no longer controls the interaction
 /// (`interaction.deleted` and `interaction.notcontrolled`, `resultof` =
 /// `reason`).
