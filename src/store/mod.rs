@@ -15,6 +15,7 @@ mod committer;
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +41,10 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A SQLite write failed (the SQLite store's writer: `database or
+    /// disk is full`, ...); the batch was rolled back.
+    #[error("database: {0}")]
+    Write(String),
     /// The database file this server opened was removed or replaced while
     /// it ran: writing on would go to a file nobody will read again.
     #[error("the store is lost: {0}")]

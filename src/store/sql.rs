@@ -85,6 +85,8 @@ pub struct SqlStore {
     backend: &'static str,
     /// SQLite: the database file and its write-ahead log as opened.
     files: Option<FileIdentity>,
+    /// SQLite: the thread that writes the committer's batches.
+    writer: Option<super::sqlite_writer::Writer>,
 }
 
 /// Which files a SQLite store opened (device and inode), so that one
@@ -160,6 +162,7 @@ impl SqlStore {
             pool,
             backend,
             files: None,
+            writer: None,
         };
         store.migrate().await?;
         store.rekey_documents().await?;
@@ -357,8 +360,16 @@ impl SqlStore {
     /// it, so later "commits" would never reach the disk. So the failed
     /// connection is closed, never handed back to the pool, and the next
     /// write starts on a fresh one.
+    /// Has `writer` write the batches from now on (SQLite).
+    pub(super) fn write_through(&mut self, writer: super::sqlite_writer::Writer) {
+        self.writer = Some(writer);
+    }
+
     async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.check_files()?;
+        if let Some(writer) = &self.writer {
+            return writer.write(batch).await;
+        }
         let mut conn = self.pool.acquire().await?;
         // SQLite looks a numbered parameter (`$7`) up by a linear scan,
         // and sqlx asks for each parameter's name as it binds, so a

@@ -75,6 +75,9 @@ pub(super) async fn open(
     tracing::info!(path = %path.display(), synchronous = sync, "SQLite store opened");
     let mut store = SqlStore::new(pool, "sqlite").await?;
     store.watch_files(path).await?;
+    // Batches go through a connection of their own on a thread of its
+    // own (`sqlite_writer`); the pool answers reads and the rest.
+    store.write_through(super::sqlite_writer::Writer::open(path, sync)?);
     Ok(store)
 }
 
