@@ -55,33 +55,31 @@ impl Writer {
     /// WAL mode: the sqlx pool made it so) with `synchronous` (`NORMAL` or
     /// `FULL`) and starts the thread that writes through it.
     pub(super) fn open(path: &Path, synchronous: &str) -> Result<Writer, StoreError> {
-        let config = |e: rusqlite::Error| {
+        let mut conn = connect(path, synchronous).map_err(|e| {
             StoreError::Config(format!("cannot open {} for writing: {e}", path.display()))
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(config)?;
-        // As the pool's connections (`sqlite::open`): durability as
-        // configured, checkpoints left to the background task, a WAL
-        // grown in a burst cut back once checkpointed.
-        for pragma in [
-            format!("PRAGMA synchronous = {synchronous}"),
-            "PRAGMA busy_timeout = 10000".to_string(),
-            "PRAGMA wal_autocheckpoint = 0".to_string(),
-            "PRAGMA journal_size_limit = 67108864".to_string(),
-        ] {
-            run_pragma(&conn, &pragma).map_err(config)?;
-        }
-        conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
+        })?;
         let (jobs, queue) = mpsc::channel::<Job>();
+        let (path, synchronous) = (path.to_path_buf(), synchronous.to_string());
         std::thread::Builder::new()
             .name("ors-sqlite-writer".into())
             .spawn(move || {
-                let mut conn = conn;
                 while let Ok(job) = queue.recv() {
                     let result = write(&mut conn, &job.batch).map_err(|e| e.to_string());
+                    if result.is_err() && !conn.is_autocommit() {
+                        // SQLite can keep the transaction open when its
+                        // COMMIT fails (SQLITE_FULL); later commits would
+                        // then only end savepoints inside it: acknowledged,
+                        // never on disk. Rolled back, or the connection
+                        // is replaced.
+                        let _ = conn.execute_batch("ROLLBACK");
+                        if !conn.is_autocommit() {
+                            match connect(&path, &synchronous) {
+                                Ok(fresh) => conn = fresh,
+                                Err(e) => tracing::error!(error = %e,
+                                    "the SQLite writer could not open its connection again"),
+                            }
+                        }
+                    }
                     let _ = job.done.send(result);
                 }
             })
@@ -109,6 +107,26 @@ impl Writer {
             Err(_) => Err(StoreError::Write("the SQLite writer has stopped".into())),
         }
     }
+}
+
+/// A connection to the database at `path` set up as the pool's are
+/// (`sqlite::open`): durability as configured, checkpoints left to the
+/// background task, a WAL grown in a burst cut back once checkpointed.
+fn connect(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    for pragma in [
+        format!("PRAGMA synchronous = {synchronous}"),
+        "PRAGMA busy_timeout = 10000".to_string(),
+        "PRAGMA wal_autocheckpoint = 0".to_string(),
+        "PRAGMA journal_size_limit = 67108864".to_string(),
+    ] {
+        run_pragma(&conn, &pragma)?;
+    }
+    conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
+    Ok(conn)
 }
 
 /// Runs a pragma, reading (and ignoring) any row it answers with.
@@ -252,5 +270,59 @@ mod tests {
             ]
         );
         assert!(bind_numbered(&mut insert, &[SqlValue::Int(1)]).is_err());
+    }
+
+    /// A batch that fails halfway leaves nothing behind, and the writer
+    /// goes on with the next one on a connection with no transaction open.
+    #[tokio::test]
+    async fn a_failed_batch_leaves_nothing_and_the_next_one_commits() {
+        let dir = std::env::temp_dir().join(format!(
+            "ors-sqlite-writer-test-{}-{}",
+            std::process::id(),
+            crate::ids::object_id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let setup = Connection::open(&path).unwrap();
+        run_pragma(&setup, "PRAGMA journal_mode = WAL").unwrap();
+        setup
+            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            .unwrap();
+        let writer = Writer::open(&path, "NORMAL").unwrap();
+        let insert = |id: i64, v: Option<&str>| {
+            super::super::Statement::new(
+                "INSERT INTO t (id, v) VALUES ($1, $2)",
+                vec![
+                    SqlValue::Int(id),
+                    v.map_or(SqlValue::Null, |v| SqlValue::Text(v.into())),
+                ],
+            )
+        };
+        let batch = |statements| WriteBatch {
+            statements,
+            ..WriteBatch::default()
+        };
+        let failed = writer
+            .write(batch(vec![insert(1, Some("a")), insert(2, None)]))
+            .await;
+        assert!(
+            matches!(&failed, Err(StoreError::Write(m)) if m.contains("NOT NULL")),
+            "{failed:?}"
+        );
+        writer
+            .write(batch(vec![insert(3, Some("c"))]))
+            .await
+            .unwrap();
+        let ids: Vec<i64> = setup
+            .prepare("SELECT id FROM t ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, [3]);
+        drop(writer);
+        drop(setup);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
