@@ -691,13 +691,19 @@ async fn taken_over_while_checked(strategy: Strategy) {
     let agents = Api::new(&down.sim.base);
     let r = agents.form("/sim/agents/agent-1/not-ready", &[]).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let (open, gate) = tokio::sync::watch::channel(false);
-    let proxy = gated_chat_proxy(format!("{}/chat", down.sim.base), gate).await;
+    // How a restart checks a kept chat: GET /chats/{id}.
+    let proxy = common::proxy::gated_proxy(format!("{}/chat", down.sim.base), |method, path| {
+        method == axum::http::Method::GET
+            && path
+                .strip_prefix("/chats/")
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+    })
+    .await;
     let config = write(
         &down.data_dir.join("ors-gated.toml"),
         &format!(
-            "[backends]\nrouting_url = \"{}/routing\"\nchat_url = \"{proxy}\"\n{SERVICE}",
-            down.sim.base
+            "[backends]\nrouting_url = \"{}/routing\"\nchat_url = \"{}\"\n{SERVICE}",
+            down.sim.base, proxy.base
         ),
     );
     let log = down.data_dir.join("server.log");
@@ -740,7 +746,7 @@ async fn taken_over_while_checked(strategy: Strategy) {
     )
     .await;
     // The check goes on, and ends.
-    open.send_replace(true);
+    proxy.open();
     eventually(
         "the restart's check of kept chats",
         Duration::from_secs(20),
@@ -783,72 +789,6 @@ fn log_count(log: &Path, text: &str) -> usize {
         .lines()
         .filter(|l| l.contains(text))
         .count()
-}
-
-/// Serves, on a free local port, a proxy to the chat backend at
-/// `upstream` that holds each `GET /chats/{id}` (how a restart checks a
-/// kept chat) until `gate` turns true; answers the proxy's base URL.
-async fn gated_chat_proxy(upstream: String, gate: tokio::sync::watch::Receiver<bool>) -> String {
-    use axum::body::{Body, to_bytes};
-    use axum::extract::Request;
-    use axum::http::Method;
-    use axum::response::Response;
-    let client = reqwest::Client::new();
-    let forward = move |req: Request| {
-        let (client, upstream, mut gate) = (client.clone(), upstream.clone(), gate.clone());
-        async move {
-            let method = req.method().clone();
-            let target = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default();
-            let path = req.uri().path().to_string();
-            let content_type = req.headers().get("content-type").cloned();
-            let body = to_bytes(req.into_body(), usize::MAX)
-                .await
-                .unwrap_or_default();
-            let checks_a_chat = method == Method::GET
-                && path
-                    .strip_prefix("/chats/")
-                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
-            if checks_a_chat {
-                let _ = gate.wait_for(|open| *open).await;
-            }
-            let mut call = client
-                .request(method, format!("{upstream}{target}"))
-                .body(body);
-            if let Some(t) = content_type {
-                call = call.header("content-type", t);
-            }
-            let (status, content_type, bytes) = match call.send().await {
-                Ok(reply) => {
-                    let status = reply.status();
-                    let ct = reply.headers().get("content-type").cloned();
-                    (status, ct, reply.bytes().await.unwrap_or_default())
-                }
-                Err(_) => (
-                    axum::http::StatusCode::BAD_GATEWAY,
-                    None,
-                    Default::default(),
-                ),
-            };
-            let mut response = Response::builder().status(status);
-            if let Some(t) = content_type {
-                response = response.header("content-type", t);
-            }
-            response.body(Body::from(bytes)).expect("a response")
-        }
-    };
-    let app = axum::Router::new().fallback(forward);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a local port");
-    let base = format!("http://{}", listener.local_addr().expect("its address"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    base
 }
 
 /// The `(position, entry)` pairs a CometD connect reply pushed on

@@ -1,18 +1,16 @@
-//! The shipped callback document (`scxml/callback.scxml`) run in process,
-//! with its ORS actions recorded instead of carried out and their answers
-//! sent by the test in the order a slow store or a restart can deliver
-//! them.
+//! The shipped callback documents (`scxml/callback.scxml`,
+//! `scxml/inbound_chat.scxml`) run in process, with their ORS actions
+//! recorded instead of carried out and their answers sent by the test in
+//! the order a slow store or a restart can deliver them.
 
-mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::hosts::QuietHost;
 use serde_json::{Map, Value, json};
 
 use ors::interpreter::{
-    ActionError, ActionScope, CustomActionHandler, CustomActions, Event, EventKind, PendingRequest,
-    Session, SessionOptions,
+    ActionError, ActionScope, CustomActionHandler, CustomActions, DispatchError, Event, EventKind,
+    Host, Outbound, PendingRequest, Session, SessionOptions,
 };
 use ors::model::CustomAction;
 use ors::{LoadOptions, parse_document};
@@ -76,6 +74,24 @@ impl CustomActionHandler for Recorder {
     }
 }
 
+/// A host at time 0 that keeps the events the session sends to other
+/// sessions (`#_scxml_<id>`), as a server would deliver them.
+#[derive(Default)]
+struct SendingHost {
+    sent: Vec<Outbound>,
+}
+
+impl Host for SendingHost {
+    fn now_ms(&mut self) -> u64 {
+        0
+    }
+    fn log(&mut self, _: &str, _: Option<&str>, _: &str) {}
+    fn dispatch(&mut self, _session: &str, outbound: Outbound) -> Result<(), DispatchError> {
+        self.sent.push(outbound);
+        Ok(())
+    }
+}
+
 const IXN: &str = "http://www.genesyslab.com/modules/interaction";
 const GMS: &str = "http://www.genesyslab.com/modules/gms";
 const QUEUE: &str = "http://www.genesyslab.com/modules/queue";
@@ -84,6 +100,21 @@ const CHAT: &str = "http://www.genesyslab.com/modules/chat";
 /// The shipped callback session, started with a service's `_data`, and
 /// the list its actions are recorded in.
 fn callback_session() -> (Session, Arc<Mutex<Vec<Asked>>>) {
+    let mut data = Map::new();
+    data.insert(
+        "_data".into(),
+        json!({"_id": "cb-1", "_target": "Chat_Agents@StatServer.GA",
+            "_urs_virtual_queue": "VQ_Chat_Immediate", "_media_type": "chat"}),
+    );
+    shipped_session("callback.scxml", data)
+}
+
+/// A shipped document of `scxml/` started with `initial_data`, and the
+/// list its actions are recorded in.
+fn shipped_session(
+    document: &str,
+    initial_data: Map<String, Value>,
+) -> (Session, Arc<Mutex<Vec<Asked>>>) {
     let asked = Arc::new(Mutex::new(Vec::new()));
     let mut registry = CustomActions::default();
     for (ns, element, name) in [
@@ -91,6 +122,7 @@ fn callback_session() -> (Session, Arc<Mutex<Vec<Asked>>>) {
         (IXN, "redirect", "interaction.redirect"),
         (IXN, "terminate", "interaction.terminate"),
         (GMS, "update", "gms.update"),
+        (GMS, "lookup", "gms.lookup"),
         (QUEUE, "submit", "queue.submit"),
         (QUEUE, "cancel", "queue.cancel"),
         (CHAT, "sendchatmessage", "chat.sendchatmessage"),
@@ -101,19 +133,13 @@ fn callback_session() -> (Session, Arc<Mutex<Vec<Asked>>>) {
         };
         registry.register(ns, element, Arc::new(recorder));
     }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scxml/callback.scxml");
-    let text = std::fs::read_to_string(path).expect("the shipped callback document");
+    let path = format!("{}/scxml/{document}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("the shipped document");
     let options = LoadOptions {
         custom_actions: &registry,
         dialect: None,
     };
     let doc = Arc::new(parse_document(&text, None, &options).expect("loads"));
-    let mut initial_data = Map::new();
-    initial_data.insert(
-        "_data".into(),
-        json!({"_id": "cb-1", "_target": "Chat_Agents@StatServer.GA",
-            "_urs_virtual_queue": "VQ_Chat_Immediate", "_media_type": "chat"}),
-    );
     let mut session = Session::new(
         doc,
         SessionOptions {
@@ -123,16 +149,19 @@ fn callback_session() -> (Session, Arc<Mutex<Vec<Asked>>>) {
             ..SessionOptions::default()
         },
     );
-    session.start(&mut QuietHost);
+    session.start(&mut SendingHost::default());
     (session, asked)
 }
 
-/// Delivers an external event and runs the session until it waits again.
-fn deliver(session: &mut Session, name: &str, data: Value) {
+/// Delivers an external event and runs the session until it waits again;
+/// answers the events it sent to other sessions meanwhile.
+fn deliver(session: &mut Session, name: &str, data: Value) -> Vec<Outbound> {
     let mut event = Event::new(name.to_string(), EventKind::External);
     event.data = Some(data);
     session.enqueue_external(event);
-    while session.process_next_external(&mut QuietHost).is_some() {}
+    let mut host = SendingHost::default();
+    while session.process_next_external(&mut host).is_some() {}
+    host.sent
 }
 
 /// The last action of that name the document asked for.
@@ -233,4 +262,90 @@ fn a_late_answer_to_the_routing_mark_does_not_end_the_callback() {
         json!({"requestid": again.requestid, "serviceid": "cb-1", "state": "COMPLETED"}),
     );
     assert!(!session.is_running(), "{:?}", session.configuration_names());
+}
+
+/// The shipped inbound strategy started for interaction `id`, with the
+/// default ApplicationParms.
+fn inbound_session(id: &str) -> (Session, Arc<Mutex<Vec<Asked>>>) {
+    let mut data = Map::new();
+    data.insert(
+        "_data".into(),
+        json!({"interactionid": id, "app_selected_agent_group": "Chat_Overflow",
+            "app_find_agent_timeout": 30}),
+    );
+    shipped_session("inbound_chat.scxml", data)
+}
+
+/// An inbound strategy asked again after a restart finds its callback
+/// already `ROUTING` (the callback session had begun taking the chat):
+/// it hands the chat over again rather than routing it to the overflow
+/// group; and a route refused because another session has the chat ends
+/// it quietly, without the apology meant for a chat nobody can take.
+#[test]
+fn an_inbound_strategy_leaves_a_chat_its_callback_is_taking() {
+    let (mut session, asked) = inbound_session("ixn-1");
+    let chat = json!({"interactionid": "ixn-1", "udata": {"GMS_ServiceID": "cb-1"}});
+    // What a server's prelude and interaction mirror give the strategy.
+    let object_model = json!({"ixn": {"interactions": {"ixn-1": chat}}});
+    session
+        .datamodel_mut()
+        .eval_text(&format!("globalThis._genesys = {object_model}"))
+        .expect("the interaction's object model");
+    deliver(
+        &mut session,
+        "interaction.present",
+        json!({"interactionid": "ixn-1"}),
+    );
+    let lookup = last(&asked, "gms.lookup");
+    let sent = deliver(
+        &mut session,
+        "gms.lookup.done",
+        json!({"requestid": lookup.requestid,
+            "record": {"_callback_state": "ROUTING", "_ors_session_id": "CB-SESSION"}}),
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].target, "#_scxml_CB-SESSION");
+    assert_eq!(&*sent[0].event.name, "gms.delegate");
+    assert!(
+        in_state(&session, "delegating"),
+        "{:?}",
+        session.configuration_names()
+    );
+    assert!(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a.name != "queue.submit")
+    );
+
+    // The same strategy that did go to the overflow group, refused there.
+    let (mut session, asked) = inbound_session("ixn-2");
+    // Its chat names no service.
+    session
+        .datamodel_mut()
+        .eval_text("globalThis._genesys = {ixn: {interactions: {}}}")
+        .expect("the object model");
+    deliver(
+        &mut session,
+        "interaction.present",
+        json!({"interactionid": "ixn-2"}),
+    );
+    let submit = last(&asked, "queue.submit");
+    deliver(
+        &mut session,
+        "error.queue.submit",
+        json!({"requestid": submit.requestid, "error": "invalidstate.notcontrolled",
+            "message": "controlled by another session"}),
+    );
+    assert!(!session.is_running(), "{:?}", session.configuration_names());
+    assert!(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a.name != "chat.sendchatmessage" && a.name != "interaction.terminate"),
+        "{:?}",
+        asked.lock().unwrap()
+    );
 }

@@ -329,12 +329,23 @@ impl Interactions {
     }
 
     /// Remembers the agent reserved for it; returns the one it replaces.
+    /// An interaction being routed, or routed, keeps its agent
+    /// (`invalidstate.routed`): the reservation is a route's claim
+    /// ([`route_to_agent`]).
     pub fn set_reservation(
         &self,
         id: &str,
         reservation: Reservation,
     ) -> Result<Option<Reservation>, IxnError> {
-        self.with(id, |i| i.reservation.replace(reservation))
+        self.with(id, |i| {
+            if matches!(i.state, "routing" | "routed") {
+                return Err(IxnError {
+                    code: "invalidstate.routed".into(),
+                    message: format!("interaction '{id}' is already routed"),
+                });
+            }
+            Ok(i.reservation.replace(reservation))
+        })?
     }
 
     /// Adds attached data.
@@ -459,6 +470,33 @@ pub fn present_again(ctx: &Gms, id: &str, owner: &str) -> Result<bool, IxnError>
             .collect();
         (true, events)
     })
+}
+
+/// `<ixn:attach>`: as [`present`] (reason `attach`), but an interaction
+/// another session is routing, or has routed, stays where it is
+/// (`invalidstate.routed`): taken over then, it would be served twice.
+pub fn attach(ctx: &Gms, id: &str, session: &str) -> Result<(), IxnError> {
+    ctx.interactions.change_telling(id, &ctx.sessions, |ixn| {
+        if matches!(ixn.state, "routing" | "routed") && ixn.owner.as_deref() != Some(session) {
+            let refused = IxnError {
+                code: "invalidstate.routed".into(),
+                message: format!("interaction '{id}' is being routed by another session"),
+            };
+            return (Err(refused), Vec::new());
+        }
+        let previous = ixn.owner.replace(session.to_string());
+        let mut events = Vec::new();
+        if let Some(old) = previous.filter(|old| old != session) {
+            events.extend(withdrawal(ixn, &old, "attach"));
+        }
+        for name in ["interaction.added", "interaction.present"] {
+            events.push((
+                session.to_string(),
+                interaction_event(name, ixn, Map::new()),
+            ));
+        }
+        (Ok(()), events)
+    })?
 }
 
 /// The events that tell `session` it no longer controls the interaction
@@ -675,33 +713,84 @@ pub async fn chat_ended(ctx: &Gms, chat_id: &str, reason: &str) {
     }
 }
 
-/// Routes an interaction to a reserved agent: the reservation is
-/// confirmed (the agent keeps the capacity until the chat ends) and the
-/// chat delivered to them. On failure the caller releases the reservation.
+/// Routes an interaction to a reserved agent for `session`, which must
+/// control it (or nothing does): the reservation is confirmed (the agent keeps the capacity
+/// until the chat ends) and the chat delivered to them. On failure the
+/// caller releases the reservation.
+///
+/// The route is claimed first, atomically with the owner check: the
+/// interaction becomes `routing` with this reservation, and another
+/// session's route (or take-over) is refused `invalidstate.routed` until
+/// this one fails. Without the claim, an inbound strategy routing to its
+/// overflow group and a callback session taking the chat over could both
+/// deliver it, to two agents (found by the kill loop after a restart).
+/// The same reservation asked again (an answer lost to a restart) goes on.
 pub async fn route_to_agent(
     ctx: &Gms,
     id: &str,
     reservation: &Reservation,
+    session: &str,
 ) -> Result<(), IxnError> {
-    let ixn = ctx
-        .interactions
-        .get(id)
-        .ok_or_else(|| IxnError::unknown(id))?;
-    if ixn.state == "routed" {
-        // Asked again for the same agent (an answer lost to a restart):
-        // done already.
-        if ixn
+    let claimed = ctx.interactions.change_telling(id, &ctx.sessions, |ixn| {
+        let ours = ixn
             .reservation
             .as_ref()
-            .is_some_and(|r| r.reservation_id == reservation.reservation_id)
-        {
-            return Ok(());
+            .is_some_and(|r| r.reservation_id == reservation.reservation_id);
+        let answer = if ixn.owner.as_deref().is_some_and(|owner| owner != session) {
+            Err(IxnError {
+                code: "invalidstate.notcontrolled".into(),
+                message: format!("interaction '{id}' is not controlled by this session"),
+            })
+        } else if ixn.state == "routed" && ours {
+            Ok(None)
+        } else if matches!(ixn.state, "routing" | "routed") && !ours {
+            Err(IxnError {
+                code: "invalidstate.routed".into(),
+                message: format!("interaction '{id}' is already routed"),
+            })
+        } else {
+            let previous = ixn.reservation.replace(reservation.clone());
+            let before = std::mem::replace(&mut ixn.state, "routing");
+            Ok(Some((before, previous)))
+        };
+        (answer, Vec::new())
+    })??;
+    // Asked again for the same agent after it was routed: done already.
+    let Some((before, previous)) = claimed else {
+        return Ok(());
+    };
+    let routed = deliver_to_agent(ctx, id, reservation).await;
+    let _ = ctx.interactions.change_telling(id, &ctx.sessions, |ixn| {
+        let still_ours = ixn.state == "routing"
+            && ixn
+                .reservation
+                .as_ref()
+                .is_some_and(|r| r.reservation_id == reservation.reservation_id);
+        if still_ours {
+            if routed.is_ok() {
+                ixn.state = "routed";
+            } else {
+                ixn.state = if before == "routing" {
+                    "queued"
+                } else {
+                    before
+                };
+                ixn.reservation = previous;
+            }
         }
-        return Err(IxnError {
-            code: "invalidstate.routed".into(),
-            message: format!("interaction '{id}' was already routed"),
-        });
-    }
+        ((), Vec::new())
+    });
+    routed
+}
+
+/// Confirms the reservation and, for a hosted chat, delivers it to the
+/// reserved agent ([`route_to_agent`] holds the claim meanwhile).
+async fn deliver_to_agent(ctx: &Gms, id: &str, reservation: &Reservation) -> Result<(), IxnError> {
+    let hosted = ctx
+        .interactions
+        .get(id)
+        .ok_or_else(|| IxnError::unknown(id))?
+        .hosted;
     ctx.backends
         .routing
         .confirm(&reservation.reservation_id)
@@ -710,7 +799,7 @@ pub async fn route_to_agent(
             code: "invaliddestination".into(),
             message: e.to_string(),
         })?;
-    if ixn.hosted {
+    if hosted {
         let agent = crate::backends::chat::AgentRef {
             agent_id: reservation.agent_id.clone(),
             nickname: reservation.agent_name.clone(),
@@ -728,8 +817,6 @@ pub async fn route_to_agent(
                 message: e.to_string(),
             })?;
     }
-    let _ = ctx.interactions.set_reservation(id, reservation.clone());
-    let _ = ctx.interactions.set_state(id, "routed");
     Ok(())
 }
 

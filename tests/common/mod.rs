@@ -8,6 +8,7 @@
 //! - [`process`] and [`cli`]: `ors serve` and `ors run` as child processes;
 //! - [`hosts`]: engine hosts for driving a `Session` directly;
 //! - [`node`]: the CometD JavaScript client under node;
+//! - [`proxy`]: a backend proxy that holds chosen requests until opened;
 //! - [`raw`]: HTTP/1.1 by hand on a socket (chosen source address, slow
 //!   or unfinished requests, when the server closed), the process's RSS
 //!   and open-file limit;
@@ -33,6 +34,7 @@ pub mod files;
 pub mod hosts;
 pub mod node;
 pub mod process;
+pub mod proxy;
 pub mod raw;
 pub mod server;
 pub mod skips;

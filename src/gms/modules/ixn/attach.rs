@@ -25,7 +25,7 @@ impl CustomActionHandler for Attach {
             action,
             "interaction.attach",
             |ctx, id, session| async move {
-                interactions::present(&ctx, &id, &session, "attach")?;
+                interactions::attach(&ctx, &id, &session)?;
                 Ok(Map::new())
             },
         )

@@ -44,7 +44,9 @@ impl CustomActionHandler for Redirect {
                     message,
                 })?;
                 ctx.interactions.check_owner(&id, &session)?;
-                if let Err(e) = interactions::route_to_agent(&ctx, &id, &reservation).await {
+                if let Err(e) =
+                    interactions::route_to_agent(&ctx, &id, &reservation, &session).await
+                {
                     ctx.backends
                         .routing
                         .release(&reservation.reservation_id)

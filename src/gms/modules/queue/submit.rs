@@ -183,15 +183,22 @@ async fn reserve_and_route(
         ));
     }
     let routed = if route {
-        interactions::route_to_agent(ctx, &interaction_id, &reservation).await
+        interactions::route_to_agent(ctx, &interaction_id, &reservation, session).await
     } else {
-        if let Err(e) = ctx
+        // Kept with the interaction for the redirect to come; one already
+        // being routed by another session keeps its own (the agent found
+        // here is released); one the server does not know is allowed.
+        match ctx
             .interactions
             .set_reservation(&interaction_id, reservation.clone())
         {
-            tracing::debug!(error = %e.message, "reservation for an unknown interaction");
+            Err(e) if e.code == "invalidstate.routed" => Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e.message, "reservation for an unknown interaction");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
         }
-        Ok(())
     };
     match routed {
         Ok(()) => Ok(selected(&reservation)),
