@@ -3,7 +3,6 @@
 //! recorded instead of carried out and their answers sent by the test in
 //! the order a slow store or a restart can deliver them.
 
-
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};

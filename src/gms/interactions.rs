@@ -64,6 +64,10 @@ pub const MEDIA: [&str; 3] = ["voice", "chat", "email"];
 /// The states an interaction goes through.
 pub const STATES: [&str; 4] = ["queued", "processing", "routed", "complete"];
 
+/// The state of an interaction while one session's route to an agent is
+/// under way ([`route_to_agent`]); read back from the store as `queued`.
+pub const ROUTING: &str = "routing";
+
 /// An [`Interaction`] as read back from the store, before its media and
 /// state are checked.
 #[derive(Deserialize)]
@@ -92,10 +96,17 @@ impl TryFrom<Stored> for Interaction {
 
     fn try_from(s: Stored) -> Result<Interaction, String> {
         let media = media_named(&s.media).ok_or_else(|| format!("no media '{}'", s.media))?;
-        let state = STATES
-            .into_iter()
-            .find(|known| *known == s.state)
-            .ok_or_else(|| format!("no interaction state '{}'", s.state))?;
+        // A route claimed when the server stopped died with it: the
+        // interaction is queued again (the same reservation asked again
+        // claims it again; `route_to_agent`).
+        let state = if s.state == ROUTING {
+            "queued"
+        } else {
+            STATES
+                .into_iter()
+                .find(|known| *known == s.state)
+                .ok_or_else(|| format!("no interaction state '{}'", s.state))?
+        };
         Ok(Interaction {
             id: s.id,
             media,
@@ -329,16 +340,15 @@ impl Interactions {
     }
 
     /// Remembers the agent reserved for it; returns the one it replaces.
-    /// An interaction being routed, or routed, keeps its agent
-    /// (`invalidstate.routed`): the reservation is a route's claim
-    /// ([`route_to_agent`]).
+    /// An interaction being routed keeps its agent (`invalidstate.routed`):
+    /// the reservation is the route's claim ([`route_to_agent`]).
     pub fn set_reservation(
         &self,
         id: &str,
         reservation: Reservation,
     ) -> Result<Option<Reservation>, IxnError> {
         self.with(id, |i| {
-            if matches!(i.state, "routing" | "routed") {
+            if i.state == ROUTING {
                 return Err(IxnError {
                     code: "invalidstate.routed".into(),
                     message: format!("interaction '{id}' is already routed"),
@@ -473,11 +483,11 @@ pub fn present_again(ctx: &Gms, id: &str, owner: &str) -> Result<bool, IxnError>
 }
 
 /// `<ixn:attach>`: as [`present`] (reason `attach`), but an interaction
-/// another session is routing, or has routed, stays where it is
+/// another session is routing right now stays where it is
 /// (`invalidstate.routed`): taken over then, it would be served twice.
 pub fn attach(ctx: &Gms, id: &str, session: &str) -> Result<(), IxnError> {
     ctx.interactions.change_telling(id, &ctx.sessions, |ixn| {
-        if matches!(ixn.state, "routing" | "routed") && ixn.owner.as_deref() != Some(session) {
+        if ixn.state == ROUTING && ixn.owner.as_deref() != Some(session) {
             let refused = IxnError {
                 code: "invalidstate.routed".into(),
                 message: format!("interaction '{id}' is being routed by another session"),
@@ -743,14 +753,14 @@ pub async fn route_to_agent(
             })
         } else if ixn.state == "routed" && ours {
             Ok(None)
-        } else if matches!(ixn.state, "routing" | "routed") && !ours {
+        } else if matches!(ixn.state, ROUTING | "routed") && !ours {
             Err(IxnError {
                 code: "invalidstate.routed".into(),
                 message: format!("interaction '{id}' is already routed"),
             })
         } else {
             let previous = ixn.reservation.replace(reservation.clone());
-            let before = std::mem::replace(&mut ixn.state, "routing");
+            let before = std::mem::replace(&mut ixn.state, ROUTING);
             Ok(Some((before, previous)))
         };
         (answer, Vec::new())
@@ -761,7 +771,7 @@ pub async fn route_to_agent(
     };
     let routed = deliver_to_agent(ctx, id, reservation).await;
     let _ = ctx.interactions.change_telling(id, &ctx.sessions, |ixn| {
-        let still_ours = ixn.state == "routing"
+        let still_ours = ixn.state == ROUTING
             && ixn
                 .reservation
                 .as_ref()
@@ -770,11 +780,7 @@ pub async fn route_to_agent(
             if routed.is_ok() {
                 ixn.state = "routed";
             } else {
-                ixn.state = if before == "routing" {
-                    "queued"
-                } else {
-                    before
-                };
+                ixn.state = if before == ROUTING { "queued" } else { before };
                 ixn.reservation = previous;
             }
         }
@@ -985,5 +991,21 @@ mod tests {
         );
         assert_eq!(interactions.let_go(&ixn.id, "callback").ok(), Some(true));
         assert_eq!(interactions.get(&ixn.id).and_then(|i| i.owner), None);
+    }
+
+    /// A route claimed when the server stopped is not claimed after the
+    /// restart: the interaction reads back queued, and can be routed (by
+    /// the same reservation asked again, or another).
+    #[test]
+    fn a_route_under_way_at_a_crash_reads_back_queued() {
+        let stored = serde_json::json!({"id": "c1", "media": "chat", "queue": "chat_inbound",
+            "owner": "s1", "reservation": null, "user_data": {}, "state": "routing",
+            "created_at": 1, "from": "", "to": "", "hosted": true});
+        let ixn: Interaction = serde_json::from_value(stored).expect("decodes");
+        assert_eq!(ixn.state, "queued");
+        let unknown = serde_json::json!({"id": "c1", "media": "chat", "queue": "q",
+            "owner": null, "reservation": null, "user_data": {}, "state": "lost",
+            "created_at": 1, "from": "", "to": "", "hosted": true});
+        assert!(serde_json::from_value::<Interaction>(unknown).is_err());
     }
 }
