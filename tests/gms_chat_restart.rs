@@ -524,19 +524,8 @@ async fn lost_presentation_is_repaired(started: bool) {
     let down = chat_made_while_down("chat-restart-present", inbound).await;
     let args = ["--config", down.config.as_str()];
     let server = ServeProcess::start(down.port, &down.data_dir, &args).await;
-    let greeting = "Hello Carol, I am Ann Lee.";
-    wait_transcript(
-        &down.carol,
-        &down.carol_id,
-        "Carol's chat was not routed",
-        |t| has_entry(t, "Message.Text", "AGENT", Some(greeting)),
-    )
-    .await;
     let operator = server.api();
-    let rec = operator
-        .wait_callback_state(&down.carol_id, "COMPLETED")
-        .await;
-    assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
+    down.served_by_ann(&operator).await;
     if started {
         let q = operator.query_ok(&down.strategy).await;
         assert_eq!(
@@ -579,6 +568,23 @@ struct ChatMadeWhileDown {
 }
 
 impl ChatMadeWhileDown {
+    /// Waits until Carol's chat was routed to agent-1 (Ann Lee greets her)
+    /// and her callback record ended `COMPLETED`, `routed to agent-1`.
+    async fn served_by_ann(&self, operator: &Api) {
+        let greeting = "Hello Carol, I am Ann Lee.";
+        wait_transcript(
+            &self.carol,
+            &self.carol_id,
+            "Carol's chat was not routed",
+            |t| has_entry(t, "Message.Text", "AGENT", Some(greeting)),
+        )
+        .await;
+        let rec = operator
+            .wait_callback_state(&self.carol_id, "COMPLETED")
+            .await;
+        assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
+    }
+
     fn clean_up(self) {
         drop(self.sim);
         let _ = std::fs::remove_dir_all(&self.data_dir);
@@ -764,18 +770,7 @@ async fn taken_over_while_checked(strategy: Strategy) {
     // it routes it.
     let r = agents.form("/sim/agents/agent-1/ready", &[]).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let rec = operator
-        .wait_callback_state(&down.carol_id, "COMPLETED")
-        .await;
-    assert_eq!(rec["_callback_reason"], "routed to agent-1", "{rec}");
-    let greeting = "Hello Carol, I am Ann Lee.";
-    wait_transcript(
-        &down.carol,
-        &down.carol_id,
-        "Carol's chat was not routed",
-        |t| has_entry(t, "Message.Text", "AGENT", Some(greeting)),
-    )
-    .await;
+    down.served_by_ann(&operator).await;
     let r = down.carol.chat_disconnect(&down.carol_id).await;
     assert_eq!(r.status, 200, "{}", r.body);
     drop(server);
