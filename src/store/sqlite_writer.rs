@@ -47,7 +47,7 @@ struct Job {
 /// Hands batches to the writer thread; the thread ends when this is
 /// dropped.
 pub(super) struct Writer {
-    jobs: std::sync::Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Writer {
@@ -84,9 +84,7 @@ impl Writer {
                 }
             })
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer: {e}")))?;
-        Ok(Writer {
-            jobs: std::sync::Mutex::new(jobs),
-        })
+        Ok(Writer { jobs })
     }
 
     /// Writes `batch` in one transaction; answers once it is committed.
@@ -94,12 +92,7 @@ impl Writer {
     /// disk is full`, ...), the transaction rolled back.
     pub(super) async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
-        let sent = self
-            .jobs
-            .lock()
-            .map_err(|_| StoreError::Write("the SQLite writer failed".into()))?
-            .send(Job { batch, done });
-        if sent.is_err() {
+        if self.jobs.send(Job { batch, done }).is_err() {
             return Err(StoreError::Write("the SQLite writer has stopped".into()));
         }
         match answer.await {
