@@ -86,7 +86,7 @@ pub fn shareable(doc: &Document) -> bool {
             .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
             .next()
             .unwrap_or("");
-        e.kind == ExprKind::Location && BUILTINS.contains(&first)
+        e.kind == ExprKind::Location && is_builtin(first)
     };
     let patches = doc
         .exprs
@@ -96,46 +96,51 @@ pub fn shareable(doc: &Document) -> bool {
     !declares && !patches
 }
 
-/// Built-in globals a script could replace or change.
-const BUILTINS: &[&str] = &[
-    "Object",
-    "Array",
-    "String",
-    "Number",
-    "Boolean",
-    "Math",
-    "JSON",
-    "Date",
-    "RegExp",
-    "Error",
-    "TypeError",
-    "RangeError",
-    "SyntaxError",
-    "Symbol",
-    "Promise",
-    "Map",
-    "Set",
-    "WeakMap",
-    "WeakSet",
-    "Intl",
-    "BigInt",
-    "ArrayBuffer",
-    "DataView",
-    "parseInt",
-    "parseFloat",
-    "isNaN",
-    "isFinite",
-    "encodeURI",
-    "encodeURIComponent",
-    "decodeURI",
-    "decodeURIComponent",
-    "escape",
-    "unescape",
-    "In",
-    "undefined",
-    "NaN",
-    "Infinity",
-];
+/// Whether `word` names a built-in global a script could replace or
+/// change (a `match`: the scan below asks it of every word of every
+/// script, and of the document's whole text).
+fn is_builtin(word: &str) -> bool {
+    matches!(
+        word,
+        "Object"
+            | "Array"
+            | "String"
+            | "Number"
+            | "Boolean"
+            | "Math"
+            | "JSON"
+            | "Date"
+            | "RegExp"
+            | "Error"
+            | "TypeError"
+            | "RangeError"
+            | "SyntaxError"
+            | "Symbol"
+            | "Promise"
+            | "Map"
+            | "Set"
+            | "WeakMap"
+            | "WeakSet"
+            | "Intl"
+            | "BigInt"
+            | "ArrayBuffer"
+            | "DataView"
+            | "parseInt"
+            | "parseFloat"
+            | "isNaN"
+            | "isFinite"
+            | "encodeURI"
+            | "encodeURIComponent"
+            | "decodeURI"
+            | "decodeURIComponent"
+            | "escape"
+            | "unescape"
+            | "In"
+            | "undefined"
+            | "NaN"
+            | "Infinity"
+    )
+}
 
 /// Whether `source` may change a built-in: it names a prototype or a
 /// reflective door (`prototype`, `__proto__`, `defineProperty`,
@@ -174,8 +179,7 @@ pub fn may_patch_builtins(source: &str) -> bool {
         ) {
             return true;
         }
-        let member = source[..start].trim_end().ends_with('.');
-        if member || !BUILTINS.contains(&word) {
+        if !is_builtin(word) || source[..start].trim_end().ends_with('.') {
             continue;
         }
         // A built-in global, perhaps followed by `.name` or `[…]`, then

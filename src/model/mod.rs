@@ -8,7 +8,6 @@ mod content;
 mod event;
 mod stateset;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -358,7 +357,7 @@ pub struct Document {
     /// `<invoke>` children have none), so a store can keep the exact
     /// document a session runs.
     pub source: Option<Arc<str>>,
-    by_name: HashMap<Arc<str>, StateId>,
+    by_name: foldhash::HashMap<Arc<str>, StateId>,
 }
 
 impl Document {

@@ -387,7 +387,8 @@ struct Builder<'a> {
     errors: Vec<Diagnostic>,
     warnings: Vec<String>,
     /// State ids seen, sharing the string the state keeps as its name.
-    ids: HashMap<Arc<str>, Position>,
+    /// The states named by an `id`, for duplicates and targets.
+    ids: foldhash::HashMap<Arc<str>, StateId>,
     /// The dialect the document is read as (decided at `<scxml>`).
     dialect: Dialect,
     /// Where the included element being built was included from
@@ -454,7 +455,7 @@ impl<'a> Builder<'a> {
             exprs: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
-            ids: HashMap::new(),
+            ids: foldhash::HashMap::default(),
             dialect: Dialect::W3c,
             included_at: None,
             transition_files: Vec::new(),
@@ -680,13 +681,15 @@ impl<'a> Builder<'a> {
                 }
                 let name: Arc<str> = Arc::from(id);
                 if let Some(prev) = self.ids.get(id) {
-                    let prev = *prev;
+                    let prev = self.states[prev.index()].position;
                     self.error(
                         el.pos,
                         format!("duplicate state id '{id}' (first defined at {prev})"),
                     );
                 } else {
-                    self.ids.insert(name.clone(), el.pos);
+                    // `push_state` gives the state this id next.
+                    let next = StateId(self.states.len() as u32);
+                    self.ids.insert(name.clone(), next);
                 }
                 name
             }
@@ -986,13 +989,13 @@ impl<'a> Builder<'a> {
     }
 
     fn resolve_targets(&mut self) {
-        let by_name: HashMap<Arc<str>, StateId> =
-            self.states.iter().map(|s| (s.name.clone(), s.id)).collect();
+        // Only states named by an `id` can be targets (a generated
+        // `__stateN` name is not the author's).
         let pending = std::mem::take(&mut self.pending_targets);
         for p in pending {
             let mut targets = Vec::new();
             for n in &p.names {
-                match by_name.get(n.as_str()) {
+                match self.ids.get(n.as_str()) {
                     Some(&s) if s != Document::ROOT => targets.push(s),
                     _ => self.transition_error(
                         p.transition,
