@@ -222,13 +222,25 @@ impl Parsed {
 /// Collects the `src` references under `el`, skipping `<content>` payloads
 /// other than an inline child `<scxml>`.
 fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Reference>) {
-    // The children still to read, one iterator per open element, so the
-    // references come out in document order without recursion.
-    type Children<'e> = Box<dyn Iterator<Item = &'e Element> + 'e>;
-    let mut open: Vec<Children<'_>> = vec![Box::new(el.elements())];
+    // The children still to read, one list per open element, so the
+    // references come out in document order without recursion. Lists
+    // read in place of one element (a fallback's, an inline document's)
+    // are pushed last first.
+    let mut open: Vec<std::slice::Iter<'_, Node>> = vec![el.children.iter()];
+    fn push_in_order<'e>(
+        open: &mut Vec<std::slice::Iter<'e, Node>>,
+        lists: impl Iterator<Item = &'e Element>,
+    ) {
+        let from = open.len();
+        open.extend(lists.map(|e| e.children.iter()));
+        open[from..].reverse();
+    }
     while let Some(children) = open.last_mut() {
-        let Some(child) = children.next() else {
+        let Some(node) = children.next() else {
             open.pop();
+            continue;
+        };
+        let Node::Element(child) = node else {
             continue;
         };
         if include::is_include(child) && include::parses_xml(child) {
@@ -242,12 +254,7 @@ fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Refere
             }
             // A fallback's own references are needed when the include
             // fails: its children are read as if they stood here.
-            open.push(Box::new(
-                child
-                    .elements()
-                    .filter(|e| e.name == "fallback")
-                    .flat_map(Element::elements),
-            ));
+            push_in_order(&mut open, child.elements().filter(|e| e.name == "fallback"));
             continue;
         }
         if !is_scxml(child) {
@@ -284,14 +291,14 @@ fn collect_references(el: &Element, location: Option<&str>, out: &mut Vec<Refere
         if child.name == "content" {
             // Only an inline <scxml> under <content> is a document whose
             // references count; its own children are read next.
-            open.push(Box::new(
+            push_in_order(
+                &mut open,
                 child
                     .elements()
-                    .filter(|e| is_scxml(e) && e.name == "scxml")
-                    .flat_map(Element::elements),
-            ));
-        } else {
-            open.push(Box::new(child.elements()));
+                    .filter(|e| is_scxml(e) && e.name == "scxml"),
+            );
+        } else if !child.children.is_empty() {
+            open.push(child.children.iter());
         }
     }
 }
@@ -367,7 +374,7 @@ struct MessageParts {
 
 struct PendingTargets {
     transition: TransitionId,
-    names: Vec<String>,
+    names: Vec<compact_str::CompactString>,
     pos: Position,
 }
 
@@ -431,7 +438,7 @@ struct SavedOrigin<'a> {
 
 enum InitialSpec {
     None,
-    Attr(Vec<String>, Position),
+    Attr(Vec<compact_str::CompactString>, Position),
     Element(TransitionId),
 }
 
@@ -514,6 +521,7 @@ impl<'a> Builder<'a> {
         // pages each time (a tenth of loading a 5 000-state document).
         let (states, transitions) = count_states_and_transitions(root);
         self.states.reserve(states + 1);
+        self.ids.reserve(states);
         self.transitions.reserve(transitions + states);
         self.transition_files.reserve(transitions + states);
         self.pending_targets.reserve(transitions + states);
@@ -1638,8 +1646,9 @@ fn targets_are_consistent(states: &[State], targets: &[StateId]) -> bool {
     true
 }
 
-fn split_ids(v: &str) -> Vec<String> {
-    v.split_whitespace().map(str::to_string).collect()
+/// The ids of a `target` or `initial` (held inline: ids are short).
+fn split_ids(v: &str) -> Vec<compact_str::CompactString> {
+    v.split_whitespace().map(Into::into).collect()
 }
 
 /// The inline content of an element: its raw inner XML when it has element

@@ -181,6 +181,9 @@ pub struct XmlError {
 /// 20 000 states on one line took a second to validate).
 pub struct LineIndex {
     starts: Vec<usize>,
+    /// Whether the text is all ASCII: then a column is its byte offset
+    /// from the line's start, with nothing to count.
+    ascii: bool,
     /// The last answer: byte offset, 0-based line, 0-based column.
     last: std::cell::Cell<(usize, usize, usize)>,
 }
@@ -192,6 +195,7 @@ impl LineIndex {
         starts.extend(memchr_newlines(text.as_bytes()));
         LineIndex {
             starts,
+            ascii: text.is_ascii(),
             last: std::cell::Cell::new((0, 0, 0)),
         }
     }
@@ -211,11 +215,15 @@ impl LineIndex {
             let line = self.starts.partition_point(|&s| s <= offset) - 1;
             (line, self.starts[line], 0)
         };
-        let column = counted
-            + text
-                .get(from..offset)
-                .map(|s| s.chars().count())
-                .unwrap_or(offset - from);
+        let column = if self.ascii {
+            counted + (offset - from)
+        } else {
+            counted
+                + text
+                    .get(from..offset)
+                    .map(|s| s.chars().count())
+                    .unwrap_or(offset - from)
+        };
         self.last.set((offset, line, column));
         Position {
             line: line as u32 + 1,
@@ -392,10 +400,13 @@ pub fn parse_tree(text: &str) -> Result<Element, XmlError> {
                         value: CompactString::from(value),
                     });
                 }
+                // Sized exactly; the buffer keeps its room for the next tag.
+                let mut attrs = Vec::with_capacity(attr_buf.len());
+                attrs.append(&mut attr_buf);
                 let element = Element {
                     ns,
                     name,
-                    attrs: attr_buf.drain(..).collect(),
+                    attrs,
                     children: Vec::new(),
                     pos: lines.position(text, tag_start),
                     outer: (tag_start, after),
@@ -532,21 +543,31 @@ mod tests {
     /// the line's start.
     #[test]
     fn line_index_answers_as_counting_from_the_line_start() {
-        let text = "<a>é<b/>ü<c/>\n<d>€€<e/></d>\n\n<f/>";
-        let index = LineIndex::new(text);
-        let naive = |offset: usize| {
-            let before = &text[..offset];
-            let line = before.matches('\n').count() + 1;
-            let start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-            (line as u32, text[start..offset].chars().count() as u32 + 1)
-        };
-        let offsets: Vec<usize> = text.match_indices('<').map(|(i, _)| i).collect();
-        let mut order = offsets.clone();
-        order.extend(offsets.iter().rev());
-        order.extend([offsets[3], offsets[1], offsets[4], offsets[0]]);
-        for offset in order {
-            let p = index.position(text, offset);
-            assert_eq!((p.line, p.column), naive(offset), "offset {offset}");
+        // Multi-byte characters, and an all-ASCII text (columns taken from
+        // byte offsets without counting).
+        for text in [
+            "<a>é<b/>ü<c/>\n<d>€€<e/></d>\n\n<f/>",
+            "<a>e<b/>u<c/>\n<d>EE<e/></d>\n\n<f/>",
+        ] {
+            let index = LineIndex::new(text);
+            let naive = |offset: usize| {
+                let before = &text[..offset];
+                let line = before.matches('\n').count() + 1;
+                let start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+                (line as u32, text[start..offset].chars().count() as u32 + 1)
+            };
+            let offsets: Vec<usize> = text.match_indices('<').map(|(i, _)| i).collect();
+            let mut order = offsets.clone();
+            order.extend(offsets.iter().rev());
+            order.extend([offsets[3], offsets[1], offsets[4], offsets[0]]);
+            for offset in order {
+                let p = index.position(text, offset);
+                assert_eq!(
+                    (p.line, p.column),
+                    naive(offset),
+                    "offset {offset} in {text}"
+                );
+            }
         }
     }
 
@@ -560,6 +581,63 @@ mod tests {
         assert_eq!(a.attr("v"), Some("1<2"));
         assert_eq!(a.text(), "x&y<z>A");
         assert_eq!(a.pos, Position { line: 2, column: 3 });
+    }
+
+    /// Namespaces are resolved by this reader, not quick-xml's: a
+    /// declaration holds for its element (its own name and attributes
+    /// included) and what is inside it, and ends with it, also on an
+    /// empty element; text that merely says `xmlns` declares nothing.
+    #[test]
+    fn namespace_declarations_are_scoped_to_their_element() {
+        let doc = "<r xmlns='urn:d' note=\"xmlns:p='urn:no'\">\
+                   <p:a xmlns:p='urn:p' p:k='1' k='2'><p:b/></p:a>\
+                   <q:e xmlns:q='urn:q'/>\
+                   <c xmlns=''><d/></c><f/></r>";
+        let root = parse_tree(doc).unwrap();
+        assert_eq!(root.ns.as_deref(), Some("urn:d"));
+        assert_eq!(root.attr("note"), Some("xmlns:p='urn:no'"));
+        let kids: Vec<&Element> = root.elements().collect();
+        let a = kids[0];
+        assert_eq!((a.ns.as_deref(), a.name.as_str()), (Some("urn:p"), "a"));
+        let k: Vec<(Option<&str>, &str)> = a
+            .attrs
+            .iter()
+            .map(|x| (x.ns.as_deref(), x.value.as_str()))
+            .collect();
+        assert_eq!(k, [(Some("urn:p"), "1"), (None, "2")]);
+        assert_eq!(a.elements().next().unwrap().ns.as_deref(), Some("urn:p"));
+        assert_eq!(kids[1].ns.as_deref(), Some("urn:q"));
+        assert_eq!(kids[2].ns, None);
+        assert_eq!(kids[2].elements().next().unwrap().ns, None);
+        assert_eq!(kids[3].ns.as_deref(), Some("urn:d"));
+
+        // Out of scope after the element that declared it closed.
+        for (doc, line) in [
+            ("<r><a xmlns:p='urn:p'/>\n<p:b/></r>", 2),
+            ("<r><a xmlns:p='urn:p'></a>\n<b p:k='1'/></r>", 2),
+            ("<r note='xmlns:p=1'>\n<p:b/></r>", 2),
+        ] {
+            let e = parse_tree(doc).unwrap_err();
+            assert!(
+                e.message.contains("unknown namespace prefix 'p'"),
+                "{doc}: {}",
+                e.message
+            );
+            assert_eq!(e.pos.line, line, "{doc}");
+        }
+        // The reserved prefixes cannot be rebound.
+        for doc in [
+            "<r xmlns:xml='urn:x'/>",
+            "<r xmlns:xmlns='urn:x'/>",
+            "<r><a xmlns:p='http://www.w3.org/2000/xmlns/'/></r>",
+        ] {
+            let e = parse_tree(doc).unwrap_err();
+            assert!(
+                e.message.starts_with("malformed XML"),
+                "{doc}: {}",
+                e.message
+            );
+        }
     }
 
     #[test]
