@@ -122,7 +122,7 @@ pub type Sources = HashMap<String, Result<Arc<str>, String>>;
 pub struct Parsed {
     file: String,
     location: Option<String>,
-    text: String,
+    text: Arc<str>,
     root: Element,
     references: Vec<Reference>,
 }
@@ -158,7 +158,7 @@ impl Parsed {
         Ok(Parsed {
             file,
             location,
-            text: text.to_string(),
+            text: Arc::from(text),
             root,
             references,
         })
@@ -214,7 +214,7 @@ impl Parsed {
             sources,
         )
         .build(root)?;
-        doc.source = Some(self.text.as_str().into());
+        doc.source = Some(self.text.clone());
         Ok(doc)
     }
 }
