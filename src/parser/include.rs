@@ -315,8 +315,8 @@ fn expand_children(el: &mut Element, place: &Place<'_>, cx: &mut Context<'_>, de
         Element {
             ns: None,
             name: Default::default(),
-            attrs: Vec::new(),
-            children: Vec::new(),
+            attrs: Box::default(),
+            children: Box::default(),
             pos: el.pos,
             outer: el.outer,
             inner: el.inner,
@@ -358,7 +358,7 @@ fn expand_children(el: &mut Element, place: &Place<'_>, cx: &mut Context<'_>, de
             Some(text) => top.kept.push(text),
             None => {
                 let mut done = stack.pop().expect("the element being expanded");
-                done.el.children = done.kept;
+                done.el.children = done.kept.into_boxed_slice();
                 match stack.last_mut() {
                     Some(parent) => parent.kept.push(Node::Element(done.el)),
                     None => {

@@ -1241,7 +1241,7 @@ impl<'a> Builder<'a> {
                     .iter()
                     .map(|a| (Arc::from(a.name.as_str()), Arc::from(a.value.as_str())))
                     .collect(),
-                xml: self.text[el.outer.0..el.outer.1].into(),
+                xml: self.text[el.outer_range()].into(),
                 position: el.pos,
             })));
         }
@@ -1656,7 +1656,7 @@ fn split_ids(v: &str) -> Vec<compact_str::CompactString> {
 fn inline_content(text: &str, el: &Element) -> Option<InlineContent> {
     let is_xml = el.children.iter().any(|n| matches!(n, Node::Element(_)));
     if is_xml {
-        let raw = &text[el.inner.0..el.inner.1];
+        let raw = &text[el.inner_range()];
         return Some(InlineContent {
             text: raw.trim().into(),
             is_xml: true,
