@@ -639,13 +639,16 @@ impl LocalHost {
             }
             if let Some(slot) = self.slots.get_mut(&id)
                 && !slot.ready
-                && slot
-                    .session
-                    .as_ref()
-                    .is_some_and(|s| s.is_running() && s.has_external())
+                && let Some(session) = slot.session.as_mut()
             {
-                slot.ready = true;
-                self.ready.push_back(id);
+                if session.is_running() && session.has_external() {
+                    slot.ready = true;
+                    self.ready.push_back(id);
+                } else {
+                    // Waiting for its next event: a session among many
+                    // thousands keeps no empty queue's storage.
+                    session.release_idle_queues();
+                }
             }
         }
         false

@@ -520,6 +520,13 @@ impl Session {
         !self.external_queue.is_empty()
     }
 
+    /// How many events the internal and external queues have room for
+    /// without growing (0 for a session that holds no queue storage; see
+    /// [`Session::release_idle_queues`]).
+    pub fn queue_capacity(&self) -> usize {
+        self.internal_queue.capacity() + self.external_queue.capacity()
+    }
+
     /// The earliest due time of a pending delayed send.
     pub fn next_timer_due(&self) -> Option<u64> {
         self.delayed.iter().map(|d| d.due_ms).min()
@@ -640,6 +647,20 @@ impl Session {
         self.enter_states(&doc, &[initial], host);
         self.run_macrostep(&doc, host);
         self.outcome()
+    }
+
+    /// Frees the storage of the event queues that are empty, so a session
+    /// waiting for its next event holds none (a queue keeps room for four
+    /// events, ~0.75 KiB, once it has held one). A host calls it when a
+    /// session has nothing left to process; the engine's own loops do not,
+    /// so a busy session reuses its queues.
+    pub fn release_idle_queues(&mut self) {
+        if self.internal_queue.is_empty() {
+            self.internal_queue = VecDeque::new();
+        }
+        if self.external_queue.is_empty() {
+            self.external_queue = VecDeque::new();
+        }
     }
 
     /// Takes the next external event and runs the macrostep it causes.
