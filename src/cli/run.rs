@@ -150,8 +150,7 @@ async fn serve_session(
         Some(addr) => match basichttp::listen(addr).await {
             Ok((listener, rx)) => {
                 for key in ["basichttp", basichttp::BASICHTTP_TYPE] {
-                    session_options
-                        .ioprocessors
+                    Arc::make_mut(&mut session_options.ioprocessors)
                         .insert(key.to_string(), listener.base_url.clone());
                 }
                 let client = basichttp::Client::new(Some(listener.base_url.clone()), failure_tx);

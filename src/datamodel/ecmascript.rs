@@ -23,7 +23,9 @@ use boa_engine::{
 };
 use serde_json::Value;
 
-use super::{DataModel, DataModelError, DmResult, InitialValue, ScriptLimits, SystemVariables};
+use super::{
+    DataModel, DataModelError, DmResult, InitialValue, IoProcessors, ScriptLimits, SystemVariables,
+};
 use crate::model::Event;
 use crate::model::{Document, ExprId, ExprKind, StateId, StateSet};
 
@@ -41,7 +43,7 @@ struct CurrentEvent {
 /// made per session up front, a live session cost ~1.8 KiB more, and the
 /// collector traced five more objects per session.
 struct CurrentIo {
-    json: RefCell<Option<Arc<Value>>>,
+    json: RefCell<Option<IoProcessors>>,
     object: RefCell<Option<JsValue>>,
 }
 
@@ -418,12 +420,12 @@ impl LazyGlobal for CurrentEvent {
 }
 
 impl LazyGlobal for CurrentIo {
-    type Source = Arc<Value>;
-    fn cells(&self) -> (&RefCell<Option<Arc<Value>>>, &RefCell<Option<JsValue>>) {
+    type Source = IoProcessors;
+    fn cells(&self) -> (&RefCell<Option<IoProcessors>>, &RefCell<Option<JsValue>>) {
         (&self.json, &self.object)
     }
-    fn build(json: &Arc<Value>, ctx: &mut Context) -> JsResult<JsValue> {
-        JsValue::from_json(json, ctx)
+    fn build(io: &IoProcessors, ctx: &mut Context) -> JsResult<JsValue> {
+        JsValue::from_json(&io.to_json(), ctx)
     }
 }
 
@@ -1344,6 +1346,10 @@ impl DataModel for EcmaScriptDataModel {
             *current.object.borrow_mut() = None;
         }
         Ok(())
+    }
+
+    fn release_event(&mut self) {
+        self.swap_event(&mut None);
     }
 
     fn state_entered(&mut self, state: StateId) {

@@ -59,9 +59,40 @@ pub struct SystemVariables {
     pub session_id: Arc<str>,
     /// `_name`.
     pub name: Option<String>,
-    /// `_ioprocessors` as JSON (`{"scxml": {"location": ...}, ...}`);
-    /// shared, since a shared context hands it from session to session.
-    pub ioprocessors: Arc<Value>,
+    /// What `_ioprocessors` is made from when a script first reads it.
+    pub ioprocessors: IoProcessors,
+}
+
+/// The session's I/O processors, from which `_ioprocessors` is built on
+/// first read (W3C SCXML 5.10.1): the SCXML processor (under its type URI
+/// and `scxml`) at `#_scxml_<sessionid>`, and each other type at its
+/// location prefix followed by the session id. Holds no JSON until asked:
+/// with hundreds of thousands of sessions held, a built copy each was
+/// ~1 KiB a session.
+#[derive(Debug, Clone)]
+pub struct IoProcessors {
+    /// The session id every location ends with.
+    pub session_id: Arc<str>,
+    /// Other processor types → location prefix (shared by every session
+    /// a host starts with the same options).
+    pub others: Arc<std::collections::BTreeMap<String, String>>,
+}
+
+impl IoProcessors {
+    /// `_ioprocessors` as JSON: `{"<SCXML type URI>": {"location":
+    /// "#_scxml_<id>"}, "scxml": {...}, "<type>": {"location":
+    /// "<prefix><id>"}, ...}`.
+    pub fn to_json(&self) -> Value {
+        let mut io = serde_json::Map::new();
+        let scxml = serde_json::json!({ "location": format!("#_scxml_{}", self.session_id) });
+        io.insert(crate::model::SCXML_PROCESSOR.to_string(), scxml.clone());
+        io.insert("scxml".to_string(), scxml);
+        for (kind, prefix) in self.others.iter() {
+            let location = format!("{prefix}{}", self.session_id);
+            io.insert(kind.clone(), serde_json::json!({ "location": location }));
+        }
+        Value::Object(io)
+    }
 }
 
 /// What the interpreter needs from a data model.
@@ -121,6 +152,12 @@ pub trait DataModel {
     fn foreach_end(&mut self);
     /// Sets `_event` for the event about to be processed.
     fn set_event(&mut self, event: &Event) -> DmResult<()>;
+    /// Forgets the event `_event` reads, once the session has nothing
+    /// left to process: `_event` is undefined until the next event, as in
+    /// a session woken from the store (snapshots never held it), and an
+    /// idle session keeps no copy of its last event's data. Models that
+    /// keep no event need do nothing.
+    fn release_event(&mut self) {}
     /// Tells the model a state joined the configuration (for `In()`).
     fn state_entered(&mut self, state: StateId);
     /// Tells the model a state left the configuration (for `In()`).

@@ -370,6 +370,17 @@ impl DataModel for SharedEcmaScript {
     fn set_event(&mut self, event: &Event) -> DmResult<()> {
         self.installed().set_event(event)
     }
+    /// Clears the context's current event while this session is
+    /// installed, else the copy its scope keeps; never switches sessions.
+    fn release_event(&mut self) {
+        let mut engine = self.engine.borrow_mut();
+        let mine = Rc::downgrade(&self.scope);
+        if engine.owner.as_ref().is_some_and(|o| o.ptr_eq(&mine)) {
+            engine.swap_event(&mut None);
+        } else {
+            self.scope.borrow_mut().event = None;
+        }
+    }
     fn state_entered(&mut self, state: StateId) {
         self.active.borrow_mut().insert(state);
     }

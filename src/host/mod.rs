@@ -646,8 +646,9 @@ impl LocalHost {
                     self.ready.push_back(id);
                 } else {
                     // Waiting for its next event: a session among many
-                    // thousands keeps no empty queue's storage.
-                    session.release_idle_queues();
+                    // thousands keeps no empty queue's storage and no copy
+                    // of its last event.
+                    session.release_idle_memory();
                 }
             }
         }

@@ -27,8 +27,7 @@ use crate::datamodel::{self, DataModel, ScriptLimits, SystemVariables};
 use crate::model::CustomActionClaims;
 use crate::model::{CustomAction, Document, StateId, StateSet};
 
-/// The SCXML Event I/O Processor's type URI.
-pub const SCXML_PROCESSOR: &str = "http://www.w3.org/TR/scxml/#SCXMLEventProcessor";
+pub use crate::model::SCXML_PROCESSOR;
 
 /// An event bound for a target this session does not own (another session,
 /// the parent, an invoked child, an external I/O processor).
@@ -238,8 +237,9 @@ pub struct SessionOptions {
     /// Custom action handlers.
     pub custom_actions: Arc<CustomActions>,
     /// Extra `_ioprocessors` entries: type name → location prefix (the
-    /// session id is appended to make the session's location).
-    pub ioprocessors: BTreeMap<String, String>,
+    /// session id is appended to make the session's location); shared by
+    /// the sessions a host starts with the same options.
+    pub ioprocessors: Arc<BTreeMap<String, String>>,
     /// Most microsteps one macrostep may take before the session is
     /// stopped as runaway (an eventless loop); 0 means no limit.
     pub max_microsteps: u64,
@@ -522,7 +522,7 @@ impl Session {
 
     /// How many events the internal and external queues have room for
     /// without growing (0 for a session that holds no queue storage; see
-    /// [`Session::release_idle_queues`]).
+    /// [`Session::release_idle_memory`]).
     pub fn queue_capacity(&self) -> usize {
         self.internal_queue.capacity() + self.external_queue.capacity()
     }
@@ -546,19 +546,13 @@ impl Session {
     }
 
     fn system_variables(&self) -> SystemVariables {
-        let mut io = serde_json::Map::new();
-        let location = format!("#_scxml_{}", self.id);
-        let scxml = serde_json::json!({ "location": location });
-        io.insert(SCXML_PROCESSOR.to_string(), scxml.clone());
-        io.insert("scxml".to_string(), scxml);
-        for (k, prefix) in &self.options.ioprocessors {
-            let location = format!("{prefix}{}", self.id);
-            io.insert(k.clone(), serde_json::json!({ "location": location }));
-        }
         SystemVariables {
             session_id: self.id.clone(),
             name: self.doc.name.clone(),
-            ioprocessors: Arc::new(Value::Object(io)),
+            ioprocessors: crate::datamodel::IoProcessors {
+                session_id: self.id.clone(),
+                others: self.options.ioprocessors.clone(),
+            },
         }
     }
 
@@ -649,17 +643,22 @@ impl Session {
         self.outcome()
     }
 
-    /// Frees the storage of the event queues that are empty, so a session
-    /// waiting for its next event holds none (a queue keeps room for four
-    /// events, ~0.75 KiB, once it has held one). A host calls it when a
-    /// session has nothing left to process; the engine's own loops do not,
-    /// so a busy session reuses its queues.
-    pub fn release_idle_queues(&mut self) {
+    /// Frees what a session waiting for its next event need not hold: the
+    /// storage of its empty event queues (a queue keeps room for four
+    /// events, ~0.75 KiB, once it has held one) and its data model's copy
+    /// of the last event (`_event` is undefined until the next one, as in
+    /// a session woken from the store). A host calls it when a session
+    /// has nothing left to process; the engine's own loops do not, so a
+    /// busy session reuses its queues.
+    pub fn release_idle_memory(&mut self) {
         if self.internal_queue.is_empty() {
             self.internal_queue = VecDeque::new();
         }
         if self.external_queue.is_empty() {
             self.external_queue = VecDeque::new();
+            if self.running {
+                self.datamodel.release_event();
+            }
         }
     }
 

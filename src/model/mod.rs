@@ -16,6 +16,9 @@ pub use content::*;
 pub use event::{Event, EventKind, parse_delay};
 pub use stateset::StateSet;
 
+/// The SCXML Event I/O Processor's type URI (W3C SCXML C.1).
+pub const SCXML_PROCESSOR: &str = "http://www.w3.org/TR/scxml/#SCXMLEventProcessor";
+
 /// Index of a state in [`Document::states`]; ids follow document order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -582,10 +582,12 @@ impl Worker {
                 ..Default::default()
             },
             custom_actions: ctx.custom_actions.clone(),
-            ioprocessors: ["basichttp", crate::io::basichttp::BASICHTTP_TYPE]
-                .into_iter()
-                .map(|k| (k.to_string(), ctx.basichttp_base.clone()))
-                .collect(),
+            ioprocessors: Arc::new(
+                ["basichttp", crate::io::basichttp::BASICHTTP_TYPE]
+                    .into_iter()
+                    .map(|k| (k.to_string(), ctx.basichttp_base.clone()))
+                    .collect(),
+            ),
             max_microsteps: config.limits.max_microsteps,
             max_macrostep_ms: config.limits.max_macrostep_ms,
             max_self_events: config.limits.max_self_events,
