@@ -263,10 +263,16 @@ impl SharedEcmaScript {
     }
 
     /// Borrows the context with this session's variables installed.
+    /// Whether `engine` (this session's context) has this session's
+    /// variables installed now.
+    fn owns(&self, engine: &EcmaScriptDataModel) -> bool {
+        let mine = Rc::downgrade(&self.scope);
+        engine.owner.as_ref().is_some_and(|o| o.ptr_eq(&mine))
+    }
+
     fn installed(&self) -> std::cell::RefMut<'_, EcmaScriptDataModel> {
         let mut engine = self.engine.borrow_mut();
-        let mine = Rc::downgrade(&self.scope);
-        if engine.owner.as_ref().is_some_and(|o| o.ptr_eq(&mine)) {
+        if self.owns(&engine) {
             return engine;
         }
         // Save the previous owner's variables (or drop a finished one's).
@@ -293,7 +299,7 @@ impl SharedEcmaScript {
         }
         engine.set_active(self.active.clone());
         engine.swap_event(&mut me.event);
-        engine.owner = Some(mine);
+        engine.owner = Some(Rc::downgrade(&self.scope));
         engine
     }
 
@@ -374,8 +380,7 @@ impl DataModel for SharedEcmaScript {
     /// installed, else the copy its scope keeps; never switches sessions.
     fn release_event(&mut self) {
         let mut engine = self.engine.borrow_mut();
-        let mine = Rc::downgrade(&self.scope);
-        if engine.owner.as_ref().is_some_and(|o| o.ptr_eq(&mine)) {
+        if self.owns(&engine) {
             engine.swap_event(&mut None);
         } else {
             self.scope.borrow_mut().event = None;
@@ -397,8 +402,7 @@ impl DataModel for SharedEcmaScript {
     /// copy it keeps, without switching the context to it.
     fn snapshot_text(&mut self) -> DmResult<String> {
         let mut engine = self.engine.borrow_mut();
-        let mine = Rc::downgrade(&self.scope);
-        if engine.owner.as_ref().is_some_and(|o| o.ptr_eq(&mine)) {
+        if self.owns(&engine) {
             return engine.snapshot_text();
         }
         let scope = self.scope.borrow();
