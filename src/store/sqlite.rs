@@ -59,9 +59,10 @@ pub(super) async fn open(
                 conn.execute(format!("PRAGMA synchronous = {sync}").as_str())
                     .await?;
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
-                // Checkpoints run in the background (below), not inside
-                // the commit that happens to cross the WAL size limit,
-                // which would hold up that commit's acknowledgements.
+                // Checkpoints are the writer thread's (`sqlite_writer`),
+                // between batches, not inside the commit that happens to
+                // cross the WAL size limit, which would hold up that
+                // commit's acknowledgements.
                 conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
                 // Once checkpointed, a WAL that grew in a burst is cut
                 // back to 64 MiB rather than keeping its peak size.
@@ -71,7 +72,6 @@ pub(super) async fn open(
         })
         .connect(&url)
         .await?;
-    tokio::spawn(checkpoint_in_background(pool.clone()));
     tracing::info!(path = %path.display(), synchronous = sync, "SQLite store opened");
     let mut store = SqlStore::new(pool, "sqlite").await?;
     store.watch_files(path).await?;
@@ -79,21 +79,4 @@ pub(super) async fn open(
     // own (`sqlite_writer`); the pool answers reads and the rest.
     store.write_through(super::sqlite_writer::Writer::open(path, sync)?);
     Ok(store)
-}
-
-/// Copies the write-ahead log into the database file every 200 ms on a
-/// connection of its own (PASSIVE: it never blocks writers or readers),
-/// until the pool closes.
-async fn checkpoint_in_background(pool: sqlx::AnyPool) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if pool.is_closed() {
-            return;
-        }
-        if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
-            tracing::warn!(error = %e, "SQLite checkpoint failed");
-        }
-    }
 }

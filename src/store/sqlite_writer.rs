@@ -10,6 +10,15 @@
 //! commit's time: about 11 ms for ~130 statements (issue 19). Here the
 //! whole batch is one hand-over. Reads stay on the sqlx pool: in WAL mode
 //! they never wait for this connection.
+//!
+//! The thread also checkpoints the write-ahead log, between batches and
+//! after the last batch's answer has gone. A checkpoint on any other
+//! connection copies the log into the database but can never let it start
+//! over: SQLite rewinds the log only in a write transaction that begins
+//! when every frame has been copied, and under steady writes a batch has
+//! always been committed since another connection's checkpoint began. The
+//! log then grew without end (440 MB in 8 s of `benches/http/load.sh`'s
+//! events, the whole disk in time).
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -39,9 +48,65 @@ const DOCUMENT_UPSERT: &str = "INSERT INTO ors_documents (hash, location, text, 
 
 const SESSION_DELETE: &str = "DELETE FROM ors_sessions WHERE id = ?1";
 
+/// After this many batches the writer checkpoints the log before it takes
+/// the next one.
+const CHECKPOINT_EVERY_BATCHES: u32 = 64;
+
+/// ... or after this long since its last checkpoint, whichever comes
+/// first (ms).
+const CHECKPOINT_EVERY_MS: u64 = 100;
+
 struct Job {
     batch: WriteBatch,
     done: oneshot::Sender<Result<(), String>>,
+}
+
+/// When the writer's next checkpoint is due: batches written and time
+/// since the last one.
+struct CheckpointDue {
+    batches: u32,
+    last: std::time::Instant,
+}
+
+impl CheckpointDue {
+    fn new() -> CheckpointDue {
+        CheckpointDue {
+            batches: 0,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// How long the writer may wait for a batch before the checkpoint of
+    /// the batches written since the last one is due; `None` when there
+    /// are none.
+    fn wait(&self) -> Option<std::time::Duration> {
+        (self.batches > 0).then(|| {
+            std::time::Duration::from_millis(CHECKPOINT_EVERY_MS)
+                .saturating_sub(self.last.elapsed())
+        })
+    }
+
+    /// Counts a written batch; whether a checkpoint is due now.
+    fn after_batch(&mut self) -> bool {
+        self.batches += 1;
+        self.batches >= CHECKPOINT_EVERY_BATCHES
+            || self.last.elapsed() >= std::time::Duration::from_millis(CHECKPOINT_EVERY_MS)
+    }
+
+    fn done(&mut self) {
+        self.batches = 0;
+        self.last = std::time::Instant::now();
+    }
+}
+
+/// Copies the log into the database (`PASSIVE`: it waits for no reader).
+/// A reader still using older frames keeps them, and the log is rewound
+/// at a later checkpoint. Its failure is only logged: the log is then
+/// longer for a while, and nothing committed is at risk.
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = run_pragma(conn, "PRAGMA wal_checkpoint(PASSIVE)") {
+        tracing::warn!(error = %e, "SQLite checkpoint failed");
+    }
 }
 
 /// Hands batches to the writer thread; the thread ends when this is
@@ -63,7 +128,26 @@ impl Writer {
         std::thread::Builder::new()
             .name("ors-sqlite-writer".into())
             .spawn(move || {
-                while let Ok(job) = queue.recv() {
+                let mut due = CheckpointDue::new();
+                loop {
+                    // Batches since the last checkpoint: wait for the next
+                    // one only until the checkpoint is due, so that the
+                    // last batches of a burst are copied too.
+                    let job = match due.wait() {
+                        None => match queue.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                        Some(wait) => match queue.recv_timeout(wait) {
+                            Ok(job) => job,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                checkpoint(&conn);
+                                due.done();
+                                continue;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        },
+                    };
                     let result = write(&mut conn, &job.batch).map_err(|e| e.to_string());
                     if result.is_err() && !conn.is_autocommit() {
                         // SQLite can keep the transaction open when its
@@ -81,6 +165,10 @@ impl Writer {
                         }
                     }
                     let _ = job.done.send(result);
+                    if due.after_batch() && conn.is_autocommit() {
+                        checkpoint(&conn);
+                        due.done();
+                    }
                 }
             })
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer: {e}")))?;
@@ -103,8 +191,9 @@ impl Writer {
 }
 
 /// A connection to the database at `path` set up as the pool's are
-/// (`sqlite::open`): durability as configured, checkpoints left to the
-/// background task, a WAL grown in a burst cut back once checkpointed.
+/// (`sqlite::open`): durability as configured, no checkpoint inside a
+/// commit (the thread runs them after answering), a WAL grown in a burst
+/// cut back to 64 MiB once it starts over.
 fn connect(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -314,6 +403,61 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(ids, [3]);
+        drop(writer);
+        drop(setup);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Under steady writes the log starts over: two thousand batches, each
+    /// rewriting the same rows, leave a log of a few checkpoints' worth of
+    /// frames, not one frame run per batch, with no other connection
+    /// checkpointing.
+    #[tokio::test]
+    async fn the_log_starts_over_under_steady_writes() {
+        let dir = std::env::temp_dir().join(format!(
+            "ors-sqlite-writer-wal-{}-{}",
+            std::process::id(),
+            crate::ids::object_id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let setup = Connection::open(&path).unwrap();
+        run_pragma(&setup, "PRAGMA journal_mode = WAL").unwrap();
+        run_pragma(&setup, "PRAGMA wal_autocheckpoint = 0").unwrap();
+        setup
+            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            .unwrap();
+        let writer = Writer::open(&path, "NORMAL").unwrap();
+        let row = "x".repeat(900);
+        for round in 0..2000i64 {
+            let statements = (0..16)
+                .map(|id| {
+                    super::super::Statement::new(
+                        "INSERT INTO t (id, v) VALUES ($1, $2) \
+                         ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+                        vec![SqlValue::Int(id), SqlValue::Text(format!("{round}{row}"))],
+                    )
+                })
+                .collect();
+            writer
+                .write(WriteBatch {
+                    statements,
+                    ..WriteBatch::default()
+                })
+                .await
+                .unwrap();
+        }
+        let log = std::fs::metadata(dir.join("w.db-wal")).unwrap().len();
+        // One batch is about 6 frames of 4 KiB + 24 bytes; 2 000 of them
+        // without a restart would be ~50 MB.
+        let bound = 2 * u64::from(CHECKPOINT_EVERY_BATCHES) * 8 * 4120;
+        assert!(log < bound, "the log is {log} bytes (bound {bound})");
+        let count: i64 = setup
+            .query_row("SELECT count(*) FROM t WHERE v LIKE '1999x%'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(count, 16);
         drop(writer);
         drop(setup);
         let _ = std::fs::remove_dir_all(&dir);
