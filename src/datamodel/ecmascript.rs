@@ -466,18 +466,33 @@ fn build_event_object(event: &Event, ctx: &mut Context) -> JsResult<JsValue> {
         None => JsValue::undefined(),
         Some(v) => data_to_js(v, ctx)?,
     };
-    let fields: [(&str, JsValue); 8] = [
-        ("name", JsValue::from(JsString::from(&*event.name))),
-        ("type", JsValue::from(JsString::from(event.kind.as_str()))),
-        ("sendid", str_or_undef(&event.sendid)),
-        ("origin", str_or_undef(&event.origin)),
-        ("origintype", str_or_undef(&event.origintype)),
-        ("invokeid", str_or_undef(&event.invokeid)),
-        ("data", data),
-        ("raw", str_or_undef(&event.raw)),
+    let fields: [(JsString, JsValue); 8] = [
+        (
+            js_string!("name"),
+            JsValue::from(JsString::from(&*event.name)),
+        ),
+        (
+            js_string!("type"),
+            JsValue::from(JsString::from(event.kind.as_str())),
+        ),
+        (js_string!("sendid"), str_or_undef(&event.sendid)),
+        (js_string!("origin"), str_or_undef(&event.origin)),
+        (js_string!("origintype"), str_or_undef(&event.origintype)),
+        (js_string!("invokeid"), str_or_undef(&event.invokeid)),
+        (js_string!("data"), data),
+        (js_string!("raw"), str_or_undef(&event.raw)),
     ];
+    // A new ordinary object with distinct keys: CreateDataProperty cannot
+    // fail, so each member is put straight into its property map.
     for (k, v) in fields {
-        obj.create_data_property_or_throw(JsString::from(k), v, ctx)?;
+        obj.insert_property(
+            k,
+            PropertyDescriptor::builder()
+                .value(v)
+                .writable(true)
+                .enumerable(true)
+                .configurable(true),
+        );
     }
     Ok(obj.into())
 }

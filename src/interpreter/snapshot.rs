@@ -59,8 +59,6 @@ pub struct SessionSnapshot<D = Value> {
     /// Invocations running: invoke id → invoking state and `<invoke>` index.
     #[serde(default)]
     pub invokes: BTreeMap<String, (String, usize)>,
-    /// The data model's variables.
-    pub datamodel: D,
     /// Why the session was stopped without reaching a final state (a
     /// limit, a snapshot it could not take, a quarantine), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +66,9 @@ pub struct SessionSnapshot<D = Value> {
     /// Requests of custom actions awaiting their answer, by request id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub requests: super::PendingRequests,
+    /// The data model's variables. The last member of the text, so that
+    /// [`Session::snapshot_text`] can append the data model's own text.
+    pub datamodel: D,
 }
 
 /// Why a snapshot could not be taken or restored.
@@ -93,15 +94,29 @@ impl Session {
 
     /// [`Session::snapshot`] as the JSON text the store keeps, the data
     /// model written as text by the model itself.
+    ///
+    /// The data model's text is appended as the last member as it is,
+    /// not parsed again: it is the model's own encoder's output, one JSON
+    /// object (checked in `tests/snapshot.rs`).
     pub fn snapshot_text(&mut self) -> Result<String, SnapshotError> {
         let text = self
             .datamodel
             .snapshot_text()
             .map_err(|e| SnapshotError::DataModel(e.message))?;
-        let raw = serde_json::value::RawValue::from_string(text)
-            .map_err(|e| SnapshotError::DataModel(format!("data model snapshot: {e}")))?;
-        serde_json::to_string(&self.snapshot_with(raw))
-            .map_err(|e| SnapshotError::DataModel(e.to_string()))
+        let mut out = serde_json::to_string(&self.snapshot_with(()))
+            .map_err(|e| SnapshotError::DataModel(e.to_string()))?;
+        // `datamodel` is the last field, written as `null` for `()`.
+        const LAST: &str = "null}";
+        if !out.ends_with(LAST) {
+            return Err(SnapshotError::DataModel(
+                "the snapshot does not end with its data model".into(),
+            ));
+        }
+        out.truncate(out.len() - LAST.len());
+        out.reserve(text.len() + 1);
+        out.push_str(&text);
+        out.push('}');
+        Ok(out)
     }
 
     /// The session's snapshot around a data model already captured.

@@ -2,13 +2,18 @@
 //! merges everything waiting into a single transaction and then answers
 //! each sender. Batches are applied in arrival order, so a later snapshot
 //! of a session always wins over an earlier one.
+//!
+//! A sender is answered by a function of its own, called on the
+//! committer's thread as soon as the transaction ends
+//! ([`CommitHandle::submit_then`]): a worker's HTTP replies leave from
+//! there, without first waking the worker's thread to send them.
 
 use std::sync::Arc;
 
 use indexmap::IndexMap;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{SessionRow, Store, WriteBatch};
+use super::{GroupCommit, SessionRow, Store, WriteBatch};
 
 /// Why a submitted batch is not durable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -27,22 +32,54 @@ pub enum CommitError {
 #[derive(Clone)]
 pub struct CommitHandle {
     tx: mpsc::UnboundedSender<Pending>,
+    /// The store's own group commit, when it has one: batches go there
+    /// instead of to the committer task.
+    direct: Option<Arc<dyn GroupCommit>>,
     failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
+/// What a sender runs once its batch is durable, or with why not; it runs
+/// on the committer's thread, so it must be short (send replies, set
+/// flags).
+pub type OnCommit = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
+
 struct Pending {
     batch: WriteBatch,
-    done: oneshot::Sender<Result<(), CommitError>>,
+    done: OnCommit,
 }
 
 impl CommitHandle {
     /// Queues a batch; the receiver answers once it is durable (or why not).
     pub fn submit(&self, batch: WriteBatch) -> oneshot::Receiver<Result<(), CommitError>> {
         let (done, rx) = oneshot::channel();
-        if let Err(e) = self.tx.send(Pending { batch, done }) {
-            let _ = e.0.done.send(Err(CommitError::Stopped));
-        }
+        self.submit_then(
+            batch,
+            Box::new(move |result| {
+                let _ = done.send(result);
+            }),
+        );
         rx
+    }
+
+    /// Queues a batch; `then` runs once it is durable, or with why not
+    /// ([`CommitError::Stopped`] at once when the committer has ended).
+    pub fn submit_then(&self, batch: WriteBatch, then: OnCommit) {
+        let Some(direct) = &self.direct else {
+            if let Err(e) = self.tx.send(Pending { batch, done: then }) {
+                (e.0.done)(Err(CommitError::Stopped));
+            }
+            return;
+        };
+        let failure = self.failure.clone();
+        direct.submit(
+            batch,
+            Box::new(move |result| {
+                let result = result.map_err(|e| CommitError::Write(e.to_string()));
+                *failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                    result.as_ref().err().map(ToString::to_string);
+                then(result);
+            }),
+        );
     }
 
     /// Why the last write failed, while no write has succeeded since
@@ -71,10 +108,14 @@ enum Change {
 
 impl Committer {
     /// A committer for `store` and the handle that feeds it; run it with
-    /// [`Committer::run`] on a multi-threaded runtime.
+    /// [`Committer::run`] on a multi-threaded runtime. When the store has
+    /// a group commit of its own ([`Store::group_commit`]: SQLite's writer
+    /// thread), the handle sends batches there and `run` only waits for
+    /// the handles to be dropped.
     pub fn new(store: Arc<dyn Store>) -> (Committer, CommitHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let failure = Arc::new(std::sync::Mutex::new(None));
+        let direct = store.group_commit();
         (
             Committer {
                 store,
@@ -82,7 +123,11 @@ impl Committer {
                 max_rows: 20_000,
                 failure: failure.clone(),
             },
-            CommitHandle { tx, failure },
+            CommitHandle {
+                tx,
+                direct,
+                failure,
+            },
         )
     }
 
@@ -100,7 +145,7 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            let batch = merge(&mut group);
+            let batch = merge(group.iter_mut().map(|p| std::mem::take(&mut p.batch)));
             let result = self
                 .store
                 .write(batch)
@@ -112,7 +157,7 @@ impl Committer {
             *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
                 result.as_ref().err().map(ToString::to_string);
             for p in group {
-                let _ = p.done.send(result.clone());
+                (p.done)(result.clone());
             }
         }
     }
@@ -120,21 +165,21 @@ impl Committer {
 
 /// One batch from many, in arrival order: each session's last change,
 /// each document once.
-fn merge(group: &mut [Pending]) -> WriteBatch {
+pub(super) fn merge(batches: impl IntoIterator<Item = WriteBatch>) -> WriteBatch {
     let mut changes: IndexMap<String, Change> = IndexMap::new();
     let mut documents: IndexMap<String, super::DocumentRow> = IndexMap::new();
     let mut statements = Vec::new();
-    for p in group.iter_mut() {
-        for doc in std::mem::take(&mut p.batch.documents) {
+    for mut b in batches {
+        for doc in b.documents {
             documents.entry(doc.hash.clone()).or_insert(doc);
         }
-        for row in std::mem::take(&mut p.batch.upserts) {
+        for row in b.upserts {
             changes.insert(row.id.clone(), Change::Upsert(Box::new(row)));
         }
-        for id in std::mem::take(&mut p.batch.deletes) {
+        for id in b.deletes {
             changes.insert(id, Change::Delete);
         }
-        statements.append(&mut p.batch.statements);
+        statements.append(&mut b.statements);
     }
     let mut batch = WriteBatch {
         documents: documents.into_values().collect(),

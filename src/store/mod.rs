@@ -2,8 +2,9 @@
 //! for SQLite (the embedded default, a WAL file under the data directory)
 //! and PostgreSQL, written once over sqlx's `Any` driver where the SQL
 //! agrees (`sqlite.rs` and `postgres.rs` hold what differs). Migrations run
-//! when a store opens. The [`Committer`] groups the writes of all workers
-//! into few transactions, so durability costs little throughput.
+//! when a store opens. The writes of all workers are grouped into few
+//! transactions, so durability costs little throughput: by SQLite's
+//! writer thread itself ([`GroupCommit`]), or by the [`Committer`] task.
 //!
 //! A session row holds the engine's snapshot as JSON plus what the server
 //! shows without waking the session. Documents are stored once, by the
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-pub use committer::{CommitError, CommitHandle, Committer};
+pub use committer::{CommitError, CommitHandle, Committer, OnCommit};
 pub use sql::SqlStore;
 
 /// Why the store could not do what was asked.
@@ -267,6 +268,23 @@ pub trait Store: Send + Sync {
     /// Runs an extension's statement outside any batch; returns the rows
     /// it changed.
     fn execute<'a>(&'a self, statement: &'a Statement) -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// The store's own group commit, when it has one (SQLite: its writer
+    /// thread groups the batches waiting and answers each on that thread,
+    /// with no task in between); `None` (the default) leaves grouping to
+    /// the [`Committer`] task.
+    fn group_commit(&self) -> Option<Arc<dyn GroupCommit>> {
+        None
+    }
+}
+
+/// Writes batches grouped with the others waiting, each as part of one
+/// transaction, and answers each by running its own function on the
+/// writer's thread ([`Store::group_commit`]).
+pub trait GroupCommit: Send + Sync {
+    /// Queues `batch`; `done` runs once the transaction carrying it
+    /// ended, with the store's error when it did not commit (the whole
+    /// group failed then).
+    fn submit(&self, batch: WriteBatch, done: Box<dyn FnOnce(Result<(), StoreError>) + Send>);
 }
 
 /// How to open a store.

@@ -2,6 +2,8 @@
 //! PostgreSQL (`$n` parameters, `ON CONFLICT ... DO UPDATE`, TEXT and
 //! BIGINT columns), so the two backends cannot drift apart.
 
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
 use sqlx::AnyPool;
 use sqlx::any::AnyRow;
@@ -84,9 +86,9 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: &'static str,
     /// SQLite: the database file and its write-ahead log as opened.
-    files: Option<FileIdentity>,
-    /// SQLite: the thread that writes the committer's batches.
-    writer: Option<super::sqlite_writer::Writer>,
+    files: Option<Arc<FileIdentity>>,
+    /// SQLite: the thread that writes and groups the batches.
+    writer: Option<Arc<super::sqlite_writer::Writer>>,
 }
 
 /// Which files a SQLite store opened (device and inode), so that one
@@ -182,14 +184,14 @@ impl SqlStore {
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let wal = std::path::PathBuf::from(wal);
-        self.files = Some(FileIdentity {
+        self.files = Some(Arc::new(FileIdentity {
             db: db.to_path_buf(),
             db_id,
             wal_id: std::sync::Mutex::new(file_id(&wal).ok()),
             wal,
             lost: std::sync::Mutex::new(None),
             _keeper: std::sync::Mutex::new(keeper),
-        });
+        }));
         Ok(())
     }
 
@@ -360,16 +362,36 @@ impl SqlStore {
     /// it, so later "commits" would never reach the disk. So the failed
     /// connection is closed, never handed back to the pool, and the next
     /// write starts on a fresh one.
-    /// Has `writer` write the batches from now on (SQLite).
-    pub(super) fn write_through(&mut self, writer: super::sqlite_writer::Writer) {
-        self.writer = Some(writer);
+    /// Has a writer thread of its own, on a connection to the SQLite
+    /// database at `path` with `synchronous` (`NORMAL` or `FULL`), write
+    /// the batches from now on, each after the [`SqlStore::watch_files`]
+    /// check.
+    ///
+    /// # Errors
+    /// The connection or the thread cannot be made.
+    pub(super) fn write_through(
+        &mut self,
+        path: &std::path::Path,
+        synchronous: &str,
+    ) -> Result<(), StoreError> {
+        let files = self.files.clone();
+        let precheck: super::sqlite_writer::Precheck = Box::new(move || match &files {
+            Some(files) => files.check(),
+            None => Ok(()),
+        });
+        self.writer = Some(Arc::new(super::sqlite_writer::Writer::open(
+            path,
+            synchronous,
+            precheck,
+        )?));
+        Ok(())
     }
 
     async fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.check_files()?;
         if let Some(writer) = &self.writer {
             return writer.write(batch).await;
         }
+        self.check_files()?;
         let mut conn = self.pool.acquire().await?;
         // SQLite looks a numbered parameter (`$7`) up by a linear scan,
         // and sqlx asks for each parameter's name as it binds, so a
@@ -617,6 +639,12 @@ impl Store for SqlStore {
 
     fn write(&self, batch: WriteBatch) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.write_batch(batch))
+    }
+
+    fn group_commit(&self) -> Option<Arc<dyn super::GroupCommit>> {
+        self.writer
+            .clone()
+            .map(|w| w as Arc<dyn super::GroupCommit>)
     }
 
     fn load_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SessionRow, StoreError>> {

@@ -77,6 +77,6 @@ pub(super) async fn open(
     store.watch_files(path).await?;
     // Batches go through a connection of their own on a thread of its
     // own (`sqlite_writer`); the pool answers reads and the rest.
-    store.write_through(super::sqlite_writer::Writer::open(path, sync)?);
+    store.write_through(path, sync)?;
     Ok(store)
 }

@@ -1,6 +1,10 @@
 //! The SQLite store's writer: a thread of its own holding one connection
-//! (rusqlite), which runs each batch of the group committer as one
-//! transaction, every statement prepared once and kept.
+//! (rusqlite), which groups the batches waiting into one transaction,
+//! every statement prepared once and kept, and answers each batch's
+//! sender on this thread ([`super::GroupCommit`]: the workers' batches
+//! come here straight, not through the committer task, so a reply to an
+//! HTTP event leaves this thread for its connection's task with no hop in
+//! between).
 //!
 //! Through sqlx each statement of a batch was a round trip between the
 //! committer's task and sqlx's SQLite thread (a channel send, a thread
@@ -56,9 +60,45 @@ const CHECKPOINT_EVERY_BATCHES: u32 = 64;
 /// first (ms).
 const CHECKPOINT_EVERY_MS: u64 = 100;
 
+/// Most session changes one transaction carries when several batches are
+/// waiting (as the committer task groups them).
+const MAX_GROUP_ROWS: usize = 20_000;
+
+/// What a batch's sender runs once the transaction that carried it ended,
+/// on the writer's thread.
+pub(super) type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Checked before each transaction (the store's files are still the ones
+/// opened); an error refuses the whole group.
+pub(super) type Precheck = Box<dyn Fn() -> Result<(), StoreError> + Send>;
+
 struct Job {
     batch: WriteBatch,
-    done: oneshot::Sender<Result<(), String>>,
+    done: Done,
+}
+
+/// Why a group's transaction did not commit, given to each of its batches.
+#[derive(Clone)]
+enum Failure {
+    Lost(String),
+    Write(String),
+}
+
+impl Failure {
+    fn of(e: StoreError) -> Failure {
+        match e {
+            StoreError::Lost(why) => Failure::Lost(why),
+            StoreError::Write(why) => Failure::Write(why),
+            other => Failure::Write(other.to_string()),
+        }
+    }
+
+    fn error(self) -> StoreError {
+        match self {
+            Failure::Lost(why) => StoreError::Lost(why),
+            Failure::Write(why) => StoreError::Write(why),
+        }
+    }
 }
 
 /// When the writer's next checkpoint is due: batches written and time
@@ -118,74 +158,135 @@ pub(super) struct Writer {
 impl Writer {
     /// Opens a connection to the database at `path` (which must exist, in
     /// WAL mode: the sqlx pool made it so) with `synchronous` (`NORMAL` or
-    /// `FULL`) and starts the thread that writes through it.
-    pub(super) fn open(path: &Path, synchronous: &str) -> Result<Writer, StoreError> {
-        let mut conn = connect(path, synchronous).map_err(|e| {
+    /// `FULL`) and starts the thread that writes through it, running
+    /// `precheck` before each transaction.
+    pub(super) fn open(
+        path: &Path,
+        synchronous: &str,
+        precheck: Precheck,
+    ) -> Result<Writer, StoreError> {
+        let conn = connect(path, synchronous).map_err(|e| {
             StoreError::Config(format!("cannot open {} for writing: {e}", path.display()))
         })?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let (path, synchronous) = (path.to_path_buf(), synchronous.to_string());
         std::thread::Builder::new()
             .name("ors-sqlite-writer".into())
-            .spawn(move || {
-                let mut due = CheckpointDue::new();
-                loop {
-                    // Batches since the last checkpoint: wait for the next
-                    // one only until the checkpoint is due, so that the
-                    // last batches of a burst are copied too.
-                    let job = match due.wait() {
-                        None => match queue.recv() {
-                            Ok(job) => job,
-                            Err(_) => break,
-                        },
-                        Some(wait) => match queue.recv_timeout(wait) {
-                            Ok(job) => job,
-                            Err(mpsc::RecvTimeoutError::Timeout) => {
-                                checkpoint(&conn);
-                                due.done();
-                                continue;
-                            }
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                        },
-                    };
-                    let result = write(&mut conn, &job.batch).map_err(|e| e.to_string());
-                    if result.is_err() && !conn.is_autocommit() {
-                        // SQLite can keep the transaction open when its
-                        // COMMIT fails (SQLITE_FULL); later commits would
-                        // then only end savepoints inside it: acknowledged,
-                        // never on disk. Rolled back, or the connection
-                        // is replaced.
-                        let _ = conn.execute_batch("ROLLBACK");
-                        if !conn.is_autocommit() {
-                            match connect(&path, &synchronous) {
-                                Ok(fresh) => conn = fresh,
-                                Err(e) => tracing::error!(error = %e,
-                                    "the SQLite writer could not open its connection again"),
-                            }
-                        }
-                    }
-                    let _ = job.done.send(result);
-                    if due.after_batch() && conn.is_autocommit() {
-                        checkpoint(&conn);
-                        due.done();
-                    }
-                }
-            })
+            .spawn(move || run(conn, &path, &synchronous, &precheck, &queue))
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer: {e}")))?;
         Ok(Writer { jobs })
     }
 
+    /// Queues `batch`; `done` runs on the writer's thread once the
+    /// transaction carrying it (with the other batches waiting) ended, or
+    /// at once when the writer has stopped.
+    pub(super) fn submit(&self, batch: WriteBatch, done: Done) {
+        if let Err(e) = self.jobs.send(Job { batch, done }) {
+            (e.0.done)(Err(StoreError::Write(
+                "the SQLite writer has stopped".into(),
+            )));
+        }
+    }
+
     /// Writes `batch` in one transaction; answers once it is committed.
     /// Errors: [`StoreError::Write`] with SQLite's message (`database or
-    /// disk is full`, ...), the transaction rolled back.
+    /// disk is full`, ...), the transaction rolled back; what `precheck`
+    /// answered ([`StoreError::Lost`]).
     pub(super) async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
-        if self.jobs.send(Job { batch, done }).is_err() {
-            return Err(StoreError::Write("the SQLite writer has stopped".into()));
-        }
+        self.submit(
+            batch,
+            Box::new(move |result| {
+                let _ = done.send(result);
+            }),
+        );
         match answer.await {
-            Ok(result) => result.map_err(StoreError::Write),
+            Ok(result) => result,
             Err(_) => Err(StoreError::Write("the SQLite writer has stopped".into())),
+        }
+    }
+}
+
+impl super::GroupCommit for Writer {
+    fn submit(&self, batch: WriteBatch, done: Done) {
+        Writer::submit(self, batch, done);
+    }
+}
+
+/// The writer's thread: takes every batch waiting (up to
+/// [`MAX_GROUP_ROWS`] session changes) into one transaction, answers each,
+/// and checkpoints between transactions. Ends when every [`Writer`] is
+/// dropped.
+fn run(
+    mut conn: Connection,
+    path: &Path,
+    synchronous: &str,
+    precheck: &Precheck,
+    queue: &mpsc::Receiver<Job>,
+) {
+    let mut due = CheckpointDue::new();
+    loop {
+        // Batches since the last checkpoint: wait for the next one only
+        // until the checkpoint is due, so that the last batches of a
+        // burst are copied too.
+        let first = match due.wait() {
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(wait) => match queue.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    checkpoint(&conn);
+                    due.done();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        let mut rows = first.batch.upserts.len() + first.batch.deletes.len();
+        let mut group = vec![first];
+        while rows < MAX_GROUP_ROWS {
+            match queue.try_recv() {
+                Ok(job) => {
+                    rows += job.batch.upserts.len() + job.batch.deletes.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let batch = if group.len() == 1 {
+            std::mem::take(&mut group[0].batch)
+        } else {
+            super::committer::merge(group.iter_mut().map(|j| std::mem::take(&mut j.batch)))
+        };
+        let result = precheck()
+            .map_err(Failure::of)
+            .and_then(|()| write(&mut conn, &batch).map_err(|e| Failure::Write(e.to_string())));
+        if result.is_err() && !conn.is_autocommit() {
+            // SQLite can keep the transaction open when its COMMIT fails
+            // (SQLITE_FULL); later commits would then only end savepoints
+            // inside it: acknowledged, never on disk. Rolled back, or the
+            // connection is replaced.
+            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                match connect(path, synchronous) {
+                    Ok(fresh) => conn = fresh,
+                    Err(e) => tracing::error!(error = %e,
+                        "the SQLite writer could not open its connection again"),
+                }
+            }
+        }
+        drop(batch);
+        if let Err(Failure::Lost(why) | Failure::Write(why)) = &result {
+            tracing::error!(error = %why, "store write failed; its events are refused");
+        }
+        for job in group {
+            (job.done)(result.clone().map_err(Failure::error));
+        }
+        if due.after_batch() && conn.is_autocommit() {
+            checkpoint(&conn);
+            due.done();
         }
     }
 }
@@ -370,7 +471,7 @@ mod tests {
         setup
             .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .unwrap();
-        let writer = Writer::open(&path, "NORMAL").unwrap();
+        let writer = Writer::open(&path, "NORMAL", Box::new(|| Ok(()))).unwrap();
         let insert = |id: i64, v: Option<&str>| {
             super::super::Statement::new(
                 "INSERT INTO t (id, v) VALUES ($1, $2)",
@@ -427,7 +528,7 @@ mod tests {
         setup
             .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .unwrap();
-        let writer = Writer::open(&path, "NORMAL").unwrap();
+        let writer = Writer::open(&path, "NORMAL", Box::new(|| Ok(()))).unwrap();
         let row = "x".repeat(900);
         for round in 0..2000i64 {
             let statements = (0..16)
@@ -458,6 +559,53 @@ mod tests {
             })
             .unwrap();
         assert_eq!(count, 16);
+        drop(writer);
+        drop(setup);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Batches queued while the writer is busy go into one transaction
+    /// in the order they came: each is answered, in that order, and the
+    /// last row written for a key is the one kept.
+    #[test]
+    fn queued_batches_are_answered_in_order_and_the_last_row_wins() {
+        let dir = std::env::temp_dir().join(format!(
+            "ors-sqlite-writer-group-{}-{}",
+            std::process::id(),
+            crate::ids::object_id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let setup = Connection::open(&path).unwrap();
+        run_pragma(&setup, "PRAGMA journal_mode = WAL").unwrap();
+        setup
+            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+            .unwrap();
+        let writer = Writer::open(&path, "NORMAL", Box::new(|| Ok(()))).unwrap();
+        let (answers, answered) = mpsc::channel();
+        for k in 0..300i64 {
+            let answers = answers.clone();
+            let statement = super::super::Statement::new(
+                "INSERT INTO t (id, v) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+                vec![SqlValue::Int(k)],
+            );
+            writer.submit(
+                WriteBatch {
+                    statements: vec![statement],
+                    ..WriteBatch::default()
+                },
+                Box::new(move |result| {
+                    answers.send((k, result.is_ok())).unwrap();
+                }),
+            );
+        }
+        drop(answers);
+        let got: Vec<(i64, bool)> = answered.iter().collect();
+        assert_eq!(got, (0..300).map(|k| (k, true)).collect::<Vec<_>>());
+        let v: i64 = setup
+            .query_row("SELECT v FROM t WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 299);
         drop(writer);
         drop(setup);
         let _ = std::fs::remove_dir_all(&dir);

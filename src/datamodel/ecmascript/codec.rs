@@ -315,7 +315,11 @@ impl Encoder {
                 return Ok(None);
             }
         }
-        if let Ok(date) = JsDate::from_object(obj.clone()) {
+        // (Asked first: `JsDate::from_object` makes an error object for
+        // every object that is not a date.)
+        if obj.is::<boa_engine::builtins::date::Date>()
+            && let Ok(date) = JsDate::from_object(obj.clone())
+        {
             let t = date.get_time(ctx).map_err(|e| js_err(e, ctx))?;
             self.spend(16)?;
             let t = t.as_number().filter(|t| t.is_finite());
@@ -358,20 +362,25 @@ fn next_member(
     keys: &mut std::vec::IntoIter<PropertyKey>,
     ctx: &mut Context,
 ) -> DmResult<Option<(PropertyKey, JsValue)>> {
+    // An ordinary object's own data property is its value: one lookup
+    // instead of two. Accessors, and objects whose [[Get]] is their own
+    // (proxies, arguments, ...), go through [[Get]].
+    let ordinary = object.is_ordinary();
     for k in keys.by_ref() {
         if matches!(k, PropertyKey::Symbol(_)) {
             continue;
         }
-        let enumerable = object
-            .borrow()
-            .properties()
-            .get(&k)
-            .and_then(|d| d.enumerable())
-            .unwrap_or(true);
-        if !enumerable {
+        let own = object.borrow().properties().get(&k);
+        if own.as_ref().and_then(|d| d.enumerable()) == Some(false) {
             continue;
         }
-        let v = object.get(k.clone(), ctx).map_err(|e| js_err(e, ctx))?;
+        let data = own
+            .filter(|_| ordinary)
+            .and_then(|d| d.value().cloned().filter(|_| d.is_data_descriptor()));
+        let v = match data {
+            Some(v) => v,
+            None => object.get(k.clone(), ctx).map_err(|e| js_err(e, ctx))?,
+        };
         if is_dropped(&v) {
             continue;
         }

@@ -7,6 +7,7 @@
 
 use std::cmp::Reverse;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -493,7 +494,7 @@ impl Worker {
             && m.status == Status::Running
             && m.persist
             && m.sleeping.is_none()
-            && m.last_batch <= self.committed.get()
+            && m.last_batch <= self.writes.committed()
             && m.last_active.elapsed() >= Duration::from_secs(after)
             && !self.waking.contains_key(id)
     }
@@ -662,6 +663,7 @@ impl Worker {
             release(jobs);
             return;
         };
+        self.take_failed_writes();
         let batch_no = self.batch_no + 1;
         let mut batch = WriteBatch::default();
         // Letters sent go with their senders' states, letters received
@@ -735,30 +737,55 @@ impl Worker {
             return;
         }
         self.batch_no = batch_no;
-        let done = commits.submit(batch);
-        self.post_letters(sends);
-        let committed = self.committed.clone();
-        let in_flight = self.in_flight.clone();
-        let resync = self.resync.clone();
-        let retry_letters = self.letters_done.clone();
-        in_flight.set(in_flight.get() + 1);
-        tokio::task::spawn_local(async move {
-            let result = done
-                .await
-                .unwrap_or(Err(crate::store::CommitError::Stopped));
-            match &result {
-                Ok(()) => committed.set(committed.get().max(batch_no)),
-                Err(_) => {
-                    resync.borrow_mut().extend(roots);
-                    retry_letters.borrow_mut().extend(letters_done);
-                }
-            }
-            send_all(replies, result);
-            // After a failed write the states stay in memory and are
-            // written again (`resync`): the process goes on from them.
-            release(jobs);
-            in_flight.set(in_flight.get() - 1);
+        let writes = self.writes.clone();
+        writes.in_flight.fetch_add(1, Ordering::AcqRel);
+        // Deferred work (ORS actions' requests, sends to other workers'
+        // sessions) waits for the commit on this thread; the replies leave
+        // from the committer's.
+        let released = (!jobs.is_empty()).then(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::task::spawn_local(async move {
+                let _ = rx.await;
+                release(jobs);
+            });
+            tx
         });
+        commits.submit_then(
+            batch,
+            Box::new(move |result| {
+                match &result {
+                    Ok(()) => {
+                        writes.committed.fetch_max(batch_no, Ordering::AcqRel);
+                    }
+                    Err(_) => {
+                        // The states stay in memory and are written again
+                        // with the next batch: the process goes on from them.
+                        writes
+                            .failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((roots, letters_done));
+                    }
+                }
+                send_all(replies, result);
+                if let Some(tx) = released {
+                    let _ = tx.send(());
+                }
+                writes.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }),
+        );
+        self.post_letters(sends);
+    }
+
+    /// Takes back the roots and letters of writes that failed, to be
+    /// written with the next batch.
+    pub(super) fn take_failed_writes(&mut self) {
+        let failed =
+            std::mem::take(&mut *self.writes.failed.lock().unwrap_or_else(|e| e.into_inner()));
+        for (roots, letters) in failed {
+            self.resync.borrow_mut().extend(roots);
+            self.letters_done.borrow_mut().extend(letters);
+        }
     }
 
     /// Posts letters to their sessions (other workers').
@@ -886,7 +913,7 @@ impl Worker {
     /// Waits until every write this worker submitted has been answered.
     pub(super) async fn drain_commits(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.in_flight.get() > 0 && Instant::now() < deadline {
+        while self.writes.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -945,6 +972,26 @@ async fn stored_document(ctx: &Arc<WorkerContext>, hash: &str) -> Result<Arc<Doc
 }
 
 /// Lets custom actions' deferred work run on this worker.
+/// What the committer's thread tells a worker about the batches it
+/// submitted.
+#[derive(Default)]
+pub(super) struct Writes {
+    /// The highest batch committed.
+    committed: AtomicU64,
+    /// Batches submitted and not yet answered.
+    in_flight: AtomicUsize,
+    /// The roots and letters of batches whose write failed.
+    #[allow(clippy::type_complexity)]
+    failed: std::sync::Mutex<Vec<(Vec<Arc<str>>, Vec<Arc<str>>)>>,
+}
+
+impl Writes {
+    /// The highest batch committed.
+    pub(super) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+}
+
 fn release(jobs: Vec<crate::interpreter::Deferred>) {
     for job in jobs {
         tokio::task::spawn_local(job);

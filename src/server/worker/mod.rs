@@ -13,7 +13,7 @@
 
 mod durable;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -413,10 +413,10 @@ struct Worker {
     last_sweep: Instant,
     store: Option<Arc<dyn crate::store::Store>>,
     commits: Option<crate::store::CommitHandle>,
-    /// Write batches submitted, and the highest one committed.
+    /// Write batches submitted.
     batch_no: u64,
-    committed: Rc<Cell<u64>>,
-    in_flight: Rc<Cell<usize>>,
+    /// What the committer has answered about them.
+    writes: Arc<durable::Writes>,
     /// Roots whose last write failed (written again with the next batch).
     resync: Rc<RefCell<Vec<Arc<str>>>>,
     /// Events this worker's sessions sent to sessions of other workers,
@@ -679,8 +679,7 @@ impl Worker {
             ready_replies: Vec::new(),
             last_sweep: Instant::now(),
             batch_no: 0,
-            committed: Rc::new(Cell::new(0)),
-            in_flight: Rc::new(Cell::new(0)),
+            writes: Arc::default(),
             resync: Rc::new(RefCell::new(Vec::new())),
             held_sends,
             letters_done: Rc::default(),
@@ -884,7 +883,8 @@ impl Worker {
     /// engine. Sessions end, and their writes commit, in order, so the
     /// walk stops at the first one still waiting for its commit.
     fn retire_halted(&mut self) {
-        let committed = self.committed.get();
+        self.take_failed_writes();
+        let committed = self.writes.committed();
         while let Some(id) = self.to_retire.front().cloned() {
             let Some(meta) = self.meta.get(&id) else {
                 self.to_retire.pop_front();
