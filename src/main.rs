@@ -145,7 +145,7 @@ fn main() {
     if !matches!(cli.command, Command::Serve(_)) {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("ORS_LOG"))
-            .with_ansi(cli::serve::colour_on_stderr())
+            .with_ansi(ors::server::logging::colour_on_stderr())
             .with_writer(std::io::stderr)
             .init();
     }

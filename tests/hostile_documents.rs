@@ -503,6 +503,21 @@ async fn culprits_that_crash_the_process_are_restarted_around_and_quarantined() 
         vec![1, 2, 1, 2, 1, 2, 1, 2],
         "one strike per crash, two each"
     );
+    // The server writes its log from a thread of its own; the watchdog's
+    // last words still reach it before the process ends (six ends).
+    let last_words = bench
+        .log_lines()
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("watchdog:") && m.contains("ending"))
+        })
+        .count();
+    assert!(
+        last_words >= 6,
+        "the watchdog's lines before each of its six ends: {last_words}"
+    );
     assert!(
         std::fs::read_dir(bench.data_dir())
             .unwrap()

@@ -72,8 +72,15 @@ pub fn serve(options: ServeOptions) -> i32 {
         eprintln!("ors serve: {e}");
         return 2;
     }
-    init_logging(&config);
-    if !options.supervised && !options.no_supervisor {
+    crate::server::logging::init(&config);
+    let code = serve_logging(options.supervised, options.no_supervisor, config);
+    crate::server::logging::flush();
+    code
+}
+
+/// [`serve`] once its log is set up.
+fn serve_logging(supervised: bool, no_supervisor: bool, mut config: Config) -> i32 {
+    if !supervised && !no_supervisor {
         if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
             eprintln!(
                 "ors serve: cannot make the data directory {}: {e}",
@@ -84,7 +91,6 @@ pub fn serve(options: ServeOptions) -> i32 {
         return super::supervise::supervise(&config.data_dir);
     }
     config.server.watchdog = true;
-    let supervised = options.supervised;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ors-http")
@@ -142,24 +148,4 @@ async fn supervisor_gone() {
             Ok(_) => {}
         }
     }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ORS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour_on_stderr())
-        .with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
-/// Whether log lines may carry colour: only on a terminal, and not when
-/// `NO_COLOR` is set (<https://no-color.org>).
-pub fn colour_on_stderr() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -15,6 +15,7 @@ pub mod connections;
 pub mod documents;
 pub mod error;
 pub mod extension;
+pub mod logging;
 pub mod metrics;
 pub mod outbox;
 pub mod params;

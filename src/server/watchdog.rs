@@ -305,6 +305,7 @@ fn end_process(file: &Path, culprits: &[Culprit]) -> ! {
     if culprits.is_empty() {
         tracing::error!("watchdog: the server is over its memory limit; ending it");
     }
+    super::logging::flush();
     std::process::exit(EXIT_WATCHDOG)
 }
 
