@@ -9,7 +9,8 @@
 # SESSIONS (sessions the events phase spreads over, default 64),
 # MAX_SESSIONS (the server's limits.max_sessions, default 1000000),
 # STORE (sqlite, full, none or a postgres:// admin URL; default sqlite),
-# CARGO_TARGET_DIR (default target).
+# CARGO_TARGET_DIR (default target), ORS_BIN (an `ors` binary to measure
+# instead of building this tree's: another commit's, for a before/after pair).
 #
 # Phases: "starts" (POST /scxml/session/start) and "events" (POST
 # /scxml/session/<id>/event/ping round-robin over SESSIONS sessions), each
@@ -24,7 +25,7 @@ smoke=0
 for arg in "$@"; do
   case "$arg" in
     --smoke) smoke=1 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "load.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -49,8 +50,12 @@ cd "$root"
 # --- build --------------------------------------------------------------
 target="${CARGO_TARGET_DIR:-target}"
 case "$target" in /*) ;; *) target="$root/$target" ;; esac
-cargo build --release --quiet
-ors="$target/release/ors"
+if [ -n "${ORS_BIN:-}" ]; then
+  ors="$ORS_BIN"
+else
+  cargo build --release --quiet
+  ors="$target/release/ors"
+fi
 [ -x "$ors" ] || { echo "load.sh: no binary at $ors" >&2; exit 1; }
 
 # --- wrk ------------------------------------------------------------------
