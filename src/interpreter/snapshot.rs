@@ -28,9 +28,9 @@ pub struct DelayedSnapshot {
 }
 
 /// Everything needed to continue a session elsewhere or later. `D` is the
-/// data model's form: a JSON value (read back, or for tests and views),
-/// or the JSON text the data model wrote (`Box<RawValue>`, what is
-/// written to the store without building a value tree).
+/// data model's form: a JSON value (read back, or for tests and views);
+/// the text written to the store is made by [`Session::snapshot_text`]
+/// with the data model's own JSON text appended as the last member.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionSnapshot<D = Value> {
     /// The session id.

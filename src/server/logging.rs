@@ -41,9 +41,11 @@ pub fn init(config: &Config) {
     }
 }
 
-/// Writes every line logged so far and stops the writer thread (lines
+/// Writes the lines logged so far and stops the writer thread (lines
 /// logged later are lost): before the process ends (`std::process::exit`
-/// runs no destructors).
+/// runs no destructors). Best effort: the writer is given about a second;
+/// a log that cannot be written that fast (standard error blocked, the
+/// queue full) loses what is left.
 pub fn flush() {
     let guard = GUARD.lock().unwrap_or_else(|e| e.into_inner()).take();
     drop(guard);

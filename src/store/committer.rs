@@ -45,7 +45,29 @@ pub type OnCommit = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
 
 struct Pending {
     batch: WriteBatch,
-    done: OnCommit,
+    done: Answer,
+}
+
+/// An [`OnCommit`] that runs exactly once: with the write's result, or
+/// with [`CommitError::Stopped`] when it is dropped without having run (a
+/// writer that went away with the batch), so no sender waits for ever
+/// and its bookkeeping is done.
+struct Answer(Option<OnCommit>);
+
+impl Answer {
+    fn run(mut self, result: Result<(), CommitError>) {
+        if let Some(then) = self.0.take() {
+            then(result);
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Err(CommitError::Stopped));
+        }
+    }
 }
 
 impl CommitHandle {
@@ -61,12 +83,18 @@ impl CommitHandle {
         rx
     }
 
-    /// Queues a batch; `then` runs once it is durable, or with why not
-    /// ([`CommitError::Stopped`] at once when the committer has ended).
+    /// Queues a batch; `then` runs once it is durable, or with why not:
+    /// the store's error, or [`CommitError::Stopped`] when the committer
+    /// (or the store's writer) has ended or dropped the batch. It runs
+    /// exactly once, on the committer's thread (or at once, here).
     pub fn submit_then(&self, batch: WriteBatch, then: OnCommit) {
+        let answer = Answer(Some(then));
         let Some(direct) = &self.direct else {
-            if let Err(e) = self.tx.send(Pending { batch, done: then }) {
-                (e.0.done)(Err(CommitError::Stopped));
+            if let Err(e) = self.tx.send(Pending {
+                batch,
+                done: answer,
+            }) {
+                e.0.done.run(Err(CommitError::Stopped));
             }
             return;
         };
@@ -77,7 +105,7 @@ impl CommitHandle {
                 let result = result.map_err(|e| CommitError::Write(e.to_string()));
                 *failure.lock().unwrap_or_else(|e| e.into_inner()) =
                     result.as_ref().err().map(ToString::to_string);
-                then(result);
+                answer.run(result);
             }),
         );
     }
@@ -157,7 +185,7 @@ impl Committer {
             *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
                 result.as_ref().err().map(ToString::to_string);
             for p in group {
-                (p.done)(result.clone());
+                p.done.run(result.clone());
             }
         }
     }
@@ -193,4 +221,42 @@ pub(super) fn merge(batches: impl IntoIterator<Item = WriteBatch>) -> WriteBatch
         }
     }
     batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group commit that loses every batch (a writer gone mid-group).
+    struct Loses;
+
+    impl GroupCommit for Loses {
+        fn submit(
+            &self,
+            _batch: WriteBatch,
+            done: Box<dyn FnOnce(Result<(), super::super::StoreError>) + Send>,
+        ) {
+            drop(done);
+        }
+    }
+
+    /// A batch the store's writer drops without answering is answered
+    /// anyway, once, with `Stopped`: no reply waits for ever and the
+    /// worker's count of writes in flight comes back down.
+    #[test]
+    fn a_batch_dropped_unanswered_is_answered_stopped() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let handle = CommitHandle {
+            tx,
+            direct: Some(Arc::new(Loses)),
+            failure: Arc::new(std::sync::Mutex::new(None)),
+        };
+        let (answers, answered) = std::sync::mpsc::channel();
+        handle.submit_then(
+            WriteBatch::default(),
+            Box::new(move |result| answers.send(result).unwrap()),
+        );
+        let got: Vec<_> = answered.try_iter().collect();
+        assert_eq!(got, vec![Err(CommitError::Stopped)]);
+    }
 }

@@ -52,8 +52,8 @@ const DOCUMENT_UPSERT: &str = "INSERT INTO ors_documents (hash, location, text, 
 
 const SESSION_DELETE: &str = "DELETE FROM ors_sessions WHERE id = ?1";
 
-/// After this many batches the writer checkpoints the log before it takes
-/// the next one.
+/// After this many transactions (each carrying one or more batches) the
+/// writer checkpoints the log before it takes the next one.
 const CHECKPOINT_EVERY_BATCHES: u32 = 64;
 
 /// ... or after this long since its last checkpoint, whichever comes
@@ -237,7 +237,9 @@ fn run(
             Some(wait) => match queue.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    checkpoint(&conn);
+                    if conn.is_autocommit() {
+                        checkpoint(&conn);
+                    }
                     due.done();
                     continue;
                 }

@@ -474,27 +474,32 @@ impl Worker {
         if !self.hibernate_queue.is_empty() {
             return;
         }
+        let committed = self.durable_through();
         let ready: Vec<Arc<str>> = self
             .awake
             .iter()
             .filter(|id| {
                 self.meta
                     .get(*id)
-                    .is_some_and(|m| self.may_hibernate(id, m))
+                    .is_some_and(|m| self.may_hibernate(id, m, committed))
             })
             .cloned()
             .collect();
         self.hibernate_queue.extend(ready);
     }
 
-    fn may_hibernate(&self, id: &str, m: &Meta) -> bool {
+    /// Whether a session may leave the engine now: its last batch is
+    /// among those durable through `committed` ([`Worker::durable_through`])
+    /// and not one whose write failed.
+    fn may_hibernate(&self, id: &str, m: &Meta, committed: u64) -> bool {
         let after = self.leave_engine_after_secs();
         after > 0
             && self.store.is_some()
             && m.status == Status::Running
             && m.persist
             && m.sleeping.is_none()
-            && m.last_batch <= self.writes.committed()
+            && m.last_batch <= committed
+            && !self.resync.borrow().iter().any(|r| **r == *id)
             && m.last_active.elapsed() >= Duration::from_secs(after)
             && !self.waking.contains_key(id)
     }
@@ -520,6 +525,10 @@ impl Worker {
     /// Hibernates up to `limit` of the sessions found idle (each checked
     /// again: it may have run since).
     pub(super) fn hibernate_some(&mut self, limit: usize) {
+        if self.hibernate_queue.is_empty() {
+            return;
+        }
+        let committed = self.durable_through();
         let mut done = 0;
         while done < limit {
             let Some(root) = self.hibernate_queue.pop_front() else {
@@ -528,7 +537,7 @@ impl Worker {
             if self
                 .meta
                 .get(&root)
-                .is_some_and(|m| self.may_hibernate(&root, m))
+                .is_some_and(|m| self.may_hibernate(&root, m, committed))
             {
                 self.hibernate(&root);
                 done += 1;
@@ -739,13 +748,23 @@ impl Worker {
         self.batch_no = batch_no;
         let writes = self.writes.clone();
         writes.in_flight.fetch_add(1, Ordering::AcqRel);
-        // Deferred work (ORS actions' requests, sends to other workers'
-        // sessions) waits for the commit on this thread; the replies leave
-        // from the committer's.
-        let released = (!jobs.is_empty()).then(|| {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // Replies leave from the committer's thread once the batch is
+        // durable, unless this batch sends letters to other workers'
+        // sessions: those are posted below, after the submit (their rows
+        // are in the batch), and a client answered before they are posted
+        // could reach a receiving session ahead of them. Then the replies
+        // wait on this thread, as deferred work (ORS actions' requests)
+        // always does.
+        let (replies_now, replies_later) = if sends.is_empty() {
+            (replies, Vec::new())
+        } else {
+            (Vec::new(), replies)
+        };
+        let later = (!jobs.is_empty() || !replies_later.is_empty()).then(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
             tokio::task::spawn_local(async move {
-                let _ = rx.await;
+                let result = rx.await.unwrap_or(Err(crate::store::CommitError::Stopped));
+                send_all(replies_later, result);
                 release(jobs);
             });
             tx
@@ -767,14 +786,24 @@ impl Worker {
                             .push((roots, letters_done));
                     }
                 }
-                send_all(replies, result);
-                if let Some(tx) = released {
-                    let _ = tx.send(());
+                if let Some(tx) = later {
+                    let _ = tx.send(result.clone());
                 }
+                send_all(replies_now, result);
                 writes.in_flight.fetch_sub(1, Ordering::AcqRel);
             }),
         );
         self.post_letters(sends);
+    }
+
+    /// The highest batch durable, with every write that failed before it
+    /// taken back into `resync` (read in that order: the committer answers
+    /// batches in order, so a failure of an earlier batch is never missed
+    /// by a check against the number returned).
+    pub(super) fn durable_through(&mut self) -> u64 {
+        let committed = self.writes.committed();
+        self.take_failed_writes();
+        committed
     }
 
     /// Takes back the roots and letters of writes that failed, to be
@@ -971,7 +1000,6 @@ async fn stored_document(ctx: &Arc<WorkerContext>, hash: &str) -> Result<Arc<Doc
     Ok(doc)
 }
 
-/// Lets custom actions' deferred work run on this worker.
 /// What the committer's thread tells a worker about the batches it
 /// submitted.
 #[derive(Default)]
@@ -992,6 +1020,7 @@ impl Writes {
     }
 }
 
+/// Lets custom actions' deferred work run on this worker.
 fn release(jobs: Vec<crate::interpreter::Deferred>) {
     for job in jobs {
         tokio::task::spawn_local(job);

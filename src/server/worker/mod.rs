@@ -883,8 +883,7 @@ impl Worker {
     /// engine. Sessions end, and their writes commit, in order, so the
     /// walk stops at the first one still waiting for its commit.
     fn retire_halted(&mut self) {
-        self.take_failed_writes();
-        let committed = self.writes.committed();
+        let committed = self.durable_through();
         while let Some(id) = self.to_retire.front().cloned() {
             let Some(meta) = self.meta.get(&id) else {
                 self.to_retire.pop_front();
