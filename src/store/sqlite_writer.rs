@@ -414,6 +414,25 @@ fn bind_numbered(
 mod tests {
     use super::*;
 
+    /// A WAL database in a directory of its own with `schema` made, a
+    /// connection to read it (checkpoints off, as the server's) and a
+    /// writer on it.
+    fn scratch(label: &str, schema: &str) -> (std::path::PathBuf, Connection, Writer) {
+        let dir = std::env::temp_dir().join(format!(
+            "{label}-{}-{}",
+            std::process::id(),
+            crate::ids::object_id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.db");
+        let setup = Connection::open(&path).unwrap();
+        run_pragma(&setup, "PRAGMA journal_mode = WAL").unwrap();
+        run_pragma(&setup, "PRAGMA wal_autocheckpoint = 0").unwrap();
+        setup.execute_batch(schema).unwrap();
+        let writer = Writer::open(&path, "NORMAL", Box::new(|| Ok(()))).unwrap();
+        (dir, setup, writer)
+    }
+
     /// `$n` names bind the nth argument wherever, and however often, the
     /// statement names them; a missing argument is an error, not a NULL.
     #[test]
@@ -461,19 +480,10 @@ mod tests {
     /// goes on with the next one on a connection with no transaction open.
     #[tokio::test]
     async fn a_failed_batch_leaves_nothing_and_the_next_one_commits() {
-        let dir = std::env::temp_dir().join(format!(
-            "ors-sqlite-writer-test-{}-{}",
-            std::process::id(),
-            crate::ids::object_id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("w.db");
-        let setup = Connection::open(&path).unwrap();
-        run_pragma(&setup, "PRAGMA journal_mode = WAL").unwrap();
-        setup
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-            .unwrap();
-        let writer = Writer::open(&path, "NORMAL", Box::new(|| Ok(()))).unwrap();
+        let (dir, setup, writer) = scratch(
+            "ors-sqlite-writer-test",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        );
         let insert = |id: i64, v: Option<&str>| {
             super::super::Statement::new(
                 "INSERT INTO t (id, v) VALUES ($1, $2)",
@@ -517,20 +527,10 @@ mod tests {
     /// checkpointing.
     #[tokio::test]
     async fn the_log_starts_over_under_steady_writes() {
-        let dir = std::env::temp_dir().join(format!(
-            "ors-sqlite-writer-wal-{}-{}",
-            std::process::id(),
-            crate::ids::object_id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("w.db");
-        let setup = Connection::open(&path).unwrap();
-        run_pragma(&setup, "PRAGMA journal_mode = WAL").unwrap();
-        run_pragma(&setup, "PRAGMA wal_autocheckpoint = 0").unwrap();
-        setup
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-            .unwrap();
-        let writer = Writer::open(&path, "NORMAL", Box::new(|| Ok(()))).unwrap();
+        let (dir, setup, writer) = scratch(
+            "ors-sqlite-writer-wal",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+        );
         let row = "x".repeat(900);
         for round in 0..2000i64 {
             let statements = (0..16)
@@ -571,19 +571,10 @@ mod tests {
     /// last row written for a key is the one kept.
     #[test]
     fn queued_batches_are_answered_in_order_and_the_last_row_wins() {
-        let dir = std::env::temp_dir().join(format!(
-            "ors-sqlite-writer-group-{}-{}",
-            std::process::id(),
-            crate::ids::object_id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("w.db");
-        let setup = Connection::open(&path).unwrap();
-        run_pragma(&setup, "PRAGMA journal_mode = WAL").unwrap();
-        setup
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
-            .unwrap();
-        let writer = Writer::open(&path, "NORMAL", Box::new(|| Ok(()))).unwrap();
+        let (dir, setup, writer) = scratch(
+            "ors-sqlite-writer-group",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
+        );
         let (answers, answered) = mpsc::channel();
         for k in 0..300i64 {
             let answers = answers.clone();
