@@ -257,11 +257,9 @@ fn run(
                 Err(_) => break,
             }
         }
-        let batch = if group.len() == 1 {
-            std::mem::take(&mut group[0].batch)
-        } else {
-            super::committer::merge(group.iter_mut().map(|j| std::mem::take(&mut j.batch)))
-        };
+        // Merged as the committer task merges, one batch or many: each
+        // session's last change wins, a delete included.
+        let batch = super::committer::merge(group.iter_mut().map(|j| std::mem::take(&mut j.batch)));
         let result = precheck()
             .map_err(Failure::of)
             .and_then(|()| write(&mut conn, &batch).map_err(|e| Failure::Write(e.to_string())));
