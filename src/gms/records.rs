@@ -4,7 +4,9 @@
 //! session store (table `ors_callbacks`, written through the group
 //! committer so a reply is sent only once its record is durable), or in
 //! memory when the server runs with `--store none`. A record is removed
-//! `_ttl` seconds after its desired time.
+//! `_ttl` seconds after its desired time. The records this server wrote
+//! last are kept in memory too, so reading one back (each chat request
+//! does) costs no store read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -134,6 +136,87 @@ async fn commit(commits: &CommitHandle, statements: Vec<Statement>) -> Result<()
             statements,
             ..WriteBatch::default()
         })
+        .await
+        .map_err(|_| RecordsError::CommitterStopped)?
+        .map_err(RecordsError::from)
+}
+
+/// How many records [`Records::get`] answers from memory: the ones this
+/// server wrote most recently (a record is ~1 KiB, so this holds a few
+/// tens of MiB at most).
+pub const WRITTEN_RECORDS: usize = 16_384;
+
+/// The records this server wrote last, by id, least recently used first
+/// out. Filled only by the committer, in commit order, once a record is
+/// durable, and never by a read: a read could race a commit and put back
+/// the older row. So an entry is never older than the store's row (this
+/// server is the table's only writer), and `get` can answer from it.
+#[derive(Clone)]
+struct Written(Arc<Mutex<hashlink::LruCache<String, CallbackRow>>>);
+
+impl Written {
+    fn new() -> Written {
+        Written(Arc::new(Mutex::new(hashlink::LruCache::new(
+            WRITTEN_RECORDS,
+        ))))
+    }
+
+    fn get(&self, id: &str) -> Option<CallbackRow> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn put(&self, row: CallbackRow) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(row.id.clone(), row);
+    }
+
+    /// Forgets the records that expire before `cut` (ms since the Unix
+    /// epoch), as a purge deletes them.
+    fn forget_expiring_before(&self, cut: i64) {
+        let mut lru = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = lru
+            .iter()
+            .filter(|(_, r)| r.expires_at < cut)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            lru.remove(&id);
+        }
+    }
+}
+
+/// Writes `row` with `statements` (its upsert among them) in one
+/// transaction through the group committer; returns once they are
+/// durable, `row` by then in `written`.
+async fn commit_record(
+    commits: &CommitHandle,
+    statements: Vec<Statement>,
+    row: CallbackRow,
+    written: &Written,
+) -> Result<(), RecordsError> {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let written = written.clone();
+    commits.submit_then(
+        WriteBatch {
+            statements,
+            ..WriteBatch::default()
+        },
+        Box::new(move |result| {
+            // On the committer's thread, in commit order: a later write of
+            // the same record is put after this one.
+            if result.is_ok() {
+                written.put(row);
+            }
+            let _ = done.send(result);
+        }),
+    );
+    answer
         .await
         .map_err(|_| RecordsError::CommitterStopped)?
         .map_err(RecordsError::from)
@@ -643,6 +726,8 @@ pub struct Records {
     store: Option<Arc<dyn Store>>,
     commits: Option<CommitHandle>,
     memory: Mutex<HashMap<String, CallbackRow>>,
+    /// In the store: the records this server wrote last.
+    written: Written,
     /// The schedule, when the records are in memory: id → (due, start).
     memory_schedule: Mutex<HashMap<String, (i64, String)>>,
     /// How sessions start, when the records are in memory: id → start.
@@ -676,6 +761,7 @@ impl Records {
             commits,
             clock,
             memory: Mutex::new(HashMap::new()),
+            written: Written::new(),
             memory_schedule: Mutex::new(HashMap::new()),
             memory_starts: Mutex::new(HashMap::new()),
             updating: tokio::sync::Mutex::new(()),
@@ -770,7 +856,7 @@ impl Records {
                 if is_final(&row.state) {
                     statements.push(forget_start_statement(&row.id));
                 }
-                commit(commits, statements).await
+                commit_record(commits, statements, row, &self.written).await
             }
             None => {
                 if let (Ok(mut schedule), Ok(mut starts)) =
@@ -935,10 +1021,13 @@ impl Records {
         }
     }
 
-    /// One record, if it exists (expired ones are not returned).
+    /// One record, if it exists (expired ones are not returned). A record
+    /// this server wrote lately is answered from memory (see
+    /// [`WRITTEN_RECORDS`]), any other from the store.
     pub async fn get(&self, id: &str) -> Result<Option<CallbackRow>, RecordsError> {
         let now = self.clock.now_ms();
         let row = match &self.store {
+            Some(_) if let Some(row) = self.written.get(id) => Some(row),
             Some(store) => {
                 let select = Statement::new(
                     format!("SELECT {COLUMNS} FROM ors_callbacks WHERE id = $1"),
@@ -1231,6 +1320,7 @@ impl Records {
                     vec![now.into()],
                 );
                 let purged = store.execute(&delete).await?;
+                self.written.forget_expiring_before(now);
                 if purged > 0 {
                     for table in ["ors_callback_schedule", "ors_callback_start"] {
                         let orphans = Statement::new(
