@@ -1110,41 +1110,16 @@ async fn callback_records_round_trip_are_queried_replaced_and_purged() {
 /// The row of callback `id` as the store holds it.
 async fn stored_callback(store: &Arc<dyn Store>, id: &str) -> Option<CallbackRow> {
     let select = ors::store::Statement::new(
-        "SELECT id, service, customer_number, state, session_id, created_at, updated_at, \
-         expires_at, record, gms_user FROM ors_callbacks WHERE id = $1",
+        format!(
+            "SELECT {} FROM ors_callbacks WHERE id = $1",
+            ors::gms::records::COLUMNS
+        ),
         vec![id.into()],
     );
     let rows = store.query(&select).await.unwrap();
-    rows.into_iter().next().map(|v| {
-        let mut v = v.into_iter();
-        let mut text = || match v.next() {
-            Some(ors::store::SqlValue::Text(t)) => t,
-            other => panic!("expected text, found {other:?}"),
-        };
-        let (id, service, customer_number, state, session_id) =
-            (text(), text(), text(), text(), text());
-        let mut int = || match v.next() {
-            Some(ors::store::SqlValue::Int(n)) => n,
-            other => panic!("expected an integer, found {other:?}"),
-        };
-        let (created_at, updated_at, expires_at) = (int(), int(), int());
-        let mut text = || match v.next() {
-            Some(ors::store::SqlValue::Text(t)) => t,
-            other => panic!("expected text, found {other:?}"),
-        };
-        CallbackRow {
-            id,
-            service,
-            customer_number,
-            state,
-            session_id,
-            created_at,
-            updated_at,
-            expires_at,
-            record: text(),
-            gms_user: text(),
-        }
-    })
+    rows.into_iter()
+        .next()
+        .map(|values| CallbackRow::from_values(values).unwrap())
 }
 
 /// A record this server wrote is read back from memory, as the commit

@@ -269,7 +269,9 @@ fn schedule_statement(id: &str, due_at: i64, start: &str) -> Statement {
     )
 }
 
-const COLUMNS: &str = "id, service, customer_number, state, session_id, created_at, \
+/// The columns of `ors_callbacks`, in the order [`CallbackRow::from_values`]
+/// reads them.
+pub const COLUMNS: &str = "id, service, customer_number, state, session_id, created_at, \
      updated_at, expires_at, record, gms_user";
 
 /// A callback record: the columns it is queried by, and the whole record
@@ -325,8 +327,10 @@ impl CallbackRow {
         )
     }
 
-    /// A row read back in [`COLUMNS`] order.
-    fn from_values(values: Vec<SqlValue>) -> Result<CallbackRow, RecordsError> {
+    /// A row read back in [`COLUMNS`] order (the values a store query
+    /// answers). Errors: [`RecordsError::Corrupt`] when a value is missing
+    /// or of the wrong type.
+    pub fn from_values(values: Vec<SqlValue>) -> Result<CallbackRow, RecordsError> {
         let mut v = values.into_iter();
         let mut text = || match v.next() {
             Some(SqlValue::Text(t)) => Ok(t),
