@@ -142,8 +142,8 @@ async fn commit(commits: &CommitHandle, statements: Vec<Statement>) -> Result<()
 }
 
 /// How many records [`Records::get`] answers from memory: the ones this
-/// server wrote most recently (a record is ~1 KiB, so this holds a few
-/// tens of MiB at most).
+/// server wrote most recently (a record is ~1 KiB with little user data;
+/// at the default user-data limit of 16 KiB the worst case is ~270 MiB).
 pub const WRITTEN_RECORDS: usize = 16_384;
 
 /// The records this server wrote last, by id, least recently used first
@@ -174,6 +174,10 @@ impl Written {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(row.id.clone(), row);
+    }
+
+    fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
     /// Forgets the records that expire before `cut` (ms since the Unix
@@ -210,8 +214,12 @@ async fn commit_record(
         Box::new(move |result| {
             // On the committer's thread, in commit order: a later write of
             // the same record is put after this one.
-            if result.is_ok() {
-                written.put(row);
+            // A failed answer does not prove nothing landed (a commit
+            // whose answer was lost): the record is read from the store
+            // again.
+            match result {
+                Ok(()) => written.put(row),
+                Err(_) => written.forget(&row.id),
             }
             let _ = done.send(result);
         }),
